@@ -1,0 +1,11 @@
+"""`retinaug` command line: importing the per-stage modules registers their commands on `app`."""
+
+from . import classify, data, generate, phantom, pipeline, quality  # noqa: F401  (register commands)
+from .app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

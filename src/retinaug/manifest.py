@@ -1,0 +1,183 @@
+"""The Manifest: the one table (one row per image) that every stage reads and writes.
+
+On disk it is Parquet; `path` is stored relative to the manifest's *image root*, which is kept in the
+Parquet metadata (the manifest's own folder unless the images live elsewhere, e.g. a read-only ODIR copy).
+In memory `path` is absolute, so manifests from different folders can be concatenated freely.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .classes import CLASSES
+from .errors import ManifestError
+from .io import atomic_path
+
+MANIFEST_NAME = "manifest.parquet"
+REQUIRED = ("path", "label", "patient_id", "eye", "split", "origin", "source")
+SPLITS = ("train", "val", "test")
+ORIGINS = ("real", "synthetic", "traditional")
+EYES = ("left", "right", "unknown")
+# Optional columns and their pandas dtypes; any other extra column is kept as-is.
+OPTIONAL: dict[str, str] = {
+    "parent": "string",
+    "transform": "string",
+    "prompt": "string",
+    "negative_prompt": "string",
+    "seed": "Int64",
+    "steps": "Int64",
+    "guidance": "Float64",
+    "strength": "Float64",
+    "generator": "string",
+    "pred_label": "string",
+    "pred_conf": "Float64",
+    "accepted": "boolean",
+    "sha256": "string",
+}
+_META_KEY = b"retinaug"
+
+
+def manifest_file(path: str | Path) -> Path:
+    """Accept a run sub-folder (`RUN/data`) or the Parquet file itself."""
+    p = Path(path)
+    return p / MANIFEST_NAME if p.is_dir() or p.suffix != ".parquet" else p
+
+
+def new_manifest(rows: Iterable[dict] | None = None) -> pd.DataFrame:
+    """A manifest DataFrame with the required columns (and any extra ones present in `rows`)."""
+    df = pd.DataFrame(list(rows or []))
+    for col in REQUIRED:
+        if col not in df.columns:
+            df[col] = pd.Series(dtype="string")
+    return _normalise(df)
+
+
+def _normalise(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    for col in REQUIRED:
+        df[col] = df[col].astype("string")
+    for col, dtype in OPTIONAL.items():
+        if col in df.columns:
+            df[col] = df[col].astype(dtype)
+    order = [c for c in REQUIRED] + [c for c in df.columns if c not in REQUIRED]
+    return df[order].reset_index(drop=True)
+
+
+def _examples(values: Iterable, n: int = 5) -> str:
+    values = list(values)
+    shown = ", ".join(repr(v) for v in values[:n])
+    return shown + (f" ... ({len(values)} in all)" if len(values) > n else "")
+
+
+def validate_manifest(df: pd.DataFrame, check_files: bool = False) -> pd.DataFrame:
+    """Raise ManifestError naming every problem found; return the normalised table when it is valid."""
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ManifestError(f"manifest is missing required column(s): {', '.join(missing)}")
+    df = _normalise(df)
+    problems: list[str] = []
+    for col in REQUIRED:
+        empty = df.index[df[col].isna() | (df[col].str.strip() == "")]
+        if len(empty):
+            problems.append(f"column {col!r} is empty in row(s) {_examples(empty.tolist())}")
+    checks = (("label", tuple(CLASSES)), ("split", SPLITS), ("origin", ORIGINS), ("eye", EYES))
+    for col, allowed in checks:
+        bad = sorted(set(df[col].dropna()) - set(allowed))
+        if bad:
+            problems.append(f"unknown {col} value(s) {_examples(bad)}; allowed: {', '.join(allowed)}")
+    for col in ("pred_label",):
+        if col in df.columns:
+            bad = sorted(set(df[col].dropna()) - set(CLASSES))
+            if bad:
+                problems.append(f"unknown class code(s) in {col}: {_examples(bad)}")
+    key = df["path"].astype(str) + "|" + (df["transform"].fillna("") if "transform" in df else "")
+    dup = df.loc[key.duplicated(keep=False), "path"]
+    if len(dup):
+        problems.append(f"duplicate path(s) (same image and transform twice): {_examples(sorted(set(dup)))}")
+    if check_files:
+        absent = [p for p in df["path"].dropna() if not os.path.isfile(p)]
+        if absent:
+            problems.append(f"image file(s) not found: {_examples(absent)}")
+    if problems:
+        raise ManifestError("invalid manifest:\n  - " + "\n  - ".join(problems))
+    return df
+
+
+def save_manifest(df: pd.DataFrame, path: str | Path, root: str | Path | None = None) -> Path:
+    """Validate and write atomically. Paths are stored relative to `root` (default: the manifest's folder,
+    or the images' common folder when they live outside it)."""
+    target = manifest_file(path)
+    folder = target.parent.resolve()
+    df = validate_manifest(df)
+    abs_paths = [os.path.abspath(p) for p in df["path"]]
+    if root is None:
+        inside = all(p.startswith(str(folder) + os.sep) for p in abs_paths)
+        root = folder if inside or not abs_paths else Path(os.path.commonpath([os.path.dirname(p) for p in abs_paths]))
+    root = Path(root).resolve()
+    rel = []
+    for p in abs_paths:
+        r = os.path.relpath(p, root)
+        if r.startswith(".." + os.sep) or r == "..":
+            raise ManifestError(f"image {p} is outside the manifest's image root {root}")
+        rel.append(r.replace(os.sep, "/"))
+    out = df.copy()
+    out["path"] = pd.array(rel, dtype="string")
+    stored_root = os.path.relpath(root, folder) if str(root).startswith(str(folder)) else str(root)
+    table = pa.Table.from_pandas(out, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[_META_KEY] = json.dumps({"root": stored_root, "version": 1}).encode()
+    table = table.replace_schema_metadata(meta)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp)
+    return target
+
+
+def load_manifest(path: str | Path, check_files: bool = False) -> pd.DataFrame:
+    """Read and validate a manifest; `path` becomes absolute and must stay inside the image root.
+
+    `df.attrs["manifest_dir"]` records where it was read from (later stages put caches beside it)."""
+    target = manifest_file(path)
+    if not target.is_file():
+        raise ManifestError(
+            f"no manifest at {target}: run `retinaug prepare ...` first, or point at a folder holding {MANIFEST_NAME}"
+        )
+    try:
+        table = pq.read_table(target)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise ManifestError(f"cannot read manifest {target}: {exc}") from None
+    meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}") or b"{}")
+    folder = target.parent.resolve()
+    root = Path(os.path.normpath(folder / meta.get("root", ".")))
+    df = table.to_pandas()
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ManifestError(f"{target}: missing required column(s): {', '.join(missing)}")
+    root_s = str(root)
+    paths = []
+    bad = []
+    for i, rel in enumerate(df["path"].astype(str)):
+        joined = os.path.normpath(os.path.join(root_s, rel))
+        if os.path.isabs(rel) or not joined.startswith(root_s + os.sep):
+            bad.append(f"row {i}: {rel!r}")
+        paths.append(joined)
+    if bad:
+        raise ManifestError(f"{target}: path(s) escape the image root {root}: {_examples(bad)}")
+    df["path"] = paths
+    df = validate_manifest(df, check_files=check_files)
+    df.attrs["manifest_dir"] = str(folder)
+    return df
+
+
+def class_counts(df: pd.DataFrame, by: str = "split") -> pd.DataFrame:
+    """Images per class (rows) and `by` value (columns), with totals; used in summaries and the report."""
+    table = pd.crosstab(df["label"], df[by], margins=True, margins_name="total")
+    order = [c for c in CLASSES if c in table.index] + ["total"]
+    return table.loc[order]

@@ -1,0 +1,69 @@
+"""Shared fixtures: a tiny labelled dataset on disk, built in the test (no download, no phantom needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("RETINAUG_QUIET", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SHARED_ODIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "odir5k-256"
+if "RETINAUG_ODIR" in os.environ:
+    SHARED_ODIR = Path(os.environ["RETINAUG_ODIR"])
+
+
+def make_dataset(
+    root: Path,
+    classes: tuple[str, ...] = ("G", "C", "A"),
+    patients_per_class: int = 8,
+    size: int = 32,
+    seed: int = 0,
+    splits: dict[str, float] | None = None,
+):
+    """Write a small real-looking manifest: 2 eyes per patient, a class-specific colour + noise per image,
+    patients split train/val/test by class-stratified order. Returns the saved manifest DataFrame."""
+    from retinaug.manifest import load_manifest, new_manifest, save_manifest
+
+    rng = np.random.default_rng(seed)
+    fractions = splits or {"train": 0.5, "val": 0.25, "test": 0.25}
+    rows = []
+    for ci, code in enumerate(classes):
+        colour = np.array([(60 + 70 * ci) % 256, (200 - 50 * ci) % 256, (30 + 90 * ci) % 256], dtype=float)
+        n_train = round(patients_per_class * fractions["train"])
+        n_val = round(patients_per_class * fractions["val"])
+        for k in range(patients_per_class):
+            split = "train" if k < n_train else "val" if k < n_train + n_val else "test"
+            pid = f"{code}{k:03d}"
+            for eye in ("left", "right"):
+                img = np.clip(colour + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+                rel = Path("images") / code / f"{pid}_{eye}.png"
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(root / rel)
+                rows.append(
+                    dict(path=str(root / rel), label=code, patient_id=pid, eye=eye, split=split, origin="real", source="test")
+                )
+    save_manifest(new_manifest(rows), root)
+    return load_manifest(root)
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path):
+    """A 3-class manifest (G, C, A), 8 patients x 2 eyes per class, 32 px, saved in tmp_path/data."""
+    return make_dataset(tmp_path / "data")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads():
+    try:
+        import torch
+
+        torch.set_num_threads(2)
+    except ImportError:
+        pass
+    yield
