@@ -1,0 +1,71 @@
+"""Image cache: built once, keyed by content identity and size, transforms applied at read time."""
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retinaug.cache import apply_transform, image_cache, load_image
+from retinaug.errors import RetinaugError
+
+
+def test_cache_shape_values_and_reuse(tiny_data):
+    cache = image_cache(tiny_data, 16)
+    assert cache.array.shape == (len(tiny_data), 16, 16, 3)
+    assert cache.array.dtype == np.uint8
+    first = tiny_data["path"].iloc[0]
+    np.testing.assert_array_equal(cache.get(first), load_image(first, 16))
+    again = image_cache(tiny_data, 16)
+    assert again.array.filename == cache.array.filename  # same key -> same file, no rebuild
+    assert image_cache(tiny_data, 8).array.shape[1] == 8  # another resolution -> another cache
+    files = sorted(Path(tiny_data.attrs["manifest_dir"], "cache").glob("*.npy"))
+    assert len(files) == 2
+
+
+def test_cache_invalidated_when_an_image_changes(tiny_data):
+    cache = image_cache(tiny_data, 16)
+    path = tiny_data["path"].iloc[0]
+    Image.fromarray(np.full((32, 32, 3), 7, np.uint8)).save(path)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    fresh = image_cache(tiny_data, 16)
+    assert fresh.array.filename != cache.array.filename
+    assert int(fresh.get(path).max()) == 7
+
+
+def test_missing_image_is_a_clear_error(tiny_data):
+    os.remove(tiny_data["path"].iloc[3])
+    with pytest.raises(RetinaugError, match="not found"):
+        image_cache(tiny_data, 16)
+
+
+def test_non_square_images_are_padded_not_stretched(tmp_path):
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[:, :] = 200
+    Image.fromarray(img).save(tmp_path / "wide.png")
+    out = load_image(tmp_path / "wide.png", 40)
+    assert out.shape == (40, 40, 3)
+    assert out[0, 20].max() == 0 and out[20, 20].min() == 200  # black bars top/bottom, image in the middle
+
+
+def test_transforms_on_a_known_image():
+    img = np.arange(2 * 3 * 1, dtype=np.uint8).reshape(2, 3, 1)  # [[0,1,2],[3,4,5]]
+    assert apply_transform(img, "hflip")[:, :, 0].tolist() == [[2, 1, 0], [5, 4, 3]]
+    assert apply_transform(img, "vflip")[:, :, 0].tolist() == [[3, 4, 5], [0, 1, 2]]
+    assert apply_transform(img, "rot90")[:, :, 0].tolist() == [[2, 5], [1, 4], [0, 3]]  # counter-clockwise
+    assert apply_transform(img, "rot180")[:, :, 0].tolist() == [[5, 4, 3], [2, 1, 0]]
+    assert apply_transform(img, "hflip+vflip").tolist() == apply_transform(img, "rot180").tolist()
+    assert apply_transform(img, None) is img
+    with pytest.raises(RetinaugError, match="unknown transform 'shear'"):
+        apply_transform(img, "shear")
+
+
+def test_rows_apply_each_rows_transform(tiny_data):
+    df = tiny_data.head(2).copy()
+    df["transform"] = ["hflip", None]
+    cache = image_cache(tiny_data, 16)
+    rows = cache.rows(df)
+    np.testing.assert_array_equal(rows[0], cache.get(df["path"].iloc[0])[:, ::-1])
+    np.testing.assert_array_equal(rows[1], cache.get(df["path"].iloc[1]))
