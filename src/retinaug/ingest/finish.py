@@ -1,0 +1,116 @@
+"""The common end of every `prepare` command: split, save, and report what was kept and what was not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from ..io import atomic_path, write_json_atomic
+from ..manifest import class_counts, save_manifest
+from ..split import assign_splits, check_split
+from .checks import duplicate_groups, hash_files
+
+REJECTED_COLUMNS = ("row", "path", "reason", "detail")
+console = Console()
+
+
+def rejected_frame(rejected: pd.DataFrame | list[dict] | None) -> pd.DataFrame:
+    """Normalise skipped items to the rejected.csv columns (row = source-file row number, if any)."""
+    frame = pd.DataFrame(rejected if rejected is not None else [])
+    for col in REJECTED_COLUMNS:
+        if col not in frame.columns:
+            frame[col] = pd.Series(dtype="object")
+    frame["row"] = frame["row"].astype("Int64")
+    return frame[list(REJECTED_COLUMNS)].sort_values("row", kind="stable", na_position="last").reset_index(drop=True)
+
+
+def finish_prepare(
+    df: pd.DataFrame,
+    out: str | Path,
+    val: float = 0.15,
+    test: float = 0.15,
+    seed: int = 0,
+    rejected: pd.DataFrame | list[dict] | None = None,
+    root: str | Path | None = None,
+    info: dict | None = None,
+) -> pd.DataFrame:
+    """Split `df` by patient, write `out/manifest.parquet`, `out/rejected.csv`, `out/summary.json`, print a
+    summary, and return the saved manifest. `root` is the image root (default: inferred); `info` adds
+    fields to summary.json (e.g. the label source)."""
+    out = Path(out)
+    df = df.copy()
+    rej = rejected_frame(rejected)  # written first: it explains an empty or unsplittable dataset
+    with atomic_path(out / "rejected.csv") as tmp:
+        rej.to_csv(tmp, index=False)
+    if "sha256" not in df.columns or df["sha256"].isna().any():
+        known = df["sha256"] if "sha256" in df.columns else pd.Series([None] * len(df), index=df.index)
+        todo = df.loc[known.isna(), "path"].astype(str).tolist()
+        computed = hash_files(todo, "Hashing images")
+        df["sha256"] = [h if pd.notna(h) else computed[p] for p, h in zip(df["path"].astype(str), known)]
+    df = assign_splits(df, val=val, test=test, seed=seed)
+    warnings = df.attrs.get("split_warnings", [])
+    save_manifest(df, out, root=root)
+    dups = duplicate_groups(df["path"].astype(str).tolist(), df["sha256"].tolist())
+    counts = class_counts(df)
+    summary = {
+        "rows": len(df),
+        "patients": int(df["patient_id"].nunique()),
+        "splits": {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")},
+        "patients_per_split": {s: int(df.loc[df["split"] == s, "patient_id"].nunique()) for s in ("train", "val", "test")},
+        "counts": {label: {k: int(v) for k, v in row.items()} for label, row in counts.iterrows()},
+        "rejected": {str(k): int(v) for k, v in rej["reason"].value_counts().items()},
+        "rejected_total": len(rej),
+        "duplicates": {"groups": len(dups), "extra_files": sum(len(g) - 1 for g in dups), "examples": dups[:20]},
+        "leakage": check_split(df),
+        "split_warnings": warnings,
+        "val": val,
+        "test": test,
+        "seed": seed,
+        **(info or {}),
+    }
+    write_json_atomic(out / "summary.json", summary)
+    print_summary(summary, out, rej)
+    return df
+
+
+def print_summary(summary: dict, out: Path, rejected: pd.DataFrame, examples: int = 5) -> None:
+    """Class x split counts, skips by reason (with a few examples), duplicates and split warnings."""
+    splits = [s for s in ("train", "val", "test") if summary["splits"].get(s)]
+    console.print(f"[bold]{summary['rows']} images of {summary['patients']} patients[/] written to {out} (images per class x split):")
+    table = Table()
+    table.add_column("class")
+    for s in splits + ["total"]:
+        table.add_column(s, justify="right")
+    for label, row in summary["counts"].items():
+        table.add_row(label, *(str(row.get(s, 0)) for s in splits + ["total"]))
+    console.print(table)
+    if summary["rejected"]:
+        skipped = Table(title=f"skipped {summary['rejected_total']} (rejected.csv)")
+        skipped.add_column("reason")
+        skipped.add_column("count", justify="right")
+        for reason, n in summary["rejected"].items():
+            skipped.add_row(reason, str(n))
+        console.print(skipped)
+        for rec in rejected.head(examples).itertuples(index=False):
+            where = f"row {rec.row}: " if pd.notna(rec.row) else ""
+            console.print(f"  {where}{rec.path}: {rec.reason} ({rec.detail})", highlight=False)
+        if len(rejected) > examples:
+            console.print(f"  ... {len(rejected) - examples} more in {out / 'rejected.csv'}", highlight=False)
+    else:
+        console.print("skipped: none")
+    for key, value in info_lines(summary):
+        console.print(f"{key}: {value}")
+    for w in summary["split_warnings"]:
+        console.print(f"[yellow]warning:[/] {w}")
+
+
+def info_lines(summary: dict) -> list[tuple[str, str]]:
+    d = summary["duplicates"]
+    lines = [("exact duplicate files", f"{d['groups']} group(s), {d['extra_files']} extra copies (kept, same split)")]
+    if "converted_to_rgb" in summary:
+        lines.append(("non-RGB images (converted to RGB when loaded)", str(summary["converted_to_rgb"])))
+    lines.append(("leakage audit", "OK" if not summary["leakage"] else f"{len(summary['leakage'])} problem(s)"))
+    return lines

@@ -1,0 +1,153 @@
+"""Patient-level, class-stratified train/val/test split, and the leakage audit that checks it.
+
+Why not a plain image-level split: both eyes of a patient (and any two files with identical bytes) are
+near-copies, so an image split leaks test patients into training and inflates every metric.
+
+The unit of the split is a *group*: a patient, merged with every other patient that shares an identical
+image file (same `sha256`), so exact duplicates can never straddle two splits. Each group gets one
+stratification label (its rarest class, so rare classes are spread over the splits), and groups of each
+class are shuffled with the seed and cut into test/val/train by the requested fractions. This is the
+fraction-exact equivalent of scikit-learn's StratifiedGroupKFold (whose folds come in 1/k steps), and it
+guarantees that a class with >= 2 groups reaches the test split and one with >= 3 groups reaches val.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .errors import RetinaugError
+
+SPLIT_ORDER = ("train", "val", "test")
+
+
+def _round(x: float) -> int:
+    return int(np.floor(x + 0.5))
+
+
+def split_counts(n: int, val: float, test: float) -> tuple[int, int, int]:
+    """How many of `n` groups of one class go to (train, val, test); train always keeps at least one."""
+    n_test, n_val = _round(n * test), _round(n * val)
+    if test > 0 and n_test == 0 and n >= 2:
+        n_test = 1
+    if val > 0 and n_val == 0 and n >= 3:
+        n_val = 1
+    while n - n_test - n_val < 1 and n_test + n_val > 0:
+        if n_val >= n_test:
+            n_val -= 1
+        else:
+            n_test -= 1
+    return n - n_val - n_test, n_val, n_test
+
+
+def patient_groups(df: pd.DataFrame) -> np.ndarray:
+    """Group id per row: connected components of patients linked by identical image content (sha256)."""
+    patients, p_idx = np.unique(df["patient_id"].astype(str).to_numpy(), return_inverse=True)
+    if "sha256" not in df.columns or df["sha256"].isna().all():
+        return p_idx
+    has = df["sha256"].notna().to_numpy()
+    hashes, h_idx = np.unique(df.loc[has, "sha256"].astype(str).to_numpy(), return_inverse=True)
+    n = len(patients) + len(hashes)
+    edges = coo_matrix((np.ones(has.sum()), (p_idx[has], len(patients) + h_idx)), shape=(n, n))
+    _, comp = connected_components(edges, directed=False)
+    return comp[p_idx]
+
+
+def assign_splits(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed: int = 0) -> pd.DataFrame:
+    """Return a copy of `df` with `split` set per patient group (stratified, deterministic by `seed`).
+
+    Messages about classes too small to reach val/test are kept in `out.attrs["split_warnings"]`."""
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise RetinaugError(f"split fractions val={val}, test={test} must be >= 0 and sum to less than 1")
+    if df.empty:
+        raise RetinaugError("cannot split an empty dataset: no image passed the checks (see rejected.csv)")
+    missing = [c for c in ("label", "patient_id") if c not in df.columns]
+    if missing:
+        raise RetinaugError(f"cannot split: column(s) {', '.join(missing)} missing")
+    if df["patient_id"].isna().any() or df["label"].isna().any():
+        raise RetinaugError("cannot split: some rows have no patient_id or no label")
+    out = df.copy().reset_index(drop=True)
+    groups = patient_groups(out)
+    n_groups = len(np.unique(groups))
+    needed = 1 + (val > 0) + (test > 0)
+    if n_groups < needed:
+        raise RetinaugError(
+            f"cannot make {needed} splits from {n_groups} patient(s); add patients or set --val 0 / --test 0"
+        )
+    # One stratification label per group: its rarest class (rarity by image count in the whole table).
+    rows = pd.DataFrame({"group": groups, "label": out["label"].astype(str), "pid": out["patient_id"].astype(str)})
+    rows["rarity"] = rows["label"].map(rows["label"].value_counts())
+    first = rows.sort_values(["group", "rarity", "label"]).groupby("group").first()
+    group_label, group_key = first["label"], rows.groupby("group")["pid"].min()
+    parts: dict[str, dict[str, list]] = {}
+    for code in sorted(group_label.unique()):
+        members = group_label.index[group_label == code].to_numpy()
+        members = members[np.argsort(group_key.loc[members].to_numpy(), kind="stable")]  # input-order free
+        rng = np.random.default_rng([seed, *code.encode()])  # per class: adding a class moves no other
+        members = list(members[rng.permutation(len(members))])
+        _, n_val, n_test = split_counts(len(members), val, test)
+        parts[code] = {"test": members[:n_test], "val": members[n_test : n_test + n_val], "train": members[n_test + n_val :]}
+    for name, fraction in (("test", test), ("val", val)):
+        if fraction > 0 and not any(p[name] for p in parts.values()):
+            # Tiny data: no class was big enough on its own; lend one group of the biggest class.
+            donor = max(parts, key=lambda c: len(parts[c]["train"]))
+            if len(parts[donor]["train"]) < 2:
+                raise RetinaugError(
+                    f"split {name} came out empty: every class has too few patients ({n_groups} in all); "
+                    "add data or set the fraction to 0"
+                )
+            parts[donor][name].append(parts[donor]["train"].pop())
+    assignment = {g: name for p in parts.values() for name, members in p.items() for g in members}
+    warnings = [
+        f"class {code} has only {sum(map(len, p.values()))} patient(s): none in {' or '.join(absent)}"
+        for code, p in parts.items()
+        if (absent := [s for s, f in (("val", val), ("test", test)) if f > 0 and not p[s]])
+    ]
+    out["split"] = pd.array([assignment[g] for g in groups], dtype="string")
+    out.attrs["split_warnings"] = warnings
+    return out
+
+
+def check_split(df: pd.DataFrame) -> list[str]:
+    """Leakage audit: a patient in two splits, or identical image bytes in two splits. Empty list = clean.
+
+    Missing `sha256` values are computed from the files (read in parallel)."""
+    problems: list[str] = []
+    splits = df["split"].astype(str)
+    per_patient = splits.groupby(df["patient_id"].astype(str)).agg(lambda s: sorted(set(s), key=_split_rank))
+    for pid, names in per_patient.items():
+        if len(names) > 1:
+            n = int((df["patient_id"].astype(str) == pid).sum())
+            problems.append(f"patient {pid!r} is in {' and '.join(names)} ({n} images)")
+    hashes = _hashes(df, problems)
+    frame = pd.DataFrame({"h": hashes, "split": splits.to_numpy(), "path": df["path"].astype(str).to_numpy()}).dropna()
+    for h, grp in frame.groupby("h"):
+        names = sorted(set(grp["split"]), key=_split_rank)
+        if len(names) > 1:
+            files = ", ".join(f"{p} ({s})" for p, s in grp.drop_duplicates("path")[["path", "split"]].itertuples(index=False))
+            problems.append(f"identical image content in {' and '.join(names)}: {files}")
+    return problems
+
+
+def _split_rank(name: str) -> int:
+    return SPLIT_ORDER.index(name) if name in SPLIT_ORDER else len(SPLIT_ORDER)
+
+
+def _hashes(df: pd.DataFrame, problems: list[str]) -> np.ndarray:
+    """Content hash per row: the `sha256` column where present, else hashed from the file."""
+    from .ingest.checks import hash_files  # local: ingest imports this module
+
+    known = df["sha256"] if "sha256" in df.columns else pd.Series([None] * len(df), index=df.index)
+    hashes = known.astype(object).where(known.notna(), None).to_numpy().copy()
+    todo = sorted({p for p, h in zip(df["path"].astype(str), hashes) if h is None})
+    if todo:
+        computed = hash_files(todo, "Hashing images")
+        for path in todo:
+            if computed[path] is None:
+                problems.append(f"cannot read {path} to compare its content")
+        for i, p in enumerate(df["path"].astype(str)):
+            if hashes[i] is None:
+                hashes[i] = computed[p]
+    return hashes
