@@ -2,7 +2,6 @@
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,27 +11,43 @@ from retinaug.cache import apply_transform, image_cache, load_image
 from retinaug.errors import RetinaugError
 
 
-def test_cache_shape_values_and_reuse(tiny_data):
-    cache = image_cache(tiny_data, 16)
-    assert cache.array.shape == (len(tiny_data), 16, 16, 3)
-    assert cache.array.dtype == np.uint8
+def _chunks(folder):
+    return sorted(folder.glob("images-*px-*.npy"))
+
+
+def test_cache_values_reuse_and_incremental_chunks(tiny_data, tmp_path):
+    folder = tmp_path / "cache"
+    cache = image_cache(tiny_data, 16, folder)
+    assert len(cache) == len(tiny_data)
     first = tiny_data["path"].iloc[0]
     np.testing.assert_array_equal(cache.get(first), load_image(first, 16))
-    again = image_cache(tiny_data, 16)
-    assert again.array.filename == cache.array.filename  # same key -> same file, no rebuild
-    assert image_cache(tiny_data, 8).array.shape[1] == 8  # another resolution -> another cache
-    files = sorted(Path(tiny_data.attrs["manifest_dir"], "cache").glob("*.npy"))
-    assert len(files) == 2
+    assert cache.get(first).dtype == np.uint8 and cache.get(first).shape == (16, 16, 3)
+    assert len(_chunks(folder)) == 1
+    image_cache(tiny_data, 16, folder)
+    image_cache(tiny_data[tiny_data["split"] == "train"], 16, folder)  # a subset: nothing decoded again
+    assert len(_chunks(folder)) == 1
+    image_cache(tiny_data, 8, folder)  # another resolution -> another chunk
+    assert len(_chunks(folder)) == 2
 
 
-def test_cache_invalidated_when_an_image_changes(tiny_data):
-    cache = image_cache(tiny_data, 16)
+def test_only_new_images_are_decoded(tiny_data, tmp_path):
+    folder = tmp_path / "cache"
+    image_cache(tiny_data.iloc[:10], 16, folder)
+    both = image_cache(tiny_data, 16, folder)
+    sizes = sorted(np.load(f, mmap_mode="r").shape[0] for f in _chunks(folder))
+    assert sizes == [10, len(tiny_data) - 10]
+    np.testing.assert_array_equal(both.rows(tiny_data)[12], load_image(tiny_data["path"].iloc[12], 16))
+
+
+def test_cache_invalidated_when_an_image_changes(tiny_data, tmp_path):
+    folder = tmp_path / "cache"
+    image_cache(tiny_data, 16, folder)
     path = tiny_data["path"].iloc[0]
     Image.fromarray(np.full((32, 32, 3), 7, np.uint8)).save(path)
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
-    fresh = image_cache(tiny_data, 16)
-    assert fresh.array.filename != cache.array.filename
+    fresh = image_cache(tiny_data, 16, folder)
     assert int(fresh.get(path).max()) == 7
+    assert len(_chunks(folder)) == 2  # only the changed image was decoded again
 
 
 def test_missing_image_is_a_clear_error(tiny_data):

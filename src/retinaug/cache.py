@@ -1,7 +1,7 @@
 """Decode + resize every image once into a memory-mapped uint8 array shared by all later stages.
 
-The cache is keyed by (image paths with their size and mtime, resolution): a changed file or a different
-resolution gives a new cache file, never a stale image. Traditional-augmentation rows reuse their parent's
+Entries are keyed by (image path, file size and mtime, resolution): a changed file is decoded again, never
+served stale, and each call decodes only the images no earlier call cached (a new chunk file beside the others). Traditional-augmentation rows reuse their parent's
 pixels; their `transform` (e.g. 'hflip', 'rot90', 'vflip+rot270') is applied when the image is read.
 """
 
@@ -48,20 +48,22 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
 
 
 class ImageCache:
-    """A (N, size, size, 3) uint8 memmap plus a path -> row index."""
+    """Decoded images of a set of paths: memory-mapped chunk arrays plus a path -> (chunk, row) index."""
 
-    def __init__(self, array: np.ndarray, paths: list[str]):
-        self.array = array
-        self.paths = paths
-        self.index = {p: i for i, p in enumerate(paths)}
-        self.size = array.shape[1]
+    def __init__(self, chunks: list[np.ndarray], index: dict[str, tuple[int, int]], size: int):
+        self.chunks = chunks
+        self.index = index
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.index)
 
     def get(self, path: str, transform: str | None = None) -> np.ndarray:
         try:
-            img = self.array[self.index[os.path.abspath(path)]]
+            chunk, row = self.index[os.path.abspath(path)]
         except KeyError:
             raise RetinaugError(f"image {path} is not in this cache; build the cache from its manifest") from None
-        return apply_transform(np.asarray(img), transform)
+        return apply_transform(np.asarray(self.chunks[chunk][row]), transform)
 
     def rows(self, df: pd.DataFrame) -> np.ndarray:
         """All images of a manifest (transforms applied), as one (N, size, size, 3) array."""
@@ -72,35 +74,65 @@ class ImageCache:
         return out
 
 
-def default_cache_dir(df: pd.DataFrame) -> Path:
-    if "manifest_dir" in df.attrs:
-        return Path(df.attrs["manifest_dir"]) / "cache"
-    return Path(os.environ.get("RETINAUG_CACHE_DIR", Path.home() / ".cache" / "retinaug"))
+def default_cache_dir() -> Path:
+    """`$RETINAUG_CACHE_DIR`, else `~/.cache/retinaug`: one content-keyed cache for every run and stage."""
+    return Path(os.environ.get("RETINAUG_CACHE_DIR") or Path.home() / ".cache" / "retinaug")
+
+
+def _identity(path: str) -> list:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise RetinaugError(f"image file not found: {path}") from None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _read_index(folder: Path, size: int) -> dict[str, tuple[str, int, list]]:
+    """path -> (chunk file, row, [bytes, mtime]) over every chunk of this resolution, newest chunk last."""
+    index: dict[str, tuple[str, int, list]] = {}
+    sidecars = sorted(folder.glob(f"images-{size}px-*.json"), key=lambda p: p.stat().st_mtime_ns)
+    for side in sidecars:
+        npy = side.with_suffix(".npy")
+        try:
+            entries = json.loads(side.read_text())["paths"]
+        except (OSError, ValueError, KeyError):
+            continue  # a chunk being written by another process, or damaged: its images are decoded again
+        if npy.exists():
+            for row, (path, *ident) in enumerate(entries):
+                index[path] = (str(npy), row, ident)
+    return index
+
+
+def _write_chunk(folder: Path, size: int, paths: list[str], idents: list[list], workers: int) -> None:
+    key = sha256_text(json.dumps([size, [[p, *i] for p, i in zip(paths, idents)]]))[:16]
+    npy = folder / f"images-{size}px-{key}.npy"
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(npy) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+        with progress_bar(f"caching {len(paths)} images at {size}px", len(paths), "img") as advance:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for i, img in enumerate(pool.map(lambda p: load_image(p, size), paths)):
+                    arr[i] = img
+                    advance(1)
+        arr.flush()
+        del arr
+    write_json_atomic(npy.with_suffix(".json"), {"size": size, "paths": [[p, *i] for p, i in zip(paths, idents)]})
 
 
 def image_cache(df: pd.DataFrame, size: int, cache_dir: str | Path | None = None, workers: int = 2) -> ImageCache:
-    """Return the cache for this manifest's images at `size` px, building it on first use."""
+    """The decoded images of this manifest at `size` px; only images not cached yet are decoded.
+
+    Entries are keyed by (absolute path, file size, mtime, resolution), so a changed file is decoded again and
+    subsets or unions of manifests (train/val/test, real + synthetic) reuse what earlier stages decoded."""
     paths = list(dict.fromkeys(os.path.abspath(p) for p in df["path"]))
-    ident = []
-    for p in paths:
-        try:
-            st = os.stat(p)
-        except FileNotFoundError:
-            raise RetinaugError(f"image file not found: {p}") from None
-        ident.append([p, st.st_size, st.st_mtime_ns])
-    key = sha256_text(json.dumps([size, ident]))[:16]
-    folder = Path(cache_dir) if cache_dir else default_cache_dir(df)
-    npy = folder / f"images-{size}px-{key}.npy"
-    if not npy.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(npy) as tmp:
-            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-            with progress_bar(f"caching images at {size}px", len(paths), "img") as advance:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    for i, img in enumerate(pool.map(lambda p: load_image(p, size), paths)):
-                        arr[i] = img
-                        advance(1)
-            arr.flush()
-            del arr
-        write_json_atomic(npy.with_suffix(".json"), {"size": size, "paths": paths})
-    return ImageCache(np.load(npy, mmap_mode="r"), paths)
+    idents = [_identity(p) for p in paths]
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    index = _read_index(folder, size) if folder.is_dir() else {}
+    missing = [(p, i) for p, i in zip(paths, idents) if p not in index or index[p][2] != i]
+    if missing:
+        _write_chunk(folder, size, [p for p, _ in missing], [i for _, i in missing], workers)
+        index = _read_index(folder, size)
+    files = sorted({index[p][0] for p in paths})
+    chunk_of = {f: k for k, f in enumerate(files)}
+    chunks = [np.load(f, mmap_mode="r") for f in files]
+    return ImageCache(chunks, {p: (chunk_of[index[p][0]], index[p][1]) for p in paths}, size)

@@ -1,3 +1,105 @@
-"""CLI verbs for the classify stage(s): thin wrappers over the Python API."""
+"""CLI verbs for the classify stage: `train`, `evaluate`, `label` (thin wrappers over retinaug.classify)."""
 
-from .app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+
+from ..errors import RetinaugError
+from .app import app
+
+
+def _config(config_file: Optional[Path], overrides: dict):
+    """TrainConfig from an optional YAML file (top level, or under a `classifier:` key), then CLI overrides."""
+    from ..classify import TrainConfig
+
+    values: dict = {}
+    if config_file is not None:
+        if not config_file.is_file():
+            raise RetinaugError(f"config file not found: {config_file}")
+        values = yaml.safe_load(config_file.read_text()) or {}
+        if not isinstance(values, dict):
+            raise RetinaugError(f"{config_file}: expected a mapping of TrainConfig fields")
+        values = values.get("classifier", values)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig.model_validate(values)
+    except Exception as exc:
+        raise RetinaugError(f"invalid classifier config: {exc}") from None
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., "--data", help="Prepared data folder (RUN/data) with train and val splits."),
+    out: Path = typer.Option(..., "--out", help="Output folder for model.safetensors + model.json (e.g. RUN/labeler)."),
+    extra: list[Path] = typer.Option([], "--extra", help="Extra manifest(s) whose accepted train rows are added (repeatable)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig fields; options below override it."),
+    task: Optional[str] = typer.Option(None, help="Task: 5-class, 7-class, 8-class or codes like G,C,A. [default: 5-class]"),
+    backbone: Optional[str] = typer.Option(None, help="timm model name: vgg19 (paper), resnet18, resnet10t. [default: resnet18]"),
+    size: Optional[int] = typer.Option(None, help="Input resolution in pixels. [default: 64]"),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs. [default: 15]"),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size. [default: 32]"),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (AdamW). [default: 2e-3]"),
+    imbalance: Optional[str] = typer.Option(None, help="none | class-weights | oversample. [default: none]"),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="On-the-fly flips/rotation/colour jitter. [default: on]"),
+    patience: Optional[int] = typer.Option(None, help="Early-stopping patience in epochs (val macro-F1). [default: 5]"),
+    seed: Optional[int] = typer.Option(None, help="Random seed. [default: 0]"),
+    pretrained: Optional[Path] = typer.Option(None, help="Local .safetensors backbone weights. [default: from scratch]"),
+    mixed_precision: Optional[str] = typer.Option(None, help="no | fp16 | bf16. [default: no]"),
+) -> None:
+    """Train a classifier on the train split (+ --extra rows), early-stopping on the val split's macro-F1.
+
+    The test split is never read. Example: retinaug train --data runs/demo/data --out runs/demo/labeler --size 64
+    """
+    from ..classify import train as train_fn
+
+    overrides = dict(
+        task=task, backbone=backbone, size=size, epochs=epochs, batch_size=batch_size, lr=lr, imbalance=imbalance,
+        augment=augment, patience=patience, seed=seed, pretrained=pretrained, mixed_precision=mixed_precision,
+    )
+    train_fn(data, _config(config, overrides), out, extra=list(extra))
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Option(..., "--model", help="Trained classifier folder (model.json + model.safetensors)."),
+    data: Path = typer.Option(..., "--data", help="Any prepared data folder or manifest.parquet (e.g. an external set)."),
+    split: str = typer.Option("test", help="Which rows to score: train | val | test | all."),
+    out: Optional[Path] = typer.Option(None, help="Output folder for metrics.json + predictions.parquet. [default: MODEL/eval]"),
+    n_boot: int = typer.Option(1000, help="Patient-bootstrap replicates for the 95% CIs (0 = none)."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+) -> None:
+    """Score a classifier: accuracy, per-class/macro/weighted P-R-F1, AUC, kappa, ODIR score, with patient-bootstrap CIs.
+
+    Example: retinaug evaluate --model runs/demo/labeler --data runs/demo/data --split test
+    """
+    from ..classify import evaluate as evaluate_fn
+    from ..manifest import load_manifest
+
+    if split not in ("train", "val", "test", "all"):
+        raise RetinaugError(f"--split must be train, val, test or all (got {split!r})")
+    df = load_manifest(data)
+    if split != "all":
+        df = df[df["split"] == split]
+    if not len(df):
+        raise RetinaugError(f"{data} has no rows in split {split!r}; try --split all")
+    evaluate_fn(model, df, out or model / "eval", n_boot=n_boot, seed=seed)
+
+
+@app.command()
+def label(
+    model: Path = typer.Option(..., "--model", help="Trained classifier folder (RUN/labeler)."),
+    synthetic: Path = typer.Option(..., "--synthetic", help="Synthetic image folder with manifest.parquet (RUN/synthetic)."),
+    policy: str = typer.Option("agree", help="agree (prediction == intended class) | relabel (take the prediction) | all."),
+    threshold: float = typer.Option(0.5, help="Minimum classifier confidence to accept an image (agree, relabel)."),
+) -> None:
+    """Label every synthetic image: adds pred_label, pred_conf, accepted to its manifest + label_summary.json.
+
+    Example: retinaug label --model runs/demo/labeler --synthetic runs/demo/synthetic --policy agree --threshold 0.5
+    """
+    from ..classify import label as label_fn
+
+    label_fn(model, synthetic, policy=policy, threshold=threshold)

@@ -1,0 +1,130 @@
+"""Score a classifier on any prepared manifest, with 95% confidence intervals from a bootstrap over patients.
+
+Two eyes (or several visits) of one patient are not independent samples: resampling images would give
+too-narrow intervals, so each bootstrap replicate draws patient ids with replacement and takes all their images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import RetinaugError
+from ..io import atomic_path, write_json_atomic
+from ..progress import console, progress_bar
+from .metrics import PER_CLASS, SCALARS, compute_metrics
+from .models import Classifier, load_classifier, predict
+
+
+def patient_bootstrap(y: np.ndarray, probs: np.ndarray, patients, classes, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Percentile 95% CIs of every scalar and per-class metric, resampling patients (all their images)."""
+    codes, inverse = np.unique(np.asarray(patients).astype(str), return_inverse=True)
+    rows_of = [np.flatnonzero(inverse == i) for i in range(len(codes))]
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list] = {m: [] for m in SCALARS}
+    per_class: dict[tuple[str, str], list] = {(c, m): [] for c in classes for m in PER_CLASS}
+    with progress_bar("bootstrap over patients", n_boot, "rep") as advance:
+        for _ in range(n_boot):
+            idx = np.concatenate([rows_of[i] for i in rng.integers(0, len(codes), len(codes))])
+            m = compute_metrics(y[idx], probs[idx], classes)
+            for name in SCALARS:
+                samples[name].append(m[name])
+            for c in classes:
+                for name in PER_CLASS:
+                    per_class[(c, name)].append(m["per_class"][c][name])
+            advance(1)
+
+    def interval(values: list) -> list[float] | None:
+        vals = np.array([v for v in values if v is not None], dtype=float)
+        return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))] if len(vals) else None
+
+    return {
+        "ci": {name: interval(v) for name, v in samples.items()},
+        "per_class_ci": {c: {name: interval(per_class[(c, name)]) for name in PER_CLASS} for c in classes},
+    }
+
+
+def evaluate(
+    clf_or_dir: Classifier | str | Path, df: pd.DataFrame, out: Path | None = None, n_boot: int = 1000, seed: int = 0
+) -> dict:
+    """Predict `df`, compute metrics + patient-bootstrap CIs, write out/metrics.json and out/predictions.parquet.
+
+    Rows whose class the model does not know are excluded (counted in `excluded`); model classes absent from
+    the data are listed in `classes_missing_from_data` (their recall/F1/AUC are null)."""
+    clf = clf_or_dir if isinstance(clf_or_dir, Classifier) else load_classifier(clf_or_dir)
+    known = df["label"].isin(clf.classes)
+    excluded = df.loc[~known, "label"].value_counts().to_dict()
+    if excluded:
+        print(f"excluded {int((~known).sum())} image(s) of class(es) the model lacks: {excluded}")
+    df = df[known]
+    if not len(df):
+        raise RetinaugError(f"no image of the model's classes ({','.join(clf.classes)}) in this data")
+    missing = [c for c in clf.classes if c not in set(df["label"])]
+    if missing:
+        print(f"model class(es) absent from the data: {', '.join(missing)} (their recall, F1 and AUC are null)")
+    probs = predict(clf, df)
+    y = df["label"].map({c: i for i, c in enumerate(clf.classes)}).to_numpy(dtype=int)
+    metrics = {
+        "classes": list(clf.classes),
+        "n_images": int(len(df)),
+        "n_patients": int(df["patient_id"].nunique()),
+        "excluded": {"count": int(sum(excluded.values())), "by_class": {str(k): int(v) for k, v in excluded.items()}},
+        "classes_missing_from_data": missing,
+        **compute_metrics(y, probs, clf.classes),
+        "n_boot": n_boot,
+        "seed": seed,
+    }
+    if n_boot > 0:
+        metrics.update(patient_bootstrap(y, probs, df["patient_id"].to_numpy(), clf.classes, n_boot, seed))
+    print_metrics(metrics)
+    if out is not None:
+        out = Path(out)
+        write_json_atomic(out / "metrics.json", metrics)
+        preds = pd.DataFrame(
+            {
+                "path": df["path"].astype(str).to_numpy(),
+                "label": df["label"].astype(str).to_numpy(),
+                "patient_id": df["patient_id"].astype(str).to_numpy(),
+                "pred": np.asarray(clf.classes)[probs.argmax(1)],
+                **{f"prob_{c}": probs[:, i] for i, c in enumerate(clf.classes)},
+            }
+        )
+        if "transform" in df.columns:
+            preds.insert(1, "transform", df["transform"].astype("string").to_numpy())
+        with atomic_path(out / "predictions.parquet") as tmp:
+            preds.to_parquet(tmp, index=False)
+    return metrics
+
+
+def _fmt(value, ci=None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def print_metrics(m: dict) -> None:
+    """A rich table: per-class rows, then macro/weighted and the summary scores (95% CI in brackets)."""
+    ci, pci = m.get("ci", {}), m.get("per_class_ci", {})
+    table = Table(title=f"{m['n_images']} images, {m['n_patients']} patients (95% CI: patient bootstrap, n={m['n_boot']})")
+    for col in ("class", "precision", "recall", "F1", "AUC", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for c, v in m["per_class"].items():
+        cc = pci.get(c, {})
+        table.add_row(
+            c, *(_fmt(v[k], cc.get(k)) for k in ("precision", "recall", "f1", "auc")), str(v["support"])
+        )
+    for kind in ("macro", "weighted"):
+        auc = _fmt(m["macro_auc"], ci.get("macro_auc")) if kind == "macro" else ""
+        table.add_row(
+            kind, *(_fmt(m[f"{kind}_{k}"], ci.get(f"{kind}_{k}")) for k in ("precision", "recall", "f1")), auc, str(m["n_images"])
+        )
+    wide = Console(stderr=True, width=max(console.width, 120))  # CIs make rows wide; never wrap cells
+    wide.print(table)
+    wide.print(
+        "accuracy " + _fmt(m["accuracy"], ci.get("accuracy")) + "   kappa " + _fmt(m["kappa"], ci.get("kappa"))
+        + "   ODIR score " + _fmt(m["odir_score"], ci.get("odir_score")),
+        highlight=False,
+    )

@@ -1,0 +1,211 @@
+"""Fit a classifier on the train rows, select the epoch with the best validation macro-F1, save it.
+
+The test split is never read here: `train()` passes only the train (+ extra) and val rows to `fit()`."""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from sklearn.metrics import f1_score
+
+from ..classes import resolve_task
+from ..errors import RetinaugError
+from ..manifest import load_manifest
+from ..progress import progress_bar
+from .config import TrainConfig
+from .data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, augmentation, class_weights, load_images, normalise, train_loader
+from .models import create_model, save_classifier
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    """accelerate keeps one process-wide state; a later fit with other precision/device settings resets it."""
+    try:
+        return Accelerator(mixed_precision=config.mixed_precision, cpu=config.cpu)
+    except ValueError:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(mixed_precision=config.mixed_precision, cpu=config.cpu)
+
+
+def task_rows(df: pd.DataFrame, classes: tuple[str, ...], what: str) -> pd.DataFrame:
+    """Keep the task's classes; say how many rows of which classes were dropped (never silently)."""
+    keep = df["label"].isin(classes)
+    if (~keep).any():
+        dropped = df.loc[~keep, "label"].value_counts().to_dict()
+        print(f"{what}: dropped {int((~keep).sum())} row(s) outside task {','.join(classes)}: {dropped}")
+    return df[keep]
+
+
+def _labels(df: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    return df["label"].map(index).to_numpy(dtype=int)
+
+
+@torch.inference_mode()
+def _validate(model, pixels: torch.Tensor, y: np.ndarray, mean, std, accelerator, batch_size: int) -> dict:
+    model.eval()
+    logits = []
+    for start in range(0, len(pixels), batch_size):
+        x = normalise(pixels[start : start + batch_size].to(accelerator.device), mean, std)
+        with accelerator.autocast():
+            logits.append(model(x).float().cpu())
+    logits_t = torch.cat(logits)
+    pred = logits_t.argmax(1).numpy()
+    return {
+        "val_loss": float(torch.nn.functional.cross_entropy(logits_t, torch.tensor(y)).item()),
+        "val_macro_f1": float(f1_score(y, pred, average="macro", labels=np.unique(y), zero_division=0)),
+        "val_accuracy": float((pred == y).mean()),
+    }
+
+
+def _scheduler(optimizer, config: TrainConfig, steps: int):
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.2)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: Path) -> dict:
+    """Train on `train_df`, early-stop on `val_df` macro-F1, save out/model.safetensors + out/model.json.
+
+    Rows outside the task's classes are dropped with a printed count. Returns the model.json dict."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    out = Path(out)
+    classes = resolve_task(config.task)
+    train_df = task_rows(train_df, classes, "train")
+    val_df = task_rows(val_df, classes, "val")
+    if len(train_df) == 0 or len(val_df) == 0:
+        raise RetinaugError(f"need train and val images of task {config.task}: got {len(train_df)} train, {len(val_df)} val")
+    absent = [c for c in classes if c not in set(train_df["label"])]
+    if absent:
+        raise RetinaugError(f"class(es) {', '.join(absent)} have no training image; choose a task without them")
+    seed_everything(config.seed)
+    accelerator = make_accelerator(config)
+    y_train, y_val = _labels(train_df, classes), _labels(val_df, classes)
+    train_pixels, val_pixels = load_images(train_df, config.size), load_images(val_df, config.size)
+    t_data = time.perf_counter() - t0
+
+    dataset = ImageDataset(train_pixels, y_train, augmentation(config.rotation) if config.augment else None)
+    loader = train_loader(dataset, config.batch_size, config.imbalance, len(classes), config.seed, config.num_workers)
+    model = create_model(config, len(classes)).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = _scheduler(optimizer, config, config.epochs * len(loader))
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    weight = None
+    if config.imbalance == "class-weights":
+        weight = torch.tensor(class_weights(y_train, len(classes)), dtype=torch.float32, device=accelerator.device)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    mean = torch.tensor(IMAGENET_MEAN, device=accelerator.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=accelerator.device).view(1, 3, 1, 1)
+    val_images = torch.from_numpy(val_pixels).permute(0, 3, 1, 2)
+
+    print(
+        f"training {config.backbone} at {config.size}px on {len(train_df)} images ({len(val_df)} val), "
+        f"classes {','.join(classes)}, device {accelerator.device}, imbalance={config.imbalance}, augment={config.augment}"
+    )
+    history: list[dict] = []
+    best, best_state, stale = (-1.0, 0.0), None, 0
+    for epoch in range(1, config.epochs + 1):
+        t_epoch = time.perf_counter()
+        model.train()
+        total, seen = 0.0, 0
+        with progress_bar(f"epoch {epoch}/{config.epochs}", len(loader.dataset), "img") as advance:
+            for x, y in loader:
+                with accelerator.autocast():
+                    loss = loss_fn(model(normalise(x, mean, std)), y)
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                total += float(loss.item()) * len(y)
+                seen += len(y)
+                advance(len(y))
+        row = {"epoch": epoch, "train_loss": total / max(seen, 1)}
+        row.update(_validate(model, val_images, y_val, mean, std, accelerator, 2 * config.batch_size))
+        row["seconds"] = round(time.perf_counter() - t_epoch, 3)
+        history.append(row)
+        # ties in macro-F1 (common on small val sets) go to the lower validation loss
+        improved = (row["val_macro_f1"], -row["val_loss"]) > best
+        if improved:
+            best, stale = (row["val_macro_f1"], -row["val_loss"]), 0
+            best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
+        else:
+            stale += 1
+        print(
+            f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+            f"val macro-F1 {row['val_macro_f1']:.4f}  val acc {row['val_accuracy']:.4f}  {row['seconds']:.1f}s"
+            + ("  *" if improved else "")
+        )
+        if stale >= config.patience:
+            print(f"early stop: no better val macro-F1 for {config.patience} epoch(s)")
+            break
+
+    final = accelerator.unwrap_model(model)
+    final.load_state_dict(best_state)
+    best_row = max(history, key=lambda r: (r["val_macro_f1"], -r["val_loss"]))
+    meta = {
+        "classes": list(classes),
+        "size": config.size,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "backbone": config.backbone,
+        "config": config.model_dump(mode="json"),
+        "n_train": int(len(train_df)),
+        "n_val": int(len(val_df)),
+        "train_counts": {c: int((y_train == i).sum()) for i, c in enumerate(classes)},
+        "best_epoch": best_row["epoch"],
+        "best_val_macro_f1": best_row["val_macro_f1"],
+        "history": history,
+        "timings": {
+            "load_images_s": round(t_data, 3),
+            "train_s": round(sum(r["seconds"] for r in history), 3),
+            "total_s": round(time.perf_counter() - t0, 3),
+            # CPU seconds of this process: a contention-robust cost when other jobs share the cores
+            "cpu_s": round(time.process_time() - cpu0, 3),
+            "threads": torch.get_num_threads(),
+            "device": str(accelerator.device),
+        },
+    }
+    save_classifier(final, meta, out)
+    print(f"best epoch {meta['best_epoch']} (val macro-F1 {best_row['val_macro_f1']:.4f}); saved {out}/model.safetensors in {meta['timings']['total_s']:.1f}s")
+    return meta
+
+
+def _extra_rows(path: Path) -> pd.DataFrame:
+    """Training rows from an extra manifest: its train split, and only `accepted` rows when labelled."""
+    df = load_manifest(path)
+    notes = []
+    if (df["split"] != "train").any():
+        notes.append(f"{int((df['split'] != 'train').sum())} non-train row(s)")
+        df = df[df["split"] == "train"]
+    if "accepted" in df.columns:
+        rejected = ~df["accepted"].fillna(False).astype(bool)
+        if rejected.any():
+            notes.append(f"{int(rejected.sum())} not-accepted row(s)")
+        df = df[~rejected]
+    print(f"extra {path}: using {len(df)} row(s)" + (f", skipped {', '.join(notes)}" if notes else ""))
+    return df
+
+
+def train(data: Path, config: TrainConfig, out: Path, extra: list[Path] = []) -> dict:  # noqa: B006 (never mutated)
+    """Train on DATA's train split (+ the extra manifests' accepted train rows), select on its val split."""
+    df = load_manifest(data)
+    train_df = df[df["split"] == "train"]
+    val_df = df[df["split"] == "val"]
+    if extra:
+        train_df = pd.concat([train_df, *(_extra_rows(Path(p)) for p in extra)], ignore_index=True)
+    return fit(train_df, val_df, config, out)
