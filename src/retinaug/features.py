@@ -1,0 +1,172 @@
+"""Pluggable image feature extractors: one feature row per manifest row, computed once and reused.
+
+Selection (t-SNE), the similarity matcher and the quality audit all need "how alike are these images".
+They share one interface so the user can choose what "alike" means:
+
+- ``pixels``: downscaled raw pixels in [0, 1] (no model; catches exact and near-exact copies);
+- ``labeler`` (or a labeler folder): the trained classifier's penultimate layer (disease-aware);
+- a local CLIP folder in Hugging Face layout (``CLIPModel`` image features, like the seed's matcher).
+
+Nothing is downloaded: model folders are read with ``local_files_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .cache import image_cache
+from .errors import RetinaugError
+from .progress import progress_bar
+
+PIXEL_SIZE = 16  # 768 features: enough to catch copies, small enough for FID covariances
+EXTRACTOR_HELP = (
+    "feature extractor: 'auto' (the labeler when --labeler is given, else pixels), 'labeler', 'pixels', "
+    "or a local folder (a CLIP model in Hugging Face layout, or a labeler folder)"
+)
+
+
+class FeatureExtractor:
+    """Maps manifest rows to an (N, D) float32 feature array; `name` is recorded in outputs."""
+
+    name: str = "base"
+
+    def __call__(self, df: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+
+class ImageExtractor(FeatureExtractor):
+    """An extractor that reads the cached (size x size) images in batches and embeds the pixel arrays."""
+
+    def __init__(self, size: int, batch_size: int = 64):
+        self.size = size
+        self.batch_size = batch_size
+
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, size, size, 3) -> float32 (N, D)."""
+        raise NotImplementedError
+
+    def __call__(self, df: pd.DataFrame) -> np.ndarray:
+        if len(df) == 0:
+            raise RetinaugError("no images to embed: the selected manifest rows are empty")
+        cache = image_cache(df, self.size)
+        parts = []
+        with progress_bar(f"embedding ({self.name})", len(df), "img") as advance:
+            for start in range(0, len(df), self.batch_size):
+                batch = df.iloc[start : start + self.batch_size]
+                parts.append(self.embed_images(cache.rows(batch)))
+                advance(len(batch))
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+class PixelExtractor(ImageExtractor):
+    """Raw pixels at a small size: cheap, model-free, blind to semantics but exact about copies."""
+
+    def __init__(self, size: int = PIXEL_SIZE, batch_size: int = 256):
+        super().__init__(size, batch_size)
+        self.name = f"pixels{size}"
+
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+class CLIPExtractor(ImageExtractor):
+    """Image features of a CLIP model from a local Hugging Face folder (`CLIPModel.from_pretrained`)."""
+
+    def __init__(self, folder: str | Path, batch_size: int = 64):
+        from transformers import CLIPModel
+        from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+        folder = Path(folder)
+        try:
+            self.model = CLIPModel.from_pretrained(folder, local_files_only=True).eval()
+        except (OSError, ValueError) as exc:
+            raise RetinaugError(f"cannot load a CLIP model from {folder}: {exc}") from None
+        # Use the folder's own normalisation when it ships a preprocessor config, else CLIP's standard one.
+        pre = folder / "preprocessor_config.json"
+        cfg = json.loads(pre.read_text()) if pre.is_file() else {}
+        self.mean = torch.tensor(cfg.get("image_mean", OPENAI_CLIP_MEAN)).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg.get("image_std", OPENAI_CLIP_STD)).view(1, 3, 1, 1)
+        super().__init__(int(self.model.config.vision_config.image_size), batch_size)
+        self.name = f"clip:{folder.name}"
+
+    @torch.inference_mode()
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.array(images, dtype=np.float32)).permute(0, 3, 1, 2).div_(255.0)
+        out = self.model.get_image_features(pixel_values=(x - self.mean) / self.std)
+        feats = out if isinstance(out, torch.Tensor) else out.pooler_output  # transformers 5 returns a ModelOutput
+        return feats.float().numpy()
+
+
+class LabelerExtractor(FeatureExtractor):
+    """Penultimate-layer features of the trained labeler (`retinaug.classify.embed`)."""
+
+    def __init__(self, model_dir: str | Path):
+        from .classify import load_classifier
+
+        self.clf = load_classifier(model_dir)
+        self.name = f"labeler:{Path(model_dir).name}"
+
+    def __call__(self, df: pd.DataFrame) -> np.ndarray:
+        from .classify import embed
+
+        if len(df) == 0:
+            raise RetinaugError("no images to embed: the selected manifest rows are empty")
+        return np.asarray(embed(self.clf, df), dtype=np.float32)
+
+
+def _is_labeler_dir(path: Path) -> bool:
+    return (path / "model.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def get_extractor(
+    spec: str | Path | FeatureExtractor = "auto", labeler: str | Path | None = None, size: int | None = None
+) -> FeatureExtractor:
+    """Resolve an extractor spec ('auto', 'labeler', 'pixels', a folder, or an instance) once, so a
+    model is loaded a single time even when several manifests are embedded."""
+    if isinstance(spec, FeatureExtractor):
+        return spec
+    spec = str(spec)
+    if spec == "auto":
+        spec = "labeler" if labeler else "pixels"
+    if spec == "pixels":
+        return PixelExtractor(size or PIXEL_SIZE)
+    if spec == "labeler":
+        if not labeler:
+            raise RetinaugError("extractor 'labeler' needs the trained labeler: pass --labeler RUN/labeler (or use --extractor pixels)")
+        if not _is_labeler_dir(Path(labeler)):
+            raise RetinaugError(f"{labeler} is not a labeler folder (model.json + model.safetensors): run `retinaug train` first")
+        return LabelerExtractor(labeler)
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise RetinaugError(f"unknown feature extractor {spec!r}: use auto, labeler, pixels, or an existing model folder")
+    if _is_labeler_dir(folder):
+        return LabelerExtractor(folder)
+    config = folder / "config.json"
+    model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    if model_type != "clip":
+        raise RetinaugError(
+            f"{folder} is neither a labeler folder (model.json + model.safetensors) nor a CLIP model folder "
+            f"(config.json with model_type 'clip'; found {model_type!r})"
+        )
+    return CLIPExtractor(folder)
+
+
+def extract_features(
+    df: pd.DataFrame,
+    extractor: str | Path | FeatureExtractor = "auto",
+    labeler: str | Path | None = None,
+    size: int | None = None,
+) -> np.ndarray:
+    """Features (N, D) float32 for the rows of `df`, in row order (traditional transforms applied)."""
+    return get_extractor(extractor, labeler, size)(df)
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Unit rows, so dot products are cosine similarities (a zero row stays zero)."""
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
