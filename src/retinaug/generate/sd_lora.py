@@ -1,0 +1,209 @@
+"""`sd-lora`: a local Stable Diffusion folder fine-tuned with LoRA adapters (the paper's method).
+
+LoRA (peft) goes on the UNet attention projections, optionally on the CLIP text encoder; the base
+weights stay frozen. Only the adapters are saved (diffusers' `pytorch_lora_weights.safetensors`), with a
+config that points at the base folder. Sampling is txt2img (StableDiffusionPipeline) or img2img from a
+real TRAIN image of the class (StableDiffusionImg2ImgPipeline, DA-Fusion style).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from diffusers.training_utils import cast_training_params
+from diffusers.utils import convert_state_dict_to_diffusers
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+from PIL import Image
+from transformers import CLIPTextModel, CLIPTokenizer
+from transformers.utils import logging as transformers_logging
+
+from ..cache import load_image
+from ..errors import RetinaugError
+from ..progress import quiet
+from .base import Generator, make_sampler, seed_generators
+from .config import SDLoRAConfig
+from .registry import register_generator
+
+SD_PARTS = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def check_sd_folder(path: str | Path | None) -> Path:
+    """Refuse anything but a complete local diffusers-layout Stable Diffusion folder, naming what is missing."""
+    if not path:
+        raise RetinaugError(
+            "sd-lora needs a local Stable Diffusion folder: set base_model in the config "
+            "(e.g. --set base_model=/models/stable-diffusion-v1-5); nothing is downloaded"
+        )
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise RetinaugError(f"Stable Diffusion folder {folder} does not exist (base_model must be a local folder)")
+    missing = [p for p in SD_PARTS if not (folder / p).exists()]
+    if missing:
+        raise RetinaugError(
+            f"{folder} is not a complete Stable Diffusion folder in diffusers layout; missing: {', '.join(missing)}. "
+            f"It needs {', '.join(SD_PARTS)} (as written by StableDiffusionPipeline.save_pretrained)"
+        )
+    return folder
+
+
+@register_generator("sd-lora")
+class SDLoRAGenerator(Generator):
+    config_class = SDLoRAConfig
+    config: SDLoRAConfig
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.config.mixed_precision] if self.device.type == "cuda" else torch.float32
+
+    @property
+    def _cast(self) -> dict:
+        """`.to()` arguments: cast only for half precision (diffusers warns about needless casts)."""
+        return {"dtype": self.dtype} if self.dtype != torch.float32 else {}
+
+    def check(self) -> None:
+        check_sd_folder(self.config.base_model)
+
+    def _load_base(self) -> None:
+        base = check_sd_folder(self.config.base_model)
+        load = dict(local_files_only=True)
+        if quiet():
+            transformers_logging.disable_progress_bar()
+        self.tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **load)
+        self.text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", **load)
+        self.vae = AutoencoderKL.from_pretrained(base, subfolder="vae", **load)
+        self.unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", **load)
+        # the base model's own schedule: prediction_type (epsilon or v_prediction) comes from here
+        self.noise = DDPMScheduler.from_pretrained(base, subfolder="scheduler", **load)
+        for m in (self.text_encoder, self.vae, self.unet):
+            m.requires_grad_(False)
+
+    def _lora(self, target_modules: list[str]) -> LoraConfig:
+        cfg = self.config
+        return LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights="gaussian", target_modules=target_modules)
+
+    def build(self) -> None:
+        self._load_base()
+        self.unet.add_adapter(self._lora(["to_k", "to_q", "to_v", "to_out.0"]))
+        if self.config.train_text_encoder:
+            self.text_encoder.add_adapter(self._lora(["q_proj", "k_proj", "v_proj", "out_proj"]))
+        for m in (self.text_encoder, self.vae, self.unet):
+            m.to(self.device, **self._cast)
+        cast_training_params([self.unet, self.text_encoder], dtype=torch.float32)  # LoRA weights train in fp32
+        prompts = [self.config.prompt(c) for c in self.classes] + [""]
+        self.prompt_ids = self._tokenize(prompts).to(self.device)
+        self.vae_scale = self.vae.config.scaling_factor
+
+    def _tokenize(self, prompts: list[str]) -> torch.Tensor:
+        tok = self.tokenizer
+        return tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+
+    def trainable(self) -> dict[str, torch.nn.Module]:
+        return {"unet": self.unet, "text_encoder": self.text_encoder} if self.config.train_text_encoder else {"unet": self.unet}
+
+    def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            latents = self.vae.encode(images.to(self.dtype)).latent_dist.sample() * self.vae_scale
+        drop = torch.rand(len(labels), device=labels.device) < self.config.prompt_dropout
+        ids = self.prompt_ids[torch.where(drop, torch.full_like(labels, len(self.classes)), labels)]
+        context = self.text_encoder(ids)[0]
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, self.noise.config.num_train_timesteps, (len(latents),), device=latents.device)
+        pred = self.unet(self.noise.add_noise(latents, noise, t), t, context).sample
+        if self.noise.config.prediction_type == "v_prediction":
+            target = self.noise.get_velocity(latents, noise, t)
+        elif self.noise.config.prediction_type == "epsilon":
+            target = noise
+        else:
+            raise RetinaugError(f"unsupported prediction_type {self.noise.config.prediction_type!r} in the base scheduler")
+        return F.mse_loss(pred.float(), target.float())
+
+    def finish_training(self) -> None:
+        self.pipe = self._pipeline()
+
+    def _pipeline(self) -> StableDiffusionPipeline:
+        pipe = StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=self.noise,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe.to(self.device)
+
+    def save_weights(self, out: Path) -> None:
+        te = self.text_encoder if self.config.train_text_encoder else None
+        StableDiffusionPipeline.save_lora_weights(
+            out,
+            unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet)),
+            text_encoder_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(te)) if te else None,
+            weight_name=LORA_WEIGHTS,
+            safe_serialization=True,
+        )
+
+    def load_weights(self, path: Path) -> None:
+        if not (path / LORA_WEIGHTS).is_file():
+            raise RetinaugError(f"{path} has no {LORA_WEIGHTS}; re-run `retinaug finetune --method sd-lora`")
+        self._load_base()
+        self.pipe = self._pipeline()
+        self.pipe.load_lora_weights(path, weight_name=LORA_WEIGHTS, local_files_only=True)
+        self.pipe.to(self.device, **self._cast)
+
+    def to(self, device):
+        super().to(device)
+        if hasattr(self, "pipe"):
+            self.pipe.to(self.device, **self._cast)
+        return self
+
+    @property
+    def needs_parent(self) -> bool:
+        return self.config.mode == "img2img"
+
+    @torch.no_grad()
+    def sample(self, labels: list[str], seeds: list[int], parents: list[str] | None = None) -> np.ndarray:
+        cfg = self.config
+        self.pipe.scheduler = make_sampler(cfg.scheduler, self.noise.config)
+        args = dict(
+            prompt=[cfg.prompt(c) for c in labels],
+            negative_prompt=[cfg.negative_prompt] * len(labels) if cfg.negative_prompt else None,
+            num_inference_steps=cfg.sample_steps,
+            guidance_scale=cfg.guidance_scale,
+            generator=seed_generators(seeds),
+            output_type="np",
+        )
+        if cfg.mode == "txt2img":
+            images = self.pipe(height=cfg.size, width=cfg.size, **args).images
+        else:
+            if not parents or any(p is None for p in parents):
+                raise RetinaugError("img2img sampling needs a parent (real TRAIN image) for every image")
+            init = [Image.fromarray(load_image(p, cfg.size)) for p in parents]
+            img2img = StableDiffusionImg2ImgPipeline(**self.pipe.components, requires_safety_checker=False)
+            img2img.set_progress_bar_config(disable=True)
+            images = img2img(image=init, strength=cfg.strength, **args).images
+        return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+
+    def provenance(self, label: str) -> dict:
+        cfg = self.config
+        return dict(
+            prompt=cfg.prompt(label),
+            negative_prompt=cfg.negative_prompt or None,
+            steps=cfg.sample_steps,
+            guidance=cfg.guidance_scale,
+            strength=cfg.strength if cfg.mode == "img2img" else None,
+        )

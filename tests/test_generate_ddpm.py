@@ -1,0 +1,158 @@
+"""ddpm generator + the generate loop: train split only, determinism across batch sizes, ratio counts,
+provenance, resume after deletion / stray temp files / SIGKILL, refusal of mixed settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import make_dataset
+from retinaug.cli import app
+from retinaug.errors import RetinaugError
+from retinaug.generate import finetune, generate, image_seed, load_generator
+from retinaug.manifest import load_manifest
+from tiny_sd import single_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TINY = {
+    "size": 16,
+    "steps": 6,
+    "batch_size": 8,
+    "block_out_channels": [16, 32],
+    "attention_levels": [1],
+    "norm_num_groups": 8,
+    "warmup_steps": 2,
+    "sample_steps": 4,
+    "samples_per_class": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 3-class dataset (8 TRAIN images per class) and a tiny ddpm trained on it via the CLI."""
+    root = tmp_path_factory.mktemp("ddpm")
+    df = make_dataset(root / "data")
+    # val/test images are deleted: touching any of them while training would fail
+    for p in df.loc[df["split"] != "train", "path"]:
+        os.remove(p)
+    args = ["finetune", "--data", str(root / "data"), "--out", str(root / "gen"), "--method", "ddpm"]
+    for key, value in TINY.items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def _pngs(folder: Path) -> list[Path]:
+    """Finished images (pathlib's glob also matches the hidden temporary files of an unfinished write)."""
+    return sorted(folder.glob("*/[!.]*.png"))
+
+
+def _pixels(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.asarray(Image.open(p)) for p in _pngs(folder)}
+
+
+def test_finetune_uses_train_split_only_and_writes_outputs(trained):
+    gen_dir = trained / "gen"
+    meta = json.loads((gen_dir / "config.json").read_text())
+    assert meta["method"] == "ddpm" and meta["classes"] == ["G", "C", "A"]
+    assert meta["n_train_images"] == 24 and meta["train_counts"] == {"G": 8, "C": 8, "A": 8}
+    assert meta["train_patients"] == 12
+    history = json.loads((gen_dir / "history.json").read_text())
+    assert history["step"][-1] == 6 and len(history["loss"]) == len(history["step"])
+    assert all(np.isfinite(history["loss"])) and history["images_per_s"] > 0
+    assert (gen_dir / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    grid = Image.open(gen_dir / "samples.png")
+    assert grid.size == (2 + 2 * 18, 2 + 3 * 18)  # 2 per class, a row per class, 2 px padding
+    gen = load_generator(gen_dir)
+    assert gen.unet.config.num_class_embeds == 4  # 3 classes + the null class for guidance
+
+
+def test_finetune_class_subset_and_epochs(trained, tmp_path):
+    meta = finetune(trained / "data", "ddpm", {**TINY, "epochs": 1, "classes": ["G", "A"]}, tmp_path / "gen")
+    assert meta["classes"] == ["G", "A"] and meta["n_train_images"] == 16
+    assert json.loads((tmp_path / "gen" / "history.json").read_text())["steps"] == 2  # 16 images / batch 8
+
+
+def test_seed_determinism_independent_of_batch_size(trained):
+    a = generate(trained / "gen", trained / "data", trained / "b1", per_class=3, batch_size=1, seed=5)
+    generate(trained / "gen", trained / "data", trained / "b3", per_class=3, batch_size=3, seed=5)
+    generate(trained / "gen", trained / "data", trained / "s6", per_class=3, batch_size=4, seed=6)
+    p1, p3, p6 = _pixels(trained / "b1"), _pixels(trained / "b3"), _pixels(trained / "s6")
+    assert len(p1) == 9 and p1.keys() == p3.keys()
+    for name in p1:
+        np.testing.assert_array_equal(p1[name], p3[name])
+    assert any(not np.array_equal(p1[n], p6[n]) for n in p1)  # another run seed gives other images
+    assert list(a["seed"]) == [image_seed(5, c, i) for c in "GCA" for i in range(3)]
+
+
+def test_ratio_counts_and_provenance(trained):
+    result = CliRunner().invoke(
+        app,
+        ["generate", "--generator", str(trained / "gen"), "--data", str(trained / "data"), "--out",
+         str(trained / "ratio"), "--ratio", "0.5", "--classes", "G,A", "--guidance", "1.5", "--steps", "3"],
+    )
+    assert result.exit_code == 0, result.output
+    df = load_manifest(trained / "ratio", check_files=True)
+    assert df["label"].value_counts().to_dict() == {"G": 4, "A": 4}  # 0.5 x 8 real TRAIN images
+    assert set(df["origin"]) == {"synthetic"} and set(df["split"]) == {"train"} and set(df["eye"]) == {"unknown"}
+    assert sorted(df["patient_id"]) == sorted(f"syn-{c}-{i}" for c in "GA" for i in range(4))
+    assert set(df["generator"]) == {"ddpm"} and set(df["steps"]) == {3} and set(df["guidance"]) == {1.5}
+    assert df["prompt"].isna().all() and df["parent"].isna().all() and df["strength"].isna().all()
+    assert Path(df["path"].iloc[0]).name == "G_00000.png"
+    assert Image.open(df["path"].iloc[0]).size == (16, 16)
+
+
+def test_resume_skips_finished_and_cleans_temp_files(trained):
+    out = trained / "resume"
+    generate(trained / "gen", trained / "data", out, per_class=3, batch_size=2)
+    before = _pixels(out)
+    (out / "G" / "G_00001.png").unlink()
+    (out / "A" / "A_00002.png").unlink()
+    (out / "C" / ".C_00000.png.x1y2.tmp.png").write_bytes(b"half a png")
+    kept = out / "C" / "C_00001.png"
+    mtime = kept.stat().st_mtime_ns
+    df = generate(trained / "gen", trained / "data", out, per_class=3, batch_size=2)
+    assert len(df) == 9 and df["path"].is_unique
+    assert kept.stat().st_mtime_ns == mtime  # finished image not redone
+    assert not list(out.glob("*/.*tmp*"))
+    after = _pixels(out)
+    assert after.keys() == before.keys()
+    for name in before:
+        np.testing.assert_array_equal(before[name], after[name])
+    with pytest.raises(RetinaugError, match="different seed"):
+        generate(trained / "gen", trained / "data", out, per_class=3, seed=1)
+    with pytest.raises(RetinaugError, match="exactly one of"):
+        generate(trained / "gen", trained / "data", out)
+
+
+def test_sigkill_mid_run_then_resume(trained):
+    out = trained / "killed"
+    cmd = [sys.executable, "-c", "from retinaug.cli import main; main()", "generate", "--generator", str(trained / "gen"),
+           "--data", str(trained / "data"), "--out", str(out), "--per-class", "12", "--batch-size", "1", "--steps", "20"]
+    env = {**os.environ, "RETINAUG_QUIET": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_pngs(out)) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(_pngs(out))
+    assert 3 <= partial < 36
+    for p in _pngs(out):  # every finished file is a complete PNG
+        Image.open(p).load()
+    generate(trained / "gen", trained / "data", out, per_class=12, steps=20)  # resume in-process
+    df = load_manifest(out, check_files=True)
+    assert len(df) == 36 and df["path"].is_unique
+    assert len(_pngs(out)) == 36 and not list(out.rglob(".*tmp*"))

@@ -1,0 +1,108 @@
+"""sd-lora on a tiny random Stable Diffusion built in the test: refuse incomplete folders, fine-tune, save,
+reload, txt2img and img2img with per-image prompts; v_prediction models train and sample too."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from conftest import make_dataset
+from retinaug.cli import app
+from retinaug.errors import RetinaugError
+from retinaug.generate import finetune, generate, load_generator
+from tiny_sd import make_tiny_sd, single_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TINY = {
+    "size": 32,
+    "steps": 3,
+    "batch_size": 2,
+    "grad_accum": 2,
+    "warmup_steps": 0,
+    "lr": 5e-3,
+    "sample_steps": 3,
+    "samples_per_class": 1,
+    "negative_prompt": "blurry, text",
+    "prompts": {"G": "a fundus photo with glaucoma"},
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("sd") / "data", classes=("G", "C"), patients_per_class=4).attrs["manifest_dir"]
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory):
+    return make_tiny_sd(tmp_path_factory.mktemp("sd-base") / "tiny-sd")
+
+
+def test_refuses_incomplete_model_folder(sd_folder, data, tmp_path):
+    broken = tmp_path / "broken-sd"
+    shutil.copytree(sd_folder, broken)
+    shutil.rmtree(broken / "vae")
+    (broken / "model_index.json").unlink()
+    runner = CliRunner()
+    result = runner.invoke(app, ["finetune", "--data", data, "--out", str(tmp_path / "g"), "--method", "sd-lora",
+                                 "--set", f"base_model={broken}"])
+    assert result.exit_code == 1
+    assert "missing: model_index.json, vae" in " ".join(result.output.replace("│", " ").split())
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    result = runner.invoke(app, ["finetune", "--data", data, "--out", str(tmp_path / "g"), "--method", "sd-lora"])
+    assert result.exit_code == 1 and "base_model" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "g").exists()
+
+
+def test_sd_lora_finetune_reload_txt2img_img2img(sd_folder, data, tmp_path):
+    meta = finetune(data, "sd-lora", {**TINY, "base_model": str(sd_folder), "train_text_encoder": True}, tmp_path / "gen")
+    assert meta["method"] == "sd-lora" and meta["config"]["base_model"] == str(sd_folder)
+    assert meta["n_train_images"] == 8  # 2 of 4 patients per class are TRAIN, 2 eyes each
+    lora = load_file(tmp_path / "gen" / "pytorch_lora_weights.safetensors")
+    assert any(k.startswith("unet.") for k in lora) and any(k.startswith("text_encoder.") for k in lora)
+    assert (tmp_path / "gen" / "samples.png").is_file()
+
+    gen = load_generator(tmp_path / "gen")  # reload from disk: base folder + LoRA file, no network
+    assert gen.classes == ["G", "C"] and gen.noise.config.prediction_type == "epsilon"
+    with_lora = gen.sample(["G"], [7])
+    gen.pipe.disable_lora()
+    assert with_lora.shape == (1, 32, 32, 3) and not np.array_equal(with_lora, gen.sample(["G"], [7]))
+
+    txt = generate(tmp_path / "gen", data, tmp_path / "txt", per_class=2, batch_size=3, seed=1)
+    assert len(txt) == 4 and txt["parent"].isna().all() and txt["strength"].isna().all()
+    assert set(txt.loc[txt["label"] == "G", "prompt"]) == {"a fundus photo with glaucoma"}
+    assert set(txt.loc[txt["label"] == "C", "prompt"]) == {meta["config"]["prompts"]["C"]}
+    assert set(txt["negative_prompt"]) == {"blurry, text"} and set(txt["steps"]) == {3}
+
+    img = generate(tmp_path / "gen", data, tmp_path / "img", per_class=2, seed=1, mode="img2img", strength=0.6)
+    train = set(data_train_paths(data))
+    assert set(img["parent"]) <= train and img["parent"].notna().all()
+    assert set(img["strength"]) == {0.6}
+    a, b = (np.asarray(Image.open(p)) for p in (txt["path"].iloc[0], img["path"].iloc[0]))
+    assert a.shape == b.shape == (32, 32, 3) and not np.array_equal(a, b)
+    with pytest.raises(RetinaugError, match="different sampling"):
+        generate(tmp_path / "gen", data, tmp_path / "img", per_class=2, seed=1, mode="img2img", strength=0.3)
+
+
+def data_train_paths(data):
+    from retinaug.manifest import load_manifest
+
+    df = load_manifest(data)
+    return df.loc[df["split"] == "train", "path"]
+
+
+def test_v_prediction_model(data, tmp_path):
+    base = make_tiny_sd(tmp_path / "tiny-sd-v", prediction_type="v_prediction")
+    finetune(data, "sd-lora", {**TINY, "base_model": str(base), "steps": 2, "classes": ["C"]}, tmp_path / "gen")
+    history = json.loads((tmp_path / "gen" / "history.json").read_text())
+    assert np.isfinite(history["loss"]).all()
+    gen = load_generator(tmp_path / "gen")
+    assert gen.noise.config.prediction_type == "v_prediction"
+    out = generate(tmp_path / "gen", data, tmp_path / "syn", per_class=1, scheduler="ddim")
+    assert list(out["label"]) == ["C"]
