@@ -1,3 +1,118 @@
-"""CLI verbs for the pipeline stage(s): thin wrappers over the Python API."""
+"""CLI verbs of the pipeline: `run`, `demo`, `experiment`, `init-config`, `report` (thin wrappers)."""
 
-from .app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import RetinaugError
+from .app import app
+
+PRESET_HELP = "Packaged preset to start from: demo, odir-cpu or paper (a CONFIG file then overrides it)."
+SET_HELP = "Override one setting, KEY=VALUE with a dotted key (repeatable), e.g. --set experiments.seeds=2."
+
+
+def _print_results(run: Path, report: Path | None) -> None:
+    from ..pipeline import stage_timings
+    from ..progress import console
+
+    timings = stage_timings(run)
+    if timings:
+        console.print("\n[bold]Stage timings[/bold]")
+        for name, status, secs in timings:
+            console.print(f"  {name:<12} {status:<8} {'' if secs is None else f'{secs:8.1f} s'}")
+    table = run / "experiments" / "table.md"
+    if table.is_file():
+        typer.echo("\n" + table.read_text())
+    if report is not None:
+        typer.echo(f"report: {report.resolve()}")
+
+
+@app.command("run")
+def run_cmd(
+    config: Path = typer.Argument(None, help="Pipeline YAML (see `retinaug init-config`); optional with --preset.", dir_okay=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder, e.g. runs/NAME (created; re-running resumes it)."),
+    preset: str = typer.Option(None, "--preset", help=PRESET_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    force: list[str] = typer.Option([], "--force", help="Redo this stage (repeatable or comma-separated; 'all' redoes every stage)."),
+) -> None:
+    """Run every stage (data -> generator -> synthetic -> labeler -> label -> selection -> augment ->
+    experiments -> quality -> report) from one config. Finished stages whose config and inputs are unchanged
+    are skipped, an interrupted one is resumed, so re-running the same command after a crash continues."""
+    from ..config import load_config
+    from ..pipeline import run_pipeline, setup_console_logging
+
+    if config is None and preset is None:
+        raise RetinaugError("give a CONFIG file or --preset NAME (e.g. `retinaug run --preset demo --out runs/demo`)")
+    cfg = load_config(config, preset, set_)
+    setup_console_logging()
+    report = run_pipeline(cfg, out, force=force)
+    _print_results(out, report)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    force: list[str] = typer.Option([], "--force", help="Redo this stage (or 'all')."),
+) -> None:
+    """The whole pipeline on the embedded phantom dataset (the `demo` preset): about 6-10 minutes on
+    2 CPU cores, no download. Prints the report's path and the headline table."""
+    from ..config import load_config
+    from ..pipeline import run_pipeline, setup_console_logging
+
+    cfg = load_config(None, "demo", set_)
+    setup_console_logging()
+    report = run_pipeline(cfg, out, force=force)
+    _print_results(out, report)
+
+
+@app.command("experiment")
+def experiment_cmd(
+    config: Path = typer.Option(None, "--config", "-c", help="Pipeline YAML; its `experiments` section is used.", dir_okay=False),
+    run: Path = typer.Option(..., "--run", help="Run folder holding data/ (and synthetic/, selection/, augment/ when scenarios need them)."),
+    preset: str = typer.Option(None, "--preset", help=PRESET_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Train and evaluate every scenario x seed on the same real test patients, then aggregate (mean and
+    95% CI over seeds, paired differences vs real-only). Resumable: finished seeds are skipped.
+
+    Writes RUN/experiments/<scenario>/seed<k>/, summary.csv, table.md, table.csv, composition.csv."""
+    from ..config import load_config
+    from ..experiment import ExperimentConfig, run_experiments
+    from ..pipeline import setup_console_logging
+
+    cfg = load_config(config, preset, set_)
+    setup_console_logging()
+    run_experiments(ExperimentConfig(**cfg.experiments.model_dump(exclude={"enabled"})), run)
+    _print_results(run, None)
+
+
+@app.command("init-config")
+def init_config_cmd(
+    preset: str = typer.Option("demo", "--preset", help=PRESET_HELP),
+    output: Path = typer.Option(None, "--output", "-o", help="Write here instead of printing (refuses to overwrite)."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Write a preset's full config (every key with its value) to edit and pass to `retinaug run`."""
+    from ..config import dump_config, load_config
+    from ..io import write_text_atomic
+
+    text = f"# retinaug pipeline config (from preset {preset}); every key is listed with its value.\n" + dump_config(load_config(None, preset, set_))
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    if output.exists():
+        raise RetinaugError(f"{output} exists; remove it or choose another -o path")
+    write_text_atomic(output, text)
+    typer.echo(f"wrote {output}")
+
+
+@app.command("report")
+def report_cmd(run: Path = typer.Argument(..., help="Run folder (runs/NAME).", file_okay=False)) -> None:
+    """Render RUN/report/index.html: a self-contained page (figures embedded) with every stage's results;
+    sections whose stage has not run say so."""
+    from ..report import build_report
+
+    typer.echo(f"report: {build_report(run).resolve()}")

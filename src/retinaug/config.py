@@ -1,0 +1,199 @@
+"""The pipeline's one YAML: every stage's config nested under its stage name, validated by pydantic.
+
+Sources merge in order: a packaged preset (`--preset demo`), the user's YAML, then `--set a.b=value`
+overrides. Unknown keys and bad values are errors that name the key path (`experiments.train.epocs`).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .classify.config import TrainConfig
+from .errors import RetinaugError
+from .experiment import ExperimentConfig
+from .generate.config import DDPMConfig, GenerateConfig, SDLoRAConfig
+from .quality.config import AuditConfig, SelectConfig
+
+PRESETS = ("demo", "odir-cpu", "paper")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataStage(_Section):
+    """Where the real images come from and how patients are split."""
+
+    source: Literal["phantom", "odir", "folder"] = Field("phantom", description="phantom (embedded procedural data), odir (Kaggle ODIR-5K layout) or folder (one sub-folder per class).")
+    path: str | None = Field(None, description="odir/folder: dataset folder, relative to the current directory or absolute.")
+    n: int = Field(600, ge=10, description="phantom: number of images.")
+    size: int = Field(64, ge=16, description="phantom: image size in pixels.")
+    proportions: dict[str, float] | None = Field(None, description="phantom: class proportions (default: ODIR-like imbalance).")
+    val: float = Field(0.15, ge=0, lt=1, description="Fraction of patients for validation.")
+    test: float = Field(0.15, gt=0, lt=1, description="Fraction of patients for test.")
+    seed: int = Field(0, description="Seed of the patient-level split (and of the phantom images).")
+
+
+class GeneratorStage(_Section):
+    """The diffusion generator, trained on the training patients only."""
+
+    enabled: bool = Field(True, description="Train a generator (off: no synthetic scenarios can run).")
+    method: Literal["ddpm", "sd-lora"] = Field("ddpm", description="ddpm (pixel-space, from scratch) or sd-lora (Stable Diffusion + LoRA, local base model).")
+    ddpm: DDPMConfig = Field(default_factory=DDPMConfig, description="Settings when method is ddpm.")
+    sd_lora: SDLoRAConfig = Field(default_factory=SDLoRAConfig, description="Settings when method is sd-lora.")
+
+    def method_config(self) -> DDPMConfig | SDLoRAConfig:
+        return self.ddpm if self.method == "ddpm" else self.sd_lora
+
+
+class SyntheticStage(GenerateConfig):
+    """How many synthetic images to generate (before the labeler filters them)."""
+
+    enabled: bool = Field(True, description="Generate synthetic images.")
+    margin: float = Field(
+        1.25, ge=1, description="When neither ratio nor per_class is set: generate margin x the largest synthetic multiplier of the scenarios (room for rejected images)."
+    )
+
+
+class LabelerStage(_Section):
+    """The classifier trained on real training images that labels (and filters) synthetic images."""
+
+    enabled: bool = Field(True, description="Train the labeler (needed by label, and by selection/quality when they use it).")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(task="8-class"), description="Labeler training config.")
+
+
+class LabelStage(_Section):
+    """Which synthetic images are accepted."""
+
+    policy: Literal["agree", "relabel", "all"] = Field("agree", description="agree: predicted class = intended class and confidence >= threshold; relabel: label := prediction when confidence >= threshold (the seed's policy); all: keep everything.")
+    threshold: float = Field(0.5, ge=0, le=1, description="Minimum labeler confidence to accept an image.")
+
+
+class SelectionStage(SelectConfig):
+    """t-SNE selection that reduces the dominant classes (D, N) of the training split."""
+
+    enabled: bool = Field(True, description="Run the t-SNE selection (needed by 7-class selection scenarios).")
+
+
+class AugmentStage(_Section):
+    """Traditional augmentation rows (flips/rotations applied at load time)."""
+
+    enabled: bool = Field(True, description="Make traditional-augmentation rows.")
+    ratio: float | None = Field(None, gt=0, description="Rows per class as a multiple of its real train count (default: the largest traditional multiplier of the scenarios).")
+    classes: list[str] | None = Field(None, description="Classes to augment (default: those the scenarios ask for).")
+    seed: int = Field(0, description="Sampling seed.")
+
+
+class ExperimentsStage(ExperimentConfig):
+    """Scenario experiments (see `retinaug experiment --help`)."""
+
+    enabled: bool = Field(True, description="Run the scenario experiments.")
+
+
+class QualityStage(AuditConfig):
+    """Synthetic-data audit: nearest neighbours, memorization, FID/KID."""
+
+    enabled: bool = Field(True, description="Run the quality audit.")
+
+
+class PipelineConfig(_Section):
+    """One run of the whole pipeline; every field has a default, so a YAML only says what differs."""
+
+    name: str = Field("run", description="Run name (shown in the report).")
+    data: DataStage = Field(default_factory=DataStage, description="Data stage.")
+    generator: GeneratorStage = Field(default_factory=GeneratorStage, description="Generator training stage.")
+    synthetic: SyntheticStage = Field(default_factory=SyntheticStage, description="Synthetic generation stage.")
+    labeler: LabelerStage = Field(default_factory=LabelerStage, description="Labeler training stage.")
+    label: LabelStage = Field(default_factory=LabelStage, description="Synthetic labelling/filtering stage.")
+    selection: SelectionStage = Field(default_factory=SelectionStage, description="t-SNE selection stage.")
+    augment: AugmentStage = Field(default_factory=AugmentStage, description="Traditional augmentation stage.")
+    experiments: ExperimentsStage = Field(default_factory=ExperimentsStage, description="Scenario experiments stage.")
+    quality: QualityStage = Field(default_factory=QualityStage, description="Quality audit stage.")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _format_errors(exc: ValidationError, origin: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key (check the spelling; `retinaug init-config` writes every valid key)")
+        else:
+            got = f" (got {err['input']!r})" if not isinstance(err.get("input"), dict) else ""
+            lines.append(f"{loc}: {err['msg']}{got}")
+    return f"invalid config {origin}:\n  - " + "\n  - ".join(lines)
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` wins; nested dicts merge key by key (lists are replaced, not concatenated)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def apply_set(raw: dict, assignment: str) -> dict:
+    """Apply one `a.b.c=value` override; the value is parsed as YAML (numbers, booleans, lists, null)."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise RetinaugError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set experiments.seeds=2")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise RetinaugError(f"--set {assignment!r}: value is not valid YAML ({exc})") from None
+    parts = key.strip().split(".")
+    out = dict(raw)
+    node = out
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is not None and not isinstance(child, dict):
+            raise RetinaugError(f"--set {assignment!r}: {'.'.join(parts[: i + 1])} is not a section")
+        node[part] = dict(child or {})
+        node = node[part]
+    node[parts[-1]] = parsed
+    return out
+
+
+def preset_dict(name: str) -> dict:
+    if name not in PRESETS:
+        raise RetinaugError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
+    return yaml.safe_load(resources.files("retinaug").joinpath("presets", f"{name}.yaml").read_text()) or {}
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise RetinaugError(f"config file {path} not found (write one with `retinaug init-config --preset demo -o {path}`)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RetinaugError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RetinaugError(f"config file {path} must be a mapping of stage names to settings")
+    return raw
+
+
+def load_config(path: str | Path | None = None, preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """Preset, then YAML file, then `--set` overrides -> a validated PipelineConfig."""
+    raw: dict[str, Any] = preset_dict(preset) if preset else {}
+    if path is not None:
+        raw = deep_merge(raw, read_yaml(path))
+    for item in overrides:
+        raw = apply_set(raw, item)
+    origin = " + ".join(filter(None, [f"preset {preset}" if preset else "", str(path) if path else "", "--set" if overrides else ""])) or "(defaults)"
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise RetinaugError(_format_errors(exc, origin)) from None
+
+
+def dump_config(cfg: PipelineConfig) -> str:
+    """The resolved config as YAML, every default written out."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,45 @@
+"""A tiny but complete pipeline run (every stage, real code, 16 px), built once per test session and shared by
+test_pipeline.py and test_report.py."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+TINY = {
+    "name": "tiny",
+    "data": {"source": "phantom", "n": 96, "size": 16, "val": 0.2, "test": 0.25},
+    "generator": {"ddpm": {"size": 16, "steps": 4, "batch_size": 16, "block_out_channels": [16, 32], "attention_levels": [],
+                           "norm_num_groups": 8, "warmup_steps": 1, "sample_steps": 2, "samples_per_class": 1}},
+    "synthetic": {"per_class": 4, "batch_size": 32},
+    "labeler": {"train": {"task": "8-class", "backbone": "resnet10t", "size": 16, "epochs": 1, "batch_size": 16, "augment": False}},
+    "label": {"policy": "all"},
+    "selection": {"extractor": "pixels", "keep": 0.5, "perplexity": 5},
+    "experiments": {
+        "sets": [], "seeds": 1, "n_boot": 10,
+        "scenarios": [{"name": "real", "task": "5-class"}, {"name": "syn", "task": "5-class", "synthetic": 0.5},
+                      {"name": "trad", "task": "5-class", "traditional": 1},
+                      {"name": "sel", "task": "7-class", "synthetic": 0.5, "selection": True}],
+        "train": {"backbone": "resnet10t", "size": 16, "epochs": 1, "batch_size": 16, "augment": False},
+    },
+    "quality": {"extractor": "pixels", "kid_subset_size": 4, "kid_subsets": 2, "ssim_size": 16},
+}
+
+
+def tiny_config(*overrides: str):
+    from retinaug.config import PipelineConfig, apply_set
+
+    raw = TINY
+    for item in overrides:
+        raw = apply_set(raw, item)
+    return PipelineConfig.model_validate(raw)
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_run() -> Path:
+    from retinaug.pipeline import run_pipeline
+
+    run = Path(tempfile.mkdtemp(prefix="retinaug-tiny-")) / "run"
+    run_pipeline(tiny_config(), run)
+    return run

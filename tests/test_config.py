@@ -1,0 +1,84 @@
+"""Pipeline config: presets, YAML merge, --set overrides, and validation errors that name the key path."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from retinaug.cli import app
+from retinaug.config import PRESETS, apply_set, load_config
+from retinaug.errors import RetinaugError
+from retinaug.pipeline import resolve
+
+
+def _write(tmp_path, data) -> str:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return str(p)
+
+
+def test_unknown_key_names_its_path(tmp_path):
+    path = _write(tmp_path, {"experiments": {"train": {"epocs": 3}}, "generatr": {}})
+    with pytest.raises(RetinaugError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert "experiments.train.epocs: unknown key" in msg
+    assert "generatr: unknown key" in msg
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ({"data": {"source": "kaggle"}}, "data.source: Input should be 'phantom', 'odir' or 'folder'"),
+        ({"experiments": {"train": {"epochs": 0}}}, "experiments.train.epochs: Input should be greater than or equal to 1"),
+        ({"experiments": {"sets": ["paper-9class"]}}, "unknown scenario set(s) ['paper-9class']"),
+        ({"experiments": {"scenarios": [{"name": "x", "task": "G,C", "synthetic_classes": ["N"]}]}}, "synthetic_classes ['N'] are not in task G,C"),
+        ({"label": {"threshold": 2}}, "label.threshold: Input should be less than or equal to 1 (got 2)"),
+    ],
+)
+def test_bad_values(tmp_path, data, fragment):
+    with pytest.raises(RetinaugError) as err:
+        load_config(_write(tmp_path, data))
+    assert fragment in str(err.value)
+
+
+def test_set_overrides_and_merge_order(tmp_path):
+    path = _write(tmp_path, {"experiments": {"seeds": 4, "train": {"epochs": 2}}, "name": "mine"})
+    cfg = load_config(path, preset="demo", overrides=["experiments.seeds=[0, 5]", "experiments.train.backbone=resnet18",
+                                                       "synthetic.ratio=0.5", "selection.enabled=false"])
+    assert cfg.name == "mine"  # file over preset
+    assert cfg.experiments.train.epochs == 2 and cfg.experiments.train.size == 32  # file + preset merged per key
+    assert cfg.experiments.seed_list == [0, 5]  # --set over file, parsed as YAML
+    assert cfg.experiments.train.backbone == "resnet18" and cfg.synthetic.ratio == 0.5 and cfg.selection.enabled is False
+    with pytest.raises(RetinaugError, match="expected KEY=VALUE"):
+        apply_set({}, "experiments.seeds")
+    with pytest.raises(RetinaugError, match="name is not a section"):
+        apply_set({"name": "x"}, "name.first=1")
+    with pytest.raises(RetinaugError, match="experiments.trian: unknown key"):
+        load_config(overrides=["experiments.trian.epochs=1"])
+    with pytest.raises(RetinaugError, match="unknown preset 'fast'"):
+        load_config(preset="fast")
+
+
+def test_presets_valid_and_resolved(tmp_path):
+    for name in PRESETS:
+        load_config(preset=name)
+    cfg = resolve(load_config(preset="demo"))
+    assert cfg.synthetic.classes == ["G", "C", "A", "H", "M"]  # what the demo's synthetic scenarios use
+    assert cfg.synthetic.ratio == pytest.approx(2 * 1.25)  # margin x largest multiplier (x2)
+    assert cfg.generator.ddpm.classes == cfg.synthetic.classes
+    assert cfg.augment.ratio == 1 and cfg.augment.classes == ["G", "C", "A", "H", "M"]
+    odir = load_config(preset="odir-cpu", overrides=["data.path=../shared/data/odir5k-256"])
+    assert resolve(odir).data.path.startswith("/")  # made absolute against the CWD
+
+
+def test_init_config_round_trip(tmp_path):
+    out = tmp_path / "demo.yaml"
+    res = CliRunner().invoke(app, ["init-config", "--preset", "demo", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert load_config(out) == load_config(preset="demo")
+    text = out.read_text()
+    assert "ema_decay" in text and "label_smoothing" in text  # every default written out
+    again = CliRunner().invoke(app, ["init-config", "--preset", "demo", "-o", str(out)])
+    assert again.exit_code != 0 and "exists" in again.output

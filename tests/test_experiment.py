@@ -1,0 +1,224 @@
+"""Scenario composition (counts per class, exactly), val/test purity, aggregation, and kill -9 resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from retinaug.experiment import (
+    SCENARIO_SETS,
+    ExperimentConfig,
+    Scenario,
+    accepted_synthetic,
+    aggregate,
+    baseline_of,
+    check_sets,
+    compose,
+)
+from retinaug.manifest import new_manifest
+
+REAL_TRAIN = {"G": 10, "C": 7, "A": 5, "H": 3, "M": 4, "D": 20, "N": 30}
+
+
+def _rows(code: str, n: int, split: str, origin: str = "real", start: int = 0, **extra) -> list[dict]:
+    pid = (lambda i: f"syn-{code}-{i}") if origin == "synthetic" else (lambda i: f"{split}-{code}{i}")
+    return [
+        dict(path=f"/d/{origin}/{split}/{code}_{i}.png", label=code, patient_id=pid(i), eye="unknown",
+             split=split, origin=origin, source="t", **extra)
+        for i in range(start, start + n)
+    ]
+
+
+@pytest.fixture
+def data() -> pd.DataFrame:
+    rows = []
+    for code, n in REAL_TRAIN.items():
+        rows += _rows(code, n, "train") + _rows(code, 2, "val") + _rows(code, 3, "test")
+    return new_manifest(rows)
+
+
+@pytest.fixture
+def synthetic() -> pd.DataFrame:
+    """40 accepted + 5 rejected synthetic images per 5-class class, except only 6 accepted for H."""
+    rows = []
+    for code in "GCAHM":
+        n_ok = 6 if code == "H" else 40
+        rows += _rows(code, n_ok, "train", "synthetic", accepted=True) + _rows(code, 5, "train", "synthetic", start=100, accepted=False)
+    return new_manifest(rows)
+
+
+@pytest.fixture
+def traditional(data) -> pd.DataFrame:
+    train = data[(data["split"] == "train")]
+    rows = []
+    for t in ("hflip", "vflip", "rot90"):
+        part = train.copy()
+        part["origin"], part["transform"], part["parent"] = "traditional", t, part["path"]
+        rows.append(part)
+    return new_manifest(pd.concat(rows).to_dict("records"))
+
+
+def _counts(counts: pd.DataFrame, col: str) -> dict[str, int]:
+    return dict(zip(counts["class"], counts[col]))
+
+
+@pytest.mark.parametrize("mult", [0.5, 1, 1.5, 2, 4])
+def test_synthetic_multipliers_exact_counts(data, synthetic, mult):
+    sc = Scenario(name="s", synthetic=mult)
+    syn = accepted_synthetic(synthetic)
+    train, val, test, counts = compose(sc, 0, data, syn)
+    for code in "GCAHM":
+        want = int(np.floor(mult * REAL_TRAIN[code] + 0.5))
+        got = min(want, 6) if code == "H" else want  # H has only 6 accepted images
+        row = counts.set_index("class").loc[code]
+        assert (row["real"], row["synthetic_requested"], row["synthetic"]) == (REAL_TRAIN[code], want, got)
+        assert row["synthetic_shortfall"] == want - got
+        assert ((train["label"] == code) & (train["origin"] == "synthetic")).sum() == got
+        assert ((train["label"] == code) & (train["origin"] == "real")).sum() == REAL_TRAIN[code]
+    assert set(train["label"]) == set("GCAHM")
+    assert not train.loc[train["origin"] == "synthetic", "path"].str.contains("_1[0-9][0-9].png").any(), "rejected rows used"
+    assert len(val) == 5 * 2 and len(test) == 5 * 3
+    assert (val["origin"] == "real").all() and (test["origin"] == "real").all()
+
+
+def test_paper_sets_shapes():
+    names = lambda s: [sc.name for sc in SCENARIO_SETS[s]]  # noqa: E731
+    assert [sc.synthetic for sc in SCENARIO_SETS["paper-5class-synthetic"]] == [0, 0.5, 1, 1.5, 2, 4]
+    assert [(sc.synthetic, sc.traditional) for sc in SCENARIO_SETS["paper-5class-vs-traditional"]] == [(0, 0), (1, 0), (0, 1), (2, 0), (0, 2)]
+    assert names("paper-7class") == ["7class-real", "7class-syn-x1-tsne"]
+    assert [sc.imbalance for sc in SCENARIO_SETS["controls"]] == [None, "oversample", "class-weights"]
+    cfg = ExperimentConfig(sets=["paper-5class-synthetic", "paper-5class-vs-traditional", "controls"])
+    resolved = [s.name for s in cfg.resolve()]
+    assert len(resolved) == len(set(resolved)) == 6 + 2 + 2  # shared 5class-real / syn-x1 / syn-x2 trained once
+    assert all(baseline_of(s, cfg.resolve()) == "5class-real" for s in cfg.resolve() if s.name != "5class-real")
+
+
+def test_traditional_and_seeded_sampling(data, synthetic, traditional):
+    syn = accepted_synthetic(synthetic)
+    sc1 = Scenario(name="t1", traditional=1)
+    train, *_, counts = compose(sc1, 0, data, syn, traditional)
+    assert _counts(counts, "traditional") == {c: REAL_TRAIN[c] for c in "GCAHM"}
+    assert (train.loc[train["origin"] == "traditional", "split"] == "train").all()
+    # deterministic per seed, different across seeds, nested across multipliers
+    a = compose(Scenario(name="a", synthetic=1), 1, data, syn)[0]
+    b = compose(Scenario(name="b", synthetic=1), 1, data, syn)[0]
+    c = compose(Scenario(name="c", synthetic=1), 2, data, syn)[0]
+    d = compose(Scenario(name="d", synthetic=2), 1, data, syn)[0]
+    assert a["path"].tolist() == b["path"].tolist()
+    assert set(a["path"]) != set(c["path"])
+    assert set(a["path"]) <= set(d["path"])
+    # traditional shortfall: x4 asks for 4 per real image, the pool has 3 transforms per image
+    counts4 = compose(Scenario(name="t4", traditional=4, traditional_classes=["G"]), 0, data, syn, traditional)[3].set_index("class")
+    assert counts4.loc["G", ["traditional_requested", "traditional", "traditional_shortfall"]].tolist() == [40, 30, 10]
+    assert counts4.loc["C", "traditional"] == 0
+
+
+def test_seven_class_selection_replaces_dominant(data, synthetic):
+    sel = data[(data["split"] == "train") & data["label"].isin(["D", "N"])].groupby("label").head(4)
+    sc = SCENARIO_SETS["paper-7class"][1]
+    train, val, test, counts = compose(sc, 0, data, accepted_synthetic(synthetic), selection=sel)
+    c = counts.set_index("class")
+    assert c.loc["D", ["real", "selected", "synthetic"]].tolist() == [20, 4, 0]
+    assert c.loc["N", ["real", "selected", "synthetic"]].tolist() == [30, 4, 0]
+    for code in "GCAM":
+        assert c.loc[code, ["selected", "synthetic", "train_total"]].tolist() == [REAL_TRAIN[code]] * 2 + [2 * REAL_TRAIN[code]]
+    assert set(train.loc[train["label"].isin(["D", "N"]), "path"]) == set(sel["path"])
+    assert len(test) == 7 * 3 and (test["origin"] == "real").all()
+
+
+def test_no_synthetic_or_augmented_rows_in_val_test(data, synthetic):
+    train, val, test, _ = compose(Scenario(name="s", synthetic=1), 0, data, accepted_synthetic(synthetic))
+    bad_val = pd.concat([val, synthetic.head(1).assign(split="val")], ignore_index=True)
+    with pytest.raises(AssertionError, match="non-real"):
+        check_sets(train, bad_val, test)
+    with pytest.raises(AssertionError, match="patients in both"):
+        check_sets(pd.concat([train, test.head(1).assign(split="train")]), val, test)
+
+
+def test_accepted_column_required(synthetic):
+    with pytest.raises(Exception, match="run the label stage"):
+        accepted_synthetic(synthetic.drop(columns=["accepted"]))
+
+
+def test_aggregate_mean_ci_and_paired_test(tmp_path):
+    scs = [Scenario(name="real", task="G,C"), Scenario(name="syn", task="G,C", synthetic=1)]
+    f1 = {"real": [0.50, 0.55, 0.60], "syn": [0.58, 0.60, 0.70]}
+    for name, values in f1.items():
+        for seed, v in enumerate(values):
+            m = {"accuracy": v + 0.1, "macro_f1": v, "macro_precision": v, "macro_recall": v,
+                 "per_class": {"G": {"recall": v, "f1": v}, "C": {"recall": 1 - v, "f1": v}}, "confusion": [[1, 0], [0, 1]]}
+            p = tmp_path / name / f"seed{seed}" / "metrics.json"
+            p.parent.mkdir(parents=True)
+            p.write_text(json.dumps(m))
+    summary = aggregate(tmp_path, scs, [0, 1, 2])
+    row = summary[(summary.scenario == "syn") & (summary.metric == "f1") & (summary.cls == "macro")].iloc[0]
+    lo, hi = stats.t.interval(0.95, 2, loc=np.mean(f1["syn"]), scale=stats.sem(f1["syn"]))
+    assert row["mean"] == pytest.approx(np.mean(f1["syn"])) and (row.ci_low, row.ci_high) == pytest.approx((lo, hi))
+    assert row.diff_mean == pytest.approx(np.mean(np.subtract(f1["syn"], f1["real"])))
+    assert row.p_value == pytest.approx(stats.ttest_rel(f1["syn"], f1["real"]).pvalue)
+    c_recall = summary[(summary.scenario == "real") & (summary.metric == "recall") & (summary.cls == "C")].iloc[0]
+    assert c_recall["mean"] == pytest.approx(0.45)
+    table = (tmp_path / "table.md").read_text()
+    assert "| syn |" in table and "ΔF1 vs real" in table and "0.627" in table
+
+
+# ---------------------------------------------------------------- kill -9 resume (subprocess, real training)
+
+
+def _experiment_cmd(cfg: Path, run: Path) -> list[str]:
+    return [sys.executable, "-c", "from retinaug.cli import main; main()", "experiment", "--config", str(cfg), "--run", str(run)]
+
+
+def _tiny_run(root: Path) -> tuple[Path, Path]:
+    from conftest import make_dataset
+
+    run = root / "run"
+    make_dataset(run / "data", classes=("G", "C", "A"), patients_per_class=6, size=16)
+    cfg = root / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"experiments": {
+        "sets": [], "seeds": 2, "n_boot": 20,
+        "scenarios": [{"name": "trad", "task": "G,C,A", "traditional": 1}],
+        "train": {"backbone": "resnet10t", "size": 16, "epochs": 2, "batch_size": 8, "augment": False},
+    }}))
+    return cfg, run
+
+
+def test_experiment_kill9_resume_same_metrics(tmp_path):
+    """Uninterrupted run in-process; a second run killed with SIGKILL after its first seed finished, then re-run."""
+    from retinaug.config import load_config
+    from retinaug.experiment import run_experiments
+
+    cfg_a, run_a = _tiny_run(tmp_path / "a")
+    run_experiments(ExperimentConfig(**load_config(cfg_a).experiments.model_dump(exclude={"enabled"})), run_a)
+    env = {**os.environ, "RETINAUG_QUIET": "1", "OMP_NUM_THREADS": "2", "PYTHONPATH": str(Path(__file__).parent)}
+    cfg_b, run_b = _tiny_run(tmp_path / "b")
+    proc = subprocess.Popen(_experiment_cmd(cfg_b, run_b), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = run_b / "experiments" / "trad" / "seed0" / "metrics.json"
+    deadline = time.time() + 300
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # now inside the next seed's training
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists() and not (run_b / "experiments" / "summary.csv").exists()
+    done_before = json.loads(first.read_text())
+    res = subprocess.run(_experiment_cmd(cfg_b, run_b), check=True, env=env, capture_output=True, text=True)
+    assert json.loads(first.read_text()) == done_before  # the finished seed was skipped, not redone
+    a = pd.read_csv(run_a / "experiments" / "summary.csv")
+    b = pd.read_csv(run_b / "experiments" / "summary.csv")
+    pd.testing.assert_frame_equal(a, b)
+    assert (a["n_seeds"] == 2).all()
+    comp = pd.read_csv(run_b / "experiments" / "composition.csv").set_index(["scenario", "class"])
+    assert comp.loc[("trad", "G"), "traditional"] == comp.loc[("trad", "G"), "real"] == 6  # made on the fly
+    assert "| trad |" in res.stdout

@@ -1,0 +1,106 @@
+"""Stage records: skip unchanged finished stages, resume interrupted ones, redo changed/forced ones; and the
+whole pipeline on a tiny config (every stage), re-run and partially invalidated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from pipeline_helpers import tiny_config, tiny_run
+
+from retinaug.errors import RetinaugError
+from retinaug.pipeline import STAGES, parse_force, run_pipeline
+from retinaug.stages import Stage, read_record
+
+
+def _stage(folder: Path, calls: list, config: dict, inputs: dict, fail: bool = False) -> Stage:
+    def work():
+        calls.append(sorted(p.name for p in folder.iterdir() if p.name != "stage.json"))
+        (folder / "partial.txt").write_text("x")
+        if fail:
+            raise RuntimeError("killed")
+        (folder / "out.txt").write_text(json.dumps(config))
+
+    return Stage("s", folder, config, inputs, work, [folder / "out.txt"])
+
+
+def test_stage_skip_resume_fresh_force(tmp_path):
+    folder, calls = tmp_path / "s", []
+    _stage(folder, calls, {"a": 1}, {"up": "h1"}).execute()
+    assert read_record(folder)["status"] == "done" and len(calls) == 1
+    rec = _stage(folder, calls, {"a": 1}, {"up": "h1"}).execute()
+    assert len(calls) == 1 and rec["why"] == "never run"  # skipped: the old record is returned
+    assert _stage(folder, calls, {"a": 1}, {"up": "h1"}).decision(False) == ("skip", "finished, config and inputs unchanged")
+    # config change: fresh start in an emptied folder
+    _stage(folder, calls, {"a": 2}, {"up": "h1"}).execute()
+    assert calls[-1] == [] and read_record(folder)["why"] == "config changed"
+    # input change
+    _stage(folder, calls, {"a": 2}, {"up": "h2"}).execute()
+    assert read_record(folder)["why"] == "inputs changed (up)"
+    # interrupted (failed mid-way): the next run resumes in place, keeping the partial work
+    with pytest.raises(RuntimeError):
+        _stage(folder, calls, {"a": 3}, {"up": "h2"}, fail=True).execute()
+    assert read_record(folder)["status"] == "failed"
+    _stage(folder, calls, {"a": 3}, {"up": "h2"}).execute()
+    assert calls[-1] == ["partial.txt"] and read_record(folder)["why"].startswith("interrupted")
+    # forced, and missing outputs
+    _stage(folder, calls, {"a": 3}, {"up": "h2"}).execute(force=True)
+    assert calls[-1] == [] and read_record(folder)["why"] == "forced"
+    (folder / "out.txt").unlink()
+    assert _stage(folder, calls, {"a": 3}, {"up": "h2"}).decision(False)[0] == "fresh"
+
+
+def test_parse_force():
+    assert parse_force(["data,augment", "report"]) == {"data", "augment", "report"}
+    assert parse_force(["all"]) == set(STAGES)
+    with pytest.raises(RetinaugError, match="unknown stage"):
+        parse_force(["generate"])
+
+
+def _started(run: Path) -> dict[str, str]:
+    return {s: read_record(run / s).get("started") for s in STAGES}
+
+
+def test_pipeline_full_rerun_and_invalidation():
+    run = tiny_run()
+    # every stage ran and wrote its contract files
+    for name in STAGES:
+        assert read_record(run / name)["status"] == "done", name
+    for rel in ("config.yaml", "run.log", "logs/experiments.log", "data/manifest.parquet", "generator/history.json",
+                "synthetic/manifest.parquet", "labeler/model.safetensors", "selection/manifest.parquet",
+                "augment/manifest.parquet", "experiments/summary.csv", "experiments/table.md",
+                "experiments/composition.csv", "quality/audit.json", "report/index.html"):
+        assert (run / rel).is_file(), rel
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["experiments"]["train"]["label_smoothing"] == 0.1  # defaults written out
+    assert resolved["synthetic"]["classes"] == ["G", "C", "A", "H", "M"]
+    comp = pd.read_csv(run / "experiments" / "composition.csv").set_index(["scenario", "class"])
+    assert comp.loc[("syn", "G"), "synthetic"] == 3 and comp.loc[("syn", "G"), "real"] == 6  # 0.5 x 6 real
+    assert comp.loc[("sel", "N"), "selected"] == 3 and comp.loc[("sel", "N"), "synthetic"] == 0
+    for sc in ("real", "syn", "trad", "sel"):
+        preds = pd.read_parquet(run / "experiments" / sc / "seed0" / "predictions.parquet")
+        assert preds["path"].str.contains("/data/images/").all()  # test rows are real images only
+
+    # unchanged re-run: everything but the report is skipped
+    before = _started(run)
+    run_pipeline(tiny_config(), run)
+    after = _started(run)
+    assert {s for s in STAGES if before[s] != after[s]} <= {"report"}
+
+    # forced augment gives identical rows, so its content hash (and everything downstream) is unchanged
+    metrics = {sc: (run / "experiments" / sc / "seed0" / "metrics.json").stat().st_mtime_ns for sc in ("real", "trad", "sel")}
+    run_pipeline(tiny_config(), run, force=["augment"])
+    assert read_record(run / "augment")["why"] == "forced"
+    assert read_record(run / "experiments")["started"] == after["experiments"]
+
+    # a selection change re-runs selection and experiments, where only the scenario using it retrains
+    run_pipeline(tiny_config("selection.keep=0.34"), run)
+    assert read_record(run / "selection")["why"] == "config changed"
+    assert read_record(run / "experiments")["why"] == "inputs changed (selection)"
+    now = {sc: (run / "experiments" / sc / "seed0" / "metrics.json").stat().st_mtime_ns for sc in metrics}
+    assert now["real"] == metrics["real"] and now["trad"] == metrics["trad"] and now["sel"] != metrics["sel"]
+    comp = pd.read_csv(run / "experiments" / "composition.csv").set_index(["scenario", "class"])
+    assert comp.loc[("sel", "N"), "selected"] == 2
