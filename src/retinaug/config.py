@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .classify.config import TrainConfig
 from .errors import RetinaugError
+from .io import read_yaml
 from .experiment import ExperimentConfig
 from .generate.config import DDPMConfig, GenerateConfig, SDLoRAConfig
 from .quality.config import AuditConfig, SelectConfig
@@ -165,19 +166,6 @@ def preset_dict(name: str) -> dict:
     if name not in PRESETS:
         raise RetinaugError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
     return yaml.safe_load(resources.files("retinaug").joinpath("presets", f"{name}.yaml").read_text()) or {}
-
-
-def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise RetinaugError(f"config file {path} not found (write one with `retinaug init-config --preset demo -o {path}`)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise RetinaugError(f"config file {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise RetinaugError(f"config file {path} must be a mapping of stage names to settings")
-    return raw
 
 
 def load_config(path: str | Path | None = None, preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:

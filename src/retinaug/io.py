@@ -37,6 +37,24 @@ def write_json_atomic(target: str | Path, obj: Any) -> Path:
     return write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def read_yaml(path: str | Path) -> dict:
+    """A YAML file holding a mapping; a missing file, invalid YAML or another type is a clear error."""
+    import yaml
+
+    from .errors import RetinaugError
+
+    path = Path(path)
+    if not path.is_file():
+        raise RetinaugError(f"config file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RetinaugError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RetinaugError(f"config file {path} must hold a mapping of option: value")
+    return raw
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes (used for exact-duplicate detection and stage input hashes)."""
     h = hashlib.sha256()

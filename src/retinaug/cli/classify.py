@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-import yaml
 
 from ..errors import RetinaugError
+from ..io import read_yaml
 from .app import app
 
 
@@ -16,14 +16,8 @@ def _config(config_file: Optional[Path], overrides: dict):
     """TrainConfig from an optional YAML file (top level, or under a `classifier:` key), then CLI overrides."""
     from ..classify import TrainConfig
 
-    values: dict = {}
-    if config_file is not None:
-        if not config_file.is_file():
-            raise RetinaugError(f"config file not found: {config_file}")
-        values = yaml.safe_load(config_file.read_text()) or {}
-        if not isinstance(values, dict):
-            raise RetinaugError(f"{config_file}: expected a mapping of TrainConfig fields")
-        values = values.get("classifier", values)
+    values = read_yaml(config_file) if config_file is not None else {}
+    values = values.get("classifier", values)
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return TrainConfig.model_validate(values)

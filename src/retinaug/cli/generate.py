@@ -6,27 +6,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from pydantic import ValidationError
 
 from ..errors import RetinaugError
+from ..io import read_yaml
 from .app import app
 
 
 def read_config(config: Path | None, overrides: list[str]) -> dict:
     """A YAML file (flat generator config) plus `key=value` overrides (values parsed as YAML: 64, [32,64], true)."""
-    data: dict = {}
-    if config is not None:
-        if not config.is_file():
-            raise RetinaugError(f"config file {config} not found")
-        data = yaml.safe_load(config.read_text()) or {}
-        if not isinstance(data, dict):
-            raise RetinaugError(f"config file {config} must hold a mapping of option: value")
+    from ..config import apply_set
+
+    data = read_yaml(config) if config is not None else {}
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise RetinaugError(f"--set expects key=value, got {item!r}")
-        data[key.strip()] = yaml.safe_load(value)
+        data = apply_set(data, item)
     return data
 
 
