@@ -104,3 +104,42 @@ def test_pipeline_full_rerun_and_invalidation():
     assert now["real"] == metrics["real"] and now["trad"] == metrics["trad"] and now["sel"] != metrics["sel"]
     comp = pd.read_csv(run / "experiments" / "composition.csv").set_index(["scenario", "class"])
     assert comp.loc[("sel", "N"), "selected"] == 2
+
+
+def test_pipeline_kill9_during_generate_then_rerun_same_results(tmp_path):
+    """`retinaug run` killed with SIGKILL while the synthetic stage writes images, then re-run: the same synthetic
+    pixels and the same final metrics as the uninterrupted tiny run (which sampled in batches of 32, this one of 1)."""
+    import copy
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pipeline_helpers import TINY
+
+    reference = tiny_run()
+    raw = copy.deepcopy(TINY)
+    raw["synthetic"]["batch_size"] = 1  # many small batches: a window to kill in; output must not depend on it
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-c", "from retinaug.cli import main; main()", "run", str(cfg), "--out", str(run)]
+    env = {**os.environ, "RETINAUG_QUIET": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(run.glob("synthetic/*/*.png")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = len(list(run.glob("synthetic/*/*.png")))
+    assert read_record(run / "synthetic")["status"] == "running" and 0 < written < 20
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert read_record(run / "synthetic")["status"] == "done"
+    ours = sorted(run.glob("synthetic/*/*.png"))
+    theirs = sorted(reference.glob("synthetic/*/*.png"))
+    assert [p.relative_to(run) for p in ours] == [p.relative_to(reference) for p in theirs] and len(ours) == 20
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(ours, theirs))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(run / "experiments" / "summary.csv"), pd.read_csv(reference / "experiments" / "summary.csv")
+    )
