@@ -108,7 +108,7 @@ def test_pipeline_full_rerun_and_invalidation():
 
 def test_pipeline_kill9_during_generate_then_rerun_same_results(tmp_path):
     """`retinaug run` killed with SIGKILL while the synthetic stage writes images, then re-run: the same synthetic
-    pixels and the same final metrics as the uninterrupted tiny run (which sampled in batches of 32, this one of 1)."""
+    pixels and the same final metrics as an uninterrupted run (which samples in batches of 32, this one in 1s)."""
     import copy
     import os
     import signal
@@ -118,7 +118,8 @@ def test_pipeline_kill9_during_generate_then_rerun_same_results(tmp_path):
 
     from pipeline_helpers import TINY
 
-    reference = tiny_run()
+    reference = tmp_path / "reference"  # not the shared tiny_run(): other tests re-run it with other settings
+    run_pipeline(tiny_config(), reference)
     raw = copy.deepcopy(TINY)
     raw["synthetic"]["batch_size"] = 1  # many small batches: a window to kill in; output must not depend on it
     cfg = tmp_path / "cfg.yaml"
