@@ -106,3 +106,13 @@ def test_v_prediction_model(data, tmp_path):
     assert gen.noise.config.prediction_type == "v_prediction"
     out = generate(tmp_path / "gen", data, tmp_path / "syn", per_class=1, scheduler="ddim")
     assert list(out["label"]) == ["C"]
+
+
+def test_pickled_sd_weights_are_refused(tmp_path, tiny_data):
+    """A base model whose UNet ships only a pickled .bin is refused with a clear error, never unpickled."""
+    base = make_tiny_sd(tmp_path / "tiny-sd")
+    for f in (base / "unet").glob("*.safetensors"):
+        f.unlink()
+    (base / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"a pickle would run code here")
+    with pytest.raises(RetinaugError, match="pickled .bin/.ckpt weights are refused"):
+        finetune(tiny_data.attrs["manifest_dir"], "sd-lora", {**TINY, "base_model": str(base), "steps": 1}, tmp_path / "gen")

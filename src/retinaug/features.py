@@ -83,7 +83,7 @@ class CLIPExtractor(ImageExtractor):
 
         folder = Path(folder)
         try:
-            self.model = CLIPModel.from_pretrained(folder, local_files_only=True).eval()
+            self.model = CLIPModel.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval()
         except (OSError, ValueError) as exc:
             raise RetinaugError(f"cannot load a CLIP model from {folder}: {exc}") from None
         # Use the folder's own normalisation when it ships a preprocessor config, else CLIP's standard one.

@@ -88,7 +88,7 @@ class DDPMGenerator(Generator):
         self.noise.save_pretrained(out / "scheduler")
 
     def load_weights(self, path: Path) -> None:
-        self.unet = UNet2DModel.from_pretrained(path / "unet", local_files_only=True).to(self.device).eval()
+        self.unet = UNet2DModel.from_pretrained(path / "unet", local_files_only=True, use_safetensors=True).to(self.device).eval()
         self.noise = DDPMScheduler.from_pretrained(path / "scheduler", local_files_only=True)
 
     def to(self, device):

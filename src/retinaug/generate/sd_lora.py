@@ -82,9 +82,16 @@ class SDLoRAGenerator(Generator):
         if quiet():
             transformers_logging.disable_progress_bar()
         self.tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **load)
-        self.text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", **load)
-        self.vae = AutoencoderKL.from_pretrained(base, subfolder="vae", **load)
-        self.unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", **load)
+        try:  # safetensors only: a pickled .bin can run code when loaded
+            weights = dict(load, use_safetensors=True)
+            self.text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", **weights)
+            self.vae = AutoencoderKL.from_pretrained(base, subfolder="vae", **weights)
+            self.unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", **weights)
+        except (OSError, ValueError) as exc:
+            raise RetinaugError(
+                f"cannot load the Stable Diffusion weights in {base} as safetensors ({exc}); pickled .bin/.ckpt "
+                "weights are refused: convert the folder to safetensors first"
+            ) from None
         # the base model's own schedule: prediction_type (epsilon or v_prediction) comes from here
         self.noise = DDPMScheduler.from_pretrained(base, subfolder="scheduler", **load)
         for m in (self.text_encoder, self.vae, self.unet):
