@@ -156,3 +156,21 @@ def test_sigkill_mid_run_then_resume(trained):
     df = load_manifest(out, check_files=True)
     assert len(df) == 36 and df["path"].is_unique
     assert len(_pngs(out)) == 36 and not list(out.rglob(".*tmp*"))
+
+
+def test_two_processes_split_the_work_and_match_one_process(trained):
+    """Under torchrun (2 CPU processes) each process samples half of the plan; the pixels equal one process's."""
+    generate(trained / "gen", trained / "data", trained / "one", per_class=3, seed=9)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "retinaug.cli", "generate",
+           "--generator", str(trained / "gen"), "--data", str(trained / "data"), "--out", str(trained / "two"),
+           "--per-class", "3", "--seed", "9"]
+    env = {**os.environ, "RETINAUG_QUIET": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    log = res.stdout + res.stderr
+    assert "process 1/2: 5 of 9 images" in log and "process 2/2: 4 of 9 images" in log
+    one, two = _pixels(trained / "one"), _pixels(trained / "two")
+    assert len(two) == 9 and one.keys() == two.keys()
+    for name in one:
+        np.testing.assert_array_equal(one[name], two[name])
+    assert len(load_manifest(trained / "two")) == 9

@@ -146,7 +146,8 @@ def generate(
     if gen.needs_parent and (empty := [c for c in wanted if counts[c] and not parents_of[c]]):
         raise RetinaugError(f"img2img needs real TRAIN images of class(es) {', '.join(empty)} in {data}")
 
-    state = PartialState()
+    # cpu=True on GPU-less machines: otherwise accelerate ignores a torchrun/`accelerate launch` world on CPU
+    state = PartialState(cpu=not torch.cuda.is_available())
     gen.to(state.device)
     settings = gen.config.model_dump()
     sampling = {f: settings[f] for f in SAMPLING_FIELDS.values() if f in settings}
@@ -162,6 +163,8 @@ def generate(
 
     mine = [item(c, i) for k, (c, i) in enumerate(plan) if k % state.num_processes == state.process_index]
     todo = [it for it in mine if not it["path"].exists()]
+    if state.num_processes > 1:
+        console.print(f"process {state.process_index + 1}/{state.num_processes}: {len(mine)} of {len(plan)} images")
     if state.is_main_process and len(mine) > len(todo):
         console.print(f"resuming: {len(mine) - len(todo)} of {len(mine)} images already written, skipped")
     start = time.perf_counter()

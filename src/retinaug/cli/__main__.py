@@ -1,0 +1,5 @@
+"""`python -m retinaug.cli` (used by torchrun / accelerate launch)."""
+
+from . import main
+
+main()
