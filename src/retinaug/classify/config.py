@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..tracking import TRACKER_HELP, Tracker
+
 
 class TrainConfig(BaseModel):
     """Everything that decides a classifier fit; saved verbatim in model.json so a fit can be repeated."""
@@ -43,3 +45,4 @@ class TrainConfig(BaseModel):
     mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="accelerate mixed precision.")
     cpu: bool = Field(False, description="Force the CPU even when a GPU is available.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = in-process, fully deterministic).")
+    tracker: Tracker = Field("none", description=TRACKER_HELP)

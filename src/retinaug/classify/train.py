@@ -20,6 +20,7 @@ from ..classes import resolve_task
 from ..errors import RetinaugError
 from ..manifest import load_manifest
 from ..progress import progress_bar
+from ..tracking import hparams, tracker_args
 from .config import TrainConfig
 from .data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, augmentation, class_weights, load_images, normalise, train_loader
 from .models import create_model, save_classifier
@@ -31,13 +32,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_accelerator(config: TrainConfig) -> Accelerator:
+def make_accelerator(config: TrainConfig, out: Path | None = None) -> Accelerator:
     """accelerate keeps one process-wide state; a later fit with other precision/device settings resets it."""
+    args = dict(mixed_precision=config.mixed_precision, cpu=config.cpu, **tracker_args(config.tracker, out))
     try:
-        return Accelerator(mixed_precision=config.mixed_precision, cpu=config.cpu)
+        return Accelerator(**args)
     except ValueError:
         AcceleratorState._reset_state(reset_partial_state=True)
-        return Accelerator(mixed_precision=config.mixed_precision, cpu=config.cpu)
+        return Accelerator(**args)
 
 
 def task_rows(df: pd.DataFrame, classes: tuple[str, ...], what: str) -> pd.DataFrame:
@@ -94,7 +96,9 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
     if absent:
         raise RetinaugError(f"class(es) {', '.join(absent)} have no training image; choose a task without them")
     seed_everything(config.seed)
-    accelerator = make_accelerator(config)
+    accelerator = make_accelerator(config, out)
+    if config.tracker != "none":
+        accelerator.init_trackers("classifier", config=hparams(config))
     y_train, y_val = _labels(train_df, classes), _labels(val_df, classes)
     train_pixels, val_pixels = load_images(train_df, config.size), load_images(val_df, config.size)
     t_data = time.perf_counter() - t0
@@ -138,6 +142,7 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         row.update(_validate(model, val_images, y_val, mean, std, accelerator, 2 * config.batch_size))
         row["seconds"] = round(time.perf_counter() - t_epoch, 3)
         history.append(row)
+        accelerator.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         # ties in macro-F1 (common on small val sets) go to the lower validation loss
         improved = (row["val_macro_f1"], -row["val_loss"]) > best
         if improved:
@@ -154,6 +159,7 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
             print(f"early stop: no better val macro-F1 for {config.patience} epoch(s)")
             break
 
+    accelerator.end_training()
     final = accelerator.unwrap_model(model)
     final.load_state_dict(best_state)
     best_row = max(history, key=lambda r: (r["val_macro_f1"], -r["val_loss"]))

@@ -23,6 +23,7 @@ from diffusers.optimization import get_scheduler
 from pydantic import BaseModel
 
 from ..cache import image_cache
+from ..tracking import hparams, tracker_args
 from ..errors import RetinaugError
 from ..progress import progress_bar
 
@@ -119,10 +120,15 @@ class Generator:
             update[field] = value
         self.config = type(self.config)(**{**self.config.model_dump(), **update})
 
-    def fit(self, train_df: pd.DataFrame) -> dict:
-        """Train on the rows of `train_df` (already restricted to TRAIN-split real images of `self.classes`)."""
+    def fit(self, train_df: pd.DataFrame, out: Path | None = None) -> dict:
+        """Train on the rows of `train_df` (already restricted to TRAIN-split real images of `self.classes`);
+        `out` is where an optional tracker writes (OUT/tracking)."""
         cfg = self.config
-        accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+        accelerator = Accelerator(
+            mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, **tracker_args(cfg.tracker, out)
+        )
+        if cfg.tracker != "none":
+            accelerator.init_trackers(self.name, config=hparams(cfg))
         self.device = accelerator.device
         set_seed(cfg.seed)  # identical initialisation on every process
         self.build()
@@ -175,9 +181,11 @@ class Generator:
                     if step % log_every == 0 or step == steps:
                         history["step"].append(step)
                         history["loss"].append(running / count)
+                        accelerator.log({"loss": running / count}, step=step)
                         running, count = 0.0, 0
         seconds = time.perf_counter() - start
         accelerator.wait_for_everyone()
+        accelerator.end_training()
         for name, module in zip(modules, wrapped):
             setattr(self, name, accelerator.unwrap_model(module))
         self.finish_training()

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..classes import CLASSES, parse_classes
+from ..tracking import TRACKER_HELP, Tracker
 
 Scheduler = Literal["dpm", "ddim", "euler", "pndm"]
 MixedPrecision = Literal["no", "fp16", "bf16"]
@@ -42,6 +43,7 @@ class TrainingConfig(_Config):
     sample_steps: int = Field(25, ge=1, le=1000, description="Sampling steps.")
     guidance_scale: float = Field(3.0, ge=0, description="Classifier-free guidance scale at sampling (1 = no guidance).")
     samples_per_class: int = Field(8, ge=1, le=64, description="Images per class in the samples.png grid written after training.")
+    tracker: Tracker = Field("none", description=TRACKER_HELP)
 
 
 class DDPMConfig(TrainingConfig):

@@ -55,7 +55,7 @@ def finetune(data: str | Path, method: str, config: dict | BaseModel | None = No
         raise RetinaugError(f"no TRAIN images of class(es) {', '.join(missing)} in {data}; classes with train images: {', '.join(present)}")
     train = train_rows(df, classes)
     gen.classes = list(classes)
-    history = gen.fit(train)
+    history = gen.fit(train, out)
     if not history.pop("is_main_process"):
         return {}
     out.mkdir(parents=True, exist_ok=True)
