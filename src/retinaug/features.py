@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .cache import image_cache
 from .errors import RetinaugError
@@ -78,6 +77,7 @@ class CLIPExtractor(ImageExtractor):
     """Image features of a CLIP model from a local Hugging Face folder (`CLIPModel.from_pretrained`)."""
 
     def __init__(self, folder: str | Path, batch_size: int = 64):
+        import torch  # torch and transformers load lazily: `retinaug --help` must not wait for them
         from transformers import CLIPModel
         from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
@@ -94,10 +94,12 @@ class CLIPExtractor(ImageExtractor):
         super().__init__(int(self.model.config.vision_config.image_size), batch_size)
         self.name = f"clip:{folder.name}"
 
-    @torch.inference_mode()
     def embed_images(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
         x = torch.from_numpy(np.array(images, dtype=np.float32)).permute(0, 3, 1, 2).div_(255.0)
-        out = self.model.get_image_features(pixel_values=(x - self.mean) / self.std)
+        with torch.inference_mode():
+            out = self.model.get_image_features(pixel_values=(x - self.mean) / self.std)
         feats = out if isinstance(out, torch.Tensor) else out.pooler_output  # transformers 5 returns a ModelOutput
         return feats.float().numpy()
 
