@@ -436,15 +436,21 @@ def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
     return mean, lo, hi, float(stats.ttest_rel(a, b).pvalue)
 
 
-def aggregate(root: Path, scenarios: list[Scenario], seeds: list[int], composition: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Write summary.csv (mean, 95% CI, paired difference vs baseline per metric and class), table.md/.csv
-    (the paper's shape) and composition.csv. Returns the summary."""
+def seed_metrics(root: Path, scenarios: list[Scenario], seeds: list[int]) -> dict[str, dict[int, dict[tuple[str, str], float]]]:
+    """scenario -> seed -> flattened metrics, for the seed runs that have finished (metrics.json written)."""
     per_seed: dict[str, dict[int, dict[tuple[str, str], float]]] = {}
     for sc in scenarios:
         for seed in seeds:
             m = _read_json(root / sc.name / f"seed{seed}" / "metrics.json")
             if m:
                 per_seed.setdefault(sc.name, {})[seed] = flatten_metrics(m, sc.classes)
+    return per_seed
+
+
+def summarize(root: Path, scenarios: list[Scenario], seeds: list[int]) -> pd.DataFrame:
+    """Mean, 95% t-interval over seeds and paired difference vs the baseline, per scenario, metric and class,
+    from the finished seed runs under `root` (a partly finished grid gives a partial table)."""
+    per_seed = seed_metrics(root, scenarios, seeds)
     rows = []
     for sc in scenarios:
         runs = per_seed.get(sc.name, {})
@@ -462,8 +468,13 @@ def aggregate(root: Path, scenarios: list[Scenario], seeds: list[int], compositi
                 b = np.array([base_runs[s][(metric, cls)] for s in paired])
                 row.update(zip(("diff_mean", "diff_ci_low", "diff_ci_high", "p_value"), _paired(a, b)))
             rows.append(row)
-    summary = pd.DataFrame(rows, columns=["scenario", "label", "task", "metric", "cls", "n_seeds", "mean", "ci_low",
-                                          "ci_high", "baseline", "diff_mean", "diff_ci_low", "diff_ci_high", "p_value"])
+    return pd.DataFrame(rows, columns=["scenario", "label", "task", "metric", "cls", "n_seeds", "mean", "ci_low",
+                                       "ci_high", "baseline", "diff_mean", "diff_ci_low", "diff_ci_high", "p_value"])
+
+
+def aggregate(root: Path, scenarios: list[Scenario], seeds: list[int], composition: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Write summary.csv (see `summarize`), table.md/.csv (the paper's shape) and composition.csv. Returns the summary."""
+    summary = summarize(root, scenarios, seeds)
     root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(root / "summary.csv", summary.to_csv(index=False))
     table = headline_table(summary, scenarios, composition)
