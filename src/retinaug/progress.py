@@ -1,9 +1,13 @@
-"""Rich progress bars for every long loop (count, rate, elapsed, remaining); RETINAUG_QUIET=1 hides them."""
+"""Rich progress bars for every long loop (count, rate, elapsed, remaining); RETINAUG_QUIET=1 hides them.
+
+When stderr is not a terminal (a log file, `nohup`, CI), a bar cannot redraw, so a plain progress line is printed
+every RETINAUG_PROGRESS_EVERY seconds (default 60) instead: a long stage is never silent in a log."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -19,6 +23,10 @@ def quiet() -> bool:
     return os.environ.get("RETINAUG_QUIET", "") not in ("", "0")
 
 
+def _log_every() -> float:
+    return float(os.environ.get("RETINAUG_PROGRESS_EVERY", "60"))
+
+
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None, unit: str = "it") -> Iterator[Callable[[int], None]]:
     """Yield `advance(n)`; the bar shows `unit`/s, so batch loops can advance by the batch size."""
@@ -32,12 +40,20 @@ def progress_bar(description: str, total: int | None, unit: str = "it") -> Itera
     )
     with Progress(*columns, console=console, disable=quiet()) as progress:
         task = progress.add_task(description, total=total, rate="")
+        plain, every, last = not console.is_terminal and not quiet(), _log_every(), time.monotonic()
 
         def advance(n: int = 1) -> None:
+            nonlocal last
             progress.update(task, advance=n)
-            speed = progress.tasks[task].speed
-            if speed:
-                progress.update(task, rate=f"{speed:.1f} {unit}/s")
+            t = progress.tasks[task]
+            if t.speed:
+                progress.update(task, rate=f"{t.speed:.1f} {unit}/s")
+            if plain and time.monotonic() - last >= every:
+                last = time.monotonic()
+                done = f"{t.completed:g}/{t.total:g} ({100 * t.completed / t.total:.0f}%)" if t.total else f"{t.completed:g}"
+                eta = f", about {t.time_remaining / 60:.1f} min left" if t.time_remaining else ""
+                console.print(f"{description}: {done}, {t.fields['rate'] or '?'}, {t.elapsed / 60:.1f} min elapsed{eta}",
+                              highlight=False, markup=False)
 
         yield advance
 
