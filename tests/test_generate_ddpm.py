@@ -174,3 +174,43 @@ def test_two_processes_split_the_work_and_match_one_process(trained):
     for name in one:
         np.testing.assert_array_equal(one[name], two[name])
     assert len(load_manifest(trained / "two")) == 9
+
+
+def _unet_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def test_finetune_killed_mid_training_resumes_from_checkpoint_to_identical_weights(trained, tmp_path):
+    cfg = {**TINY, "steps": 40, "attention_levels": []}
+    ref = finetune(trained / "data", "ddpm", cfg, tmp_path / "ref", checkpoint_every=5)
+    assert not (tmp_path / "ref" / "train_state.pt").exists()  # deleted when training finished
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-c", "from retinaug.cli import main; main()", "finetune", "--data", str(trained / "data"),
+           "--out", str(out), "--method", "ddpm", "--checkpoint-every", "5"]
+    for key, value in cfg.items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]
+    env = {**os.environ, "RETINAUG_QUIET": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "train_state.pt").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "train_state.pt").exists() and not (out / "config.json").exists(), "killed after it finished"
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "train_state.pt").write_bytes((out / "train_state.pt").read_bytes())
+
+    finetune(trained / "data", "ddpm", {**cfg, "sample_steps": 3}, out, checkpoint_every=5)  # sampling options may change
+    hist = json.loads((out / "history.json").read_text())
+    assert hist["resumed_from_step"] >= 5 and not (out / "train_state.pt").exists()
+    ref_hist = json.loads((tmp_path / "ref" / "history.json").read_text())
+    assert hist["loss"] == ref_hist["loss"]
+    a, b = _unet_weights(tmp_path / "ref"), _unet_weights(out)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    assert ref["train_counts"] == json.loads((out / "config.json").read_text())["train_counts"]
+
+    finetune(trained / "data", "ddpm", {**cfg, "lr": 0.01}, stale, checkpoint_every=5)  # training changed: start over
+    assert json.loads((stale / "history.json").read_text())["resumed_from_step"] == 0

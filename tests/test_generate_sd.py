@@ -116,3 +116,38 @@ def test_pickled_sd_weights_are_refused(tmp_path, tiny_data):
     (base / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"a pickle would run code here")
     with pytest.raises(RetinaugError, match="pickled .bin/.ckpt weights are refused"):
         finetune(tiny_data.attrs["manifest_dir"], "sd-lora", {**TINY, "base_model": str(base), "steps": 1}, tmp_path / "gen")
+
+
+def test_sd_lora_killed_mid_training_resumes_to_identical_lora(sd_folder, data, tmp_path):
+    """The checkpoint holds only the trainable (LoRA) tensors; resuming gives the uninterrupted run's LoRA exactly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg = {**TINY, "base_model": str(sd_folder), "steps": 60, "samples_per_class": 1}
+    finetune(data, "sd-lora", cfg, tmp_path / "ref", checkpoint_every=3)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-c", "from retinaug.cli import main; main()", "finetune", "--data", str(data), "--out", str(out),
+           "--method", "sd-lora", "--config", str(tmp_path / "cfg.yaml"), "--checkpoint-every", "3"]
+    env = {**os.environ, "RETINAUG_QUIET": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and not (out / "train_state.pt").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "train_state.pt").exists() and not (out / "config.json").exists(), "killed after it finished"
+    import torch
+
+    state = torch.load(out / "train_state.pt", map_location="cpu", weights_only=True)
+    assert state["modules"]["unet"] and all("lora" in k for k in state["modules"]["unet"])
+
+    finetune(data, "sd-lora", cfg, out, checkpoint_every=3)
+    assert json.loads((out / "history.json").read_text())["resumed_from_step"] >= 3
+    a, b = load_file(tmp_path / "ref" / "pytorch_lora_weights.safetensors"), load_file(out / "pytorch_lora_weights.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)

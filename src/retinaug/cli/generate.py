@@ -30,16 +30,18 @@ def finetune(
     method: Annotated[str, typer.Option(help="Generator: 'ddpm' (from scratch, no weights needed) or 'sd-lora' (LoRA on a local Stable Diffusion folder).")] = "ddpm",
     config: Annotated[Path | None, typer.Option(help="YAML file with generator options (see docs/generators.md).")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override one option, key=value (repeatable), e.g. --set steps=2000 --set base_model=/models/sd15.")] = [],
+    checkpoint_every: Annotated[int, typer.Option(help="Save the training state every N steps (0: never); re-running the same command after an interruption continues from it.")] = 500,
 ) -> None:
     """Train a diffusion generator on the TRAIN patients of a prepared dataset.
 
     Writes config.json, safetensors weights, history.json (loss curve, images/s) and samples.png (a row per class).
+    While training, OUT/train_state.pt holds the latest checkpoint (deleted at the end).
 
     Example: retinaug finetune --data runs/demo/data --method ddpm --set size=32 --set steps=1000 --out runs/demo/generator
     """
     from ..generate import finetune as run_finetune
 
-    run_finetune(data, method, read_config(config, set_), out)
+    run_finetune(data, method, read_config(config, set_), out, checkpoint_every=checkpoint_every)
 
 
 @app.command()

@@ -8,6 +8,8 @@ same whatever the batch size.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ from diffusers.optimization import get_scheduler
 from pydantic import BaseModel
 
 from ..cache import image_cache
+from ..io import atomic_path, sha256_text
 from ..tracking import hparams, tracker_args
 from ..errors import RetinaugError
 from ..progress import progress_bar
@@ -33,6 +36,10 @@ SAMPLERS = {
     "euler": EulerDiscreteScheduler,
     "pndm": PNDMScheduler,
 }
+log = logging.getLogger("retinaug.generate")
+CHECKPOINT = "train_state.pt"
+# config fields that only matter at sampling time or for logging: a checkpoint stays valid when they change
+NOT_TRAINING = {"scheduler", "sample_steps", "guidance_scale", "samples_per_class", "tracker", "mode", "strength"}
 # generate() option name -> config field name
 SAMPLING_FIELDS = {"steps": "sample_steps", "guidance": "guidance_scale", "scheduler": "scheduler", "mode": "mode", "strength": "strength"}
 
@@ -120,9 +127,25 @@ class Generator:
             update[field] = value
         self.config = type(self.config)(**{**self.config.model_dump(), **update})
 
-    def fit(self, train_df: pd.DataFrame, out: Path | None = None) -> dict:
-        """Train on the rows of `train_df` (already restricted to TRAIN-split real images of `self.classes`);
-        `out` is where an optional tracker writes (OUT/tracking)."""
+    def extra_state(self) -> dict:
+        """Training state beyond the trainable modules (e.g. an EMA copy), saved in checkpoints."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what `extra_state` returned."""
+
+    def _checkpoint_key(self, train_df: pd.DataFrame) -> str:
+        cfg = {k: v for k, v in self.config.model_dump(mode="json").items() if k not in NOT_TRAINING}
+        rows = "\n".join(sorted(train_df["path"].astype(str) + "|" + train_df["label"].astype(str)))
+        return sha256_text(json.dumps({"method": self.name, "classes": self.classes, "config": cfg, "rows": rows}, sort_keys=True))
+
+    def fit(self, train_df: pd.DataFrame, out: Path | None = None, checkpoint_every: int = 500) -> dict:
+        """Train on the rows of `train_df` (already restricted to TRAIN-split real images of `self.classes`).
+
+        `out` is where an optional tracker writes (OUT/tracking) and where, every `checkpoint_every` optimizer
+        steps (0: never), the training state is saved (OUT/train_state.pt, loaded with weights_only=True): an
+        interrupted fit with the same config and images continues from there, and on one process ends with the
+        same weights as an uninterrupted one. The checkpoint is deleted when training finishes."""
         cfg = self.config
         accelerator = Accelerator(
             mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, **tracker_args(cfg.tracker, out)
@@ -154,9 +177,49 @@ class Generator:
 
         history: dict = {"step": [], "loss": []}
         log_every = max(1, steps // 200)
-        running, count, step = 0.0, 0, 0
+        running, count, step, seconds_before = 0.0, 0, 0, 0.0
+        ckpt = Path(out) / CHECKPOINT if out is not None and checkpoint_every > 0 else None
+        key = self._checkpoint_key(train_df) if ckpt else ""
+        if ckpt is not None and ckpt.is_file():
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+            if state.get("key") != key or state.get("steps") != steps:
+                log.warning("%s was made with another config or training set: ignored, training from step 0", ckpt)
+            else:
+                for name, module in zip(modules, wrapped):
+                    bad = accelerator.unwrap_model(module).load_state_dict(state["modules"][name], strict=False).unexpected_keys
+                    if bad:
+                        raise RetinaugError(f"{ckpt} does not fit the {name} network ({len(bad)} unexpected keys); delete it to start over")
+                optimizer.load_state_dict(state["optimizer"])
+                lr_schedule.load_state_dict(state["lr_schedule"])
+                self.load_extra_state(state["extra"])
+                if accelerator.is_main_process:  # other processes keep their fresh per-process streams
+                    batch_rng.set_state(state["batch_rng"])
+                    torch.set_rng_state(state["torch_rng"])
+                    if torch.cuda.is_available() and state.get("cuda_rng"):
+                        torch.cuda.set_rng_state_all(state["cuda_rng"])
+                step, history, seconds_before = state["step"], state["history"], state["seconds"]
+                running, count = state["running"], state["count"]
+                log.info("resuming %s training at step %d of %d from %s", self.name, step, steps, ckpt)
+        resumed_from = step
         start = time.perf_counter()
-        with progress_bar(f"training {self.name}", steps, "step") as advance:
+
+        def save_checkpoint() -> None:
+            if not accelerator.is_main_process:
+                return
+            state = {
+                "key": key, "steps": steps, "step": step, "history": history, "running": running, "count": count,
+                "seconds": seconds_before + time.perf_counter() - start,
+                "modules": {name: {k: v.detach().cpu() for k, v in accelerator.unwrap_model(m).named_parameters() if v.requires_grad}
+                            for name, m in zip(modules, wrapped)},
+                "optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict(), "extra": self.extra_state(),
+                "batch_rng": batch_rng.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            }
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(ckpt) as tmp:
+                torch.save(state, tmp)
+
+        with progress_bar(f"training {self.name}" + (f" (resumed at step {step})" if step else ""), steps - step, "step") as advance:
             while step < steps:
                 idx = torch.randint(n, (cfg.batch_size,), generator=batch_rng)
                 x = images[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1).to(accelerator.device)
@@ -183,15 +246,20 @@ class Generator:
                         history["loss"].append(running / count)
                         accelerator.log({"loss": running / count}, step=step)
                         running, count = 0.0, 0
+                    if ckpt is not None and step % checkpoint_every == 0 and step < steps:
+                        save_checkpoint()
         seconds = time.perf_counter() - start
         accelerator.wait_for_everyone()
+        if ckpt is not None and accelerator.is_main_process:
+            ckpt.unlink(missing_ok=True)
         accelerator.end_training()
         for name, module in zip(modules, wrapped):
             setattr(self, name, accelerator.unwrap_model(module))
         self.finish_training()
         history.update(
-            seconds=seconds,
-            images_per_s=steps * per_step / seconds,
+            seconds=seconds_before + seconds,
+            images_per_s=(steps - resumed_from) * per_step / seconds,
+            resumed_from_step=resumed_from,
             steps=steps,
             n_train_images=n,
             is_main_process=accelerator.is_main_process,

@@ -78,6 +78,14 @@ class DDPMGenerator(Generator):
         if self.ema is not None:
             self.ema.step(self.unet.parameters())
 
+    def extra_state(self) -> dict:
+        return {"ema": self.ema.state_dict()} if self.ema is not None else {}
+
+    def load_extra_state(self, state: dict) -> None:
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+            self.ema.to(self.device)  # the checkpoint is loaded onto the CPU
+
     def finish_training(self) -> None:
         if self.ema is not None:
             self.ema.copy_to(self.unet.parameters())

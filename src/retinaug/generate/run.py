@@ -38,11 +38,14 @@ def train_rows(df: pd.DataFrame, classes: tuple[str, ...] | list[str] | None = N
     return rows
 
 
-def finetune(data: str | Path, method: str, config: dict | BaseModel | None = None, out: str | Path = "generator") -> dict:
+def finetune(
+    data: str | Path, method: str, config: dict | BaseModel | None = None, out: str | Path = "generator", checkpoint_every: int = 500
+) -> dict:
     """Train generator `method` ('ddpm' or 'sd-lora') on the TRAIN split of the manifest in `data`.
 
     Writes `out/config.json`, the weights (safetensors), `out/history.json` and `out/samples.png`
-    (a row per class); returns the config.json content."""
+    (a row per class); returns the config.json content. Every `checkpoint_every` steps the training state is
+    saved in `out`, so running the same call again after an interruption continues from the last checkpoint."""
     out = Path(out)
     gen = create_generator(method, config)
     gen.check()
@@ -55,7 +58,7 @@ def finetune(data: str | Path, method: str, config: dict | BaseModel | None = No
         raise RetinaugError(f"no TRAIN images of class(es) {', '.join(missing)} in {data}; classes with train images: {', '.join(present)}")
     train = train_rows(df, classes)
     gen.classes = list(classes)
-    history = gen.fit(train, out)
+    history = gen.fit(train, out, checkpoint_every=checkpoint_every)
     if not history.pop("is_main_process"):
         return {}
     out.mkdir(parents=True, exist_ok=True)
