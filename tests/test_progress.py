@@ -12,7 +12,8 @@ def test_plain_progress_lines_when_not_a_terminal(monkeypatch, capsys):
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith("training: ")]
     assert [ln.split(",")[0] for ln in lines] == ["training: 1/4 (25%)", "training: 2/4 (50%)", "training: 3/4 (75%)", "training: 4/4 (100%)"]
-    assert "min elapsed" in lines[-1]
+    assert " step/s, " in lines[0] and "min elapsed" in lines[-1]
+    assert "min left" in lines[0] and "min left" not in lines[-1]  # an estimate while work remains
 
 
 def test_quiet_prints_nothing(monkeypatch, capsys):

@@ -46,13 +46,15 @@ def progress_bar(description: str, total: int | None, unit: str = "it") -> Itera
             nonlocal last
             progress.update(task, advance=n)
             t = progress.tasks[task]
-            if t.speed:
-                progress.update(task, rate=f"{t.speed:.1f} {unit}/s")
+            # rich's speed only sees the last 30 s: for slow loops fall back to the mean rate since the start
+            speed = t.speed or (t.completed / t.elapsed if t.elapsed else None)
+            if speed:
+                progress.update(task, rate=f"{speed:.2f} {unit}/s" if speed < 10 else f"{speed:.1f} {unit}/s")
             if plain and time.monotonic() - last >= every:
                 last = time.monotonic()
                 done = f"{t.completed:g}/{t.total:g} ({100 * t.completed / t.total:.0f}%)" if t.total else f"{t.completed:g}"
-                eta = f", about {t.time_remaining / 60:.1f} min left" if t.time_remaining else ""
-                console.print(f"{description}: {done}, {t.fields['rate'] or '?'}, {t.elapsed / 60:.1f} min elapsed{eta}",
+                eta = f", about {(t.total - t.completed) / speed / 60:.1f} min left" if t.total and speed and t.completed < t.total else ""
+                console.print(f"{description}: {done}, {t.fields['rate'] or '?'}, {(t.elapsed or 0) / 60:.1f} min elapsed{eta}",
                               highlight=False, markup=False)
 
         yield advance
