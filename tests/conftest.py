@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +76,15 @@ def _torch_threads():
     except ImportError:
         pass
     yield
+
+
+def kill9_when(args: list[str], ready: Callable[[], bool], timeout: float = 180) -> None:
+    """Run `retinaug ARGS` in a subprocess (1 thread, quiet) and SIGKILL it as soon as `ready()` is true."""
+    cmd = [sys.executable, "-c", "from retinaug.cli import main; main()", *args]
+    env = {**os.environ, "RETINAUG_QUIET": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not ready():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import make_dataset
+from conftest import kill9_when, make_dataset
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
 from retinaug.generate import finetune, generate, image_seed, load_generator
@@ -139,15 +137,8 @@ def test_resume_skips_finished_and_cleans_temp_files(trained):
 
 def test_sigkill_mid_run_then_resume(trained):
     out = trained / "killed"
-    cmd = [sys.executable, "-c", "from retinaug.cli import main; main()", "generate", "--generator", str(trained / "gen"),
-           "--data", str(trained / "data"), "--out", str(out), "--per-class", "12", "--batch-size", "1", "--steps", "20"]
-    env = {**os.environ, "RETINAUG_QUIET": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(_pngs(out)) < 3:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill9_when(["generate", "--generator", str(trained / "gen"), "--data", str(trained / "data"), "--out", str(out),
+                "--per-class", "12", "--batch-size", "1", "--steps", "20"], lambda: len(_pngs(out)) >= 3)
     partial = len(_pngs(out))
     assert 3 <= partial < 36
     for p in _pngs(out):  # every finished file is a complete PNG
@@ -187,17 +178,8 @@ def test_finetune_killed_mid_training_resumes_from_checkpoint_to_identical_weigh
     ref = finetune(trained / "data", "ddpm", cfg, tmp_path / "ref", checkpoint_every=5)
     assert not (tmp_path / "ref" / "train_state.pt").exists()  # deleted when training finished
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-c", "from retinaug.cli import main; main()", "finetune", "--data", str(trained / "data"),
-           "--out", str(out), "--method", "ddpm", "--checkpoint-every", "5"]
-    for key, value in cfg.items():
-        cmd += ["--set", f"{key}={json.dumps(value)}"]
-    env = {**os.environ, "RETINAUG_QUIET": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "train_state.pt").exists():
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    args = ["finetune", "--data", str(trained / "data"), "--out", str(out), "--method", "ddpm", "--checkpoint-every", "5"]
+    kill9_when(args + [a for k, v in cfg.items() for a in ("--set", f"{k}={json.dumps(v)}")], (out / "train_state.pt").exists)
     assert (out / "train_state.pt").exists() and not (out / "config.json").exists(), "killed after it finished"
     stale = tmp_path / "stale"
     stale.mkdir()

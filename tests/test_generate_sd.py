@@ -12,7 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import make_dataset
+from conftest import kill9_when, make_dataset
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
 from retinaug.generate import finetune, generate, load_generator
@@ -120,30 +120,16 @@ def test_pickled_sd_weights_are_refused(tmp_path, tiny_data):
 
 def test_sd_lora_killed_mid_training_resumes_to_identical_lora(sd_folder, data, tmp_path):
     """The checkpoint holds only the trainable (LoRA) tensors; resuming gives the uninterrupted run's LoRA exactly."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
+    import torch
     import yaml
 
     cfg = {**TINY, "base_model": str(sd_folder), "steps": 60, "samples_per_class": 1}
     finetune(data, "sd-lora", cfg, tmp_path / "ref", checkpoint_every=3)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-c", "from retinaug.cli import main; main()", "finetune", "--data", str(data), "--out", str(out),
-           "--method", "sd-lora", "--config", str(tmp_path / "cfg.yaml"), "--checkpoint-every", "3"]
-    env = {**os.environ, "RETINAUG_QUIET": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while time.time() < deadline and not (out / "train_state.pt").exists():
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill9_when(["finetune", "--data", str(data), "--out", str(out), "--method", "sd-lora", "--config", str(tmp_path / "cfg.yaml"),
+                "--checkpoint-every", "3"], (out / "train_state.pt").exists)
     assert (out / "train_state.pt").exists() and not (out / "config.json").exists(), "killed after it finished"
-    import torch
-
     state = torch.load(out / "train_state.pt", map_location="cpu", weights_only=True)
     assert state["modules"]["unet"] and all("lora" in k for k in state["modules"]["unet"])
 
