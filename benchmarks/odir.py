@@ -23,9 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from retinaug.config import PipelineConfig
-from retinaug.experiment import seed_metrics, summarize
+from retinaug.experiment import accepted_synthetic, seed_metrics, summarize
 from retinaug.io import read_yaml, sha256_text, write_json_atomic, write_text_atomic
-from retinaug.manifest import load_manifest
+from retinaug.manifest import load_manifest, manifest_file
 from retinaug.stages import read_record
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -140,6 +140,8 @@ def collect(run: Path) -> tuple[dict, str]:
     tabs = tables(summary, scenarios, comp)
     stages = {s: {k: read_record(run / s).get(k) for k in ("status", "seconds", "cpu_seconds")} for s in STAGES if read_record(run / s)}
     labels = _json(run / "synthetic" / "label_summary.json")
+    syn = load_manifest(run / "synthetic") if manifest_file(run / "synthetic").is_file() else pd.DataFrame()
+    syn = accepted_synthetic(syn) if "accepted" in syn.columns else pd.DataFrame()  # empty until the label stage ran
     labeler = _json(run / "labeler" / "eval" / "metrics.json")
     gen = _json(run / "generator" / "history.json")
     quality = _json(run / "quality" / "audit.json")
@@ -179,6 +181,10 @@ def collect(run: Path) -> tuple[dict, str]:
         lab = lab.assign(**{c: lab[c].astype(int) for c in ("generated", "accepted") if c in lab},
                          **{c: lab[c].astype(float).round(2) for c in ("rate", "mean_conf") if c in lab})
         lines += [f"\n**Synthetic images accepted by the labeler** (policy {labels.get('policy')}, threshold {labels.get('threshold')})\n", _md(lab)]
+    if "intended_label" in syn.columns:
+        ct = pd.crosstab(syn["intended_label"], syn["label"]).reset_index().rename(columns={"intended_label": "asked for ↓ / labelled →"})
+        lines += ["\n**Accepted synthetic images: class asked of the generator vs class the labeler gave**\n", _md(ct)]
+        result["synthetic_intended_vs_label"] = pd.crosstab(syn["intended_label"], syn["label"]).to_dict()
     if quality:
         lines += [f"\n**Synthetic vs real ({quality['extractor']} features; FID test-vs-train is the real-vs-real floor)**\n", _md(quality_table(quality))]
     if labeler:
