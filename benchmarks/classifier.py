@@ -11,9 +11,11 @@ Examples (prepare the data first):
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +39,10 @@ def main() -> None:
         p.add_argument("--" + field.replace("_", "-"), dest=field, type=type(TrainConfig.model_fields[field].default))
     args = p.parse_args()
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.model_fields and v is not None})
-    out = args.out or Path(tempfile.mkdtemp(prefix="clf-bench-"))
+    out = args.out
+    if out is None:
+        out = Path(tempfile.mkdtemp(prefix="clf-bench-"))
+        atexit.register(shutil.rmtree, out, ignore_errors=True)
     t0 = time.perf_counter()
     meta = train(args.data, config, out)
     fit_s = time.perf_counter() - t0

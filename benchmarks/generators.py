@@ -15,6 +15,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -44,6 +45,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="gen-bench-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # models and samples: only the JSON is kept
     data = args.data
     if data is None:
         from retinaug.phantom import make_phantom

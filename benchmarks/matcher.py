@@ -18,8 +18,10 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -71,6 +73,7 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="matcher-bench-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # models and samples: only the JSON is kept
     if args.data is None:
         from retinaug.phantom import make_phantom
 

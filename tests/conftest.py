@@ -18,9 +18,12 @@ os.environ.setdefault("RETINAUG_QUIET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if "RETINAUG_CACHE_DIR" not in os.environ:  # keep the user's ~/.cache clean: one image cache per test session
+    import atexit
+    import shutil
     import tempfile
 
     os.environ["RETINAUG_CACHE_DIR"] = tempfile.mkdtemp(prefix="retinaug-cache-")
+    atexit.register(shutil.rmtree, os.environ["RETINAUG_CACHE_DIR"], ignore_errors=True)
 
 SHARED_ODIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "odir5k-256"
 if "RETINAUG_ODIR" in os.environ:

@@ -3,7 +3,9 @@ test_pipeline.py and test_report.py."""
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -40,6 +42,8 @@ def tiny_config(*overrides: str):
 def tiny_run() -> Path:
     from retinaug.pipeline import run_pipeline
 
-    run = Path(tempfile.mkdtemp(prefix="retinaug-tiny-")) / "run"
+    root = Path(tempfile.mkdtemp(prefix="retinaug-tiny-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # 100 MB per test session otherwise left in /tmp
+    run = root / "run"
     run_pipeline(tiny_config(), run)
     return run
