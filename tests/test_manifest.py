@@ -72,6 +72,23 @@ def test_save_load_round_trip_and_relative_paths(tiny_data, tmp_path):
         save_manifest(tiny_data, tmp_path / "x", root=tmp_path / "x")
 
 
+def test_sibling_manifest_follows_a_moved_folder_external_images_stay(tiny_data, tmp_path):
+    """A manifest whose images sit in a sibling folder (augment/ -> data/images) keeps working after the parent
+    folder is renamed; one whose images are elsewhere on disk keeps its absolute root."""
+    save_manifest(tiny_data, tmp_path / "augment")
+    (tmp_path / "external").mkdir()
+    save_manifest(tiny_data, tmp_path / "external" / "m")
+    moved = tmp_path.parent / (tmp_path.name + "-moved")
+    tmp_path.rename(moved)
+    again = load_manifest(moved / "augment", check_files=True)
+    assert again["path"].tolist() == [p.replace(str(tmp_path), str(moved), 1) for p in tiny_data["path"]]
+    (moved / "external" / "m").rename(tmp_path.parent / "m-alone")  # images not beside it any more
+    tmp_path.mkdir()
+    (tmp_path / "data").symlink_to(moved / "data")  # the absolute root, recreated
+    alone = load_manifest(tmp_path.parent / "m-alone", check_files=True)
+    assert alone["path"].tolist() == tiny_data["path"].tolist()
+
+
 def test_escaping_paths_are_refused_on_load(tmp_path):
     df = new_manifest(rows(2))
     df["path"] = ["ok.png", "../../etc/passwd"]

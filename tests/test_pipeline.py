@@ -4,6 +4,7 @@ whole pipeline on a tiny config (every stage), re-run and partially invalidated.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,9 @@ import pytest
 import yaml
 from pipeline_helpers import tiny_config, tiny_run
 
+from retinaug.config import load_config
 from retinaug.errors import RetinaugError
+from retinaug.manifest import load_manifest
 from retinaug.pipeline import STAGES, parse_force, run_pipeline
 from retinaug.stages import Stage, read_record
 
@@ -144,3 +147,42 @@ def test_pipeline_kill9_during_generate_then_rerun_same_results(tmp_path):
     pd.testing.assert_frame_equal(
         pd.read_csv(run / "experiments" / "summary.csv"), pd.read_csv(reference / "experiments" / "summary.csv")
     )
+
+
+def test_moved_run_folder_keeps_finished_seeds(tmp_path):
+    """Seed keys name images relative to the run folder: a copied run re-running its experiments retrains nothing."""
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_run(), moved, copy_function=shutil.copy)  # new file times, as `cp -r` gives
+    seeds = sorted(moved.glob("experiments/*/seed*/metrics.json"))
+    assert len(seeds) == 4
+    before = {p: p.stat().st_mtime_ns for p in seeds}
+    for stage in ("augment", "selection", "synthetic"):  # manifests find the copy's own images, not the original's
+        assert load_manifest(moved / stage)["path"].str.startswith(str(moved) + "/").all(), stage
+    run_pipeline(load_config(moved / "config.yaml"), moved, force=["experiments"])  # as the run was last made
+    assert read_record(moved / "experiments")["why"] == "forced"
+    assert {p: p.stat().st_mtime_ns for p in seeds} == before
+    recipe = json.loads((moved / "experiments" / "real" / "seed0" / "recipe.json").read_text())
+    assert recipe["key"] == json.loads((tiny_run() / "experiments" / "real" / "seed0" / "recipe.json").read_text())["key"]
+
+
+def test_dry_run_says_what_would_run_writes_nothing_and_ignores_tracker(tmp_path):
+    """`retinaug run --dry-run` on a finished run: a selection change plans selection and (conditionally) the
+    experiments; turning TensorBoard on everywhere plans nothing (tracking does not change results)."""
+    from typer.testing import CliRunner
+
+    from retinaug.cli import app
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run(), run)
+    files = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    trackers = [f"--set={k}.tracker=tensorboard" for k in ("generator.ddpm", "labeler.train", "experiments.train")]
+    res = CliRunner().invoke(app, ["run", str(run / "config.yaml"), "--out", str(run), "--dry-run", *trackers])
+    assert res.exit_code == 0, res.output
+    plan = {line.split()[0]: line.split()[1] for line in res.output.splitlines()}
+    assert plan == {**{s: "skip" for s in STAGES}, "report": "run"}
+    res = CliRunner().invoke(app, ["run", str(run / "config.yaml"), "--out", str(run), "--dry-run", "--set", "selection.keep=0.3"])
+    plan = {line.split()[0]: line.split(maxsplit=2)[1:] for line in res.output.splitlines()}
+    assert plan["selection"] == ["run", "config changed"]
+    assert plan["experiments"] == ["run?", "finished; redone if the output of selection changes"]
+    assert plan["quality"][0] == plan["augment"][0] == "skip"
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == files

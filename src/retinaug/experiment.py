@@ -27,6 +27,7 @@ from .errors import RetinaugError
 from .io import sha256_text, write_json_atomic, write_text_atomic
 from .manifest import load_manifest, manifest_file
 from .progress import track
+from .stages import result_settings
 
 log = logging.getLogger("retinaug.experiment")
 
@@ -346,10 +347,10 @@ def run_experiments(
             "seed": seed,
             "train": tcfg.model_dump(mode="json"),
             "n_boot": cfg.n_boot,
-            "train_rows": sha256_text("\n".join(sorted(train["path"] + "|" + _transforms(train)))),
-            "test_rows": sha256_text("\n".join(sorted(test["path"]))),
+            "train_rows": sha256_text("\n".join(sorted(_portable(train["path"], run) + "|" + _transforms(train)))),
+            "test_rows": sha256_text("\n".join(sorted(_portable(test["path"], run)))),
         }
-        key = sha256_text(json.dumps(recipe, sort_keys=True))
+        key = sha256_text(json.dumps(result_settings(recipe), sort_keys=True))
         done = out / "metrics.json"
         if done.is_file() and _read_json(out / "recipe.json").get("key") == key:
             log.info("%s seed %d: finished earlier, skipped", sc.name, seed)
@@ -375,6 +376,13 @@ def _pool_short(pool: pd.DataFrame, scenarios: list[Scenario], data: pd.DataFram
             if (pool["label"] == code).sum() < _half_up(sc.traditional * (real["label"] == code).sum()):
                 return True
     return False
+
+
+def _portable(paths: pd.Series, run: Path) -> pd.Series:
+    """Image paths as the seed key sees them: relative to the run folder when inside it, so a moved or copied
+    run folder keeps its finished seeds; images outside (an external dataset) stay absolute."""
+    root = run.resolve()
+    return paths.map(lambda p: Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else str(p))
 
 
 def _transforms(df: pd.DataFrame) -> pd.Series:

@@ -129,10 +129,13 @@ def save_manifest(df: pd.DataFrame, path: str | Path, root: str | Path | None = 
         rel.append(r.replace(os.sep, "/"))
     out = df.copy()
     out["path"] = pd.array(rel, dtype="string")
-    stored_root = os.path.relpath(root, folder) if str(root).startswith(str(folder)) else str(root)
+    inside = str(root) == str(folder) or str(root).startswith(str(folder) + os.sep)
+    root_meta = {"root": os.path.relpath(root, folder) if inside else str(root)}
+    if not inside:  # also relative, so a moved or copied run folder finds its own sibling images (see load_manifest)
+        root_meta["root_rel"] = os.path.relpath(root, folder)
     table = pa.Table.from_pandas(out, preserve_index=False)
     meta = dict(table.schema.metadata or {})
-    meta[_META_KEY] = json.dumps({"root": stored_root, "version": 1}).encode()
+    meta[_META_KEY] = json.dumps({**root_meta, "version": 1}).encode()
     table = table.replace_schema_metadata(meta)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
@@ -156,6 +159,8 @@ def load_manifest(path: str | Path, check_files: bool = False) -> pd.DataFrame:
     meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}") or b"{}")
     folder = target.parent.resolve()
     root = Path(os.path.normpath(folder / meta.get("root", ".")))
+    if "root_rel" in meta and (folder / meta["root_rel"]).is_dir():  # relative first: the run folder may have moved
+        root = Path(os.path.normpath(folder / meta["root_rel"]))
     df = table.to_pandas()
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:

@@ -207,6 +207,38 @@ def parse_force(force: Iterable[str]) -> set[str]:
     return names
 
 
+def _stage(run: Path, name: str, work: dict) -> Stage:
+    _, stage_cfg, fn, outputs = work[name]
+    # label writes into synthetic/, so its record lives in label/ and its folder is never wiped
+    return Stage(name, run / name, stage_cfg, _stage_inputs(run, name), fn, outputs,
+                 clean_on_change=name not in ("label", "experiments", "report"))
+
+
+def plan_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] = ()) -> list[tuple[str, str, str]]:
+    """What `run_pipeline` would do, stage by stage, without doing or writing anything: (stage, action, why),
+    action one of skip, resume, run, disabled, or 'run?' for a finished stage whose upstream will run (it is
+    redone only if that upstream's output changes)."""
+    forced = parse_force(force)
+    run = Path(out)
+    cfg = resolve(config)
+    work = _work(cfg, run)
+    plan, will_run = [], set()
+    for name in STAGES:
+        if not work[name][0]:
+            plan.append((name, "disabled", "disabled in the config"))
+            continue
+        action, why = _stage(run, name, work).decision(force=name in forced or name == "report")
+        waiting = [up for up in UPSTREAM[name] if up in will_run]
+        if action == "skip" and waiting:
+            action, why = "run?", f"finished; redone if the output of {', '.join(waiting)} changes"
+        if name == "report":
+            why = "always rebuilt (seconds)"
+        if action != "skip":
+            will_run.add(name)
+        plan.append((name, "run" if action == "fresh" else action, why))
+    return plan
+
+
 def run_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] = ()) -> Path:
     """Run (or resume) every enabled stage into `out`; returns the report path.
 
@@ -224,16 +256,11 @@ def run_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] =
     with _log_to(run / "run.log"):
         log.info("run %s -> %s", cfg.name, run.resolve())
         for name in STAGES:
-            enabled, stage_cfg, fn, outputs = work[name]
-            if not enabled:
+            if not work[name][0]:
                 log.info("[%s] disabled in the config", name)
                 continue
-            # label writes into synthetic/, so its record lives in label/ and its folder is never wiped
-            folder = run / name
-            stage = Stage(name, folder, stage_cfg, _stage_inputs(run, name), fn, outputs,
-                          clean_on_change=name not in ("label", "experiments", "report"))
             with _log_to(run / "logs" / f"{name}.log"):
-                stage.execute(force=name in forced or name == "report")
+                _stage(run, name, work).execute(force=name in forced or name == "report")
         log.info("pipeline finished in %.1f s", time.perf_counter() - t_start)
     return run / "report" / "index.html"
 

@@ -26,11 +26,29 @@ log = logging.getLogger("retinaug.stages")
 RECORD = "stage.json"
 
 
-def config_hash(obj: Any) -> str:
-    """Hash of a config (pydantic model or plain data), independent of key order."""
+# Settings that change how work is watched, not its result, and their defaults: hashed as the default, so turning
+# TensorBoard on does not redo a finished stage (and hashes of runs made before this rule are unchanged).
+OPERATIONAL = {"tracker": "none"}
+
+
+def result_settings(obj: Any, top: bool = True) -> Any:
+    """A config as plain data with the operational settings at their defaults, at any depth. A pydantic model
+    inside a plain container stays a model (reset the same way): it has always been hashed through its repr."""
     if hasattr(obj, "model_dump"):
+        obj = obj.model_copy(update={k: v for k, v in OPERATIONAL.items() if k in type(obj).model_fields})
+        if not top:
+            return obj
         obj = obj.model_dump(mode="json")
-    return sha256_text(json.dumps(obj, sort_keys=True, default=str))[:16]
+    if isinstance(obj, dict):
+        return {k: OPERATIONAL[k] if k in OPERATIONAL else result_settings(v, False) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [result_settings(v, False) for v in obj]
+    return obj
+
+
+def config_hash(obj: Any) -> str:
+    """Hash of a config (pydantic model or plain data), independent of key order and of operational settings."""
+    return sha256_text(json.dumps(result_settings(obj), sort_keys=True, default=str))[:16]
 
 
 def fingerprint(paths: Iterable[Path]) -> str:

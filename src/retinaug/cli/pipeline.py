@@ -36,16 +36,22 @@ def run_cmd(
     preset: str = typer.Option(None, "--preset", help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     force: list[str] = typer.Option([], "--force", help="Redo this stage (repeatable or comma-separated; 'all' redoes every stage)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what each stage would do (skip, resume, run) and why; writes nothing."),
 ) -> None:
     """Run every stage (data -> generator -> synthetic -> labeler -> label -> selection -> augment ->
     experiments -> quality -> report) from one config. Finished stages whose config and inputs are unchanged
-    are skipped, an interrupted one is resumed, so re-running the same command after a crash continues."""
+    are skipped, an interrupted one is resumed, so re-running the same command after a crash continues.
+    Check first with --dry-run what a changed setting would redo."""
     from ..config import load_config
-    from ..pipeline import run_pipeline, setup_console_logging
+    from ..pipeline import plan_pipeline, run_pipeline, setup_console_logging
 
     if config is None and preset is None:
         raise RetinaugError("give a CONFIG file or --preset NAME (e.g. `retinaug run --preset demo --out runs/demo`)")
     cfg = load_config(config, preset, set_)
+    if dry_run:
+        for name, action, why in plan_pipeline(cfg, out, force=force):
+            typer.echo(f"{name:<12} {action:<9} {why}")
+        return
     setup_console_logging()
     report = run_pipeline(cfg, out, force=force)
     _print_results(out, report)
