@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from retinaug.config import PipelineConfig
-from retinaug.experiment import accepted_synthetic, seed_metrics, summarize
+from retinaug.experiment import accepted_synthetic, asked_vs_labelled, seed_metrics, summarize
 from retinaug.io import read_yaml, sha256_text, write_json_atomic, write_text_atomic
 from retinaug.manifest import load_manifest, manifest_file
 from retinaug.stages import read_record
@@ -182,9 +182,10 @@ def collect(run: Path) -> tuple[dict, str]:
                          **{c: lab[c].astype(float).round(2) for c in ("rate", "mean_conf") if c in lab})
         lines += [f"\n**Synthetic images accepted by the labeler** (policy {labels.get('policy')}, threshold {labels.get('threshold')})\n", _md(lab)]
     if "intended_label" in syn.columns:
-        ct = pd.crosstab(syn["intended_label"], syn["label"]).reset_index().rename(columns={"intended_label": "asked for ↓ / labelled →"})
-        lines += ["\n**Accepted synthetic images: class asked of the generator vs class the labeler gave**\n", _md(ct)]
-        result["synthetic_intended_vs_label"] = pd.crosstab(syn["intended_label"], syn["label"]).to_dict()
+        ct = asked_vs_labelled(syn)
+        lines += ["\n**Accepted synthetic images: class asked of the generator vs class the labeler gave**\n",
+                  _md(ct.reset_index().rename(columns={"asked": "asked for ↓ / labelled →"}))]
+        result["synthetic_intended_vs_label"] = ct.to_dict()
     if quality:
         lines += [f"\n**Synthetic vs real ({quality['extractor']} features; FID test-vs-train is the real-vs-real floor)**\n", _md(quality_table(quality))]
     if labeler:

@@ -22,6 +22,7 @@ from retinaug.experiment import (
     Scenario,
     accepted_synthetic,
     aggregate,
+    asked_vs_labelled,
     baseline_of,
     check_sets,
     compose,
@@ -222,3 +223,14 @@ def test_experiment_kill9_resume_same_metrics(tmp_path):
     comp = pd.read_csv(run_b / "experiments" / "composition.csv").set_index(["scenario", "class"])
     assert comp.loc[("trad", "G"), "traditional"] == comp.loc[("trad", "G"), "real"] == 6  # made on the fly
     assert "| trad |" in res.stdout
+
+
+def test_asked_vs_labelled_counts_where_relabelled_images_went():
+    rows = _rows("G", 3, "train", "synthetic", accepted=True) + _rows("H", 2, "train", "synthetic", accepted=True)
+    rows += _rows("G", 4, "train", "synthetic", start=10, accepted=False)
+    df = new_manifest(rows)
+    df["intended_label"] = df["label"]
+    df.loc[[1, 2, 3], "label"] = "C"  # relabel policy: two G and one H now train as C
+    table = asked_vs_labelled(accepted_synthetic(df))
+    assert table.index.tolist() == ["G", "H"] and table.columns.tolist() == ["G", "C", "H"]  # CLASSES order
+    assert table.loc["G"].tolist() == [1, 2, 0] and table.loc["H"].tolist() == [0, 1, 1]  # rejected rows not counted

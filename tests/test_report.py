@@ -34,6 +34,11 @@ def test_every_section_drawn_on_a_complete_run():
     assert "Class counts per split" in html and "Training set per scenario" in html
     assert re.search(r"<td>syn</td>", _section(html, "scenarios"))
     assert "policy all" in _section(html, "labeling") and "fid" in _section(html, "fid")
+    # policy all: every image trains as the class asked for, 4 per class
+    crosstab = _section(html, "labeling").split("class they train as")[1]
+    rows = re.findall(r"<tr>\s*<td>(\w)</td>((?:\s*<td>\d+</td>)+)", crosstab)
+    assert [(code, re.findall(r"\d+", cells)) for code, cells in rows] == [
+        (code, ["4" if j == i else "0" for j in range(5)]) for i, code in enumerate("GCAHM")]
     assert "Resolved config" in html and "torch" in _section(html, "provenance")
     # self-contained: no external fetches
     assert not re.search(r'(src|href)="(https?:)?//', html)

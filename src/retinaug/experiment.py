@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .classes import resolve_task
+from .classes import CLASSES, resolve_task
 from .classify import TrainConfig
 from .errors import RetinaugError
 from .io import sha256_text, write_json_atomic, write_text_atomic
@@ -280,6 +280,14 @@ def accepted_synthetic(df: pd.DataFrame | None) -> pd.DataFrame | None:
     if "accepted" not in df.columns:
         raise RetinaugError("the synthetic manifest has no 'accepted' column: run the label stage (`retinaug label`) first")
     return df[(df["origin"] == "synthetic") & df["accepted"].fillna(False).astype(bool)].reset_index(drop=True)
+
+
+def asked_vs_labelled(accepted: pd.DataFrame) -> pd.DataFrame:
+    """Accepted synthetic images counted by the class asked of the generator (rows) and the class they train as
+    (columns): under the relabel policy an image asked to be G may enter the training sets as C."""
+    asked = accepted["intended_label"] if "intended_label" in accepted.columns else accepted["label"]
+    table = pd.crosstab(asked.astype(str).rename("asked"), accepted["label"].astype(str).rename("labelled"))
+    return table.reindex(index=[c for c in CLASSES if c in table.index], columns=[c for c in CLASSES if c in table.columns])
 
 
 # ---------------------------------------------------------------- running

@@ -157,6 +157,14 @@ def section_labeling(run: Path) -> Markup | None:
         if "rate" in table:
             fig = figures.grouped_bars(table[["rate"]].astype(float), None, None, "acceptance rate", "labeler acceptance per class")
             parts.append(_img(fig, "acceptance"))
+    if manifest_file(run / "synthetic").is_file():
+        from ..experiment import accepted_synthetic, asked_vs_labelled
+
+        syn = load_manifest(run / "synthetic")
+        if "accepted" in syn.columns and syn["accepted"].any():
+            parts += [_p("Accepted images by the class asked of the generator (rows) and the class they train as (columns):"),
+                      _table(asked_vs_labelled(accepted_synthetic(syn)).rename_axis(columns=None).reset_index()
+                             .rename(columns={"asked": "asked ↓ / labelled →"}))]
     metrics = _json(run / "labeler" / "eval" / "metrics.json")
     if isinstance(metrics, dict):
         keys = [k for k in ("accuracy", "macro_f1", "macro_auc", "kappa") if isinstance(metrics.get(k), (int, float))]
