@@ -186,3 +186,28 @@ def test_dry_run_says_what_would_run_writes_nothing_and_ignores_tracker(tmp_path
     assert plan["experiments"] == ["run?", "finished; redone if the output of selection changes"]
     assert plan["quality"][0] == plan["augment"][0] == "skip"
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == files
+
+
+def test_seed_keys_of_older_runs_are_accepted_and_upgraded(tmp_path):
+    """Runs made before portable seed keys hashed absolute image paths: their finished seeds are still skipped,
+    and their recipe.json gets the portable key."""
+    from retinaug.experiment import accepted_synthetic, compose
+    from retinaug.io import sha256_text
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run(), run)
+    cfg = load_config(run / "config.yaml")
+    data, syn = load_manifest(run / "data"), accepted_synthetic(load_manifest(run / "synthetic"))
+    sc = next(s for s in cfg.experiments.resolve() if s.name == "syn")
+    train, _, test, _ = compose(sc, 0, data, syn)
+    recipe_file = run / "experiments" / "syn" / "seed0" / "recipe.json"
+    portable = json.loads(recipe_file.read_text())
+    old = {k: v for k, v in portable.items() if k not in ("key", "counts")}
+    old["train_rows"] = sha256_text("\n".join(sorted(train["path"] + "|" + "")))  # the old formula, absolute paths
+    old["test_rows"] = sha256_text("\n".join(sorted(test["path"])))
+    recipe_file.write_text(json.dumps({"key": sha256_text(json.dumps(old, sort_keys=True)), **old}))
+    metrics = run / "experiments" / "syn" / "seed0" / "metrics.json"
+    before = metrics.stat().st_mtime_ns
+    run_pipeline(cfg, run, force=["experiments"])
+    assert metrics.stat().st_mtime_ns == before
+    assert json.loads(recipe_file.read_text())["key"] == portable["key"]

@@ -350,17 +350,15 @@ def run_experiments(
             compositions.append(counts)
         out = root / sc.name / f"seed{seed}"
         tcfg = cfg.train.model_copy(update={"task": sc.task, "seed": seed, **({"imbalance": sc.imbalance} if sc.imbalance else {})})
-        recipe = {
-            "scenario": _recipe(sc),
-            "seed": seed,
-            "train": tcfg.model_dump(mode="json"),
-            "n_boot": cfg.n_boot,
-            "train_rows": sha256_text("\n".join(sorted(_portable(train["path"], run) + "|" + _transforms(train)))),
-            "test_rows": sha256_text("\n".join(sorted(_portable(test["path"], run)))),
-        }
-        key = sha256_text(json.dumps(result_settings(recipe), sort_keys=True))
+        rows = _row_hashes(train, test, run)
+        recipe = {"scenario": _recipe(sc), "seed": seed, "train": tcfg.model_dump(mode="json"), "n_boot": cfg.n_boot, **rows}
+        key = _seed_key(recipe)
         done = out / "metrics.json"
-        if done.is_file() and _read_json(out / "recipe.json").get("key") == key:
+        found = _read_json(out / "recipe.json")
+        legacy = _seed_key({**recipe, **_row_hashes(train, test, None)})  # key of runs made before portable keys
+        if done.is_file() and found.get("key") in (key, legacy):
+            if found["key"] != key:  # upgrade in place, so the run folder can move from now on
+                write_json_atomic(out / "recipe.json", {**found, **rows, "key": key})
             log.info("%s seed %d: finished earlier, skipped", sc.name, seed)
             continue
         if out.exists():
@@ -386,11 +384,22 @@ def _pool_short(pool: pd.DataFrame, scenarios: list[Scenario], data: pd.DataFram
     return False
 
 
-def _portable(paths: pd.Series, run: Path) -> pd.Series:
-    """Image paths as the seed key sees them: relative to the run folder when inside it, so a moved or copied
-    run folder keeps its finished seeds; images outside (an external dataset) stay absolute."""
-    root = run.resolve()
-    return paths.map(lambda p: Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else str(p))
+def _seed_key(recipe: dict) -> str:
+    return sha256_text(json.dumps(result_settings(recipe), sort_keys=True))
+
+
+def _row_hashes(train: pd.DataFrame, test: pd.DataFrame, run: Path | None) -> dict[str, str]:
+    """Hashes of the exact training rows (image + transform) and test images. Images inside the run folder are
+    named relative to it, so a moved or copied run keeps its finished seeds (run=None: absolute, as before)."""
+    root = run.resolve() if run is not None else None
+
+    def names(paths: pd.Series) -> pd.Series:
+        if root is None:
+            return paths.astype(str)
+        return paths.map(lambda p: Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else str(p))
+
+    return {"train_rows": sha256_text("\n".join(sorted(names(train["path"]) + "|" + _transforms(train)))),
+            "test_rows": sha256_text("\n".join(sorted(names(test["path"]))))}
 
 
 def _transforms(df: pd.DataFrame) -> pd.Series:
