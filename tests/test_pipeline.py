@@ -15,7 +15,7 @@ from pipeline_helpers import tiny_config, tiny_run
 from retinaug.config import load_config
 from retinaug.errors import RetinaugError
 from retinaug.manifest import load_manifest
-from retinaug.pipeline import STAGES, parse_force, run_pipeline
+from retinaug.pipeline import STAGES, parse_force, plan_pipeline, run_pipeline
 from retinaug.stages import Stage, read_record
 
 
@@ -211,3 +211,16 @@ def test_seed_keys_of_older_runs_are_accepted_and_upgraded(tmp_path):
     run_pipeline(cfg, run, force=["experiments"])
     assert metrics.stat().st_mtime_ns == before
     assert json.loads(recipe_file.read_text())["key"] == portable["key"]
+
+
+def test_switched_off_stage_outputs_are_not_read(tmp_path):
+    """selection.enabled=false on a run whose selection/ folder exists: the experiments see no selection (the
+    7-class selection scenario stops with a clear error) instead of silently reusing the old one."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run(), run)
+    cfg = tiny_config("selection.enabled=false")
+    plan = {name: (action, why) for name, action, why in plan_pipeline(cfg, run)}
+    assert plan["selection"] == ("disabled", "disabled in the config")
+    assert plan["experiments"] == ("run", "inputs changed (selection)")
+    with pytest.raises(RetinaugError, match=r"scenario sel needs the t-SNE selection: switch the selection stage on"):
+        run_pipeline(cfg, run)

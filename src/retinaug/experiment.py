@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -186,6 +186,9 @@ def _half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
+_MAKES = {"synthetic": "generator, synthetic, labeler and label", "traditional": "augment"}
+
+
 def _sample(pool: pd.DataFrame, n: int, seed: int, salt: str) -> pd.DataFrame:
     """The first `n` rows of a seeded permutation: deterministic, and nested (x1 is a subset of x2)."""
     if n <= 0 or pool.empty:
@@ -227,7 +230,8 @@ def compose(
         kept = real_c
         if sc.selection and code in sc.selection_classes:
             if selection is None:
-                raise RetinaugError(f"scenario {sc.name} needs the t-SNE selection: run the selection stage first")
+                raise RetinaugError(f"scenario {sc.name} needs the t-SNE selection: switch the selection stage on "
+                                     "(selection.enabled: true) or run `retinaug select`")
             sel = selection[(selection["label"] == code) & (selection["split"] == "train") & (selection["origin"] == "real")]
             if "selected" in sel.columns:
                 sel = sel[sel["selected"].astype(bool)]
@@ -242,7 +246,8 @@ def compose(
             got = pool_df.iloc[:0] if pool_df is not None else None
             if want:
                 if pool_df is None:
-                    raise RetinaugError(f"scenario {sc.name} needs {kind} images: run the {kind} stage first")
+                    raise RetinaugError(f"scenario {sc.name} needs {kind} images: switch on the stages that make them "
+                                         f"({_MAKES[kind]}) or drop the scenario")
                 pool = pool_df[pool_df["label"] == code]
                 got = _sample(pool, want, seed, f"{kind}:{code}")
                 if len(got) < want and warn:
@@ -322,19 +327,25 @@ def run_experiments(
     synthetic: Path | None = None,
     traditional: Path | None = None,
     selection: Path | None = None,
+    ignore: Collection[str] = (),
 ) -> pd.DataFrame:
     """Train and evaluate every scenario x seed (resumable), then aggregate. Returns the summary table.
 
-    Inputs default to the run folder's stage outputs (data/, synthetic/, augment/, selection/)."""
+    Inputs default to the run folder's stage outputs (data/, synthetic/, augment/, selection/); those named in
+    `ignore` ('synthetic', 'selection', 'augment': stages switched off) are not read even if an older run left
+    them there."""
     from .classify import evaluate, fit, load_classifier
 
     run = Path(run)
+
+    def optional(name: str, path: Path | None) -> pd.DataFrame | None:
+        return None if name in ignore else _optional_manifest(path or run / name)
+
     data_df = load_manifest(data or run / "data")
-    syn_df = accepted_synthetic(_optional_manifest(synthetic or run / "synthetic"))
-    sel_df = _optional_manifest(selection or run / "selection")
+    syn_df = accepted_synthetic(optional("synthetic", synthetic))
+    sel_df = optional("selection", selection)
     scenarios = cfg.resolve()
-    trad_path = traditional or run / "augment"
-    trad_df = _optional_manifest(trad_path)
+    trad_df = optional("augment", traditional)
     if trad_df is not None:
         trad_df = trad_df[trad_df["origin"] == "traditional"].reset_index(drop=True)
     needed = max((s.traditional for s in scenarios), default=0)

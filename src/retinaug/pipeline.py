@@ -90,12 +90,9 @@ def setup_console_logging(level: int = logging.INFO) -> None:
     log.setLevel(level)
 
 
-def _stage_inputs(run: Path, name: str) -> dict[str, str]:
-    return {up: read_record(run / up).get("output_hash", "absent") for up in UPSTREAM[name]}
-
-
-def _labeler(run: Path) -> Path | None:
-    return run / "labeler" if (run / "labeler" / "model.safetensors").is_file() else None
+def _stage_inputs(run: Path, name: str, on: dict[str, bool]) -> dict[str, str]:
+    """Upstream output hashes; a switched-off upstream counts as 'disabled', whatever an older run left."""
+    return {up: read_record(run / up).get("output_hash", "absent") if on[up] else "disabled" for up in UPSTREAM[name]}
 
 
 def _synthetic_df(run: Path):
@@ -107,6 +104,14 @@ def _work(cfg: PipelineConfig, run: Path) -> dict[str, tuple[bool, object, calla
     from . import experiment
 
     data_dir, gen_dir, syn_dir, lab_dir = run / "data", run / "generator", run / "synthetic", run / "labeler"
+    gen_on = cfg.generator.enabled
+    on = {"data": True, "generator": gen_on, "synthetic": gen_on and cfg.synthetic.enabled, "labeler": cfg.labeler.enabled,
+          "label": gen_on and cfg.synthetic.enabled and cfg.labeler.enabled, "selection": cfg.selection.enabled,
+          "augment": cfg.augment.enabled, "experiments": cfg.experiments.enabled,
+          "quality": cfg.quality.enabled and gen_on and cfg.synthetic.enabled, "report": True}
+
+    def labeler_model() -> Path | None:  # an older run's labeler is not used when the labeler is switched off
+        return lab_dir if on["labeler"] and (lab_dir / "model.safetensors").is_file() else None
 
     def data() -> None:
         d = cfg.data
@@ -145,7 +150,7 @@ def _work(cfg: PipelineConfig, run: Path) -> dict[str, tuple[bool, object, calla
     def label() -> None:
         from .classify import label as label_fn
 
-        if _labeler(run) is None:
+        if labeler_model() is None:
             raise RetinaugError("the label stage needs the labeler: enable labeler (labeler.enabled: true)")
         label_fn(lab_dir, syn_dir, policy=cfg.label.policy, threshold=cfg.label.threshold)
 
@@ -154,7 +159,7 @@ def _work(cfg: PipelineConfig, run: Path) -> dict[str, tuple[bool, object, calla
         from .select import select
 
         sel_cfg = SelectConfig(**cfg.selection.model_dump(exclude={"enabled"}))
-        select(load_manifest(data_dir), sel_cfg, run / "selection", _labeler(run))
+        select(load_manifest(data_dir), sel_cfg, run / "selection", labeler_model())
 
     def augment() -> None:
         from .augment import augment as augment_fn
@@ -165,7 +170,7 @@ def _work(cfg: PipelineConfig, run: Path) -> dict[str, tuple[bool, object, calla
 
     def experiments() -> None:
         exp_cfg = experiment.ExperimentConfig(**cfg.experiments.model_dump(exclude={"enabled"}))
-        experiment.run_experiments(exp_cfg, run)
+        experiment.run_experiments(exp_cfg, run, ignore=[s for s in ("synthetic", "selection", "augment") if not on[s]])
 
     def quality() -> None:
         from .quality import audit
@@ -175,24 +180,23 @@ def _work(cfg: PipelineConfig, run: Path) -> dict[str, tuple[bool, object, calla
         if syn is None:
             raise RetinaugError("the quality stage needs synthetic images: enable generator and synthetic")
         audit_cfg = AuditConfig(**cfg.quality.model_dump(exclude={"enabled"}))
-        audit(syn, load_manifest(data_dir), run / "quality", extractor=audit_cfg.extractor, labeler=_labeler(run), config=audit_cfg)
+        audit(syn, load_manifest(data_dir), run / "quality", extractor=audit_cfg.extractor, labeler=labeler_model(), config=audit_cfg)
 
     def report() -> None:
         from .report import build_report
 
         build_report(run)
 
-    gen_on = cfg.generator.enabled
     return {
-        "data": (True, cfg.data, data, [data_dir / "manifest.parquet"]),
-        "generator": (gen_on, {"method": cfg.generator.method, "config": cfg.generator.method_config()}, generator, [gen_dir / "config.json"]),
-        "synthetic": (gen_on and cfg.synthetic.enabled, cfg.synthetic, synthetic, [syn_dir / "manifest.parquet"]),
-        "labeler": (cfg.labeler.enabled, cfg.labeler, labeler, [lab_dir / "model.safetensors"]),
-        "label": (gen_on and cfg.synthetic.enabled and cfg.labeler.enabled, cfg.label, label, [syn_dir / "manifest.parquet"]),
-        "selection": (cfg.selection.enabled, cfg.selection, selection, [run / "selection" / "manifest.parquet"]),
-        "augment": (cfg.augment.enabled, cfg.augment, augment, [run / "augment" / "manifest.parquet"]),
-        "experiments": (cfg.experiments.enabled, cfg.experiments, experiments, [run / "experiments" / "summary.csv"]),
-        "quality": (cfg.quality.enabled and gen_on and cfg.synthetic.enabled, cfg.quality, quality, [run / "quality" / "audit.json"]),
+        "data": (on["data"], cfg.data, data, [data_dir / "manifest.parquet"]),
+        "generator": (on["generator"], {"method": cfg.generator.method, "config": cfg.generator.method_config()}, generator, [gen_dir / "config.json"]),
+        "synthetic": (on["synthetic"], cfg.synthetic, synthetic, [syn_dir / "manifest.parquet"]),
+        "labeler": (on["labeler"], cfg.labeler, labeler, [lab_dir / "model.safetensors"]),
+        "label": (on["label"], cfg.label, label, [syn_dir / "manifest.parquet"]),
+        "selection": (on["selection"], cfg.selection, selection, [run / "selection" / "manifest.parquet"]),
+        "augment": (on["augment"], cfg.augment, augment, [run / "augment" / "manifest.parquet"]),
+        "experiments": (on["experiments"], cfg.experiments, experiments, [run / "experiments" / "summary.csv"]),
+        "quality": (on["quality"], cfg.quality, quality, [run / "quality" / "audit.json"]),
         "report": (True, {}, report, [run / "report" / "index.html"]),
     }
 
@@ -210,7 +214,8 @@ def parse_force(force: Iterable[str]) -> set[str]:
 def _stage(run: Path, name: str, work: dict) -> Stage:
     _, stage_cfg, fn, outputs = work[name]
     # label writes into synthetic/, so its record lives in label/ and its folder is never wiped
-    return Stage(name, run / name, stage_cfg, _stage_inputs(run, name), fn, outputs,
+    on = {n: w[0] for n, w in work.items()}
+    return Stage(name, run / name, stage_cfg, _stage_inputs(run, name, on), fn, outputs,
                  clean_on_change=name not in ("label", "experiments", "report"))
 
 
