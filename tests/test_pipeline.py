@@ -183,7 +183,7 @@ def test_dry_run_says_what_would_run_writes_nothing_and_ignores_tracker(tmp_path
     res = CliRunner().invoke(app, ["run", str(run / "config.yaml"), "--out", str(run), "--dry-run", "--set", "selection.keep=0.3"])
     plan = {line.split()[0]: line.split(maxsplit=2)[1:] for line in res.output.splitlines()}
     assert plan["selection"] == ["run", "config changed"]
-    assert plan["experiments"] == ["run?", "finished; redone if the output of selection changes"]
+    assert plan["experiments"] == ["run?", "finished; redone if the output of selection changes; seeds whose recipe is unchanged are kept"]
     assert plan["quality"][0] == plan["augment"][0] == "skip"
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == files
 
@@ -221,6 +221,6 @@ def test_switched_off_stage_outputs_are_not_read(tmp_path):
     cfg = tiny_config("selection.enabled=false")
     plan = {name: (action, why) for name, action, why in plan_pipeline(cfg, run)}
     assert plan["selection"] == ("disabled", "disabled in the config")
-    assert plan["experiments"] == ("run", "inputs changed (selection)")
+    assert plan["experiments"] == ("run", "inputs changed (selection); seeds whose recipe is unchanged are kept")
     with pytest.raises(RetinaugError, match=r"scenario sel needs the t-SNE selection: switch the selection stage on"):
         run_pipeline(cfg, run)
