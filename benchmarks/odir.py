@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats
 
 from retinaug.config import PipelineConfig
 from retinaug.experiment import accepted_synthetic, asked_vs_labelled, seed_metrics, summarize
@@ -95,6 +96,15 @@ def quality_table(audit: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _fdr(p: pd.Series) -> list[str]:
+    """Benjamini-Hochberg q-values over the paired comparisons of one metric (the table is one family of tests)."""
+    q = pd.Series(float("nan"), index=p.index)
+    ok = p.notna()
+    if ok.any():
+        q[ok] = stats.false_discovery_control(p[ok].to_numpy())
+    return [f"{v:.2g}" for v in q]
+
+
 def tables(summary: pd.DataFrame, scenarios, comp: pd.DataFrame) -> dict[str, pd.DataFrame]:
     macro = summary[summary["cls"] == "macro"]
     head, diff, recall = [], [], {}
@@ -111,14 +121,19 @@ def tables(summary: pd.DataFrame, scenarios, comp: pd.DataFrame) -> dict[str, pd
             diff.append({"scenario": sc.name, "vs": base,
                          **{f"Δ{k}": _ci(m.loc[k, "diff_mean"], m.loc[k, "diff_ci_low"], m.loc[k, "diff_ci_high"], signed=True)
                             for k in METRICS if k in m.index},
-                         "p (F1)": f"{m.loc['f1', 'p_value']:.2g}", "p (recall)": f"{m.loc['recall', 'p_value']:.2g}"})
+                         "p (F1)": m.loc["f1", "p_value"], "p (recall)": m.loc["recall", "p_value"]})
         r = summary[(summary["scenario"] == sc.name) & (summary["metric"] == "recall") & (summary["cls"] != "macro")]
         row = {"scenario": sc.name}
         for x in r.itertuples():
             half = (x.ci_high - x.ci_low) / 2
             row[x.cls] = f"{x.mean:.2f} ±{half:.2f}" if not math.isnan(half) else f"{x.mean:.2f}"
         recall.setdefault(sc.task, []).append(row)
-    out = {"headline": pd.DataFrame(head), "paired": pd.DataFrame(diff)}
+    paired = pd.DataFrame(diff)
+    for metric in ("F1", "recall") if len(paired) else ():
+        p = paired[f"p ({metric})"].astype(float)
+        paired.insert(paired.columns.get_loc(f"p ({metric})") + 1, f"q ({metric})", _fdr(p))
+        paired[f"p ({metric})"] = p.map(lambda v: f"{v:.2g}")
+    out = {"headline": pd.DataFrame(head), "paired": paired}
     for task, rows in recall.items():
         out[f"recall-{task}"] = pd.DataFrame(rows)
     return out
@@ -171,7 +186,7 @@ def collect(run: Path) -> tuple[dict, str]:
     if missing:
         lines.append(f"\n**Unfinished: {len(missing)} seed runs missing** ({', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}).")
     for name, title in (("headline", "Macro metrics, mean [95% CI over seeds]"),
-                        ("paired", "Paired difference vs real-only (same seeds), mean [95% CI]"),
+                        ("paired", "Paired difference vs real-only (same seeds), mean [95% CI]; p: paired t-test, q: Benjamini-Hochberg over the table's comparisons"),
                         ("recall-5-class", "Per-class recall, 5-class (mean ±95% CI half-width)"),
                         ("recall-7-class", "Per-class recall, 7-class (mean ±95% CI half-width)")):
         if name in tabs and not tabs[name].empty:
