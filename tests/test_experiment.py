@@ -234,3 +234,9 @@ def test_asked_vs_labelled_counts_where_relabelled_images_went():
     table = asked_vs_labelled(accepted_synthetic(df))
     assert table.index.tolist() == ["G", "H"] and table.columns.tolist() == ["G", "C", "H"]  # CLASSES order
     assert table.loc["G"].tolist() == [1, 2, 0] and table.loc["H"].tolist() == [0, 1, 1]  # rejected rows not counted
+
+
+@pytest.mark.parametrize("seeds", [0, -2, [], [1, 1]])
+def test_seeds_must_be_a_positive_count_or_distinct_list(seeds):
+    with pytest.raises(ValueError, match="seeds: give a count >= 1 or a list of distinct seeds"):
+        ExperimentConfig(seeds=seeds)

@@ -140,6 +140,8 @@ class ExperimentConfig(BaseModel):
         unknown = [s for s in self.sets if s not in SCENARIO_SETS]
         if unknown:
             raise ValueError(f"unknown scenario set(s) {unknown}; known: {', '.join(SCENARIO_SETS)}")
+        if not self.seed_list or len(set(self.seed_list)) != len(self.seed_list):
+            raise ValueError(f"seeds: give a count >= 1 or a list of distinct seeds, got {self.seeds!r}")
         self.resolve()
         return self
 

@@ -238,7 +238,7 @@ def plan_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] 
             action, why = "run?", f"finished; redone if the output of {', '.join(waiting)} changes"
         if name == "report":
             why = "always rebuilt (seconds)"
-        elif name == "experiments" and action != "skip":
+        elif name == "experiments" and action != "skip" and why != "never run":
             why += "; seeds whose recipe is unchanged are kept"
         if action != "skip":
             will_run.add(name)
