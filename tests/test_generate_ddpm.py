@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +132,13 @@ def test_resume_skips_finished_and_cleans_temp_files(trained):
         np.testing.assert_array_equal(before[name], after[name])
     with pytest.raises(RetinaugError, match="different seed"):
         generate(trained / "gen", trained / "data", out, per_class=3, seed=1)
+    moved = trained / "gen-moved"  # the same training run elsewhere (a moved run folder): its images are reused
+    shutil.copytree(trained / "gen", moved)
+    assert len(generate(moved, trained / "data", out, per_class=3)) == 9 and kept.stat().st_mtime_ns == mtime
+    history = json.loads((moved / "history.json").read_text())
+    (moved / "history.json").write_text(json.dumps({**history, "seconds": history["seconds"] + 1}))  # a retrain
+    with pytest.raises(RetinaugError, match="different generator training run"):
+        generate(moved, trained / "data", out, per_class=3)
     with pytest.raises(RetinaugError, match="exactly one of"):
         generate(trained / "gen", trained / "data", out)
 

@@ -224,3 +224,26 @@ def test_switched_off_stage_outputs_are_not_read(tmp_path):
     assert plan["experiments"] == ("run", "inputs changed (selection); seeds whose recipe is unchanged are kept")
     with pytest.raises(RetinaugError, match=r"scenario sel needs the t-SNE selection: switch the selection stage on"):
         run_pipeline(cfg, run)
+
+
+def test_more_synthetic_images_keep_the_ones_already_made(tmp_path):
+    """Raising synthetic.per_class reruns the synthetic stage in place: the images already written are kept
+    (same per-image seeds) and only the new ones are sampled; a sampling change still starts from an empty folder."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run(), run)
+    cfg = load_config(run / "config.yaml")
+    old = {p: p.stat().st_mtime_ns for p in (run / "synthetic").glob("*/*.png")}
+    assert len(old) == 20  # 4 per class, G C A H M
+    more = cfg.model_copy(deep=True)
+    more.synthetic.per_class = 6
+    sampling = cfg.model_copy(deep=True)
+    sampling.synthetic.guidance = 1.5
+    plan = {name: (action, why) for name, action, why in plan_pipeline(sampling, run)}
+    assert plan["synthetic"] == ("run", "config changed")
+    assert dict((n, a) for n, a, _ in plan_pipeline(more, run))["synthetic"] == "resume"
+    run_pipeline(more, run)
+    assert read_record(run / "synthetic")["why"] == "config changed in amounts only: finished work kept"
+    assert {p: p.stat().st_mtime_ns for p in old} == old
+    assert len(list((run / "synthetic").glob("*/*.png"))) == 30
+    syn = load_manifest(run / "synthetic")
+    assert len(syn) == 30 and syn["accepted"].all()  # relabelled: the label stage ran again on all 30

@@ -211,12 +211,18 @@ def parse_force(force: Iterable[str]) -> set[str]:
     return names
 
 
+# Settings that only say how many images to make: changing them lets `generate` keep the images already written
+# (each image's seed depends on its class and index only), so the synthetic folder is not wiped for them.
+AMOUNTS = {"synthetic": {"per_class", "ratio", "classes", "batch_size", "margin"}}
+
+
 def _stage(run: Path, name: str, work: dict) -> Stage:
     _, stage_cfg, fn, outputs = work[name]
     # label writes into synthetic/, so its record lives in label/ and its folder is never wiped
     on = {n: w[0] for n, w in work.items()}
+    keep_when = stage_cfg.model_dump(mode="json", exclude=AMOUNTS[name]) if name in AMOUNTS else None
     return Stage(name, run / name, stage_cfg, _stage_inputs(run, name, on), fn, outputs,
-                 clean_on_change=name not in ("label", "experiments", "report"))
+                 clean_on_change=name not in ("label", "experiments", "report"), keep_when=keep_when)
 
 
 def plan_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] = ()) -> list[tuple[str, str, str]]:

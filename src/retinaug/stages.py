@@ -2,7 +2,9 @@
 
 A finished stage is skipped when its config hash and input hashes are unchanged. A stage found 'running'
 (killed mid-way) with the same hashes is resumed in place (its own loops skip finished work); a stage whose
-config or inputs changed, or that is forced, starts again from an empty folder so no stale file survives.
+config or inputs changed, or that is forced, starts again from an empty folder so no stale file survives — except
+when only settings its own resume can absorb changed (`keep_when`: e.g. more synthetic images per class), where it
+reruns in place and keeps its finished work.
 Input hashes chain: a stage's inputs are the output hashes its upstream stages recorded when they finished.
 """
 
@@ -88,6 +90,8 @@ class Stage:
     run: Callable[[], Any]
     outputs: list[Path] = field(default_factory=list)
     clean_on_change: bool = True
+    # The part of the config whose change makes the finished work invalid; None: all of it.
+    keep_when: Any = None
 
     def decision(self, force: bool) -> tuple[str, str]:
         """('skip' | 'resume' | 'fresh', why)."""
@@ -98,6 +102,8 @@ class Stage:
         if not rec:
             return "fresh", "never run"
         if rec.get("config_hash") != chash:
+            if self.keep_when is not None and rec.get("keep_hash") == config_hash(self.keep_when) and rec.get("inputs") == self.inputs:
+                return "resume", "config changed in amounts only: finished work kept"
             return "fresh", "config changed"
         if rec.get("inputs") != self.inputs:
             changed = sorted(k for k in set(rec.get("inputs", {})) | set(self.inputs) if rec.get("inputs", {}).get(k) != self.inputs.get(k))
@@ -122,6 +128,7 @@ class Stage:
             "stage": self.name,
             "status": "running",
             "config_hash": config_hash(self.config),
+            **({"keep_hash": config_hash(self.keep_when)} if self.keep_when is not None else {}),
             "inputs": self.inputs,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "why": why,

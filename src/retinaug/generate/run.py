@@ -21,7 +21,7 @@ from torchvision.utils import make_grid
 
 from ..classes import CLASSES, parse_classes
 from ..errors import RetinaugError
-from ..io import atomic_path, write_json_atomic
+from ..io import atomic_path, sha256_text, write_json_atomic
 from ..manifest import load_manifest, new_manifest, save_manifest
 from ..progress import console, progress_bar
 from .base import SAMPLING_FIELDS, Generator
@@ -154,7 +154,8 @@ def generate(
     gen.to(state.device)
     settings = gen.config.model_dump()
     sampling = {f: settings[f] for f in SAMPLING_FIELDS.values() if f in settings}
-    record = {"generator": str(generator.resolve()), "method": gen.name, "seed": seed, "sampling": sampling}
+    record = {"generator": str(generator.resolve()), "generator_id": _training_id(generator), "method": gen.name,
+              "seed": seed, "sampling": sampling}
     if state.is_main_process:
         _check_and_clean(out, record)
     state.wait_for_everyone()
@@ -218,15 +219,25 @@ def generate(
     return load_manifest(out)
 
 
+def _training_id(generator: Path) -> str:
+    """Identifies one training run of a generator folder: its config.json and history.json (loss curve, timings)."""
+    files = [generator / name for name in (CONFIG_NAME, "history.json")]
+    return sha256_text("\n".join(f.read_text() for f in files if f.is_file()))[:16]
+
+
 def _check_and_clean(out: Path, record: dict) -> None:
     """Refuse to mix images from different generators/seeds in one folder; remove temp files of a killed run."""
     previous = out / RUN_RECORD
     if previous.is_file():
         old = json.loads(previous.read_text())
-        changed = [k for k in ("generator", "method", "seed", "sampling") if old.get(k) != record[k]]
+        # which training run made the images (not where it lies: a run folder may move); the folder's path for
+        # records written before the training id existed
+        same = "generator_id" if "generator_id" in old else "generator"
+        changed = [k for k in (same, "method", "seed", "sampling") if old.get(k) != record[k]]
         if changed:
             raise RetinaugError(
-                f"{out} holds images made with a different {', '.join(changed)}; use a new --out folder or delete it"
+                f"{out} holds images made with a different {', '.join(changed).replace('generator_id', 'generator training run')}; "
+                "use a new --out folder or delete it"
             )
     out.mkdir(parents=True, exist_ok=True)
     stray = list(out.glob("*/.*.tmp.png"))
