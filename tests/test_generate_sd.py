@@ -8,6 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
+from peft.utils import get_peft_model_state_dict
 from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -65,14 +67,21 @@ def test_sd_lora_finetune_reload_txt2img_img2img(sd_folder, data, tmp_path):
     assert meta["method"] == "sd-lora" and meta["config"]["base_model"] == str(sd_folder)
     assert meta["n_train_images"] == 8  # 2 of 4 patients per class are TRAIN, 2 eyes each
     lora = load_file(tmp_path / "gen" / "pytorch_lora_weights.safetensors")
-    assert any(k.startswith("unet.") for k in lora) and any(k.startswith("text_encoder.") for k in lora)
+    for part in ("unet.", "text_encoder."):  # peft starts every up (B) matrix at zero: trained ones are not
+        up = [v for k, v in lora.items() if k.startswith(part) and k.endswith("up.weight")]
+        assert len(up) >= 4 and all(v.abs().max() > 0 for v in up), part
     assert (tmp_path / "gen" / "samples.png").is_file()
 
     gen = load_generator(tmp_path / "gen")  # reload from disk: base folder + LoRA file, no network
     assert gen.classes == ["G", "C"] and gen.noise.config.prediction_type == "epsilon"
-    with_lora = gen.sample(["G"], [7])
+    loaded = get_peft_model_state_dict(gen.text_encoder)  # every saved text-encoder tensor is back in place
+    assert len(loaded) == sum(k.startswith("text_encoder.") for k in lora)
+    assert all(v.abs().max() > 0 for k, v in loaded.items() if "lora_B" in k)
+    ids = gen._tokenize(["a fundus photo with glaucoma"])
+    with_lora, context = gen.sample(["G"], [7]), gen.text_encoder(ids)[0]
     gen.pipe.disable_lora()
     assert with_lora.shape == (1, 32, 32, 3) and not np.array_equal(with_lora, gen.sample(["G"], [7]))
+    assert not torch.allclose(context, gen.text_encoder(ids)[0])  # the text encoder's LoRA is live
 
     txt = generate(tmp_path / "gen", data, tmp_path / "txt", per_class=2, batch_size=3, seed=1)
     assert len(txt) == 4 and txt["parent"].isna().all() and txt["strength"].isna().all()

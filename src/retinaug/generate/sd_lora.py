@@ -1,8 +1,11 @@
 """`sd-lora`: a local Stable Diffusion folder fine-tuned with LoRA adapters (the paper's method).
 
 LoRA (peft) goes on the UNet attention projections, optionally on the CLIP text encoder; the base
-weights stay frozen. Only the adapters are saved (diffusers' `pytorch_lora_weights.safetensors`), with a
-config that points at the base folder. Sampling is txt2img (StableDiffusionPipeline) or img2img from a
+weights stay frozen. Adapters are attached and loaded with peft's own API (`inject_adapter_in_model`,
+`set_peft_model_state_dict`), never through transformers' optional PEFT integration, whose peft version
+demands have run ahead of released peft (transformers 5.24 wants peft >= 0.22). Only the adapters are
+saved, in diffusers' `pytorch_lora_weights.safetensors` format (loadable by `pipe.load_lora_weights`
+elsewhere), with a config that points at the base folder. Sampling is txt2img (StableDiffusionPipeline) or img2img from a
 real TRAIN image of the class (StableDiffusionImg2ImgPipeline, DA-Fusion style).
 """
 
@@ -21,10 +24,11 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from diffusers.training_utils import cast_training_params
-from diffusers.utils import convert_state_dict_to_diffusers
-from peft import LoraConfig
+from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_peft, convert_unet_state_dict_to_peft
+from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 from peft.utils import get_peft_model_state_dict
 from PIL import Image
+from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
@@ -37,6 +41,10 @@ from .registry import register_generator
 
 SD_PARTS = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+# diffusers' saved LoRA key names -> peft's, per module (the UNet and CLIP use different diffusers names)
+TO_PEFT = {"unet": convert_unet_state_dict_to_peft, "text_encoder": convert_state_dict_to_peft}
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -101,11 +109,15 @@ class SDLoRAGenerator(Generator):
         cfg = self.config
         return LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights="gaussian", target_modules=target_modules)
 
+    def _attach_lora(self) -> None:
+        """Fresh LoRA adapters on the frozen base (diffusers' `add_adapter` calls peft directly)."""
+        self.unet.add_adapter(self._lora(UNET_TARGETS))
+        if self.config.train_text_encoder:
+            inject_adapter_in_model(self._lora(TEXT_ENCODER_TARGETS), self.text_encoder)
+
     def build(self) -> None:
         self._load_base()
-        self.unet.add_adapter(self._lora(["to_k", "to_q", "to_v", "to_out.0"]))
-        if self.config.train_text_encoder:
-            self.text_encoder.add_adapter(self._lora(["q_proj", "k_proj", "v_proj", "out_proj"]))
+        self._attach_lora()
         for m in (self.text_encoder, self.vae, self.unet):
             m.to(self.device, **self._cast)
         cast_training_params([self.unet, self.text_encoder], dtype=torch.float32)  # LoRA weights train in fp32
@@ -168,8 +180,18 @@ class SDLoRAGenerator(Generator):
         if not (path / LORA_WEIGHTS).is_file():
             raise RetinaugError(f"{path} has no {LORA_WEIGHTS}; re-run `retinaug finetune --method sd-lora`")
         self._load_base()
+        self._attach_lora()
+        weights = load_file(path / LORA_WEIGHTS)
+        for name, module in self.trainable().items():
+            part = {k.removeprefix(f"{name}."): v for k, v in weights.items() if k.startswith(f"{name}.")}
+            result = set_peft_model_state_dict(module, TO_PEFT[name](part))
+            missing = [k for k in result.missing_keys if "lora_" in k]
+            if not part or missing or result.unexpected_keys:
+                raise RetinaugError(
+                    f"{path / LORA_WEIGHTS} does not fit the {name} of {self.config.base_model} ({len(part)} tensors, "
+                    f"{len(missing)} LoRA weights missing, {len(result.unexpected_keys)} unexpected); re-run `retinaug finetune`"
+                )
         self.pipe = self._pipeline()
-        self.pipe.load_lora_weights(path, weight_name=LORA_WEIGHTS, local_files_only=True)
         self.pipe.to(self.device, **self._cast)
 
     def to(self, device):

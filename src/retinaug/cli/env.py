@@ -1,0 +1,59 @@
+"""CLI verb `env` and the `--version` flag: what to paste into a bug report."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .app import app
+
+console = Console()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        console.print(f"retinaug {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print retinaug's version and exit (`retinaug env` for the whole environment).")] = False,
+) -> None:
+    """Root options; the application's help text is set in app.py."""
+
+
+@app.command("env")
+def env_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the same facts as one JSON object.")] = False,
+) -> None:
+    """Print package versions, the CPU and whether bf16 is fast on it, threads and GPUs: for bug reports.
+
+    Covers retinaug, python, torch, diffusers, transformers, peft, timm, accelerate and the data libraries.
+
+    Example: retinaug env
+    """
+    from ..hardware import environment
+
+    facts = environment()
+    if as_json:
+        print(json.dumps(facts, indent=2))
+        return
+    for name, version in facts["packages"].items():
+        console.print(f"{name:<14} {version}")
+    console.print(f"{'python':<14} {facts['python']}  ({facts['platform']})")
+    console.print(f"{'torch build':<14} {'CUDA ' + facts['torch_cuda_build'] if facts['torch_cuda_build'] else 'CPU only'}")
+    units = ", ".join(facts["cpu_bf16_units"]) or "none: bf16 is emulated, fp32 is faster"
+    console.print(f"{'cpu':<14} {facts['cpu']}; torch capability {facts['cpu_capability']}; bf16 units: {units}")
+    console.print(f"{'threads':<14} torch uses {facts['torch_threads']} of the {facts['cores_usable']} cores this process may use")
+    if facts["cuda_devices"]:
+        for d in facts["cuda_devices"]:
+            console.print(f"{'cuda:' + str(d['index']):<14} {d['name']} (compute {d['capability']}, {d['memory_gib']} GiB)")
+        console.print(f"{'cuda bf16':<14} {'yes' if facts['cuda_bf16'] else 'no'}")
+    else:
+        console.print(f"{'cuda':<14} no device visible" + ("; Apple MPS available" if facts["mps"] else ""))

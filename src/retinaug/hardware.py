@@ -1,0 +1,87 @@
+"""What this machine is: package versions, CPU capability (fast bf16 or not), threads, accelerators.
+
+`retinaug env` prints it for bug reports; precision choices read `fast_cpu_bf16` from here. Torch is
+imported inside the functions so that `retinaug --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+
+PACKAGES = ("retinaug", "torch", "torchvision", "diffusers", "transformers", "peft", "timm", "accelerate",
+            "safetensors", "torchmetrics", "scikit-learn", "numpy", "pandas", "pyarrow", "pillow")
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Installed distribution versions ('not installed' for missing ones)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def cpu_bf16_units() -> list[str]:
+    """The CPU's bf16 matrix units torch can use: 'AMX' and/or 'AVX512-BF16' (empty: bf16 is emulated, slow)."""
+    import torch
+
+    units = []
+    if torch.cpu._is_amx_tile_supported():
+        units.append("AMX")
+    if torch.cpu._is_avx512_bf16_supported():
+        units.append("AVX512-BF16")
+    return units
+
+
+def fast_cpu_bf16() -> bool:
+    """True when bf16 autocast is faster than fp32 on this CPU (it has AMX or AVX512-BF16 units)."""
+    return bool(cpu_bf16_units())
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def environment() -> dict:
+    """Everything `retinaug env` prints, as plain data."""
+    import torch
+
+    units = cpu_bf16_units()
+    cuda = [
+        {"index": i, "name": torch.cuda.get_device_name(i), "capability": ".".join(map(str, torch.cuda.get_device_capability(i))),
+         "memory_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
+        for i in range(torch.cuda.device_count())
+    ] if torch.cuda.is_available() else []
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "torch_cuda_build": torch.version.cuda,
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16_units": units,
+        "cpu_bf16_fast": bool(units),
+        "cores_usable": usable_cores(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_devices": cuda,
+        "cuda_bf16": bool(cuda) and torch.cuda.is_bf16_supported(),
+        "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+    }

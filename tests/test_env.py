@@ -1,0 +1,77 @@
+"""`retinaug env` / `--version` print what a bug report needs; the lock pins every dependency pyproject names."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import torch
+from packaging.requirements import Requirement
+from typer.testing import CliRunner
+
+from retinaug import __version__
+from retinaug.cli import app
+from retinaug.hardware import cpu_bf16_units, fast_cpu_bf16
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_env_json_reports_installed_versions_and_cpu():
+    result = CliRunner().invoke(app, ["env", "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    for name in ("retinaug", "torch", "diffusers", "transformers", "peft", "timm", "accelerate"):
+        assert facts["packages"][name] == metadata.version(name)
+    assert facts["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert facts["cpu_bf16_fast"] == bool(facts["cpu_bf16_units"]) == fast_cpu_bf16()
+    assert facts["torch_threads"] == torch.get_num_threads() and facts["cores_usable"] >= 1
+    assert len(facts["cuda_devices"]) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def test_env_text_names_each_package_and_the_bf16_verdict():
+    result = CliRunner().invoke(app, ["env"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert f"peft           {metadata.version('peft')}" in lines
+    assert f"transformers   {metadata.version('transformers')}" in lines
+    assert re.search(r"bf16 units: (AMX|AVX512-BF16|none: bf16 is emulated)", result.output)
+
+
+@pytest.mark.parametrize(
+    "amx, avx512_bf16, units",
+    [(True, True, ["AMX", "AVX512-BF16"]), (True, False, ["AMX"]), (False, True, ["AVX512-BF16"]), (False, False, [])],
+)
+def test_bf16_is_fast_only_with_bf16_units(monkeypatch, amx, avx512_bf16, units):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert cpu_bf16_units() == units
+    assert fast_cpu_bf16() is bool(units)
+
+
+def test_version_flag():
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"retinaug {__version__}"
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
+    return pins
+
+
+def test_lock_pins_every_dependency_within_its_range():
+    """Adding a dependency to pyproject.toml without refreshing the lock (`bash .ci/lock`) fails here."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = _pins()
+    for spec in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        req = Requirement(spec)
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        assert name in pins, f"{req.name} is not pinned in constraints.txt: run `bash .ci/lock`"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{req.name}=={pins[name]} is outside {req.specifier}"
