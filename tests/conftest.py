@@ -72,10 +72,11 @@ def tiny_data(tmp_path: Path):
 
 @pytest.fixture(scope="session", autouse=True)
 def _torch_threads():
+    """2 threads (CI's cores) unless RETINAUG_TEST_THREADS says otherwise, e.g. 1 beside a benchmark."""
     try:
         import torch
 
-        torch.set_num_threads(2)
+        torch.set_num_threads(int(os.environ.get("RETINAUG_TEST_THREADS", "2")))
     except ImportError:
         pass
     yield

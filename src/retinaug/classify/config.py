@@ -42,7 +42,9 @@ class TrainConfig(BaseModel):
     head_hidden: int = Field(
         512, ge=8, description="vgg* only: width of the dense layer after global pooling (the seed's Keras head)."
     )
-    mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="accelerate mixed precision.")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast where the CPU has bf16 units (AMX/AVX512-BF16) or the GPU supports it, fp16 on older GPUs, else fp32 (no); training and inference."
+    )
     cpu: bool = Field(False, description="Force the CPU even when a GPU is available.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = in-process, fully deterministic).")
     tracker: Tracker = Field("none", description=TRACKER_HELP)

@@ -16,6 +16,7 @@ from timm.layers import ClassifierHead
 from torch import nn
 
 from ..errors import RetinaugError
+from ..hardware import autocast, resolve_precision
 from ..io import atomic_path, sha256_file, write_json_atomic
 from .config import TrainConfig
 from .data import load_images, normalise
@@ -90,6 +91,7 @@ class Classifier:
     size: int
     meta: dict
     device: torch.device = torch.device("cpu")
+    precision: str = "no"  # resolved autocast precision of inference (the training config's, on this device)
 
     def _norm(self) -> tuple[torch.Tensor, torch.Tensor]:
         mean = torch.tensor(self.meta["mean"], device=self.device).view(1, 3, 1, 1)
@@ -126,7 +128,7 @@ def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu") -
         ) from None
     dev = torch.device(device)
     model = model.to(dev).to(memory_format=torch.channels_last).eval()
-    return Classifier(model, tuple(meta["classes"]), int(meta["size"]), meta, dev)
+    return Classifier(model, tuple(meta["classes"]), int(meta["size"]), meta, dev, resolve_precision(config.mixed_precision, dev))
 
 
 def _as_classifier(clf: Classifier | str | Path) -> Classifier:
@@ -140,10 +142,11 @@ def _batches(clf: Classifier, df: pd.DataFrame, batch_size: int, features: bool)
     outs = []
     for start in range(0, len(pixels), batch_size):
         x = normalise(pixels[start : start + batch_size].to(clf.device), mean, std)
-        if features:
-            y = clf.model.forward_head(clf.model.forward_features(x), pre_logits=True)
-        else:
-            y = clf.model(x).float().softmax(dim=1)
+        with autocast(clf.precision, clf.device):
+            if features:
+                y = clf.model.forward_head(clf.model.forward_features(x), pre_logits=True)
+            else:
+                y = clf.model(x).float().softmax(dim=1)
         outs.append(y.float().cpu().numpy())
     if not outs:
         return np.zeros((0, len(clf.classes) if not features else clf.model.num_features), dtype=np.float32)

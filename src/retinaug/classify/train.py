@@ -18,6 +18,7 @@ from sklearn.metrics import f1_score
 
 from ..classes import resolve_task
 from ..errors import RetinaugError
+from ..hardware import default_device, resolve_precision
 from ..manifest import load_manifest
 from ..progress import progress_bar
 from ..tracking import hparams, tracker_args
@@ -34,7 +35,8 @@ def seed_everything(seed: int) -> None:
 
 def make_accelerator(config: TrainConfig, out: Path | None = None) -> Accelerator:
     """accelerate keeps one process-wide state; a later fit with other precision/device settings resets it."""
-    args = dict(mixed_precision=config.mixed_precision, cpu=config.cpu, **tracker_args(config.tracker, out))
+    precision = resolve_precision(config.mixed_precision, default_device(config.cpu))
+    args = dict(mixed_precision=precision, cpu=config.cpu, **tracker_args(config.tracker, out))
     try:
         return Accelerator(**args)
     except ValueError:
@@ -119,7 +121,7 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
 
     print(
         f"training {config.backbone} at {config.size}px on {len(train_df)} images ({len(val_df)} val), "
-        f"classes {','.join(classes)}, device {accelerator.device}, imbalance={config.imbalance}, augment={config.augment}"
+        f"classes {','.join(classes)}, device {accelerator.device} ({accelerator.mixed_precision}), imbalance={config.imbalance}, augment={config.augment}"
     )
     history: list[dict] = []
     best, best_state, stale = (-1.0, 0.0), None, 0
@@ -184,6 +186,7 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
             "cpu_s": round(time.process_time() - cpu0, 3),
             "threads": torch.get_num_threads(),
             "device": str(accelerator.device),
+            "precision": accelerator.mixed_precision,
         },
     }
     save_classifier(final, meta, out)

@@ -42,7 +42,7 @@ def train(
     patience: Optional[int] = typer.Option(None, help="Early-stopping patience in epochs (val macro-F1). [default: 5]"),
     seed: Optional[int] = typer.Option(None, help="Random seed. [default: 0]"),
     pretrained: Optional[Path] = typer.Option(None, help="Local .safetensors backbone weights. [default: from scratch]"),
-    mixed_precision: Optional[str] = typer.Option(None, help="no | fp16 | bf16. [default: no]"),
+    mixed_precision: Optional[str] = typer.Option(None, help="auto | no | fp16 | bf16: auto = bf16 autocast where the CPU or GPU supports it, else fp32. [default: auto]"),
 ) -> None:
     """Train a classifier on the train split (+ --extra rows), early-stopping on the val split's macro-F1.
 

@@ -28,6 +28,7 @@ from ..cache import image_cache
 from ..io import atomic_path, sha256_text
 from ..tracking import hparams, tracker_args
 from ..errors import RetinaugError
+from ..hardware import default_device, resolve_precision
 from ..progress import progress_bar
 
 SAMPLERS = {
@@ -148,7 +149,7 @@ class Generator:
         same weights as an uninterrupted one. The checkpoint is deleted when training finishes."""
         cfg = self.config
         accelerator = Accelerator(
-            mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, **tracker_args(cfg.tracker, out)
+            mixed_precision=resolve_precision(cfg.mixed_precision, default_device()), gradient_accumulation_steps=cfg.grad_accum, **tracker_args(cfg.tracker, out)
         )
         if cfg.tracker != "none":
             accelerator.init_trackers(self.name, config=hparams(cfg))
@@ -262,6 +263,7 @@ class Generator:
             resumed_from_step=resumed_from,
             steps=steps,
             n_train_images=n,
+            precision=accelerator.mixed_precision,
             is_main_process=accelerator.is_main_process,
         )
         return history

@@ -10,7 +10,7 @@ from ..classes import CLASSES, parse_classes
 from ..tracking import TRACKER_HELP, Tracker
 
 Scheduler = Literal["dpm", "ddim", "euler", "pndm"]
-MixedPrecision = Literal["no", "fp16", "bf16"]
+MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
 
 
 class _Config(BaseModel):
@@ -36,7 +36,7 @@ class TrainingConfig(_Config):
     lr: float = Field(2e-3, gt=0, description="AdamW learning rate (after a linear warm-up).")
     warmup_steps: int = Field(20, ge=0, description="Linear learning-rate warm-up steps.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    mixed_precision: MixedPrecision = Field("no", description="accelerate mixed precision: no, fp16 (GPU) or bf16.")
+    mixed_precision: MixedPrecision = Field("auto", description="Training autocast: auto (bf16 where the CPU has bf16 units or the GPU supports it, fp16 on older GPUs, else fp32), no, fp16 (GPU) or bf16.")
     hflip: bool = Field(True, description="Random horizontal flips while training (left/right eyes are mirror images).")
     seed: int = Field(0, description="Training seed (initialisation, batches, noise).")
     scheduler: Scheduler = Field("dpm", description="Sampler: dpm (DPM-Solver++ multistep), ddim, euler or pndm.")

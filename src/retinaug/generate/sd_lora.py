@@ -34,6 +34,7 @@ from transformers.utils import logging as transformers_logging
 
 from ..cache import load_image
 from ..errors import RetinaugError
+from ..hardware import resolve_precision
 from ..progress import quiet
 from .base import Generator, make_sampler, seed_generators
 from .config import SDLoRAConfig
@@ -74,7 +75,7 @@ class SDLoRAGenerator(Generator):
 
     @property
     def dtype(self) -> torch.dtype:
-        return DTYPES[self.config.mixed_precision] if self.device.type == "cuda" else torch.float32
+        return DTYPES[resolve_precision(self.config.mixed_precision, self.device)] if self.device.type == "cuda" else torch.float32
 
     @property
     def _cast(self) -> dict:
