@@ -202,7 +202,11 @@ def test_experiment_kill9_resume_same_metrics(tmp_path):
 
     cfg_a, run_a = _tiny_run(tmp_path / "a")
     run_experiments(ExperimentConfig(**load_config(cfg_a).experiments.model_dump(exclude={"enabled"})), run_a)
-    env = {**os.environ, "RETINAUG_QUIET": "1", "OMP_NUM_THREADS": "2", "PYTHONPATH": str(Path(__file__).parent)}
+    import torch
+
+    # the same thread count as the in-process reference run (float reduction order), and this checkout's code
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "RETINAUG_QUIET": "1", "OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONPATH": path}
     cfg_b, run_b = _tiny_run(tmp_path / "b")
     proc = subprocess.Popen(_experiment_cmd(cfg_b, run_b), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = run_b / "experiments" / "trad" / "seed0" / "metrics.json"
