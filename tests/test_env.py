@@ -75,3 +75,22 @@ def test_lock_pins_every_dependency_within_its_range():
         name = re.sub(r"[-_.]+", "-", req.name).lower()
         assert name in pins, f"{req.name} is not pinned in constraints.txt: run `bash .ci/lock`"
         assert req.specifier.contains(pins[name], prereleases=True), f"{req.name}=={pins[name]} is outside {req.specifier}"
+
+
+def test_stages_with_different_precisions_share_one_process(tiny_data, tmp_path):
+    """A bf16 classifier fit, then an fp32 generator fit, then a bf16 one (one `retinaug run` process): accelerate's
+    process-wide state must not refuse the second and third setting."""
+    from retinaug.classify import TrainConfig, fit
+    from retinaug.generate import finetune
+
+    df = tiny_data
+    clf = fit(df[df["split"] == "train"], df[df["split"] == "val"],
+              TrainConfig(task="G,C,A", backbone="test_resnet", size=16, epochs=1, mixed_precision="bf16"), tmp_path / "clf")
+    assert clf["timings"]["precision"] == "bf16"
+    tiny = {"size": 16, "steps": 2, "batch_size": 4, "block_out_channels": [8, 16], "norm_num_groups": 4,
+            "warmup_steps": 0, "sample_steps": 2, "samples_per_class": 1}
+    data = tiny_data.attrs["manifest_dir"]
+    for precision in ("no", "bf16"):
+        finetune(data, "ddpm", {**tiny, "mixed_precision": precision}, tmp_path / f"gen-{precision}", checkpoint_every=0)
+        history = json.loads((tmp_path / f"gen-{precision}" / "history.json").read_text())
+        assert history["precision"] == precision

@@ -68,6 +68,19 @@ def autocast(precision: str, device: "str | object" = "cpu"):
     return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
 
 
+def new_accelerator(**kwargs):
+    """An `accelerate.Accelerator`. accelerate keeps one process-wide state and refuses a second Accelerator with
+    other settings (a bf16 labeler after an fp32 generator in one `retinaug run`), so that state is reset first."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    try:
+        return Accelerator(**kwargs)
+    except ValueError:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(**kwargs)
+
+
 def default_device(cpu: bool = False) -> str:
     """The device accelerate picks: the GPU when one is visible (unless `cpu`), else the CPU."""
     import torch

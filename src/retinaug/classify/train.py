@@ -13,12 +13,11 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from sklearn.metrics import f1_score
 
 from ..classes import resolve_task
 from ..errors import RetinaugError
-from ..hardware import default_device, resolve_precision
+from ..hardware import default_device, new_accelerator, resolve_precision
 from ..manifest import load_manifest
 from ..progress import progress_bar
 from ..tracking import hparams, tracker_args
@@ -34,14 +33,8 @@ def seed_everything(seed: int) -> None:
 
 
 def make_accelerator(config: TrainConfig, out: Path | None = None) -> Accelerator:
-    """accelerate keeps one process-wide state; a later fit with other precision/device settings resets it."""
     precision = resolve_precision(config.mixed_precision, default_device(config.cpu))
-    args = dict(mixed_precision=precision, cpu=config.cpu, **tracker_args(config.tracker, out))
-    try:
-        return Accelerator(**args)
-    except ValueError:
-        AcceleratorState._reset_state(reset_partial_state=True)
-        return Accelerator(**args)
+    return new_accelerator(mixed_precision=precision, cpu=config.cpu, **tracker_args(config.tracker, out))
 
 
 def task_rows(df: pd.DataFrame, classes: tuple[str, ...], what: str) -> pd.DataFrame:

@@ -18,7 +18,6 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, PNDMScheduler
 from diffusers.optimization import get_scheduler
@@ -28,7 +27,7 @@ from ..cache import image_cache
 from ..io import atomic_path, sha256_text
 from ..tracking import hparams, tracker_args
 from ..errors import RetinaugError
-from ..hardware import default_device, resolve_precision
+from ..hardware import default_device, new_accelerator, resolve_precision
 from ..progress import progress_bar
 
 SAMPLERS = {
@@ -148,7 +147,7 @@ class Generator:
         interrupted fit with the same config and images continues from there, and on one process ends with the
         same weights as an uninterrupted one. The checkpoint is deleted when training finishes."""
         cfg = self.config
-        accelerator = Accelerator(
+        accelerator = new_accelerator(
             mixed_precision=resolve_precision(cfg.mixed_precision, default_device()), gradient_accumulation_steps=cfg.grad_accum, **tracker_args(cfg.tracker, out)
         )
         if cfg.tracker != "none":
