@@ -83,8 +83,8 @@ def main() -> None:
         "sample": {
             "images": len(df),
             "batch_size": args.batch_size,
-            "steps": meta["config"]["sample_steps"],
-            "guidance": meta["config"]["guidance_scale"],
+            "steps": int(df["steps"].iloc[0]),
+            "guidance": float(df["guidance"].iloc[0]),
             "seconds": round(sample_s, 1),
             "images_per_s": round(len(df) / sample_s, 1),
             "cpu_seconds": round(sample_cpu, 1),

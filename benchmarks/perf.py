@@ -179,13 +179,13 @@ def bench_ddpm(b: Bench, s: dict, data: Path, work: Path, precision: str) -> Non
     what = f"train {cfg['size']}px demo UNet, batch {cfg['batch_size']}, {history['steps']} steps"
     b.add("ddpm", what, history["images_per_s"], "images/s")
     sampling = {}
-    generate(work / "ddpm", data, work / "ddpm-warmup", per_class=1, steps=2)
+    generate(work / "ddpm", data, work / "ddpm-warmup", per_class=1, steps=2, precision=precision)
     for steps in s["sample_steps"]:
         out = work / f"ddpm-sample-{steps}"
-        generate(work / "ddpm", data, out, per_class=s["sample_per_class"], steps=steps, batch_size=64)
+        generate(work / "ddpm", data, out, per_class=s["sample_per_class"], steps=steps, batch_size=64, precision=precision)
         record = json.loads((out / "generate.json").read_text())
         sampling[steps] = record
-        what = f"sample {steps} {cfg['scheduler']} steps, guidance {cfg['guidance_scale']}, batch 64"
+        what = f"sample {steps} {record['sampling']['scheduler']} steps, guidance {record['sampling']['guidance']}, batch 64"
         b.add("ddpm", what, record["images_per_s"], "images/s")
     b.details["ddpm"] = {"config": cfg, "train_seconds": history["seconds"], "sampling": sampling}
 
@@ -251,14 +251,14 @@ def bench_sd(b: Bench, s: dict, data: Path, work: Path, precision: str, name: st
     from retinaug.generate import SDLoRAConfig, finetune, generate
 
     cfg = SDLoRAConfig(base_model=str(base), size=size, steps=s["sd_steps"], batch_size=1, grad_accum=1, warmup_steps=0,
-                       classes=["N", "D"], samples_per_class=1, sample_steps=steps, mixed_precision=precision)
+                       train_classes=["N", "D"], samples_per_class=1, mixed_precision=precision)
     gen = work / f"{name}-lora"
     finetune(data, "sd-lora", cfg, gen)
     history = json.loads((gen / "history.json").read_text())
     b.add(name, f"sd-lora train {size}px, batch 1, {history['steps']} steps", history["steps"] / history["seconds"], "steps/s")
-    generate(gen, data, work / f"{name}-warmup", per_class=1, classes=["N"], batch_size=1)
+    generate(gen, data, work / f"{name}-warmup", per_class=1, classes=["N"], batch_size=1, steps=steps, precision=precision)
     out = work / f"{name}-samples"
-    generate(gen, data, out, per_class=s["sd_images"], classes=["N"], batch_size=s["sd_batch"])
+    generate(gen, data, out, per_class=s["sd_images"], classes=["N"], batch_size=s["sd_batch"], steps=steps, precision=precision)
     ours = json.loads((out / "generate.json").read_text())
     dtype = precision if precision != "no" else "fp32"
     b.add(name, f"ours txt2img {size}px, {steps} steps, batch {s['sd_batch']}, {dtype}", ours["images_per_s"], "images/s")

@@ -67,7 +67,14 @@ def test_presets_valid_and_resolved(tmp_path):
     cfg = resolve(load_config(preset="demo"))
     assert cfg.synthetic.classes == ["G", "C", "A", "H", "M"]  # what the demo's synthetic scenarios use
     assert cfg.synthetic.ratio == pytest.approx(2 * 1.25)  # margin x largest multiplier (x2)
-    assert cfg.generator.ddpm.classes == cfg.synthetic.classes
+    assert cfg.generator.ddpm.train_classes == "all"  # learns every class; samples the scenarios' classes
+    narrow = resolve(load_config(preset="demo", overrides=["generator.ddpm.train_classes=synthetic"]))
+    assert narrow.generator.ddpm.train_classes == ["G", "C", "A", "H", "M"]
+    with pytest.raises(RetinaugError, match=r"synthetic.classes G, C are not in generator train_classes \['A', 'H', 'M'\]"):
+        resolve(load_config(preset="demo", overrides=["generator.ddpm.train_classes=[A,H,M]"]))
+    with pytest.raises(RetinaugError, match="sample_steps -> steps"):  # sampling settings moved to synthetic:
+        load_config(preset="demo", overrides=["generator.ddpm.sample_steps=10"])
+    assert load_config(preset="demo", overrides=["generator.method=ldm"]).generator.method_config().size == 128
     assert cfg.augment.ratio == 1 and cfg.augment.classes == ["G", "C", "A", "H", "M"]
     odir = load_config(preset="odir-cpu", overrides=["data.path=../shared/data/odir5k-256"])
     assert resolve(odir).data.path.startswith("/")  # made absolute against the CWD

@@ -1,5 +1,5 @@
 """ddpm generator + the generate loop: train split only, determinism across batch sizes, ratio counts,
-provenance, resume after deletion / stray temp files / SIGKILL, refusal of mixed settings."""
+provenance, resume after deletion / stray temp files / SIGKILL, refusal of mixed settings, checkpoints."""
 
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ TINY = {
     "attention_levels": [1],
     "norm_num_groups": 8,
     "warmup_steps": 2,
-    "sample_steps": 4,
     "samples_per_class": 2,
 }
 
@@ -79,7 +78,7 @@ def test_finetune_uses_train_split_only_and_writes_outputs(trained):
 
 
 def test_finetune_class_subset_and_epochs(trained, tmp_path):
-    meta = finetune(trained / "data", "ddpm", {**TINY, "epochs": 1, "classes": ["G", "A"]}, tmp_path / "gen")
+    meta = finetune(trained / "data", "ddpm", {**TINY, "epochs": 1, "train_classes": ["G", "A"]}, tmp_path / "gen")
     assert meta["classes"] == ["G", "A"] and meta["n_train_images"] == 16
     assert json.loads((tmp_path / "gen" / "history.json").read_text())["steps"] == 2  # 16 images / batch 8
 
@@ -193,7 +192,7 @@ def test_finetune_killed_mid_training_resumes_from_checkpoint_to_identical_weigh
     stale.mkdir()
     (stale / "train_state.pt").write_bytes((out / "train_state.pt").read_bytes())
 
-    finetune(trained / "data", "ddpm", {**cfg, "sample_steps": 3}, out, checkpoint_every=5)  # sampling options may change
+    finetune(trained / "data", "ddpm", {**cfg, "samples_per_class": 1}, out, checkpoint_every=5)  # the grid may change
     hist = json.loads((out / "history.json").read_text())
     assert hist["resumed_from_step"] >= 5 and not (out / "train_state.pt").exists()
     ref_hist = json.loads((tmp_path / "ref" / "history.json").read_text())

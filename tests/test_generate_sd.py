@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import kill9_when, make_dataset
 from retinaug.cli import app
+from retinaug.cache import load_image
 from retinaug.errors import RetinaugError
 from retinaug.generate import finetune, generate, load_generator
 from tiny_sd import make_tiny_sd, single_thread  # noqa: F401  (fixture)
@@ -29,9 +30,7 @@ TINY = {
     "grad_accum": 2,
     "warmup_steps": 0,
     "lr": 5e-3,
-    "sample_steps": 3,
     "samples_per_class": 1,
-    "negative_prompt": "blurry, text",
     "prompts": {"G": "a fundus photo with glaucoma"},
 }
 
@@ -78,25 +77,31 @@ def test_sd_lora_finetune_reload_txt2img_img2img(sd_folder, data, tmp_path):
     assert len(loaded) == sum(k.startswith("text_encoder.") for k in lora)
     assert all(v.abs().max() > 0 for k, v in loaded.items() if "lora_B" in k)
     ids = gen._tokenize(["a fundus photo with glaucoma"])
-    with_lora, context = gen.sample(["G"], [7]), gen.text_encoder(ids)[0]
-    gen.pipe.disable_lora()
-    assert with_lora.shape == (1, 32, 32, 3) and not np.array_equal(with_lora, gen.sample(["G"], [7]))
+    pipe = gen.pipeline()
+    assert pipe.img2img.unet is pipe.txt2img.unet and pipe.img2img.text_encoder is pipe.txt2img.text_encoder  # from_pipe shares
+    with_lora, context = pipe(["G"], [7], steps=3), gen.text_encoder(ids)[0]
+    pipe.txt2img.disable_lora()
+    assert with_lora.shape == (1, 32, 32, 3) and not np.array_equal(with_lora, pipe(["G"], [7], steps=3))
     assert not torch.allclose(context, gen.text_encoder(ids)[0])  # the text encoder's LoRA is live
 
-    txt = generate(tmp_path / "gen", data, tmp_path / "txt", per_class=2, batch_size=3, seed=1)
+    txt = generate(tmp_path / "gen", data, tmp_path / "txt", per_class=2, batch_size=3, seed=1, steps=3, negative_prompt="blurry, text")
     assert len(txt) == 4 and txt["parent"].isna().all() and txt["strength"].isna().all()
     assert set(txt.loc[txt["label"] == "G", "prompt"]) == {"a fundus photo with glaucoma"}
     assert set(txt.loc[txt["label"] == "C", "prompt"]) == {meta["config"]["prompts"]["C"]}
-    assert set(txt["negative_prompt"]) == {"blurry, text"} and set(txt["steps"]) == {3}
+    assert set(txt["negative_prompt"]) == {"blurry, text"} and set(txt["steps"]) == {3} and set(txt["guidance"]) == {7.5}
 
-    img = generate(tmp_path / "gen", data, tmp_path / "img", per_class=2, seed=1, mode="img2img", strength=0.6)
+    img = generate(tmp_path / "gen", data, tmp_path / "img", per_class=2, seed=1, steps=3, mode="img2img", strength=0.6)
     train = set(data_train_paths(data))
     assert set(img["parent"]) <= train and img["parent"].notna().all()
     assert set(img["strength"]) == {0.6}
     a, b = (np.asarray(Image.open(p)) for p in (txt["path"].iloc[0], img["path"].iloc[0]))
     assert a.shape == b.shape == (32, 32, 3) and not np.array_equal(a, b)
+    assert not np.array_equal(b, load_image(img["parent"].iloc[0], 32))
     with pytest.raises(RetinaugError, match="different sampling"):
-        generate(tmp_path / "gen", data, tmp_path / "img", per_class=2, seed=1, mode="img2img", strength=0.3)
+        generate(tmp_path / "gen", data, tmp_path / "img", per_class=2, seed=1, steps=3, mode="img2img", strength=0.3)
+    same = generate(tmp_path / "gen", data, tmp_path / "img0", per_class=2, seed=1, steps=3, mode="img2img", strength=0.0)
+    for path, parent in zip(same["path"], same["parent"]):  # strength 0: the parent, untouched
+        np.testing.assert_array_equal(np.asarray(Image.open(path)), load_image(parent, 32))
 
 
 def data_train_paths(data):
@@ -108,7 +113,7 @@ def data_train_paths(data):
 
 def test_v_prediction_model(data, tmp_path):
     base = make_tiny_sd(tmp_path / "tiny-sd-v", prediction_type="v_prediction")
-    finetune(data, "sd-lora", {**TINY, "base_model": str(base), "steps": 2, "classes": ["C"]}, tmp_path / "gen")
+    finetune(data, "sd-lora", {**TINY, "base_model": str(base), "steps": 2, "train_classes": ["C"]}, tmp_path / "gen")
     history = json.loads((tmp_path / "gen" / "history.json").read_text())
     assert np.isfinite(history["loss"]).all()
     gen = load_generator(tmp_path / "gen")

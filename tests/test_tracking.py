@@ -41,7 +41,7 @@ def test_classifier_curves_in_tensorboard(tmp_path):
 def test_generator_loss_curve_in_tensorboard(tmp_path):
     make_dataset(tmp_path / "data", patients_per_class=4, size=16)
     tiny = {"size": 16, "steps": 4, "batch_size": 8, "block_out_channels": [16, 32], "norm_num_groups": 8,
-            "warmup_steps": 1, "sample_steps": 2, "samples_per_class": 1, "tracker": "tensorboard"}
+            "warmup_steps": 1, "samples_per_class": 1, "tracker": "tensorboard"}
     finetune(tmp_path / "data", "ddpm", tiny, tmp_path / "gen")
     history = json.loads((tmp_path / "gen" / "history.json").read_text())
     loss = _scalars(tmp_path / "gen" / "tracking")["loss"]

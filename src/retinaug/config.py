@@ -17,7 +17,7 @@ from .classify.config import TrainConfig
 from .errors import RetinaugError
 from .io import read_yaml
 from .experiment import ExperimentConfig
-from .generate.config import DDPMConfig, GenerateConfig, SDLoRAConfig
+from .generate.config import DDPMConfig, GenerateConfig, LDMConfig, SDLoRAConfig
 from .quality.config import AuditConfig, SelectConfig
 
 PRESETS = ("demo", "odir-cpu", "paper")
@@ -44,16 +44,17 @@ class GeneratorStage(_Section):
     """The diffusion generator, trained on the training patients only."""
 
     enabled: bool = Field(True, description="Train a generator (off: no synthetic scenarios can run).")
-    method: Literal["ddpm", "sd-lora"] = Field("ddpm", description="ddpm (pixel-space, from scratch) or sd-lora (Stable Diffusion + LoRA, local base model).")
+    method: Literal["ddpm", "ldm", "sd-lora"] = Field("ddpm", description="ddpm (pixel-space, from scratch), ldm (autoencoder + latent diffusion, from scratch) or sd-lora (Stable Diffusion + LoRA, local base model).")
     ddpm: DDPMConfig = Field(default_factory=DDPMConfig, description="Settings when method is ddpm.")
+    ldm: LDMConfig = Field(default_factory=LDMConfig, description="Settings when method is ldm.")
     sd_lora: SDLoRAConfig = Field(default_factory=SDLoRAConfig, description="Settings when method is sd-lora.")
 
-    def method_config(self) -> DDPMConfig | SDLoRAConfig:
-        return self.ddpm if self.method == "ddpm" else self.sd_lora
+    def method_config(self) -> DDPMConfig | LDMConfig | SDLoRAConfig:
+        return getattr(self, self.method.replace("-", "_"))
 
 
 class SyntheticStage(GenerateConfig):
-    """How many synthetic images to generate (before the labeler filters them)."""
+    """What and how many synthetic images to generate (before the labeler filters them), and the sampling settings."""
 
     enabled: bool = Field(True, description="Generate synthetic images.")
     margin: float = Field(

@@ -40,7 +40,8 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
 
 def resolve(cfg: PipelineConfig) -> PipelineConfig:
     """Fill the values other sections imply (written to config.yaml, so the run is explicit):
-    the dataset path made absolute, the classes/amounts the scenarios need from generator, synthetic, augment."""
+    the dataset path made absolute, the classes/amounts the scenarios need from synthetic and augment, and the
+    generator's train_classes when it is `synthetic` (the default, `all`, needs nothing)."""
     cfg = cfg.model_copy(deep=True)
     if cfg.data.source != "phantom":
         if not cfg.data.path:
@@ -54,8 +55,12 @@ def resolve(cfg: PipelineConfig) -> PipelineConfig:
     if cfg.synthetic.per_class is None and cfg.synthetic.ratio is None:
         cfg.synthetic.ratio = round(cfg.synthetic.margin * max([s.synthetic for s in syn], default=1.0), 4)
     method_cfg = cfg.generator.method_config()
-    if method_cfg.classes is None and cfg.synthetic.classes:
-        method_cfg.classes = list(cfg.synthetic.classes)
+    if method_cfg.train_classes == "synthetic":
+        if not cfg.synthetic.classes:
+            raise RetinaugError("generator train_classes is synthetic, but no synthetic classes are known: set synthetic.classes")
+        method_cfg.train_classes = list(cfg.synthetic.classes)
+    if isinstance(method_cfg.train_classes, list) and (unlearned := [c for c in cfg.synthetic.classes or [] if c not in method_cfg.train_classes]):
+        raise RetinaugError(f"synthetic.classes {', '.join(unlearned)} are not in generator train_classes {method_cfg.train_classes}")
     trad = [s for s in scenarios if s.traditional > 0]
     if cfg.augment.ratio is None:
         cfg.augment.ratio = max([s.traditional for s in trad], default=1.0)
@@ -136,9 +141,7 @@ def _work(cfg: PipelineConfig, run: Path) -> dict[str, tuple[bool, object, calla
     def synthetic() -> None:
         from .generate import generate
 
-        s = cfg.synthetic
-        generate(gen_dir, data_dir, syn_dir, per_class=s.per_class, ratio=s.ratio, classes=s.classes, seed=s.seed,
-                 batch_size=s.batch_size, steps=s.steps, guidance=s.guidance, scheduler=s.scheduler, mode=s.mode, strength=s.strength)
+        generate(gen_dir, data_dir, syn_dir, cfg.synthetic)
 
     def labeler() -> None:
         from .classify import evaluate, train

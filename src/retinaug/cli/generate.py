@@ -6,9 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
-from ..errors import RetinaugError
 from ..io import read_yaml
 from .app import app
 
@@ -27,15 +25,16 @@ def read_config(config: Path | None, overrides: list[str]) -> dict:
 def finetune(
     data: Annotated[Path, typer.Option(help="Prepared data folder (RUN/data with manifest.parquet); only its TRAIN split is used.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output generator folder (RUN/generator).")],
-    method: Annotated[str, typer.Option(help="Generator: 'ddpm' (from scratch, no weights needed) or 'sd-lora' (LoRA on a local Stable Diffusion folder).")] = "ddpm",
+    method: Annotated[str, typer.Option(help="Generator: 'ddpm' (pixels, from scratch), 'ldm' (autoencoder + latent diffusion, from scratch) or 'sd-lora' (LoRA on a local Stable Diffusion folder).")] = "ddpm",
     config: Annotated[Path | None, typer.Option(help="YAML file with generator options (see docs/generators.md).")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override one option, key=value (repeatable), e.g. --set steps=2000 --set base_model=/models/sd15.")] = [],
     checkpoint_every: Annotated[int, typer.Option(help="Save the training state every N steps (0: never); re-running the same command after an interruption continues from it.")] = 500,
 ) -> None:
-    """Train a diffusion generator on the TRAIN patients of a prepared dataset.
+    """Train a diffusion generator on the TRAIN patients of a prepared dataset (every class, unless train_classes says otherwise).
 
-    Writes config.json, safetensors weights, history.json (loss curve, images/s) and samples.png (a row per class).
-    While training, OUT/train_state.pt holds the latest checkpoint (deleted at the end).
+    Writes config.json, safetensors weights, history.json (loss curve, images/s) and samples.png (a row per class);
+    ldm also recon.png and the autoencoder's val PSNR/SSIM. While training, OUT/train_state.pt holds the latest
+    checkpoint (deleted at the end). Sampling settings (steps, guidance, img2img) are options of `generate`.
 
     Example: retinaug finetune --data runs/demo/data --method ddpm --set size=32 --set steps=1000 --out runs/demo/generator
     """
@@ -51,26 +50,24 @@ def generate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: <CLASS>/<CLASS>_<index>.png + manifest.parquet.")],
     per_class: Annotated[int | None, typer.Option(help="Images per class.")] = None,
     ratio: Annotated[float | None, typer.Option(help="Images per class = R x that class's real TRAIN count (0.5 ... 4 in the paper).")] = None,
-    classes: Annotated[str | None, typer.Option(help="Classes to generate, e.g. G,C,A,H,M (default: all the generator knows).")] = None,
-    seed: Annotated[int, typer.Option(help="Run seed; image seeds derive from (seed, class, index).")] = 0,
+    classes: Annotated[str | None, typer.Option(help="Classes to generate, e.g. G,C,A,H,M (default: all the generator learned).")] = None,
+    seed: Annotated[int, typer.Option(help="Run seed; image seeds (and img2img parents, strengths) derive from (seed, class, index).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per sampling batch (does not change the images).")] = 16,
-    steps: Annotated[int | None, typer.Option(help="Sampling steps (default: the generator's config).")] = None,
-    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale (default: the generator's config).")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="Sampler: dpm, ddim, euler or pndm (default: the generator's config).")] = None,
-    mode: Annotated[str | None, typer.Option(help="sd-lora only: txt2img or img2img (from real TRAIN images).")] = None,
-    strength: Annotated[float | None, typer.Option(help="sd-lora img2img strength in (0, 1].")] = None,
+    mode: Annotated[str | None, typer.Option(help="txt2img (from noise, the default) or img2img (from real TRAIN images of the class, each used about equally often).")] = None,
+    strength: Annotated[str | None, typer.Option(help="img2img strength in [0, 1] (0: the parent itself; default 0.5), or a range LOW,HIGH drawn per image.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Sampling steps (default: the method's, ddpm/ldm 25, sd-lora 30).")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale (default: the method's, ddpm/ldm 3, sd-lora 7.5).")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Sampler: dpm (DPM-Solver++, the default), ddim, euler or pndm.")] = None,
+    karras: Annotated[bool, typer.Option(help="Karras sigmas (dpm and euler).")] = False,
+    precision: Annotated[str | None, typer.Option(help="Sampling autocast: no (fp32, the default: exact), auto (bf16 on CPUs with bf16 units / bf16 GPUs), bf16, fp16.")] = None,
+    negative_prompt: Annotated[str | None, typer.Option(help="sd-lora only: negative prompt.")] = None,
 ) -> None:
     """Sample synthetic TRAIN images per class with a trained generator (resumable: re-run to finish).
 
-    Example: retinaug generate --generator runs/demo/generator --data runs/demo/data --out runs/demo/synthetic --ratio 1
+    Example: retinaug generate --generator runs/demo/generator --data runs/demo/data --out runs/demo/synthetic --ratio 1 --classes G,C,A
     """
-    from ..generate import GenerateConfig
     from ..generate import generate as run_generate
 
-    try:
-        opts = GenerateConfig(per_class=per_class, ratio=ratio, classes=classes, seed=seed, batch_size=batch_size,
-                              steps=steps, guidance=guidance, scheduler=scheduler, mode=mode, strength=strength)
-    except ValidationError as exc:
-        problems = "; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors())
-        raise RetinaugError(f"invalid option(s): {problems}") from None
-    run_generate(generator, data, out, **opts.model_dump())
+    options = dict(mode=mode, strength=strength, scheduler=scheduler, precision=precision)  # None: GenerateConfig's default
+    run_generate(generator, data, out, per_class=per_class, ratio=ratio, classes=classes, seed=seed, batch_size=batch_size, steps=steps,
+                 guidance=guidance, karras=karras, negative_prompt=negative_prompt, **{k: v for k, v in options.items() if v is not None})

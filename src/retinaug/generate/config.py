@@ -1,33 +1,44 @@
-"""Configs of the two generators and of the `generate` loop (pydantic, every field defaulted, nestable in one YAML)."""
+"""Configs of the generators (what they train on and how) and of `generate` (what to sample and how).
+
+Training settings live in the method's config (`DDPMConfig`, `LDMConfig`, `SDLoRAConfig`), sampling settings
+(steps, guidance, sampler, mode, strength, precision) in `GenerateConfig`: a trained generator samples with
+any of them, so changing one never retrains it. Every field is defaulted, so each nests in one YAML.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..classes import CLASSES, parse_classes
 from ..tracking import TRACKER_HELP, Tracker
 
 Scheduler = Literal["dpm", "ddim", "euler", "pndm"]
 MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
+# samplers whose noise levels can follow Karras et al.'s sigma spacing (diffusers' use_karras_sigmas)
+KARRAS_SAMPLERS = ("dpm", "euler")
+
+
+def _codes(v) -> list[str] | None:
+    if v is None or v == "" or v == []:
+        return None
+    return list(parse_classes(v if isinstance(v, str) else ",".join(v)))
 
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    @field_validator("classes", mode="before", check_fields=False)
-    @classmethod
-    def _codes(cls, v):
-        if v is None or v == "" or v == []:
-            return None
-        return list(parse_classes(v if isinstance(v, str) else ",".join(v)))
-
 
 class TrainingConfig(_Config):
-    """Optimisation settings shared by both generators (AdamW, fixed steps or epochs, accelerate)."""
+    """Optimisation settings shared by every generator (AdamW, fixed steps or epochs, accelerate)."""
 
-    classes: list[str] | None = Field(None, description="Classes to train on (codes, e.g. [G, C, A]); None = every class in the train split.")
+    train_classes: Literal["all", "synthetic"] | list[str] = Field(
+        "all",
+        description="What the generator learns from: all (every class of the TRAIN split: anatomy from every image, "
+        "class-conditional), synthetic (only the classes the pipeline generates) or a list of codes, e.g. [G, C, A].",
+    )
+    condition_eye: bool = Field(False, description="Also condition on the eye side (left/right; a horizontal flip swaps it), so samples can be asked for one side.")
     size: int = Field(32, ge=16, le=1024, description="Training/sampling resolution in pixels.")
     steps: int = Field(1000, ge=1, description="Optimiser steps (ignored when `epochs` is set).")
     epochs: float | None = Field(None, gt=0, description="Passes over the training images; overrides `steps` when set.")
@@ -36,14 +47,41 @@ class TrainingConfig(_Config):
     lr: float = Field(2e-3, gt=0, description="AdamW learning rate (after a linear warm-up).")
     warmup_steps: int = Field(20, ge=0, description="Linear learning-rate warm-up steps.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    snr_gamma: float | None = Field(None, gt=0, description="Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); None = plain MSE.")
     mixed_precision: MixedPrecision = Field("auto", description="Training autocast: auto (bf16 where the CPU has bf16 units or the GPU supports it, fp16 on older GPUs, else fp32), no, fp16 (GPU) or bf16.")
     hflip: bool = Field(True, description="Random horizontal flips while training (left/right eyes are mirror images).")
     seed: int = Field(0, description="Training seed (initialisation, batches, noise).")
-    scheduler: Scheduler = Field("dpm", description="Sampler: dpm (DPM-Solver++ multistep), ddim, euler or pndm.")
-    sample_steps: int = Field(25, ge=1, le=1000, description="Sampling steps.")
-    guidance_scale: float = Field(3.0, ge=0, description="Classifier-free guidance scale at sampling (1 = no guidance).")
-    samples_per_class: int = Field(8, ge=1, le=64, description="Images per class in the samples.png grid written after training.")
+    samples_per_class: int = Field(8, ge=1, le=64, description="Images per class in the samples.png grid written after training (sampled with the method's default settings).")
     tracker: Tracker = Field("none", description=TRACKER_HELP)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict):
+            moved = sorted(set(data) & set(MOVED_TO_GENERATE))
+            if moved:
+                raise ValueError(
+                    "sampling settings are options of `generate` (the pipeline's synthetic: section), not of training: "
+                    + ", ".join(f"{k} -> {MOVED_TO_GENERATE[k]}" for k in moved)
+                )
+            if "classes" in data:
+                raise ValueError("`classes` is now `train_classes` (all, synthetic or a list of codes)")
+        return data
+
+    @field_validator("train_classes", mode="before")
+    @classmethod
+    def _train_classes(cls, v):
+        if v in ("all", "synthetic"):
+            return v
+        codes = _codes(v)
+        if codes is None:
+            raise ValueError("give all, synthetic or at least one class code")
+        return codes
+
+
+# training-config keys of earlier versions that are now `generate` options
+MOVED_TO_GENERATE = {"sample_steps": "steps", "guidance_scale": "guidance", "scheduler": "scheduler", "mode": "mode",
+                     "strength": "strength", "negative_prompt": "negative_prompt"}
 
 
 class DDPMConfig(TrainingConfig):
@@ -59,7 +97,9 @@ class DDPMConfig(TrainingConfig):
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field("squaredcos_cap_v2", description="Noise schedule.")
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field("v_prediction", description="What the UNet predicts (v_prediction: clean samples after short CPU training; sample: smoother, blurrier).")
     class_dropout: float = Field(0.1, ge=0, lt=1, description="Probability of replacing the class by the null class (enables classifier-free guidance).")
-    ema_decay: float = Field(0.999, ge=0, le=1, description="EMA decay (with warm-up); 0 disables EMA.")
+    ema_decay: float = Field(0.999, ge=0, le=1, description="EMA decay of the weights that are saved and sampled; 0 disables EMA.")
+    ema_warmup: bool = Field(True, description="EMA warm-up: the decay grows as 1 - (1 + step)^-ema_power up to ema_decay, so early weights fade fast.")
+    ema_power: float = Field(2 / 3, gt=0, description="EMA warm-up exponent (2/3 for long runs, 3/4 for short ones).")
 
     @field_validator("size")
     @classmethod
@@ -67,6 +107,50 @@ class DDPMConfig(TrainingConfig):
         if not 16 <= v <= 256:
             raise ValueError("ddpm size must be between 16 and 256 px")
         return v
+
+    @model_validator(mode="after")
+    def _unet_shape(self):
+        check_unet(self.block_out_channels, self.norm_num_groups, self.attention_levels, self.size, "size")
+        return self
+
+
+def check_unet(widths: list[int], groups: int, attention: list[int], size: int, what: str) -> None:
+    """A UNet2DModel/AutoencoderKL shape diffusers can build: groups divide every width, the input halves cleanly."""
+    if any(w % groups for w in widths):
+        raise ValueError(f"norm_num_groups={groups} must divide every width {widths}")
+    if size % 2 ** (len(widths) - 1):
+        raise ValueError(f"{what} {size} must be divisible by 2^(levels-1) = {2 ** (len(widths) - 1)} (levels = len({widths}))")
+    if any(not 0 <= i < len(widths) for i in attention):
+        raise ValueError(f"attention_levels {attention} must be level indices 0..{len(widths) - 1}")
+
+
+class LDMConfig(DDPMConfig):
+    """Latent diffusion: a small AutoencoderKL trained on the TRAIN images first, then the class-conditional UNet
+    of `ddpm` in its latent space (size / 2^(autoencoder levels - 1) pixels per side)."""
+
+    size: int = Field(128, ge=16, le=1024, description="Image resolution in pixels (128 on a CPU, 256 with a GPU).")
+    block_out_channels: list[int] = Field([32, 64, 128], min_length=2, description="Latent UNet width per resolution level.")
+    vae_block_out_channels: list[int] = Field([32, 64, 64], min_length=1, description="Autoencoder width per level; the latents are size / 2^(levels-1) px per side (default 4x smaller).")
+    vae_layers_per_block: int = Field(1, ge=1, description="ResNet layers per autoencoder block.")
+    latent_channels: int = Field(4, ge=1, description="Channels of the latent space.")
+    vae_steps: int = Field(1000, ge=1, description="Autoencoder optimiser steps (ignored when `vae_epochs` is set).")
+    vae_epochs: float | None = Field(None, gt=0, description="Autoencoder passes over the training images; overrides `vae_steps`.")
+    vae_batch_size: int = Field(16, ge=1, description="Autoencoder images per micro-batch.")
+    vae_lr: float = Field(5e-4, gt=0, description="Autoencoder AdamW learning rate.")
+    kl_weight: float = Field(1e-6, ge=0, description="Weight of the KL term beside the L1 reconstruction loss (small: a nearly deterministic code).")
+    recon_images: int = Field(256, ge=1, description="Held-out (val) images on which reconstruction PSNR/SSIM is measured.")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: int) -> int:
+        return v
+
+    @model_validator(mode="after")
+    def _unet_shape(self):
+        factor = 2 ** (len(self.vae_block_out_channels) - 1)
+        check_unet(self.vae_block_out_channels, self.norm_num_groups, [], self.size, "size")
+        check_unet(self.block_out_channels, self.norm_num_groups, self.attention_levels, self.size // factor, f"latent size (size / {factor})")
+        return self
 
 
 DEFAULT_PROMPTS: dict[str, str] = {
@@ -93,13 +177,8 @@ class SDLoRAConfig(TrainingConfig):
     rank: int = Field(4, ge=1, description="LoRA rank.")
     alpha: float = Field(4.0, gt=0, description="LoRA alpha (scale = alpha / rank).")
     train_text_encoder: bool = Field(False, description="Also train LoRA adapters on the CLIP text encoder attention.")
-    prompts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PROMPTS), description="Prompt template per class code; `{name}` expands to the class name.")
-    negative_prompt: str = Field("", description="Negative prompt used at sampling (recorded per image).")
+    prompts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PROMPTS), description="Prompt template per class code; `{name}` expands to the class name; with condition_eye ', left eye' / ', right eye' is appended.")
     prompt_dropout: float = Field(0.0, ge=0, lt=1, description="Probability of training with an empty prompt.")
-    guidance_scale: float = Field(7.5, ge=0, description="Classifier-free guidance scale at sampling.")
-    sample_steps: int = Field(30, ge=1, le=1000, description="Sampling steps.")
-    mode: Literal["txt2img", "img2img"] = Field("txt2img", description="txt2img, or img2img from real TRAIN images of the class (DA-Fusion style).")
-    strength: float = Field(0.5, gt=0, le=1, description="img2img strength (how much of the real parent is re-noised).")
     samples_per_class: int = Field(2, ge=1, le=64, description="Images per class in the samples.png grid written after training.")
 
     @field_validator("prompts")
@@ -110,20 +189,61 @@ class SDLoRAConfig(TrainingConfig):
             raise ValueError(f"prompts for unknown class code(s): {', '.join(unknown)}")
         return {**DEFAULT_PROMPTS, **v}
 
-    def prompt(self, code: str) -> str:
-        return self.prompts.get(code, "a fundus photograph of a retina with {name}").format(name=CLASSES[code])
+    def prompt(self, code: str, eye: str | None = None) -> str:
+        text = self.prompts.get(code, "a fundus photograph of a retina with {name}").format(name=CLASSES[code])
+        return f"{text}, {eye} eye" if eye in ("left", "right") else text
 
 
 class GenerateConfig(_Config):
-    """How many synthetic images to make and with which sampling settings (None = the generator's own)."""
+    """What to sample (classes, amounts, seed) and how (sampler, steps, guidance, txt2img or img2img, precision).
+
+    None for steps/guidance means the method's own default (ddpm and ldm: 25 steps, guidance 3; sd-lora: 30, 7.5)."""
 
     per_class: int | None = Field(None, ge=0, description="Images per class (exclusive with ratio).")
     ratio: float | None = Field(None, gt=0, description="Images per class relative to its real TRAIN count (x0.5 ... x4).")
     classes: list[str] | None = Field(None, description="Classes to generate; None = every class the generator was trained on.")
     seed: int = Field(0, description="Run seed; each image's seed derives from (seed, class, index).")
     batch_size: int = Field(16, ge=1, description="Images per sampling batch (does not change the output).")
-    steps: int | None = Field(None, ge=1, description="Sampling steps override.")
-    guidance: float | None = Field(None, ge=0, description="Guidance scale override.")
-    scheduler: Scheduler | None = Field(None, description="Sampler override.")
-    mode: Literal["txt2img", "img2img"] | None = Field(None, description="sd-lora only: txt2img or img2img override.")
-    strength: float | None = Field(None, gt=0, le=1, description="sd-lora img2img strength override.")
+    mode: Literal["txt2img", "img2img"] = Field("txt2img", description="txt2img (from noise) or img2img (SDEdit / DA-Fusion: a real TRAIN image of the class, re-noised by `strength`, then denoised).")
+    strength: float | list[float] = Field(
+        0.5, description="img2img: how much of the parent is re-noised, 0 (the parent itself) ... 1 (almost pure noise); a [low, high] range draws one value per image from its seed."
+    )
+    steps: int | None = Field(None, ge=1, le=1000, description="Sampling steps (img2img runs int(steps x strength) of them); None = the method's default.")
+    guidance: float | None = Field(None, ge=0, description="Classifier-free guidance scale (1 = none); None = the method's default.")
+    scheduler: Scheduler = Field("dpm", description="Sampler: dpm (DPM-Solver++ multistep), ddim, euler or pndm.")
+    karras: bool = Field(False, description="Karras et al.'s noise-level spacing (diffusers use_karras_sigmas; dpm and euler only).")
+    precision: MixedPrecision = Field(
+        "no",
+        description="Sampling autocast: no (fp32: the pixels do not depend on batch size, process count or resuming), auto (bf16 on CPUs "
+        "with bf16 units and on bf16 GPUs, fp16 on older GPUs, else fp32), bf16 or fp16. Half precision is faster, but a few pixel "
+        "levels then depend on which images share a batch.",
+    )
+    negative_prompt: str | None = Field(None, description="sd-lora only: negative prompt (recorded per image).")
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes(cls, v):
+        return _codes(v)
+
+    @field_validator("strength", mode="before")
+    @classmethod
+    def _strength(cls, v):
+        if isinstance(v, str):  # the CLI's --strength 0.3,0.7
+            v = [float(p) for p in v.split(",")] if "," in v else float(v)
+        values = v if isinstance(v, list) else [v]
+        if isinstance(v, list) and (len(v) != 2 or v[0] > v[1]):
+            raise ValueError("a strength range is [low, high] with low <= high")
+        if any(not 0 <= float(x) <= 1 for x in values):
+            raise ValueError("strength must lie in [0, 1]")
+        return [float(x) for x in v] if isinstance(v, list) else float(v)
+
+    @model_validator(mode="after")
+    def _karras(self):
+        if self.karras and self.scheduler not in KARRAS_SAMPLERS:
+            raise ValueError(f"karras sigmas need scheduler {' or '.join(KARRAS_SAMPLERS)}, not {self.scheduler}")
+        return self
+
+    def sampling(self) -> dict:
+        """The call arguments of a generator's sampling pipeline that were set (None: the method decides)."""
+        keys = ("steps", "guidance", "scheduler", "karras", "negative_prompt")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}

@@ -1,25 +1,22 @@
 """`ddpm`: class-conditional pixel-space diffusion trained from scratch (needs no pretrained weights).
 
-A diffusers UNet2DModel with one class embedding per class plus a "null" class: the class is dropped
-during training with probability `class_dropout`, so sampling can use classifier-free guidance.
-EMA weights (diffusers EMAModel) are what gets saved and sampled.
+A diffusers UNet2DModel with one class embedding per condition (class, or class x eye side) plus a null
+condition: it is dropped in training with probability `class_dropout`, so sampling can use classifier-free
+guidance. EMA weights (diffusers EMAModel) are what gets saved and sampled.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
-from diffusers.utils.torch_utils import randn_tensor
 
-from ..errors import RetinaugError
-from .base import Generator, make_sampler, seed_generators, to_uint8
+from .base import Generator, Phase, condition_dropout, diffusion_loss, training_settings
 from .config import DDPMConfig
 from .registry import register_generator
+from .sampling import ClassDiffusionPipeline
 
 
 @register_generator("ddpm")
@@ -27,69 +24,51 @@ class DDPMGenerator(Generator):
     config_class = DDPMConfig
     config: DDPMConfig
 
-    def build(self) -> None:
+    def _unet(self, channels: int, size: int) -> UNet2DModel:
         cfg = self.config
         levels = range(len(cfg.block_out_channels))
-        if any(c % cfg.norm_num_groups for c in cfg.block_out_channels):
-            raise RetinaugError(f"norm_num_groups={cfg.norm_num_groups} must divide every block_out_channels {cfg.block_out_channels}")
-        if cfg.size % 2 ** (len(cfg.block_out_channels) - 1):
-            raise RetinaugError(f"size {cfg.size} must be divisible by 2^(levels-1) = {2 ** (len(cfg.block_out_channels) - 1)}")
-        self.unet = UNet2DModel(
-            sample_size=cfg.size,
-            in_channels=3,
-            out_channels=3,
+        return UNet2DModel(
+            sample_size=size,
+            in_channels=channels,
+            out_channels=channels,
             block_out_channels=tuple(cfg.block_out_channels),
             layers_per_block=cfg.layers_per_block,
             down_block_types=tuple("AttnDownBlock2D" if i in cfg.attention_levels else "DownBlock2D" for i in levels),
             up_block_types=tuple("AttnUpBlock2D" if i in cfg.attention_levels else "UpBlock2D" for i in reversed(levels)),
             norm_num_groups=cfg.norm_num_groups,
             attention_head_dim=min(32, cfg.block_out_channels[-1]),
-            num_class_embeds=len(self.classes) + 1,  # last index = null class (unconditional)
-        )
-        self.noise = DDPMScheduler(
-            num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type
-        )
-        self.unet.to(self.device)
-        self.ema = (
-            EMAModel(self.unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=2 / 3)
-            if cfg.ema_decay > 0
-            else None
-        )
+            num_class_embeds=self.conditions.null + 1,  # the last index is the null condition (unconditional)
+        ).to(self.device)
 
-    def trainable(self) -> dict[str, torch.nn.Module]:
-        return {"unet": self.unet}
+    def _noise(self) -> DDPMScheduler:
+        cfg = self.config
+        return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type)
 
-    def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        b = len(images)
-        drop = torch.rand(b, device=images.device) < self.config.class_dropout
-        labels = torch.where(drop, torch.full_like(labels, len(self.classes)), labels)
-        noise = torch.randn_like(images)
-        t = torch.randint(0, self.noise.config.num_train_timesteps, (b,), device=images.device)
-        pred = self.unet(self.noise.add_noise(images, noise, t), t, class_labels=labels).sample
-        if self.noise.config.prediction_type == "epsilon":
-            target = noise
-        elif self.noise.config.prediction_type == "v_prediction":
-            target = self.noise.get_velocity(images, noise, t)
-        else:
-            target = images
-        return F.mse_loss(pred.float(), target.float())
+    def build(self) -> None:
+        self.unet = self._unet(3, self.config.size)
+        self.noise = self._noise()
 
-    def after_step(self) -> None:
-        if self.ema is not None:
-            self.ema.step(self.unet.parameters())
+    def phases(self) -> list[Phase]:
+        return [self.diffusion_phase(training_settings(self.config))]
 
-    def extra_state(self) -> dict:
-        return {"ema": self.ema.state_dict()} if self.ema is not None else {}
+    def diffusion_phase(self, settings: dict, start=None) -> Phase:
+        """The UNet's phase (pixels here; ldm's latents reuse it through `clean_batch`)."""
+        cfg = self.config
+        ema = EMAModel(self.unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=cfg.ema_warmup, power=cfg.ema_power) if cfg.ema_decay > 0 else None
+        return Phase("diffusion", {"unet": self.unet}, self._diffusion_loss, settings, steps=cfg.steps, epochs=cfg.epochs,
+                     batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, ema=ema, start=start)
 
-    def load_extra_state(self, state: dict) -> None:
-        if self.ema is not None and "ema" in state:
-            self.ema.load_state_dict(state["ema"])
-            self.ema.to(self.device)  # the checkpoint is loaded onto the CPU
+    def clean_batch(self, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        """What the UNet learns to denoise, for a batch of training images."""
+        return self.data.pixels(idx, flip, self.device)
 
-    def finish_training(self) -> None:
-        if self.ema is not None:
-            self.ema.copy_to(self.unet.parameters())
-        self.unet.eval()
+    def _diffusion_loss(self, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        x = self.clean_batch(idx, flip)
+        cond = condition_dropout(self.data.condition(idx, flip, self.device), self.config.class_dropout, self.conditions.null)
+        noise = torch.randn_like(x)
+        t = torch.randint(0, self.noise.config.num_train_timesteps, (len(x),), device=x.device)
+        pred = self.unet(self.noise.add_noise(x, noise, t), t, class_labels=cond).sample
+        return diffusion_loss(pred, x, noise, t, self.noise, self.config.snr_gamma)
 
     def save_weights(self, out: Path) -> None:
         self.unet.save_pretrained(out / "unet", safe_serialization=True)
@@ -101,30 +80,10 @@ class DDPMGenerator(Generator):
 
     def to(self, device):
         super().to(device)
-        if hasattr(self, "unet"):
-            self.unet.to(self.device)
+        for name in ("unet", "vae"):
+            if hasattr(self, name):
+                getattr(self, name).to(self.device)
         return self
 
-    @torch.no_grad()
-    def sample(self, labels: list[str], seeds: list[int], parents: list[str] | None = None) -> np.ndarray:
-        cfg = self.config
-        sampler = make_sampler(cfg.scheduler, self.noise.config)
-        sampler.set_timesteps(cfg.sample_steps, device=self.device)
-        y = torch.tensor([self.classes.index(c) for c in labels], device=self.device)
-        null = torch.full_like(y, len(self.classes))
-        shape = (len(labels), 3, cfg.size, cfg.size)
-        x = randn_tensor(shape, generator=seed_generators(seeds), device=self.device) * sampler.init_noise_sigma
-        guided = cfg.guidance_scale != 1.0
-        for t in sampler.timesteps:
-            inp = sampler.scale_model_input(x, t)
-            if guided:
-                cond, uncond = self.unet(torch.cat([inp, inp]), t, class_labels=torch.cat([y, null])).sample.chunk(2)
-                pred = uncond + cfg.guidance_scale * (cond - uncond)
-            else:
-                pred = self.unet(inp, t, class_labels=y).sample
-            x = sampler.step(pred, t, x).prev_sample
-        return to_uint8(x)
-
-    def provenance(self, label: str) -> dict:
-        cfg = self.config
-        return dict(prompt=None, negative_prompt=None, steps=cfg.sample_steps, guidance=cfg.guidance_scale, strength=None)
+    def pipeline(self) -> ClassDiffusionPipeline:
+        return ClassDiffusionPipeline(self.unet, self.noise, self.conditions, self.config.size)

@@ -1,8 +1,9 @@
 """The two stage functions: `finetune` (train a generator on TRAIN patients) and `generate` (resumable sampling).
 
 `generate` plans every image up front as (class, index) with its own seed derived from (run seed, class,
-index), so the pixels do not depend on batch size or on how many processes share the work. Each PNG is
-written atomically; a re-run skips the PNGs already there and rebuilds the manifest from the files present.
+index) and, for img2img, its parent and strength, so the pixels do not depend on batch size or on how many
+processes share the work. Each PNG is written atomically; a re-run skips the PNGs already there and rebuilds
+the manifest from the files present.
 """
 
 from __future__ import annotations
@@ -12,53 +13,74 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from accelerate import PartialState
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from torchvision.utils import make_grid
 
-from ..classes import CLASSES, parse_classes
+from ..classes import CLASSES
 from ..errors import RetinaugError
+from ..hardware import resolve_precision
 from ..io import atomic_path, sha256_text, write_json_atomic
 from ..manifest import load_manifest, new_manifest, save_manifest
 from ..progress import console, progress_bar
-from .base import SAMPLING_FIELDS, Generator
+from .base import Generator
+from .conditioning import SIDES
+from .config import GenerateConfig
 from .registry import CONFIG_NAME, create_generator, load_generator
+from .sampling import sampling_defaults
 
 RUN_RECORD = "generate.json"
 
 
-def train_rows(df: pd.DataFrame, classes: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
-    """Real TRAIN-split images (never val/test patients, never synthetic rows), optionally of some classes."""
-    rows = df[(df["split"] == "train") & (df["origin"] == "real")]
+def real_rows(df: pd.DataFrame, split: str, classes: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
+    """Real images of one split (never synthetic rows), optionally of some classes."""
+    rows = df[(df["split"] == split) & (df["origin"] == "real")]
     if classes is not None:
         rows = rows[rows["label"].isin(list(classes))]
     return rows
 
 
+def train_rows(df: pd.DataFrame, classes: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
+    """Real TRAIN-split images (never val/test patients, never synthetic rows), optionally of some classes."""
+    return real_rows(df, "train", classes)
+
+
+def learned_classes(train_classes: str | list[str], present: list[str], data) -> list[str]:
+    """The classes a generator learns from (`train_classes`), checked against the TRAIN split."""
+    if train_classes == "all":
+        return present
+    if train_classes == "synthetic":
+        raise RetinaugError(
+            "train_classes: synthetic means the classes a pipeline run generates (`retinaug run` fills them in); "
+            "here give all or class codes, e.g. --set train_classes=[G,C,A]"
+        )
+    missing = [c for c in train_classes if c not in present]
+    if missing:
+        raise RetinaugError(f"no TRAIN images of class(es) {', '.join(missing)} in {data}; classes with train images: {', '.join(present)}")
+    return list(train_classes)
+
+
 def finetune(
     data: str | Path, method: str, config: dict | BaseModel | None = None, out: str | Path = "generator", checkpoint_every: int = 500
 ) -> dict:
-    """Train generator `method` ('ddpm' or 'sd-lora') on the TRAIN split of the manifest in `data`.
+    """Train generator `method` ('ddpm', 'ldm' or 'sd-lora') on the TRAIN split of the manifest in `data`.
 
-    Writes `out/config.json`, the weights (safetensors), `out/history.json` and `out/samples.png`
-    (a row per class); returns the config.json content. Every `checkpoint_every` steps the training state is
-    saved in `out`, so running the same call again after an interruption continues from the last checkpoint."""
+    It learns every class of the TRAIN split unless `train_classes` narrows that. Writes `out/config.json`, the
+    weights (safetensors), `out/history.json` and `out/samples.png` (a row per class); returns the config.json
+    content. Every `checkpoint_every` steps the training state is saved in `out`, so running the same call again
+    after an interruption continues from the last checkpoint."""
     out = Path(out)
     gen = create_generator(method, config)
     gen.check()
     df = load_manifest(data)
-    train = train_rows(df)
-    present = [c for c in CLASSES if c in set(train["label"])]
-    classes = gen.config.classes or present
-    missing = [c for c in classes if c not in present]
-    if missing:
-        raise RetinaugError(f"no TRAIN images of class(es) {', '.join(missing)} in {data}; classes with train images: {', '.join(present)}")
-    train = train_rows(df, classes)
-    gen.classes = list(classes)
-    history = gen.fit(train, out, checkpoint_every=checkpoint_every)
+    present = [c for c in CLASSES if c in set(train_rows(df)["label"])]
+    gen.classes = learned_classes(gen.config.train_classes, present, data)
+    train = train_rows(df, gen.classes)
+    history = gen.fit(train, out, checkpoint_every=checkpoint_every, holdout=real_rows(df, "val"))
     if not history.pop("is_main_process"):
         return {}
     out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +97,7 @@ def finetune(
     }
     write_json_atomic(out / "history.json", history)
     write_json_atomic(out / CONFIG_NAME, meta)  # last: a folder with config.json is a finished generator
-    save_samples(gen, out / "samples.png", train)
+    save_samples(gen, out / "samples.png")
     console.print(
         f"[green]trained {gen.name}[/] on {len(train)} TRAIN images ({', '.join(gen.classes)}): "
         f"{history['steps']} steps in {history['seconds']:.0f}s ({history['images_per_s']:.1f} img/s), "
@@ -84,26 +106,43 @@ def finetune(
     return meta
 
 
-def save_samples(gen: Generator, target: Path, train: pd.DataFrame, seed: int = 0) -> Path:
-    """A grid with one row per class, `samples_per_class` images each (img2img starts from TRAIN images)."""
+def save_samples(gen: Generator, target: Path, seed: int = 0) -> Path:
+    """A txt2img grid with one row per class, `samples_per_class` images each, at the method's default settings
+    (with the eye condition, the columns alternate left and right)."""
     n = gen.config.samples_per_class
     labels = [c for c in gen.classes for _ in range(n)]
+    eyes = [SIDES[i % 2] for _ in gen.classes for i in range(n)]
     seeds = [image_seed(seed, c, i) for i, c in enumerate(labels)]
-    parents = None
-    if gen.needs_parent:
-        paths = {c: sorted(train.loc[train["label"] == c, "path"]) for c in gen.classes}
-        parents = [paths[c][s % len(paths[c])] for c, s in zip(labels, seeds)]
-    images = torch.from_numpy(gen.sample(labels, seeds, parents)).permute(0, 3, 1, 2)
-    grid = make_grid(images, nrow=n, padding=2).permute(1, 2, 0).numpy()
+    images = gen.pipeline()(labels, seeds, eyes=eyes)
+    grid = make_grid(torch.from_numpy(images).permute(0, 3, 1, 2), nrow=n, padding=2).permute(1, 2, 0).numpy()
     with atomic_path(target) as tmp:
         Image.fromarray(grid).save(tmp, format="PNG")
     return target
 
 
+def _derived_seed(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
 def image_seed(run_seed: int, label: str, index: int) -> int:
     """A 63-bit seed from (run seed, class, index): stable across runs, batch sizes and processes."""
-    digest = hashlib.sha256(f"retinaug:{run_seed}:{label}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+    return _derived_seed(f"retinaug:{run_seed}:{label}:{index}")
+
+
+def assign_parents(paths: list[str], n: int, run_seed: int, label: str) -> list[str]:
+    """Parents of images 0..n-1 of a class: a seeded permutation of its TRAIN images, repeated, so every image
+    is the parent of floor(n / P) or ceil(n / P) of them; image i's parent does not depend on n."""
+    order = np.random.default_rng(_derived_seed(f"retinaug:parents:{run_seed}:{label}")).permutation(len(paths))
+    ordered = sorted(paths)
+    return [ordered[order[i % len(paths)]] for i in range(n)]
+
+
+def draw_strength(strength: float | list[float], seed: int) -> float:
+    """An image's img2img strength: the fixed value, or uniform in [low, high] from the image's own seed."""
+    if isinstance(strength, list):
+        low, high = strength
+        return float(low + (high - low) * np.random.default_rng(seed).random())
+    return float(strength)
 
 
 def plan_counts(train: pd.DataFrame, classes: list[str], per_class: int | None, ratio: float | None) -> dict[str, int]:
@@ -113,82 +152,80 @@ def plan_counts(train: pd.DataFrame, classes: list[str], per_class: int | None, 
     return {c: int(per_class) if per_class is not None else int(round(ratio * counts.get(c, 0))) for c in classes}
 
 
-def generate(
-    generator: str | Path,
-    data: str | Path,
-    out: str | Path,
-    per_class: int | None = None,
-    ratio: float | None = None,
-    classes: tuple[str, ...] | list[str] | str | None = None,
-    seed: int = 0,
-    batch_size: int = 16,
-    steps: int | None = None,
-    guidance: float | None = None,
-    scheduler: str | None = None,
-    mode: str | None = None,
-    strength: float | None = None,
-) -> pd.DataFrame:
+def plan_images(train: pd.DataFrame, counts: dict[str, int], cfg: GenerateConfig, eye_condition: bool, out: Path) -> list[dict]:
+    """Every image to make: class, index, seed, path and, for img2img, parent and strength; the eye side it is
+    asked for (the parent's, or alternating left/right) when the generator is conditioned on it."""
+    img2img = cfg.mode == "img2img"
+    items = []
+    for c, n in counts.items():
+        rows = train[train["label"] == c]
+        if img2img and n and rows.empty:
+            raise RetinaugError(f"img2img needs real TRAIN images of class {c} as parents; there are none")
+        parents = assign_parents(list(rows["path"]), n, cfg.seed, c) if img2img else [None] * n
+        eye_of = dict(zip(rows["path"], rows["eye"]))
+        for i, parent in enumerate(parents):
+            seed = image_seed(cfg.seed, c, i)
+            eye = "unknown"
+            if eye_condition:
+                eye = eye_of[parent] if parent is not None and eye_of[parent] in SIDES else SIDES[i % 2]
+            items.append(dict(label=c, index=i, seed=seed, parent=parent, eye=eye, path=out / c / f"{c}_{i:05d}.png",
+                              strength=draw_strength(cfg.strength, seed) if img2img else None))
+    return items
+
+
+def generate(generator: str | Path, data: str | Path, out: str | Path, config: GenerateConfig | dict | None = None, **options) -> pd.DataFrame:
     """Write `out/<CLASS>/<CLASS>_<index>.png` and `out/manifest.parquet` (origin=synthetic, split=train).
 
-    Resumable: finished PNGs are skipped. Under `accelerate launch` processes split the images by index and
-    the main process writes the manifest."""
+    `config` (a GenerateConfig or dict) and keyword `options` (its field names, e.g. per_class=100,
+    mode="img2img", strength=[0.3, 0.7]) say what to sample and how. Resumable: finished PNGs are skipped.
+    Under `accelerate launch` / `torchrun` the processes split the images and the main one writes the manifest."""
     generator, out = Path(generator), Path(out)
+    cfg = generate_config(config, options)
     gen = load_generator(generator)
-    gen.set_sampling(steps=steps, guidance=guidance, scheduler=scheduler, mode=mode, strength=strength)
     train = train_rows(load_manifest(data))
-    if classes:
-        wanted = list(parse_classes(classes if isinstance(classes, str) else ",".join(classes)))
-    else:
-        wanted = list(gen.classes)
+    wanted = cfg.classes or list(gen.classes)
     foreign = [c for c in wanted if c not in gen.classes]
     if foreign:
         raise RetinaugError(f"generator {generator} was not trained on class(es) {', '.join(foreign)}; it knows {', '.join(gen.classes)}")
-    counts = plan_counts(train, wanted, per_class, ratio)
-    plan = [(c, i) for c in wanted for i in range(counts[c])]
-    parents_of = {c: sorted(train.loc[train["label"] == c, "path"]) for c in wanted}
-    if gen.needs_parent and (empty := [c for c in wanted if counts[c] and not parents_of[c]]):
-        raise RetinaugError(f"img2img needs real TRAIN images of class(es) {', '.join(empty)} in {data}")
+    counts = plan_counts(train, wanted, cfg.per_class, cfg.ratio)
+    items = plan_images(train, counts, cfg, gen.conditions.eyes, out)
 
     # cpu=True on GPU-less machines: otherwise accelerate ignores a torchrun/`accelerate launch` world on CPU
     state = PartialState(cpu=not torch.cuda.is_available())
     gen.to(state.device)
-    settings = gen.config.model_dump()
-    sampling = {f: settings[f] for f in SAMPLING_FIELDS.values() if f in settings}
-    record = {"generator": str(generator.resolve()), "generator_id": _training_id(generator), "method": gen.name,
-              "seed": seed, "sampling": sampling}
+    pipe = gen.pipeline()
+    settings = sampling_settings(pipe, cfg, gen.name, state.device)
+    record = {"generator": str(generator.resolve()), "generator_id": _training_id(generator), "method": gen.name, "seed": cfg.seed,
+              "sampling": {**settings, "mode": cfg.mode, **({"strength": cfg.strength} if cfg.mode == "img2img" else {})}}
     if state.is_main_process:
         _check_and_clean(out, record)
-    state.wait_for_everyone()
+    todo = [it for it in items if not it["path"].exists()]
+    state.wait_for_everyone()  # every process has listed the same finished images before any writes more
 
-    def item(c: str, i: int) -> dict:
-        s = image_seed(seed, c, i)
-        parent = parents_of[c][s % len(parents_of[c])] if gen.needs_parent else None
-        return dict(label=c, index=i, seed=s, parent=parent, path=out / c / f"{c}_{i:05d}.png")
-
-    mine = [item(c, i) for k, (c, i) in enumerate(plan) if k % state.num_processes == state.process_index]
-    todo = [it for it in mine if not it["path"].exists()]
-    if state.num_processes > 1:
-        console.print(f"process {state.process_index + 1}/{state.num_processes}: {len(mine)} of {len(plan)} images")
-    if state.is_main_process and len(mine) > len(todo):
-        console.print(f"resuming: {len(mine) - len(todo)} of {len(mine)} images already written, skipped")
     start = time.perf_counter()
-    with progress_bar(f"generating ({gen.name})", len(todo), "img") as advance:
-        for b in range(0, len(todo), batch_size):
-            batch = todo[b : b + batch_size]
-            images = gen.sample([it["label"] for it in batch], [it["seed"] for it in batch], [it["parent"] for it in batch])
-            for it, img in zip(batch, images):
-                with atomic_path(it["path"]) as tmp:
-                    Image.fromarray(img).save(tmp, format="PNG")
-            advance(len(batch))
+    with state.split_between_processes(todo) as mine:
+        if state.num_processes > 1:
+            console.print(f"process {state.process_index + 1}/{state.num_processes}: {len(mine)} of {len(todo)} images")
+        if state.is_main_process and len(todo) < len(items):
+            console.print(f"resuming: {len(items) - len(todo)} of {len(items)} images already written, skipped")
+        with progress_bar(f"generating ({gen.name})", len(mine), "img") as advance:
+            for b in range(0, len(mine), cfg.batch_size):
+                batch = mine[b : b + cfg.batch_size]
+                images = pipe([it["label"] for it in batch], [it["seed"] for it in batch],
+                              parents=[it["parent"] for it in batch] if cfg.mode == "img2img" else None,
+                              strengths=[it["strength"] for it in batch], eyes=[it["eye"] for it in batch], **settings)
+                for it, img in zip(batch, images):
+                    with atomic_path(it["path"]) as tmp:
+                        Image.fromarray(img).save(tmp, format="PNG")
+                advance(len(batch))
     seconds = time.perf_counter() - start
     state.wait_for_everyone()
     if not state.is_main_process:
         return new_manifest()
 
-    items = [item(c, i) for c, i in plan]
     missing = [str(it["path"]) for it in items if not it["path"].exists()]
     if missing:
-        raise RetinaugError(f"{len(missing)} of {len(plan)} planned images are missing in {out} (e.g. {missing[0]}); re-run to finish")
+        raise RetinaugError(f"{len(missing)} of {len(items)} planned images are missing in {out} (e.g. {missing[0]}); re-run to finish")
     extra = {p.resolve() for p in out.glob("*/[!.]*.png")} - {it["path"].resolve() for it in items}
     if extra:
         console.print(f"{len(extra)} PNG(s) in {out} from an earlier, larger run are not in this manifest")
@@ -197,26 +234,51 @@ def generate(
             path=str(it["path"].resolve()),
             label=it["label"],
             patient_id=f"syn-{it['label']}-{it['index']}",
-            eye="unknown",
+            eye=it["eye"],
             split="train",
             origin="synthetic",
             source=f"retinaug-{gen.name}",
             parent=it["parent"],
+            strength=it["strength"],
             seed=it["seed"],
+            steps=settings["steps"],
+            guidance=settings["guidance"],
+            prompt=pipe.prompt(it["label"], it["eye"]),
+            negative_prompt=settings.get("negative_prompt") or None,
             generator=gen.name,
             generator_dir=str(generator.resolve()),
-            **gen.provenance(it["label"]),
         )
         for it in items
     )
     save_manifest(df, out)
+    written = len(todo)
     write_json_atomic(
         out / RUN_RECORD,
-        {**record, "counts": counts, "written_this_run": len(todo), "seconds": seconds,
-         "images_per_s": len(todo) / seconds if todo and seconds > 0 else None},
+        {**record, "counts": counts, "written_this_run": written, "seconds": seconds,
+         "images_per_s": written / seconds if written and seconds > 0 else None},
     )
     console.print(f"[green]{len(df)} synthetic images[/] ({', '.join(f'{c}={n}' for c, n in counts.items())}) -> {out}")
     return load_manifest(out)
+
+
+def generate_config(config: GenerateConfig | dict | None, options: dict) -> GenerateConfig:
+    """A GenerateConfig from a config (or a pipeline section that extends it) plus keyword overrides."""
+    base = config.model_dump(include=set(GenerateConfig.model_fields)) if isinstance(config, BaseModel) else dict(config or {})
+    try:
+        return GenerateConfig(**{**base, **options})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
+        raise RetinaugError(f"invalid generate option(s): {problems}") from None
+
+
+def sampling_settings(pipe, cfg: GenerateConfig, method: str, device) -> dict:
+    """The pipeline call's settings: the method's defaults, what `cfg` sets, and the resolved precision."""
+    defaults = sampling_defaults(pipe)
+    asked = cfg.sampling()
+    foreign = sorted(set(asked) - set(defaults))
+    if foreign:
+        raise RetinaugError(f"option(s) {', '.join(foreign)} do not apply to the {method} generator")
+    return {**defaults, **asked, "precision": resolve_precision(cfg.precision, device)}
 
 
 def _training_id(generator: Path) -> str:

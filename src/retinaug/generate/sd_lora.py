@@ -6,16 +6,16 @@ weights stay frozen. Adapters are attached and loaded with peft's own API (`inje
 demands have run ahead of released peft (transformers 5.24 wants peft >= 0.22). Only the adapters are
 saved, in diffusers' `pytorch_lora_weights.safetensors` format (loadable by `pipe.load_lora_weights`
 elsewhere), with a config that points at the base folder. Sampling is txt2img (StableDiffusionPipeline) or img2img from a
-real TRAIN image of the class (StableDiffusionImg2ImgPipeline, DA-Fusion style).
+real TRAIN image of the class (StableDiffusionImg2ImgPipeline made once with `from_pipe`, sharing the weights).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import (
     AutoencoderKL,
     DDPMScheduler,
@@ -32,13 +32,14 @@ from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
-from ..cache import load_image
 from ..errors import RetinaugError
-from ..hardware import resolve_precision
+from ..hardware import autocast, resolve_precision
 from ..progress import quiet
-from .base import Generator, make_sampler, seed_generators
+from .base import Generator, Phase, condition_dropout, diffusion_loss, training_settings
+from .conditioning import Conditions
 from .config import SDLoRAConfig
 from .registry import register_generator
+from .sampling import SamplingPipeline, make_sampler, seed_generators
 
 SD_PARTS = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -122,7 +123,7 @@ class SDLoRAGenerator(Generator):
         for m in (self.text_encoder, self.vae, self.unet):
             m.to(self.device, **self._cast)
         cast_training_params([self.unet, self.text_encoder], dtype=torch.float32)  # LoRA weights train in fp32
-        prompts = [self.config.prompt(c) for c in self.classes] + [""]
+        prompts = [self.config.prompt(c, eye) for c, eye in self.conditions.entries()] + [""]  # the null condition: no prompt
         self.prompt_ids = self._tokenize(prompts).to(self.device)
         self.vae_scale = self.vae.config.scaling_factor
 
@@ -133,39 +134,23 @@ class SDLoRAGenerator(Generator):
     def trainable(self) -> dict[str, torch.nn.Module]:
         return {"unet": self.unet, "text_encoder": self.text_encoder} if self.config.train_text_encoder else {"unet": self.unet}
 
-    def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def phases(self) -> list[Phase]:
+        cfg = self.config
+        return [Phase("lora", self.trainable(), self._loss, training_settings(cfg), steps=cfg.steps, epochs=cfg.epochs,
+                      batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay)]
+
+    def _loss(self, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        images = self.data.pixels(idx, flip, self.device)
         with torch.no_grad():
             latents = self.vae.encode(images.to(self.dtype)).latent_dist.sample() * self.vae_scale
-        drop = torch.rand(len(labels), device=labels.device) < self.config.prompt_dropout
-        ids = self.prompt_ids[torch.where(drop, torch.full_like(labels, len(self.classes)), labels)]
-        context = self.text_encoder(ids)[0]
+        cond = condition_dropout(self.data.condition(idx, flip, self.device), self.config.prompt_dropout, self.conditions.null)
+        context = self.text_encoder(self.prompt_ids[cond])[0]
         noise = torch.randn_like(latents)
         t = torch.randint(0, self.noise.config.num_train_timesteps, (len(latents),), device=latents.device)
         pred = self.unet(self.noise.add_noise(latents, noise, t), t, context).sample
-        if self.noise.config.prediction_type == "v_prediction":
-            target = self.noise.get_velocity(latents, noise, t)
-        elif self.noise.config.prediction_type == "epsilon":
-            target = noise
-        else:
+        if self.noise.config.prediction_type not in ("epsilon", "v_prediction"):
             raise RetinaugError(f"unsupported prediction_type {self.noise.config.prediction_type!r} in the base scheduler")
-        return F.mse_loss(pred.float(), target.float())
-
-    def finish_training(self) -> None:
-        self.pipe = self._pipeline()
-
-    def _pipeline(self) -> StableDiffusionPipeline:
-        pipe = StableDiffusionPipeline(
-            vae=self.vae,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-            unet=self.unet,
-            scheduler=self.noise,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipe.set_progress_bar_config(disable=True)
-        return pipe.to(self.device)
+        return diffusion_loss(pred, latents, noise, t, self.noise, self.config.snr_gamma)
 
     def save_weights(self, out: Path) -> None:
         te = self.text_encoder if self.config.train_text_encoder else None
@@ -192,48 +177,80 @@ class SDLoRAGenerator(Generator):
                     f"{path / LORA_WEIGHTS} does not fit the {name} of {self.config.base_model} ({len(part)} tensors, "
                     f"{len(missing)} LoRA weights missing, {len(result.unexpected_keys)} unexpected); re-run `retinaug finetune`"
                 )
-        self.pipe = self._pipeline()
-        self.pipe.to(self.device, **self._cast)
+        self.to(self.device)
 
     def to(self, device):
         super().to(device)
-        if hasattr(self, "pipe"):
-            self.pipe.to(self.device, **self._cast)
+        for name in ("text_encoder", "vae", "unet"):
+            if hasattr(self, name):
+                getattr(self, name).to(self.device, **self._cast)
         return self
 
-    @property
-    def needs_parent(self) -> bool:
-        return self.config.mode == "img2img"
+    def pipeline(self) -> SDPipeline:
+        txt2img = StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=self.noise,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        return SDPipeline(txt2img, self.conditions, self.config.size, self.config.prompt, self.dtype)
+
+
+class SDPipeline(SamplingPipeline):
+    """Stable Diffusion txt2img and img2img over the same (LoRA-carrying) components: the img2img pipeline is made
+    once with `from_pipe`, which shares the weights."""
+
+    def __init__(self, txt2img: StableDiffusionPipeline, conditions: Conditions, size: int, prompt: Callable[[str, str | None], str], dtype: torch.dtype):
+        txt2img.set_progress_bar_config(disable=True)
+        self.txt2img = txt2img
+        self.img2img = StableDiffusionImg2ImgPipeline.from_pipe(txt2img, torch_dtype=dtype)  # default: cast to fp32
+        self.img2img.set_progress_bar_config(disable=True)
+        self.conditions, self.size, self._prompt = conditions, size, prompt
+        self.schedule = txt2img.scheduler.config  # the base model's training noise schedule
+
+    def prompt(self, label: str, eye: str | None) -> str:
+        return self._prompt(label, eye if self.conditions.eyes else None)
 
     @torch.no_grad()
-    def sample(self, labels: list[str], seeds: list[int], parents: list[str] | None = None) -> np.ndarray:
-        cfg = self.config
-        self.pipe.scheduler = make_sampler(cfg.scheduler, self.noise.config)
-        args = dict(
-            prompt=[cfg.prompt(c) for c in labels],
-            negative_prompt=[cfg.negative_prompt] * len(labels) if cfg.negative_prompt else None,
-            num_inference_steps=cfg.sample_steps,
-            guidance_scale=cfg.guidance_scale,
-            generator=seed_generators(seeds),
-            output_type="np",
-        )
-        if cfg.mode == "txt2img":
-            images = self.pipe(height=cfg.size, width=cfg.size, **args).images
-        else:
-            if not parents or any(p is None for p in parents):
-                raise RetinaugError("img2img sampling needs a parent (real TRAIN image) for every image")
-            init = [Image.fromarray(load_image(p, cfg.size)) for p in parents]
-            img2img = StableDiffusionImg2ImgPipeline(**self.pipe.components, requires_safety_checker=False)
-            img2img.set_progress_bar_config(disable=True)
-            images = img2img(image=init, strength=cfg.strength, **args).images
-        return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+    def __call__(
+        self,
+        labels: Sequence[str],
+        seeds: Sequence[int],
+        parents: Sequence[str] | None = None,
+        strengths: Sequence[float] | float | None = None,
+        eyes: Sequence[str] | None = None,
+        steps: int = 30,
+        guidance: float = 7.5,
+        scheduler: str = "dpm",
+        karras: bool = False,
+        precision: str = "no",
+        negative_prompt: str | None = None,
+    ) -> np.ndarray:
+        self.conditions.index(labels, eyes)  # refuses unknown classes / missing eye sides
+        sides = list(eyes) if eyes is not None else [None] * len(labels)
+        device = self.txt2img.device
 
-    def provenance(self, label: str) -> dict:
-        cfg = self.config
-        return dict(
-            prompt=cfg.prompt(label),
-            negative_prompt=cfg.negative_prompt or None,
-            steps=cfg.sample_steps,
-            guidance=cfg.guidance_scale,
-            strength=cfg.strength if cfg.mode == "img2img" else None,
-        )
+        def denoise(idx: list[int], depth: int, parent_pixels: np.ndarray | None) -> np.ndarray:
+            pipe = self.txt2img if parent_pixels is None else self.img2img
+            pipe.scheduler = make_sampler(scheduler, self.schedule, karras)
+            args = dict(
+                prompt=[self.prompt(labels[k], sides[k]) for k in idx],
+                negative_prompt=[negative_prompt] * len(idx) if negative_prompt else None,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=seed_generators([seeds[k] for k in idx]),
+                output_type="np",
+            )
+            with autocast(precision, device):
+                if parent_pixels is None:
+                    images = pipe(height=self.size, width=self.size, **args).images
+                else:  # a strength whose int(steps x strength) is `depth`, exactly
+                    init = [Image.fromarray(p) for p in parent_pixels]
+                    images = pipe(image=init, strength=min(1.0, (depth + 0.5) / steps), **args).images
+            return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+
+        return self._run(labels, seeds, parents, strengths, steps, denoise)
