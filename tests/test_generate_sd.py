@@ -35,6 +35,9 @@ TINY = {
 }
 
 
+TINY_PROMPT_C = "a fundus photograph of an eye with cataract, blurry hazy view of the retina"
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("sd") / "data", classes=("G", "C"), patients_per_class=4).attrs["manifest_dir"]
@@ -111,15 +114,17 @@ def data_train_paths(data):
     return df.loc[df["split"] == "train", "path"]
 
 
-def test_v_prediction_model(data, tmp_path):
+def test_v_prediction_model_with_min_snr_and_the_eye_in_the_prompt(data, tmp_path):
     base = make_tiny_sd(tmp_path / "tiny-sd-v", prediction_type="v_prediction")
-    finetune(data, "sd-lora", {**TINY, "base_model": str(base), "steps": 2, "train_classes": ["C"]}, tmp_path / "gen")
+    cfg = {**TINY, "base_model": str(base), "steps": 2, "train_classes": ["C"], "snr_gamma": 5.0, "condition_eye": True}
+    finetune(data, "sd-lora", cfg, tmp_path / "gen")
     history = json.loads((tmp_path / "gen" / "history.json").read_text())
     assert np.isfinite(history["loss"]).all()
     gen = load_generator(tmp_path / "gen")
     assert gen.noise.config.prediction_type == "v_prediction"
-    out = generate(tmp_path / "gen", data, tmp_path / "syn", per_class=1, scheduler="ddim")
-    assert list(out["label"]) == ["C"]
+    out = generate(tmp_path / "gen", data, tmp_path / "syn", per_class=2, scheduler="ddim", steps=3)
+    assert list(out["label"]) == ["C", "C"] and list(out["eye"]) == ["left", "right"]
+    assert list(out["prompt"]) == [f"{TINY_PROMPT_C}, left eye", f"{TINY_PROMPT_C}, right eye"]
 
 
 def test_pickled_sd_weights_are_refused(tmp_path, tiny_data):
