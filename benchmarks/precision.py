@@ -83,7 +83,7 @@ def main() -> None:
 
     ddpm = {}
     ddpm_cfg = dict(size=64, steps=args.ddpm_steps, batch_size=16, lr=1e-3, block_out_channels=[32, 64, 128],
-                    warmup_steps=0, samples_per_class=1, classes=["G", "C", "A", "H", "M"])
+                    warmup_steps=0, samples_per_class=1, train_classes=["G", "C", "A", "H", "M"])
     for pr in PRECISIONS if "ddpm" in sections else ():
         finetune(args.data, "ddpm", {**ddpm_cfg, "mixed_precision": pr}, work / f"ddpm-{pr}", checkpoint_every=0)
         history = json.loads((work / f"ddpm-{pr}" / "history.json").read_text())

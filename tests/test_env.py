@@ -88,7 +88,7 @@ def test_stages_with_different_precisions_share_one_process(tiny_data, tmp_path)
               TrainConfig(task="G,C,A", backbone="test_resnet", size=16, epochs=1, mixed_precision="bf16"), tmp_path / "clf")
     assert clf["timings"]["precision"] == "bf16"
     tiny = {"size": 16, "steps": 2, "batch_size": 4, "block_out_channels": [8, 16], "norm_num_groups": 4,
-            "warmup_steps": 0, "sample_steps": 2, "samples_per_class": 1}
+            "warmup_steps": 0, "samples_per_class": 1}
     data = tiny_data.attrs["manifest_dir"]
     for precision in ("no", "bf16"):
         finetune(data, "ddpm", {**tiny, "mixed_precision": precision}, tmp_path / f"gen-{precision}", checkpoint_every=0)
