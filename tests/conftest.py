@@ -15,6 +15,8 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("RETINAUG_QUIET", "1")
+# the thread count tests run with (see _torch_threads); also what the CLI's start-up keeps instead of all cores
+os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("RETINAUG_TEST_THREADS", "2"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if "RETINAUG_CACHE_DIR" not in os.environ:  # keep the user's ~/.cache clean: one image cache per test session

@@ -94,3 +94,25 @@ def test_stages_with_different_precisions_share_one_process(tiny_data, tmp_path)
         finetune(data, "ddpm", {**tiny, "mixed_precision": precision}, tmp_path / f"gen-{precision}", checkpoint_every=0)
         history = json.loads((tmp_path / f"gen-{precision}" / "history.json").read_text())
         assert history["precision"] == precision
+
+
+def test_cli_sets_torch_threads_to_the_usable_cores_unless_told(monkeypatch):
+    """At start-up: --threads wins, then OMP_NUM_THREADS; otherwise the affinity mask's cores (mocked: 3 cores)."""
+    import os
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        facts = json.loads(CliRunner().invoke(app, ["env", "--json"]).output)
+        assert facts["torch_threads"] == before and facts["cores_usable"] == 3  # the user's OMP_NUM_THREADS stands
+        assert os.environ["OMP_NUM_THREADS"] == "1"
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        facts = json.loads(CliRunner().invoke(app, ["env", "--json"]).output)
+        assert facts["torch_threads"] == 3 and os.environ["OMP_NUM_THREADS"] == "3"  # inherited by child processes
+        facts = json.loads(CliRunner().invoke(app, ["--threads", "2", "env", "--json"]).output)
+        assert facts["torch_threads"] == 2 and os.environ["OMP_NUM_THREADS"] == "2"
+        res = CliRunner().invoke(app, ["--threads", "0", "env"])
+        assert res.exit_code == 2 and "--threads" in res.output
+    finally:
+        torch.set_num_threads(before)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .classes import CLASSES, resolve_task
 from .classify import TrainConfig
 from .errors import RetinaugError
-from .io import sha256_text, write_json_atomic, write_text_atomic
+from .io import sha256_file, sha256_text, write_json_atomic, write_text_atomic
 from .manifest import load_manifest, manifest_file
 from .progress import track
 from .stages import result_settings
@@ -336,7 +336,7 @@ def run_experiments(
     Inputs default to the run folder's stage outputs (data/, synthetic/, augment/, selection/); those named in
     `ignore` ('synthetic', 'selection', 'augment': stages switched off) are not read even if an older run left
     them there."""
-    from .classify import evaluate, fit, load_classifier
+    from .classify import evaluate, fit, load_classifier, warm_start
 
     run = Path(run)
 
@@ -354,6 +354,7 @@ def run_experiments(
     if trad_df is None or (needed and _pool_short(trad_df, scenarios, data_df)):
         trad_df = _traditional_pool(cfg, scenarios, data_df, run) if needed else trad_df
     root = run / "experiments"
+    init = warm_start(cfg.train, data_df, root / "_init")  # init: all-classes is trained once, for every scenario and seed
     compositions = []
     jobs = [(sc, seed) for sc in scenarios for seed in cfg.seed_list]
     for sc, seed in track(jobs, "scenarios x seeds", unit="model"):
@@ -364,7 +365,8 @@ def run_experiments(
         out = root / sc.name / f"seed{seed}"
         tcfg = cfg.train.model_copy(update={"task": sc.task, "seed": seed, **({"imbalance": sc.imbalance} if sc.imbalance else {})})
         rows = _row_hashes(train, test, run)
-        recipe = {"scenario": _recipe(sc), "seed": seed, "train": tcfg.model_dump(mode="json"), "n_boot": cfg.n_boot, **rows}
+        recipe = {"scenario": _recipe(sc), "seed": seed, "train": tcfg.model_dump(mode="json"), "n_boot": cfg.n_boot, **rows,
+                  **({"init_sha256": sha256_file(init)} if init else {})}
         key = _seed_key(recipe)
         done = out / "metrics.json"
         found = _read_json(out / "recipe.json")
@@ -379,7 +381,7 @@ def run_experiments(
         out.mkdir(parents=True)
         write_json_atomic(out / "recipe.json", {"key": key, **recipe, "counts": counts.to_dict(orient="records")})
         log.info("%s seed %d: training on %d images (%s)", sc.name, seed, len(train), _origin_counts(train))
-        fit(train, val, tcfg, out)
+        fit(train, val, tcfg.model_copy(update={"init": init}) if init else tcfg, out)
         metrics = evaluate(load_classifier(out), test, out, n_boot=cfg.n_boot, seed=seed)
         if not done.is_file():
             write_json_atomic(done, metrics)

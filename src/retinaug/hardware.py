@@ -105,6 +105,25 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def configure_threads(threads: int | None = None) -> int | None:
+    """Intra-op threads of this process (torch, and the BLAS/OpenMP libraries) at start-up: `threads` when given,
+    else the cores it may use (`usable_cores`) unless OMP_NUM_THREADS is already set (the user's choice stands).
+    Exported as OMP_NUM_THREADS, so torch imported later starts with it and processes started from here inherit
+    it; torch already imported is set directly. Returns the count set, or None when OMP_NUM_THREADS was kept."""
+    if threads is None:
+        if os.environ.get("OMP_NUM_THREADS"):
+            return None
+        threads = usable_cores()
+    if threads < 1:
+        from .errors import RetinaugError
+
+        raise RetinaugError(f"--threads must be at least 1, got {threads}")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    return threads
+
+
 def environment() -> dict:
     """Everything `retinaug env` prints, as plain data."""
     import torch

@@ -5,7 +5,7 @@ from .evaluate import evaluate
 from .label import label
 from .metrics import compute_metrics
 from .models import Classifier, embed, load_classifier, predict
-from .train import fit, train
+from .train import fit, train, warm_start
 
 __all__ = [
     "Classifier",
@@ -18,4 +18,5 @@ __all__ = [
     "load_classifier",
     "predict",
     "train",
+    "warm_start",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..tracking import TRACKER_HELP, Tracker
 
@@ -28,6 +28,21 @@ class TrainConfig(BaseModel):
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing of the cross-entropy loss.")
     augment: bool = Field(True, description="On-the-fly augmentation: horizontal flip, small rotation, colour jitter.")
     rotation: float = Field(10.0, ge=0, le=180, description="Maximum rotation in degrees when augment is on.")
+    color_jitter: float = Field(
+        0.2, ge=0, le=1, description="Brightness and contrast jitter (+-fraction; saturation gets half) when augment is on; 0 = none."
+    )
+    crop_scale: float = Field(
+        1.0, gt=0, le=1,
+        description="Smallest area fraction of a random square crop, resized back to `size`, when augment is on; 1 = no crop.",
+    )
+    mixup: float = Field(0.0, ge=0, description="Mixup alpha (timm.data.Mixup; 0 = off). Label smoothing is folded into the mixed targets.")
+    cutmix: float = Field(0.0, ge=0, description="CutMix alpha (0 = off); with mixup too, each batch uses one of the two (50/50).")
+    ema_decay: float = Field(
+        0.0, ge=0, lt=1,
+        description="Exponential moving average of the weights (timm ModelEmaV3 with decay warm-up; 0 = off). When on, the "
+        "EMA weights are validated each epoch and saved.",
+    )
+    tta: bool = Field(False, description="Test-time augmentation: average the predictions of each image and its mirror (validation, evaluate, label).")
     imbalance: Literal["none", "class-weights", "oversample"] = Field(
         "none",
         description="Class-imbalance control: none, class-weights (inverse-frequency weighted loss) or "
@@ -35,8 +50,17 @@ class TrainConfig(BaseModel):
     )
     patience: int = Field(5, ge=1, description="Stop after this many epochs without a better validation macro-F1.")
     seed: int = Field(0, description="Seed for weights, shuffling, sampling and augmentation.")
-    pretrained: Path | None = Field(
-        None, description="Local .safetensors file with backbone weights (e.g. ImageNet VGG19); default: from scratch."
+    init: Literal["scratch", "all-classes"] | Path = Field(
+        "scratch",
+        description="Starting weights: scratch (or `pretrained`), all-classes (first train the same recipe on every class of "
+        "the train split, cached, then fine-tune it with a new head), or PATH: a classifier folder or .safetensors file "
+        "to fine-tune (its head is re-initialised).",
+    )
+    pretrained: str | Path | None = Field(
+        None,
+        description="Backbone weights for init: scratch: a local .safetensors file, timm:<model>.<tag> (e.g. "
+        "timm:resnet18.a1_in1k) or a Hugging Face hub id, both through the local Hugging Face cache (downloaded only "
+        "when online); default: random initialisation.",
     )
     dropout: float = Field(0.3, ge=0, lt=1, description="Dropout before the classification layer.")
     head_hidden: int = Field(
@@ -48,3 +72,9 @@ class TrainConfig(BaseModel):
     cpu: bool = Field(False, description="Force the CPU even when a GPU is available.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = in-process, fully deterministic).")
     tracker: Tracker = Field("none", description=TRACKER_HELP)
+
+    @model_validator(mode="after")
+    def _even_batches(self) -> TrainConfig:
+        if (self.mixup or self.cutmix) and self.batch_size % 2:
+            raise ValueError(f"mixup/cutmix mix each image with another of its batch: batch_size must be even, got {self.batch_size}")
+        return self

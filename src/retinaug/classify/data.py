@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision.transforms import v2
 
 from ..cache import image_cache
+from .config import TrainConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -22,15 +23,18 @@ def load_images(df: pd.DataFrame, size: int) -> np.ndarray:
     return image_cache(df, size).rows(df)
 
 
-def augmentation(rotation: float) -> v2.Transform:
-    """Label-preserving fundus augmentation on uint8 CHW tensors (a left eye mirrored looks like a right eye)."""
-    return v2.Compose(
-        [
-            v2.RandomHorizontalFlip(),
-            v2.RandomRotation(rotation),
-            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1),  # no hue: 3x the cost of the rest
-        ]
-    )
+def augmentation(config: TrainConfig) -> v2.Transform:
+    """Label-preserving fundus augmentation on uint8 CHW tensors (a left eye mirrored looks like a right eye):
+    a random square crop (area >= crop_scale, resized back to `size`; off at 1), flip, rotation, and brightness/
+    contrast/saturation jitter (off at 0)."""
+    steps: list[v2.Transform] = []
+    if config.crop_scale < 1:  # square crops keep the round field of view round
+        steps.append(v2.RandomResizedCrop(config.size, scale=(config.crop_scale, 1.0), ratio=(1.0, 1.0), antialias=True))
+    steps += [v2.RandomHorizontalFlip(), v2.RandomRotation(config.rotation)]
+    if config.color_jitter > 0:  # no hue: 3x the cost of the rest
+        j = config.color_jitter
+        steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j / 2))
+    return v2.Compose(steps)
 
 
 class ImageDataset(Dataset):

@@ -48,13 +48,16 @@ def patient_bootstrap(y: np.ndarray, probs: np.ndarray, patients, classes, n_boo
 
 
 def evaluate(
-    clf_or_dir: Classifier | str | Path, df: pd.DataFrame, out: Path | None = None, n_boot: int = 1000, seed: int = 0
+    clf_or_dir: Classifier | str | Path, df: pd.DataFrame, out: Path | None = None, n_boot: int = 1000, seed: int = 0,
+    tta: bool | None = None,
 ) -> dict:
     """Predict `df`, compute metrics + patient-bootstrap CIs, write out/metrics.json and out/predictions.parquet.
 
     Rows whose class the model does not know are excluded (counted in `excluded`); model classes absent from
-    the data are listed in `classes_missing_from_data` (their recall/F1/AUC are null)."""
+    the data are listed in `classes_missing_from_data` (their recall/F1/AUC are null). `tta`: average each image
+    with its mirror (default: the model's training config's `tta`)."""
     clf = clf_or_dir if isinstance(clf_or_dir, Classifier) else load_classifier(clf_or_dir)
+    tta = clf.tta if tta is None else tta
     known = df["label"].isin(clf.classes)
     excluded = df.loc[~known, "label"].value_counts().to_dict()
     if excluded:
@@ -65,7 +68,7 @@ def evaluate(
     missing = [c for c in clf.classes if c not in set(df["label"])]
     if missing:
         print(f"model class(es) absent from the data: {', '.join(missing)} (their recall, F1 and AUC are null)")
-    probs = predict(clf, df)
+    probs = predict(clf, df, tta=tta)
     y = df["label"].map({c: i for i, c in enumerate(clf.classes)}).to_numpy(dtype=int)
     metrics = {
         "classes": list(clf.classes),
@@ -76,6 +79,7 @@ def evaluate(
         **compute_metrics(y, probs, clf.classes),
         "n_boot": n_boot,
         "seed": seed,
+        "tta": tta,
     }
     if n_boot > 0:
         metrics.update(patient_bootstrap(y, probs, df["patient_id"].to_numpy(), clf.classes, n_boot, seed))

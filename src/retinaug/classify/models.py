@@ -20,6 +20,7 @@ from ..hardware import autocast, resolve_precision
 from ..io import atomic_path, sha256_file, write_json_atomic
 from .config import TrainConfig
 from .data import load_images, normalise
+from .weights import init_file, resolve_pretrained
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
@@ -40,8 +41,12 @@ def create_model(config: TrainConfig, num_classes: int) -> nn.Module:
         )
         model.num_features = model.head_hidden_size = config.head_hidden
         model.head = ClassifierHead(config.head_hidden, num_classes, pool_type="avg")
-    if config.pretrained:
-        load_backbone_weights(model, Path(config.pretrained))
+    if config.init == "all-classes":
+        raise RetinaugError("init: all-classes needs the whole train split: use train(), or warm_start() and pass its path as init")
+    if isinstance(config.init, Path):
+        load_backbone_weights(model, init_file(config.init), reinit_head=True)
+    elif config.pretrained:
+        load_backbone_weights(model, resolve_pretrained(config.pretrained, config.backbone))
     return model
 
 
@@ -60,16 +65,27 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise RetinaugError(f"{path} is not a valid safetensors file ({exc}); it may be corrupt or a renamed pickle") from None
 
 
-def load_backbone_weights(model: nn.Module, path: Path) -> None:
-    """Initialise from local (e.g. ImageNet) weights; tensors whose shape differs (the new head) stay random."""
+def load_backbone_weights(model: nn.Module, path: Path, reinit_head: bool = False) -> None:
+    """Initialise from local (e.g. ImageNet) weights; tensors whose shape differs (the new head) stay random.
+    `reinit_head`: the classification layer stays at initialisation even when its shape fits (fine-tuning a
+    classifier of other classes, or of the same codes in another task: its class rows mean nothing here)."""
     state = read_safetensors(path)
     own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    head = head_keys(model) if reinit_head else set()
+    usable = {k: v for k, v in state.items() if k in own and k not in head and own[k].shape == v.shape}
     if not usable:
         raise RetinaugError(f"no tensor in {path} matches backbone {type(model).__name__}: wrong weights file?")
     model.load_state_dict(usable, strict=False)
     skipped = len(own) - len(usable)
-    print(f"pretrained: loaded {len(usable)} tensors from {path}; {skipped} left at initialisation (head / mismatched)")
+    what = "init" if reinit_head else "pretrained"
+    print(f"{what}: loaded {len(usable)} tensors from {path}; {skipped} left at initialisation (head / mismatched)")
+
+
+def head_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of the final classification layer (timm's `get_classifier()`)."""
+    head = model.get_classifier()
+    prefix = next(name for name, module in model.named_modules() if module is head)
+    return {f"{prefix}.{k}" for k in head.state_dict()}
 
 
 def save_classifier(model: nn.Module, meta: dict, out: Path) -> None:
@@ -92,6 +108,11 @@ class Classifier:
     meta: dict
     device: torch.device = torch.device("cpu")
     precision: str = "no"  # resolved autocast precision of inference (the training config's, on this device)
+
+    @property
+    def tta(self) -> bool:
+        """Whether it was trained to be used with test-time augmentation (its config's `tta`)."""
+        return bool(self.meta["config"].get("tta", False))
 
     def _norm(self) -> tuple[torch.Tensor, torch.Tensor]:
         mean = torch.tensor(self.meta["mean"], device=self.device).view(1, 3, 1, 1)
@@ -117,7 +138,7 @@ def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu") -
             f"{weights} does not match the checksum recorded in {meta_file}: the file was modified or corrupted; retrain"
         )
     state = read_safetensors(weights)
-    config = TrainConfig.model_validate({**meta["config"], "pretrained": None})
+    config = TrainConfig.model_validate({**meta["config"], "pretrained": None, "init": "scratch"})
     model = create_model(config, len(meta["classes"]))
     try:
         model.load_state_dict(state, strict=True)
@@ -135,8 +156,17 @@ def _as_classifier(clf: Classifier | str | Path) -> Classifier:
     return clf if isinstance(clf, Classifier) else load_classifier(clf)
 
 
+def class_probs(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """Softmax probabilities (float32); with `tta` the mean over each image and its horizontal mirror (a mirrored
+    left eye looks like a right eye, so the mirror is an equally valid view)."""
+    probs = model(x).float().softmax(dim=1)
+    if tta:
+        probs = (probs + model(x.flip(3)).float().softmax(dim=1)) / 2
+    return probs
+
+
 @torch.inference_mode()
-def _batches(clf: Classifier, df: pd.DataFrame, batch_size: int, features: bool) -> np.ndarray:
+def _batches(clf: Classifier, df: pd.DataFrame, batch_size: int, features: bool, tta: bool = False) -> np.ndarray:
     pixels = torch.from_numpy(load_images(df, clf.size)).permute(0, 3, 1, 2)
     mean, std = clf._norm()
     outs = []
@@ -146,16 +176,18 @@ def _batches(clf: Classifier, df: pd.DataFrame, batch_size: int, features: bool)
             if features:
                 y = clf.model.forward_head(clf.model.forward_features(x), pre_logits=True)
             else:
-                y = clf.model(x).float().softmax(dim=1)
+                y = class_probs(clf.model, x, tta)
         outs.append(y.float().cpu().numpy())
     if not outs:
         return np.zeros((0, len(clf.classes) if not features else clf.model.num_features), dtype=np.float32)
     return np.concatenate(outs)
 
 
-def predict(clf: Classifier | str | Path, df: pd.DataFrame, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities (N, n_classes), columns in `clf.classes` order."""
-    return _batches(_as_classifier(clf), df, batch_size, features=False)
+def predict(clf: Classifier | str | Path, df: pd.DataFrame, batch_size: int = 64, tta: bool | None = None) -> np.ndarray:
+    """Class probabilities (N, n_classes), columns in `clf.classes` order. `tta`: average each image with its mirror
+    (default: as the model was trained to be used, its config's `tta`)."""
+    clf = _as_classifier(clf)
+    return _batches(clf, df, batch_size, features=False, tta=clf.tta if tta is None else tta)
 
 
 def embed(clf: Classifier | str | Path, df: pd.DataFrame, batch_size: int = 64) -> np.ndarray:

@@ -5,6 +5,7 @@ The test split is never read here: `train()` passes only the train (+ extra) and
 from __future__ import annotations
 
 import copy
+import json
 import random
 import time
 from pathlib import Path
@@ -14,16 +15,21 @@ import pandas as pd
 import torch
 from accelerate import Accelerator
 from sklearn.metrics import f1_score
+from timm.data import Mixup
+from timm.data.mixup import mixup_target
+from timm.utils import ModelEmaV3
 
-from ..classes import resolve_task
+from ..classes import CLASSES, resolve_task
 from ..errors import RetinaugError
 from ..hardware import default_device, new_accelerator, resolve_precision
+from ..io import sha256_file, sha256_text
 from ..manifest import load_manifest
 from ..progress import progress_bar
 from ..tracking import hparams, tracker_args
 from .config import TrainConfig
 from .data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, augmentation, class_weights, load_images, normalise, train_loader
-from .models import create_model, save_classifier
+from .models import WEIGHTS, class_probs, create_model, save_classifier
+from .weights import init_file, recorded_sha256
 
 
 def seed_everything(seed: int) -> None:
@@ -52,13 +58,15 @@ def _labels(df: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
 
 
 @torch.inference_mode()
-def _validate(model, pixels: torch.Tensor, y: np.ndarray, mean, std, accelerator, batch_size: int) -> dict:
+def _validate(model, pixels: torch.Tensor, y: np.ndarray, mean, std, accelerator, batch_size: int, tta: bool = False) -> dict:
     model.eval()
     logits = []
     for start in range(0, len(pixels), batch_size):
         x = normalise(pixels[start : start + batch_size].to(accelerator.device), mean, std)
         with accelerator.autocast():
-            logits.append(model(x).float().cpu())
+            # with TTA the log of the averaged probabilities: cross-entropy of it is the averaged prediction's loss
+            out = class_probs(model, x, tta=True).clamp_min(torch.finfo(torch.float32).tiny).log() if tta else model(x)
+            logits.append(out.float().cpu())
     logits_t = torch.cat(logits)
     pred = logits_t.argmax(1).numpy()
     return {
@@ -76,6 +84,13 @@ def _scheduler(optimizer, config: TrainConfig, steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
+def _mixer(config: TrainConfig, n_classes: int) -> Mixup | None:
+    """timm's batch Mixup/CutMix, with the label smoothing folded into its soft targets (None when both are off)."""
+    if not (config.mixup or config.cutmix):
+        return None
+    return Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, label_smoothing=config.label_smoothing, num_classes=n_classes)
+
+
 def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: Path) -> dict:
     """Train on `train_df`, early-stop on `val_df` macro-F1, save out/model.safetensors + out/model.json.
 
@@ -90,6 +105,8 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
     absent = [c for c in classes if c not in set(train_df["label"])]
     if absent:
         raise RetinaugError(f"class(es) {', '.join(absent)} have no training image; choose a task without them")
+    if config.init == "all-classes":
+        raise RetinaugError("init: all-classes needs the whole train split: call train(), or warm_start() and pass its path as init")
     seed_everything(config.seed)
     accelerator = make_accelerator(config, out)
     if config.tracker != "none":
@@ -98,16 +115,21 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
     train_pixels, val_pixels = load_images(train_df, config.size), load_images(val_df, config.size)
     t_data = time.perf_counter() - t0
 
-    dataset = ImageDataset(train_pixels, y_train, augmentation(config.rotation) if config.augment else None)
+    dataset = ImageDataset(train_pixels, y_train, augmentation(config) if config.augment else None)
     loader = train_loader(dataset, config.batch_size, config.imbalance, len(classes), config.seed, config.num_workers)
     model = create_model(config, len(classes)).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config, config.epochs * len(loader))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    # the EMA copy is validated and saved instead of the raw weights; decay warms up, so short CPU fits do not
+    # average in their random initialisation
+    ema = ModelEmaV3(accelerator.unwrap_model(model), decay=config.ema_decay, use_warmup=True) if config.ema_decay else None
+    mixer = _mixer(config, len(classes))
     weight = None
     if config.imbalance == "class-weights":
         weight = torch.tensor(class_weights(y_train, len(classes)), dtype=torch.float32, device=accelerator.device)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    # mixed soft targets already carry the label smoothing; cross-entropy takes them as class probabilities
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=0.0 if mixer else config.label_smoothing)
     mean = torch.tensor(IMAGENET_MEAN, device=accelerator.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=accelerator.device).view(1, 3, 1, 1)
     val_images = torch.from_numpy(val_pixels).permute(0, 3, 1, 2)
@@ -117,24 +139,31 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         f"classes {','.join(classes)}, device {accelerator.device} ({accelerator.mixed_precision}), imbalance={config.imbalance}, augment={config.augment}"
     )
     history: list[dict] = []
-    best, best_state, stale = (-1.0, 0.0), None, 0
+    best, best_state, stale, step = (-1.0, 0.0), None, 0, 0
     for epoch in range(1, config.epochs + 1):
         t_epoch = time.perf_counter()
         model.train()
         total, seen = 0.0, 0
         with progress_bar(f"epoch {epoch}/{config.epochs}", len(loader.dataset), "img") as advance:
             for x, y in loader:
+                x, target = normalise(x, mean, std), y
+                if mixer:  # timm mixes pairs: an odd batch (only ever a dataset smaller than one batch) gets smoothed targets
+                    x, target = mixer(x, y) if len(y) % 2 == 0 else (x, mixup_target(y, len(classes), 1.0, config.label_smoothing))
                 with accelerator.autocast():
-                    loss = loss_fn(model(normalise(x, mean, std)), y)
+                    loss = loss_fn(model(x), target)
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()
+                step += 1
+                if ema:
+                    ema.update(accelerator.unwrap_model(model), step=step)
                 total += float(loss.item()) * len(y)
                 seen += len(y)
                 advance(len(y))
         row = {"epoch": epoch, "train_loss": total / max(seen, 1)}
-        row.update(_validate(model, val_images, y_val, mean, std, accelerator, 2 * config.batch_size))
+        scored = ema.module if ema else model
+        row.update(_validate(scored, val_images, y_val, mean, std, accelerator, 2 * config.batch_size, config.tta))
         row["seconds"] = round(time.perf_counter() - t_epoch, 3)
         history.append(row)
         accelerator.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
@@ -142,7 +171,7 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         improved = (row["val_macro_f1"], -row["val_loss"]) > best
         if improved:
             best, stale = (row["val_macro_f1"], -row["val_loss"]), 0
-            best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
+            best_state = copy.deepcopy(accelerator.unwrap_model(scored).state_dict())
         else:
             stale += 1
         print(
@@ -203,11 +232,56 @@ def _extra_rows(path: Path) -> pd.DataFrame:
     return df
 
 
-def train(data: Path, config: TrainConfig, out: Path, extra: list[Path] = []) -> dict:  # noqa: B006 (never mutated)
-    """Train on DATA's train split (+ the extra manifests' accepted train rows), select on its val split."""
+def warm_start(config: TrainConfig, data: pd.DataFrame, cache: Path) -> Path | None:
+    """The weights file a fit with `config.init` starts from (None for scratch); `fit` then re-initialises the head.
+
+    all-classes: the same recipe trained on every class of `data`'s real train rows (selected on its real val
+    rows; the test split is never read), saved in CACHE/all-classes-<key>/ and reused by every later call whose
+    key matches. The key covers the recipe (task and init aside) and the content, label and transform of each
+    of those rows, so a changed image or recipe trains a new one and an unchanged one is never trained twice.
+    PATH: the classifier folder's (checksum-verified) or the file's weights."""
+    if config.init == "scratch":
+        return None
+    if isinstance(config.init, Path):
+        return init_file(config.init)
+    real = data[data["origin"] == "real"] if "origin" in data.columns else data
+    train_df, val_df = real[real["split"] == "train"], real[real["split"] == "val"]
+    present = set(train_df["label"])
+    classes = [c for c in CLASSES if c in present]
+    if len(classes) < 2:
+        raise RetinaugError(f"init: all-classes needs train images of at least two classes, found {', '.join(classes) or 'none'}")
+    recipe = config.model_copy(update={"task": ",".join(classes), "init": "scratch", "tracker": "none"})
+    key = sha256_text(json.dumps({"recipe": recipe.model_dump(mode="json"), "train": _rows_digest(train_df),
+                                  "val": _rows_digest(val_df)}, sort_keys=True))[:16]
+    folder = Path(cache) / f"all-classes-{key}"
+    weights = folder / WEIGHTS
+    if _finished(folder):
+        print(f"init: all-classes model {folder} reused")
+        return weights
+    print(f"init: training the all-classes model ({recipe.task}) once into {folder}")
+    fit(train_df, val_df, recipe, folder)
+    return weights
+
+
+def _rows_digest(df: pd.DataFrame) -> str:
+    """Hash of what a model learns from a set of rows: each image's bytes, its load-time transform and its label."""
+    transforms = df["transform"].fillna("").astype(str) if "transform" in df.columns else [""] * len(df)
+    return sha256_text("\n".join(sorted(f"{sha256_file(p)}|{t}|{lab}" for p, t, lab in zip(df["path"], transforms, df["label"]))))
+
+
+def _finished(folder: Path) -> bool:
+    """A classifier folder whose model.json (written last) records the weights' checksum and the weights match it."""
+    recorded = recorded_sha256(folder)
+    return recorded is not None and (folder / WEIGHTS).is_file() and sha256_file(folder / WEIGHTS) == recorded
+
+
+def train(data: Path, config: TrainConfig, out: Path, extra: list[Path] = [], init_cache: Path | None = None) -> dict:  # noqa: B006 (never mutated)
+    """Train on DATA's train split (+ the extra manifests' accepted train rows), select on its val split.
+    `init: all-classes` trains (or reuses) its all-classes model in `init_cache` (default OUT/init) first."""
     df = load_manifest(data)
     train_df = df[df["split"] == "train"]
     val_df = df[df["split"] == "val"]
     if extra:
         train_df = pd.concat([train_df, *(_extra_rows(Path(p)) for p in extra)], ignore_index=True)
-    return fit(train_df, val_df, config, out)
+    start = warm_start(config, df, Path(init_cache) if init_cache is not None else Path(out) / "init")
+    return fit(train_df, val_df, config.model_copy(update={"init": start}) if start else config, out)

@@ -41,7 +41,15 @@ def train(
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="On-the-fly flips/rotation/colour jitter. [default: on]"),
     patience: Optional[int] = typer.Option(None, help="Early-stopping patience in epochs (val macro-F1). [default: 5]"),
     seed: Optional[int] = typer.Option(None, help="Random seed. [default: 0]"),
-    pretrained: Optional[Path] = typer.Option(None, help="Local .safetensors backbone weights. [default: from scratch]"),
+    rotation: Optional[float] = typer.Option(None, help="Maximum rotation in degrees (augmentation). [default: 10]"),
+    color_jitter: Optional[float] = typer.Option(None, help="Brightness/contrast jitter fraction, saturation half of it; 0 = none. [default: 0.2]"),
+    crop_scale: Optional[float] = typer.Option(None, help="Smallest area fraction of a random square crop; 1 = no crop. [default: 1]"),
+    mixup: Optional[float] = typer.Option(None, help="Mixup alpha (timm), 0 = off; label smoothing goes into the mixed targets. [default: 0]"),
+    cutmix: Optional[float] = typer.Option(None, help="CutMix alpha, 0 = off (with --mixup: one of the two per batch). [default: 0]"),
+    ema_decay: Optional[float] = typer.Option(None, help="EMA of the weights (validated and saved instead), e.g. 0.999; 0 = off. [default: 0]"),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Average each image with its mirror when validating and predicting. [default: off]"),
+    init: Optional[str] = typer.Option(None, help="scratch | all-classes (train on every class of the train split first, cached in OUT/init, then fine-tune with a new head) | PATH (classifier folder or .safetensors to fine-tune). [default: scratch]"),
+    pretrained: Optional[str] = typer.Option(None, help="Backbone weights: local .safetensors, timm:<model>.<tag> (e.g. timm:resnet18.a1_in1k) or a Hugging Face hub id, from the local HF cache (downloaded only when online). [default: none]"),
     mixed_precision: Optional[str] = typer.Option(None, help="auto | no | fp16 | bf16: auto = bf16 autocast where the CPU or GPU supports it, else fp32. [default: auto]"),
 ) -> None:
     """Train a classifier on the train split (+ --extra rows), early-stopping on the val split's macro-F1.
@@ -52,7 +60,8 @@ def train(
 
     overrides = dict(
         task=task, backbone=backbone, size=size, epochs=epochs, batch_size=batch_size, lr=lr, imbalance=imbalance,
-        augment=augment, patience=patience, seed=seed, pretrained=pretrained, mixed_precision=mixed_precision,
+        augment=augment, patience=patience, seed=seed, rotation=rotation, color_jitter=color_jitter, crop_scale=crop_scale,
+        mixup=mixup, cutmix=cutmix, ema_decay=ema_decay, tta=tta, init=init, pretrained=pretrained, mixed_precision=mixed_precision,
     )
     train_fn(data, _config(config, overrides), out, extra=list(extra))
 
@@ -65,6 +74,7 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, help="Output folder for metrics.json + predictions.parquet. [default: MODEL/eval]"),
     n_boot: int = typer.Option(1000, help="Patient-bootstrap replicates for the 95% CIs (0 = none)."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Average each image with its mirror. [default: as the model was trained (its tta)]"),
 ) -> None:
     """Score a classifier: accuracy, per-class/macro/weighted P-R-F1, AUC, kappa, ODIR score, with patient-bootstrap CIs.
 
@@ -80,7 +90,7 @@ def evaluate(
         df = df[df["split"] == split]
     if not len(df):
         raise RetinaugError(f"{data} has no rows in split {split!r}; try --split all")
-    evaluate_fn(model, df, out or model / "eval", n_boot=n_boot, seed=seed)
+    evaluate_fn(model, df, out or model / "eval", n_boot=n_boot, seed=seed, tta=tta)
 
 
 @app.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -24,8 +24,12 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def root(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print retinaug's version and exit (`retinaug env` for the whole environment).")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch and BLAS. Default: OMP_NUM_THREADS if set, else the cores this process may use (its CPU affinity: taskset -c, docker --cpuset-cpus). Jobs sharing cores: give each its own (taskset -c) or --threads 1.")] = None,
 ) -> None:
     """Root options; the application's help text is set in app.py."""
+    from ..hardware import configure_threads
+
+    configure_threads(threads)
 
 
 @app.command("env")

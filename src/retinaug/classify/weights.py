@@ -1,0 +1,105 @@
+"""Where a fit's starting weights come from: a `pretrained` spec (local file, timm tag, hub id) or an `init` path.
+
+Only safetensors files are ever read (`models.read_safetensors`). Remote weights resolve through the Hugging Face
+cache, so an offline machine (HF_HUB_OFFLINE=1, or no network) uses what the cache holds and otherwise gets an
+error that says how to pass a local file instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ..errors import RetinaugError
+
+HUB_WEIGHTS = "model.safetensors"  # timm's and transformers' name for safetensors weights in a hub repository
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
+
+
+def resolve_pretrained(spec: str | Path, backbone: str) -> Path:
+    """A local safetensors file for a `pretrained` value: a local path as it is; `timm:<model>.<tag>` via timm's
+    pretrained config (its hub repository); `hf-hub:<org>/<name>` or `<org>/<name>` (not an existing path) as a
+    Hugging Face hub repository's model.safetensors."""
+    text = str(spec)
+    if text.startswith("timm:"):
+        return hub_file(_timm_repo(text.removeprefix("timm:"), backbone), text)
+    if text.startswith("hf-hub:"):
+        return hub_file(text.removeprefix("hf-hub:"), text)
+    from .models import PICKLE_SUFFIXES
+
+    path = Path(text).expanduser()
+    weights_file = path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES)  # a local file (pickles get refused)
+    if not path.exists() and not weights_file and _HUB_ID.fullmatch(text):
+        return hub_file(text, text)
+    return path
+
+
+def _timm_repo(name: str, backbone: str) -> str:
+    from timm.models import get_pretrained_cfg, list_pretrained
+
+    arch, _, tag = name.partition(".")
+    if arch != backbone:
+        raise RetinaugError(f"pretrained timm:{name} holds {arch} weights but the backbone is {backbone}: set backbone: {arch}")
+    try:
+        cfg = get_pretrained_cfg(name) if tag else None
+    except RuntimeError:  # timm: an invalid tag of a known architecture
+        cfg = None
+    if cfg is None or not cfg.hf_hub_id:
+        tags = list_pretrained(f"{arch}.*")
+        raise RetinaugError(
+            f"pretrained timm:{name}: timm has no hub weights of that name; "
+            + (f"tags of {arch}: {', '.join('timm:' + t for t in tags[:8])}" if tags else f"timm knows no pretrained {arch}")
+        )
+    return cfg.hf_hub_id
+
+
+def hub_file(repo: str, spec: str) -> Path:
+    """REPO[@revision]'s model.safetensors from the Hugging Face cache, downloaded first when the machine is online."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    repo_id, _, revision = repo.partition("@")
+    try:
+        return Path(hf_hub_download(repo_id, HUB_WEIGHTS, revision=revision or None))
+    except LocalEntryNotFoundError:
+        raise RetinaugError(
+            f"pretrained {spec}: {repo_id}/{HUB_WEIGHTS} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+            f"cannot be downloaded (offline: HF_HUB_OFFLINE=1 or no network). On a machine with network run "
+            f"`hf download {repo_id} {HUB_WEIGHTS}` (huggingface_hub's CLI) and copy its cache folder here (or point HF_HUB_CACHE at it), "
+            f"or pass a local file: pretrained: path/to/weights.safetensors"
+        ) from None
+    except RepositoryNotFoundError:
+        raise RetinaugError(f"pretrained {spec}: no Hugging Face repository {repo_id} (or it is private)") from None
+    except EntryNotFoundError:
+        raise RetinaugError(
+            f"pretrained {spec}: {repo_id} has no {HUB_WEIGHTS}; only safetensors weights are loaded (pickles can run code)"
+        ) from None
+
+
+def init_file(path: str | Path) -> Path:
+    """The weights of an `init: PATH`: a classifier folder's model.safetensors (checked against its model.json
+    checksum), or a .safetensors file as it is."""
+    from ..io import sha256_file
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        weights = path / HUB_WEIGHTS
+        if not weights.is_file():
+            raise RetinaugError(f"init: {path} is a folder without {HUB_WEIGHTS}: give a trained classifier folder or a .safetensors file")
+        recorded = recorded_sha256(path)  # None for a bare weights folder: read_safetensors still checks the format
+        if recorded and sha256_file(weights) != recorded:
+            raise RetinaugError(f"init: {weights} does not match the checksum in {path / 'model.json'}: modified or corrupt; retrain it")
+        return weights
+    if not path.is_file():
+        raise RetinaugError(f"init: {path} not found: give a trained classifier folder or a .safetensors file (or scratch, all-classes)")
+    return path
+
+
+def recorded_sha256(folder: Path) -> str | None:
+    """The weights checksum a classifier folder's model.json records (None: no readable model.json)."""
+    try:
+        found = json.loads((Path(folder) / "model.json").read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None

@@ -1,0 +1,297 @@
+"""Recipe options of the classifier (issue 14): starting weights (init, pretrained via the Hugging Face cache),
+mixup/cutmix, EMA of the weights, test-time augmentation and augmentation strength, on tiny local data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torchvision.transforms import v2
+from typer.testing import CliRunner
+
+from conftest import make_dataset
+from retinaug.classify import TrainConfig, evaluate, fit, load_classifier, predict, train, warm_start
+from retinaug.classify.data import augmentation
+from retinaug.classify.models import create_model, head_keys
+from retinaug.classify.train import _mixer
+from retinaug.cli import app
+from retinaug.errors import RetinaugError
+from retinaug.io import sha256_file
+from retinaug.manifest import load_manifest
+
+TINY = dict(backbone="resnet10t", size=32, epochs=1, batch_size=8, task="G,C,A", patience=1, mixed_precision="no")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("recipe") / "data"
+    make_dataset(root, classes=("N", "G", "C", "A"), patients_per_class=6)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(data: Path) -> Path:
+    out = data.parent / "plain"
+    train(data, TrainConfig(**TINY), out)
+    return out
+
+
+def _splits(data: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    df = load_manifest(data)
+    return df[df["split"] == "train"], df[df["split"] == "val"]
+
+
+# ---------------------------------------------------------------- test-time augmentation
+
+
+def test_tta_is_the_mean_of_the_image_and_its_mirror(model_dir: Path, data: Path, tmp_path: Path):
+    clf = load_classifier(model_dir)
+    df = load_manifest(data)
+    df = df[df["label"] != "N"]
+    plain = predict(clf, df, tta=False)
+    mirrored = predict(clf, df.assign(transform="hflip"), tta=False)  # the image cache flips left-right
+    both = predict(clf, df, tta=True)
+    assert np.allclose(both, (plain + mirrored) / 2, atol=1e-6) and not np.allclose(both, plain, atol=1e-4)
+    assert np.array_equal(predict(clf, df), plain)  # trained with tta: false -> no TTA unless asked
+    clf.meta["config"]["tta"] = True  # a model trained with tta: true predicts with it by default
+    assert np.array_equal(predict(clf, df), both)
+    m = evaluate(clf, df, tmp_path / "eval", n_boot=0)
+    assert m["tta"] is True
+    probs = pd.read_parquet(tmp_path / "eval" / "predictions.parquet")[["prob_G", "prob_C", "prob_A"]].to_numpy()
+    assert np.allclose(probs, both, atol=1e-6)
+
+
+# ---------------------------------------------------------------- augmentation strength
+
+
+def test_augmentation_defaults_are_todays_and_strength_is_configurable():
+    steps = augmentation(TrainConfig(size=32)).transforms
+    assert [type(t) for t in steps] == [v2.RandomHorizontalFlip, v2.RandomRotation, v2.ColorJitter]
+    assert steps[1].degrees == [-10.0, 10.0]
+    assert (steps[2].brightness, steps[2].contrast, steps[2].saturation) == ((0.8, 1.2), (0.8, 1.2), (0.9, 1.1))
+    x = torch.arange(3 * 32 * 32, dtype=torch.int64).reshape(3, 32, 32).remainder(251).to(torch.uint8)
+    torch.manual_seed(0)
+    flips_only = augmentation(TrainConfig(size=32, rotation=0, color_jitter=0))
+    views = [flips_only(x) for _ in range(20)]
+    assert all(torch.equal(v, x) or torch.equal(v, x.flip(2)) for v in views)
+    assert any(torch.equal(v, x.flip(2)) for v in views) and any(torch.equal(v, x) for v in views)
+    cropped = augmentation(TrainConfig(size=32, rotation=0, color_jitter=0, crop_scale=0.3))
+    assert isinstance(cropped.transforms[0], v2.RandomResizedCrop) and cropped.transforms[0].scale == (0.3, 1.0)
+    views = [cropped(x) for _ in range(20)]
+    assert all(v.shape == x.shape for v in views)
+    assert sum(not (torch.equal(v, x) or torch.equal(v, x.flip(2))) for v in views) >= 10  # zoomed in
+    jitter = augmentation(TrainConfig(size=32, rotation=0, color_jitter=0.5))
+    means = {round(float(jitter(x).float().mean()), 3) for _ in range(10)}
+    assert len(means) > 5  # brightness/contrast vary per draw
+
+
+# ---------------------------------------------------------------- mixup / cutmix
+
+
+def test_mixup_mixes_pairs_and_folds_label_smoothing_into_the_targets():
+    assert _mixer(TrainConfig(), 3) is None
+    mixer = _mixer(TrainConfig(mixup=0.4, label_smoothing=0.1), 3)
+    x = torch.rand(8, 3, 8, 8)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    np.random.seed(0)
+    mixed, target = mixer(x.clone(), y)
+    other = x.flip(0)
+    lam = float(((mixed - other) * (x - other)).sum() / ((x - other) ** 2).sum())  # least squares: mixed = lam x + (1-lam) other
+    assert 0 < lam < 1 and torch.allclose(mixed, lam * x + (1 - lam) * other, atol=1e-5)
+    smooth = lambda t: torch.nn.functional.one_hot(t, 3).float() * 0.9 + 0.1 / 3  # noqa: E731
+    assert torch.allclose(target, lam * smooth(y) + (1 - lam) * smooth(y.flip(0)), atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size must be even"):
+        TrainConfig(cutmix=1.0, batch_size=7)
+
+
+def _loss_targets(config: TrainConfig, data: Path, out: Path) -> list[torch.Tensor]:
+    """The targets the training loop hands its loss, batch by batch (a global forward hook on loss modules)."""
+    seen = []
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, args: seen.append(args[1].detach().clone()) if isinstance(module, torch.nn.CrossEntropyLoss) else None
+    )
+    try:
+        fit(*_splits(data), config, out)
+    finally:
+        hook.remove()
+    return seen
+
+
+def test_fit_with_mixup_and_cutmix_trains_on_mixed_soft_targets(data: Path, tmp_path: Path):
+    plain = _loss_targets(TrainConfig(**TINY), data, tmp_path / "plain")
+    assert plain and all(t.dtype == torch.long for t in plain)
+    mixed = _loss_targets(TrainConfig(**{**TINY, "mixup": 0.4, "cutmix": 1.0}), data, tmp_path / "mix")
+    assert len(mixed) == len(plain)  # one per batch, as many batches
+    for t in mixed:
+        assert t.shape == (8, 3) and torch.allclose(t.sum(1), torch.ones(8))
+        assert t.min() >= 0.1 / 3 - 1e-6  # label smoothing 0.1 is folded in: no class gets less than 0.1/3
+    # not just smoothed one-hot rows: pairs of images were mixed with a weight strictly between 0 and 1
+    assert any(not torch.isclose(t.max(1).values, torch.tensor(0.9 + 0.1 / 3)).all() for t in mixed)
+
+
+# ---------------------------------------------------------------- EMA of the weights
+
+
+def test_ema_weights_are_the_ones_validated_and_saved(data: Path, model_dir: Path, tmp_path: Path):
+    tr, va = _splits(data)
+    meta = fit(tr, va, TrainConfig(**{**TINY, "ema_decay": 0.99}), tmp_path / "ema")
+    plain = json.loads((model_dir / "model.json").read_text())
+    # the raw weights train exactly as without EMA ...
+    assert meta["history"][0]["train_loss"] == pytest.approx(plain["history"][0]["train_loss"], rel=1e-6)
+    raw, ema = load_file(str(model_dir / "model.safetensors")), load_file(str(tmp_path / "ema" / "model.safetensors"))
+    assert any(not torch.equal(raw[k], ema[k]) for k in raw if raw[k].is_floating_point())
+    # ... and the saved EMA weights are the ones whose validation loss was recorded
+    va = va[va["label"].isin(["G", "C", "A"])]
+    y = va["label"].map({"G": 0, "C": 1, "A": 2}).to_numpy()
+
+    def val_loss(folder: Path) -> float:
+        probs = predict(load_classifier(folder), va)
+        return float(-np.log(probs[np.arange(len(y)), y]).mean())
+
+    assert val_loss(tmp_path / "ema") == pytest.approx(meta["history"][0]["val_loss"], abs=1e-5)
+    assert val_loss(model_dir) == pytest.approx(plain["history"][0]["val_loss"], abs=1e-5)
+    assert abs(meta["history"][0]["val_loss"] - plain["history"][0]["val_loss"]) > 1e-4
+
+
+# ---------------------------------------------------------------- init: PATH / all-classes
+
+
+def test_init_path_loads_everything_but_the_head(model_dir: Path):
+    trained = load_file(str(model_dir / "model.safetensors"))
+    torch.manual_seed(0)
+    fresh = create_model(TrainConfig(**TINY), 3).state_dict()
+    for init in (model_dir, model_dir / "model.safetensors"):  # a classifier folder or its weights file
+        torch.manual_seed(0)
+        model = create_model(TrainConfig(**{**TINY, "init": init}), 3)
+        head = head_keys(model)
+        assert head == {"fc.weight", "fc.bias"}
+        for k, v in model.state_dict().items():
+            if k in head:  # same shape as the trained head, yet re-initialised
+                assert torch.equal(v, fresh[k]) and not torch.equal(v, trained[k])
+            else:
+                assert torch.equal(v, trained[k]), k
+    with pytest.raises(RetinaugError, match="not found"):
+        create_model(TrainConfig(**{**TINY, "init": model_dir / "missing.safetensors"}), 3)
+    with pytest.raises(RetinaugError, match="warm_start"):
+        create_model(TrainConfig(**{**TINY, "init": "all-classes"}), 3)
+
+
+def test_warm_start_trains_on_every_train_class_once(data: Path, tmp_path: Path, capsys):
+    df = load_manifest(data)
+    cfg = TrainConfig(**{**TINY, "init": "all-classes"})
+    weights = warm_start(cfg, df, tmp_path / "cache")
+    meta = json.loads((weights.parent / "model.json").read_text())
+    assert meta["classes"] == ["N", "G", "C", "A"] and meta["config"]["init"] == "scratch"
+    assert meta["n_train"] == int((df["split"] == "train").sum()) and meta["n_val"] == int((df["split"] == "val").sum())
+    stamp = weights.stat().st_mtime_ns
+    assert warm_start(cfg.model_copy(update={"task": "G,C", "seed": 0}), df, tmp_path / "cache") == weights  # task aside
+    assert weights.stat().st_mtime_ns == stamp
+    assert capsys.readouterr().out.count("init: training the all-classes model") == 1
+    other = warm_start(cfg.model_copy(update={"lr": 1e-3}), df, tmp_path / "cache")  # another recipe: another model
+    assert other != weights and len(list((tmp_path / "cache").iterdir())) == 2
+    assert warm_start(TrainConfig(**TINY), df, tmp_path / "cache") is None
+    # `train` (CLI, labeler) fine-tunes from it: cached in OUT/init by default
+    fine = train(data, cfg.model_copy(update={"task": "G,C"}), tmp_path / "labeler")
+    cached = list((tmp_path / "labeler" / "init").glob("all-classes-*/model.safetensors"))
+    assert len(cached) == 1 and fine["config"]["init"] == str(cached[0]) and fine["classes"] == ["G", "C"]
+
+
+def test_experiments_share_one_all_classes_model_across_scenarios_and_seeds(tmp_path: Path, capsys):
+    from retinaug.config import load_config
+    from retinaug.experiment import ExperimentConfig, run_experiments
+
+    run = tmp_path / "run"
+    make_dataset(run / "data", classes=("N", "G", "C", "A"), patients_per_class=4, size=16)
+    train_cfg = {"backbone": "resnet10t", "size": 16, "epochs": 1, "batch_size": 8, "augment": False, "init": "all-classes"}
+
+    def experiments(scenarios: list[dict]) -> None:
+        path = tmp_path / "cfg.yaml"
+        path.write_text(yaml.safe_dump({"experiments": {"sets": [], "seeds": 2, "n_boot": 0, "scenarios": scenarios, "train": train_cfg}}))
+        run_experiments(ExperimentConfig(**load_config(path).experiments.model_dump(exclude={"enabled"})), run)
+
+    experiments([{"name": "gca", "task": "G,C,A"}, {"name": "gc", "task": "G,C"}])
+    cached = list((run / "experiments" / "_init").glob("*/model.safetensors"))
+    assert len(cached) == 1
+    warm, stamp = cached[0], cached[0].stat().st_mtime_ns
+    assert json.loads((warm.parent / "model.json").read_text())["classes"] == ["N", "G", "C", "A"]
+    experiments([{"name": "gca", "task": "G,C,A"}, {"name": "gc", "task": "G,C"}, {"name": "ca", "task": "C,A"}])
+    out = capsys.readouterr().out
+    assert out.count("init: training the all-classes model") == 1  # one warm fit for both runs
+    assert out.count("init: loaded") == 6 and out.count(str(warm)) >= 6  # every fit started from it: 3 scenarios x 2 seeds
+    assert list((run / "experiments" / "_init").glob("*/model.safetensors")) == [warm] and warm.stat().st_mtime_ns == stamp
+    for name in ("gca", "gc", "ca"):
+        for seed in (0, 1):
+            folder = run / "experiments" / name / f"seed{seed}"
+            assert json.loads((folder / "model.json").read_text())["config"]["init"] == str(warm)
+            recipe = json.loads((folder / "recipe.json").read_text())
+            assert recipe["train"]["init"] == "all-classes" and recipe["init_sha256"] == sha256_file(warm)
+
+
+# ---------------------------------------------------------------- pretrained: timm tags, hub ids, offline
+
+
+def _hub_cache(root: Path, repo: str, model: torch.nn.Module) -> Path:
+    """A Hugging Face hub cache holding REPO's model.safetensors + config.json, laid out as huggingface_hub writes it
+    (blobs named by content, snapshot symlinks, refs/main)."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = folder / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (folder / "blobs").mkdir()
+    files = {"config.json": json.dumps({"architecture": "resnet10t", "num_classes": 10}).encode()}
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "weights.tmp"))
+    files["model.safetensors"] = (root / "weights.tmp").read_bytes()
+    for name, payload in files.items():
+        blob = folder / "blobs" / hashlib.sha256(payload).hexdigest()
+        blob.write_bytes(payload)
+        (snapshot / name).symlink_to(Path("..") / ".." / "blobs" / blob.name)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    return root
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch) -> tuple[Path, dict]:
+    from huggingface_hub import constants
+
+    assert constants.HF_HUB_OFFLINE  # the test suite runs offline (conftest): nothing may be downloaded
+    torch.manual_seed(1)
+    source = timm.create_model("resnet10t", num_classes=10)
+    cache = _hub_cache(tmp_path / "hub", "timm/resnet10t.c3_in1k", source)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # huggingface_hub reads the variable at import
+    return cache, source.state_dict()
+
+
+@pytest.mark.parametrize("spec", ["timm:resnet10t.c3_in1k", "timm/resnet10t.c3_in1k", "hf-hub:timm/resnet10t.c3_in1k"])
+def test_pretrained_resolves_through_a_local_hub_cache(hub_cache, spec, capsys):
+    _, source = hub_cache
+    model = create_model(TrainConfig(backbone="resnet10t", task="G,C,A", pretrained=spec), 3)
+    assert "pretrained: loaded" in capsys.readouterr().out
+    state = model.state_dict()
+    assert state["fc.weight"].shape == (3, 512)  # the 10-class head does not fit: left at initialisation
+    assert all(torch.equal(v, source[k]) for k, v in state.items() if not k.startswith("fc."))
+
+
+def test_pretrained_offline_says_how_to_pass_a_local_file(tmp_path: Path, monkeypatch, data: Path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    cfg = TrainConfig(backbone="resnet10t", task="G,C,A", pretrained="timm:resnet10t.c3_in1k")
+    with pytest.raises(RetinaugError, match=r"offline.*pretrained: path/to/weights\.safetensors"):
+        create_model(cfg, 3)
+    with pytest.raises(RetinaugError, match="timm:resnet10t.c3_in1k"):  # an unknown tag lists the known ones
+        create_model(cfg.model_copy(update={"pretrained": "timm:resnet10t.nope"}), 3)
+    with pytest.raises(RetinaugError, match="set backbone: resnet18"):
+        create_model(cfg.model_copy(update={"pretrained": "timm:resnet18.a1_in1k"}), 3)
+    res = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "x"), "--task", "G,C,A",
+                                   "--backbone", "resnet10t", "--size", "32", "--pretrained", "timm:resnet10t.c3_in1k"])
+    assert res.exit_code == 1 and "HF_HUB_OFFLINE" in res.output and "Traceback" not in res.output
