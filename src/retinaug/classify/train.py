@@ -266,7 +266,13 @@ def warm_start(config: TrainConfig, data: pd.DataFrame, cache: Path) -> Path | N
 def _rows_digest(df: pd.DataFrame) -> str:
     """Hash of what a model learns from a set of rows: each image's bytes, its load-time transform and its label."""
     transforms = df["transform"].fillna("").astype(str) if "transform" in df.columns else [""] * len(df)
-    return sha256_text("\n".join(sorted(f"{sha256_file(p)}|{t}|{lab}" for p, t, lab in zip(df["path"], transforms, df["label"]))))
+    lines = []
+    for path, transform, label in zip(df["path"], transforms, df["label"]):
+        try:
+            lines.append(f"{sha256_file(path)}|{transform}|{label}")
+        except OSError as exc:
+            raise RetinaugError(f"init: all-classes cannot read training image {path} ({exc.strerror or exc}); re-run the data stage") from None
+    return sha256_text("\n".join(sorted(lines)))
 
 
 def _finished(folder: Path) -> bool:
