@@ -170,28 +170,32 @@ def _synthetic(model_dir: Path, tmp_path: Path) -> Path:
 
 def test_label_policies(model_dir: Path, tmp_path: Path):
     syn = _synthetic(model_dir, tmp_path)
-    agree = label(model_dir, syn, policy="agree", threshold=0.0)
+    original = (syn / "manifest.parquet").read_bytes()
+    agree = label(model_dir, syn, tmp_path / "label", policy="agree", threshold=0.0)
     assert (agree["accepted"] == (agree["pred_label"] == agree["label"])).all()
-    stored = load_manifest(syn)
+    assert (agree["intended_label"] == agree["label"]).all()
+    stored = load_manifest(tmp_path / "label")
     assert stored["accepted"].tolist() == agree["accepted"].tolist() and "pred_conf" in stored
-    summary = json.loads((syn / "label_summary.json").read_text())
+    assert stored["path"].tolist() == load_manifest(syn)["path"].tolist()  # rows point at the synthetic images
+    assert (syn / "manifest.parquet").read_bytes() == original  # the synthetic manifest is never rewritten
+    summary = json.loads((tmp_path / "label" / "summary.json").read_text())
     assert summary["policy"] == "agree" and summary["generated"] == len(agree)
     assert sum(v["accepted"] for v in summary["per_class"].values()) == int(agree["accepted"].sum())
 
     from retinaug.classify.train import _extra_rows
 
-    assert len(_extra_rows(syn)) == int(agree["accepted"].sum())  # `train --extra` takes only accepted rows
+    assert len(_extra_rows(tmp_path / "label")) == int(agree["accepted"].sum())  # `train --extra` takes only accepted rows
 
     thr = float(np.median(agree["pred_conf"]))
-    relabel = label(model_dir, syn, policy="relabel", threshold=thr)
+    relabel = label(model_dir, syn, tmp_path / "label", policy="relabel", threshold=thr)
     assert (relabel["label"] == relabel["pred_label"]).all()
     assert (relabel["intended_label"] == agree["label"]).all()
     assert (relabel["accepted"] == (relabel["pred_conf"] >= thr)).all()
 
-    everything = label(model_dir, syn, policy="all")  # re-run restores the intended labels
+    everything = label(model_dir, syn, tmp_path / "label", policy="all")  # always from the generator's labels
     assert everything["accepted"].all() and (everything["label"] == agree["label"]).all()
     with pytest.raises(RetinaugError, match="unknown policy"):
-        label(model_dir, syn, policy="maybe")
+        label(model_dir, syn, tmp_path / "label", policy="maybe")
 
 
 def test_cli_train_evaluate_label(data: Path, tmp_path: Path):

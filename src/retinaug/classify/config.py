@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..classes import resolve_task
+from ..errors import RetinaugError
 from ..tracking import TRACKER_HELP, Tracker
 
 
@@ -48,3 +50,26 @@ class TrainConfig(BaseModel):
     cpu: bool = Field(False, description="Force the CPU even when a GPU is available.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = in-process, fully deterministic).")
     tracker: Tracker = Field("none", description=TRACKER_HELP)
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        """A timm architecture name (timm's registry only: nothing is downloaded), so a typo fails when the config is
+        read, not after a generator has trained for an hour."""
+        import difflib
+
+        import timm
+
+        if not timm.is_model(v):
+            close = difflib.get_close_matches(v.split(".")[0], timm.list_models(), n=5)
+            raise ValueError(f"unknown backbone {v!r}: not a timm model name" + (f" (similar: {', '.join(close)})" if close else ""))
+        return v
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        try:
+            resolve_task(v)
+        except RetinaugError as exc:
+            raise ValueError(str(exc)) from None
+        return v

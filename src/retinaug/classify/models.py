@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from ..io import atomic_path, sha256_file, write_json_atomic
 from .config import TrainConfig
 from .data import load_images, normalise
 
+log = logging.getLogger("retinaug.classify")
 WEIGHTS = "model.safetensors"
 META = "model.json"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".tar")
@@ -69,7 +71,7 @@ def load_backbone_weights(model: nn.Module, path: Path) -> None:
         raise RetinaugError(f"no tensor in {path} matches backbone {type(model).__name__}: wrong weights file?")
     model.load_state_dict(usable, strict=False)
     skipped = len(own) - len(usable)
-    print(f"pretrained: loaded {len(usable)} tensors from {path}; {skipped} left at initialisation (head / mismatched)")
+    log.info("pretrained: loaded %d tensors from %s; %d left at initialisation (head / mismatched)", len(usable), path, skipped)
 
 
 def save_classifier(model: nn.Module, meta: dict, out: Path) -> None:

@@ -6,11 +6,8 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from .app import app
-
-console = Console()
+from .app import app, console
 
 
 def _print_version(value: bool) -> None:
@@ -25,7 +22,10 @@ def _print_version(value: bool) -> None:
 def root(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print retinaug's version and exit (`retinaug env` for the whole environment).")] = False,
 ) -> None:
-    """Root options; the application's help text is set in app.py."""
+    """Root options; the application's help text is set in app.py. Every verb shows retinaug's log on stderr."""
+    from ..logs import setup_console_logging
+
+    setup_console_logging()
 
 
 @app.command("env")
