@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from .errors import RetinaugError
 
@@ -71,3 +71,15 @@ def codes_field(value):
 
 # A config field holding class codes (`[G, C]`, `"G,C"` or a task name), validated where the config is loaded.
 ClassCodes = Annotated[list[str], BeforeValidator(codes_field)]
+
+
+def _task_field(value: str) -> str:
+    try:
+        resolve_task(value)
+    except RetinaugError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+# A config field naming a task ('5-class' or 'G,C,A'), validated where the config is loaded.
+Task = Annotated[str, AfterValidator(_task_field)]

@@ -36,9 +36,9 @@ class StageSpec:
     uses: tuple[str, ...]  # upstream stages it reads when they are on (given None when off)
     section: str | None  # its section of PipelineConfig (None: it has no settings)
     run: Callable[..., Any]  # run(*upstream folders in needs + uses order, section, out)
-    writes: tuple[str, ...]  # globs in its folder that later stages read; a manifest brings the images it names
+    writes: tuple[str, ...]  # globs in its folder that later stages read (a manifest brings the images it names)
     keep: tuple[str, ...] = ()  # settings whose change keeps finished work: the stage resumes in place
-    wipe: bool = True  # redone in an emptied folder (else in place: its own resume decides what to keep)
+    keeps: str = ""  # what a redo in place keeps (its own resume decides); empty: redone in an emptied folder
     always: bool = False  # redone on every run
 
     @property
@@ -129,18 +129,20 @@ def report_stage(cfg, out: Path) -> None:
     build_report(out.parent)  # the report reads every stage of the run it lies in
 
 
+# `writes`: what a later stage reads (files only the report shows, such as timings and plots, are left out, so a
+# redone stage with the same result redoes nothing below it).
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("data", (), (), "data", data_stage, ("manifest.parquet", "summary.json", "rejected.csv")),
+    StageSpec("data", (), (), "data", data_stage, ("manifest.parquet",)),
     StageSpec("generator", ("data",), (), "generator", generator_stage, ("**/*",)),
-    StageSpec("synthetic", ("data", "generator"), (), "synthetic", synthetic_stage, ("manifest.parquet", "generate.json"),
+    StageSpec("synthetic", ("data", "generator"), (), "synthetic", synthetic_stage, ("manifest.parquet",),
               keep=("per_class", "ratio", "classes", "batch_size", "margin")),  # image seeds depend on class and index only
-    StageSpec("labeler", ("data",), (), "labeler", labeler_stage, ("model.safetensors", "model.json", "eval/metrics.json")),
-    StageSpec("label", ("synthetic", "labeler"), (), "label", label_stage, ("manifest.parquet", "summary.json")),
-    StageSpec("selection", ("data",), ("labeler",), "selection", selection_stage, ("manifest.parquet", "summary.json", "tsne.csv", "tsne.png")),
-    StageSpec("augment", ("data",), (), "augment", augment_stage, ("manifest.parquet", "summary.json")),
+    StageSpec("labeler", ("data",), (), "labeler", labeler_stage, ("model.safetensors", "model.json")),
+    StageSpec("label", ("synthetic", "labeler"), (), "label", label_stage, ("manifest.parquet",)),
+    StageSpec("selection", ("data",), ("labeler",), "selection", selection_stage, ("manifest.parquet",)),
+    StageSpec("augment", ("data",), (), "augment", augment_stage, ("manifest.parquet",)),
     StageSpec("experiments", ("data",), ("label", "selection", "augment"), "experiments", experiments_stage,
               ("summary.csv", "table.csv", "table.md", "composition.csv", "*/seed*/metrics.json", "*/seed*/model.json"),
-              wipe=False),  # seeds whose recipe is unchanged are kept
+              keeps="seeds whose recipe is unchanged are kept"),
     StageSpec("quality", ("data", "synthetic"), ("labeler", "label"), "quality", quality_stage, ("**/*",)),
     StageSpec("report", (), (), None, report_stage, ("index.html",), always=True),
 )
@@ -212,7 +214,7 @@ def _stage(spec: StageSpec, cfg: PipelineConfig, run: Path, on: dict[str, bool])
     inputs = {up: read_record(run / up).get("output_hash", "absent") if on[up] else "disabled" for up in spec.upstream}
     folders = [run / up if on[up] else None for up in spec.upstream]
     return Stage(spec.name, run / spec.name, result, inputs, lambda: spec.run(*folders, section, run / spec.name),
-                 spec.writes, run, clean_on_change=spec.wipe,
+                 spec.writes, run, clean_on_change=not spec.keeps,
                  keep_when={k: v for k, v in result.items() if k not in spec.keep} if spec.keep else None)
 
 
@@ -244,8 +246,8 @@ def plan_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] 
             action, why = "run?", f"finished; redone if the output of {', '.join(waiting)} changes"
         if spec.always:
             why = "always rebuilt (seconds)"
-        elif not spec.wipe and action != "skip" and why != "never run":
-            why += "; finished work whose inputs are unchanged is kept"
+        elif spec.keeps and action != "skip" and why != "never run":
+            why += f"; {spec.keeps}"
         if action != "skip":
             will_run.add(spec.name)
         plan.append((spec.name, "run" if action == "fresh" else action, why))

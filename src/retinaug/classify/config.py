@@ -7,8 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..classes import resolve_task
-from ..errors import RetinaugError
+from ..classes import Task
 from ..tracking import TRACKER_HELP, Tracker
 
 
@@ -19,7 +18,7 @@ class TrainConfig(BaseModel):
 
     backbone: str = Field("resnet18", description="timm model name (vgg19 = the paper's; resnet18, resnet10t for CPU).")
     size: int = Field(64, ge=16, le=1024, description="Square input resolution in pixels.")
-    task: str = Field("5-class", description="Named task (5-class, 7-class, 8-class) or comma-separated class codes.")
+    task: Task = Field("5-class", description="Named task (5-class, 7-class, 8-class) or comma-separated class codes.")
     epochs: int = Field(15, ge=1, description="Maximum number of epochs.")
     batch_size: int = Field(32, ge=1, description="Images per optimisation step.")
     lr: float = Field(2e-3, gt=0, description="Peak learning rate of AdamW.")
@@ -63,13 +62,4 @@ class TrainConfig(BaseModel):
         if not timm.is_model(v):
             close = difflib.get_close_matches(v.split(".")[0], timm.list_models(), n=5)
             raise ValueError(f"unknown backbone {v!r}: not a timm model name" + (f" (similar: {', '.join(close)})" if close else ""))
-        return v
-
-    @field_validator("task")
-    @classmethod
-    def _known_task(cls, v: str) -> str:
-        try:
-            resolve_task(v)
-        except RetinaugError as exc:
-            raise ValueError(str(exc)) from None
         return v

@@ -9,8 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import RetinaugError, validated
-from ..features import EXTRACTOR_HELP
-from .app import app, console
+from .app import EXTRACTOR_HELP, app, console
 
 SPLITS_HELP = "only rows of this split: train | val | test | all"
 

@@ -13,9 +13,9 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..classes import CLASSES, ClassCodes, resolve_task
+from ..classes import CLASSES, ClassCodes, Task, resolve_task
 from ..classify import TrainConfig
 from ..errors import LeakageError, RetinaugError
 from ..io import sha256_text
@@ -34,7 +34,7 @@ class Scenario(BaseModel):
     name: str = Field(description="Unique scenario name; also its folder under RUN/experiments/.")
     label: str = Field("", description="Short display label (e.g. the paper's 'sc3').")
     description: str = Field("", description="One line shown in the report table.")
-    task: str = Field("5-class", description="Task name (5-class, 7-class, 8-class) or comma-separated class codes.")
+    task: Task = Field("5-class", description="Task name (5-class, 7-class, 8-class) or comma-separated class codes.")
     synthetic: float = Field(0.0, ge=0, description="Accepted synthetic rows per class, as a multiple of that class's real train count.")
     synthetic_classes: ClassCodes | None = Field(
         None, description="Classes receiving synthetic rows (default: the task's classes, minus the selection classes)."
@@ -47,15 +47,6 @@ class Scenario(BaseModel):
     baseline: str | None = Field(
         None, description="Scenario to pair against (default: the first real-only scenario of the same task)."
     )
-
-    @field_validator("task")
-    @classmethod
-    def _task(cls, v: str) -> str:
-        try:
-            resolve_task(v)
-        except RetinaugError as exc:
-            raise ValueError(str(exc)) from None
-        return v
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
