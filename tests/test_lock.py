@@ -32,7 +32,11 @@ def _cli(*args: str) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "RETINAUG_QUIET": "1", "OMP_NUM_THREADS": "1"}
+    import torch
+
+    # the in-process reference run's thread count (float reduction order), and this checkout's code
+    return {**os.environ, "RETINAUG_QUIET": "1", "OMP_NUM_THREADS": str(torch.get_num_threads()),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
 
 
 def _text(output: str) -> str:

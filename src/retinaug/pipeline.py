@@ -20,7 +20,7 @@ from typing import Any
 from .config import PipelineConfig, dump_config
 from .errors import RetinaugError
 from .io import write_text_atomic
-from .lock import lock_holder, run_lock
+from .lock import run_lock
 from .logs import log_to
 from .stages import Stage, read_record
 
@@ -146,7 +146,6 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("quality", ("data", "synthetic"), ("labeler", "label"), "quality", quality_stage, ("**/*",)),
     StageSpec("report", (), (), None, report_stage, ("index.html",), always=True),
 )
-BY_NAME = {spec.name: spec for spec in STAGES}
 
 
 def stage_names() -> tuple[str, ...]:
@@ -290,5 +289,5 @@ def stage_timings(run: str | Path) -> list[tuple[str, str, float | None]]:
     return out
 
 
-__all__ = ["STAGES", "StageSpec", "enabled_stages", "lock_holder", "parse_force", "plan_pipeline", "resolve", "run_pipeline",
-           "stage_names", "stage_timings"]
+__all__ = ["STAGES", "StageSpec", "enabled_stages", "parse_force", "plan_pipeline", "resolve", "run_pipeline", "stage_names",
+           "stage_timings"]

@@ -190,7 +190,7 @@ def audit(
     syn = synthetic_df
     if cfg.accepted_only:
         if "accepted" not in syn.columns:
-            raise RetinaugError("accepted_only needs a labelled synthetic manifest: give the label stage's output (RUN/label, from `retinaug label`)")
+            raise RetinaugError("accepted_only needs a labelled synthetic manifest: run `retinaug label` and give its output (RUN/label)")
         syn = syn[syn["accepted"].fillna(False).astype(bool)]
     syn = syn.reset_index(drop=True)
     if syn.empty:
