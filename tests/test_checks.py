@@ -14,15 +14,15 @@ BAD = [
     ("generator.ddpm.block_out_channels=[16, 32, 64]", None),  # 16 px over 3 levels: fine
     ("labeler.train.backbone=resnet181", "labeler.train.backbone: unknown backbone 'resnet181': not a timm model name (similar: resnet18"),
     ("experiments.train.backbone=vgg99", "experiments.train.backbone: unknown backbone 'vgg99'"),
-    ("generator.ddpm.size=18; generator.ddpm.block_out_channels=[16, 32, 64]", "size 18 must be divisible by 2^(levels-1) = 4 for 3 levels"),
-    ("generator.ddpm.norm_num_groups=12", "norm_num_groups=12 must divide every block_out_channels width [16, 32]"),
+    ("generator.ddpm.size=18; generator.ddpm.block_out_channels=[16, 32, 64]", "size 18 must be divisible by 2^(levels-1) = 4"),
+    ("generator.ddpm.norm_num_groups=12", "norm_num_groups=12 must divide every width [16, 32]"),
     ("data.n=40", "data: --n 40 is too small: 8 classes x 6 patients x 2 eyes need n >= 96"),
     ("augment.classes=[G, X]", "augment.classes: unknown class code(s) X"),
     ("experiments.train.task=G", "experiments.train.task: 'G' names 1 class(es), at least 2 are needed"),
     # the phantom's plan (nothing rendered) against what each stage asks of it
     ("data.proportions={N: 1, D: 1, G: 1, C: 1, A: 1, M: 1, O: 1}", "scenario real needs train images of H, and the data has none"),
     ("data.val=0", "the labeler (task 8-class) needs val images of N, D, G, C, A, H, M, O, and the data has none"),
-    ("generator.ddpm.classes=[G, C]", "synthetic.classes asks for A, H, M, which the generator does not learn"),
+    ("generator.ddpm.train_classes=[G, C]", "synthetic.classes A, H, M are not in generator train_classes ['G', 'C']"),
     ("augment.ratio=0.5", "augment.ratio 0.5 makes fewer rows than scenario trad asks for (x1)"),
     ("augment.enabled=false", "scenario trad needs traditional augmentation rows: switch the augment stage on"),
     ("labeler.enabled=false", "scenario syn needs labelled synthetic images: switch on labeler (labeler.enabled: true)"),

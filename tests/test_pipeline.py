@@ -98,7 +98,7 @@ def test_pipeline_full_rerun_and_invalidation():
         assert preds["path"].str.contains("/data/images/").all()  # test rows are real images only
     # one logging channel: the per-stage logs hold the classifiers' epochs and the generator's progress
     logs = {name: (run / "logs" / f"{name}.log").read_text() for name in ("generator", "labeler", "experiments")}
-    assert "training ddpm: 4/4 (100%)" in logs["generator"] and "trained ddpm on 30 TRAIN images" in logs["generator"]
+    assert "training ddpm diffusion: 4/4 (100%)" in logs["generator"] and "trained ddpm on 48 TRAIN images" in logs["generator"]
     assert "epoch   1  loss" in logs["labeler"] and "epoch   1  loss" in logs["experiments"]
     assert logs["experiments"].count("epoch   1  loss") == 4  # one model per scenario (1 seed)
 
