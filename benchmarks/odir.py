@@ -24,21 +24,18 @@ import pandas as pd
 from scipy import stats
 
 from retinaug.config import PipelineConfig
-from retinaug.experiment import accepted_synthetic, asked_vs_labelled, seed_metrics, summarize
-from retinaug.io import read_yaml, sha256_text, write_json_atomic, write_text_atomic
+from retinaug.experiments import accepted_synthetic, asked_vs_labelled, seed_metrics, summarize
+from retinaug.io import read_json, read_yaml, sha256_text, write_json_atomic, write_text_atomic
 from retinaug.manifest import load_manifest, manifest_file
+from retinaug.pipeline import stage_names
 from retinaug.stages import read_record
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STAGES = ("data", "generator", "synthetic", "labeler", "label", "selection", "augment", "experiments", "quality", "report")
 METRICS = ("precision", "recall", "f1", "accuracy")
 
 
 def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_json(path) or {}
 
 
 def _ci(mean: float, lo: float, hi: float, signed: bool = False) -> str:
@@ -153,10 +150,9 @@ def collect(run: Path) -> tuple[dict, str]:
     missing = [f"{sc.name}/seed{s}" for sc in scenarios for s in seeds if s not in per_seed.get(sc.name, {})]
     comp = composition(root, scenarios, seeds)
     tabs = tables(summary, scenarios, comp)
-    stages = {s: {k: read_record(run / s).get(k) for k in ("status", "seconds", "cpu_seconds")} for s in STAGES if read_record(run / s)}
-    labels = _json(run / "synthetic" / "label_summary.json")
-    syn = load_manifest(run / "synthetic") if manifest_file(run / "synthetic").is_file() else pd.DataFrame()
-    syn = accepted_synthetic(syn) if "accepted" in syn.columns else pd.DataFrame()  # empty until the label stage ran
+    stages = {s: {k: read_record(run / s).get(k) for k in ("status", "seconds", "cpu_seconds")} for s in stage_names() if read_record(run / s)}
+    labels = _json(run / "label" / "summary.json")
+    syn = accepted_synthetic(load_manifest(run / "label")) if manifest_file(run / "label").is_file() else pd.DataFrame()
     labeler = _json(run / "labeler" / "eval" / "metrics.json")
     gen = _json(run / "generator" / "history.json")
     quality = _json(run / "quality" / "audit.json")

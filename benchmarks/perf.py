@@ -193,7 +193,7 @@ def bench_ddpm(b: Bench, s: dict, data: Path, work: Path, precision: str) -> Non
 def bench_tsne(b: Bench, s: dict) -> None:
     import numpy as np
 
-    from retinaug.quality.config import SelectConfig
+    from retinaug.select import SelectConfig
     from retinaug.select import tsne_map
 
     rng = np.random.default_rng(0)

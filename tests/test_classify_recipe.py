@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -184,7 +185,8 @@ def test_init_path_loads_everything_but_the_head(model_dir: Path):
         create_model(TrainConfig(**{**TINY, "init": "all-classes"}), 3)
 
 
-def test_warm_start_trains_on_every_train_class_once(data: Path, tmp_path: Path, capsys):
+def test_warm_start_trains_on_every_train_class_once(data: Path, tmp_path: Path, caplog):
+    caplog.set_level(logging.INFO, logger="retinaug")
     df = load_manifest(data)
     cfg = TrainConfig(**{**TINY, "init": "all-classes"})
     weights = warm_start(cfg, df, tmp_path / "cache")
@@ -194,7 +196,7 @@ def test_warm_start_trains_on_every_train_class_once(data: Path, tmp_path: Path,
     stamp = weights.stat().st_mtime_ns
     assert warm_start(cfg.model_copy(update={"task": "G,C", "seed": 0}), df, tmp_path / "cache") == weights  # task aside
     assert weights.stat().st_mtime_ns == stamp
-    assert capsys.readouterr().out.count("init: training the all-classes model") == 1
+    assert caplog.text.count("init: training the all-classes model") == 1
     other = warm_start(cfg.model_copy(update={"lr": 1e-3}), df, tmp_path / "cache")  # another recipe: another model
     assert other != weights and len(list((tmp_path / "cache").iterdir())) == 2
     assert warm_start(TrainConfig(**TINY), df, tmp_path / "cache") is None
@@ -204,10 +206,12 @@ def test_warm_start_trains_on_every_train_class_once(data: Path, tmp_path: Path,
     assert len(cached) == 1 and fine["config"]["init"] == str(cached[0]) and fine["classes"] == ["G", "C"]
 
 
-def test_experiments_share_one_all_classes_model_across_scenarios_and_seeds(tmp_path: Path, capsys):
+def test_experiments_share_one_all_classes_model_across_scenarios_and_seeds(tmp_path: Path, caplog):
     from retinaug.config import load_config
-    from retinaug.experiment import ExperimentConfig, run_experiments
+    from retinaug.experiments import ExperimentConfig, run_experiments
+    from retinaug.manifest import load_manifest
 
+    caplog.set_level(logging.INFO, logger="retinaug")
     run = tmp_path / "run"
     make_dataset(run / "data", classes=("N", "G", "C", "A"), patients_per_class=4, size=16)
     train_cfg = {"backbone": "resnet10t", "size": 16, "epochs": 1, "batch_size": 8, "augment": False, "init": "all-classes"}
@@ -215,7 +219,8 @@ def test_experiments_share_one_all_classes_model_across_scenarios_and_seeds(tmp_
     def experiments(scenarios: list[dict]) -> None:
         path = tmp_path / "cfg.yaml"
         path.write_text(yaml.safe_dump({"experiments": {"sets": [], "seeds": 2, "n_boot": 0, "scenarios": scenarios, "train": train_cfg}}))
-        run_experiments(ExperimentConfig(**load_config(path).experiments.model_dump(exclude={"enabled"})), run)
+        cfg = ExperimentConfig(**load_config(path).experiments.model_dump(exclude={"enabled"}))
+        run_experiments(cfg, load_manifest(run / "data"), run / "experiments")
 
     experiments([{"name": "gca", "task": "G,C,A"}, {"name": "gc", "task": "G,C"}])
     cached = list((run / "experiments" / "_init").glob("*/model.safetensors"))
@@ -223,7 +228,7 @@ def test_experiments_share_one_all_classes_model_across_scenarios_and_seeds(tmp_
     warm, stamp = cached[0], cached[0].stat().st_mtime_ns
     assert json.loads((warm.parent / "model.json").read_text())["classes"] == ["N", "G", "C", "A"]
     experiments([{"name": "gca", "task": "G,C,A"}, {"name": "gc", "task": "G,C"}, {"name": "ca", "task": "C,A"}])
-    out = capsys.readouterr().out
+    out = caplog.text
     assert out.count("init: training the all-classes model") == 1  # one warm fit for both runs
     assert out.count("init: loaded") == 6 and out.count(str(warm)) >= 6  # every fit started from it: 3 scenarios x 2 seeds
     assert list((run / "experiments" / "_init").glob("*/model.safetensors")) == [warm] and warm.stat().st_mtime_ns == stamp
@@ -272,10 +277,11 @@ def hub_cache(tmp_path: Path, monkeypatch) -> tuple[Path, dict]:
 
 
 @pytest.mark.parametrize("spec", ["timm:resnet10t.c3_in1k", "timm/resnet10t.c3_in1k", "hf-hub:timm/resnet10t.c3_in1k"])
-def test_pretrained_resolves_through_a_local_hub_cache(hub_cache, spec, capsys):
+def test_pretrained_resolves_through_a_local_hub_cache(hub_cache, spec, caplog):
+    caplog.set_level(logging.INFO, logger="retinaug")
     _, source = hub_cache
     model = create_model(TrainConfig(backbone="resnet10t", task="G,C,A", pretrained=spec), 3)
-    assert "pretrained: loaded" in capsys.readouterr().out
+    assert "pretrained: loaded" in caplog.text
     state = model.state_dict()
     assert state["fc.weight"].shape == (3, 512)  # the 10-class head does not fit: left at initialisation
     assert all(torch.equal(v, source[k]) for k, v in state.items() if not k.startswith("fc."))

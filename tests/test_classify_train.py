@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 from pathlib import Path
 
@@ -56,14 +57,19 @@ def test_fit_saves_weights_and_meta(model_dir: Path):
     assert feats.shape == (5, clf.model.num_features)
 
 
-def test_same_seed_same_metrics_and_task_filter(data: Path, tmp_path: Path, capsys):
+def _logged(caplog) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records)
+
+
+def test_same_seed_same_metrics_and_task_filter(data: Path, tmp_path: Path, caplog):
+    caplog.set_level(logging.INFO, logger="retinaug")
     df = load_manifest(data)
     outside = df[df["split"] == "test"].iloc[:3].assign(label="N")  # not in the task: dropped with a count
     tr = pd.concat([df[df["split"] == "train"], outside], ignore_index=True)
     va = df[df["split"] == "val"]
     cfg = TrainConfig(**{**TINY, "imbalance": "oversample", "epochs": 1})
     a = fit(tr, va, cfg, tmp_path / "a")
-    assert "train: dropped 3 row(s) outside task G,C,A: {'N': 3}" in capsys.readouterr().out
+    assert "train: dropped 3 row(s) outside task G,C,A: {'N': 3}" in _logged(caplog)
     b = fit(tr, va, cfg, tmp_path / "b")
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"])
@@ -115,9 +121,10 @@ def test_refuses_pickle_tampered_and_misshapen(model_dir: Path, tmp_path: Path):
         load_classifier(bad)
 
 
-def test_pretrained_from_local_safetensors(model_dir: Path, capsys):
+def test_pretrained_from_local_safetensors(model_dir: Path, caplog):
+    caplog.set_level(logging.INFO, logger="retinaug")
     model = create_model(TrainConfig(**{**TINY, "pretrained": model_dir / "model.safetensors"}), 5)
-    assert "left at initialisation" in capsys.readouterr().out
+    assert "left at initialisation" in _logged(caplog)
     trained = load_file(str(model_dir / "model.safetensors"))
     assert torch.equal(model.state_dict()["conv1.0.weight"], trained["conv1.0.weight"])
     assert model.state_dict()["fc.weight"].shape == (5, trained["fc.weight"].shape[1])
@@ -132,12 +139,13 @@ def test_vgg_head_is_the_seeds():
     assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, 16)
 
 
-def test_evaluate_with_missing_and_unknown_classes(model_dir: Path, tmp_path: Path, capsys):
+def test_evaluate_with_missing_and_unknown_classes(model_dir: Path, tmp_path: Path, caplog):
+    caplog.set_level(logging.INFO, logger="retinaug")
     df = load_manifest(model_dir.parent / "data")
     test = df[(df["split"] == "test") & (df["label"] != "A")]
     odd = df[(df["split"] == "test") & (df["label"] == "A")].assign(label="N")
     m = evaluate(model_dir, pd.concat([test, odd]), tmp_path / "eval", n_boot=50, seed=3)
-    out = capsys.readouterr().out
+    out = _logged(caplog)
     assert "excluded 4 image(s)" in out and "absent from the data: A" in out
     assert m["excluded"] == {"count": 4, "by_class": {"N": 4}} and m["classes_missing_from_data"] == ["A"]
     assert m["n_images"] == 8 and m["n_patients"] == 4 and m["per_class"]["A"]["auc"] is None
@@ -170,28 +178,32 @@ def _synthetic(model_dir: Path, tmp_path: Path) -> Path:
 
 def test_label_policies(model_dir: Path, tmp_path: Path):
     syn = _synthetic(model_dir, tmp_path)
-    agree = label(model_dir, syn, policy="agree", threshold=0.0)
+    original = (syn / "manifest.parquet").read_bytes()
+    agree = label(model_dir, syn, tmp_path / "label", policy="agree", threshold=0.0)
     assert (agree["accepted"] == (agree["pred_label"] == agree["label"])).all()
-    stored = load_manifest(syn)
+    assert (agree["intended_label"] == agree["label"]).all()
+    stored = load_manifest(tmp_path / "label")
     assert stored["accepted"].tolist() == agree["accepted"].tolist() and "pred_conf" in stored
-    summary = json.loads((syn / "label_summary.json").read_text())
+    assert stored["path"].tolist() == load_manifest(syn)["path"].tolist()  # rows point at the synthetic images
+    assert (syn / "manifest.parquet").read_bytes() == original  # the synthetic manifest is never rewritten
+    summary = json.loads((tmp_path / "label" / "summary.json").read_text())
     assert summary["policy"] == "agree" and summary["generated"] == len(agree)
     assert sum(v["accepted"] for v in summary["per_class"].values()) == int(agree["accepted"].sum())
 
     from retinaug.classify.train import _extra_rows
 
-    assert len(_extra_rows(syn)) == int(agree["accepted"].sum())  # `train --extra` takes only accepted rows
+    assert len(_extra_rows(tmp_path / "label")) == int(agree["accepted"].sum())  # `train --extra` takes only accepted rows
 
     thr = float(np.median(agree["pred_conf"]))
-    relabel = label(model_dir, syn, policy="relabel", threshold=thr)
+    relabel = label(model_dir, syn, tmp_path / "label", policy="relabel", threshold=thr)
     assert (relabel["label"] == relabel["pred_label"]).all()
     assert (relabel["intended_label"] == agree["label"]).all()
     assert (relabel["accepted"] == (relabel["pred_conf"] >= thr)).all()
 
-    everything = label(model_dir, syn, policy="all")  # re-run restores the intended labels
+    everything = label(model_dir, syn, tmp_path / "label", policy="all")  # always from the generator's labels
     assert everything["accepted"].all() and (everything["label"] == agree["label"]).all()
     with pytest.raises(RetinaugError, match="unknown policy"):
-        label(model_dir, syn, policy="maybe")
+        label(model_dir, syn, tmp_path / "label", policy="maybe")
 
 
 def test_cli_train_evaluate_label(data: Path, tmp_path: Path):

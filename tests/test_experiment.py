@@ -16,7 +16,8 @@ import pytest
 import yaml
 from scipy import stats
 
-from retinaug.experiment import (
+from retinaug.errors import LeakageError, RetinaugError
+from retinaug.experiments import (
     SCENARIO_SETS,
     ExperimentConfig,
     Scenario,
@@ -141,14 +142,14 @@ def test_seven_class_selection_replaces_dominant(data, synthetic):
 def test_no_synthetic_or_augmented_rows_in_val_test(data, synthetic):
     train, val, test, _ = compose(Scenario(name="s", synthetic=1), 0, data, accepted_synthetic(synthetic))
     bad_val = pd.concat([val, synthetic.head(1).assign(split="val")], ignore_index=True)
-    with pytest.raises(AssertionError, match="non-real"):
+    with pytest.raises(LeakageError, match="non-real"):  # an error, not an assert: python -O keeps the guard
         check_sets(train, bad_val, test)
-    with pytest.raises(AssertionError, match="patients in both"):
+    with pytest.raises(LeakageError, match="patients in both"):
         check_sets(pd.concat([train, test.head(1).assign(split="train")]), val, test)
 
 
 def test_accepted_column_required(synthetic):
-    with pytest.raises(Exception, match="run the label stage"):
+    with pytest.raises(RetinaugError, match="give the label stage.s output"):
         accepted_synthetic(synthetic.drop(columns=["accepted"]))
 
 
@@ -184,8 +185,11 @@ def _experiment_cmd(cfg: Path, run: Path) -> list[str]:
 def _tiny_run(root: Path) -> tuple[Path, Path]:
     from conftest import make_dataset
 
+    from retinaug.augment import augment
+
     run = root / "run"
-    make_dataset(run / "data", classes=("G", "C", "A"), patients_per_class=6, size=16)
+    data = make_dataset(run / "data", classes=("G", "C", "A"), patients_per_class=6, size=16)
+    augment(data, ratio=1, classes=("G", "C", "A"), out=run / "augment")  # the traditional pool, as the augment stage makes it
     cfg = root / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"experiments": {
         "sets": [], "seeds": 2, "n_boot": 20,
@@ -198,10 +202,12 @@ def _tiny_run(root: Path) -> tuple[Path, Path]:
 def test_experiment_kill9_resume_same_metrics(tmp_path):
     """Uninterrupted run in-process; a second run killed with SIGKILL after its first seed finished, then re-run."""
     from retinaug.config import load_config
-    from retinaug.experiment import run_experiments
+    from retinaug.experiments import run_experiments
+    from retinaug.manifest import load_manifest
 
     cfg_a, run_a = _tiny_run(tmp_path / "a")
-    run_experiments(ExperimentConfig(**load_config(cfg_a).experiments.model_dump(exclude={"enabled"})), run_a)
+    run_experiments(ExperimentConfig(**load_config(cfg_a).experiments.model_dump(exclude={"enabled"})), load_manifest(run_a / "data"),
+                    run_a / "experiments", traditional=load_manifest(run_a / "augment"))
     import torch
 
     # the same thread count as the in-process reference run (float reduction order), and this checkout's code
@@ -225,7 +231,7 @@ def test_experiment_kill9_resume_same_metrics(tmp_path):
     pd.testing.assert_frame_equal(a, b)
     assert (a["n_seeds"] == 2).all()
     comp = pd.read_csv(run_b / "experiments" / "composition.csv").set_index(["scenario", "class"])
-    assert comp.loc[("trad", "G"), "traditional"] == comp.loc[("trad", "G"), "real"] == 6  # made on the fly
+    assert comp.loc[("trad", "G"), "traditional"] == comp.loc[("trad", "G"), "real"] == 6  # from RUN/augment
     assert "| trad |" in res.stdout
 
 
@@ -244,3 +250,24 @@ def test_asked_vs_labelled_counts_where_relabelled_images_went():
 def test_seeds_must_be_a_positive_count_or_distinct_list(seeds):
     with pytest.raises(ValueError, match="seeds: give a count >= 1 or a list of distinct seeds"):
         ExperimentConfig(seeds=seeds)
+
+
+def test_seed_key_rows_follow_image_content_transform_and_label(tmp_path):
+    """A seed is redone when an image it trains on is rewritten under the same name, or relabelled."""
+    from retinaug.experiments.runner import rows_hash
+    from retinaug.fingerprint import Digests
+
+    image = tmp_path / "G_0.png"
+    image.write_bytes(b"first")
+    df = new_manifest(_rows("G", 1, "train", "synthetic")).assign(path=[str(image)])
+    cache = tmp_path / "digests.json"
+    digests = Digests(cache)
+    before = rows_hash(df, digests)
+    digests.save()
+    assert rows_hash(df, Digests(cache)) == before
+    image.write_bytes(b"other")  # same name, same size
+    assert rows_hash(df, Digests(cache)) != before
+    image.write_bytes(b"first")
+    assert rows_hash(df, Digests(cache)) == before
+    assert rows_hash(df.assign(label="C"), Digests(cache)) != before
+    assert rows_hash(df.assign(transform="hflip"), Digests(cache)) != before

@@ -1,9 +1,10 @@
-"""Stage records: skip unchanged finished stages, resume interrupted ones, redo changed/forced ones; and the
-whole pipeline on a tiny config (every stage), re-run and partially invalidated."""
+"""Stage records: skip unchanged finished stages, resume interrupted ones, redo changed/forced/rewritten ones; and
+the whole pipeline on a tiny config (every stage), re-run, partially invalidated, retrained and moved."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from pipeline_helpers import tiny_config, tiny_run
 from retinaug.config import load_config
 from retinaug.errors import RetinaugError
 from retinaug.manifest import load_manifest
-from retinaug.pipeline import STAGES, parse_force, plan_pipeline, run_pipeline
+from retinaug.pipeline import parse_force, plan_pipeline, run_pipeline, stage_names
 from retinaug.stages import Stage, read_record
+
+STAGES = stage_names()
 
 
 def _stage(folder: Path, calls: list, config: dict, inputs: dict, fail: bool = False) -> Stage:
@@ -27,7 +30,7 @@ def _stage(folder: Path, calls: list, config: dict, inputs: dict, fail: bool = F
             raise RuntimeError("killed")
         (folder / "out.txt").write_text(json.dumps(config))
 
-    return Stage("s", folder, config, inputs, work, [folder / "out.txt"])
+    return Stage("s", folder, config, inputs, work, ["out.txt"])
 
 
 def test_stage_skip_resume_fresh_force(tmp_path):
@@ -52,8 +55,15 @@ def test_stage_skip_resume_fresh_force(tmp_path):
     # forced, and missing outputs
     _stage(folder, calls, {"a": 3}, {"up": "h2"}).execute(force=True)
     assert calls[-1] == [] and read_record(folder)["why"] == "forced"
-    (folder / "out.txt").unlink()
-    assert _stage(folder, calls, {"a": 3}, {"up": "h2"}).decision(False)[0] == "fresh"
+    # an output rewritten after the stage finished (same size, mtime set back): redone
+    out = folder / "out.txt"
+    st = out.stat()
+    out.write_text(out.read_text().replace("3", "4"))
+    os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert out.stat().st_size == st.st_size and out.stat().st_mtime_ns == st.st_mtime_ns
+    assert _stage(folder, calls, {"a": 3}, {"up": "h2"}).decision(False) == ("fresh", "outputs changed since it finished (a file was rewritten)")
+    out.unlink()
+    assert _stage(folder, calls, {"a": 3}, {"up": "h2"}).decision(False) == ("fresh", "outputs missing (s/out.txt)")
 
 
 def test_parse_force():
@@ -73,7 +83,7 @@ def test_pipeline_full_rerun_and_invalidation():
     for name in STAGES:
         assert read_record(run / name)["status"] == "done", name
     for rel in ("config.yaml", "run.log", "logs/experiments.log", "data/manifest.parquet", "generator/history.json",
-                "synthetic/manifest.parquet", "labeler/model.safetensors", "selection/manifest.parquet",
+                "synthetic/manifest.parquet", "labeler/model.safetensors", "label/manifest.parquet", "selection/manifest.parquet",
                 "augment/manifest.parquet", "experiments/summary.csv", "experiments/table.md",
                 "experiments/composition.csv", "quality/audit.json", "report/index.html"):
         assert (run / rel).is_file(), rel
@@ -86,6 +96,11 @@ def test_pipeline_full_rerun_and_invalidation():
     for sc in ("real", "syn", "trad", "sel"):
         preds = pd.read_parquet(run / "experiments" / sc / "seed0" / "predictions.parquet")
         assert preds["path"].str.contains("/data/images/").all()  # test rows are real images only
+    # one logging channel: the per-stage logs hold the classifiers' epochs and the generator's progress
+    logs = {name: (run / "logs" / f"{name}.log").read_text() for name in ("generator", "labeler", "experiments")}
+    assert "training ddpm diffusion: 4/4 (100%)" in logs["generator"] and "trained ddpm on 48 TRAIN images" in logs["generator"]
+    assert "epoch   1  loss" in logs["labeler"] and "epoch   1  loss" in logs["experiments"]
+    assert logs["experiments"].count("epoch   1  loss") == 4  # one model per scenario (1 seed)
 
     # unchanged re-run: everything but the report is skipped
     before = _started(run)
@@ -149,16 +164,19 @@ def test_pipeline_kill9_during_generate_then_rerun_same_results(tmp_path):
     )
 
 
-def test_moved_run_folder_keeps_finished_seeds(tmp_path):
-    """Seed keys name images relative to the run folder: a copied run re-running its experiments retrains nothing."""
+def test_moved_run_folder_is_skipped_whole(tmp_path):
+    """Output hashes name files relative to the run and seed keys hash image content: a copied run (new paths,
+    new file times and inodes) re-hashes its files once, then skips every stage and retrains nothing."""
     moved = tmp_path / "moved"
     shutil.copytree(tiny_run(), moved, copy_function=shutil.copy)  # new file times, as `cp -r` gives
     seeds = sorted(moved.glob("experiments/*/seed*/metrics.json"))
     assert len(seeds) == 4
     before = {p: p.stat().st_mtime_ns for p in seeds}
-    for stage in ("augment", "selection", "synthetic"):  # manifests find the copy's own images, not the original's
+    for stage in ("augment", "selection", "synthetic", "label"):  # manifests find the copy's own images, not the original's
         assert load_manifest(moved / stage)["path"].str.startswith(str(moved) + "/").all(), stage
-    run_pipeline(load_config(moved / "config.yaml"), moved, force=["experiments"])  # as the run was last made
+    cfg = load_config(moved / "config.yaml")  # as the run was last made
+    assert {name: action for name, action, _ in plan_pipeline(cfg, moved)} == {**{s: "skip" for s in STAGES}, "report": "run"}
+    run_pipeline(cfg, moved, force=["experiments"])
     assert read_record(moved / "experiments")["why"] == "forced"
     assert {p: p.stat().st_mtime_ns for p in seeds} == before
     recipe = json.loads((moved / "experiments" / "real" / "seed0" / "recipe.json").read_text())
@@ -188,42 +206,21 @@ def test_dry_run_says_what_would_run_writes_nothing_and_ignores_tracker(tmp_path
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == files
 
 
-def test_seed_keys_of_older_runs_are_accepted_and_upgraded(tmp_path):
-    """Runs made before portable seed keys hashed absolute image paths: their finished seeds are still skipped,
-    and their recipe.json gets the portable key."""
-    from retinaug.experiment import accepted_synthetic, compose
-    from retinaug.io import sha256_text
-
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run(), run)
-    cfg = load_config(run / "config.yaml")
-    data, syn = load_manifest(run / "data"), accepted_synthetic(load_manifest(run / "synthetic"))
-    sc = next(s for s in cfg.experiments.resolve() if s.name == "syn")
-    train, _, test, _ = compose(sc, 0, data, syn)
-    recipe_file = run / "experiments" / "syn" / "seed0" / "recipe.json"
-    portable = json.loads(recipe_file.read_text())
-    old = {k: v for k, v in portable.items() if k not in ("key", "counts")}
-    old["train_rows"] = sha256_text("\n".join(sorted(train["path"] + "|" + "")))  # the old formula, absolute paths
-    old["test_rows"] = sha256_text("\n".join(sorted(test["path"])))
-    recipe_file.write_text(json.dumps({"key": sha256_text(json.dumps(old, sort_keys=True)), **old}))
-    metrics = run / "experiments" / "syn" / "seed0" / "metrics.json"
-    before = metrics.stat().st_mtime_ns
-    run_pipeline(cfg, run, force=["experiments"])
-    assert metrics.stat().st_mtime_ns == before
-    assert json.loads(recipe_file.read_text())["key"] == portable["key"]
-
-
 def test_switched_off_stage_outputs_are_not_read(tmp_path):
-    """selection.enabled=false on a run whose selection/ folder exists: the experiments see no selection (the
-    7-class selection scenario stops with a clear error) instead of silently reusing the old one."""
+    """selection.enabled=false on a run whose selection/ folder exists: the experiments see no selection; the
+    7-class selection scenario that needs it stops the dry-run and the run before any stage, naming the switch."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run(), run)
+    started = _started(run)
     cfg = tiny_config("selection.enabled=false")
+    for attempt in (plan_pipeline, run_pipeline):
+        with pytest.raises(RetinaugError, match=r"scenario sel needs the t-SNE selection: switch the selection stage on"):
+            attempt(cfg, run)
+    assert _started(run) == started
+    cfg = tiny_config("selection.enabled=false", "experiments.only=[real, syn, trad]")
     plan = {name: (action, why) for name, action, why in plan_pipeline(cfg, run)}
     assert plan["selection"] == ("disabled", "disabled in the config")
-    assert plan["experiments"] == ("run", "inputs changed (selection); seeds whose recipe is unchanged are kept")
-    with pytest.raises(RetinaugError, match=r"scenario sel needs the t-SNE selection: switch the selection stage on"):
-        run_pipeline(cfg, run)
+    assert plan["experiments"] == ("run", "config changed; seeds whose recipe is unchanged are kept")
 
 
 def test_more_synthetic_images_keep_the_ones_already_made(tmp_path):
@@ -245,5 +242,72 @@ def test_more_synthetic_images_keep_the_ones_already_made(tmp_path):
     assert read_record(run / "synthetic")["why"] == "config changed in amounts only: finished work kept"
     assert {p: p.stat().st_mtime_ns for p in old} == old
     assert len(list((run / "synthetic").glob("*/*.png"))) == 30
-    syn = load_manifest(run / "synthetic")
-    assert len(syn) == 30 and syn["accepted"].all()  # relabelled: the label stage ran again on all 30
+    assert len(load_manifest(run / "synthetic")) == 30
+    labelled = load_manifest(run / "label")
+    assert len(labelled) == 30 and labelled["accepted"].all()  # relabelled: the label stage ran again on all 30
+
+
+def _section_html(run: Path, key: str) -> str:
+    import re
+
+    return re.search(rf'<section id="{key}" class="\w+">(.*?)</section>', (run / "report" / "index.html").read_text(), re.S).group(1)
+
+
+def test_retrained_generator_reruns_everything_below_it(tmp_path):
+    """The generator retrains with another step count: the synthetic images are regenerated under the same file
+    names, so only content hashes can tell. Label, experiments (the seeds that use synthetic images), quality and
+    the report re-run and the report's numbers change; the dry-run says so first; the real-only seed is kept."""
+    from typer.testing import CliRunner
+
+    from retinaug.cli import app
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run(), run)
+    names = sorted(p.relative_to(run) for p in run.glob("synthetic/*/*.png"))
+    pixels = {p: (run / p).read_bytes() for p in names}
+    fid_before, labeled_before = _section_html(run, "fid"), load_manifest(run / "label")["pred_conf"].tolist()
+    metrics = {sc: (run / "experiments" / sc / "seed0" / "metrics.json").read_text() for sc in ("real", "syn", "trad", "sel")}
+    cfg = load_config(run / "config.yaml", overrides=["generator.ddpm.steps=6"])  # as the run was last made, + the change
+    started = _started(run)
+
+    res = CliRunner().invoke(app, ["run", str(run / "config.yaml"), "--out", str(run), "--dry-run", "--set", "generator.ddpm.steps=6"])
+    assert res.exit_code == 0, res.output
+    plan = {line.split()[0]: line.split(maxsplit=2)[1:] for line in res.output.splitlines() if line.split()[0] in STAGES}
+    assert plan["generator"] == ["run", "config changed"]
+    assert plan["synthetic"] == ["run?", "finished; redone if the output of generator changes"]
+    assert plan["label"] == ["run?", "finished; redone if the output of synthetic changes"]
+    assert plan["experiments"][0] == plan["quality"][0] == "run?" and "label" in plan["experiments"][1]
+    assert plan["labeler"][0] == plan["selection"][0] == plan["augment"][0] == "skip"
+
+    run_pipeline(cfg, run)
+    why = {s: read_record(run / s)["why"] for s in STAGES}
+    assert why["generator"] == "config changed" and why["synthetic"] == "inputs changed (generator)"
+    assert why["label"] == "inputs changed (synthetic)" and why["experiments"] == "inputs changed (label)"
+    assert why["quality"] == "inputs changed (label, synthetic)"
+    assert {s for s in STAGES if _started(run)[s] == started[s]} == {"data", "labeler", "selection", "augment"}
+    assert sorted(p.relative_to(run) for p in run.glob("synthetic/*/*.png")) == names  # same names ...
+    assert any((run / p).read_bytes() != pixels[p] for p in names)  # ... other pixels
+    assert load_manifest(run / "label")["pred_conf"].tolist() != labeled_before
+    now = {sc: (run / "experiments" / sc / "seed0" / "metrics.json").read_text() for sc in metrics}
+    assert now["real"] == metrics["real"] and now["trad"] == metrics["trad"]  # no synthetic image: kept
+    assert json.loads((run / "experiments" / "syn" / "seed0" / "recipe.json").read_text())["train_rows"] != \
+        json.loads((tiny_run() / "experiments" / "syn" / "seed0" / "recipe.json").read_text())["train_rows"]
+    assert _section_html(run, "fid") != fid_before  # the report shows the new images' FID/KID
+
+
+def test_rewritten_output_file_is_detected(tmp_path):
+    """An image of a finished stage rewritten in place (same size, mtime set back): the dry-run redoes the stage that
+    wrote it and the label stage, whose output names the image; the stages below wait for their outputs."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run(), run)
+    image = sorted(run.glob("synthetic/G/*.png"))[0]
+    st = image.stat()
+    data = bytearray(image.read_bytes())
+    data[-20] ^= 0xFF  # a byte inside the last chunk: same size, other content
+    with open(image, "r+b") as f:
+        f.write(data)
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
+    plan = {name: (action, why) for name, action, why in plan_pipeline(load_config(run / "config.yaml"), run)}
+    assert plan["synthetic"] == plan["label"] == ("run", "outputs changed since it finished (a file was rewritten)")
+    assert plan["experiments"][0] == plan["quality"][0] == "run?"
+    assert plan["selection"][0] == plan["augment"][0] == "skip"

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from conftest import make_dataset
 from retinaug.errors import RetinaugError
-from retinaug.quality import SelectConfig
+from retinaug.select import SelectConfig
 from retinaug.select import _core, _coverage, keep_count, select
 
 

@@ -8,7 +8,6 @@ image can have at most 7: a ratio above that is refused rather than silently rep
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +18,12 @@ from .cache import apply_transform
 from .classes import CODES, TASKS
 from .errors import RetinaugError
 from .io import sha256_text, write_json_atomic
-from .manifest import save_manifest, validate_manifest
+from .manifest import half_up, real_rows, save_manifest, validate_manifest
 from .progress import track
 
 SEED_TRANSFORMS = ("hflip", "vflip", "rot90")  # what the seed used, tried first
 MORE_TRANSFORMS = ("rot180", "rot270", "hflip+rot90", "hflip+rot270")  # the rest of the square's symmetries
 MAX_RATIO = len(SEED_TRANSFORMS) + len(MORE_TRANSFORMS)
-
-
-def half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
 
 
 def _copies_per_image(n: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
@@ -74,7 +69,7 @@ def augment(
         )
     if write_files and out is None:
         raise RetinaugError("write_files needs an output folder (out)")
-    real = data_df[(data_df["origin"] == "real") & (data_df["split"] == "train")]
+    real = real_rows(data_df)
     present = set(real["label"])
     if classes is None:
         classes = tuple(c for c in TASKS["5-class"] if c in present)

@@ -11,20 +11,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from .classes import ClassCodes
 from .classify.config import TrainConfig
-from .errors import RetinaugError
-from .io import read_yaml
-from .experiment import ExperimentConfig
+from .errors import RetinaugError, validated
+from .experiments.scenarios import ExperimentConfig
 from .generate.config import DDPMConfig, GenerateConfig, LDMConfig, SDLoRAConfig
-from .quality.config import AuditConfig, SelectConfig
+from .io import read_yaml
+from .quality.config import AuditConfig
+from .select import SelectConfig
 
 PRESETS = ("demo", "odir-cpu", "paper")
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    def result_config(self) -> dict:
+        """What decides the stage's result (hashed in its record): every setting but the on/off switch."""
+        return self.model_dump(mode="json", exclude={"enabled"})
 
 
 class DataStage(_Section):
@@ -52,8 +58,12 @@ class GeneratorStage(_Section):
     def method_config(self) -> DDPMConfig | LDMConfig | SDLoRAConfig:
         return getattr(self, self.method.replace("-", "_"))
 
+    def result_config(self) -> dict:
+        """The method and its settings only: editing the other method's section redoes nothing."""
+        return {"method": self.method, "config": self.method_config().model_dump(mode="json")}
 
-class SyntheticStage(GenerateConfig):
+
+class SyntheticStage(GenerateConfig, _Section):
     """What and how many synthetic images to generate (before the labeler filters them), and the sampling settings."""
 
     enabled: bool = Field(True, description="Generate synthetic images.")
@@ -67,6 +77,7 @@ class LabelerStage(_Section):
 
     enabled: bool = Field(True, description="Train the labeler (needed by label, and by selection/quality when they use it).")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(task="8-class"), description="Labeler training config.")
+    n_boot: int = Field(200, ge=0, description="Patient-bootstrap resamples of the labeler's test metrics (labeler/eval).")
 
 
 class LabelStage(_Section):
@@ -76,7 +87,7 @@ class LabelStage(_Section):
     threshold: float = Field(0.5, ge=0, le=1, description="Minimum labeler confidence to accept an image.")
 
 
-class SelectionStage(SelectConfig):
+class SelectionStage(SelectConfig, _Section):
     """t-SNE selection that reduces the dominant classes (D, N) of the training split."""
 
     enabled: bool = Field(True, description="Run the t-SNE selection (needed by 7-class selection scenarios).")
@@ -87,17 +98,17 @@ class AugmentStage(_Section):
 
     enabled: bool = Field(True, description="Make traditional-augmentation rows.")
     ratio: float | None = Field(None, gt=0, description="Rows per class as a multiple of its real train count (default: the largest traditional multiplier of the scenarios).")
-    classes: list[str] | None = Field(None, description="Classes to augment (default: those the scenarios ask for).")
+    classes: ClassCodes | None = Field(None, description="Classes to augment (default: those the scenarios ask for).")
     seed: int = Field(0, description="Sampling seed.")
 
 
-class ExperimentsStage(ExperimentConfig):
+class ExperimentsStage(ExperimentConfig, _Section):
     """Scenario experiments (see `retinaug experiment --help`)."""
 
     enabled: bool = Field(True, description="Run the scenario experiments.")
 
 
-class QualityStage(AuditConfig):
+class QualityStage(AuditConfig, _Section):
     """Synthetic-data audit: nearest neighbours, memorization, FID/KID."""
 
     enabled: bool = Field(True, description="Run the quality audit.")
@@ -119,18 +130,6 @@ class PipelineConfig(_Section):
 
 
 # ---------------------------------------------------------------- loading
-
-
-def _format_errors(exc: ValidationError, origin: str) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{loc}: unknown key (check the spelling; `retinaug init-config` writes every valid key)")
-        else:
-            got = f" (got {err['input']!r})" if not isinstance(err.get("input"), dict) else ""
-            lines.append(f"{loc}: {err['msg']}{got}")
-    return f"invalid config {origin}:\n  - " + "\n  - ".join(lines)
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -177,10 +176,7 @@ def load_config(path: str | Path | None = None, preset: str | None = None, overr
     for item in overrides:
         raw = apply_set(raw, item)
     origin = " + ".join(filter(None, [f"preset {preset}" if preset else "", str(path) if path else "", "--set" if overrides else ""])) or "(defaults)"
-    try:
-        return PipelineConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise RetinaugError(_format_errors(exc, origin)) from None
+    return validated(PipelineConfig, raw, f"config {origin}")
 
 
 def dump_config(cfg: PipelineConfig) -> str:

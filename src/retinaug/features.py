@@ -23,10 +23,6 @@ from .errors import RetinaugError
 from .progress import progress_bar
 
 PIXEL_SIZE = 16  # 768 features: enough to catch copies, small enough for FID covariances
-EXTRACTOR_HELP = (
-    "feature extractor: 'auto' (the labeler when --labeler is given, else pixels), 'labeler', 'pixels', "
-    "or a local folder (a CLIP model in Hugging Face layout, or a labeler folder)"
-)
 
 
 class FeatureExtractor:

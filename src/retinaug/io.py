@@ -37,6 +37,14 @@ def write_json_atomic(target: str | Path, obj: Any) -> Path:
     return write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def read_json(path: str | Path) -> Any:
+    """The parsed JSON file, or None when it is missing or unreadable (a record not written yet, a killed write)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def read_yaml(path: str | Path) -> dict:
     """A YAML file holding a mapping; a missing file, invalid YAML or another type is a clear error."""
     import yaml

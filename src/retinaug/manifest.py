@@ -8,6 +8,7 @@ In memory `path` is absolute, so manifests from different folders can be concate
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -179,6 +180,18 @@ def load_manifest(path: str | Path, check_files: bool = False) -> pd.DataFrame:
     df = validate_manifest(df, check_files=check_files)
     df.attrs["manifest_dir"] = str(folder)
     return df
+
+
+def real_rows(df: pd.DataFrame, split: str = "train", classes: Iterable[str] | None = None) -> pd.DataFrame:
+    """Real images of one split (never synthetic or augmented rows), optionally of some classes: what a model
+    may learn from (split 'train') or be scored on ('val', 'test')."""
+    rows = df[(df["origin"] == "real") & (df["split"] == split)]
+    return rows if classes is None else rows[rows["label"].isin(list(classes))]
+
+
+def half_up(x: float) -> int:
+    """Round half up (2.5 -> 3): how every per-class image count is rounded (numpy's round is half-to-even)."""
+    return int(math.floor(x + 0.5))
 
 
 def class_counts(df: pd.DataFrame, by: str = "split") -> pd.DataFrame:

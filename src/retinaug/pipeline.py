@@ -1,41 +1,167 @@
 """`retinaug run`: every stage in order from one config, resumable at stage granularity (see stages.py).
 
-data -> generator -> synthetic -> labeler -> label -> selection -> augment -> experiments -> quality -> report.
-Each stage calls the public function of its module; this file only decides what runs, with which inputs,
-and keeps the records and logs.
+The pipeline is one table (`STAGES`) and a loop. Each row declares a stage once: its name, the upstream stages
+it reads, its config section, the function it calls and the files it writes that later stages read. Each
+function takes its inputs explicitly (upstream folders, None for an optional one switched off), its config
+section whole and its output folder. The loop, `--dry-run`, `--force`, the up-front checks (checks.py), the
+report's stage list and `stage_timings` all read the table; nothing else spells stage names.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import PipelineConfig, dump_config
 from .errors import RetinaugError
 from .io import write_text_atomic
-from .manifest import load_manifest, manifest_file
+from .lock import run_lock
+from .logs import log_to
 from .stages import Stage, read_record
 
 log = logging.getLogger("retinaug")
 
-STAGES = ("data", "generator", "synthetic", "labeler", "label", "selection", "augment", "experiments", "quality", "report")
-# Upstream stages whose recorded output hash is part of each stage's inputs.
-UPSTREAM: dict[str, tuple[str, ...]] = {
-    "data": (),
-    "generator": ("data",),
-    "synthetic": ("data", "generator"),
-    "labeler": ("data",),
-    "label": ("synthetic", "labeler"),
-    "selection": ("data", "labeler"),
-    "augment": ("data",),
-    "experiments": ("data", "label", "selection", "augment"),
-    "quality": ("data", "label", "labeler"),
-    "report": (),
-}
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage, declared once."""
+
+    name: str
+    needs: tuple[str, ...]  # upstream stages it reads; it is switched off with any of them
+    uses: tuple[str, ...]  # upstream stages it reads when they are on (given None when off)
+    section: str | None  # its section of PipelineConfig (None: it has no settings)
+    run: Callable[..., Any]  # run(*upstream folders in needs + uses order, section, out)
+    writes: tuple[str, ...]  # globs in its folder that later stages read (a manifest brings the images it names)
+    keep: tuple[str, ...] = ()  # settings whose change keeps finished work: the stage resumes in place
+    keeps: str = ""  # what a redo in place keeps (its own resume decides); empty: redone in an emptied folder
+    always: bool = False  # redone on every run
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        return self.needs + self.uses
+
+
+# ---------------------------------------------------------------- the stage functions
+
+
+def _manifest(folder: Path | None):
+    from .manifest import load_manifest
+
+    return None if folder is None else load_manifest(folder)
+
+
+def data_stage(cfg, out: Path) -> None:
+    if cfg.source == "phantom":
+        from .phantom import make_phantom
+
+        make_phantom(n=cfg.n, size=cfg.size, seed=cfg.seed, out=out, proportions=cfg.proportions, val=cfg.val, test=cfg.test)
+    elif cfg.source == "odir":
+        from .ingest import prepare_odir
+
+        prepare_odir(cfg.path, out, val=cfg.val, test=cfg.test, seed=cfg.seed)
+    else:
+        from .ingest import prepare_folder
+
+        prepare_folder(cfg.path, out, val=cfg.val, test=cfg.test, seed=cfg.seed)
+
+
+def generator_stage(data: Path, cfg, out: Path) -> None:
+    from .generate import finetune
+
+    finetune(data, cfg.method, cfg.method_config(), out)
+
+
+def synthetic_stage(data: Path, generator: Path, cfg, out: Path) -> None:
+    from .generate import generate
+
+    generate(generator, data, out, cfg)
+
+
+def labeler_stage(data: Path, cfg, out: Path) -> None:
+    from .classify import evaluate, train
+    from .manifest import real_rows
+
+    train(data, cfg.train, out)
+    evaluate(out, real_rows(_manifest(data), "test"), out / "eval", n_boot=cfg.n_boot)
+
+
+def label_stage(synthetic: Path, labeler: Path, cfg, out: Path) -> None:
+    from .classify import label
+
+    label(labeler, synthetic, out, policy=cfg.policy, threshold=cfg.threshold)
+
+
+def selection_stage(data: Path, labeler: Path | None, cfg, out: Path) -> None:
+    from .select import SelectConfig, select
+
+    select(_manifest(data), SelectConfig(**cfg.model_dump(exclude={"enabled"})), out, labeler)
+
+
+def augment_stage(data: Path, cfg, out: Path) -> None:
+    from .augment import augment
+
+    augment(_manifest(data), ratio=cfg.ratio, classes=cfg.classes, seed=cfg.seed, out=out)
+
+
+def experiments_stage(data: Path, label: Path | None, selection: Path | None, augment: Path | None, cfg, out: Path) -> None:
+    from .experiments import ExperimentConfig, run_experiments
+
+    run_experiments(ExperimentConfig(**cfg.model_dump(exclude={"enabled"})), _manifest(data), out,
+                    synthetic=_manifest(label), traditional=_manifest(augment), selection=_manifest(selection))
+
+
+def quality_stage(data: Path, synthetic: Path, labeler: Path | None, label: Path | None, cfg, out: Path) -> None:
+    from .quality import AuditConfig, audit
+
+    audit_cfg = AuditConfig(**cfg.model_dump(exclude={"enabled"}))
+    # the label stage's manifest is the synthetic one plus the labeler's verdicts (accepted_only needs them)
+    audit(_manifest(label or synthetic), _manifest(data), out, extractor=audit_cfg.extractor, labeler=labeler, config=audit_cfg)
+
+
+def report_stage(cfg, out: Path) -> None:
+    from .report import build_report
+
+    build_report(out.parent)  # the report reads every stage of the run it lies in
+
+
+# `writes`: what a later stage reads (files only the report shows, such as timings and plots, are left out, so a
+# redone stage with the same result redoes nothing below it).
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("data", (), (), "data", data_stage, ("manifest.parquet",)),
+    StageSpec("generator", ("data",), (), "generator", generator_stage, ("**/*",)),
+    StageSpec("synthetic", ("data", "generator"), (), "synthetic", synthetic_stage, ("manifest.parquet",),
+              keep=("per_class", "ratio", "classes", "batch_size", "margin")),  # image seeds depend on class and index only
+    StageSpec("labeler", ("data",), (), "labeler", labeler_stage, ("model.safetensors", "model.json")),
+    StageSpec("label", ("synthetic", "labeler"), (), "label", label_stage, ("manifest.parquet",)),
+    StageSpec("selection", ("data",), ("labeler",), "selection", selection_stage, ("manifest.parquet",)),
+    StageSpec("augment", ("data",), (), "augment", augment_stage, ("manifest.parquet",)),
+    StageSpec("experiments", ("data",), ("label", "selection", "augment"), "experiments", experiments_stage,
+              ("summary.csv", "table.csv", "table.md", "composition.csv", "*/seed*/metrics.json", "*/seed*/model.json"),
+              keeps="seeds whose recipe is unchanged are kept"),
+    StageSpec("quality", ("data", "synthetic"), ("labeler", "label"), "quality", quality_stage, ("**/*",)),
+    StageSpec("report", (), (), None, report_stage, ("index.html",), always=True),
+)
+
+
+def stage_names() -> tuple[str, ...]:
+    return tuple(spec.name for spec in STAGES)
+
+
+def enabled_stages(cfg: PipelineConfig) -> dict[str, bool]:
+    """Stage name -> on: its section's `enabled` (sections without one are always on) and every stage it needs."""
+    on: dict[str, bool] = {}
+    for spec in STAGES:
+        section = getattr(cfg, spec.section) if spec.section else None
+        on[spec.name] = getattr(section, "enabled", True) and all(on[up] for up in spec.needs)
+    return on
+
+
+# ---------------------------------------------------------------- resolving and planning
 
 
 def resolve(cfg: PipelineConfig) -> PipelineConfig:
@@ -69,223 +195,99 @@ def resolve(cfg: PipelineConfig) -> PipelineConfig:
     return cfg
 
 
-@contextlib.contextmanager
-def _log_to(path: Path) -> Iterator[None]:
-    """Copy retinaug's log records into `path` while the block runs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    log.addHandler(handler)
-    try:
-        yield
-    finally:
-        log.removeHandler(handler)
-        handler.close()
-
-
-def setup_console_logging(level: int = logging.INFO) -> None:
-    """Rich console output for retinaug's loggers (idempotent)."""
-    from rich.logging import RichHandler
-
-    from .progress import console
-
-    if not any(isinstance(h, RichHandler) for h in log.handlers):
-        handler = RichHandler(console=console, show_path=False, markup=False, log_time_format="%H:%M:%S")
-        log.addHandler(handler)
-    log.setLevel(level)
-
-
-def _stage_inputs(run: Path, name: str, on: dict[str, bool]) -> dict[str, str]:
-    """Upstream output hashes; a switched-off upstream counts as 'disabled', whatever an older run left."""
-    return {up: read_record(run / up).get("output_hash", "absent") if on[up] else "disabled" for up in UPSTREAM[name]}
-
-
-def _synthetic_df(run: Path):
-    return load_manifest(run / "synthetic") if manifest_file(run / "synthetic").is_file() else None
-
-
-def _work(cfg: PipelineConfig, run: Path) -> dict[str, tuple[bool, object, callable, list[Path]]]:
-    """stage name -> (enabled, config that decides its result, work function, key outputs)."""
-    from . import experiment
-
-    data_dir, gen_dir, syn_dir, lab_dir = run / "data", run / "generator", run / "synthetic", run / "labeler"
-    gen_on = cfg.generator.enabled
-    on = {"data": True, "generator": gen_on, "synthetic": gen_on and cfg.synthetic.enabled, "labeler": cfg.labeler.enabled,
-          "label": gen_on and cfg.synthetic.enabled and cfg.labeler.enabled, "selection": cfg.selection.enabled,
-          "augment": cfg.augment.enabled, "experiments": cfg.experiments.enabled,
-          "quality": cfg.quality.enabled and gen_on and cfg.synthetic.enabled, "report": True}
-
-    def labeler_model() -> Path | None:  # an older run's labeler is not used when the labeler is switched off
-        return lab_dir if on["labeler"] and (lab_dir / "model.safetensors").is_file() else None
-
-    def data() -> None:
-        d = cfg.data
-        if d.source == "phantom":
-            from .phantom import make_phantom
-
-            make_phantom(n=d.n, size=d.size, seed=d.seed, out=data_dir, proportions=d.proportions, val=d.val, test=d.test)
-        elif d.source == "odir":
-            from .ingest import prepare_odir
-
-            prepare_odir(d.path, data_dir, val=d.val, test=d.test, seed=d.seed)
-        else:
-            from .ingest import prepare_folder
-
-            prepare_folder(d.path, data_dir, val=d.val, test=d.test, seed=d.seed)
-
-    def generator() -> None:
-        from .generate import finetune
-
-        finetune(data_dir, cfg.generator.method, cfg.generator.method_config(), gen_dir)
-
-    def synthetic() -> None:
-        from .generate import generate
-
-        generate(gen_dir, data_dir, syn_dir, cfg.synthetic)
-
-    def labeler() -> None:
-        from .classify import evaluate, train
-
-        train(data_dir, cfg.labeler.train, lab_dir)
-        df = load_manifest(data_dir)
-        evaluate(lab_dir, df[(df["split"] == "test") & (df["origin"] == "real")], lab_dir / "eval", n_boot=cfg.experiments.n_boot)
-
-    def label() -> None:
-        from .classify import label as label_fn
-
-        if labeler_model() is None:
-            raise RetinaugError("the label stage needs the labeler: enable labeler (labeler.enabled: true)")
-        label_fn(lab_dir, syn_dir, policy=cfg.label.policy, threshold=cfg.label.threshold)
-
-    def selection() -> None:
-        from .quality.config import SelectConfig
-        from .select import select
-
-        sel_cfg = SelectConfig(**cfg.selection.model_dump(exclude={"enabled"}))
-        select(load_manifest(data_dir), sel_cfg, run / "selection", labeler_model())
-
-    def augment() -> None:
-        from .augment import augment as augment_fn
-
-        df = load_manifest(data_dir)
-        a = cfg.augment
-        augment_fn(df[(df["split"] == "train") & (df["origin"] == "real")], ratio=a.ratio, classes=tuple(a.classes or ()) or None, seed=a.seed, out=run / "augment")
-
-    def experiments() -> None:
-        exp_cfg = experiment.ExperimentConfig(**cfg.experiments.model_dump(exclude={"enabled"}))
-        experiment.run_experiments(exp_cfg, run, ignore=[s for s in ("synthetic", "selection", "augment") if not on[s]])
-
-    def quality() -> None:
-        from .quality import audit
-        from .quality.config import AuditConfig
-
-        syn = _synthetic_df(run)
-        if syn is None:
-            raise RetinaugError("the quality stage needs synthetic images: enable generator and synthetic")
-        audit_cfg = AuditConfig(**cfg.quality.model_dump(exclude={"enabled"}))
-        audit(syn, load_manifest(data_dir), run / "quality", extractor=audit_cfg.extractor, labeler=labeler_model(), config=audit_cfg)
-
-    def report() -> None:
-        from .report import build_report
-
-        build_report(run)
-
-    return {
-        "data": (on["data"], cfg.data, data, [data_dir / "manifest.parquet"]),
-        "generator": (on["generator"], {"method": cfg.generator.method, "config": cfg.generator.method_config()}, generator, [gen_dir / "config.json"]),
-        "synthetic": (on["synthetic"], cfg.synthetic, synthetic, [syn_dir / "manifest.parquet"]),
-        "labeler": (on["labeler"], cfg.labeler, labeler, [lab_dir / "model.safetensors"]),
-        "label": (on["label"], cfg.label, label, [syn_dir / "manifest.parquet"]),
-        "selection": (on["selection"], cfg.selection, selection, [run / "selection" / "manifest.parquet"]),
-        "augment": (on["augment"], cfg.augment, augment, [run / "augment" / "manifest.parquet"]),
-        "experiments": (on["experiments"], cfg.experiments, experiments, [run / "experiments" / "summary.csv"]),
-        "quality": (on["quality"], cfg.quality, quality, [run / "quality" / "audit.json"]),
-        "report": (True, {}, report, [run / "report" / "index.html"]),
-    }
-
-
 def parse_force(force: Iterable[str]) -> set[str]:
     names = {f.strip() for item in force for f in item.split(",") if f.strip()}
     if "all" in names:
-        return set(STAGES)
-    unknown = sorted(names - set(STAGES))
+        return set(stage_names())
+    unknown = sorted(names - set(stage_names()))
     if unknown:
-        raise RetinaugError(f"--force: unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)} (or all)")
+        raise RetinaugError(f"--force: unknown stage(s) {', '.join(unknown)}; stages: {', '.join(stage_names())} (or all)")
     return names
 
 
-# Settings that only say how many images to make: changing them lets `generate` keep the images already written
-# (each image's seed depends on its class and index only), so the synthetic folder is not wiped for them.
-AMOUNTS = {"synthetic": {"per_class", "ratio", "classes", "batch_size", "margin"}}
+def _stage(spec: StageSpec, cfg: PipelineConfig, run: Path, on: dict[str, bool]) -> Stage:
+    """The record keeper of one stage: its inputs are the output hashes its upstream stages recorded (a
+    switched-off upstream counts as 'disabled', whatever an older run left)."""
+    section = getattr(cfg, spec.section) if spec.section else None
+    result = section.result_config() if section is not None else {}
+    inputs = {up: read_record(run / up).get("output_hash", "absent") if on[up] else "disabled" for up in spec.upstream}
+    folders = [run / up if on[up] else None for up in spec.upstream]
+    return Stage(spec.name, run / spec.name, result, inputs, lambda: spec.run(*folders, section, run / spec.name),
+                 spec.writes, run, clean_on_change=not spec.keeps,
+                 keep_when={k: v for k, v in result.items() if k not in spec.keep} if spec.keep else None)
 
 
-def _stage(run: Path, name: str, work: dict) -> Stage:
-    _, stage_cfg, fn, outputs = work[name]
-    # label writes into synthetic/, so its record lives in label/ and its folder is never wiped
-    on = {n: w[0] for n, w in work.items()}
-    keep_when = stage_cfg.model_dump(mode="json", exclude=AMOUNTS[name]) if name in AMOUNTS else None
-    return Stage(name, run / name, stage_cfg, _stage_inputs(run, name, on), fn, outputs,
-                 clean_on_change=name not in ("label", "experiments", "report"), keep_when=keep_when)
+def _prepare(config: PipelineConfig, run: Path) -> PipelineConfig:
+    from .checks import check_pipeline
+
+    cfg = resolve(config)
+    check_pipeline(cfg, run, enabled_stages(cfg))
+    return cfg
 
 
 def plan_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] = ()) -> list[tuple[str, str, str]]:
     """What `run_pipeline` would do, stage by stage, without doing or writing anything: (stage, action, why),
     action one of skip, resume, run, disabled, or 'run?' for a finished stage whose upstream will run (it is
-    redone only if that upstream's output changes)."""
+    redone only if that upstream's output changes). Runs the same up-front checks as `run_pipeline`."""
     forced = parse_force(force)
     run = Path(out)
-    cfg = resolve(config)
-    work = _work(cfg, run)
+    cfg = _prepare(config, run)
+    on = enabled_stages(cfg)
     plan, will_run = [], set()
-    for name in STAGES:
-        if not work[name][0]:
-            plan.append((name, "disabled", "disabled in the config"))
+    for spec in STAGES:
+        if not on[spec.name]:
+            off = [up for up in spec.needs if not on[up]]
+            plan.append((spec.name, "disabled", f"needs {', '.join(off)} (disabled)" if off else "disabled in the config"))
             continue
-        action, why = _stage(run, name, work).decision(force=name in forced or name == "report")
-        waiting = [up for up in UPSTREAM[name] if up in will_run]
+        action, why = _stage(spec, cfg, run, on).decision(force=spec.name in forced or spec.always)
+        waiting = [up for up in spec.upstream if up in will_run]
         if action == "skip" and waiting:
             action, why = "run?", f"finished; redone if the output of {', '.join(waiting)} changes"
-        if name == "report":
+        if spec.always:
             why = "always rebuilt (seconds)"
-        elif name == "experiments" and action != "skip" and why != "never run":
-            why += "; seeds whose recipe is unchanged are kept"
+        elif spec.keeps and action != "skip" and why != "never run":
+            why += f"; {spec.keeps}"
         if action != "skip":
-            will_run.add(name)
-        plan.append((name, "run" if action == "fresh" else action, why))
+            will_run.add(spec.name)
+        plan.append((spec.name, "run" if action == "fresh" else action, why))
     return plan
 
 
 def run_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] = ()) -> Path:
     """Run (or resume) every enabled stage into `out`; returns the report path.
 
-    Writes `out/config.yaml` (resolved, every default), `out/run.log`, `out/logs/<stage>.log` and
-    `out/<stage>/stage.json`. Stages whose config and inputs are unchanged since they finished are skipped;
-    the `label` stage rewrites the synthetic manifest in place, so it shares the synthetic folder."""
+    Holds the run lock (`out/.lock`) throughout; checks every enabled stage's settings before the first one
+    starts; writes `out/config.yaml` (resolved, every default), `out/run.log`, `out/logs/<stage>.log` and
+    `out/<stage>/stage.json`. Stages whose config, inputs and outputs are unchanged since they finished are skipped."""
     forced = parse_force(force)
     run = Path(out)
-    run.mkdir(parents=True, exist_ok=True)
-    cfg = resolve(config)
-    write_text_atomic(run / "config.yaml", dump_config(cfg))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    work = _work(cfg, run)
-    t_start = time.perf_counter()
-    with _log_to(run / "run.log"):
-        log.info("run %s -> %s", cfg.name, run.resolve())
-        for name in STAGES:
-            if not work[name][0]:
-                log.info("[%s] disabled in the config", name)
-                continue
-            with _log_to(run / "logs" / f"{name}.log"):
-                _stage(run, name, work).execute(force=name in forced or name == "report")
-        log.info("pipeline finished in %.1f s", time.perf_counter() - t_start)
+    with run_lock(run, "run"):
+        cfg = _prepare(config, run)
+        write_text_atomic(run / "config.yaml", dump_config(cfg))
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        on = enabled_stages(cfg)
+        t_start = time.perf_counter()
+        with log_to(run / "run.log"):
+            log.info("run %s -> %s", cfg.name, run.resolve())
+            for spec in STAGES:
+                if not on[spec.name]:
+                    log.info("[%s] disabled in the config", spec.name)
+                    continue
+                with log_to(run / "logs" / f"{spec.name}.log"):
+                    _stage(spec, cfg, run, on).execute(force=spec.name in forced or spec.always)
+            log.info("pipeline finished in %.1f s", time.perf_counter() - t_start)
     return run / "report" / "index.html"
 
 
 def stage_timings(run: str | Path) -> list[tuple[str, str, float | None]]:
-    """(stage, status, seconds) for the stages that have a record."""
+    """(stage, status, seconds) for the stages that have a record, in pipeline order."""
     out = []
-    for name in STAGES:
+    for name in stage_names():
         rec = read_record(Path(run) / name)
         if rec:
             out.append((name, rec.get("status", "?"), rec.get("seconds")))
     return out
+
+
+__all__ = ["STAGES", "StageSpec", "enabled_stages", "parse_force", "plan_pipeline", "resolve", "run_pipeline", "stage_names",
+           "stage_timings"]

@@ -1,11 +1,13 @@
 """Rich progress bars for every long loop (count, rate, elapsed, remaining); RETINAUG_QUIET=1 hides them.
 
-When stderr is not a terminal (a log file, `nohup`, CI), a bar cannot redraw, so a plain progress line is printed
-every RETINAUG_PROGRESS_EVERY seconds (default 60) instead: a long stage is never silent in a log."""
+Every bar also logs a plain progress line every RETINAUG_PROGRESS_EVERY seconds (default 60) and one when it
+ends, as `logging` records marked `progress`: they land in the run's log files (a long stage is never silent
+there), and on the console only where the bar cannot be drawn (stderr not a terminal: `nohup`, CI)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -17,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 T = TypeVar("T")
 
 console = Console(stderr=True)
+log = logging.getLogger("retinaug.progress")
 
 
 def quiet() -> bool:
@@ -40,7 +43,17 @@ def progress_bar(description: str, total: int | None, unit: str = "it") -> Itera
     )
     with Progress(*columns, console=console, disable=quiet()) as progress:
         task = progress.add_task(description, total=total, rate="")
-        plain, every, last = not console.is_terminal and not quiet(), _log_every(), time.monotonic()
+        every, last, logged = _log_every(), time.monotonic(), None
+
+        def line() -> None:
+            nonlocal logged
+            t = progress.tasks[task]
+            logged = t.completed
+            speed = t.speed or (t.completed / t.elapsed if t.elapsed else None)
+            done = f"{t.completed:g}/{t.total:g} ({100 * t.completed / t.total:.0f}%)" if t.total else f"{t.completed:g}"
+            eta = f", about {(t.total - t.completed) / speed / 60:.1f} min left" if t.total and speed and t.completed < t.total else ""
+            log.info("%s: %s, %s, %.1f min elapsed%s", description, done, t.fields["rate"] or "?", (t.elapsed or 0) / 60, eta,
+                     extra={"progress": True})
 
         def advance(n: int = 1) -> None:
             nonlocal last
@@ -50,14 +63,13 @@ def progress_bar(description: str, total: int | None, unit: str = "it") -> Itera
             speed = t.speed or (t.completed / t.elapsed if t.elapsed else None)
             if speed:
                 progress.update(task, rate=f"{speed:.2f} {unit}/s" if speed < 10 else f"{speed:.1f} {unit}/s")
-            if plain and time.monotonic() - last >= every:
+            if time.monotonic() - last >= every:
                 last = time.monotonic()
-                done = f"{t.completed:g}/{t.total:g} ({100 * t.completed / t.total:.0f}%)" if t.total else f"{t.completed:g}"
-                eta = f", about {(t.total - t.completed) / speed / 60:.1f} min left" if t.total and speed and t.completed < t.total else ""
-                console.print(f"{description}: {done}, {t.fields['rate'] or '?'}, {(t.elapsed or 0) / 60:.1f} min elapsed{eta}",
-                              highlight=False, markup=False)
+                line()
 
         yield advance
+        if progress.tasks[task].completed not in (0, logged):  # the closing line, unless just logged
+            line()
 
 
 def track(items: Iterable[T], description: str, total: int | None = None, unit: str = "it") -> Iterator[T]:

@@ -16,28 +16,58 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.manifold import TSNE
-from sklearn.neighbors import NearestNeighbors
-from threadpoolctl import threadpool_limits
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .augment import half_up
-from .classes import CODES
+from .classes import CODES, ClassCodes
 from .errors import RetinaugError
-from .features import get_extractor
+from .features import PIXEL_SIZE
 from .io import atomic_path, write_json_atomic
-from .manifest import save_manifest
-from .quality.config import SelectConfig
-from .quality.plots import tsne_plot
+from .manifest import half_up, real_rows, save_manifest
+
+
+class SelectConfig(BaseModel):
+    """Settings of `retinaug select` (t-SNE reduction of the dominant classes, train split only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    classes: ClassCodes = Field(["D", "N"], description="dominant classes to reduce")
+    keep: float = Field(0.5, gt=0, description="per class: a fraction of its train images when <= 1 (0.5 = half), else a count (200)")
+    strategy: Literal["coverage", "core", "random"] = Field(
+        "coverage",
+        description="coverage: k-means on the t-SNE map, keep the image nearest each centroid; core: drop images whose "
+        "map neighbours are mostly other classes; random: uniform sample (the control)",
+    )
+    extractor: str = Field("auto", description="feature space: auto (labeler if given, else pixels), labeler, pixels, or a model folder")
+    pixel_size: int = Field(PIXEL_SIZE, ge=4, description="image side (px) of the pixels extractor")
+    context_classes: ClassCodes | None = Field(
+        None, description="classes whose train images join the map and are the neighbours for `core` (default: every class in the train split)"
+    )
+    perplexity: float = Field(30.0, gt=0, description="t-SNE perplexity (lowered for small sets)")
+    pca_dims: int = Field(50, ge=2, description="PCA components before t-SNE")
+    neighbours: int = Field(10, ge=1, description="core: neighbours looked at per image")
+    seed: int = Field(0, description="seed of PCA/t-SNE/k-means/random sampling")
+    threads: int = Field(
+        1, description="OpenMP/BLAS threads for t-SNE and k-means (-1: all). 1 is the fast choice on a busy or small CPU: "
+        "OpenMP spin-waiting made a 600-image t-SNE 10x slower with 2 threads on 2 shared cores"
+    )
+
+    @field_validator("keep")
+    @classmethod
+    def _count_is_whole(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError("keep > 1 is a count of images and must be a whole number (or use a fraction <= 1)")
+        return v
 
 
 def tsne_map(features: np.ndarray, cfg: SelectConfig) -> tuple[np.ndarray, float]:
     """PCA (to denoise and speed up) then 2-D t-SNE; returns the map and the perplexity used."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
     n = len(features)
     if n < 4:
         raise RetinaugError(f"t-SNE needs at least 4 training images in the map, found {n}")
@@ -57,6 +87,9 @@ def keep_count(n: int, keep: float) -> int:
 
 def _coverage(xy: np.ndarray, target: int, seed: int) -> np.ndarray:
     """Member nearest each k-means centroid; if duplicates collapse clusters, fill farthest-first."""
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
     with warnings.catch_warnings():  # "fewer distinct clusters than n_clusters" is handled below
         warnings.simplefilter("ignore", ConvergenceWarning)
         km = KMeans(n_clusters=target, n_init=3, random_state=seed).fit(xy)
@@ -71,6 +104,8 @@ def _coverage(xy: np.ndarray, target: int, seed: int) -> np.ndarray:
 
 def _core(xy: np.ndarray, labels: np.ndarray, members: np.ndarray, target: int, k: int) -> np.ndarray:
     """Keep the `target` members with the fewest other-class neighbours on the map (ties: nearest centre)."""
+    from sklearn.neighbors import NearestNeighbors
+
     k = min(k, len(xy) - 1)
     _, idx = NearestNeighbors(n_neighbors=k + 1).fit(xy).kneighbors(xy[members])
     neighbours = np.array([[j for j in row if j != m][:k] for row, m in zip(idx, members)])
@@ -110,9 +145,14 @@ def select(
 
     Returns the selected rows (the dominant classes only). With `out`: `manifest.parquet` (those rows),
     `tsne.csv` (path, label, x, y, selected, candidate), `tsne.png`, `summary.json`."""
+    from threadpoolctl import threadpool_limits
+
+    from .features import get_extractor
+    from .quality.plots import tsne_plot
+
     cfg = config or SelectConfig()
     started = time.perf_counter()
-    train = data_df[(data_df["origin"] == "real") & (data_df["split"] == "train")]
+    train = real_rows(data_df)
     present = [c for c in CODES if c in set(train["label"])]
     absent = [c for c in cfg.classes if c not in present]
     if absent:

@@ -19,17 +19,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .errors import RetinaugError
+from .manifest import half_up
 
 SPLIT_ORDER = ("train", "val", "test")
 
 
-def _round(x: float) -> int:
-    return int(np.floor(x + 0.5))
-
-
 def split_counts(n: int, val: float, test: float) -> tuple[int, int, int]:
     """How many of `n` groups of one class go to (train, val, test); train always keeps at least one."""
-    n_test, n_val = _round(n * test), _round(n * val)
+    n_test, n_val = half_up(n * test), half_up(n * val)
     if test > 0 and n_test == 0 and n >= 2:
         n_test = 1
     if val > 0 and n_val == 0 and n >= 3:

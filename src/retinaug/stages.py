@@ -1,11 +1,16 @@
-"""Stage records (`RUN/<stage>/stage.json`): what a stage ran on, with which config, and whether it finished.
+"""Stage records (`RUN/<stage>/stage.json`): what a stage ran on, with which config, what it wrote, and whether
+it finished.
 
-A finished stage is skipped when its config hash and input hashes are unchanged. A stage found 'running'
-(killed mid-way) with the same hashes is resumed in place (its own loops skip finished work); a stage whose
-config or inputs changed, or that is forced, starts again from an empty folder so no stale file survives — except
-when only settings its own resume can absorb changed (`keep_when`: e.g. more synthetic images per class), where it
-reruns in place and keeps its finished work.
-Input hashes chain: a stage's inputs are the output hashes its upstream stages recorded when they finished.
+A finished stage is skipped when its config hash and input hashes are unchanged *and* its outputs still hash to
+what it recorded. A stage found 'running' (killed mid-way) with the same hashes is resumed in place (its own
+loops skip finished work); a stage whose config or inputs changed, whose outputs were changed or removed since
+it finished, or that is forced, starts again from an empty folder so no stale file survives — except when only
+settings its own resume can absorb changed (`keep_when`: e.g. more synthetic images per class), where it reruns
+in place and keeps its finished work.
+
+Input hashes chain: a stage's inputs are the output hashes its upstream stages recorded, and an output hash
+covers the *content* of every file a later stage reads (images included, see fingerprint.py), so any upstream
+change re-runs everything below it.
 """
 
 from __future__ import annotations
@@ -16,35 +21,35 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .io import sha256_file, sha256_text, write_json_atomic
+from .fingerprint import Digests, fingerprint
+from .io import read_json, sha256_text, write_json_atomic
 
 log = logging.getLogger("retinaug.stages")
 
 RECORD = "stage.json"
-
+FORMAT = 2  # 2: output hashes by file content (retinaug 0.2); records of another format are redone
+DIGESTS = ".digests.json"
+MANIFEST = "manifest.parquet"
+NOT_OUTPUTS = {"tracking", "logs", "cache", RECORD, "train_state.pt"}  # never read by a later stage
 
 # Settings that change how work is watched, not its result, and their defaults: hashed as the default, so turning
-# TensorBoard on does not redo a finished stage (and hashes of runs made before this rule are unchanged).
+# TensorBoard on does not redo a finished stage.
 OPERATIONAL = {"tracker": "none"}
 
 
-def result_settings(obj: Any, top: bool = True) -> Any:
-    """A config as plain data with the operational settings at their defaults, at any depth. A pydantic model
-    inside a plain container stays a model (reset the same way): it has always been hashed through its repr."""
+def result_settings(obj: Any) -> Any:
+    """A config (pydantic model or plain data) as plain data with the operational settings at their defaults."""
     if hasattr(obj, "model_dump"):
-        obj = obj.model_copy(update={k: v for k, v in OPERATIONAL.items() if k in type(obj).model_fields})
-        if not top:
-            return obj
         obj = obj.model_dump(mode="json")
     if isinstance(obj, dict):
-        return {k: OPERATIONAL[k] if k in OPERATIONAL else result_settings(v, False) for k, v in obj.items()}
+        return {k: OPERATIONAL[k] if k in OPERATIONAL else result_settings(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [result_settings(v, False) for v in obj]
+        return [result_settings(v) for v in obj]
     return obj
 
 
@@ -53,54 +58,74 @@ def config_hash(obj: Any) -> str:
     return sha256_text(json.dumps(result_settings(obj), sort_keys=True, default=str))[:16]
 
 
-def fingerprint(paths: Iterable[Path]) -> str:
-    """Content hash of files, and of folders' files (by relative path, size and mtime; the stage's own
-    stage.json, caches and logs excluded), in a stable order."""
-    parts = []
-    for p in paths:
-        p = Path(p)
-        if p.is_file():
-            parts.append(f"{p.name}:{sha256_file(p)}")
-        elif p.is_dir():
-            for f in sorted(p.rglob("*")):
-                rel = f.relative_to(p)
-                if f.is_file() and f.name != RECORD and rel.parts[0] not in ("cache", "logs") and not f.name.startswith("."):
-                    st = f.stat()
-                    parts.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}")
-        else:
-            parts.append(f"{p.name}:absent")
-    return sha256_text("\n".join(parts))[:16]
-
-
 def read_record(folder: Path) -> dict:
-    try:
-        return json.loads((Path(folder) / RECORD).read_text())
-    except (OSError, ValueError):
-        return {}
+    rec = read_json(Path(folder) / RECORD)
+    return rec if isinstance(rec, dict) else {}
+
+
+def output_files(folder: Path, writes: Sequence[str], run: Path) -> list[tuple[str, Path]]:
+    """What later stages read of a stage, as (name, path) in a stable order: the files in `folder` matching the
+    globs `writes` (a plain name that matches nothing is listed, to count as absent) and, for every manifest
+    among them, the image files its rows name. Names are relative to the run folder where the file lies in it,
+    so a moved run keeps its hashes."""
+    from .manifest import load_manifest
+
+    run = run.resolve()
+
+    def name(p: Path) -> str:
+        p = Path(os.path.abspath(p))
+        return p.relative_to(run).as_posix() if p.is_relative_to(run) else str(p)
+
+    found: dict[str, Path] = {}
+    for pattern in writes:
+        matches = [p for p in folder.glob(pattern) if p.is_file()]
+        matches = [p for p in matches if not any(part in NOT_OUTPUTS or part.startswith(".") for part in p.relative_to(folder).parts)]
+        if not matches and not any(ch in pattern for ch in "*?["):
+            matches = [folder / pattern]
+        found.update((name(p), p) for p in matches)
+    images: dict[str, Path] = {}
+    for p in [p for p in found.values() if p.name == MANIFEST and p.is_file()]:
+        images.update((name(Path(f)), Path(f)) for f in load_manifest(p)["path"])
+    return sorted(found.items()) + sorted(images.items())
 
 
 @dataclass
 class Stage:
-    """One pipeline stage: `run()` does the work in `folder`; `outputs` are hashed when it finishes."""
+    """One pipeline stage: `run()` does the work in `folder`; `writes` (globs in `folder`) is what later stages read,
+    and what the output hash covers."""
 
     name: str
     folder: Path
     config: Any
     inputs: dict[str, str]
     run: Callable[[], Any]
-    outputs: list[Path] = field(default_factory=list)
+    writes: Sequence[str] = ()
+    run_folder: Path | None = None  # output names are relative to it (default: the folder's parent)
     clean_on_change: bool = True
     # The part of the config whose change makes the finished work invalid; None: all of it.
     keep_when: Any = None
 
-    def decision(self, force: bool) -> tuple[str, str]:
-        """('skip' | 'resume' | 'fresh', why)."""
+    def outputs(self) -> list[tuple[str, Path]]:
+        return output_files(self.folder, self.writes, self.run_folder or self.folder.parent)
+
+    def output_hash(self, save: bool = True) -> str:
+        """Content hash of the outputs; re-reads only files changed since the last call (cache in the folder)."""
+        digests = Digests(self.folder / DIGESTS)
+        value = fingerprint(self.outputs(), digests)
+        if save and self.folder.is_dir():
+            digests.save()
+        return value
+
+    def decision(self, force: bool, save: bool = False) -> tuple[str, str]:
+        """('skip' | 'resume' | 'fresh', why). `save`: keep the digests computed to verify a finished stage."""
         rec = read_record(self.folder)
         chash = config_hash(self.config)
         if force:
             return "fresh", "forced"
         if not rec:
             return "fresh", "never run"
+        if rec.get("format") != FORMAT:
+            return "fresh", "recorded by an older retinaug (another record format): redone"
         if rec.get("config_hash") != chash:
             if self.keep_when is not None and rec.get("keep_hash") == config_hash(self.keep_when) and rec.get("inputs") == self.inputs:
                 return "resume", "config changed in amounts only: finished work kept"
@@ -110,14 +135,17 @@ class Stage:
             return "fresh", f"inputs changed ({', '.join(changed)})"
         if rec.get("status") != "done":
             return "resume", f"interrupted while {rec.get('status', 'running')}"
-        missing = [str(p) for p in self.outputs if not Path(p).exists()]
+        missing = [n for n, p in self.outputs() if not p.is_file()]
         if missing:
-            return "fresh", f"outputs missing ({', '.join(missing)})"
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            return "fresh", f"outputs missing ({', '.join(missing[:3])}{more})"
+        if self.output_hash(save) != rec.get("output_hash"):
+            return "fresh", "outputs changed since it finished (a file was rewritten)"
         return "skip", "finished, config and inputs unchanged"
 
     def execute(self, force: bool = False) -> dict:
         """Run (or skip) the stage and return its record."""
-        action, why = self.decision(force)
+        action, why = self.decision(force, save=True)
         if action == "skip":
             log.info("[%s] skipped: %s", self.name, why)
             return read_record(self.folder)
@@ -126,6 +154,7 @@ class Stage:
         self.folder.mkdir(parents=True, exist_ok=True)
         rec = {
             "stage": self.name,
+            "format": FORMAT,
             "status": "running",
             "config_hash": config_hash(self.config),
             **({"keep_hash": config_hash(self.keep_when)} if self.keep_when is not None else {}),
@@ -149,7 +178,7 @@ class Stage:
             seconds=round(time.perf_counter() - t0, 2),
             cpu_seconds=round(time.process_time() - c0, 2),
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            output_hash=fingerprint(self.outputs),
+            output_hash=self.output_hash(),
         )
         write_json_atomic(self.folder / RECORD, rec)
         log.info("[%s] done in %.1f s", self.name, rec["seconds"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..classes import Task
 from ..tracking import TRACKER_HELP, Tracker
 
 
@@ -17,7 +18,7 @@ class TrainConfig(BaseModel):
 
     backbone: str = Field("resnet18", description="timm model name (vgg19 = the paper's; resnet18, resnet10t for CPU).")
     size: int = Field(64, ge=16, le=1024, description="Square input resolution in pixels.")
-    task: str = Field("5-class", description="Named task (5-class, 7-class, 8-class) or comma-separated class codes.")
+    task: Task = Field("5-class", description="Named task (5-class, 7-class, 8-class) or comma-separated class codes.")
     epochs: int = Field(15, ge=1, description="Maximum number of epochs.")
     batch_size: int = Field(32, ge=1, description="Images per optimisation step.")
     lr: float = Field(2e-3, gt=0, description="Peak learning rate of AdamW.")
@@ -78,3 +79,17 @@ class TrainConfig(BaseModel):
         if (self.mixup or self.cutmix) and self.batch_size % 2:
             raise ValueError(f"mixup/cutmix mix each image with another of its batch: batch_size must be even, got {self.batch_size}")
         return self
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        """A timm architecture name (timm's registry only: nothing is downloaded), so a typo fails when the config is
+        read, not after a generator has trained for an hour."""
+        import difflib
+
+        import timm
+
+        if not timm.is_model(v):
+            close = difflib.get_close_matches(v.split(".")[0], timm.list_models(), n=5)
+            raise ValueError(f"unknown backbone {v!r}: not a timm model name" + (f" (similar: {', '.join(close)})" if close else ""))
+        return v

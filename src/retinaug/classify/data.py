@@ -12,9 +12,6 @@ from torchvision.transforms import v2
 from ..cache import image_cache
 from .config import TrainConfig
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def load_images(df: pd.DataFrame, size: int) -> np.ndarray:
     """(N, size, size, 3) uint8 pixels of `df`'s rows, in order, with each row's transform applied."""

@@ -5,18 +5,19 @@ too-narrow intervals, so each bootstrap replicate draws patient ids with replace
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-from rich.table import Table
 
 from ..errors import RetinaugError
 from ..io import atomic_path, write_json_atomic
-from ..progress import console, progress_bar
+from ..progress import progress_bar
 from .metrics import PER_CLASS, SCALARS, compute_metrics
 from .models import Classifier, load_classifier, predict
+
+log = logging.getLogger("retinaug.classify")
 
 
 def patient_bootstrap(y: np.ndarray, probs: np.ndarray, patients, classes, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -61,13 +62,13 @@ def evaluate(
     known = df["label"].isin(clf.classes)
     excluded = df.loc[~known, "label"].value_counts().to_dict()
     if excluded:
-        print(f"excluded {int((~known).sum())} image(s) of class(es) the model lacks: {excluded}")
+        log.info("excluded %d image(s) of class(es) the model lacks: %s", int((~known).sum()), excluded)
     df = df[known]
     if not len(df):
         raise RetinaugError(f"no image of the model's classes ({','.join(clf.classes)}) in this data")
     missing = [c for c in clf.classes if c not in set(df["label"])]
     if missing:
-        print(f"model class(es) absent from the data: {', '.join(missing)} (their recall, F1 and AUC are null)")
+        log.info("model class(es) absent from the data: %s (their recall, F1 and AUC are null)", ", ".join(missing))
     probs = predict(clf, df, tta=tta)
     y = df["label"].map({c: i for i, c in enumerate(clf.classes)}).to_numpy(dtype=int)
     metrics = {
@@ -83,7 +84,7 @@ def evaluate(
     }
     if n_boot > 0:
         metrics.update(patient_bootstrap(y, probs, df["patient_id"].to_numpy(), clf.classes, n_boot, seed))
-    print_metrics(metrics)
+    log.info(metrics_text(metrics))
     if out is not None:
         out = Path(out)
         write_json_atomic(out / "metrics.json", metrics)
@@ -109,26 +110,20 @@ def _fmt(value, ci=None) -> str:
     return f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
-def print_metrics(m: dict) -> None:
-    """A rich table: per-class rows, then macro/weighted and the summary scores (95% CI in brackets)."""
+def metrics_text(m: dict) -> str:
+    """Per-class rows, then macro/weighted and the summary scores (95% CI in brackets), as a plain-text table."""
     ci, pci = m.get("ci", {}), m.get("per_class_ci", {})
-    table = Table(title=f"{m['n_images']} images, {m['n_patients']} patients (95% CI: patient bootstrap, n={m['n_boot']})")
-    for col in ("class", "precision", "recall", "F1", "AUC", "support"):
-        table.add_column(col, justify="left" if col == "class" else "right")
+    rows = {}
     for c, v in m["per_class"].items():
         cc = pci.get(c, {})
-        table.add_row(
-            c, *(_fmt(v[k], cc.get(k)) for k in ("precision", "recall", "f1", "auc")), str(v["support"])
-        )
+        rows[c] = [*(_fmt(v[k], cc.get(k)) for k in ("precision", "recall", "f1", "auc")), str(v["support"])]
     for kind in ("macro", "weighted"):
         auc = _fmt(m["macro_auc"], ci.get("macro_auc")) if kind == "macro" else ""
-        table.add_row(
-            kind, *(_fmt(m[f"{kind}_{k}"], ci.get(f"{kind}_{k}")) for k in ("precision", "recall", "f1")), auc, str(m["n_images"])
-        )
-    wide = Console(stderr=True, width=max(console.width, 120))  # CIs make rows wide; never wrap cells
-    wide.print(table)
-    wide.print(
-        "accuracy " + _fmt(m["accuracy"], ci.get("accuracy")) + "   kappa " + _fmt(m["kappa"], ci.get("kappa"))
-        + "   ODIR score " + _fmt(m["odir_score"], ci.get("odir_score")),
-        highlight=False,
+        rows[kind] = [*(_fmt(m[f"{kind}_{k}"], ci.get(f"{kind}_{k}")) for k in ("precision", "recall", "f1")), auc, str(m["n_images"])]
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["precision", "recall", "F1", "AUC", "support"])
+    return (
+        f"{m['n_images']} images, {m['n_patients']} patients (95% CI: patient bootstrap, n={m['n_boot']})\n"
+        + table.to_string()
+        + f"\naccuracy {_fmt(m['accuracy'], ci.get('accuracy'))}   kappa {_fmt(m['kappa'], ci.get('kappa'))}"
+        + f"   ODIR score {_fmt(m['odir_score'], ci.get('odir_score'))}"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .config import TrainConfig
 from .data import load_images, normalise
 from .weights import init_file, resolve_pretrained
 
+log = logging.getLogger("retinaug.classify")
 WEIGHTS = "model.safetensors"
 META = "model.json"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".tar")
@@ -78,7 +80,7 @@ def load_backbone_weights(model: nn.Module, path: Path, reinit_head: bool = Fals
     model.load_state_dict(usable, strict=False)
     skipped = len(own) - len(usable)
     what = "init" if reinit_head else "pretrained"
-    print(f"{what}: loaded {len(usable)} tensors from {path}; {skipped} left at initialisation (head / mismatched)")
+    log.info("%s: loaded %d tensors from %s; %d left at initialisation (head / mismatched)", what, len(usable), path, skipped)
 
 
 def head_keys(model: nn.Module) -> set[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
-import random
+import logging
 import time
 from pathlib import Path
 
@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 from sklearn.metrics import f1_score
-from timm.data import Mixup
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup
 from timm.data.mixup import mixup_target
 from timm.utils import ModelEmaV3
 
@@ -27,15 +28,11 @@ from ..manifest import load_manifest
 from ..progress import progress_bar
 from ..tracking import hparams, tracker_args
 from .config import TrainConfig
-from .data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, augmentation, class_weights, load_images, normalise, train_loader
+from .data import ImageDataset, augmentation, class_weights, load_images, normalise, train_loader
 from .models import WEIGHTS, class_probs, create_model, save_classifier
 from .weights import init_file, recorded_sha256
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+log = logging.getLogger("retinaug.classify")
 
 
 def make_accelerator(config: TrainConfig, out: Path | None = None) -> Accelerator:
@@ -48,7 +45,7 @@ def task_rows(df: pd.DataFrame, classes: tuple[str, ...], what: str) -> pd.DataF
     keep = df["label"].isin(classes)
     if (~keep).any():
         dropped = df.loc[~keep, "label"].value_counts().to_dict()
-        print(f"{what}: dropped {int((~keep).sum())} row(s) outside task {','.join(classes)}: {dropped}")
+        log.info("%s: dropped %d row(s) outside task %s: %s", what, int((~keep).sum()), ",".join(classes), dropped)
     return df[keep]
 
 
@@ -94,7 +91,7 @@ def _mixer(config: TrainConfig, n_classes: int) -> Mixup | None:
 def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: Path) -> dict:
     """Train on `train_df`, early-stop on `val_df` macro-F1, save out/model.safetensors + out/model.json.
 
-    Rows outside the task's classes are dropped with a printed count. Returns the model.json dict."""
+    Rows outside the task's classes are dropped with a logged count. Returns the model.json dict."""
     t0, cpu0 = time.perf_counter(), time.process_time()
     out = Path(out)
     classes = resolve_task(config.task)
@@ -107,7 +104,7 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         raise RetinaugError(f"class(es) {', '.join(absent)} have no training image; choose a task without them")
     if config.init == "all-classes":
         raise RetinaugError("init: all-classes needs the whole train split: call train(), or warm_start() and pass its path as init")
-    seed_everything(config.seed)
+    set_seed(config.seed)
     accelerator = make_accelerator(config, out)
     if config.tracker != "none":
         accelerator.init_trackers("classifier", config=hparams(config))
@@ -130,13 +127,14 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         weight = torch.tensor(class_weights(y_train, len(classes)), dtype=torch.float32, device=accelerator.device)
     # mixed soft targets already carry the label smoothing; cross-entropy takes them as class probabilities
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=0.0 if mixer else config.label_smoothing)
-    mean = torch.tensor(IMAGENET_MEAN, device=accelerator.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=accelerator.device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=accelerator.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_DEFAULT_STD, device=accelerator.device).view(1, 3, 1, 1)
     val_images = torch.from_numpy(val_pixels).permute(0, 3, 1, 2)
 
-    print(
-        f"training {config.backbone} at {config.size}px on {len(train_df)} images ({len(val_df)} val), "
-        f"classes {','.join(classes)}, device {accelerator.device} ({accelerator.mixed_precision}), imbalance={config.imbalance}, augment={config.augment}"
+    log.info(
+        "training %s at %dpx on %d images (%d val), classes %s, device %s (%s), imbalance=%s, augment=%s", config.backbone,
+        config.size, len(train_df), len(val_df), ",".join(classes), accelerator.device, accelerator.mixed_precision,
+        config.imbalance, config.augment,
     )
     history: list[dict] = []
     best, best_state, stale, step = (-1.0, 0.0), None, 0, 0
@@ -174,13 +172,12 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
             best_state = copy.deepcopy(accelerator.unwrap_model(scored).state_dict())
         else:
             stale += 1
-        print(
-            f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
-            f"val macro-F1 {row['val_macro_f1']:.4f}  val acc {row['val_accuracy']:.4f}  {row['seconds']:.1f}s"
-            + ("  *" if improved else "")
+        log.info(
+            "epoch %3d  loss %.4f  val loss %.4f  val macro-F1 %.4f  val acc %.4f  %.1fs%s", epoch, row["train_loss"],
+            row["val_loss"], row["val_macro_f1"], row["val_accuracy"], row["seconds"], "  *" if improved else "",
         )
         if stale >= config.patience:
-            print(f"early stop: no better val macro-F1 for {config.patience} epoch(s)")
+            log.info("early stop: no better val macro-F1 for %d epoch(s)", config.patience)
             break
 
     accelerator.end_training()
@@ -190,8 +187,8 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
     meta = {
         "classes": list(classes),
         "size": config.size,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
+        "mean": list(IMAGENET_DEFAULT_MEAN),
+        "std": list(IMAGENET_DEFAULT_STD),
         "backbone": config.backbone,
         "config": config.model_dump(mode="json"),
         "n_train": int(len(train_df)),
@@ -212,7 +209,8 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         },
     }
     save_classifier(final, meta, out)
-    print(f"best epoch {meta['best_epoch']} (val macro-F1 {best_row['val_macro_f1']:.4f}); saved {out}/model.safetensors in {meta['timings']['total_s']:.1f}s")
+    log.info("best epoch %d (val macro-F1 %.4f); saved %s/model.safetensors in %.1fs", meta["best_epoch"],
+             best_row["val_macro_f1"], out, meta["timings"]["total_s"])
     return meta
 
 
@@ -228,7 +226,7 @@ def _extra_rows(path: Path) -> pd.DataFrame:
         if rejected.any():
             notes.append(f"{int(rejected.sum())} not-accepted row(s)")
         df = df[~rejected]
-    print(f"extra {path}: using {len(df)} row(s)" + (f", skipped {', '.join(notes)}" if notes else ""))
+    log.info("extra %s: using %d row(s)%s", path, len(df), f", skipped {', '.join(notes)}" if notes else "")
     return df
 
 
@@ -256,9 +254,9 @@ def warm_start(config: TrainConfig, data: pd.DataFrame, cache: Path) -> Path | N
     folder = Path(cache) / f"all-classes-{key}"
     weights = folder / WEIGHTS
     if _finished(folder):
-        print(f"init: all-classes model {folder} reused")
+        log.info("init: all-classes model %s reused", folder)
         return weights
-    print(f"init: training the all-classes model ({recipe.task}) once into {folder}")
+    log.info("init: training the all-classes model (%s) once into %s", recipe.task, folder)
     fit(train_df, val_df, recipe, folder)
     return weights
 

@@ -1,6 +1,7 @@
 """The Typer application and its command groups; each `cli/*.py` module registers its verbs here."""
 
 import typer
+from rich.console import Console
 
 app = typer.Typer(
     name="retinaug",
@@ -13,3 +14,12 @@ prepare_app = typer.Typer(help="Ingest a dataset into RUN/data: manifest, patien
 manifest_app = typer.Typer(help="Inspect and convert manifests (per-class CSV export, concatenation).", no_args_is_help=True)
 app.add_typer(prepare_app, name="prepare")
 app.add_typer(manifest_app, name="manifest")
+
+# Command results (tables, paths) go to stdout through this one console; status lines go through logging (logs.py).
+console = Console()
+
+# Help text of the --extractor options (kept here: importing retinaug.features would slow every CLI start).
+EXTRACTOR_HELP = (
+    "feature extractor: 'auto' (the labeler when --labeler is given, else pixels), 'labeler', 'pixels', "
+    "or a local folder (a CLIP model in Hugging Face layout, or a labeler folder)"
+)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import RetinaugError
+from ..errors import RetinaugError, validated
 from ..io import read_yaml
 from .app import app
 
@@ -19,17 +19,14 @@ def _config(config_file: Optional[Path], overrides: dict):
     values = read_yaml(config_file) if config_file is not None else {}
     values = values.get("classifier", values)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return TrainConfig.model_validate(values)
-    except Exception as exc:
-        raise RetinaugError(f"invalid classifier config: {exc}") from None
+    return validated(TrainConfig, values, "classifier config")
 
 
 @app.command()
 def train(
     data: Path = typer.Option(..., "--data", help="Prepared data folder (RUN/data) with train and val splits."),
     out: Path = typer.Option(..., "--out", help="Output folder for model.safetensors + model.json (e.g. RUN/labeler)."),
-    extra: list[Path] = typer.Option([], "--extra", help="Extra manifest(s) whose accepted train rows are added (repeatable)."),
+    extra: list[Path] = typer.Option([], "--extra", help="Extra manifest(s) whose accepted train rows are added (repeatable), e.g. RUN/label."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig fields; options below override it."),
     task: Optional[str] = typer.Option(None, help="Task: 5-class, 7-class, 8-class or codes like G,C,A. [default: 5-class]"),
     backbone: Optional[str] = typer.Option(None, help="timm model name: vgg19 (paper), resnet18, resnet10t. [default: resnet18]"),
@@ -97,13 +94,15 @@ def evaluate(
 def label(
     model: Path = typer.Option(..., "--model", help="Trained classifier folder (RUN/labeler)."),
     synthetic: Path = typer.Option(..., "--synthetic", help="Synthetic image folder with manifest.parquet (RUN/synthetic)."),
+    out: Path = typer.Option(..., "--out", help="Output folder for the labelled manifest and summary.json (RUN/label)."),
     policy: str = typer.Option("agree", help="agree (prediction == intended class) | relabel (take the prediction) | all."),
     threshold: float = typer.Option(0.5, help="Minimum classifier confidence to accept an image (agree, relabel)."),
 ) -> None:
-    """Label every synthetic image: adds pred_label, pred_conf, accepted to its manifest + label_summary.json.
+    """Label every synthetic image: writes OUT/manifest.parquet (every synthetic row + pred_label, pred_conf,
+    accepted, intended_label) and OUT/summary.json; the synthetic manifest is left as it is.
 
-    Example: retinaug label --model runs/demo/labeler --synthetic runs/demo/synthetic --policy agree --threshold 0.5
+    Example: retinaug label --model runs/demo/labeler --synthetic runs/demo/synthetic --out runs/demo/label --policy agree
     """
     from ..classify import label as label_fn
 
-    label_fn(model, synthetic, policy=policy, threshold=threshold)
+    label_fn(model, synthetic, out, policy=policy, threshold=threshold)

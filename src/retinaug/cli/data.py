@@ -7,14 +7,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from ..errors import RetinaugError
-from ..manifest import class_counts, load_manifest
-from .app import app, manifest_app, prepare_app
-
-console = Console()
+from .app import app, console, manifest_app, prepare_app
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder for manifest.parquet, rejected.csv, summary.json (e.g. runs/NAME/data).")]
 Val = Annotated[float, typer.Option(help="Fraction of patients in the validation split.")]
@@ -76,6 +71,7 @@ def check_split_cmd(
     show: Annotated[int, typer.Option(help="Print at most this many violations.")] = 50,
 ) -> None:
     """Leakage audit: fail (exit 1) when a patient or identical image bytes appear in two splits."""
+    from ..manifest import load_manifest
     from ..split import check_split
 
     df = load_manifest(data)
@@ -94,6 +90,7 @@ def export_csv_cmd(
     per_class: Annotated[bool, typer.Option("--per-class", help="One CSV per class (<CODE>.csv) instead of one manifest.csv.")] = False,
 ) -> None:
     """Write CSVs with the seed's `filename,labels` columns plus all manifest columns."""
+    from ..manifest import load_manifest
     from ..manifest_tools import export_csv
 
     for path in export_csv(load_manifest(data), out, per_class=per_class):
@@ -115,6 +112,10 @@ def concat_cmd(
 @manifest_app.command("info")
 def info_cmd(data: Annotated[Path, typer.Argument(help="A manifest folder (RUN/data) or .parquet file.")]) -> None:
     """Print images per class x split, patients per split, and origins."""
+    from rich.table import Table
+
+    from ..manifest import class_counts, load_manifest
+
     df = load_manifest(data)
     counts = class_counts(df)
     table = Table(title=f"{len(df)} images, {df['patient_id'].nunique()} patients: {data}")

@@ -6,11 +6,8 @@ import json
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from .app import app
-
-console = Console()
+from .app import app, console
 
 
 def _print_version(value: bool) -> None:
@@ -26,10 +23,12 @@ def root(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print retinaug's version and exit (`retinaug env` for the whole environment).")] = False,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch and BLAS. Default: OMP_NUM_THREADS if set, else the cores this process may use (its CPU affinity: taskset -c, docker --cpuset-cpus). Jobs sharing cores: give each its own (taskset -c) or --threads 1.")] = None,
 ) -> None:
-    """Root options; the application's help text is set in app.py."""
+    """Root options; the application's help text is set in app.py. Every verb shows retinaug's log on stderr."""
     from ..hardware import configure_threads
+    from ..logs import setup_console_logging
 
     configure_threads(threads)
+    setup_console_logging()
 
 
 @app.command("env")

@@ -63,11 +63,20 @@ def generate(
     negative_prompt: Annotated[str | None, typer.Option(help="sd-lora only: negative prompt.")] = None,
 ) -> None:
     """Sample synthetic TRAIN images per class with a trained generator (resumable: re-run to finish).
+    When OUT lies in a pipeline run folder, its lock is held (refused while another process works there).
 
     Example: retinaug generate --generator runs/demo/generator --data runs/demo/data --out runs/demo/synthetic --ratio 1 --classes G,C,A
     """
-    from ..generate import generate as run_generate
+    import contextlib
+    import os
 
-    options = dict(mode=mode, strength=strength, scheduler=scheduler, precision=precision)  # None: GenerateConfig's default
-    run_generate(generator, data, out, per_class=per_class, ratio=ratio, classes=classes, seed=seed, batch_size=batch_size, steps=steps,
-                 guidance=guidance, karras=karras, negative_prompt=negative_prompt, **{k: v for k, v in options.items() if v is not None})
+    from ..lock import run_folder_of, run_lock
+
+    run = run_folder_of(out)
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun/accelerate only the first process locks
+    with run_lock(run, "generate") if run is not None and main_process else contextlib.nullcontext():
+        from ..generate import generate as run_generate
+
+        options = dict(mode=mode, strength=strength, scheduler=scheduler, precision=precision)  # None: GenerateConfig's default
+        run_generate(generator, data, out, per_class=per_class, ratio=ratio, classes=classes, seed=seed, batch_size=batch_size, steps=steps,
+                     guidance=guidance, karras=karras, negative_prompt=negative_prompt, **{k: v for k, v in options.items() if v is not None})

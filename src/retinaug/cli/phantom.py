@@ -7,11 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from .app import prepare_app
-
-console = Console()
+from .app import console, prepare_app
 
 
 @prepare_app.command("phantom")

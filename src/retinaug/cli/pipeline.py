@@ -1,4 +1,7 @@
-"""CLI verbs of the pipeline: `run`, `demo`, `experiment`, `init-config`, `report` (thin wrappers)."""
+"""CLI verbs of the pipeline: `run`, `demo`, `experiment`, `init-config`, `report` (thin wrappers).
+
+The verbs that write into a run folder take its lock before anything slow is imported, so a second process on the
+same folder is refused at once."""
 
 from __future__ import annotations
 
@@ -15,18 +18,28 @@ SET_HELP = "Override one setting, KEY=VALUE with a dotted key (repeatable), e.g.
 
 def _print_results(run: Path, report: Path | None) -> None:
     from ..pipeline import stage_timings
-    from ..progress import console
 
     timings = stage_timings(run)
     if timings:
-        console.print("\n[bold]Stage timings[/bold]")
+        typer.echo("\nStage timings", err=True)
         for name, status, secs in timings:
-            console.print(f"  {name:<12} {status:<8} {'' if secs is None else f'{secs:8.1f} s'}")
+            typer.echo(f"  {name:<12} {status:<8} {'' if secs is None else f'{secs:8.1f} s'}", err=True)
     table = run / "experiments" / "table.md"
     if table.is_file():
         typer.echo("\n" + table.read_text())
     if report is not None:
         typer.echo(f"report: {report.resolve()}")
+
+
+def _run(config: Path | None, preset: str | None, set_: list[str], out: Path, force: list[str]) -> None:
+    from ..lock import run_lock
+
+    with run_lock(out, "run"):  # first: a second process exits here, before the slow imports below
+        from ..config import load_config
+        from ..pipeline import run_pipeline
+
+        report = run_pipeline(load_config(config, preset, set_), out, force=force)
+    _print_results(out, report)
 
 
 @app.command("run")
@@ -36,25 +49,27 @@ def run_cmd(
     preset: str = typer.Option(None, "--preset", help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     force: list[str] = typer.Option([], "--force", help="Redo this stage (repeatable or comma-separated; 'all' redoes every stage)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what each stage would do (skip, resume, run) and why; writes nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check every setting and say what each stage would do (skip, resume, run) and why; writes nothing."),
 ) -> None:
     """Run every stage (data -> generator -> synthetic -> labeler -> label -> selection -> augment ->
-    experiments -> quality -> report) from one config. Finished stages whose config and inputs are unchanged
-    are skipped, an interrupted one is resumed, so re-running the same command after a crash continues.
-    Check first with --dry-run what a changed setting would redo."""
-    from ..config import load_config
-    from ..pipeline import plan_pipeline, run_pipeline, setup_console_logging
-
+    experiments -> quality -> report) from one config. Every enabled stage's settings are checked before the
+    first one starts. Finished stages whose config, inputs and outputs are unchanged are skipped, an interrupted
+    one is resumed, so re-running the same command after a crash continues. One process at a time works in a
+    run folder (RUN/.lock). Check first with --dry-run what a changed setting would redo."""
     if config is None and preset is None:
         raise RetinaugError("give a CONFIG file or --preset NAME (e.g. `retinaug run --preset demo --out runs/demo`)")
-    cfg = load_config(config, preset, set_)
     if dry_run:
-        for name, action, why in plan_pipeline(cfg, out, force=force):
+        from ..config import load_config
+        from ..lock import lock_holder
+        from ..pipeline import plan_pipeline
+
+        plan = plan_pipeline(load_config(config, preset, set_), out, force=force)
+        for name, action, why in plan:
             typer.echo(f"{name:<12} {action:<9} {why}")
+        if holder := lock_holder(out):
+            typer.echo(f"note: {out} is in use by {holder}; a run now would be refused, and the plan may change when it ends", err=True)
         return
-    setup_console_logging()
-    report = run_pipeline(cfg, out, force=force)
-    _print_results(out, report)
+    _run(config, preset, set_, out, force)
 
 
 @app.command("demo")
@@ -65,33 +80,43 @@ def demo_cmd(
 ) -> None:
     """The whole pipeline on the embedded phantom dataset (the `demo` preset): about 6-10 minutes on
     2 CPU cores, no download. Prints the report's path and the headline table."""
-    from ..config import load_config
-    from ..pipeline import run_pipeline, setup_console_logging
-
-    cfg = load_config(None, "demo", set_)
-    setup_console_logging()
-    report = run_pipeline(cfg, out, force=force)
-    _print_results(out, report)
+    _run(None, "demo", set_, out, force)
 
 
 @app.command("experiment")
 def experiment_cmd(
     config: Path = typer.Option(None, "--config", "-c", help="Pipeline YAML; its `experiments` section is used.", dir_okay=False),
-    run: Path = typer.Option(..., "--run", help="Run folder holding data/ (and synthetic/, selection/, augment/ when scenarios need them)."),
+    run: Path = typer.Option(..., "--run", help="Run folder holding data/ (and label/, selection/, augment/ when scenarios need them)."),
     preset: str = typer.Option(None, "--preset", help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Train and evaluate every scenario x seed on the same real test patients, then aggregate (mean and
     95% CI over seeds, paired differences vs real-only). Resumable: finished seeds are skipped.
 
+    Reads RUN/data, and the labelled synthetic images (RUN/label), the t-SNE selection (RUN/selection) and the
+    traditional augmentation rows (RUN/augment) where they exist and their stage is enabled in the config.
     Writes RUN/experiments/<scenario>/seed<k>/, summary.csv, table.md, table.csv, composition.csv."""
-    from ..config import load_config
-    from ..experiment import ExperimentConfig, run_experiments
-    from ..pipeline import setup_console_logging
+    from ..lock import run_lock
 
-    cfg = load_config(config, preset, set_)
-    setup_console_logging()
-    run_experiments(ExperimentConfig(**cfg.experiments.model_dump(exclude={"enabled"})), run)
+    with run_lock(run, "experiment"):
+        from ..config import load_config
+        from ..experiments import ExperimentConfig, run_experiments
+        from ..manifest import load_manifest, manifest_file
+        from ..pipeline import enabled_stages
+        from ..stages import read_record
+
+        cfg = load_config(config, preset, set_)
+        on = enabled_stages(cfg)
+
+        def finished(stage: str):
+            """A stage's manifest when its stage is on and it finished (or was made by hand: no record)."""
+            folder = run / stage
+            usable = on[stage] and manifest_file(folder).is_file() and read_record(folder).get("status", "done") == "done"
+            return load_manifest(folder) if usable else None
+
+        run_experiments(ExperimentConfig(**cfg.experiments.model_dump(exclude={"enabled"})), load_manifest(run / "data"),
+                        run / "experiments", synthetic=finished("label"), traditional=finished("augment"),
+                        selection=finished("selection"))
     _print_results(run, None)
 
 
@@ -118,7 +143,12 @@ def init_config_cmd(
 @app.command("report")
 def report_cmd(run: Path = typer.Argument(..., help="Run folder (runs/NAME).", file_okay=False)) -> None:
     """Render RUN/report/index.html: a self-contained page (figures embedded) with every stage's results;
-    sections whose stage has not run say so."""
-    from ..report import build_report
+    sections whose stage has not run say so. Refused while another process works in RUN."""
+    from ..lock import run_lock
 
-    typer.echo(f"report: {build_report(run).resolve()}")
+    if not run.is_dir():
+        raise RetinaugError(f"run folder {run} not found (make one with `retinaug run CONFIG --out {run}`)")
+    with run_lock(run, "report"):
+        from ..report import build_report
+
+        typer.echo(f"report: {build_report(run).resolve()}")

@@ -11,19 +11,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..classes import CLASSES, parse_classes
+from ..classes import CLASSES, codes_field
 from ..tracking import TRACKER_HELP, Tracker
 
 Scheduler = Literal["dpm", "ddim", "euler", "pndm"]
 MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
 # samplers whose noise levels can follow Karras et al.'s sigma spacing (diffusers' use_karras_sigmas)
 KARRAS_SAMPLERS = ("dpm", "euler")
-
-
-def _codes(v) -> list[str] | None:
-    if v is None or v == "" or v == []:
-        return None
-    return list(parse_classes(v if isinstance(v, str) else ",".join(v)))
 
 
 class _Config(BaseModel):
@@ -73,7 +67,7 @@ class TrainingConfig(_Config):
     def _train_classes(cls, v):
         if v in ("all", "synthetic"):
             return v
-        codes = _codes(v)
+        codes = codes_field(v)
         if codes is None:
             raise ValueError("give all, synthetic or at least one class code")
         return codes
@@ -223,7 +217,7 @@ class GenerateConfig(_Config):
     @field_validator("classes", mode="before")
     @classmethod
     def _classes(cls, v):
-        return _codes(v)
+        return codes_field(v)
 
     @field_validator("strength", mode="before")
     @classmethod

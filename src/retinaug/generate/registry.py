@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from ..errors import RetinaugError
+from ..errors import RetinaugError, validated
 
 if TYPE_CHECKING:
     from .base import Generator
@@ -44,11 +44,7 @@ def make_config(name: str, config: dict | BaseModel | None) -> BaseModel:
     if isinstance(config, cls):
         return config
     data: dict[str, Any] = config.model_dump() if isinstance(config, BaseModel) else dict(config or {})
-    try:
-        return cls(**data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise RetinaugError(f"invalid {name} config: {problems}") from None
+    return validated(cls, data, f"{name} config")
 
 
 def create_generator(name: str, config: dict | BaseModel | None = None) -> Generator:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -18,15 +19,15 @@ import pandas as pd
 import torch
 from accelerate import PartialState
 from PIL import Image
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from torchvision.utils import make_grid
 
 from ..classes import CLASSES
-from ..errors import RetinaugError
+from ..errors import RetinaugError, validated
 from ..hardware import resolve_precision
 from ..io import atomic_path, sha256_text, write_json_atomic
-from ..manifest import load_manifest, new_manifest, save_manifest
-from ..progress import console, progress_bar
+from ..manifest import load_manifest, new_manifest, real_rows, save_manifest
+from ..progress import progress_bar
 from .base import Generator
 from .conditioning import SIDES
 from .config import GenerateConfig
@@ -34,14 +35,7 @@ from .registry import CONFIG_NAME, create_generator, load_generator
 from .sampling import sampling_defaults
 
 RUN_RECORD = "generate.json"
-
-
-def real_rows(df: pd.DataFrame, split: str, classes: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
-    """Real images of one split (never synthetic rows), optionally of some classes."""
-    rows = df[(df["split"] == split) & (df["origin"] == "real")]
-    if classes is not None:
-        rows = rows[rows["label"].isin(list(classes))]
-    return rows
+log = logging.getLogger("retinaug.generate")
 
 
 def train_rows(df: pd.DataFrame, classes: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
@@ -98,10 +92,10 @@ def finetune(
     write_json_atomic(out / "history.json", history)
     write_json_atomic(out / CONFIG_NAME, meta)  # last: a folder with config.json is a finished generator
     save_samples(gen, out / "samples.png")
-    console.print(
-        f"[green]trained {gen.name}[/] on {len(train)} TRAIN images ({', '.join(gen.classes)}): "
-        f"{history['steps']} steps in {history['seconds']:.0f}s ({history['images_per_s']:.1f} img/s), "
-        f"final loss {history['loss'][-1]:.4f} -> {out}"
+    log.info(
+        "trained %s on %d TRAIN images (%s): %d steps in %.0fs (%.1f img/s), final loss %.4f -> %s",
+        gen.name, len(train), ", ".join(gen.classes), history["steps"], history["seconds"], history["images_per_s"],
+        history["loss"][-1], out,
     )
     return meta
 
@@ -205,9 +199,9 @@ def generate(generator: str | Path, data: str | Path, out: str | Path, config: G
     start = time.perf_counter()
     with state.split_between_processes(todo) as mine:
         if state.num_processes > 1:
-            console.print(f"process {state.process_index + 1}/{state.num_processes}: {len(mine)} of {len(todo)} images")
+            log.info("process %d/%d: %d of %d images", state.process_index + 1, state.num_processes, len(mine), len(todo))
         if state.is_main_process and len(todo) < len(items):
-            console.print(f"resuming: {len(items) - len(todo)} of {len(items)} images already written, skipped")
+            log.info("resuming: %d of %d images already written, skipped", len(items) - len(todo), len(items))
         with progress_bar(f"generating ({gen.name})", len(mine), "img") as advance:
             for b in range(0, len(mine), cfg.batch_size):
                 batch = mine[b : b + cfg.batch_size]
@@ -228,7 +222,7 @@ def generate(generator: str | Path, data: str | Path, out: str | Path, config: G
         raise RetinaugError(f"{len(missing)} of {len(items)} planned images are missing in {out} (e.g. {missing[0]}); re-run to finish")
     extra = {p.resolve() for p in out.glob("*/[!.]*.png")} - {it["path"].resolve() for it in items}
     if extra:
-        console.print(f"{len(extra)} PNG(s) in {out} from an earlier, larger run are not in this manifest")
+        log.info("%d PNG(s) in %s from an earlier, larger run are not in this manifest", len(extra), out)
     df = new_manifest(
         dict(
             path=str(it["path"].resolve()),
@@ -257,18 +251,14 @@ def generate(generator: str | Path, data: str | Path, out: str | Path, config: G
         {**record, "counts": counts, "written_this_run": written, "seconds": seconds,
          "images_per_s": written / seconds if written and seconds > 0 else None},
     )
-    console.print(f"[green]{len(df)} synthetic images[/] ({', '.join(f'{c}={n}' for c, n in counts.items())}) -> {out}")
+    log.info("%d synthetic images (%s) -> %s", len(df), ", ".join(f"{c}={n}" for c, n in counts.items()), out)
     return load_manifest(out)
 
 
 def generate_config(config: GenerateConfig | dict | None, options: dict) -> GenerateConfig:
     """A GenerateConfig from a config (or a pipeline section that extends it) plus keyword overrides."""
     base = config.model_dump(include=set(GenerateConfig.model_fields)) if isinstance(config, BaseModel) else dict(config or {})
-    try:
-        return GenerateConfig(**{**base, **options})
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
-        raise RetinaugError(f"invalid generate option(s): {problems}") from None
+    return validated(GenerateConfig, {**base, **options}, "generate option(s)")
 
 
 def sampling_settings(pipe, cfg: GenerateConfig, method: str, device) -> dict:
@@ -306,5 +296,5 @@ def _check_and_clean(out: Path, record: dict) -> None:
     for f in stray:
         f.unlink(missing_ok=True)
     if stray:
-        console.print(f"removed {len(stray)} unfinished temporary file(s) left by an interrupted run")
+        log.info("removed %d unfinished temporary file(s) left by an interrupted run", len(stray))
     write_json_atomic(previous, {**json.loads(previous.read_text()), **record} if previous.is_file() else record)

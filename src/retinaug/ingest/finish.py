@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
-from rich.console import Console
-from rich.table import Table
 
 from ..io import atomic_path, write_json_atomic
 from ..manifest import class_counts, save_manifest
@@ -14,7 +13,7 @@ from ..split import assign_splits, check_split
 from .checks import duplicate_groups, hash_files
 
 REJECTED_COLUMNS = ("row", "path", "reason", "detail")
-console = Console()
+log = logging.getLogger("retinaug.ingest")
 
 
 def rejected_frame(rejected: pd.DataFrame | list[dict] | None) -> pd.DataFrame:
@@ -72,39 +71,31 @@ def finish_prepare(
         **(info or {}),
     }
     write_json_atomic(out / "summary.json", summary)
-    print_summary(summary, out, rej)
+    log_summary(summary, out, rej)
     return df
 
 
-def print_summary(summary: dict, out: Path, rejected: pd.DataFrame, examples: int = 5) -> None:
+def log_summary(summary: dict, out: Path, rejected: pd.DataFrame, examples: int = 5) -> None:
     """Class x split counts, skips by reason (with a few examples), duplicates and split warnings."""
     splits = [s for s in ("train", "val", "test") if summary["splits"].get(s)]
-    console.print(f"[bold]{summary['rows']} images of {summary['patients']} patients[/] written to {out} (images per class x split):")
-    table = Table()
-    table.add_column("class")
-    for s in splits + ["total"]:
-        table.add_column(s, justify="right")
-    for label, row in summary["counts"].items():
-        table.add_row(label, *(str(row.get(s, 0)) for s in splits + ["total"]))
-    console.print(table)
+    counts = pd.DataFrame.from_dict(summary["counts"], orient="index").reindex(columns=splits + ["total"], fill_value=0)
+    log.info("%d images of %d patients written to %s (images per class x split):\n%s", summary["rows"], summary["patients"],
+             out, counts.rename_axis("class").to_string())
     if summary["rejected"]:
-        skipped = Table(title=f"skipped {summary['rejected_total']} (rejected.csv)")
-        skipped.add_column("reason")
-        skipped.add_column("count", justify="right")
-        for reason, n in summary["rejected"].items():
-            skipped.add_row(reason, str(n))
-        console.print(skipped)
+        lines = [f"skipped {summary['rejected_total']} (rejected.csv):"]
+        lines += [f"  {reason}: {n}" for reason, n in summary["rejected"].items()]
         for rec in rejected.head(examples).itertuples(index=False):
             where = f"row {rec.row}: " if pd.notna(rec.row) else ""
-            console.print(f"  {where}{rec.path}: {rec.reason} ({rec.detail})", highlight=False)
+            lines.append(f"  {where}{rec.path}: {rec.reason} ({rec.detail})")
         if len(rejected) > examples:
-            console.print(f"  ... {len(rejected) - examples} more in {out / 'rejected.csv'}", highlight=False)
+            lines.append(f"  ... {len(rejected) - examples} more in {out / 'rejected.csv'}")
+        log.info("\n".join(lines))
     else:
-        console.print("skipped: none")
+        log.info("skipped: none")
     for key, value in info_lines(summary):
-        console.print(f"{key}: {value}")
+        log.info("%s: %s", key, value)
     for w in summary["split_warnings"]:
-        console.print(f"[yellow]warning:[/] {w}")
+        log.warning(w)
 
 
 def info_lines(summary: dict) -> list[tuple[str, str]]:

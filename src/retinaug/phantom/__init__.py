@@ -29,7 +29,7 @@ ODIR_COUNTS: dict[str, int] = {"N": 2786, "D": 1566, "O": 674, "C": 260, "A": 24
 MIN_PATIENTS = 6  # per class: enough for >= 1 patient of every class in train, val and test
 MIN_SIZE = 16
 
-__all__ = ["ODIR_COUNTS", "MIN_PATIENTS", "make_phantom", "parse_proportions", "phantom_counts", "render_fundus"]
+__all__ = ["ODIR_COUNTS", "MIN_PATIENTS", "make_phantom", "parse_proportions", "phantom_counts", "plan_phantom", "render_fundus"]
 
 
 def parse_proportions(spec: str | Mapping[str, float] | None) -> dict[str, float]:
@@ -92,6 +92,20 @@ def phantom_counts(
     return {c: counts[c] for c in CODES if c in counts}
 
 
+def plan_phantom(
+    n: int, proportions: str | Mapping[str, float] | None = None, seed: int = 0, val: float = 0.15, test: float = 0.15
+) -> pd.DataFrame:
+    """One row per patient that `make_phantom` would render (label, patient_id, split), without rendering: cheap,
+    so a pipeline config can be checked before its data exists. Classes are dealt to patients by a seeded shuffle."""
+    from ..split import assign_splits
+
+    counts = phantom_counts(n, proportions)
+    deal = np.random.default_rng([seed, 0, 0, 1])  # 4 words: never equal to an image's (seed, patient, stream)
+    labels = deal.permutation(np.repeat(list(counts), list(counts.values())))
+    pids = [f"ph{i:05d}" for i in range(len(labels))]
+    return assign_splits(pd.DataFrame({"label": labels, "patient_id": pids}), val=val, test=test, seed=seed)
+
+
 def _write_png(img: np.ndarray, path: Path) -> str:
     """Write atomically; return the SHA-256 of the bytes (saves the ingest stage re-reading every file)."""
     buf = io.BytesIO()
@@ -117,17 +131,13 @@ def make_phantom(
     Patient `i` is `ph{i:05d}`; classes are dealt to patients by a seeded shuffle. Extra manifest columns:
     `severity` (0..1, 0 for N) and `findings` (';'-joined)."""
     from ..ingest import finish_prepare
-    from ..split import assign_splits
 
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_SIZE:
         raise RetinaugError(f"--size must be an integer >= {MIN_SIZE} px, got {size!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise RetinaugError(f"--seed must be a non-negative integer, got {seed!r}")
-    counts = phantom_counts(n, proportions)
-    deal = np.random.default_rng([seed, 0, 0, 1])  # 4 words: never equal to an image's (seed, patient, stream)
-    labels = deal.permutation(np.repeat(list(counts), list(counts.values())))
-    pids = [f"ph{i:05d}" for i in range(len(labels))]
-    assign_splits(pd.DataFrame({"label": labels, "patient_id": pids}), val=val, test=test, seed=seed)  # fail fast
+    plan = plan_phantom(n, proportions, seed, val, test)  # fails fast on an impossible size or split
+    labels, pids, counts = plan["label"].to_numpy(), plan["patient_id"].tolist(), phantom_counts(n, proportions)
 
     out = Path(out)
     images = (out / "images").resolve()

@@ -25,6 +25,7 @@ from ..classes import CODES
 from ..errors import RetinaugError
 from ..features import FeatureExtractor, get_extractor, l2_normalise
 from ..io import atomic_path, write_json_atomic
+from ..manifest import real_rows
 from .config import AuditConfig
 from .match import match_features, topk_cosine
 from .plots import similarity_hist
@@ -189,15 +190,13 @@ def audit(
     syn = synthetic_df
     if cfg.accepted_only:
         if "accepted" not in syn.columns:
-            raise RetinaugError("accepted_only needs a labelled synthetic manifest: run `retinaug label` first")
+            raise RetinaugError("accepted_only needs a labelled synthetic manifest: run `retinaug label` and give its output (RUN/label)")
         syn = syn[syn["accepted"].fillna(False).astype(bool)]
     syn = syn.reset_index(drop=True)
     if syn.empty:
         raise RetinaugError("the synthetic manifest has no rows to audit")
     classes = [c for c in CODES if c in set(syn["label"])]
-    real = data_df[data_df["origin"] == "real"]
-    train = real[real["split"] == "train"]
-    test = real[(real["split"] == "test") & real["label"].isin(classes)]
+    train, test = real_rows(data_df, "train"), real_rows(data_df, "test", classes)
     missing = [c for c in classes if not (train["label"] == c).any()]
     if missing:
         raise RetinaugError(f"no real training images of class(es) {', '.join(missing)} in the data manifest: nothing to compare with")

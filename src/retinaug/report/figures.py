@@ -174,16 +174,3 @@ def tsne_plot(df: pd.DataFrame) -> str:
     ax.set_yticks([])
     ax.set_title("t-SNE of training images (x = dropped by the selection)", fontsize=9)
     return fig_uri(fig)
-
-
-def histogram(values: dict[str, np.ndarray], xlabel: str, title: str, lines: dict[str, float] | None = None) -> str:
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    for name, v in values.items():
-        ax.hist(v, bins=40, alpha=0.55, label=name, density=True)
-    for name, x in (lines or {}).items():
-        ax.axvline(x, color="red", ls="--", lw=1)
-        ax.text(x, ax.get_ylim()[1] * 0.9, f" {name}", color="red", fontsize=7)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
-    return fig_uri(fig)

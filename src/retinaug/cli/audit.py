@@ -1,4 +1,5 @@
-"""CLI verbs of the quality engineer's stages: `select`, `augment`, `match`, `audit` (thin wrappers)."""
+"""CLI verbs that check synthetic images against real ones: `match` (top-k similar images) and `audit`
+(memorization, FID/KID, k-NN precision/recall); thin wrappers over `retinaug.quality`."""
 
 from __future__ import annotations
 
@@ -6,22 +7,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from pydantic import ValidationError
 
-from ..errors import RetinaugError
-from ..features import EXTRACTOR_HELP
-from ..progress import console
-from .app import app
+from ..errors import RetinaugError, validated
+from .app import EXTRACTOR_HELP, app, console
 
 SPLITS_HELP = "only rows of this split: train | val | test | all"
-
-
-def _validated(model, **values):
-    try:
-        return model(**{k: v for k, v in values.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise RetinaugError(f"invalid option(s): {problems}") from None
 
 
 def _fmt(x: float | None) -> str:
@@ -37,55 +27,6 @@ def _rows(manifest: Path, split: str):
     if split not in ("train", "val", "test"):
         raise RetinaugError(f"unknown split {split!r}: use train, val, test or all")
     return df[df["split"] == split].reset_index(drop=True)
-
-
-@app.command()
-def select(
-    data: Path = typer.Option(..., "--data", help="Prepared data folder (RUN/data) or manifest.parquet."),
-    out: Path = typer.Option(..., "--out", help="Output folder (e.g. RUN/selection)."),
-    labeler: Optional[Path] = typer.Option(None, "--labeler", help="Trained labeler folder (RUN/labeler): its features are used by default."),
-    classes: str = typer.Option("D,N", "--classes", help="Dominant classes to reduce (comma-separated codes)."),
-    keep: float = typer.Option(0.5, "--keep", help="Per class: a fraction <= 1 (0.5 = half) or a count > 1 (200)."),
-    strategy: str = typer.Option("coverage", "--strategy", help="coverage (spread over the t-SNE map) | core (drop border-line images) | random (control)."),
-    extractor: str = typer.Option("auto", "--extractor", help=EXTRACTOR_HELP),
-    seed: int = typer.Option(0, "--seed", help="Seed of PCA / t-SNE / k-means / random sampling."),
-) -> None:
-    """Reduce the dominant classes' TRAIN images with a t-SNE map (the seed's step 4).
-
-    Writes manifest.parquet (kept rows), tsne.csv, tsne.png and summary.json.
-    Example: retinaug select --data runs/demo/data --labeler runs/demo/labeler --keep 0.5 --out runs/demo/selection
-    """
-    from ..classes import parse_classes
-    from ..manifest import load_manifest
-    from ..quality import SelectConfig
-    from ..select import select as select_fn
-
-    cfg = _validated(SelectConfig, classes=list(parse_classes(classes)), keep=keep, strategy=strategy, extractor=extractor, seed=seed)
-    chosen = select_fn(load_manifest(data), cfg, out, labeler)
-    counts = ", ".join(f"{c}: {n}" for c, n in chosen["label"].value_counts().sort_index().items())
-    console.print(f"kept {len(chosen)} train images ({counts}) with strategy {cfg.strategy}; map and plot in {out}")
-
-
-@app.command()
-def augment(
-    data: Path = typer.Option(..., "--data", help="Prepared data folder (RUN/data) or manifest.parquet."),
-    out: Path = typer.Option(..., "--out", help="Output folder (e.g. RUN/augment)."),
-    ratio: float = typer.Option(1.0, "--ratio", help="Copies per class as a multiple of its real train count (0.5, 1, 2; at most 7)."),
-    classes: str = typer.Option("G,C,A,H,M", "--classes", help="Classes to augment (comma-separated codes or a task name)."),
-    seed: int = typer.Option(0, "--seed", help="Seed choosing which images get which flip/rotation."),
-    write_files: bool = typer.Option(False, "--write-files", help="Also write the transformed images as PNGs (default: rows only, applied at load time)."),
-) -> None:
-    """Traditional augmentation: flipped/rotated copies of real train images as manifest rows (origin=traditional).
-
-    Example: retinaug augment --data runs/demo/data --ratio 2 --out runs/demo/augment
-    """
-    from ..augment import augment as augment_fn
-    from ..classes import parse_classes
-    from ..manifest import load_manifest
-
-    rows = augment_fn(load_manifest(data), ratio, parse_classes(classes), seed, out, write_files)
-    counts = ", ".join(f"{c}: {n}" for c, n in rows["label"].value_counts().sort_index().items())
-    console.print(f"wrote {len(rows)} traditional rows ({counts}) to {out}")
 
 
 @app.command()
@@ -134,7 +75,7 @@ def audit(
     from ..quality import AuditConfig
     from ..quality import audit as audit_fn
 
-    cfg = _validated(AuditConfig, extractor=extractor, quantile=quantile, accepted_only=accepted_only, top_k=top_k)
+    cfg = validated(AuditConfig, dict(extractor=extractor, quantile=quantile, accepted_only=accepted_only, top_k=top_k), "option(s)", options=True)
     report = audit_fn(load_manifest(synthetic), load_manifest(data), out, labeler=labeler, config=cfg)
     overall = report["overall"]
     console.print(f"audited {report['n_synthetic']} synthetic images ({report['extractor']} features)")

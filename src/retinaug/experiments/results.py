@@ -1,0 +1,145 @@
+"""Results: per-seed metrics flattened, mean and 95% t-interval over seeds, the paired difference to each
+scenario's baseline (paired t-test), and the tables written beside them (summary.csv, table.md/.csv)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import read_json, write_text_atomic
+from .scenarios import Scenario, baseline_of
+
+HEADLINE = ("precision", "recall", "f1", "accuracy")
+
+
+def flatten_metrics(metrics: dict, classes: Sequence[str]) -> dict[tuple[str, str], float]:
+    """(metric, class or 'macro') -> value from one seed's metrics.json."""
+    out: dict[tuple[str, str], float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            name = key.removeprefix("macro_")
+            out[(name, "macro")] = float(value)
+    per_class = metrics.get("per_class") or {}
+    for code in classes:
+        for name, value in (per_class.get(code) or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[(name, code)] = float(value)
+    return out
+
+
+def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
+    from scipy import stats
+
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    sem = float(stats.sem(values))
+    if sem == 0:
+        return mean, mean, mean
+    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=sem)
+    return mean, float(lo), float(hi)
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
+    """Mean difference a - b, its 95% t-interval, and the paired t-test p-value."""
+    from scipy import stats
+
+    diff = a - b
+    mean, lo, hi = _mean_ci(diff)
+    if len(diff) < 2 or np.allclose(diff, diff[0]):
+        return mean, lo, hi, float("nan") if len(diff) < 2 else (1.0 if diff[0] == 0 else 0.0)
+    return mean, lo, hi, float(stats.ttest_rel(a, b).pvalue)
+
+
+def seed_metrics(root: Path, scenarios: list[Scenario], seeds: list[int]) -> dict[str, dict[int, dict[tuple[str, str], float]]]:
+    """scenario -> seed -> flattened metrics, for the seed runs that have finished (metrics.json written)."""
+    per_seed: dict[str, dict[int, dict[tuple[str, str], float]]] = {}
+    for sc in scenarios:
+        for seed in seeds:
+            m = read_json(root / sc.name / f"seed{seed}" / "metrics.json")
+            if isinstance(m, dict) and m:
+                per_seed.setdefault(sc.name, {})[seed] = flatten_metrics(m, sc.classes)
+    return per_seed
+
+
+def summarize(root: Path, scenarios: list[Scenario], seeds: list[int]) -> pd.DataFrame:
+    """Mean, 95% t-interval over seeds and paired difference vs the baseline, per scenario, metric and class,
+    from the finished seed runs under `root` (a partly finished grid gives a partial table)."""
+    per_seed = seed_metrics(root, scenarios, seeds)
+    rows = []
+    for sc in scenarios:
+        runs = per_seed.get(sc.name, {})
+        base = baseline_of(sc, scenarios)
+        base_runs = per_seed.get(base or "", {})
+        keys = sorted({k for r in runs.values() for k in r})
+        for metric, cls in keys:
+            vals = np.array([runs[s][(metric, cls)] for s in sorted(runs) if (metric, cls) in runs[s]])
+            mean, lo, hi = _mean_ci(vals)
+            row = dict(scenario=sc.name, label=sc.label, task=sc.task, metric=metric, cls=cls, n_seeds=len(vals),
+                       mean=mean, ci_low=lo, ci_high=hi, baseline=base or "")
+            paired = [s for s in sorted(runs) if s in base_runs and (metric, cls) in runs[s] and (metric, cls) in base_runs[s]]
+            if base and paired:
+                a = np.array([runs[s][(metric, cls)] for s in paired])
+                b = np.array([base_runs[s][(metric, cls)] for s in paired])
+                row.update(zip(("diff_mean", "diff_ci_low", "diff_ci_high", "p_value"), _paired(a, b)))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["scenario", "label", "task", "metric", "cls", "n_seeds", "mean", "ci_low",
+                                       "ci_high", "baseline", "diff_mean", "diff_ci_low", "diff_ci_high", "p_value"])
+
+
+def aggregate(root: Path, scenarios: list[Scenario], seeds: list[int], composition: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Write summary.csv (see `summarize`), table.md/.csv (the paper's shape) and composition.csv. Returns the summary."""
+    summary = summarize(root, scenarios, seeds)
+    root.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(root / "summary.csv", summary.to_csv(index=False))
+    table = headline_table(summary, scenarios, composition)
+    write_text_atomic(root / "table.csv", table.to_csv(index=False))
+    write_text_atomic(root / "table.md", _markdown(table))
+    if composition is not None:
+        write_text_atomic(root / "composition.csv", composition.to_csv(index=False))
+    return summary
+
+
+def headline_table(summary: pd.DataFrame, scenarios: list[Scenario], composition: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per scenario: macro precision, recall, F1 and accuracy as 'mean [lo, hi]', F1 change vs baseline."""
+    rows = []
+    for sc in scenarios:
+        s = summary[(summary["scenario"] == sc.name) & (summary["cls"] == "macro")].set_index("metric")
+        if s.empty:
+            continue
+        row = {"scenario": sc.name, "label": sc.label, "task": sc.task, "seeds": int(s["n_seeds"].max())}
+        if composition is not None:
+            c = composition[composition["scenario"] == sc.name]
+            row["train images"] = int(c["train_total"].sum())
+        for metric in HEADLINE:
+            row[metric] = _fmt(s, metric)
+        if "f1" in s.index and isinstance(s.loc["f1", "diff_mean"], float) and not math.isnan(s.loc["f1", "diff_mean"]):
+            d = s.loc["f1"]
+            row["ΔF1 vs real"] = f"{d['diff_mean']:+.3f} (p={d['p_value']:.2g})"
+        else:
+            row["ΔF1 vs real"] = ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(s: pd.DataFrame, metric: str) -> str:
+    if metric not in s.index:
+        return ""
+    r = s.loc[metric]
+    if math.isnan(r["ci_low"]):
+        return f"{r['mean']:.3f}"
+    # the metrics live in [0, 1]; the t-interval of few seeds can overshoot (summary.csv keeps it unclipped)
+    return f"{r['mean']:.3f} [{max(r['ci_low'], 0):.3f}, {min(r['ci_high'], 1):.3f}]"
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "(no finished scenarios)\n"
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
