@@ -117,8 +117,9 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
-def read_json(path: str | Path, what: str = "file", fix: str = "") -> Any:
-    """A JSON file; a missing or damaged one is a RetinaugError naming it, where it breaks, and `fix`."""
+def load_json(path: str | Path, what: str = "file", fix: str = "") -> Any:
+    """A JSON file that must be there (model metadata, a generation record): a missing or damaged one is a
+    RetinaugError naming it, where it breaks, and `fix` (`read_json` is the lenient reader of optional records)."""
     path = Path(path)
     fix = f"; {fix}" if fix else ""
     try:

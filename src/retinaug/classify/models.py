@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import RetinaugError
 from ..hardware import autocast, resolve_precision
-from ..io import atomic_path, read_json, sha256_file, write_json_atomic
+from ..io import atomic_path, load_json, sha256_file, write_json_atomic
 from ..manifest import REQUIRED, new_manifest, save_manifest
 from .config import TrainConfig
 from .data import load_images, normalise
@@ -139,7 +139,7 @@ def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu") -
     meta_file, weights = model_dir / META, model_dir / WEIGHTS
     if not meta_file.is_file() or not weights.is_file():
         raise RetinaugError(f"{model_dir} is not a trained classifier: expected {META} and {WEIGHTS} (run `retinaug train`)")
-    meta = read_json(meta_file, "classifier metadata", "retrain with `retinaug train`")
+    meta = load_json(meta_file, "classifier metadata", "retrain with `retinaug train`")
     lacking = [k for k in ("config", "classes", "size", "mean", "std") if not isinstance(meta, dict) or k not in meta]
     if lacking:
         raise RetinaugError(f"{meta_file} is damaged: it lacks {', '.join(lacking)}; retrain with `retinaug train`")

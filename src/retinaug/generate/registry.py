@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from ..errors import RetinaugError, validated
-from ..io import read_json, safe_join, sha256_file
+from ..io import load_json, safe_join, sha256_file
 
 if TYPE_CHECKING:
     from .base import Generator
@@ -81,7 +81,7 @@ def load_generator(path: str | Path) -> Generator:
     meta_file = path / CONFIG_NAME
     if not meta_file.is_file():
         raise RetinaugError(f"{path} is not a generator folder (no {CONFIG_NAME}); train one with `retinaug finetune`")
-    meta = read_json(meta_file, "generator config", "retrain with `retinaug finetune`")
+    meta = load_json(meta_file, "generator config", "retrain with `retinaug finetune`")
     lacking = [k for k in ("method", "classes", "config") if not isinstance(meta, dict) or k not in meta]
     if lacking or not isinstance(meta.get("weights_sha256", {}), dict):
         raise RetinaugError(f"{meta_file} is damaged (lacks {', '.join(lacking) or 'valid weights_sha256'}); retrain with `retinaug finetune`")

@@ -24,7 +24,7 @@ from torchvision.utils import make_grid
 from ..classes import CLASSES
 from ..errors import RetinaugError, validated
 from ..hardware import resolve_precision
-from ..io import atomic_path, read_json, sha256_text, write_json_atomic
+from ..io import atomic_path, load_json, sha256_text, write_json_atomic
 from ..manifest import load_manifest, new_manifest, real_rows, save_manifest
 from ..progress import progress_bar
 from .base import Generator
@@ -281,7 +281,7 @@ def _check_and_clean(out: Path, record: dict) -> None:
     """Refuse to mix images from different generators/seeds in one folder; remove temp files of a killed run."""
     previous = out / RUN_RECORD
     if previous.is_file():
-        old = read_json(previous, "generation record", "delete it or use a new --out folder")
+        old = load_json(previous, "generation record", "delete it or use a new --out folder")
         # which training run made the images (not where it lies: a run folder may move); the folder's path for
         # records written before the training id existed
         same = "generator_id" if "generator_id" in old else "generator"
