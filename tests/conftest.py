@@ -26,6 +26,13 @@ if "RETINAUG_CACHE_DIR" not in os.environ:  # keep the user's ~/.cache clean: on
 
     os.environ["RETINAUG_CACHE_DIR"] = tempfile.mkdtemp(prefix="retinaug-cache-")
     atexit.register(shutil.rmtree, os.environ["RETINAUG_CACHE_DIR"], ignore_errors=True)
+if "RETINAUG_CONFIG_DIR" not in os.environ:  # trusted image roots recorded by tests stay out of ~/.config
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["RETINAUG_CONFIG_DIR"] = tempfile.mkdtemp(prefix="retinaug-config-")
+    atexit.register(shutil.rmtree, os.environ["RETINAUG_CONFIG_DIR"], ignore_errors=True)
 
 SHARED_ODIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "odir5k-256"
 if "RETINAUG_ODIR" in os.environ:

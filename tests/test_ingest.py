@@ -212,7 +212,8 @@ def test_folder_ingestion_with_mapping_and_patient_regex(tmp_path):
     assert set(df["eye"]) == {"unknown"}
     assert pd.read_csv(out / "rejected.csv")["reason"].tolist() == ["not an image file"]
     stems = prepare_folder(root, tmp_path / "stems", mapping={"Katarakt": "C"})
-    assert stems["patient_id"].nunique() == 36  # default: every file is its own patient
+    assert stems["patient_id"].nunique() == 18  # default: `<patient>_<L|R>` names are grouped, and give the eye
+    assert stems.groupby("patient_id")["eye"].apply(sorted).map(tuple).unique().tolist() == [("left", "right")]
     with pytest.raises(RetinaugError, match="folder\\(s\\) Katarakt .* --map 'Katarakt=CODE'"):
         prepare_folder(root, tmp_path / "x")
     with pytest.raises(RetinaugError, match="unknown class code"):
@@ -230,3 +231,57 @@ def test_real_odir(tmp_path):
     summary = json.loads((tmp_path / "data/summary.json").read_text())
     assert summary["rejected_total"] == 0 and summary["leakage"] == []
     assert time.perf_counter() - started < 60
+
+
+def test_folder_groups_both_eyes_by_default(tmp_path):
+    """`<id>_left.jpg` / `<id>_right.jpg` (and L/R, OD/OS in any case, '-' or '_') are one patient without options;
+    other names are their own patients, and the summary says which rule grouped how many files."""
+    root = tmp_path / "ds"
+    for k in range(6):
+        write_image(root / "cataract" / f"{k}_left.jpg", seed=k)
+        write_image(root / "cataract" / f"{k}_right.jpg", seed=50 + k)
+        write_image(root / "glaucoma" / f"P{k}-OD.JPG", seed=100 + k)
+        write_image(root / "normal" / f"P{k}_os.png", seed=150 + k)  # the same patient's other eye, another class
+        write_image(root / "normal" / f"IMG_{k:04d}.jpg", seed=200 + k)  # no patient id in the name
+    result = CliRunner().invoke(app, ["prepare", "folder", str(root), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    df = load_manifest(tmp_path / "out")
+    assert len(df) == 30 and df["patient_id"].nunique() == 18  # 6 + 6 grouped pairs, 6 own patients
+    eyes = df.set_index(df["path"].map(lambda p: Path(p).name))["eye"]
+    assert (eyes["0_left.jpg"], eyes["P0-OD.JPG"], eyes["P0_os.png"], eyes["IMG_0000.jpg"]) == ("left", "right", "left", "unknown")
+    assert df.groupby("patient_id")["split"].nunique().max() == 1
+    pair = df[df["patient_id"] == "P3"]
+    assert sorted(pair["label"]) == ["G", "N"] and pair["split"].nunique() == 1
+    grouping = json.loads((tmp_path / "out/summary.json").read_text())["patients_grouping"]
+    assert grouping["files_matched"] == 24 and grouping["files_unmatched"] == 6 and grouping["patients"] == 18
+    text = " ".join(result.output.split())
+    assert "patients: grouped by <patient>_<eye> in file names" in text and "6 unmatched file(s) are their own patients" in text
+    assert "6 file name(s) do not match the patient pattern" in text and "--unmatched reject" in text
+
+
+def test_folder_patient_regex_and_unmatched_files(tmp_path):
+    root = tmp_path / "ds"
+    for k in range(8):
+        for eye in ("a", "b"):
+            write_image(root / "G" / f"{k}_{eye}.png", seed=2 * k + (eye == "b"))
+        write_image(root / "N" / f"scan{k}.png", seed=100 + k)  # does not match '^(\d+)_'
+    kept = prepare_folder(root, tmp_path / "own", patient_regex=r"^(\d+)_", val=0.25, test=0.25)
+    assert len(kept) == 24 and kept["patient_id"].nunique() == 16  # unmatched files kept as their own patients
+    assert kept.loc[kept["label"] == "N", "patient_id"].str.startswith("N/scan").all()
+    dropped = prepare_folder(root, tmp_path / "rej", patient_regex=r"^(\d+)_", unmatched="reject", val=0.25, test=0.25)
+    assert len(dropped) == 16 and pd.read_csv(tmp_path / "rej/rejected.csv")["reason"].tolist() == ["bad patient id"] * 8
+    with pytest.raises(RetinaugError, match="--unmatched must be one of own-patient, reject"):
+        prepare_folder(root, tmp_path / "x", unmatched="drop")
+
+
+def test_folder_without_patient_ids_warns(tmp_path):
+    root = tmp_path / "ds"
+    for k in range(8):
+        write_image(root / "G" / f"scan{k}.png", seed=k)
+        write_image(root / "N" / f"photo{k}.png", seed=50 + k)
+    result = CliRunner().invoke(app, ["prepare", "folder", str(root), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "no patient id found in the file names: each of the 16 images is its own patient" in text
+    assert "--patient-regex '^(\\d+)_'" in text
+    assert "patients: none found in the file names: every image is its own patient" in text

@@ -47,6 +47,7 @@ def test_every_section_drawn_on_a_complete_run():
 def test_missing_inputs_say_not_run(tmp_path):
     run = tmp_path / "empty"
     run.mkdir()
+    (run / "config.yaml").write_text("name: empty\n")  # a run folder in which no stage has run yet
     html = build_report(run).read_text()
     for key, _, _ in SECTIONS:
         if key != "provenance":

@@ -8,16 +8,17 @@ image can have at most 7: a ratio above that is refused rather than silently rep
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .cache import apply_transform
+from .cache import apply_transform, open_rgb
 from .classes import CODES, TASKS
 from .errors import RetinaugError
-from .io import sha256_text, write_json_atomic
+from .io import atomic_path, sha256_text, write_json_atomic
 from .manifest import half_up, real_rows, save_manifest, validate_manifest
 from .progress import track
 
@@ -41,10 +42,11 @@ def _transform_order(rng: np.random.Generator) -> list[str]:
 
 def _write_copy(parent: str, transform: str, folder: Path) -> Path:
     """Write the transformed full-resolution image as PNG (for tools that cannot apply transforms)."""
-    tag = sha256_text(parent)[:8]  # parents from different folders may share a file name
-    target = folder / f"{Path(parent).stem}-{tag}_{transform.replace('+', '_')}.png"
-    with Image.open(parent) as im:
-        Image.fromarray(apply_transform(np.asarray(im.convert("RGB")), transform)).save(target)
+    tag = sha256_text(parent)[:8]  # parents from different folders may share a file name (and long stems are cut)
+    stem = os.fsencode(Path(parent).stem)[:160].decode(errors="ignore")
+    target = folder / f"{stem}-{tag}_{transform.replace('+', '_')}.png"
+    with atomic_path(target) as tmp:
+        Image.fromarray(apply_transform(np.asarray(open_rgb(parent)), transform)).save(tmp, format="PNG")
     return target
 
 
@@ -101,9 +103,7 @@ def augment(
     if write_files:
         paths = []
         for code, parent, transform in track(list(zip(df["label"], df["parent"], df["transform"])), "writing augmented images", unit="img"):
-            folder = out / "images" / code
-            folder.mkdir(parents=True, exist_ok=True)
-            paths.append(str(_write_copy(parent, transform, folder)))
+            paths.append(str(_write_copy(parent, transform, out / "images" / code)))
         df = df.assign(path=paths, file_transform=df["transform"], transform=pd.NA)
         df = validate_manifest(df)
     save_manifest(df, out)

@@ -39,12 +39,39 @@ def apply_transform(img: np.ndarray, transform: str | None) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB. 16-bit and 32-bit integer or float images (PNG/TIFF modes I;16*, I, F) are *scaled* to 0..255
+    first: PIL's convert('RGB') clips them, which turns a 16-bit photo almost white. 16-bit modes are divided by
+    65535, as are 'I' images whose values fit 16 bits; 'F' images in [0, 1] are multiplied by 255; any other
+    range is stretched from its minimum to its maximum."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
+        if im.mode.startswith("I;16") or (im.mode == "I" and lo >= 0 and hi <= 65535):
+            lo, hi = 0.0, 65535.0
+        elif im.mode == "F" and lo >= 0 and hi <= 1:
+            lo, hi = 0.0, 1.0
+        unit = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+        im = Image.fromarray(np.round(unit * 255).astype(np.uint8), mode="L")
+    return im.convert("RGB")  # a copy: the file may be closed after this
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """Decode an image file as 8-bit RGB (see `to_rgb`): the one decoder every stage's pixels come from. A file
+    that changed into something undecodable since `prepare` checked it is a RetinaugError naming it."""
+    try:
+        with Image.open(path) as im:
+            return to_rgb(im)
+    except FileNotFoundError:
+        raise RetinaugError(f"image file not found: {path}") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # PIL's errors for a damaged file
+        raise RetinaugError(f"cannot decode image {path} ({type(exc).__name__}: {exc}); re-run `retinaug prepare` to re-check the dataset") from None
+
+
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """Decode one image as RGB, pad to square with black (keeps the round field of view), resize to `size`."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        im = ImageOps.pad(im, (size, size), method=Image.Resampling.BICUBIC, color=(0, 0, 0))
-        return np.asarray(im, dtype=np.uint8)
+    im = ImageOps.pad(open_rgb(path), (size, size), method=Image.Resampling.BICUBIC, color=(0, 0, 0))
+    return np.asarray(im, dtype=np.uint8)
 
 
 class ImageCache:

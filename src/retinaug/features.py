@@ -12,7 +12,6 @@ Nothing is downloaded: model folders are read with ``local_files_only=True``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import pandas as pd
 
 from .cache import image_cache
 from .errors import RetinaugError
+from .io import load_json
 from .progress import progress_bar
 
 PIXEL_SIZE = 16  # 768 features: enough to catch copies, small enough for FID covariances
@@ -84,7 +84,7 @@ class CLIPExtractor(ImageExtractor):
             raise RetinaugError(f"cannot load a CLIP model from {folder}: {exc}") from None
         # Use the folder's own normalisation when it ships a preprocessor config, else CLIP's standard one.
         pre = folder / "preprocessor_config.json"
-        cfg = json.loads(pre.read_text()) if pre.is_file() else {}
+        cfg = load_json(pre, "CLIP preprocessor config") if pre.is_file() else {}
         self.mean = torch.tensor(cfg.get("image_mean", OPENAI_CLIP_MEAN)).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg.get("image_std", OPENAI_CLIP_STD)).view(1, 3, 1, 1)
         super().__init__(int(self.model.config.vision_config.image_size), batch_size)
@@ -145,7 +145,7 @@ def get_extractor(
     if _is_labeler_dir(folder):
         return LabelerExtractor(folder)
     config = folder / "config.json"
-    model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    model_type = load_json(config, "model config").get("model_type") if config.is_file() else None
     if model_type != "clip":
         raise RetinaugError(
             f"{folder} is neither a labeler folder (model.json + model.safetensors) nor a CLIP model folder "

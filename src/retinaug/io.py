@@ -3,26 +3,82 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import errno
 import hashlib
+import io
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import RetinaugError
+
+
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+_WRITE_ERRORS = {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
+                 errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                 errno.ENAMETOOLONG: "file name too long", errno.ENOTDIR: "a parent of it is a file, not a folder"}
+
+
+def write_error(path: str | Path, exc: OSError) -> OSError | RetinaugError:
+    """A clear RetinaugError for the usual reasons a write fails (read-only or full disk, long name); else `exc`."""
+    reason = _WRITE_ERRORS.get(exc.errno)
+    if reason is None:
+        return exc
+    hint = "choose an output folder you can write to (--out)"
+    if exc.errno == errno.ENAMETOOLONG:
+        hint = f"a file name may have at most {NAME_MAX} bytes; use shorter names"
+    elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = "free some space or choose another output folder (--out)"
+    return RetinaugError(f"cannot write {path}: {reason}; {hint}")
+
+
+def make_dirs(folder: str | Path) -> Path:
+    """`mkdir -p` whose failures (read-only parent, over-long name) are clear errors."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(folder, exc) from None
+    return folder
+
+
+def _temp_file(target: Path) -> Path:
+    """Create an empty, new temporary file beside `target` with mode 0666 & ~umask (as `open()` would: mkstemp's
+    0600 would make every output private whatever the user's umask). Its name stays within NAME_MAX bytes."""
+    suffix = ".tmp" + target.suffix
+    room = NAME_MAX - len(suffix.encode()) - 10  # '.' + name + '.' + 8 random characters
+    name = os.fsencode(target.name)[: max(room, 1)].decode(errors="ignore")
+    for _ in range(100):
+        tmp = target.parent / f".{name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise write_error(target, exc) from None
+    raise FileExistsError(f"no free temporary name beside {target}")
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
+    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
+    A read-only folder, a full disk or a name too long for the file system is a RetinaugError saying so."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    make_dirs(target.parent)
+    if len(os.fsencode(target.name)) > NAME_MAX:
+        raise write_error(target, OSError(errno.ENAMETOOLONG, "File name too long"))
+    tmp_path = _temp_file(target)
     try:
         yield tmp_path
-        os.replace(tmp_path, target)
+        try:
+            os.replace(tmp_path, target)
+        except OSError as exc:
+            raise write_error(target, exc) from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -49,8 +105,6 @@ def read_yaml(path: str | Path) -> dict:
     """A YAML file holding a mapping; a missing file, invalid YAML or another type is a clear error."""
     import yaml
 
-    from .errors import RetinaugError
-
     path = Path(path)
     if not path.is_file():
         raise RetinaugError(f"config file {path} not found")
@@ -61,6 +115,56 @@ def read_yaml(path: str | Path) -> dict:
     if not isinstance(raw, dict):
         raise RetinaugError(f"config file {path} must hold a mapping of option: value")
     return raw
+
+
+def load_json(path: str | Path, what: str = "file", fix: str = "") -> Any:
+    """A JSON file that must be there (model metadata, a generation record): a missing or damaged one is a
+    RetinaugError naming it, where it breaks, and `fix` (`read_json` is the lenient reader of optional records)."""
+    path = Path(path)
+    fix = f"; {fix}" if fix else ""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RetinaugError(f"{what} {path} not found{fix}") from None
+    except UnicodeDecodeError as exc:
+        raise RetinaugError(f"{what} {path} is damaged (byte {exc.start} is not UTF-8 text){fix}") from None
+    except json.JSONDecodeError as exc:
+        raise RetinaugError(f"{what} {path} is damaged: not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}){fix}") from None
+
+
+def read_csv(path: str | Path, **kwargs):
+    """`pandas.read_csv` (UTF-8, a BOM allowed) whose usual failures are RetinaugErrors naming the file and line:
+    an empty file, bytes that are not UTF-8, a row with more fields than the header (which pandas would otherwise
+    read silently shifted when it is the first row)."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RetinaugError(f"CSV file {path} not found") from None
+    if not data.strip():
+        raise RetinaugError(f"CSV file {path} is empty ({len(data)} bytes, no header line)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RetinaugError(
+            f"{path} line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; re-save the file as UTF-8 "
+            "(e.g. `iconv -f latin1 -t utf-8 IN > OUT`)"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    for row in reader:
+        if len(row) > len(header):
+            raise RetinaugError(
+                f"{path} line {reader.line_num}: {len(row)} fields where the header has {len(header)}; "
+                "quote values that contain commas, or fix the row"
+            )
+    try:
+        return pd.read_csv(io.StringIO(text), index_col=False, **kwargs)
+    except pd.errors.ParserError as exc:  # e.g. an unclosed quote
+        raise RetinaugError(f"{path} cannot be read as CSV: {str(exc).strip()}") from None
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -78,8 +182,6 @@ def sha256_text(text: str) -> str:
 
 def safe_join(root: str | Path, name: str) -> Path:
     """Join an untrusted relative `name` (from a CSV or manifest) onto `root`; refuse anything escaping it."""
-    from .errors import RetinaugError
-
     if not name or os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         raise RetinaugError(f"path {name!r} must be relative to {root}")
     root_n = os.path.normpath(os.path.abspath(root))

@@ -3,6 +3,11 @@
 On disk it is Parquet; `path` is stored relative to the manifest's *image root*, which is kept in the
 Parquet metadata (the manifest's own folder unless the images live elsewhere, e.g. a read-only ODIR copy).
 In memory `path` is absolute, so manifests from different folders can be concatenated freely.
+
+A stored root is data from a file, so it is trusted only where it cannot send reads anywhere on the disk: inside
+the manifest's folder or the run folder above it (stages sit side by side: RUN/augment -> RUN/data), inside a
+folder this user prepared or saved a manifest for (recorded in `image-roots.txt` of the config folder), inside a
+folder listed in `$RETINAUG_IMAGE_ROOTS`, or when the caller names it (`load_manifest(image_root=)`).
 """
 
 from __future__ import annotations
@@ -43,12 +48,71 @@ OPTIONAL: dict[str, str] = {
     "sha256": "string",
 }
 _META_KEY = b"retinaug"
+ROOTS_ENV = "RETINAUG_IMAGE_ROOTS"
+ROOTS_FILE = "image-roots.txt"
 
 
 def manifest_file(path: str | Path) -> Path:
     """Accept a run sub-folder (`RUN/data`) or the Parquet file itself."""
     p = Path(path)
     return p / MANIFEST_NAME if p.is_dir() or p.suffix != ".parquet" else p
+
+
+def config_dir() -> Path:
+    """`$RETINAUG_CONFIG_DIR`, else `~/.config/retinaug`: this user's own settings (never inside a run folder)."""
+    return Path(os.environ.get("RETINAUG_CONFIG_DIR") or Path.home() / ".config" / "retinaug")
+
+
+def trusted_roots() -> list[str]:
+    """Image folders manifests may point into: those this user prepared or saved manifests for, and `$RETINAUG_IMAGE_ROOTS`."""
+    listed = [r for r in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if r]
+    try:
+        listed += (config_dir() / ROOTS_FILE).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        pass
+    return [os.path.normpath(os.path.abspath(r)) for r in listed if r.strip()]
+
+
+def trust_root(root: str | Path) -> None:
+    """Record an image folder the user named (a dataset given to `prepare`, a root a manifest was saved with)."""
+    root = os.path.realpath(root)
+    if root in trusted_roots():
+        return
+    folder = config_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ROOTS_FILE, "a", encoding="utf-8") as f:  # one short append: atomic between processes
+            f.write(root + "\n")
+    except OSError as exc:  # not fatal: loading then needs $RETINAUG_IMAGE_ROOTS or image_root=
+        import logging
+
+        logging.getLogger("retinaug").warning("could not record %s as a trusted image folder in %s: %s", root, folder, exc)
+
+
+def _within(path: str, folders: Iterable[str]) -> bool:
+    return any(path == f or path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
+
+
+def _local(folder: Path) -> list[str]:
+    """Where a manifest in `folder` may keep its images without being trusted: its folder, and the run folder
+    above it (one holding config.yaml or data/manifest.parquet: stage folders sit side by side)."""
+    run = folder.parent
+    is_run = (run / "config.yaml").is_file() or (run / "data" / MANIFEST_NAME).is_file()
+    return [str(folder), str(run)] if is_run else [str(folder)]
+
+
+def _check_root(root: Path, folder: Path, target: Path) -> None:
+    """Refuse a stored image root outside the places a manifest may point to (see the module docstring)."""
+    here = _local(folder)
+    candidates = {os.path.normpath(root), os.path.realpath(root)}
+    if all(_within(c, here) for c in candidates) or any(_within(c, trusted_roots()) for c in candidates):
+        return
+    raise ManifestError(
+        f"{target} stores its images under {root}, outside its own folder and not a dataset folder prepared on this "
+        f"machine: refused (a manifest may not send reads anywhere on the disk). If you trust it, add the folder to "
+        f"${ROOTS_ENV} (e.g. export {ROOTS_ENV}={root}) or pass image_root=; re-running `retinaug prepare` on "
+        "the dataset also records it"
+    )
 
 
 def new_manifest(rows: Iterable[dict] | None = None) -> pd.DataFrame:
@@ -131,6 +195,8 @@ def save_manifest(df: pd.DataFrame, path: str | Path, root: str | Path | None = 
     out = df.copy()
     out["path"] = pd.array(rel, dtype="string")
     inside = str(root) == str(folder) or str(root).startswith(str(folder) + os.sep)
+    if not _within(str(root), [str(folder)]):  # the caller named it: loading may use it again
+        trust_root(root)
     root_meta = {"root": os.path.relpath(root, folder) if inside else str(root)}
     if not inside:  # also relative, so a moved or copied run folder finds its own sibling images (see load_manifest)
         root_meta["root_rel"] = os.path.relpath(root, folder)
@@ -144,8 +210,9 @@ def save_manifest(df: pd.DataFrame, path: str | Path, root: str | Path | None = 
     return target
 
 
-def load_manifest(path: str | Path, check_files: bool = False) -> pd.DataFrame:
-    """Read and validate a manifest; `path` becomes absolute and must stay inside the image root.
+def load_manifest(path: str | Path, check_files: bool = False, image_root: str | Path | None = None) -> pd.DataFrame:
+    """Read and validate a manifest; `path` becomes absolute and must stay inside the image root: the stored one
+    where it is trusted (see the module docstring), or `image_root` when the caller names it.
 
     `df.attrs["manifest_dir"]` records where it was read from (later stages put caches beside it)."""
     target = manifest_file(path)
@@ -157,11 +224,20 @@ def load_manifest(path: str | Path, check_files: bool = False) -> pd.DataFrame:
         table = pq.read_table(target)
     except Exception as exc:  # pyarrow raises several types for a corrupt file
         raise ManifestError(f"cannot read manifest {target}: {exc}") from None
-    meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}") or b"{}")
+    try:
+        meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}") or b"{}")
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k, ""), str) for k in ("root", "root_rel")):
+        raise ManifestError(f"{target}: its image-root metadata is damaged; save the manifest again")
     folder = target.parent.resolve()
     root = Path(os.path.normpath(folder / meta.get("root", ".")))
     if "root_rel" in meta and (folder / meta["root_rel"]).is_dir():  # relative first: the run folder may have moved
         root = Path(os.path.normpath(folder / meta["root_rel"]))
+    if image_root is not None:
+        root = Path(image_root).resolve()
+    else:
+        _check_root(root, folder, target)
     df = table.to_pandas()
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .classes import CLASSES
 from .errors import RetinaugError
-from .io import atomic_path, safe_join
+from .io import atomic_path, read_csv, safe_join
 from .manifest import OPTIONAL, REQUIRED, load_manifest, save_manifest, validate_manifest
 
 
@@ -46,7 +46,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise RetinaugError(f"no such CSV file: {path}")
     text_columns = [*REQUIRED, *(c for c, t in OPTIONAL.items() if t == "string"), "filename", "labels"]
-    table = pd.read_csv(path, dtype={c: "string" for c in text_columns}, keep_default_na=False, na_values=[""])
+    table = read_csv(path, dtype={c: "string" for c in text_columns}, keep_default_na=False, na_values=[""])
     if "path" not in table.columns:
         raise RetinaugError(f"{path} has no 'path' column; export CSVs with `retinaug manifest export-csv`")
     table["path"] = [p if os.path.isabs(p) else str(safe_join(path.parent, p)) for p in table["path"].astype(str)]

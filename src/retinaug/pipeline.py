@@ -22,6 +22,8 @@ from .errors import RetinaugError
 from .io import write_text_atomic
 from .lock import run_lock
 from .logs import log_to
+from .manifest import trust_root
+from .progress import activity
 from .stages import Stage, read_record
 
 log = logging.getLogger("retinaug")
@@ -263,6 +265,8 @@ def run_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] =
     run = Path(out)
     with run_lock(run, "run"):
         cfg = _prepare(config, run)
+        if cfg.data.path:  # named in the config: manifests pointing into the dataset may be loaded
+            trust_root(cfg.data.path)
         write_text_atomic(run / "config.yaml", dump_config(cfg))
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         on = enabled_stages(cfg)
@@ -273,7 +277,7 @@ def run_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] =
                 if not on[spec.name]:
                     log.info("[%s] disabled in the config", spec.name)
                     continue
-                with log_to(run / "logs" / f"{spec.name}.log"):
+                with log_to(run / "logs" / f"{spec.name}.log"), activity(f"stage {spec.name}"):
                     _stage(spec, cfg, run, on).execute(force=spec.name in forced or spec.always)
             log.info("pipeline finished in %.1f s", time.perf_counter() - t_start)
     return run / "report" / "index.html"

@@ -20,6 +20,22 @@ T = TypeVar("T")
 
 console = Console(stderr=True)
 log = logging.getLogger("retinaug.progress")
+_doing: list[Callable[[], str]] = []  # what runs now, outermost first: named when the user interrupts (Ctrl-C)
+
+
+@contextlib.contextmanager
+def activity(what: str | Callable[[], str]) -> Iterator[None]:
+    """Name what runs inside the block (a pipeline stage, a loop) for the Ctrl-C message of the CLI."""
+    _doing.append(what if callable(what) else lambda: what)
+    try:
+        yield
+    finally:
+        _doing.pop()
+
+
+def current_activity() -> str:
+    """'stage synthetic, generating (ddpm) 12/40', or '' when nothing is named."""
+    return ", ".join(part() for part in _doing)
 
 
 def quiet() -> bool:
@@ -67,7 +83,11 @@ def progress_bar(description: str, total: int | None, unit: str = "it") -> Itera
                 last = time.monotonic()
                 line()
 
-        yield advance
+        def where() -> str:
+            return f"{description} {progress.tasks[task].completed:g}" + (f"/{total:g}" if total else "")
+
+        with activity(where):
+            yield advance
         if progress.tasks[task].completed not in (0, logged):  # the closing line, unless just logged
             line()
 

@@ -6,6 +6,7 @@ too-narrow intervals, so each bootstrap replicate draws patient ids with replace
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,10 @@ import pandas as pd
 
 from ..errors import RetinaugError
 from ..io import atomic_path, write_json_atomic
+from ..manifest import load_manifest
 from ..progress import progress_bar
 from .metrics import PER_CLASS, SCALARS, compute_metrics
-from .models import Classifier, load_classifier, predict
+from .models import TRAIN_ROWS, Classifier, load_classifier, predict
 
 log = logging.getLogger("retinaug.classify")
 
@@ -48,17 +50,74 @@ def patient_bootstrap(y: np.ndarray, probs: np.ndarray, patients, classes, n_boo
     }
 
 
+OVERLAP = ("off", "warn", "drop")
+
+
+def training_overlap(clf: Classifier, df: pd.DataFrame, drop: bool, threshold: float, out: Path | None) -> tuple[pd.DataFrame, dict]:
+    """Compare the evaluated images with the model's real training images by content (`find_overlap`): near-copies
+    inflate the scores, so they are reported, and with `drop` their patients are left out. Returns (rows, record)."""
+    from ..quality.overlap import find_overlap, overlap_summary
+
+    rows_file = clf.folder / TRAIN_ROWS if clf.folder is not None else None
+    if rows_file is None or not rows_file.is_file():
+        log.warning("cannot check overlap with the training images: the model has no %s (trained before it was written)", TRAIN_ROWS)
+        return df, {"checked": False, "reason": f"no {TRAIN_ROWS}"}
+    train = load_manifest(rows_file)
+    present = train["path"].map(os.path.isfile)
+    if not present.all():
+        log.warning("%d of the model's %d training images are gone; checked against the rest", int((~present).sum()), len(train))
+        train = train[present]
+    if not len(train):
+        return df, {"checked": False, "reason": "training images not found"}
+    table = find_overlap(df, train, threshold)
+    record = {"checked": True, **overlap_summary(table, len(train), threshold), "dropped_images": 0, "dropped_patients": 0}
+    if out is not None:
+        with atomic_path(Path(out) / "overlap.csv") as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6f")
+    dup = table[table["duplicate"]]
+    if len(dup):
+        first = dup.iloc[0]
+        log.warning(
+            "%d of the %d evaluated images (%d patients) are near-copies of the model's training images (SSIM >= %s; "
+            "e.g. %s ~ %s): %s", len(dup), len(df), dup["a_patient"].nunique(), threshold, first["a_path"], first["b_path"],
+            "their patients are left out (--drop-overlap)" if drop else "their scores are inflated; --drop-overlap leaves these patients out",
+        )
+    if drop and len(dup):
+        patients = set(dup["a_patient"])
+        keep = ~df["patient_id"].astype(str).isin(patients)
+        record.update(dropped_images=int((~keep).sum()), dropped_patients=len(patients))
+        df = df[keep]
+        if not len(df):
+            raise RetinaugError("every evaluated patient overlaps the model's training images: nothing is left to score")
+    return df, record
+
+
 def evaluate(
-    clf_or_dir: Classifier | str | Path, df: pd.DataFrame, out: Path | None = None, n_boot: int = 1000, seed: int = 0,
+    clf_or_dir: Classifier | str | Path,
+    df: pd.DataFrame,
+    out: Path | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
     tta: bool | None = None,
+    overlap: str = "off",
+    overlap_threshold: float | None = None,
 ) -> dict:
     """Predict `df`, compute metrics + patient-bootstrap CIs, write out/metrics.json and out/predictions.parquet.
 
     Rows whose class the model does not know are excluded (counted in `excluded`); model classes absent from
     the data are listed in `classes_missing_from_data` (their recall/F1/AUC are null). `tta`: average each image
-    with its mirror (default: the model's training config's `tta`)."""
+    with its mirror (default: the model's training config's `tta`). `overlap="warn"` checks the rows against the
+    model's training images by content and warns about near-copies; "drop" also leaves their patients out
+    (`training_overlap`; recorded under `overlap`)."""
+    if overlap not in OVERLAP:
+        raise RetinaugError(f"overlap must be one of {', '.join(OVERLAP)}, not {overlap!r}")
     clf = clf_or_dir if isinstance(clf_or_dir, Classifier) else load_classifier(clf_or_dir)
     tta = clf.tta if tta is None else tta
+    found = None
+    if overlap != "off":
+        from ..quality.overlap import THRESHOLD
+
+        df, found = training_overlap(clf, df, overlap == "drop", overlap_threshold or THRESHOLD, out)
     known = df["label"].isin(clf.classes)
     excluded = df.loc[~known, "label"].value_counts().to_dict()
     if excluded:
@@ -81,6 +140,7 @@ def evaluate(
         "n_boot": n_boot,
         "seed": seed,
         "tta": tta,
+        **({"overlap": found} if found is not None else {}),
     }
     if n_boot > 0:
         metrics.update(patient_bootstrap(y, probs, df["patient_id"].to_numpy(), clf.classes, n_boot, seed))

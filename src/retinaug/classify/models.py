@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ from torch import nn
 
 from ..errors import RetinaugError
 from ..hardware import autocast, resolve_precision
-from ..io import atomic_path, sha256_file, write_json_atomic
+from ..io import atomic_path, load_json, sha256_file, write_json_atomic
+from ..manifest import REQUIRED, new_manifest, save_manifest
 from .config import TrainConfig
 from .data import load_images, normalise
 from .weights import init_file, resolve_pretrained
@@ -26,6 +26,7 @@ from .weights import init_file, resolve_pretrained
 log = logging.getLogger("retinaug.classify")
 WEIGHTS = "model.safetensors"
 META = "model.json"
+TRAIN_ROWS = "train_rows.parquet"  # the real images it learnt from: `evaluate` checks a test set against them
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".tar")
 
 
@@ -90,9 +91,13 @@ def head_keys(model: nn.Module) -> set[str]:
     return {f"{prefix}.{k}" for k in head.state_dict()}
 
 
-def save_classifier(model: nn.Module, meta: dict, out: Path) -> None:
-    """Write model.safetensors then model.json (with the weights' SHA-256, checked on load), both atomically."""
+def save_classifier(model: nn.Module, meta: dict, out: Path, train_df: pd.DataFrame | None = None) -> None:
+    """Write model.safetensors then model.json (with the weights' SHA-256, checked on load), both atomically, and
+    the real training images as a manifest (train_rows.parquet)."""
     out.mkdir(parents=True, exist_ok=True)
+    if train_df is not None:
+        real = train_df[train_df["origin"] == "real"].drop_duplicates("path")
+        save_manifest(new_manifest(real[list(REQUIRED)].to_dict("records")), out / TRAIN_ROWS)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out / WEIGHTS) as tmp:
         save_file(state, str(tmp))
@@ -110,6 +115,7 @@ class Classifier:
     meta: dict
     device: torch.device = torch.device("cpu")
     precision: str = "no"  # resolved autocast precision of inference (the training config's, on this device)
+    folder: Path | None = None  # where it was loaded from
 
     @property
     def tta(self) -> bool:
@@ -133,14 +139,20 @@ def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu") -
     meta_file, weights = model_dir / META, model_dir / WEIGHTS
     if not meta_file.is_file() or not weights.is_file():
         raise RetinaugError(f"{model_dir} is not a trained classifier: expected {META} and {WEIGHTS} (run `retinaug train`)")
-    meta = json.loads(meta_file.read_text())
+    meta = load_json(meta_file, "classifier metadata", "retrain with `retinaug train`")
+    lacking = [k for k in ("config", "classes", "size", "mean", "std") if not isinstance(meta, dict) or k not in meta]
+    if lacking:
+        raise RetinaugError(f"{meta_file} is damaged: it lacks {', '.join(lacking)}; retrain with `retinaug train`")
     recorded = meta.get("weights_sha256")
     if recorded and sha256_file(weights) != recorded:
         raise RetinaugError(
             f"{weights} does not match the checksum recorded in {meta_file}: the file was modified or corrupted; retrain"
         )
     state = read_safetensors(weights)
-    config = TrainConfig.model_validate({**meta["config"], "pretrained": None, "init": "scratch"})
+    try:
+        config = TrainConfig.model_validate({**meta["config"], "pretrained": None, "init": "scratch"})
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise RetinaugError(f"{meta_file} is damaged: its config is not a classifier config ({exc}); retrain") from None
     model = create_model(config, len(meta["classes"]))
     try:
         model.load_state_dict(state, strict=True)
@@ -151,7 +163,7 @@ def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu") -
         ) from None
     dev = torch.device(device)
     model = model.to(dev).to(memory_format=torch.channels_last).eval()
-    return Classifier(model, tuple(meta["classes"]), int(meta["size"]), meta, dev, resolve_precision(config.mixed_precision, dev))
+    return Classifier(model, tuple(meta["classes"]), int(meta["size"]), meta, dev, resolve_precision(config.mixed_precision, dev), model_dir)
 
 
 def _as_classifier(clf: Classifier | str | Path) -> Classifier:

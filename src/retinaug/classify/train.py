@@ -208,7 +208,7 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
             "precision": accelerator.mixed_precision,
         },
     }
-    save_classifier(final, meta, out)
+    save_classifier(final, meta, out, train_df)
     log.info("best epoch %d (val macro-F1 %.4f); saved %s/model.safetensors in %.1fs", meta["best_epoch"],
              best_row["val_macro_f1"], out, meta["timings"]["total_s"])
     return meta

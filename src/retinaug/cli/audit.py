@@ -1,5 +1,5 @@
-"""CLI verbs that check synthetic images against real ones: `match` (top-k similar images) and `audit`
-(memorization, FID/KID, k-NN precision/recall); thin wrappers over `retinaug.quality`."""
+"""CLI verbs that compare images across sets: `match` (top-k similar images), `check-overlap` (near-copies between
+two datasets) and `audit` (memorization, FID/KID, k-NN precision/recall); thin wrappers over `retinaug.quality`."""
 
 from __future__ import annotations
 
@@ -53,6 +53,58 @@ def match(
         f"{best['query'].nunique()} queries x top-{table['rank'].max()}; rank-1 cosine median {best['cosine'].median():.4f}, "
         f"max {best['cosine'].max():.4f}; wrote {out / 'match.csv'} and {out / 'match.png'}"
     )
+
+
+def _overlap_set(path: Path, split: str):
+    """A prepared dataset (manifest folder or .parquet), a run folder (its real TRAIN images) or a trained classifier
+    folder (the real images it learnt from)."""
+    from ..classify.models import TRAIN_ROWS
+    from ..manifest import load_manifest, manifest_file
+
+    if not manifest_file(path).is_file():
+        if (path / TRAIN_ROWS).is_file():
+            return load_manifest(path / TRAIN_ROWS)
+        if manifest_file(path / "data").is_file():
+            df = load_manifest(path / "data")
+            return df[(df["split"] == "train") & (df["origin"] == "real")].reset_index(drop=True)
+    return _rows(path, split)
+
+
+@app.command("check-overlap")
+def check_overlap(
+    a: Path = typer.Argument(..., metavar="A", help="A prepared dataset (RUN/data, a .parquet manifest), e.g. an external test set."),
+    b: Path = typer.Argument(..., metavar="B", help="The dataset to compare with: a manifest, a run folder (its real train images) or a trained classifier folder (its training images)."),
+    out: Path = typer.Option(Path("overlap"), "--out", help="Output folder for overlap.csv, overlap.png, overlap.json."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Grey-level SSIM (at --ssim-size px) from which two images are near-copies. [default: 0.97]"),
+    top_k: int = typer.Option(3, "--top-k", help="Candidates per image (by feature cosine) whose SSIM is computed."),
+    extractor: str = typer.Option("pixels", "--extractor", help="Features of the candidate search: 'pixels' (default; finds resized copies), 'labeler', or a local CLIP or labeler folder."),
+    labeler: Optional[Path] = typer.Option(None, "--labeler", help="Trained labeler folder (for --extractor labeler)."),
+    split_a: str = typer.Option("all", "--split-a", help="Rows of A: " + SPLITS_HELP),
+    split_b: str = typer.Option("all", "--split-b", help="Rows of B (manifests only): " + SPLITS_HELP),
+    ssim_size: int = typer.Option(64, "--ssim-size", help="Image side (px) at which SSIM is computed."),
+) -> None:
+    """Near-duplicate images between two datasets (resized, re-encoded or renamed copies included): feature cosine
+    finds candidates, SSIM decides. Exit 1 when any pair reaches --threshold.
+
+    Writes overlap.csv (each image of A with its closest image of B), overlap.png (the closest pairs), overlap.json.
+    Example: retinaug check-overlap runs/ext/data runs/odir --out runs/ext/overlap
+    """
+    from ..quality.overlap import THRESHOLD
+    from ..quality.overlap import check_overlap as check_fn
+
+    threshold = THRESHOLD if threshold is None else threshold
+    table, summary = check_fn(_overlap_set(a, split_a), _overlap_set(b, split_b), out, threshold, top_k, extractor, labeler, ssim_size)
+    if summary["duplicates"]:
+        first = table.iloc[0]
+        console.print(
+            f"{summary['duplicates']} of the {summary['n_a']} images of {a} ({summary['a_patients']} patients) are near-copies "
+            f"of images of {b} (SSIM >= {threshold}), e.g. {first['a_path']} ~ {first['b_path']} (SSIM {first['ssim']:.3f}); "
+            f"wrote {out / 'overlap.csv'} and {out / 'overlap.png'}",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    closest = "" if summary["ssim_max_below_threshold"] is None else f" (closest pair: SSIM {summary['ssim_max_below_threshold']:.3f})"
+    console.print(f"no near-copies: none of the {summary['n_a']} images of {a} reaches SSIM {threshold} with the {summary['n_b']} of {b}{closest}; wrote {out}", highlight=False)
 
 
 @app.command()

@@ -72,9 +72,14 @@ def evaluate(
     n_boot: int = typer.Option(1000, help="Patient-bootstrap replicates for the 95% CIs (0 = none)."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Average each image with its mirror. [default: as the model was trained (its tta)]"),
+    check_overlap: bool = typer.Option(True, "--check-overlap/--no-check-overlap", help="Compare the scored images with the model's training images by content and warn about near-copies (they inflate the scores)."),
+    drop_overlap: bool = typer.Option(False, "--drop-overlap", help="Leave out the patients whose images are near-copies of training images."),
+    overlap_threshold: Optional[float] = typer.Option(None, help="Grey-level SSIM (64 px) from which two images are near-copies. [default: 0.97]"),
 ) -> None:
     """Score a classifier: accuracy, per-class/macro/weighted P-R-F1, AUC, kappa, ODIR score, with patient-bootstrap CIs.
 
+    Before scoring, the images are checked against the model's training images by content (resized or renamed
+    copies included): near-copies are reported, and --drop-overlap leaves their patients out.
     Example: retinaug evaluate --model runs/demo/labeler --data runs/demo/data --split test
     """
     from ..classify import evaluate as evaluate_fn
@@ -87,7 +92,9 @@ def evaluate(
         df = df[df["split"] == split]
     if not len(df):
         raise RetinaugError(f"{data} has no rows in split {split!r}; try --split all")
-    evaluate_fn(model, df, out or model / "eval", n_boot=n_boot, seed=seed, tta=tta)
+    overlap = "drop" if drop_overlap else "warn" if check_overlap else "off"
+    threshold = {} if overlap_threshold is None else {"overlap_threshold": overlap_threshold}
+    evaluate_fn(model, df, out or model / "eval", n_boot=n_boot, seed=seed, tta=tta, overlap=overlap, **threshold)
 
 
 @app.command()

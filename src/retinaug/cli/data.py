@@ -47,21 +47,22 @@ def prepare_folder_cmd(
     root: Annotated[Path, typer.Argument(help="Folder with one sub-folder per class: ROOT/<class code or name>/*.jpg|png|...")],
     out: Out,
     map: Annotated[str | None, typer.Option("--map", help="Folder name -> class code, e.g. 'glaucoma=G,cataract=C'. Codes (G) and class names (glaucoma) work without it.")] = None,
-    patient_regex: Annotated[str | None, typer.Option(help="Regex searched in each file stem; its group 'patient' (or first group) is the patient id, e.g. '^(\\d+)_'. Default: every file is its own patient.")] = None,
+    patient_regex: Annotated[str | None, typer.Option(help="Regex searched in each file stem; its group 'patient' (or first group) is the patient id (a group 'eye' gives the eye), e.g. '^(\\d+)_'. Default: `<patient>_<eye>` names (eye left/right/l/r/od/os, any case) are grouped by patient.")] = None,
+    unmatched: Annotated[Literal["own-patient", "reject"], typer.Option(help="Files whose name does not match the patient pattern: each is its own patient, or is rejected (rejected.csv).")] = "own-patient",
     val: Val = 0.15,
     test: Test = 0.15,
     seed: Seed = 0,
     min_size: MinSize = 64,
     workers: Workers = None,
 ) -> None:
-    """Ingest class folders (images stay in place): check every image, label by folder, split by patient.
+    """Ingest class folders (images stay in place): check every image, label by folder, group files into patients, split by patient.
 
     Example: retinaug prepare folder ~/data/fundus --out runs/mine/data --map 'glaucoma=G,normal=N'
     """
     from ..ingest import prepare_folder
 
     started = time.perf_counter()
-    prepare_folder(root, out, mapping=map, patient_regex=patient_regex, val=val, test=test, seed=seed, min_size=min_size, workers=workers)
+    prepare_folder(root, out, mapping=map, patient_regex=patient_regex, unmatched=unmatched, val=val, test=test, seed=seed, min_size=min_size, workers=workers)
     console.print(f"done in {time.perf_counter() - started:.1f} s")
 
 

@@ -9,7 +9,6 @@ the manifest from the files present.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -25,13 +24,13 @@ from torchvision.utils import make_grid
 from ..classes import CLASSES
 from ..errors import RetinaugError, validated
 from ..hardware import resolve_precision
-from ..io import atomic_path, sha256_text, write_json_atomic
+from ..io import atomic_path, load_json, sha256_text, write_json_atomic
 from ..manifest import load_manifest, new_manifest, real_rows, save_manifest
 from ..progress import progress_bar
 from .base import Generator
 from .conditioning import SIDES
 from .config import GenerateConfig
-from .registry import CONFIG_NAME, create_generator, load_generator
+from .registry import CONFIG_NAME, create_generator, load_generator, weight_checksums
 from .sampling import sampling_defaults
 
 RUN_RECORD = "generate.json"
@@ -88,6 +87,7 @@ def finetune(
         "train_counts": {c: int(counts.get(c, 0)) for c in gen.classes},
         "n_train_images": int(len(train)),
         "train_patients": int(train["patient_id"].nunique()),
+        "weights_sha256": weight_checksums(out),  # checked by load_generator
     }
     write_json_atomic(out / "history.json", history)
     write_json_atomic(out / CONFIG_NAME, meta)  # last: a folder with config.json is a finished generator
@@ -281,7 +281,7 @@ def _check_and_clean(out: Path, record: dict) -> None:
     """Refuse to mix images from different generators/seeds in one folder; remove temp files of a killed run."""
     previous = out / RUN_RECORD
     if previous.is_file():
-        old = json.loads(previous.read_text())
+        old = load_json(previous, "generation record", "delete it or use a new --out folder")
         # which training run made the images (not where it lies: a run folder may move); the folder's path for
         # records written before the training id existed
         same = "generator_id" if "generator_id" in old else "generator"
@@ -297,4 +297,4 @@ def _check_and_clean(out: Path, record: dict) -> None:
         f.unlink(missing_ok=True)
     if stray:
         log.info("removed %d unfinished temporary file(s) left by an interrupted run", len(stray))
-    write_json_atomic(previous, {**json.loads(previous.read_text()), **record} if previous.is_file() else record)
+    write_json_atomic(previous, {**old, **record} if previous.is_file() else record)

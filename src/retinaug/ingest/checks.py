@@ -1,4 +1,4 @@
-"""Check every image once (exists, non-empty, decodable, big enough, RGB) and hash its bytes.
+"""Check every image once (inside the dataset folder, exists, non-empty, decodable, big enough, RGB) and hash it.
 
 One read per file: the bytes are hashed (sha256, for duplicate and leakage checks) and decoded from
 memory. Files are independent, so a thread pool overlaps disk reads and PIL decoding (which releases the GIL).
@@ -12,9 +12,11 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
+from ..errors import RetinaugError
 from ..io import sha256_file
 from ..progress import progress_bar
 
@@ -43,12 +45,34 @@ class ImageCheck:
 
     @property
     def converted(self) -> bool:
-        """Non-RGB images are kept; loaders convert them to RGB (`Image.convert('RGB')`)."""
+        """Non-RGB images are kept; loaders convert them to RGB (`retinaug.cache.to_rgb`)."""
         return self.ok and self.mode != "RGB"
 
+    @property
+    def high_bit_depth(self) -> bool:
+        """16-bit, 32-bit or float pixels: scaled (not clipped) to 8 bits when loaded."""
+        return self.ok and (self.mode.startswith("I;16") or self.mode in ("I", "F"))
 
-def check_image(path: str, min_size: int = 64) -> ImageCheck:
-    """Run all checks on one file; never raises for a bad image (the reason says what is wrong)."""
+
+def check_options(min_size: int, workers: int | None) -> None:
+    """Refuse option values that would silently check nothing (before any file is read)."""
+    if min_size < 1:
+        raise RetinaugError(f"--min-size must be at least 1 pixel (got {min_size})")
+    if workers is not None and workers < 1:
+        raise RetinaugError(f"--workers must be at least 1 (got {workers})")
+
+
+def outside(path: str, root: str) -> str | None:
+    """Where `path` really points (symlinks resolved) when that is outside the folder `root`, else None."""
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return None if real == base or real.startswith(base.rstrip(os.sep) + os.sep) else real
+
+
+def check_image(path: str, min_size: int = 64, root: str | None = None) -> ImageCheck:
+    """Run all checks on one file; never raises for a bad image (the reason says what is wrong). With `root`,
+    a file that is (or lies under) a symlink pointing out of the dataset folder is refused unread."""
+    if root is not None and (real := outside(path, root)) is not None:
+        return ImageCheck(path, "outside dataset folder", f"a symlink to {real}, outside {root}")
     if not os.path.isfile(path):
         return ImageCheck(path, "missing file", "no such file")
     with open(path, "rb") as f:
@@ -69,11 +93,11 @@ def check_image(path: str, min_size: int = 64) -> ImageCheck:
     return ImageCheck(path, None, "", digest, width, height, mode)
 
 
-def check_images(paths: list[str], min_size: int = 64, workers: int | None = None) -> list[ImageCheck]:
+def check_images(paths: list[str], min_size: int = 64, workers: int | None = None, root: str | None = None) -> list[ImageCheck]:
     """Check many files in parallel (results in input order) with a progress bar."""
     with progress_bar("Checking images", len(paths), "img") as advance, ThreadPoolExecutor(workers or default_workers()) as pool:
         results = []
-        for result in pool.map(lambda p: check_image(p, min_size), paths):
+        for result in pool.map(lambda p: check_image(p, min_size, root), paths):
             results.append(result)
             advance(1)
     return results
@@ -107,15 +131,19 @@ def duplicate_groups(paths: list[str], hashes: list[str | None]) -> list[list[st
     return sorted(groups, key=lambda g: (-len(g), g[0]))
 
 
-def screen(candidates: list[dict], rejected: list[dict], min_size: int = 64, workers: int | None = None) -> tuple[list[dict], int]:
-    """Check each candidate row's image once; failures go to `rejected` (with the source row number).
-    Returns the kept rows (with `sha256`) and how many of them are non-RGB (converted at load time)."""
-    results = check_images([c["path"] for c in candidates], min_size, workers)
-    kept, converted = [], 0
+def screen(
+    candidates: list[dict], rejected: list[dict], root: str | Path, min_size: int = 64, workers: int | None = None
+) -> tuple[list[dict], dict[str, int]]:
+    """Check each candidate row's image once (it must really lie inside the dataset folder `root`); failures go to
+    `rejected` (with the source row number). Returns the kept rows (with `sha256`) and the counts of kept images
+    converted at load time: non-RGB (`converted_to_rgb`) and among them 16-bit/float ones (`high_bit_depth`)."""
+    results = check_images([c["path"] for c in candidates], min_size, workers, str(root))
+    kept, counts = [], {"converted_to_rgb": 0, "high_bit_depth": 0}
     for cand, res in zip(candidates, results):
         if res.ok:
             kept.append({**cand, "sha256": res.sha256})
-            converted += res.converted
+            counts["converted_to_rgb"] += res.converted
+            counts["high_bit_depth"] += res.high_bit_depth
         else:
             rejected.append({"row": cand.get("row"), "path": cand["path"], "reason": res.reason, "detail": res.detail})
-    return kept, converted
+    return kept, counts

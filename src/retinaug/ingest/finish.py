@@ -94,7 +94,7 @@ def log_summary(summary: dict, out: Path, rejected: pd.DataFrame, examples: int 
         log.info("skipped: none")
     for key, value in info_lines(summary):
         log.info("%s: %s", key, value)
-    for w in summary["split_warnings"]:
+    for w in summary.get("warnings", []) + summary["split_warnings"]:
         log.warning(w)
 
 
@@ -103,5 +103,14 @@ def info_lines(summary: dict) -> list[tuple[str, str]]:
     lines = [("exact duplicate files", f"{d['groups']} group(s), {d['extra_files']} extra copies (kept, same split)")]
     if "converted_to_rgb" in summary:
         lines.append(("non-RGB images (converted to RGB when loaded)", str(summary["converted_to_rgb"])))
+    if summary.get("high_bit_depth"):
+        lines.append(("16-bit / float images (scaled to 8 bits when loaded)", str(summary["high_bit_depth"])))
+    if "patients_grouping" in summary:
+        g = summary["patients_grouping"]
+        how = (f"grouped by {g['rule']}: {g['files_matched']} file(s) matched, {g['patients_with_several_images']} patient(s) "
+               f"with several images" if g["files_matched"] else "none found in the file names: every image is its own patient")
+        if g["files_matched"] and g["files_unmatched"]:
+            how += f"; {g['files_unmatched']} unmatched file(s) " + ("are their own patients" if g["unmatched_policy"] == "own-patient" else "rejected")
+        lines.append(("patients", how))
     lines.append(("leakage audit", "OK" if not summary["leakage"] else f"{len(summary['leakage'])} problem(s)"))
     return lines

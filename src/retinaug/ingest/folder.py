@@ -1,24 +1,36 @@
 """Class-folder datasets (`ROOT/<class name or code>/*.jpg`) to RUN/data; images stay where they are.
 
 A folder name is a class code (`G`), a class name from `retinaug.classes.CLASSES` (`glaucoma`), or any
-name given in `mapping` (`{"glau": "G"}`); case does not matter. Without an id in the file name every
-image is its own patient (patient id = file stem); `patient_regex` (searched in the stem) takes the
-patient id from its group named `patient` or else its first group, so `P12_left.jpg` and `P12_right.jpg`
-share patient `P12` and land in the same split. The eye is unknown.
+name given in `mapping` (`{"glau": "G"}`); case does not matter.
+
+Patients: both eyes of one person must land in the same split, so by default the common naming
+`<patient>_<eye>` (eye = left, right, l, r, od, os; any case; `_` or `-`) is detected in each file stem:
+`P12_left.jpg` and `P12_right.jpg` become patient `P12` (eye left / right). `patient_regex` replaces this
+rule: it is searched in the stem, and its group named `patient` (or else its first group) is the patient id
+(a group named `eye` sets the eye). A file whose stem does not match is its own patient (`unmatched=
+"own-patient"`, id = its path under ROOT without the suffix, so `glaucoma/1.jpg` and `normal/1.jpg` are two
+patients) or is rejected (`unmatched="reject"`). When no file matches, a warning says that every file is its
+own patient and how to pass `patient_regex`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
 
 from ..classes import CLASSES, CODES
 from ..errors import RetinaugError
-from .checks import IMAGE_SUFFIXES, screen
+from .checks import IMAGE_SUFFIXES, check_options, outside, screen
 from .finish import finish_prepare
+
+EYE_NAMING = re.compile(r"^(?P<patient>.+?)[_-](?P<eye>left|right|l|r|od|os)$", re.IGNORECASE)
+EYES = {"left": "left", "l": "left", "os": "left", "right": "right", "r": "right", "od": "right"}
+UNMATCHED = ("own-patient", "reject")
 
 
 def parse_mapping(spec: str | dict[str, str] | None) -> dict[str, str]:
@@ -48,15 +60,44 @@ def folder_class(name: str, mapping: dict[str, str]) -> str | None:
     return by_name.get(key)
 
 
-def _patient(stem: str, regex: re.Pattern | None) -> str | None:
-    if regex is None:
-        return stem
+def patient_of(stem: str, regex: re.Pattern) -> tuple[str, str] | None:
+    """(patient id, eye) from a file stem, or None when `regex` does not match it."""
     match = regex.search(stem)
     if not match:
         return None
-    if "patient" in regex.groupindex:
-        return match.group("patient")
-    return match.group(1) if regex.groups else match.group(0)
+    groups = regex.groupindex
+    pid = match.group("patient") if "patient" in groups else match.group(1) if regex.groups else match.group(0)
+    eye = EYES.get((match.group("eye") or "").lower(), "unknown") if "eye" in groups else "unknown"
+    return (pid, eye) if pid else None
+
+
+def _is_hidden(file: Path, folder: Path) -> bool:
+    return any(part.startswith(".") for part in file.relative_to(folder).parts)
+
+
+def _files(folder: Path, root: Path, rejected: list[dict]) -> list[Path]:
+    """Every file under a class folder. Symlinked folders are followed while they stay inside ROOT (each real folder
+    once); one leaving ROOT is rejected unread, as is a broken link (file symlinks are checked by `screen`)."""
+    files, seen, todo = [], set(), [folder]
+    while todo:
+        current = todo.pop()
+        if (real := outside(str(current), str(root))) is not None:
+            rejected.append({"path": str(current), "reason": "outside dataset folder", "detail": f"a symlink to {real}, outside {root}: not read"})
+            continue
+        if os.path.realpath(current) in seen:
+            continue
+        seen.add(os.path.realpath(current))
+        for entry in os.scandir(current):
+            path = current / entry.name
+            if entry.is_dir():
+                todo.append(path)
+            elif entry.is_file():
+                files.append(path)
+            elif entry.is_symlink():
+                rejected.append({"path": str(path), "reason": "missing file", "detail": f"a broken symlink to {os.readlink(path)}"})
+            else:  # a FIFO, socket or device: reading it could block forever
+                rejected.append({"path": str(path), "reason": "not an image file", "detail": "not a regular file"})
+    return sorted(files)
 
 
 def prepare_folder(
@@ -64,23 +105,31 @@ def prepare_folder(
     out: str | Path,
     mapping: str | dict[str, str] | None = None,
     patient_regex: str | None = None,
+    unmatched: str = "own-patient",
     val: float = 0.15,
     test: float = 0.15,
     seed: int = 0,
     min_size: int = 64,
     workers: int | None = None,
 ) -> pd.DataFrame:
-    """Ingest class folders into `out`: every image checked, patient-level split, manifest saved."""
+    """Ingest class folders into `out`: every image checked, patients grouped, patient-level split, manifest saved.
+
+    Everything not used is counted in rejected.csv: hidden files, files outside class folders or not images,
+    symlinks leaving ROOT, unmatched names (with `unmatched="reject"`), identical files under two classes."""
     started = time.perf_counter()
+    check_options(min_size, workers)
+    if unmatched not in UNMATCHED:
+        raise RetinaugError(f"--unmatched must be one of {', '.join(UNMATCHED)}, not {unmatched!r}")
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise RetinaugError(f"dataset folder {root} does not exist")
     names = parse_mapping(mapping)
     try:
-        regex = re.compile(patient_regex) if patient_regex else None
+        regex = re.compile(patient_regex) if patient_regex else EYE_NAMING
     except re.error as exc:
         raise RetinaugError(f"--patient-regex {patient_regex!r} is not a valid regular expression: {exc}") from None
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = sorted(root.iterdir())
+    folders = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
     unknown = [p.name for p in folders if folder_class(p.name, names) is None]
     if unknown:
         raise RetinaugError(
@@ -89,31 +138,105 @@ def prepare_folder(
         )
     if not folders:
         raise RetinaugError(f"{root} has no class folders; expected ROOT/<class name or code>/*.jpg")
-    candidates: list[dict] = []
     rejected: list[dict] = []
+    for entry in entries:  # what lies beside the class folders is not read, but counted
+        if entry.name.startswith("."):
+            files = sum(1 for f in entry.rglob("*") if f.is_file()) if entry.is_dir() else 1
+            rejected.append({"path": str(entry), "reason": "hidden file", "detail": f"hidden {'folder' if entry.is_dir() else 'file'} in ROOT ({files} file(s)), not read"})
+        elif not entry.is_dir():
+            rejected.append({"path": str(entry), "reason": "not in a class folder", "detail": "files directly in ROOT have no class"})
+    candidates: list[dict] = []
+    warnings: list[str] = []
+    matched = 0
     for folder in folders:
         code = folder_class(folder.name, names)
-        for file in sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")):
+        files = _files(folder, root, rejected)
+        images = 0
+        for file in files:
+            if _is_hidden(file, folder):
+                rejected.append({"path": str(file), "reason": "hidden file", "detail": "name or a parent folder starts with '.'"})
+                continue
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 rejected.append({"path": str(file), "reason": "not an image file", "detail": f"suffix {file.suffix!r}"})
                 continue
-            pid = _patient(file.stem, regex)
-            if pid is None:
-                rejected.append({"path": str(file), "reason": "bad patient id", "detail": f"--patient-regex did not match {file.stem!r}"})
+            images += 1
+            found = patient_of(file.stem, regex)
+            if found is None and unmatched == "reject":
+                rejected.append({"path": str(file), "reason": "bad patient id", "detail": f"patient pattern {regex.pattern!r} does not match {file.stem!r} (--unmatched reject)"})
                 continue
-            candidates.append(
-                dict(path=str(file), label=code, patient_id=pid, eye="unknown", split="train", origin="real", source=f"folder:{root.name}")
-            )
-    kept, converted = screen(candidates, rejected, min_size, workers)
+            matched += found is not None
+            pid, eye = found or (file.relative_to(root).with_suffix("").as_posix(), "unknown")
+            candidates.append(dict(path=str(file), label=code, patient_id=pid, eye=eye, split="train", origin="real", source=f"folder:{root.name}"))
+        if not images:
+            warnings.append(f"class folder {folder.name} ({code}) holds no image files")
+    warnings += _same_names(candidates, root)
+    kept, counts = screen(candidates, rejected, root, min_size, workers)
+    kept = _drop_conflicting(kept, rejected, root)
+    grouping = _grouping(kept, matched, len(candidates), patient_regex, unmatched)
+    if grouping["files_matched"] == 0:
+        warnings.append(
+            f"no patient id found in the file names: each of the {len(kept)} images is its own patient, so two photos "
+            "of one person can land in train and test; if the names carry a patient id, pass e.g. "
+            "--patient-regex '^(\\d+)_' (its first group is the patient id)"
+        )
+    elif grouping["files_unmatched"]:
+        warnings.append(
+            f"{grouping['files_unmatched']} file name(s) do not match the patient pattern {regex.pattern!r}: each is its own "
+            "patient (--unmatched reject drops them instead)"
+        )
     df = pd.DataFrame(kept) if kept else pd.DataFrame(columns=["path"])
     info = {
         "source": str(root),
         "layout": "folder",
         "mapping": {f.name: folder_class(f.name, names) for f in folders},
         "patient_regex": patient_regex,
+        "patients_grouping": grouping,
         "min_size": min_size,
         "images_listed": len(candidates),
-        "converted_to_rgb": converted,
+        **counts,
+        "warnings": warnings,
         "seconds": round(time.perf_counter() - started, 2),
     }
     return finish_prepare(df, out, val=val, test=test, seed=seed, rejected=rejected, root=root, info=info)
+
+
+def _same_names(candidates: list[dict], root: Path) -> list[str]:
+    """A warning when one file name occurs in several class folders (often numbered files per class)."""
+    folders_of: dict[str, set[str]] = defaultdict(set)
+    for c in candidates:
+        folders_of[Path(c["path"]).name.lower()].add(Path(c["path"]).relative_to(root).parts[0])
+    shared = sorted(n for n, f in folders_of.items() if len(f) > 1)
+    if not shared:
+        return []
+    return [
+        f"{len(shared)} file name(s) occur in more than one class folder (e.g. {shared[0]} in "
+        f"{', '.join(sorted(folders_of[shared[0]]))}): kept as different images, each labelled by its folder"
+    ]
+
+
+def _drop_conflicting(kept: list[dict], rejected: list[dict], root: Path) -> list[dict]:
+    """Identical bytes under two classes cannot both be right: every copy is rejected ('conflicting labels')."""
+    by_hash: dict[str, list[dict]] = defaultdict(list)
+    for row in kept:
+        by_hash[row["sha256"]].append(row)
+    bad = {h for h, rows in by_hash.items() if len({r["label"] for r in rows}) > 1}
+    for h in sorted(bad):
+        rows = by_hash[h]
+        where = ", ".join(Path(r["path"]).relative_to(root).as_posix() for r in rows)
+        for r in rows:
+            rejected.append({"path": r["path"], "reason": "conflicting labels", "detail": f"identical files under classes {','.join(sorted({x['label'] for x in rows}))}: {where}"})
+    return [r for r in kept if r["sha256"] not in bad]
+
+
+def _grouping(kept: list[dict], matched: int, listed: int, patient_regex: str | None, unmatched: str) -> dict:
+    """How patient ids were found, for summary.json and the printed summary."""
+    pids = pd.Series([r["patient_id"] for r in kept], dtype="string")
+    per_patient = pids.value_counts()
+    return {
+        "rule": f"--patient-regex {patient_regex!r}" if patient_regex else "<patient>_<eye> in file names (eye: left/right/l/r/od/os)",
+        "files_matched": matched,
+        "files_unmatched": listed - matched,
+        "unmatched_policy": unmatched,
+        "patients": int(per_patient.size),
+        "patients_with_several_images": int((per_patient > 1).sum()),
+    }

@@ -21,8 +21,8 @@ import pandas as pd
 
 from ..classes import CODES
 from ..errors import RetinaugError
-from ..io import safe_join
-from .checks import screen
+from ..io import read_csv, safe_join
+from .checks import check_options, screen
 from .finish import finish_prepare
 from .keywords import eye_classes, primary_class, split_keywords
 
@@ -63,9 +63,17 @@ def _text(value: object) -> str:
 
 def _kaggle_codes(value: object) -> list[str]:
     """Parse Kaggle's labels cell ("['N']") into class codes; raise ValueError when it is not one."""
-    parsed = ast.literal_eval(_text(value))
+    text = _text(value)
+    if not text:
+        raise ValueError("the labels cell is empty; expected a list of class codes like ['N']")
+    try:
+        parsed = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise ValueError(f"{text!r} is not a list of class codes like ['N']") from None
+    if not isinstance(parsed, (str, list, tuple)):
+        raise ValueError(f"{text!r} is not a list of class codes like ['N']")
     codes = [parsed] if isinstance(parsed, str) else list(parsed)
-    unknown = [c for c in codes if c not in CODES]
+    unknown = [c for c in codes if not isinstance(c, str) or c not in CODES]
     if unknown or not codes:
         raise ValueError(f"unknown class code(s) {unknown or codes}; expected a list of {','.join(CODES)}")
     return codes
@@ -73,7 +81,7 @@ def _kaggle_codes(value: object) -> list[str]:
 
 def _eye_entries_kaggle(csv: Path, labels: str) -> list[dict]:
     """One entry per CSV row; `row` is the line number in the file (header = line 1)."""
-    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    table = read_csv(csv, dtype=str, keep_default_na=False)
     _require(table, ["ID", "filename", *KEYWORDS.values()] + (["labels"] if labels == "kaggle" else []), csv.name)
     if "labels" not in table.columns:
         table["labels"] = ""
@@ -86,15 +94,18 @@ def _eye_entries_kaggle(csv: Path, labels: str) -> list[dict]:
         entry["keywords"] = _text(rec[KEYWORDS[eye]]) if eye in KEYWORDS else ""
         try:
             entry["patient_codes"] = _kaggle_codes(rec["labels"])
-        except (ValueError, SyntaxError, TypeError) as exc:
-            entry["patient_codes"], entry["problem"] = [], ("unknown label", f"labels={rec['labels']!r}: {exc}")
+        except ValueError as exc:
+            entry["patient_codes"], entry["problem"] = [], ("unknown label", str(exc))
         entries.append(entry)
     return entries
 
 
 def _eye_entries_challenge(xlsx: Path) -> list[dict]:
     """Two entries (left, right) per patient row; `row` is the Excel row number (header = row 1)."""
-    table = pd.read_excel(xlsx, dtype=str, engine="openpyxl").fillna("")
+    try:
+        table = pd.read_excel(xlsx, dtype=str, engine="openpyxl").fillna("")
+    except Exception as exc:  # openpyxl raises zipfile, XML and value errors for damaged workbooks
+        raise RetinaugError(f"cannot read {xlsx} as an Excel workbook ({type(exc).__name__}: {exc}); is it damaged?") from None
     _require(table, ["ID", "Left-Fundus", "Right-Fundus", *KEYWORDS.values(), *CODES], xlsx.name)
     entries = []
     for i, rec in enumerate(table.to_dict("records")):
@@ -170,6 +181,7 @@ def prepare_odir(
     Multi-finding images (two or more classes) are rejected ('multi-label') unless `allow_multilabel`,
     which keeps them with the primary class (`keywords.primary_class`) and all codes in `findings`."""
     started = time.perf_counter()
+    check_options(min_size, workers)
     root = Path(root).expanduser().resolve()
     if labels not in LABEL_SOURCES:
         raise RetinaugError(f"--labels must be one of {', '.join(LABEL_SOURCES)}, not {labels!r}")
@@ -200,7 +212,7 @@ def prepare_odir(
                 "row": e["row"],
             }
         )
-    kept, converted = screen(candidates, rejected, min_size, workers)
+    kept, counts = screen(candidates, rejected, root, min_size, workers)
     df = pd.DataFrame(kept).rename(columns={"row": "source_row"}) if kept else pd.DataFrame(columns=["path"])
     info = {
         "source": str(root),
@@ -210,7 +222,7 @@ def prepare_odir(
         "min_size": min_size,
         "annotation_rows": len({e["row"] for e in entries}),
         "images_listed": len(entries),
-        "converted_to_rgb": converted,
+        **counts,
         "seconds": round(time.perf_counter() - started, 2),
     }
     return finish_prepare(df, out, val=val, test=test, seed=seed, rejected=rejected, root=root, info=info)

@@ -50,6 +50,14 @@ def build_report(run: str | Path) -> Path:
     run = Path(run)
     if not run.is_dir():
         raise RetinaugError(f"run folder {run} not found (make one with `retinaug run CONFIG --out {run}`)")
+    from ..pipeline import stage_names
+
+    stages = [s for s in stage_names() if s != "report"]
+    if not (run / "config.yaml").is_file() and not any((run / stage).is_dir() for stage in stages):
+        raise RetinaugError(
+            f"{run} is not a run folder: it has no config.yaml and none of the stage folders {', '.join(stages)}; "
+            "give the folder passed to `retinaug run --out` (or one holding e.g. data/ from `retinaug prepare`)"
+        )
     with run_lock(run, "report"):
         rendered = []
         for key, title, fn in SECTIONS:
@@ -71,6 +79,5 @@ def build_report(run: str | Path) -> Path:
         html = env.get_template("index.html").render(
             name=name, run=str(run.resolve()), sections=rendered, created=time.strftime("%Y-%m-%d %H:%M:%S %Z")
         )
-        path = write_text_atomic(run / "report" / "index.html", html)
-        path.chmod(0o644)  # temp files are created private; a report is meant to be shared
+        path = write_text_atomic(run / "report" / "index.html", html)  # mode as the umask says, like every output
     return path
