@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import make_dataset
+from pipeline_helpers import tiny_run
 from retinaug.classify import TrainConfig, train
 from retinaug.cli import app
 from retinaug.manifest import load_manifest, save_manifest
@@ -153,3 +154,16 @@ def test_audit_and_cli_write_fidelity_cas_and_class_grid(world, tmp_path):
     assert json.loads((tmp_path / "cli" / "audit.json").read_text())["cas"]["recipe"]["backbone"] == "resnet10t"
     res = CliRunner().invoke(app, args[:-2] + ["--recipe", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "cli2")])
     assert res.exit_code == 1 and "nope.yaml" in res.output
+
+
+def test_pipeline_quality_stage_scores_cas_with_the_experiments_recipe():
+    run = tiny_run()
+    report = json.loads((run / "quality" / "audit.json").read_text())
+    resolved = json.loads(json.dumps(__import__("yaml").safe_load((run / "config.yaml").read_text())))
+    assert report["cas"]["recipe"] == {**resolved["experiments"]["train"], "seed": 0}  # the scenarios' recipe, first seed
+    assert report["cas"]["classes"] == ["G", "C", "A", "H", "M"]
+    assert all(report["cas"]["per_class"][c]["synthetic_used"] == 4 for c in "GCAHM")  # 4 generated per class < 6 real
+    assert report["class_fidelity"]["predictions"] == "pred_label column of the synthetic manifest"
+    assert set(report["class_fidelity"]["per_class"]) == set("GCAHM")
+    for name in ("cas/synthetic/metrics.json", "cas/real/metrics.json", "class_fidelity.csv", "class_samples.png"):
+        assert (run / "quality" / name).is_file(), name
