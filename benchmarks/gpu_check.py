@@ -23,7 +23,6 @@ image so it runs on a CPU in about a minute (tests/test_gpu_check.py runs it tha
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -37,7 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]  # perf.py's helpers; tiny_sd (the tokenizer)
 
-from perf import Bench, build_sd, machine_facts, task_subset, timer  # noqa: E402
+from perf import Bench, build_sd, machine_facts, run_sections, task_subset, timer  # noqa: E402
 
 SIZES = {
     # real: SD 1.5 shapes at 512 px, the paper's VGG19 at 224 px, a 128 px pixel/latent UNet
@@ -301,25 +300,19 @@ def main(argv: list[str] | None = None) -> int:
     tag = "".join(ch if ch.isalnum() else "-" for ch in tag.lower()).strip("-")
     out = args.out or HERE / "results" / f"gpu-check-{tag}.json"
     b = Bench()
-    seconds = {}
     start = time.perf_counter()
     try:
         from retinaug.phantom import make_phantom
 
         data = work / "data"
         run = {
+            "phantom": lambda: make_phantom(n=s["phantom_n"], size=s["phantom_size"], seed=0, out=data),
             "sd-lora": lambda: check_sd(b, s, data, work, precision, device, dtype),
             "ddpm": lambda: check_unet_generator(b, s, data, work, "ddpm", precision, device, dtype),
             "ldm": lambda: check_unet_generator(b, s, data, work, "ldm", precision, device, dtype),
             "classifier": lambda: check_classifier(b, s, data, work, precision, device, dtype),
         }
-        with contextlib.redirect_stdout(sys.stderr):  # library prints to stderr; stdout is the table
-            make_phantom(n=s["phantom_n"], size=s["phantom_size"], seed=0, out=data)
-            for name in sections:
-                with timer({}) as t:
-                    run[name]()
-                seconds[name] = round(t["s"], 1)
-                print(f"[gpu-check] {name}: {t['s']:.1f}s", file=sys.stderr)
+        seconds = run_sections(run, ["phantom", *sections], "gpu-check")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

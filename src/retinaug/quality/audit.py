@@ -171,6 +171,11 @@ def _paths(paths: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.where(idx >= 0, paths[np.clip(idx, 0, None)], None) if len(paths) else np.full(len(idx), None)
 
 
+def _skip(parents: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """`topk_cosine`'s exclude keys: each query's parent row against the pool's reference rows (-1: no parent)."""
+    return (parents, pool) if (parents >= 0).any() else None
+
+
 def _neighbour_table(
     syn: pd.DataFrame,
     reference: pd.DataFrame,
@@ -191,16 +196,13 @@ def _neighbour_table(
         ("synthetic", syn, syn_f, syn["label"].to_numpy(), np.arange(len(syn)), parent_pos),
         ("test", reference, ref_f, labels_ref, test_idx, np.full(len(test_idx), -1)),
     ):
-        def skip(keys: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-            return (keys, pool) if (keys >= 0).any() else None  # keys are reference rows: the parent is never its own match
-
-        any_s, any_i = _nearest(feats[positions], ref_f[train_idx], skip(own, train_idx))
+        any_s, any_i = _nearest(feats[positions], ref_f[train_idx], _skip(own, train_idx))
         same_s = np.full(len(positions), np.nan, np.float32)
         same_p = np.full(len(positions), None, dtype=object)
         for c in classes:
             sel = labels[positions] == c
             pool = train_idx[labels_ref[train_idx] == c]
-            s, i = _nearest(feats[positions[sel]], ref_f[pool], skip(own[sel], pool))
+            s, i = _nearest(feats[positions[sel]], ref_f[pool], _skip(own[sel], pool))
             same_s[sel], same_p[sel] = s, _paths(paths_ref[pool], i)
         has = own >= 0
         parent_cos = np.full(len(positions), np.nan, np.float32)
