@@ -101,7 +101,7 @@ def plain_pipeline_images(base: Path, prompt: str, size: int, steps: int, batch:
     """`StableDiffusionPipeline.from_pretrained` on `base` in `dtype`, `batch` images per call, images/s after a warm-up."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(base, dtype=dtype, local_files_only=True).to(device)
+    pipe = StableDiffusionPipeline.from_pretrained(base, local_files_only=True).to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
     pipe([prompt] * batch, height=size, width=size, num_inference_steps=steps)  # warm-up
     calls = max(1, images // batch)
