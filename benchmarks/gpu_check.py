@@ -7,8 +7,8 @@ write instead, and records the ratio (ours / plain; 1.0 = no overhead):
               defaults, 768-wide text context, SD VAE, CLIP ViT-L-size text encoder) at 512 px, vs a plain
               diffusers LoRA loop (frozen bf16 base, fp32 LoRA via peft, VAE + text encoder each step);
               `generate` txt2img images/s vs `StableDiffusionPipeline` (same model, dtype, batch, steps)
-  ddpm, ldm   `finetune` training images/s vs a plain torch loop on the saved UNet (random inputs of its sample
-              shape: no data loading, no EMA); `ldm` is skipped with a note while it is not registered
+  ddpm, ldm   `finetune` training images/s (ldm: its latent-UNet phase) vs a plain torch loop on the saved UNet (random
+              inputs of its sample shape: no data loading, no EMA); a generator not registered is skipped with a note
   classifier  `fit` training images/s (the last of 2 epochs) and `predict` images/s vs a plain bf16 loop on the
               same `create_model` network
 
@@ -39,12 +39,17 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]  # perf.py's helpers; tin
 from perf import Bench, build_sd, machine_facts, run_sections, task_subset, timer  # noqa: E402
 
 SIZES = {
-    # real: SD 1.5 shapes at 512 px, the paper's VGG19 at 224 px, a 128 px pixel/latent UNet
+    # real: SD 1.5 shapes at 512 px, the paper's VGG19 at 224 px, a 128 px pixel UNet, a 256 px latent one
     "real": dict(sd_size=512, sd_steps=20, sd_batch=4, sd_sample_steps=25, sd_images=8, sd_gen_batch=4,
-                 unet_size=128, unet_channels=[64, 128, 256, 256], unet_steps=100, unet_batch=32, ldm_size=256,
+                 unet_steps=100, unet_batch=32,
+                 ddpm=dict(size=128, block_out_channels=[64, 128, 256, 256], attention_levels=[3]),
+                 ldm=dict(size=256, block_out_channels=[64, 128, 256, 256], attention_levels=[3], vae_steps=100),
                  clf_backbone="vgg19", clf_size=224, clf_batch=32, clf_images=512, phantom_n=96, phantom_size=256),
     "tiny": dict(sd_size=64, sd_steps=2, sd_batch=2, sd_sample_steps=2, sd_images=2, sd_gen_batch=2,
-                 unet_size=16, unet_channels=[16, 32], unet_steps=3, unet_batch=4, ldm_size=32,
+                 unet_steps=3, unet_batch=4,
+                 ddpm=dict(size=16, block_out_channels=[16, 32], attention_levels=[1]),
+                 ldm=dict(size=32, block_out_channels=[16, 32], attention_levels=[], vae_block_out_channels=[16, 16],
+                          vae_steps=2, vae_batch_size=4, recon_images=4),
                  clf_backbone="resnet10t", clf_size=32, clf_batch=8, clf_images=16, phantom_n=96, phantom_size=64),
 }
 
@@ -186,7 +191,7 @@ def check_sd(b: Bench, s: dict, data: Path, work: Path, precision: str, device, 
 
     base = build_sd(work / "sd15-random", full=s["sd_size"] >= 512)
     cfg = dict(base_model=str(base), size=s["sd_size"], steps=s["sd_steps"], batch_size=s["sd_batch"], grad_accum=1,
-               warmup_steps=0, classes=["N", "D"], mixed_precision=precision, rank=8, alpha=8.0)
+               warmup_steps=0, train_classes=["N", "D"], mixed_precision=precision, rank=8, alpha=8.0)
     gen = work / "sd-lora"
     finetune(data, "sd-lora", cfg, gen)
     hist = json.loads((gen / "history.json").read_text())
@@ -198,13 +203,13 @@ def check_sd(b: Bench, s: dict, data: Path, work: Path, precision: str, device, 
     b.add("sd-lora", "train ratio ours / plain", ours_train / plain_train, "x")
 
     steps, batch = s["sd_sample_steps"], s["sd_gen_batch"]
-    generate(gen, data, work / "sd-warmup", per_class=1, classes=["N"], batch_size=1, steps=steps)
+    generate(gen, data, work / "sd-warmup", per_class=1, classes=["N"], batch_size=1, steps=steps, precision=precision)
     out = work / "sd-samples"
-    generate(gen, data, out, per_class=s["sd_images"], classes=["N"], batch_size=batch, steps=steps)
+    generate(gen, data, out, per_class=s["sd_images"], classes=["N"], batch_size=batch, steps=steps, precision=precision)
     ours = json.loads((out / "generate.json").read_text())["images_per_s"]
     prompt = json.loads((gen / "config.json").read_text())["config"].get("prompts", {}).get("N", "a fundus photograph")
     plain = plain_pipeline_images(base, prompt, s["sd_size"], steps, batch, s["sd_images"], device, dtype)
-    b.add("sd-lora", f"txt2img images/s, ours `generate` ({steps} steps, batch {batch})", ours, "images/s")
+    b.add("sd-lora", f"txt2img images/s, ours `generate` ({steps} steps, batch {batch}, {precision})", ours, "images/s")
     b.add("sd-lora", "txt2img images/s, plain StableDiffusionPipeline (same model, dtype, batch, steps)", plain, "images/s")
     b.add("sd-lora", "txt2img ratio ours / plain", ours / plain, "x")
     b.details["sd-lora"] = {"config": cfg, "train": {k: hist[k] for k in ("steps", "seconds", "images_per_s", "precision")}}
@@ -217,15 +222,16 @@ def check_unet_generator(b: Bench, s: dict, data: Path, work: Path, method: str,
         b.details[method] = {"skipped": f"generator {method!r} is not registered in this version"}
         print(f"[gpu-check] {method}: not registered, skipped", file=sys.stderr)
         return
-    size = s["unet_size"] if method == "ddpm" else s["ldm_size"]
-    cfg = dict(size=size, steps=s["unet_steps"], batch_size=s["unet_batch"], warmup_steps=0, mixed_precision=precision)
-    if method == "ddpm":
-        cfg.update(block_out_channels=s["unet_channels"], attention_levels=[len(s["unet_channels"]) - 1], norm_num_groups=8)
+    cfg = dict(s[method], steps=s["unet_steps"], batch_size=s["unet_batch"], warmup_steps=0, mixed_precision=precision,
+               norm_num_groups=8, samples_per_class=1)
     gen = work / method
     finetune(data, method, cfg, gen)
-    hist = json.loads((gen / "history.json").read_text())
-    b.add(method, f"train images/s, ours ({size}px, batch {s['unet_batch']}, {precision})", hist["images_per_s"], "images/s")
+    hist = json.loads((gen / "history.json").read_text())  # ldm: the latent UNet's phase (the autoencoder's under "vae")
+    what = f"{cfg['size']}px{' (latent UNet)' if method == 'ldm' else ''}, batch {s['unet_batch']}, {precision}"
+    b.add(method, f"train images/s, ours ({what})", hist["images_per_s"], "images/s")
     detail = {"config": cfg, "train": {k: hist[k] for k in ("steps", "seconds", "images_per_s", "precision")}}
+    if "vae" in hist:
+        detail["vae_train"] = {k: hist["vae"].get(k) for k in ("steps", "seconds", "images_per_s", "recon_psnr", "recon_ssim")}
     if (gen / "unet" / "config.json").is_file():
         plain = plain_unet_images(gen / "unet", s["unet_batch"], s["unet_steps"], device, dtype)
         b.add(method, "train images/s, plain torch loop on the saved UNet", plain, "images/s")

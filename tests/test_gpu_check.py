@@ -21,15 +21,21 @@ def test_gpu_check_tiny_on_cpu_writes_rates_and_ratios(tmp_path):
     result = json.loads(out.read_text())
     assert result["tiny"] and result["precision"] == "no" and result["machine"]["device"] == "cpu"
     rows = {(r["section"], r["what"]): r for r in result["rows"]}
-    for section in ("sd-lora", "ddpm", "classifier"):
+    for section in ("sd-lora", "ddpm", "ldm", "classifier"):
         mine = [r for (s, _), r in rows.items() if s == section]
         ratios = [r for r in mine if r["unit"] == "x"]
-        assert ratios and all(math.isfinite(r["value"]) and r["value"] > 0 for r in mine), (section, mine)
+        assert ratios or section == "ldm"
+        assert all(math.isfinite(r["value"]) and r["value"] > 0 for r in mine), (section, mine)
         assert len(mine) == 3 * len(ratios)  # ours, plain, ratio
     assert {r["what"].split(",")[0] for r in result["rows"] if r["section"] == "sd-lora" and r["unit"] == "x"} == {
         "train ratio ours / plain", "txt2img ratio ours / plain"}
-    ldm = result["details"]["ldm"]
-    assert ldm == {"skipped": "generator 'ldm' is not registered in this version"} or any(s == "ldm" for s, _ in rows)
+    from retinaug.generate import list_generators
+
+    if "ldm" in list_generators():
+        assert {"train ratio ours / plain"} == {w for s, w in rows if s == "ldm" and rows[(s, w)]["unit"] == "x"}
+        assert result["details"]["ldm"]["vae_train"]["steps"] == 2  # the autoencoder phase is recorded beside it
+    else:
+        assert result["details"]["ldm"] == {"skipped": "generator 'ldm' is not registered in this version"}
     assert "| sd-lora | txt2img ratio ours / plain |" in proc.stdout  # the Markdown table on stdout
 
 
