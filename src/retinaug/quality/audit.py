@@ -37,7 +37,7 @@ from ..io import atomic_path, write_json_atomic
 from ..manifest import real_rows
 from .config import AuditConfig
 from .fidelity import asked_class, cas, class_fidelity
-from .match import unit_images, match_features, topk_cosine
+from .match import match_features, topk_cosine, unit_images
 from .plots import contact_sheet, similarity_hist
 
 SHEET_SIZE = 64  # px of each tile of class_samples.png

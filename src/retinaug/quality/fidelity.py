@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..classes import CODES, resolve_task
 from ..classify import Classifier, TrainConfig, evaluate, fit, load_classifier, predict
+from ..manifest import real_rows
 
 CAS_SCORES = ("macro_precision", "macro_recall", "macro_f1", "accuracy")
 
@@ -55,7 +56,7 @@ def class_fidelity(
     classes = [c for c in CODES if c in set(asked)]
     recall: dict[str, tuple[int, float | None]] = {}
     if clf is not None:
-        test = data_df[(data_df["origin"] == "real") & (data_df["split"] == "test") & data_df["label"].isin(classes)]
+        test = real_rows(data_df, "test", classes)
         test_pred = np.asarray(clf.classes)[predict(clf, test).argmax(1)] if len(test) else np.array([], dtype=str)
         truth = test["label"].astype(str).to_numpy()
         recall = {c: (int((truth == c).sum()), float((test_pred[truth == c] == c).mean()) if (truth == c).any() else None)
@@ -119,8 +120,7 @@ def cas(
                     "skipped_classes": {c: "no synthetic image of this class" for c in task if c not in classes}}
     if len(classes) < 2:
         return {**result, "reason": f"needs synthetic images of at least 2 classes of task {config.task} (has {classes or 'none'})"}
-    real = data_df[(data_df["origin"] == "real") & data_df["label"].isin(classes)]
-    train, val, test = (real[real["split"] == s] for s in ("train", "val", "test"))
+    train, val, test = (real_rows(data_df, split, classes) for split in ("train", "val", "test"))
     syn = synthetic_df.assign(label=asked.to_numpy())
     parts, per_class = [], {}
     for c in classes:
