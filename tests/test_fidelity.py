@@ -84,7 +84,7 @@ def test_pred_label_column_is_used_and_missing_recall_has_a_reason(world):
     syn["label"] = "A"  # the relabel policy rewrote `label`; the asked class is `intended_label`
     syn["pred_label"] = pd.array(["G"] * 8, dtype="string")  # the label stage's predictions: everything G
     summary, _ = class_fidelity(syn, data, None)
-    assert summary["predictions"] == "pred_label column of the synthetic manifest"
+    assert summary["predictions"] == "pred_label column (the label stage's predictions)"
     assert summary["per_class"]["G"]["share"] == 1.0 and summary["per_class"]["C"]["share"] == 0.0
     assert summary["per_class"]["G"]["fidelity"] is None and "no labeler" in summary["per_class"]["G"]["reason"]
     assert summary["macro_fidelity"] is None
@@ -163,7 +163,7 @@ def test_pipeline_quality_stage_scores_cas_with_the_experiments_recipe():
     assert report["cas"]["recipe"] == {**resolved["experiments"]["train"], "seed": 0}  # the scenarios' recipe, first seed
     assert report["cas"]["classes"] == ["G", "C", "A", "H", "M"]
     assert all(report["cas"]["per_class"][c]["synthetic_used"] == 4 for c in "GCAHM")  # 4 generated per class < 6 real
-    assert report["class_fidelity"]["predictions"] == "pred_label column of the synthetic manifest"
+    assert report["class_fidelity"]["predictions"] == "pred_label column (the label stage's predictions)"
     assert set(report["class_fidelity"]["per_class"]) == set("GCAHM")
     for name in ("cas/synthetic/metrics.json", "cas/real/metrics.json", "class_fidelity.csv", "class_samples.png"):
         assert (run / "quality" / name).is_file(), name

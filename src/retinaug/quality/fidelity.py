@@ -33,7 +33,7 @@ def asked_class(synthetic_df: pd.DataFrame) -> pd.Series:
 def _predicted(synthetic_df: pd.DataFrame, clf: Classifier | None) -> tuple[np.ndarray | None, str]:
     """The labeler's class per synthetic image: the label stage's `pred_label` when every row has one, else predicted."""
     if "pred_label" in synthetic_df.columns and synthetic_df["pred_label"].notna().all():
-        return synthetic_df["pred_label"].astype(str).to_numpy(), "pred_label column of the synthetic manifest"
+        return synthetic_df["pred_label"].astype(str).to_numpy(), "pred_label column (the label stage's predictions)"
     if clf is None:
         return None, "no labeler and no pred_label column"
     return np.asarray(clf.classes)[predict(clf, synthetic_df).argmax(1)], "predicted with the labeler"
