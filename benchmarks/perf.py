@@ -114,6 +114,18 @@ def timer(out: dict):
     out["load_1min"] = round(os.getloadavg()[0], 2)
 
 
+def run_sections(run: dict, names: list[str], label: str) -> dict[str, float]:
+    """Call `run[name]()` for each name, stage logs on stderr (stdout stays the table); seconds per section."""
+    seconds = {}
+    with contextlib.redirect_stdout(sys.stderr):
+        for name in names:
+            with timer({}) as t:
+                run[name]()
+            seconds[name] = round(t["s"], 1)
+            print(f"[{label}] {name}: {t['s']:.1f}s", file=sys.stderr)
+    return seconds
+
+
 def task_subset(df, n: int):
     """`n` rows with every class present (fit refuses a task class with no image)."""
     import pandas as pd
@@ -362,15 +374,9 @@ def main() -> None:
         "sd-real": lambda: bench_sd(b, s, sd_data, work, args.precision, "sd-real", build_sd(work / "sd15-random", not args.quick),
                                     64 if args.quick else 512, s["sd_sample_steps"], plain=True),
     }
-    section_s = {}
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # stage logs to stderr; the table alone on stdout
-            needs_data = set(sections) - {"demo", "tsne"}
-            for name in [n for n in run if n in sections or (n == "phantom" and needs_data)]:  # demo first: see bench_demo
-                with timer({}) as t:
-                    run[name]()
-                section_s[name] = round(t["s"], 1)
-                print(f"[perf] {name}: {t['s']:.1f}s", file=sys.stderr)
+        needs_data = set(sections) - {"demo", "tsne"}
+        section_s = run_sections(run, [n for n in run if n in sections or (n == "phantom" and needs_data)], "perf")  # demo first: see bench_demo
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)  # the random SD 1.5 model alone is 4 GB

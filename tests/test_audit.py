@@ -77,7 +77,7 @@ def audit_data(tmp_path):
 
 def test_planted_copies_are_flagged(audit_data, tmp_path):
     synthetic, data = audit_data
-    report = audit(synthetic, data, tmp_path / "quality", extractor="pixels", config=AuditConfig(kid_subsets=5, min_test=5))
+    report = audit(synthetic, data, tmp_path / "quality", extractor="pixels", config=AuditConfig(kid_subsets=5, min_test=5, cas=False))
     table = pd.read_csv(tmp_path / "quality" / "memorization.csv")
     syn = table[table["set"] == "synthetic"].merge(synthetic[["path", "planted"]], on="path")
     assert syn.loc[syn["planted"], "flagged"].all()  # 100% of exact copies
@@ -99,6 +99,60 @@ def test_planted_copies_are_flagged(audit_data, tmp_path):
         assert (tmp_path / "quality" / name).stat().st_size > 1000
     matches = pd.read_csv(tmp_path / "quality" / "match.csv")
     assert len(matches) == 24 * 5 and set(matches["match"]) <= set(data.loc[data["split"] == "train", "path"])
+
+
+def test_img2img_copies_of_their_parent_are_parent_copies_not_memorization(audit_data, tmp_path):
+    """img2img rows: a copy of its own parent is a parent copy (not memorization of the training set); a copy of
+    another training image is memorization whatever its parent; a real test image given a parent is neither."""
+    synthetic, data = audit_data
+    train = {c: sorted(data.loc[(data["label"] == c) & (data["split"] == "train"), "path"]) for c in ("G", "C")}
+    rows, kind = [], []
+    for c in ("G", "C"):
+        for i in range(6):  # exact copies of their own parent, at two strengths
+            rows.append((train[c][i], c, train[c][i], 0.1 if i % 2 else 0.3))
+            kind.append("own parent")
+        for i in range(3):  # exact copies of a training image that is not their parent
+            rows.append((train[c][i], c, train[c][i + 6], 0.5))
+            kind.append("other image")
+        for i, path in enumerate(sorted(data.loc[(data["label"] == c) & (data["split"] == "test"), "path"])):
+            rows.append((path, c, train[c][i], 0.5))  # an unrelated real image, given a parent
+            kind.append("unrelated")
+        rows.append((train[c][11], c, str(tmp_path / "elsewhere.png"), 0.5))  # parent outside the training images
+        kind.append("unknown parent")
+    records = []
+    for i, (src, c, parent, strength) in enumerate(rows):
+        copy = tmp_path / "i2i" / f"{i:03d}.png"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, copy)
+        records.append(dict(path=str(copy), label=c, patient_id=f"syn-{i}", eye="unknown", split="train", origin="synthetic",
+                            source="planted", parent=parent, strength=strength))
+    save_manifest(pd.DataFrame(records), tmp_path / "i2i")
+    syn = load_manifest(tmp_path / "i2i")
+    report = audit(syn, data, tmp_path / "q", extractor="pixels", config=AuditConfig(kid_subsets=2, min_test=5, cas=False))
+    table = pd.read_csv(tmp_path / "q" / "memorization.csv")
+    table = table[table["set"] == "synthetic"].reset_index(drop=True).assign(kind=kind)
+    by = table.groupby("kind")
+    # flagged only at the rule's false-positive rate (a training image is as near another one as a test image gets)
+    assert by.get_group("own parent")["parent_copy"].all() and by.get_group("own parent")["flagged"].mean() <= 0.25
+    assert (by.get_group("own parent")["parent_cosine"] > 0.99999).all()
+    # the nearest *other* training image is reported, never the parent itself
+    assert (by.get_group("own parent")["nn_match"] != by.get_group("own parent")["parent"]).all()
+    assert by.get_group("other image")["flagged"].all() and not by.get_group("other image")["parent_copy"].any()
+    assert by.get_group("unrelated")["parent_copy"].mean() <= 0.25 and by.get_group("unrelated")["flagged"].mean() <= 0.25
+    assert by.get_group("unknown parent")["parent"].isna().all() and by.get_group("unknown parent")["flagged"].all()
+    for c in ("G", "C"):
+        mem = report["memorization"][c]
+        assert mem["n_img2img"] == 6 + 3 + 6 and mem["n_parent_copies"] >= 6 and mem["n_flagged"] >= 3 + 1
+        assert mem["median_parent_cosine"] is not None
+    img2img = report["memorization"]["img2img"]
+    assert img2img["n"] == 30 and img2img["parents_not_in_train"] == 2
+    low = table[[r[3] == 0.1 for r in rows]]
+    assert img2img["by_strength"]["0.1"] == {"n": 6, "median_parent_cosine": pytest.approx(1.0), "n_parent_copies": 6,
+                                             "n_flagged": int(low["flagged"].sum())}
+    assert img2img["by_strength"]["0.5"]["n"] == 18
+    # without a parent column nothing changes: a copy of a training image is memorization
+    plain = audit(syn.drop(columns=["parent"]), data, tmp_path / "q2", extractor="pixels", config=AuditConfig(kid_subsets=2, min_test=5, cas=False))
+    assert plain["memorization"]["img2img"]["n"] == 0 and plain["memorization"]["n_flagged"] >= 2 * (6 + 3 + 1)
 
 
 def test_audit_errors(audit_data, tmp_path):
@@ -124,7 +178,7 @@ def test_cli_select_augment_audit(tmp_path):
     assert res.exit_code != 0 and "distinct" in res.output
     res = runner.invoke(app, ["select", "--data", str(tmp_path / "data"), "--keep", "2.5", "--out", str(tmp_path / "s2")])
     assert res.exit_code != 0 and "whole number" in res.output
-    res = runner.invoke(app, ["audit", "--synthetic", str(tmp_path / "aug"), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "q")])
+    res = runner.invoke(app, ["audit", "--synthetic", str(tmp_path / "aug"), "--data", str(tmp_path / "data"), "--no-cas", "--out", str(tmp_path / "q")])
     assert res.exit_code == 0, res.output
     assert "memorization rate" in res.output
     report = json.loads((tmp_path / "q" / "audit.json").read_text())

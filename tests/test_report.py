@@ -39,6 +39,10 @@ def test_every_section_drawn_on_a_complete_run():
     rows = re.findall(r"<tr>\s*<td>(\w)</td>((?:\s*<td>\d+</td>)+)", crosstab)
     assert [(code, re.findall(r"\d+", cells)) for code, cells in rows] == [
         (code, ["4" if j == i else "0" for j in range(5)]) for i, code in enumerate("GCAHM")]
+    fidelity = _section(html, "fidelity")  # per-class fidelity/CAS/FID-vs-floor table, the CAS line and the class grid
+    assert all(col in fidelity for col in ("class fidelity", "CAS recall", "FID / floor", "k-NN precision"))
+    assert "CAS macro-F1" in fidelity and "data:image/png;base64," in fidelity
+    assert len(re.findall(r"<tr>\s*<td>[GCAHM]</td>", fidelity)) == 5
     assert "Resolved config" in html and "torch" in _section(html, "provenance")
     # self-contained: no external fetches
     assert not re.search(r'(src|href)="(https?:)?//', html)

@@ -109,9 +109,10 @@ class ExperimentsStage(ExperimentConfig, _Section):
 
 
 class QualityStage(AuditConfig, _Section):
-    """Synthetic-data audit: nearest neighbours, memorization, FID/KID."""
+    """Synthetic-data audit: nearest neighbours, memorization, FID/KID, class fidelity, CAS."""
 
     enabled: bool = Field(True, description="Run the quality audit.")
+    cas_recipe: TrainConfig | None = Field(None, description="CAS classifier recipe; None: the experiments' train recipe with their first seed (filled in when the run starts).")
 
 
 class PipelineConfig(_Section):

@@ -120,9 +120,10 @@ def experiments_stage(data: Path, label: Path | None, selection: Path | None, au
 def quality_stage(data: Path, synthetic: Path, labeler: Path | None, label: Path | None, cfg, out: Path) -> None:
     from .quality import AuditConfig, audit
 
-    audit_cfg = AuditConfig(**cfg.model_dump(exclude={"enabled"}))
+    audit_cfg = AuditConfig(**cfg.model_dump(exclude={"enabled", "cas_recipe"}))
     # the label stage's manifest is the synthetic one plus the labeler's verdicts (accepted_only needs them)
-    audit(_manifest(label or synthetic), _manifest(data), out, extractor=audit_cfg.extractor, labeler=labeler, config=audit_cfg)
+    audit(_manifest(label or synthetic), _manifest(data), out, extractor=audit_cfg.extractor, labeler=labeler, config=audit_cfg,
+          cas_recipe=cfg.cas_recipe)
 
 
 def report_stage(cfg, out: Path) -> None:
@@ -168,8 +169,8 @@ def enabled_stages(cfg: PipelineConfig) -> dict[str, bool]:
 
 def resolve(cfg: PipelineConfig) -> PipelineConfig:
     """Fill the values other sections imply (written to config.yaml, so the run is explicit):
-    the dataset path made absolute, the classes/amounts the scenarios need from synthetic and augment, and the
-    generator's train_classes when it is `synthetic` (the default, `all`, needs nothing)."""
+    the dataset path made absolute, the classes/amounts the scenarios need from synthetic and augment, the
+    generator's train_classes when it is `synthetic` (the default, `all`, needs nothing), and CAS's classifier recipe."""
     cfg = cfg.model_copy(deep=True)
     if cfg.data.source != "phantom":
         if not cfg.data.path:
@@ -189,6 +190,8 @@ def resolve(cfg: PipelineConfig) -> PipelineConfig:
         method_cfg.train_classes = list(cfg.synthetic.classes)
     if isinstance(method_cfg.train_classes, list) and (unlearned := [c for c in cfg.synthetic.classes or [] if c not in method_cfg.train_classes]):
         raise RetinaugError(f"synthetic.classes {', '.join(unlearned)} are not in generator train_classes {method_cfg.train_classes}")
+    if cfg.quality.cas and cfg.quality.cas_recipe is None:  # CAS trains the scenarios' classifier recipe (first seed)
+        cfg.quality.cas_recipe = cfg.experiments.train.model_copy(update={"seed": cfg.experiments.seed_list[0]})
     trad = [s for s in scenarios if s.traditional > 0]
     if cfg.augment.ratio is None:
         cfg.augment.ratio = max([s.traditional for s in trad], default=1.0)

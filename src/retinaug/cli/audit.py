@@ -1,5 +1,6 @@
 """CLI verbs that compare images across sets: `match` (top-k similar images), `check-overlap` (near-copies between
-two datasets) and `audit` (memorization, FID/KID, k-NN precision/recall); thin wrappers over `retinaug.quality`."""
+two datasets) and `audit` (memorization, FID/KID, k-NN precision/recall, class fidelity, CAS); thin wrappers over
+`retinaug.quality`."""
 
 from __future__ import annotations
 
@@ -107,31 +108,64 @@ def check_overlap(
     console.print(f"no near-copies: none of the {summary['n_a']} images of {a} reaches SSIM {threshold} with the {summary['n_b']} of {b}{closest}; wrote {out}", highlight=False)
 
 
+def _recipe(path: Path | None):
+    """CAS's classifier recipe: a pipeline YAML (e.g. RUN/config.yaml: its experiments.train) or a YAML of
+    TrainConfig fields; none: TrainConfig's defaults."""
+    from ..classify import TrainConfig
+    from ..config import load_config
+    from ..io import read_yaml
+
+    if path is None:
+        return TrainConfig()
+    raw = read_yaml(path)
+    return load_config(path).experiments.train if "experiments" in raw else validated(TrainConfig, raw, str(path))
+
+
 @app.command()
 def audit(
-    synthetic: Path = typer.Option(..., "--synthetic", help="Synthetic manifest folder (RUN/synthetic)."),
+    synthetic: Path = typer.Option(..., "--synthetic", help="Synthetic manifest folder (RUN/synthetic, or RUN/label for the labelled one)."),
     data: Path = typer.Option(..., "--data", help="Prepared data folder (RUN/data): its real train rows are the generator's training images."),
     out: Path = typer.Option(..., "--out", help="Output folder (e.g. RUN/quality)."),
-    labeler: Optional[Path] = typer.Option(None, "--labeler", help="Trained labeler folder: its features are used by default."),
+    labeler: Optional[Path] = typer.Option(None, "--labeler", help="Trained labeler folder: its features are used by default, and class fidelity needs it."),
     extractor: str = typer.Option("auto", "--extractor", help=EXTRACTOR_HELP),
     quantile: float = typer.Option(0.99, "--quantile", help="Memorization threshold: this quantile of real test-vs-train nearest-neighbour cosine, per class."),
-    accepted_only: bool = typer.Option(False, "--accepted-only", help="Audit only the synthetic images the labeler accepted."),
+    accepted_only: bool = typer.Option(False, "--accepted-only", help="Audit only the synthetic images the labeler accepted (class fidelity and CAS still use all)."),
     top_k: int = typer.Option(5, "--top-k", help="Training neighbours per synthetic image in match.csv."),
+    class_fidelity: bool = typer.Option(True, "--class-fidelity/--no-class-fidelity", help="Class fidelity (needs --labeler or a labelled manifest)."),
+    cas: bool = typer.Option(True, "--cas/--no-cas", help="CAS: train the recipe on synthetic images only and on real train images (two fits)."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="CAS classifier recipe: a pipeline YAML (RUN/config.yaml: its experiments.train) or a YAML of train settings; default: `retinaug train`'s defaults."),
+    cas_n_boot: int = typer.Option(200, "--cas-n-boot", help="Patient-bootstrap resamples for the CAS intervals (0: none)."),
 ) -> None:
-    """Audit synthetic images: memorization vs a real test-vs-train baseline, FID/KID, k-NN precision/recall.
+    """Audit synthetic images: memorization vs a real test-vs-train baseline (img2img parents apart), FID/KID,
+    k-NN precision/recall, class fidelity and CAS (Classification Accuracy Score).
 
-    Writes audit.json, memorization.csv, similarity_hist.png, match.csv, match.png.
-    Example: retinaug audit --synthetic runs/demo/synthetic --data runs/demo/data --labeler runs/demo/labeler --out runs/demo/quality
+    Writes audit.json, memorization.csv, similarity_hist.png, match.csv, match.png, class_samples.png,
+    class_fidelity.csv and cas/ (the two CAS classifiers).
+    Example: retinaug audit --synthetic runs/demo/synthetic --data runs/demo/data --labeler runs/demo/labeler --recipe runs/demo/config.yaml --out runs/demo/quality
     """
     from ..manifest import load_manifest
     from ..quality import AuditConfig
     from ..quality import audit as audit_fn
 
-    cfg = validated(AuditConfig, dict(extractor=extractor, quantile=quantile, accepted_only=accepted_only, top_k=top_k), "option(s)", options=True)
-    report = audit_fn(load_manifest(synthetic), load_manifest(data), out, labeler=labeler, config=cfg)
+    cfg = validated(AuditConfig, dict(extractor=extractor, quantile=quantile, accepted_only=accepted_only, top_k=top_k,
+                                      class_fidelity=class_fidelity, cas=cas, cas_n_boot=cas_n_boot), "option(s)", options=True)
+    train_cfg = _recipe(recipe) if cas else None
+    report = audit_fn(load_manifest(synthetic), load_manifest(data), out, labeler=labeler, config=cfg, cas_recipe=train_cfg)
     overall = report["overall"]
     console.print(f"audited {report['n_synthetic']} synthetic images ({report['extractor']} features)")
     for code, res in report["per_class"].items():
         mem = report["memorization"][code]
-        console.print(f"  {code}: memorized {mem['n_flagged']}/{res['n_synthetic']} (threshold {mem['threshold']:.4f}), FID {_fmt(res['fid'])}")
-    console.print(f"overall: memorization rate {report['memorization']['rate']:.3f}, FID {_fmt(overall['fid'])} (real test vs train: {_fmt(overall['fid_test_vs_train'])}); wrote {out}/audit.json")
+        parents = f", parent copies {mem['n_parent_copies']}/{mem['n_img2img']}" if mem["n_img2img"] else ""
+        console.print(f"  {code}: memorized {mem['n_flagged']}/{res['n_synthetic']} (threshold {mem['threshold']:.4f}){parents}, FID {_fmt(res['fid'])}")
+    console.print(f"overall: memorization rate {report['memorization']['rate']:.3f}, FID {_fmt(overall['fid'])} (real test vs train: {_fmt(overall['fid_test_vs_train'])})")
+    fidelity = report["class_fidelity"]
+    if "per_class" in fidelity:
+        cells = ", ".join(f"{c} {_fmt(r['fidelity'])}" for c, r in fidelity["per_class"].items())
+        console.print(f"class fidelity (1.0 = as recognisable as real test images): {cells}; macro {_fmt(fidelity['macro_fidelity'])}")
+    result = report["cas"]
+    if "synthetic" in result:
+        console.print(f"CAS macro-F1 {_fmt(result['synthetic']['macro_f1'])} vs real-trained {_fmt(result['real']['macro_f1'])} "
+                      f"(ratio {_fmt(result['f1_ratio'])}) on {result['n_test']} real test images")
+    elif "reason" in result:
+        console.print(f"CAS not computed: {result['reason']}")
+    console.print(f"wrote {out}/audit.json")

@@ -6,11 +6,19 @@ distribution of "cosine similarity of a test image to its nearest training image
 how close an unrelated real image gets. A synthetic image closer to a training image than the
 `quantile` (default 99th percentile) of that distribution is flagged as a likely memorized copy. A class
 with fewer than `min_test` test images (default 10) uses the pooled test distribution of all audited classes.
+
+An img2img image (non-null `parent`: the real train image it was made from) is near its parent by design. Its
+similarity to the parent is reported on its own (`parent_cosine`) and flagged as a copy of its parent
+(`parent_copy`) by the same threshold, while `nn_cosine`/`flagged` look at every *other* training image: a
+strength too low to change the parent shows as parent copies, not as memorization of the training set.
+
+Class fidelity and CAS (fidelity.py) measure whether the images carry their class; the audit runs them too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,13 +30,18 @@ from sklearn.neighbors import NearestNeighbors
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from ..classes import CODES
+from ..classify import TrainConfig
 from ..errors import RetinaugError
 from ..features import FeatureExtractor, get_extractor, l2_normalise
 from ..io import atomic_path, write_json_atomic
 from ..manifest import real_rows
 from .config import AuditConfig
-from .match import match_features, topk_cosine
-from .plots import similarity_hist
+from .fidelity import asked_class, cas, class_fidelity
+from .match import match_features, topk_cosine, unit_images
+from .plots import contact_sheet, similarity_hist
+
+SHEET_SIZE = 64  # px of each tile of class_samples.png
+SHEET_PER_GROUP = 4  # real / recognised / not recognised images shown per class
 
 
 class _Precomputed(torch.nn.Module):
@@ -91,12 +104,15 @@ def knn_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tupl
     return float(precision), float(recall)
 
 
-def _nearest(query: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine similarity to, and index of, the nearest reference row (features already unit-norm)."""
+def _nearest(
+    query: np.ndarray, reference: np.ndarray, exclude: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarity to, and index of, the nearest reference row (features already unit-norm), skipping
+    pairs with equal `exclude` keys (an img2img image and its parent); NaN and -1 when nothing is left."""
     if len(query) == 0:
         return np.empty(0, np.float32), np.empty(0, np.int64)
-    scores, idx = topk_cosine(query, reference, 1)
-    return scores[:, 0], idx[:, 0]
+    scores, idx = topk_cosine(query, reference, 1, exclude=exclude)
+    return np.where(idx[:, 0] >= 0, scores[:, 0], np.nan).astype(np.float32), idx[:, 0]
 
 
 @contextlib.contextmanager
@@ -131,6 +147,35 @@ def _rate(flags: np.ndarray) -> float | None:
     return float(flags.mean()) if len(flags) else None
 
 
+def _median(values: np.ndarray | pd.Series) -> float | None:
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return float(np.median(finite)) if len(finite) else None
+
+
+def _parent_rows(syn: pd.DataFrame, reference: pd.DataFrame, train_idx: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per synthetic row, the reference row of its img2img parent (-1: no parent), and how many parents are not
+    among the training images (left unmatched: only images of the data manifest are read, never a path taken from
+    the synthetic manifest)."""
+    if "parent" not in syn.columns:
+        return np.full(len(syn), -1), 0
+    where = {os.path.normpath(p): k for k, p in zip(train_idx, reference["path"].to_numpy()[train_idx])}
+    parents = syn["parent"].astype(object).where(syn["parent"].notna(), None)
+    pos = np.array([-1 if not p else where.get(os.path.normpath(p), -2) for p in parents], dtype=np.int64)
+    unmatched = int((pos == -2).sum())
+    pos[pos == -2] = -1
+    return pos, unmatched
+
+
+def _paths(paths: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return np.where(idx >= 0, paths[np.clip(idx, 0, None)], None) if len(paths) else np.full(len(idx), None)
+
+
+def _skip(parents: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """`topk_cosine`'s exclude keys: each query's parent row against the pool's reference rows (-1: no parent)."""
+    return (parents, pool) if (parents >= 0).any() else None
+
+
 def _neighbour_table(
     syn: pd.DataFrame,
     reference: pd.DataFrame,
@@ -139,24 +184,29 @@ def _neighbour_table(
     train_idx: np.ndarray,
     test_idx: np.ndarray,
     classes: list[str],
+    parent_pos: np.ndarray,
 ) -> pd.DataFrame:
     """One row per synthetic and per real test image: its nearest training image of the same class and of
-    any class, with their cosine similarities (features unit-norm)."""
+    any class, with their cosine similarities (features unit-norm). For an img2img image the parent is left out of
+    those searches and its similarity to the parent is given on its own (`parent_cosine`)."""
     labels_ref = reference["label"].to_numpy()
     paths_ref = reference["path"].to_numpy()
     rows = []  # one per audited image (synthetic and real test), nearest training neighbours
-    for name, frame, feats, labels, positions in (
-        ("synthetic", syn, syn_f, syn["label"].to_numpy(), np.arange(len(syn))),
-        ("test", reference, ref_f, labels_ref, test_idx),
+    for name, frame, feats, labels, positions, own in (
+        ("synthetic", syn, syn_f, syn["label"].to_numpy(), np.arange(len(syn)), parent_pos),
+        ("test", reference, ref_f, labels_ref, test_idx, np.full(len(test_idx), -1)),
     ):
-        any_s, any_i = _nearest(feats[positions], ref_f[train_idx])
-        same_s = np.empty(len(positions), np.float32)
-        same_p = np.empty(len(positions), dtype=object)
+        any_s, any_i = _nearest(feats[positions], ref_f[train_idx], _skip(own, train_idx))
+        same_s = np.full(len(positions), np.nan, np.float32)
+        same_p = np.full(len(positions), None, dtype=object)
         for c in classes:
             sel = labels[positions] == c
             pool = train_idx[labels_ref[train_idx] == c]
-            s, i = _nearest(feats[positions[sel]], ref_f[pool])
-            same_s[sel], same_p[sel] = s, paths_ref[pool[i]]
+            s, i = _nearest(feats[positions[sel]], ref_f[pool], _skip(own[sel], pool))
+            same_s[sel], same_p[sel] = s, _paths(paths_ref[pool], i)
+        has = own >= 0
+        parent_cos = np.full(len(positions), np.nan, np.float32)
+        parent_cos[has] = (feats[positions[has]] * ref_f[own[has]]).sum(1)
         rows.append(
             pd.DataFrame(
                 {
@@ -166,11 +216,54 @@ def _neighbour_table(
                     "nn_cosine": same_s,
                     "nn_match": same_p,
                     "nn_cosine_any": any_s,
-                    "nn_match_any": paths_ref[train_idx[any_i]],
+                    "nn_match_any": _paths(paths_ref[train_idx], any_i),
+                    "parent": _paths(paths_ref, own),
+                    "parent_cosine": parent_cos,
                 }
             )
         )
     return pd.concat(rows, ignore_index=True)
+
+
+def _by_strength(table: pd.DataFrame, strength: pd.Series) -> dict:
+    """img2img images grouped by strength: how close they stay to their parent, and how many are parent copies."""
+    rows = table.assign(strength=strength.to_numpy(dtype=float)).dropna(subset=["parent_cosine", "strength"])
+    return {
+        f"{s:.3g}": {"n": int(len(g)), "median_parent_cosine": _median(g["parent_cosine"]),
+                     "n_parent_copies": int(g["parent_copy"].sum()), "n_flagged": int(g["flagged"].sum())}
+        for s, g in rows.groupby(rows["strength"].round(3), sort=True)
+    }
+
+
+def _class_sheet(real_train: pd.DataFrame, syn: pd.DataFrame, per_image: pd.DataFrame | None, classes: list[str],
+                 path: Path, seed: int) -> Path:
+    """Per class: real train images, then synthetic images the labeler recognises as the class, then those it
+    assigns elsewhere (captioned with the class it chose); without predictions, real | synthetic."""
+    asked = asked_class(syn)
+    pred = per_image["pred_label"].astype(str) if per_image is not None and per_image["pred_label"].notna().all() else None
+    tiles: list[tuple[str, str]] = []  # (image path, caption)
+
+    def take(frame: pd.DataFrame, captions: pd.Series | str) -> list[int]:
+        chosen = frame.sample(n=min(SHEET_PER_GROUP, len(frame)), random_state=seed)
+        start = len(tiles)
+        tiles.extend(zip(chosen["path"], [captions] * len(chosen) if isinstance(captions, str) else captions.loc[chosen.index]))
+        return list(range(start, len(tiles)))
+
+    rows = []
+    for c in classes:
+        row = take(real_train[real_train["label"] == c], f"{c} real train")
+        mine = asked == c
+        if pred is None:
+            row += take(syn[mine], f"{c} synthetic")
+        else:
+            captions = f"{c} syn, labeler " + pred
+            row += take(syn[mine & (pred == c)], captions) + take(syn[mine & (pred != c)], captions)
+        if row:
+            rows.append(row)
+    images = unit_images(pd.DataFrame({"path": [p for p, _ in tiles]}), SHEET_SIZE, np.arange(len(tiles)))
+    sheet = [(images[r[0]], tiles[r[0]][1], [(images[k], tiles[k][1]) for k in r[1:]]) for r in rows]
+    title = "real train | synthetic the labeler recognises as the class | synthetic it assigns elsewhere"
+    return contact_sheet(sheet, path, title if pred is not None else "real train | synthetic (no labeler predictions)")
 
 
 def audit(
@@ -180,13 +273,16 @@ def audit(
     extractor: str | Path | FeatureExtractor | None = None,
     labeler: str | Path | None = None,
     config: AuditConfig | None = None,
+    cas_recipe: TrainConfig | None = None,
 ) -> dict:
     """Audit synthetic images against the generator's training images (real train rows of `data_df`).
 
-    Writes `out/audit.json`, `out/memorization.csv`, `out/similarity_hist.png`, and the synthetic ->
-    training top-k table `out/match.csv` + `out/match.png`. Returns the audit.json dict."""
+    Writes `out/audit.json`, `out/memorization.csv`, `out/similarity_hist.png`, the synthetic -> training top-k
+    table `out/match.csv` + `out/match.png`, `out/class_samples.png`, and with the labeler `out/class_fidelity.csv`;
+    CAS (`config.cas`) trains `cas_recipe` (default: TrainConfig()) into `out/cas/`. Returns the audit.json dict."""
     cfg = config or AuditConfig()
     out = Path(out)
+    everything = synthetic_df.reset_index(drop=True)  # class fidelity and CAS measure the generator: no filter
     syn = synthetic_df
     if cfg.accepted_only:
         if "accepted" not in syn.columns:
@@ -212,7 +308,8 @@ def audit(
     labels_ref = reference["label"].to_numpy()
     labels_syn = syn["label"].to_numpy()
 
-    table = _neighbour_table(syn, reference, syn_f, ref_f, train_idx, test_idx, classes)
+    parent_pos, unmatched = _parent_rows(syn, reference, train_idx)
+    table = _neighbour_table(syn, reference, syn_f, ref_f, train_idx, test_idx, classes, parent_pos)
     is_syn = (table["set"] == "synthetic").to_numpy()
     test_nn = table.loc[~is_syn, "nn_cosine"].to_numpy()
     pooled = float(np.quantile(test_nn, cfg.quantile))
@@ -229,18 +326,25 @@ def audit(
     memorization: dict = {
         "rule": f"flag a synthetic image whose cosine similarity to its nearest same-class training image exceeds the "
         f"{cfg.quantile:.3g} quantile of the same statistic for real test images of that class (pooled over classes "
-        f"when a class has fewer than {cfg.min_test} test images)",
+        f"when a class has fewer than {cfg.min_test} test images); for an img2img image the parent is left out of that "
+        f"search, and its similarity to the parent is flagged as a parent copy by the same threshold",
         "quantile": cfg.quantile,
     }
     table["threshold"] = np.nan
     for c in classes:
-        mask_s = is_syn & (table["label"] == c).to_numpy()
         mask_t = ~is_syn & (table["label"] == c).to_numpy()
         test_c = table.loc[mask_t, "nn_cosine"].to_numpy()
         own = len(test_c) >= cfg.min_test
-        threshold = float(np.quantile(test_c, cfg.quantile)) if own else pooled
-        table.loc[mask_s | mask_t, "threshold"] = threshold
-        flags = table.loc[mask_s, "nn_cosine"].to_numpy() > threshold
+        table.loc[(table["label"] == c).to_numpy(), "threshold"] = float(np.quantile(test_c, cfg.quantile)) if own else pooled
+    table["flagged"] = table["nn_cosine"] > table["threshold"]  # NaN (no other training image of the class): not flagged
+    table["parent_copy"] = table["parent_cosine"] > table["threshold"]
+    syn_rows = table[is_syn]
+    for c in classes:
+        mask_s = is_syn & (table["label"] == c).to_numpy()
+        mask_t = ~is_syn & (table["label"] == c).to_numpy()
+        mine = table[mask_s]
+        children = mine[mine["parent_cosine"].notna()]
+        threshold = float(table.loc[mask_s | mask_t, "threshold"].iloc[0])
         pool = train_idx[labels_ref[train_idx] == c]
         syn_c = syn_raw[labels_syn == c]
         report["per_class"][c] = {
@@ -251,38 +355,60 @@ def audit(
         }
         memorization[c] = {
             "threshold": threshold,
-            "threshold_source": "class" if own else "pooled",
+            "threshold_source": "class" if mask_t.sum() >= cfg.min_test else "pooled",
             "n_synthetic": int(mask_s.sum()),
-            "n_flagged": int(flags.sum()),
-            "rate": _rate(flags),
-            "test_rate": _rate(test_c > threshold),  # the rule's false-positive rate on real images
-            "median_nn_cosine": float(np.median(table.loc[mask_s, "nn_cosine"])),
+            "n_flagged": int(mine["flagged"].sum()),
+            "rate": _rate(mine["flagged"].to_numpy()),
+            "test_rate": _rate(table.loc[mask_t, "flagged"].to_numpy()),  # the rule's false-positive rate on real images
+            "median_nn_cosine": _median(mine["nn_cosine"]),
+            "n_img2img": int(len(children)),
+            "n_parent_copies": int(children["parent_copy"].sum()),
+            "parent_copy_rate": _rate(children["parent_copy"].to_numpy()),
+            "median_parent_cosine": _median(children["parent_cosine"]),
         }
-    table["flagged"] = table["nn_cosine"] > table["threshold"]
     threshold_any = float(np.quantile(table.loc[~is_syn, "nn_cosine_any"], cfg.quantile))
     syn_pool = train_idx[np.isin(labels_ref[train_idx], classes)]
     report["overall"] = _fidelity(ref_raw[syn_pool], syn_raw, ref_raw[test_idx], cfg)
+    children = syn_rows[syn_rows["parent_cosine"].notna()]
     report["memorization"] = {
         **memorization,
-        "n_flagged": int(table.loc[is_syn, "flagged"].sum()),
-        "rate": _rate(table.loc[is_syn, "flagged"].to_numpy()),
+        "n_flagged": int(syn_rows["flagged"].sum()),
+        "rate": _rate(syn_rows["flagged"].to_numpy()),
         "test_rate": _rate(table.loc[~is_syn, "flagged"].to_numpy()),
         "threshold_any_class": threshold_any,  # nearest training image of any class, pooled test baseline
-        "rate_any_class": _rate(table.loc[is_syn, "nn_cosine_any"].to_numpy() > threshold_any),
+        "rate_any_class": _rate(syn_rows["nn_cosine_any"].to_numpy() > threshold_any),
+        "img2img": {
+            "n": int(len(children)),
+            "n_parent_copies": int(children["parent_copy"].sum()),
+            "parent_copy_rate": _rate(children["parent_copy"].to_numpy()),
+            "median_parent_cosine": _median(children["parent_cosine"]),
+            "parents_not_in_train": unmatched,
+            **({"by_strength": _by_strength(children, syn.loc[children.index, "strength"])} if "strength" in syn.columns else {}),
+        },
     }
 
     out.mkdir(parents=True, exist_ok=True)
+    per_image = None
+    if cfg.class_fidelity:
+        report["class_fidelity"], per_image = class_fidelity(everything, data_df, labeler)
+        with atomic_path(out / "class_fidelity.csv") as tmp:
+            per_image.to_csv(tmp, index=False)
+    else:
+        report["class_fidelity"] = {"reason": "switched off (class_fidelity: false)"}
+    report["cas"] = cas(everything, data_df, cas_recipe or TrainConfig(), out / "cas", cfg.cas_n_boot) if cfg.cas else {
+        "reason": "switched off (cas: false)"}
     with atomic_path(out / "memorization.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
     groups = {
         c: (
-            table.loc[is_syn & (table["label"] == c), "nn_cosine"].to_numpy(),
-            table.loc[~is_syn & (table["label"] == c), "nn_cosine"].to_numpy(),
+            table.loc[is_syn & (table["label"] == c), "nn_cosine"].dropna().to_numpy(),
+            table.loc[~is_syn & (table["label"] == c), "nn_cosine"].dropna().to_numpy(),
             memorization[c]["threshold"],
         )
         for c in classes
     }
     similarity_hist(groups, out / "similarity_hist.png", f"cosine to nearest same-class training image ({ext.name})")
     match_features(syn, reference.iloc[train_idx].reset_index(drop=True), syn_raw, ref_raw[train_idx], cfg.top_k, out, cfg.ssim_size)
+    _class_sheet(train, everything, per_image, [c for c in CODES if c in set(asked_class(everything))], out / "class_samples.png", cfg.seed)
     write_json_atomic(out / "audit.json", report)
     return report

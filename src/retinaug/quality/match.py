@@ -104,7 +104,7 @@ def _topk_faiss(faiss, query, reference, k, exclude):
     return scores, idx
 
 
-def _unit_images(df: pd.DataFrame, size: int, rows: np.ndarray) -> torch.Tensor:
+def unit_images(df: pd.DataFrame, size: int, rows: np.ndarray) -> torch.Tensor:
     """Cached images of `df`'s `rows` (transforms applied) as float NCHW in [0, 1]."""
     arr = image_cache(df, size).rows(df.iloc[rows])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
@@ -150,7 +150,7 @@ def match_features(
     # only the reference images that occur in a pair are loaded (the reference set can be large)
     q_used, q_pos = np.unique(qi, return_inverse=True)
     r_used, r_pos = np.unique(ri, return_inverse=True)
-    q_img, r_img = _unit_images(query_df, ssim_size, q_used), _unit_images(reference_df, ssim_size, r_used)
+    q_img, r_img = unit_images(query_df, ssim_size, q_used), unit_images(reference_df, ssim_size, r_used)
     table["ssim"] = pair_ssim(q_img[q_pos], r_img[r_pos]).astype(float)
     table["query_label"] = query_df["label"].to_numpy()[qi]
     table["match_label"] = reference_df["label"].to_numpy()[ri]

@@ -20,6 +20,7 @@ from ..errors import RetinaugError
 from ..io import write_text_atomic
 from ..lock import run_lock
 from .data import section_data, section_samples
+from .fidelity import section_fidelity
 from .generation import section_generator, section_labeling
 from .html import p
 from .provenance import section_provenance
@@ -39,6 +40,7 @@ SECTIONS: list[tuple[str, str, Callable[[Path], Markup | None]]] = [
     ("selection", "t-SNE selection", section_selection),
     ("similarity", "Similarity and memorization", section_similarity),
     ("fid", "FID / KID", section_fid),
+    ("fidelity", "Class fidelity and CAS", section_fidelity),
     ("confusion", "Confusion matrices", section_confusion),
     ("training", "Training curves", section_training),
     ("provenance", "Provenance", section_provenance),
