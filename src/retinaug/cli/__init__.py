@@ -1,6 +1,6 @@
 """`retinaug` command line: importing the per-stage modules registers their commands on `app`."""
 
-from . import audit, augment, classify, data, env, generate, phantom, pipeline  # noqa: F401  (register commands)
+from . import audit, augment, classify, data, env, export, generate, phantom, pipeline  # noqa: F401  (register commands)
 from .app import app
 
 

@@ -32,7 +32,7 @@ from ..errors import RetinaugError
 from ..hardware import default_device, new_accelerator, resolve_precision
 from ..io import atomic_path, sha256_text, write_json_atomic
 from ..progress import progress_bar
-from ..tracking import hparams, tracker_args
+from ..tracking import start_tracking, tracker_args
 from .conditioning import SIDES, Conditions
 from .sampling import SamplingPipeline
 
@@ -178,8 +178,7 @@ class Generator:
             mixed_precision=resolve_precision(cfg.mixed_precision, default_device()), gradient_accumulation_steps=cfg.grad_accum,
             **tracker_args(cfg.tracker, out),
         )
-        if cfg.tracker != "none":
-            accelerator.init_trackers(self.name, config=hparams(cfg))
+        start_tracking(accelerator, cfg.tracker, self.name, cfg, out)
         self.device = accelerator.device
         set_seed(cfg.seed)  # identical initialisation on every process
         self.build()
