@@ -1,4 +1,4 @@
-"""Optional accelerate tracker (TensorBoard): off by default; when on, the curves land in OUT/tracking."""
+"""Optional accelerate trackers (TensorBoard, MLflow, wandb): off by default; when on, the curves are logged."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from retinaug.generate import finetune
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+TINY_DDPM = {"size": 16, "steps": 4, "batch_size": 8, "block_out_channels": [16, 32], "norm_num_groups": 8,
+             "warmup_steps": 1, "samples_per_class": 1}
 
 
 def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -41,17 +44,12 @@ def test_classifier_curves_in_tensorboard(tmp_path):
 
 def test_generator_loss_curve_in_tensorboard(tmp_path):
     make_dataset(tmp_path / "data", patients_per_class=4, size=16)
-    tiny = {"size": 16, "steps": 4, "batch_size": 8, "block_out_channels": [16, 32], "norm_num_groups": 8,
-            "warmup_steps": 1, "samples_per_class": 1, "tracker": "tensorboard"}
-    finetune(tmp_path / "data", "ddpm", tiny, tmp_path / "gen")
+    finetune(tmp_path / "data", "ddpm", {**TINY_DDPM, "tracker": "tensorboard"}, tmp_path / "gen")
     history = json.loads((tmp_path / "gen" / "history.json").read_text())
     loss = _scalars(tmp_path / "gen" / "tracking")["loss"]
     assert [s for s, _ in loss] == history["step"] == [1, 2, 3, 4]
     assert [v for _, v in loss] == pytest.approx(history["loss"])
 
-
-TINY_DDPM = {"size": 16, "steps": 4, "batch_size": 8, "block_out_channels": [16, 32], "norm_num_groups": 8,
-             "warmup_steps": 1, "samples_per_class": 1}
 
 
 def test_generator_and_classifier_curves_in_mlflow_file_store(tmp_path, monkeypatch):

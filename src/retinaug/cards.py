@@ -9,7 +9,6 @@ the run's records show the audit still describes the images (and generator) at h
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from matplotlib.figure import Figure
 
 from . import __version__
 from .classes import CLASSES, CODES
-from .io import write_text_atomic
+from .io import json_dict, write_text_atomic
 from .quality.plots import save_figure
 from .stages import read_record
 
@@ -59,15 +58,6 @@ def front_matter(meta: dict) -> str:
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object file, or {} when it is absent or not one (cards show what exists)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def shown_path(value: str | None) -> str | None:
     """A local path as its last part (cards get published: the reader's disk layout is nobody's business); a hub id as is."""
     if not value:
@@ -97,13 +87,13 @@ def run_audit(run: str | Path, generator: str | Path | None = None) -> tuple[dic
     from .generate.run import RUN_RECORD, training_id
 
     run = Path(run)
-    audit = read_json(run / "quality" / "audit.json")
+    audit = json_dict(run / "quality" / "audit.json")
     if not audit:
         return None, "The run has no quality audit (the quality stage did not run)."
     if not stage_current(run, "quality"):
         return None, "The run's quality audit is out of date (an upstream stage changed since); re-run the pipeline to refresh it."
     if generator is not None:
-        made_by = read_json(run / "synthetic" / RUN_RECORD).get("generator_id")
+        made_by = json_dict(run / "synthetic" / RUN_RECORD).get("generator_id")
         if made_by != training_id(Path(generator)):
             return None, "The run's audited images were not made by this training of the generator."
     return audit, f"From the run's quality audit (`quality/audit.json`, features: {audit.get('extractor', '?')})."
@@ -180,7 +170,7 @@ def write_model_card(generator: str | Path, audit: dict | None = None, audit_not
     """Write GENERATOR/README.md (and loss_curve.png) from the folder's config.json and history.json, with the audit's
     figures when given. Rewriting it changes no other file (the text is only written when it differs)."""
     gen = Path(generator)
-    meta, history = read_json(gen / "config.json"), read_json(gen / "history.json")
+    meta, history = json_dict(gen / "config.json"), json_dict(gen / "history.json")
     cfg, method = meta.get("config") or {}, meta.get("method", "?")
     curve = _loss_curve(history, gen / LOSS_CURVE, gen / "history.json") if history else None
     base = cfg.get("base_model")

@@ -28,10 +28,10 @@ import pyarrow.parquet as pq
 import yaml
 
 from . import __version__
-from .cards import CARD, WARNING, front_matter, quality_section, read_json, run_audit, shown_path, table
+from .cards import CARD, WARNING, front_matter, quality_section, run_audit, shown_path, table
 from .classes import CLASSES, CODES
 from .errors import RetinaugError
-from .io import safe_join, write_text_atomic
+from .io import json_dict, safe_join, write_text_atomic
 from .manifest import load_manifest, manifest_file
 from .progress import console
 
@@ -106,7 +106,7 @@ def _synthetic(run: Path, accepted_only: bool) -> tuple[pd.DataFrame, dict]:
         if set(verdicts["path"]) != set(syn["path"]):
             raise RetinaugError(f"{run / 'label'} labels other images than {run / 'synthetic'} holds (the label stage is out of date): re-run the pipeline")
         syn = verdicts
-    labelled = next((s for s in map(read_json, summary_files) if s), {}) if "accepted" in syn.columns else {}
+    labelled = next((s for s in map(json_dict, summary_files) if s), {}) if "accepted" in syn.columns else {}
     if accepted_only:
         if "accepted" not in syn.columns:
             raise RetinaugError("--accepted-only needs the labeler's verdicts: run the labeler and label stages first")
@@ -213,7 +213,7 @@ def dataset_card(run: Path, meta: pd.DataFrame, what: str, accepted_only: bool, 
     """The README.md of an export, from the run's own records: data, split, generator, sampling, prompts, counts,
     labeler filter, audit figures."""
     cfg = _read_yaml(run / "config.yaml")
-    data_cfg, summary = cfg.get("data") or {}, read_json(run / "data" / "summary.json")
+    data_cfg, summary = cfg.get("data") or {}, json_dict(run / "data" / "summary.json")
     splits = [HF_SPLITS[s] for s in HF_SPLITS if (meta["split"] == s).any()]
     has_syn = (meta["origin"] == "synthetic").any()
     header = {
@@ -293,9 +293,9 @@ def _data_section(data_cfg: dict, summary: dict) -> list[str]:
 
 
 def _generation_section(run: Path, meta: pd.DataFrame, labelled: dict, accepted_only: bool) -> list[str]:
-    gen = read_json(run / "generator" / "config.json")
+    gen = json_dict(run / "generator" / "config.json")
     gcfg = gen.get("config") or {}
-    record = read_json(run / "synthetic" / "generate.json")
+    record = json_dict(run / "synthetic" / "generate.json")
     base = gcfg.get("base_model")
     start = f"LoRA fine-tuning of `{shown_path(base)}`" if gen.get("method") == "sd-lora" else "trained from scratch"
     lines = [f"**Generator.** `{gen.get('method', '?')}` ({start}) at {gcfg.get('size', '?')} px, trained on the "

@@ -87,3 +87,12 @@ def safe_join(root: str | Path, name: str) -> Path:
     if joined != root_n and not joined.startswith(root_n + os.sep):
         raise RetinaugError(f"path {name!r} escapes its data folder {root_n}")
     return Path(joined)
+
+
+def json_dict(path: str | Path) -> dict:
+    """A JSON object file, or {} when it is absent, unreadable or not an object: for optional records."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
