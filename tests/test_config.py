@@ -111,12 +111,12 @@ def test_data_section_carries_every_ingest_option_by_its_keyword_name():
 @pytest.mark.parametrize(
     "sets, fragment",
     [
-        (["data.labels=keywords"], "data: Value error, labels (odir only): not read when source is phantom"),
+        (["data.labels=keywords"], "data: labels (odir only): not read when source is phantom"),
         (["data.source=odir", "data.mapping={glau: G}"], "mapping (folder only): not read when source is odir"),
         (["data.source=folder", "data.allow_multilabel=true"], "allow_multilabel (odir only): not read when source is folder"),
         (["data.min_size=32"], "min_size (odir/folder only)"),
-        (["data.source=folder", "data.mapping={glau: Q}"], "data.mapping: Value error, --map glau=Q: unknown class code"),
-        (["data.source=folder", "data.patient_regex=(x"], "data.patient_regex: Value error, '(x' is not a valid regular expression"),
+        (["data.source=folder", "data.mapping={glau: Q}"], "data.mapping: --map glau=Q: unknown class code"),
+        (["data.source=folder", "data.patient_regex=(x"], "data.patient_regex: '(x' is not a valid regular expression"),
         (["data.source=odir", "data.labels=eyes"], "data.labels: Input should be 'kaggle' or 'keywords'"),
     ],
 )

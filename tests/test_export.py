@@ -41,7 +41,8 @@ def _loaded(folder: Path) -> dict[str, pd.DataFrame]:
 
 def test_synthetic_export_round_trips_through_datasets(tmp_path):
     run = tiny_run()
-    syn = load_manifest(run / "synthetic")
+    syn = load_manifest(run / "label")  # the synthetic images with the labeler's verdicts
+    assert sorted(syn["path"]) == sorted(load_manifest(run / "synthetic")["path"])
     result = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "ds")])
     assert result.exit_code == 0, result.output
     loaded = _loaded(tmp_path / "ds")
@@ -56,6 +57,7 @@ def test_synthetic_export_round_trips_through_datasets(tmp_path):
         assert row.label == source["label"] and row.file == f"train/{row.label}/{Path(source['path']).name}"
         assert row.steps == source["steps"] and row.guidance == pytest.approx(source["guidance"]) and row.origin == "synthetic"
         assert bool(row.accepted) == bool(source["accepted"]) and row.pred_label == source["pred_label"]
+        assert row.intended_label == source["intended_label"] and row.pred_conf == pytest.approx(source["pred_conf"])
         assert sha256_file(tmp_path / "ds" / row.file) == sha256_file(source["path"])
         assert os.stat(tmp_path / "ds" / row.file).st_ino == os.stat(source["path"]).st_ino  # hard-linked
     csv = pd.read_csv(tmp_path / "ds" / "metadata.csv")
@@ -101,14 +103,13 @@ def test_both_export_has_every_split_with_relative_provenance(tmp_path):
 
 def test_accepted_only_and_refusals(tmp_path):
     run = small_copy(tmp_path)
-    syn = load_manifest(run / "synthetic")
-    syn["accepted"] = pd.array([i % 2 == 0 for i in range(len(syn))], dtype="boolean")
-    save_manifest(syn, run / "synthetic")
+    verdicts = load_manifest(run / "label")
+    verdicts["accepted"] = pd.array([i % 2 == 0 for i in range(len(verdicts))], dtype="boolean")
+    save_manifest(verdicts, run / "label")
     export_run(run, tmp_path / "acc", accepted_only=True)
     train = _loaded(tmp_path / "acc")["train"]
-    assert len(train) == int(syn["accepted"].sum()) and train["accepted"].all()
-    card = (tmp_path / "acc" / "README.md").read_text()
-    assert "only those the labeler accepted" in card and f"{int(syn['accepted'].sum())} of {len(syn)} accepted" not in card
+    assert len(train) == int(verdicts["accepted"].sum()) == 10 and train["accepted"].all()
+    assert "only those the labeler accepted" in (tmp_path / "acc" / "README.md").read_text()
 
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
@@ -119,7 +120,10 @@ def test_accepted_only_and_refusals(tmp_path):
         export_run(run, tmp_path)
     with pytest.raises(RetinaugError, match="--accepted-only filters synthetic images"):
         export_run(run, tmp_path / "x", what="real", accepted_only=True)
-    syn.drop(columns=["accepted", "pred_label", "pred_conf"]).pipe(save_manifest, run / "synthetic")
+    save_manifest(verdicts.iloc[1:], run / "label")  # labels other images than synthetic/ holds
+    with pytest.raises(RetinaugError, match="label stage is out of date"):
+        export_run(run, tmp_path / "x")
+    shutil.rmtree(run / "label")
     with pytest.raises(RetinaugError, match="needs the labeler's verdicts"):
         export_run(run, tmp_path / "x", accepted_only=True)
     shutil.rmtree(run / "synthetic")

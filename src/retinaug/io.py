@@ -45,6 +45,12 @@ def read_json(path: str | Path) -> Any:
         return None
 
 
+def json_dict(path: str | Path) -> dict:
+    """`read_json` for files that hold an object: {} when the file is missing, unreadable or holds something else."""
+    data = read_json(path)
+    return data if isinstance(data, dict) else {}
+
+
 def read_yaml(path: str | Path) -> dict:
     """A YAML file holding a mapping; a missing file, invalid YAML or another type is a clear error."""
     import yaml
@@ -88,11 +94,3 @@ def safe_join(root: str | Path, name: str) -> Path:
         raise RetinaugError(f"path {name!r} escapes its data folder {root_n}")
     return Path(joined)
 
-
-def json_dict(path: str | Path) -> dict:
-    """A JSON object file, or {} when it is absent, unreadable or not an object: for optional records."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
