@@ -1,5 +1,5 @@
 """A tiny but complete pipeline run (every stage, real code, 16 px), built once per test session and shared by
-test_pipeline.py and test_report.py."""
+test_pipeline.py, test_report.py, test_export.py and test_model_card.py."""
 
 from __future__ import annotations
 
@@ -46,4 +46,17 @@ def tiny_run() -> Path:
     atexit.register(shutil.rmtree, root, ignore_errors=True)  # 100 MB per test session otherwise left in /tmp
     run = root / "run"
     run_pipeline(tiny_config(), run)
+    return run
+
+
+def quality_row(card: str, code: str) -> list[str]:
+    """The cells of one class's row in a card's Quality table."""
+    quality = card.split("## Quality", 1)[1].split("\n## ", 1)[0]
+    return next(line.strip("| ").split(" | ") for line in quality.splitlines() if line.startswith(f"| {code} | "))
+
+
+def small_copy(tmp_path: Path) -> Path:
+    """The shared tiny run without its experiments and models (what export and the cards read), to alter safely."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run(), run, ignore=shutil.ignore_patterns("experiments", "*.safetensors", "cache"))
     return run

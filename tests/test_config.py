@@ -89,3 +89,46 @@ def test_init_config_round_trip(tmp_path):
     assert "ema_decay" in text and "label_smoothing" in text  # every default written out
     again = CliRunner().invoke(app, ["init-config", "--preset", "demo", "-o", str(out)])
     assert again.exit_code != 0 and "exists" in again.output
+
+
+def test_data_section_carries_every_ingest_option_by_its_keyword_name():
+    import inspect
+
+    from retinaug.config import INGEST_OPTIONS, DataStage
+    from retinaug.ingest import prepare_folder, prepare_odir
+
+    for source, fn in (("odir", prepare_odir), ("folder", prepare_folder)):
+        keywords = set(inspect.signature(fn).parameters) - {"root", "out"}
+        assert keywords == {"val", "test", "seed", *INGEST_OPTIONS[source]}, f"{fn.__name__} options missing from data: or INGEST_OPTIONS"
+        assert keywords <= set(DataStage.model_fields)
+        defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items() if k in keywords}
+        assert defaults == {k: DataStage.model_fields[k].default for k in keywords}  # a run ingests as `prepare` does
+    cfg = load_config(overrides=["data.source=folder", "data.path=x", "data.mapping=glau=g,Katarakt=C", r"data.patient_regex=^(\d+)_"])
+    assert cfg.data.prepare_options() == {"val": 0.15, "test": 0.15, "seed": 0, "mapping": {"glau": "G", "katarakt": "C"},
+                                          "patient_regex": r"^(\d+)_", "min_size": 64, "workers": None}
+
+
+@pytest.mark.parametrize(
+    "sets, fragment",
+    [
+        (["data.labels=keywords"], "data: labels (odir only): not read when source is phantom"),
+        (["data.source=odir", "data.mapping={glau: G}"], "mapping (folder only): not read when source is odir"),
+        (["data.source=folder", "data.allow_multilabel=true"], "allow_multilabel (odir only): not read when source is folder"),
+        (["data.min_size=32"], "min_size (odir/folder only)"),
+        (["data.source=folder", "data.mapping={glau: Q}"], "data.mapping: --map glau=Q: unknown class code"),
+        (["data.source=folder", "data.patient_regex=(x"], "data.patient_regex: '(x' is not a valid regular expression"),
+        (["data.source=odir", "data.labels=eyes"], "data.labels: Input should be 'kaggle' or 'keywords'"),
+    ],
+)
+def test_ingest_options_are_checked_up_front(sets, fragment):
+    with pytest.raises(RetinaugError) as err:
+        load_config(overrides=sets)
+    assert fragment in str(err.value)
+
+
+def test_operational_settings_do_not_change_a_stage_hash():
+    from retinaug.stages import config_hash
+
+    base = load_config(overrides=["data.source=odir", "data.path=x"])
+    assert config_hash(base.data) == config_hash(load_config(overrides=["data.source=odir", "data.path=x", "data.workers=3"]).data)
+    assert config_hash(base.data) != config_hash(load_config(overrides=["data.source=odir", "data.path=x", "data.labels=keywords"]).data)

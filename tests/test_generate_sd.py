@@ -73,6 +73,9 @@ def test_sd_lora_finetune_reload_txt2img_img2img(sd_folder, data, tmp_path):
         up = [v for k, v in lora.items() if k.startswith(part) and k.endswith("up.weight")]
         assert len(up) >= 4 and all(v.abs().max() > 0 for v in up), part
     assert (tmp_path / "gen" / "samples.png").is_file()
+    card = (tmp_path / "gen" / "README.md").read_text()  # the model card names the base model, not this machine's path
+    assert f"fine-tuned from the base model `{sd_folder.name}`" in card and "pipeline_tag: text-to-image" in card
+    assert str(sd_folder) not in card and "| G | glaucoma | 4 | 2 |" in card
 
     gen = load_generator(tmp_path / "gen")  # reload from disk: base folder + LoRA file, no network
     assert gen.classes == ["G", "C"] and gen.noise.config.prediction_type == "epsilon"

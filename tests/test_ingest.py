@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -218,6 +219,54 @@ def test_folder_ingestion_with_mapping_and_patient_regex(tmp_path):
         prepare_folder(root, tmp_path / "x")
     with pytest.raises(RetinaugError, match="unknown class code"):
         prepare_folder(root, tmp_path / "x", mapping="katarakt=Q")
+
+
+ONLY_DATA = ["generator.enabled=false", "labeler.enabled=false", "selection.enabled=false", "augment.enabled=false",
+             "experiments.enabled=false", "quality.enabled=false"]
+
+
+def _same_manifest(a: Path, b: Path) -> pd.DataFrame:
+    left, right = load_manifest(a), load_manifest(b)
+    pd.testing.assert_frame_equal(left, right)
+    return left
+
+
+def test_run_with_keyword_labels_equals_prepare_odir(tmp_path):
+    kaggle_dataset(tmp_path / "odir")
+    runner = CliRunner()
+    prepared = runner.invoke(app, ["prepare", "odir", str(tmp_path / "odir"), "--out", str(tmp_path / "prep"), "--labels", "keywords",
+                                   "--val", "0.25", "--test", "0.25", "--seed", "3"])
+    assert prepared.exit_code == 0, prepared.output
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"data": {"source": "odir", "path": str(tmp_path / "odir"), "val": 0.25, "test": 0.25, "seed": 3}}))
+    sets = [a for s in ["data.labels=keywords", *ONLY_DATA] for a in ("--set", s)]
+    result = runner.invoke(app, ["run", str(config), "--out", str(tmp_path / "run"), *sets])
+    assert result.exit_code == 0, result.output
+    df = _same_manifest(tmp_path / "prep", tmp_path / "run" / "data")
+    assert df.set_index("path").loc[str(tmp_path / "odir/preprocessed_images/1_right.jpg"), "label"] == "N"  # kaggle says C
+    assert json.loads((tmp_path / "run/data/summary.json").read_text())["labels"] == "keywords"
+    kaggle = runner.invoke(app, ["run", str(config), "--out", str(tmp_path / "run2"), *sets[2:]])
+    assert kaggle.exit_code == 0 and load_manifest(tmp_path / "run2" / "data")["label"].value_counts().to_dict() == {"C": 18, "N": 6}
+
+
+def test_run_with_folder_map_and_patient_regex_equals_prepare_folder(tmp_path):
+    root = tmp_path / "folders"
+    for k in range(4):
+        for eye in ("L", "R"):
+            write_image(root / "glau" / f"p{k}_{eye}.png", seed=k * 2 + (eye == "R"))
+            write_image(root / "Katarakt" / f"q{k}_{eye}.jpg", seed=100 + k * 2 + (eye == "R"))
+    runner = CliRunner()
+    prepared = runner.invoke(app, ["prepare", "folder", str(root), "--out", str(tmp_path / "prep"), "--map", "glau=G,katarakt=C",
+                                   "--patient-regex", r"^(\w+)_[LR]$", "--min-size", "32", "--val", "0.25", "--test", "0.25"])
+    assert prepared.exit_code == 0, prepared.output
+    config = tmp_path / "run.yaml"  # the map as a YAML mapping, as a config file holds it
+    config.write_text(yaml.safe_dump({"data": {"source": "folder", "path": str(root), "mapping": {"glau": "G", "Katarakt": "C"},
+                                               "patient_regex": r"^(\w+)_[LR]$", "min_size": 32, "val": 0.25, "test": 0.25}}))
+    args = ["run", str(config), "--out", str(tmp_path / "run"), *[a for s in ONLY_DATA for a in ("--set", s)]]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    df = _same_manifest(tmp_path / "prep", tmp_path / "run" / "data")
+    assert df["patient_id"].nunique() == 8 and set(df["label"]) == {"G", "C"}
 
 
 @pytest.mark.skipif(not (SHARED_ODIR / "full_df.csv").is_file(), reason="shared ODIR copy not available")

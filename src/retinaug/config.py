@@ -6,12 +6,13 @@ overrides. Unknown keys and bad values are errors that name the key path (`exper
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .classes import ClassCodes
 from .classify.config import TrainConfig
@@ -34,16 +35,67 @@ class _Section(BaseModel):
 
 
 class DataStage(_Section):
-    """Where the real images come from and how patients are split."""
+    """Where the real images come from and how patients are split.
+
+    The odir and folder options carry the keyword names of `prepare_odir` / `prepare_folder` (and of the
+    `prepare odir|folder` CLI options), so a run ingests exactly as `retinaug prepare` does."""
 
     source: Literal["phantom", "odir", "folder"] = Field("phantom", description="phantom (embedded procedural data), odir (Kaggle ODIR-5K layout) or folder (one sub-folder per class).")
     path: str | None = Field(None, description="odir/folder: dataset folder, relative to the current directory or absolute.")
     n: int = Field(600, ge=10, description="phantom: number of images.")
     size: int = Field(64, ge=16, description="phantom: image size in pixels.")
     proportions: dict[str, float] | None = Field(None, description="phantom: class proportions (default: ODIR-like imbalance).")
+    labels: Literal["kaggle", "keywords"] = Field("kaggle", description="odir: label source; kaggle = the patient-level label (Kaggle labels column / N..O flags, as the paper), keywords = per-eye label from the eye's diagnostic keywords.")
+    allow_multilabel: bool = Field(False, description="odir: keep images with several findings under their primary class (a specific finding beats O) instead of rejecting them.")
+    mapping: dict[str, str] | None = Field(None, description="folder: folder name -> class code, e.g. {glaucoma: G, cataract: C} (or 'glaucoma=G,cataract=C'); codes and class names work without it.")
+    patient_regex: str | None = Field(None, description="folder: regex searched in each file stem; its group 'patient' (or first group) is the patient id, e.g. '^(\\d+)_'.")
+    min_size: int = Field(64, ge=1, description="odir/folder: reject images whose shorter side is below this many pixels.")
+    workers: int | None = Field(None, ge=1, description="odir/folder: threads that read and check images (default: 4 x CPU cores, at most 16); does not change the result.")
     val: float = Field(0.15, ge=0, lt=1, description="Fraction of patients for validation.")
     test: float = Field(0.15, gt=0, lt=1, description="Fraction of patients for test.")
     seed: int = Field(0, description="Seed of the patient-level split (and of the phantom images).")
+
+    @field_validator("mapping", mode="before")
+    @classmethod
+    def _mapping(cls, v):
+        from .ingest.folder import parse_mapping
+
+        try:
+            return parse_mapping(v) or None
+        except RetinaugError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("patient_regex")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"{v!r} is not a valid regular expression: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _options_of_source(self):
+        """An ingest option set for a source that does not read it is a mistake, not something to ignore."""
+        mine = INGEST_OPTIONS.get(self.source, ())
+        foreign = {k: [s for s, keys in INGEST_OPTIONS.items() if k in keys] for keys in INGEST_OPTIONS.values() for k in keys
+                   if k not in mine and getattr(self, k) != type(self).model_fields[k].default}
+        if foreign:
+            said = ", ".join(f"{k} ({'/'.join(sources)} only)" for k, sources in foreign.items())
+            raise ValueError(f"{said}: not read when source is {self.source}")
+        return self
+
+    def prepare_options(self) -> dict:
+        """Keyword arguments of the source's ingest function (`prepare_odir` / `prepare_folder`), beside root and out."""
+        return {k: getattr(self, k) for k in ("val", "test", "seed", *INGEST_OPTIONS[self.source])}
+
+
+# The options of each ingest function that DataStage carries under the same names (the split's val/test/seed aside).
+INGEST_OPTIONS: dict[str, tuple[str, ...]] = {
+    "odir": ("labels", "allow_multilabel", "min_size", "workers"),
+    "folder": ("mapping", "patient_regex", "min_size", "workers"),
+}
 
 
 class GeneratorStage(_Section):

@@ -101,6 +101,12 @@ def read_json(path: str | Path) -> Any:
         return None
 
 
+def json_dict(path: str | Path) -> dict:
+    """`read_json` for files that hold an object: {} when the file is missing, unreadable or holds something else."""
+    data = read_json(path)
+    return data if isinstance(data, dict) else {}
+
+
 def read_yaml(path: str | Path) -> dict:
     """A YAML file holding a mapping; a missing file, invalid YAML or another type is a clear error."""
     import yaml
@@ -189,3 +195,4 @@ def safe_join(root: str | Path, name: str) -> Path:
     if joined != root_n and not joined.startswith(root_n + os.sep):
         raise RetinaugError(f"path {name!r} escapes its data folder {root_n}")
     return Path(joined)
+

@@ -65,11 +65,11 @@ def data_stage(cfg, out: Path) -> None:
     elif cfg.source == "odir":
         from .ingest import prepare_odir
 
-        prepare_odir(cfg.path, out, val=cfg.val, test=cfg.test, seed=cfg.seed)
+        prepare_odir(cfg.path, out, **cfg.prepare_options())
     else:
         from .ingest import prepare_folder
 
-        prepare_folder(cfg.path, out, val=cfg.val, test=cfg.test, seed=cfg.seed)
+        prepare_folder(cfg.path, out, **cfg.prepare_options())
 
 
 def generator_stage(data: Path, cfg, out: Path) -> None:

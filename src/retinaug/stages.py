@@ -35,11 +35,12 @@ RECORD = "stage.json"
 FORMAT = 2  # 2: output hashes by file content (retinaug 0.2); records of another format are redone
 DIGESTS = ".digests.json"
 MANIFEST = "manifest.parquet"
-NOT_OUTPUTS = {"tracking", "logs", "cache", RECORD, "train_state.pt"}  # never read by a later stage
+# never read by a later stage; the model card (README.md, loss_curve.png) is rewritten by the report with the audit
+NOT_OUTPUTS = {"tracking", "logs", "cache", RECORD, "train_state.pt", "README.md", "loss_curve.png"}
 
-# Settings that change how work is watched, not its result, and their defaults: hashed as the default, so turning
-# TensorBoard on does not redo a finished stage.
-OPERATIONAL = {"tracker": "none"}
+# Settings that change how work is watched or paced, not its result, and their defaults: hashed as the default, so
+# turning TensorBoard on or reading images with more threads does not redo a finished stage.
+OPERATIONAL = {"tracker": "none", "workers": None}
 
 
 def result_settings(obj: Any) -> Any:

@@ -26,7 +26,7 @@ from ..hardware import default_device, new_accelerator, resolve_precision
 from ..io import sha256_file, sha256_text
 from ..manifest import load_manifest
 from ..progress import progress_bar
-from ..tracking import hparams, tracker_args
+from ..tracking import start_tracking, tracker_args
 from .config import TrainConfig
 from .data import ImageDataset, augmentation, class_weights, load_images, normalise, train_loader
 from .models import WEIGHTS, class_probs, create_model, save_classifier
@@ -106,8 +106,7 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         raise RetinaugError("init: all-classes needs the whole train split: call train(), or warm_start() and pass its path as init")
     set_seed(config.seed)
     accelerator = make_accelerator(config, out)
-    if config.tracker != "none":
-        accelerator.init_trackers("classifier", config=hparams(config))
+    start_tracking(accelerator, config.tracker, "classifier", config, out)
     y_train, y_val = _labels(train_df, classes), _labels(val_df, classes)
     train_pixels, val_pixels = load_images(train_df, config.size), load_images(val_df, config.size)
     t_data = time.perf_counter() - t0

@@ -4,7 +4,7 @@ import shlex
 import signal
 import sys
 
-from . import audit, augment, classify, data, env, generate, phantom, pipeline  # noqa: F401  (register commands)
+from . import audit, augment, classify, data, env, export, generate, phantom, pipeline  # noqa: F401  (register commands)
 from .app import app
 
 # verbs whose finished work survives an interruption and is picked up by running them again

@@ -30,9 +30,9 @@ from pydantic import BaseModel
 from ..cache import image_cache
 from ..errors import RetinaugError
 from ..hardware import default_device, new_accelerator, resolve_precision
-from ..io import atomic_path, sha256_text, write_json_atomic
+from ..io import atomic_path, json_dict, sha256_text, write_json_atomic
 from ..progress import progress_bar
-from ..tracking import hparams, tracker_args
+from ..tracking import start_tracking, tracker_args
 from .conditioning import SIDES, Conditions
 from .sampling import SamplingPipeline
 
@@ -178,8 +178,7 @@ class Generator:
             mixed_precision=resolve_precision(cfg.mixed_precision, default_device()), gradient_accumulation_steps=cfg.grad_accum,
             **tracker_args(cfg.tracker, out),
         )
-        if cfg.tracker != "none":
-            accelerator.init_trackers(self.name, config=hparams(cfg))
+        start_tracking(accelerator, cfg.tracker, self.name, cfg, out)
         self.device = accelerator.device
         set_seed(cfg.seed)  # identical initialisation on every process
         self.build()
@@ -192,9 +191,9 @@ class Generator:
         for i, phase in enumerate(phases):
             key = sha256_text(json.dumps({"after": key, "phase": phase.name, "settings": phase.settings}, sort_keys=True, default=str))
             kept = Path(out) / phase.name if out is not None and phase.save is not None and i < len(phases) - 1 else None
-            if kept is not None and _read_json(kept / PHASE_RECORD).get("key") == key:
+            if kept is not None and json_dict(kept / PHASE_RECORD).get("key") == key:
                 phase.load(kept)
-                history[phase.name] = _read_json(kept / PHASE_RECORD)["history"]
+                history[phase.name] = json_dict(kept / PHASE_RECORD)["history"]
                 log.info("%s phase already trained in %s: reused", phase.name, kept)
                 continue
             set_seed(cfg.seed + 1009 * i + accelerator.process_index)  # different batches/noise per process
@@ -328,14 +327,6 @@ def load_checkpoint(path: Path) -> dict:
     if missing:
         raise RetinaugError(f"{path} is not a retinaug training checkpoint (missing {', '.join(missing)}); delete it to train from step 0")
     return state
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def training_settings(config: BaseModel, exclude: tuple[str, ...] = ()) -> dict:

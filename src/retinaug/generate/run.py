@@ -21,6 +21,7 @@ from PIL import Image
 from pydantic import BaseModel
 from torchvision.utils import make_grid
 
+from ..cards import write_model_card
 from ..classes import CLASSES
 from ..errors import RetinaugError, validated
 from ..hardware import resolve_precision
@@ -63,9 +64,9 @@ def finetune(
     """Train generator `method` ('ddpm', 'ldm' or 'sd-lora') on the TRAIN split of the manifest in `data`.
 
     It learns every class of the TRAIN split unless `train_classes` narrows that. Writes `out/config.json`, the
-    weights (safetensors), `out/history.json` and `out/samples.png` (a row per class); returns the config.json
-    content. Every `checkpoint_every` steps the training state is saved in `out`, so running the same call again
-    after an interruption continues from the last checkpoint."""
+    weights (safetensors), `out/history.json`, `out/samples.png` (a row per class) and the model card `out/README.md`
+    (with `out/loss_curve.png`); returns the config.json content. Every `checkpoint_every` steps the training state
+    is saved in `out`, so running the same call again after an interruption continues from the last checkpoint."""
     out = Path(out)
     gen = create_generator(method, config)
     gen.check()
@@ -87,11 +88,13 @@ def finetune(
         "train_counts": {c: int(counts.get(c, 0)) for c in gen.classes},
         "n_train_images": int(len(train)),
         "train_patients": int(train["patient_id"].nunique()),
+        "train_patients_per_class": {str(c): int(n) for c, n in train.groupby("label")["patient_id"].nunique().items()},
         "weights_sha256": weight_checksums(out),  # checked by load_generator
     }
     write_json_atomic(out / "history.json", history)
     write_json_atomic(out / CONFIG_NAME, meta)  # last: a folder with config.json is a finished generator
     save_samples(gen, out / "samples.png")
+    write_model_card(out)
     log.info(
         "trained %s on %d TRAIN images (%s): %d steps in %.0fs (%.1f img/s), final loss %.4f -> %s",
         gen.name, len(train), ", ".join(gen.classes), history["steps"], history["seconds"], history["images_per_s"],
@@ -189,7 +192,7 @@ def generate(generator: str | Path, data: str | Path, out: str | Path, config: G
     gen.to(state.device)
     pipe = gen.pipeline()
     settings = sampling_settings(pipe, cfg, gen.name, state.device)
-    record = {"generator": str(generator.resolve()), "generator_id": _training_id(generator), "method": gen.name, "seed": cfg.seed,
+    record = {"generator": str(generator.resolve()), "generator_id": training_id(generator), "method": gen.name, "seed": cfg.seed,
               "sampling": {**settings, "mode": cfg.mode, **({"strength": cfg.strength} if cfg.mode == "img2img" else {})}}
     if state.is_main_process:
         _check_and_clean(out, record)
@@ -271,7 +274,7 @@ def sampling_settings(pipe, cfg: GenerateConfig, method: str, device) -> dict:
     return {**defaults, **asked, "precision": resolve_precision(cfg.precision, device)}
 
 
-def _training_id(generator: Path) -> str:
+def training_id(generator: Path) -> str:
     """Identifies one training run of a generator folder: its config.json and history.json (loss curve, timings)."""
     files = [generator / name for name in (CONFIG_NAME, "history.json")]
     return sha256_text("\n".join(f.read_text() for f in files if f.is_file()))[:16]

@@ -16,6 +16,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from ..cards import refresh_model_card
 from ..errors import RetinaugError
 from ..io import write_text_atomic
 from ..lock import run_lock
@@ -61,6 +62,10 @@ def build_report(run: str | Path) -> Path:
             "give the folder passed to `retinaug run --out` (or one holding e.g. data/ from `retinaug prepare`)"
         )
     with run_lock(run, "report"):
+        try:  # the generator's card gets the audit figures once the quality stage measured its images
+            refresh_model_card(run)
+        except Exception as exc:  # a card that cannot be written must not cost the report
+            log.warning("generator model card not refreshed: %s", exc)
         rendered = []
         for key, title, fn in SECTIONS:
             try:

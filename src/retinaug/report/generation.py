@@ -28,7 +28,8 @@ def section_generator(run: Path) -> Markup | None:
     method = cfg.get("method") or ""
     text = f"method {method}; " if method else ""
     text += ", ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in facts.items())
-    return join([p(text), img(uri, "generator loss")])
+    card = Markup('<p>Model card (training data, config, audit figures): <a href="../generator/README.md">generator/README.md</a></p>')
+    return join([p(text), img(uri, "generator loss"), *([card] if (run / "generator" / "README.md").is_file() else [])])
 
 
 def section_labeling(run: Path) -> Markup | None:

@@ -1,0 +1,29 @@
+"""CLI verb `export`: a run's images as a Hugging Face imagefolder dataset with a dataset card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from .app import app
+
+
+@app.command("export")
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder (runs/NAME).", file_okay=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write (new, empty, or an earlier export, which is replaced).")],
+    what: Annotated[Literal["synthetic", "real", "both"], typer.Option(help="synthetic images (train split), the real images of every split, or both.")] = "synthetic",
+    accepted_only: Annotated[bool, typer.Option("--accepted-only", help="Only the synthetic images the labeler accepted.")] = False,
+    copy: Annotated[bool, typer.Option("--copy", help="Copy every image (default: hard-link when --out is on the same file system).")] = False,
+) -> None:
+    """Write a run's images in the Hugging Face `imagefolder` layout: OUT/<split>/<class>/<file>, per-split
+    metadata.parquet and one metadata.csv (file_name, label, split, origin and every provenance column), and a
+    README.md dataset card (how the images were made, counts per class, the run's fidelity/CAS/FID/memorization).
+
+    Example: retinaug export runs/demo --out exports/demo-synthetic --accepted-only
+    """
+    from ..export import export_run
+
+    export_run(run, out, what=what, accepted_only=accepted_only, copy=copy)

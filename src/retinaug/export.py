@@ -1,0 +1,324 @@
+"""`retinaug export RUN --out DIR`: what a run made, as a Hugging Face `imagefolder` dataset with a dataset card.
+
+    DIR/README.md                   dataset card: YAML header, how the images were made, counts, the run's audit figures
+    DIR/metadata.csv                every image: file_name (relative to DIR), label, split, origin and provenance columns
+    DIR/<split>/<label>/<file>      split = train, validation, test (the run's patient-level split)
+    DIR/<split>/metadata.parquet    the same rows per split (file_name relative to the split), typed: what datasets reads
+
+`datasets.load_dataset("imagefolder", data_dir=DIR)` then gives one split per folder with the image, its label and every
+provenance column. The typed per-split tables are what datasets reads because it infers a CSV column's type per file
+(and per 10,000 rows) with pandas: a column empty in one split (the prompt of real test images) turns into floats there,
+so the splits no longer load together, and 63-bit image seeds lose digits as floats. The CSV is the same table for people
+and spreadsheets. Image files are hard-linked when DIR is on the same file system (else copied); every target path is
+checked to stay inside DIR, and paths of this machine are not published (`parent` and `source_file` are relative to
+the real dataset's folder).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from . import __version__
+from .cards import CARD, WARNING, front_matter, quality_section, run_audit, shown_path, table
+from .classes import CLASSES, CODES
+from .errors import RetinaugError
+from .io import json_dict, safe_join, write_text_atomic
+from .manifest import load_manifest, manifest_file
+from .progress import console
+
+WHAT = ("synthetic", "real", "both")
+HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+MARK = "<!-- retinaug export: this folder is rewritten by `retinaug export` -->"
+LOCAL_PATHS = ("path", "parent", "generator_dir")  # columns holding this machine's paths; published relative or not at all
+
+
+def export_run(run: str | Path, out: str | Path, what: str = "synthetic", accepted_only: bool = False, copy: bool = False) -> Path:
+    """Write the images of RUN (`what`: synthetic, real or both) as an imagefolder dataset in `out`; returns `out`.
+
+    `accepted_only` keeps only the synthetic images the labeler accepted. `out` must be empty, absent or an earlier
+    export (which is replaced whole, so no stale image survives); it is built beside and moved into place at the end."""
+    run, out = Path(run), Path(out)
+    if what not in WHAT:
+        raise RetinaugError(f"--what must be one of {', '.join(WHAT)}, not {what!r}")
+    if not run.is_dir():
+        raise RetinaugError(f"run folder {run} not found")
+    if accepted_only and what == "real":
+        raise RetinaugError("--accepted-only filters synthetic images; with --what real there are none (use --what synthetic or both)")
+    _check_target(out, run)
+    rows, root, labelled = _rows(run, what, accepted_only)
+    table_ = _metadata(rows, root)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".export", dir=out.parent))
+    try:
+        linked = _place(rows["path"].tolist(), table_["file_name"].tolist(), staging, copy)
+        _write_metadata(table_, staging)
+        write_text_atomic(staging / CARD, dataset_card(run, table_, what, accepted_only, labelled))
+        _swap(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    how = "hard-linked" if linked == len(rows) else f"{linked} hard-linked, {len(rows) - linked} copied" if linked else "copied"
+    console.print(f"exported {len(rows)} images ({how}) to {out}; load with datasets.load_dataset('imagefolder', data_dir='{out}')")
+    return out
+
+
+# ---------------------------------------------------------------- which images
+
+
+def _rows(run: Path, what: str, accepted_only: bool) -> tuple[pd.DataFrame, Path, dict]:
+    """(manifest rows to export, the real dataset's folder, the labeler's summary when it labelled the synthetic images)."""
+    if not manifest_file(run / "data").is_file():
+        raise RetinaugError(f"not a run folder: no data/manifest.parquet in {run}")
+    data = load_manifest(run / "data")
+    real = data[data["origin"] == "real"]
+    root = Path(os.path.commonpath([os.path.dirname(p) for p in real["path"]])) if len(real) else run
+    parts, labelled = [], {}
+    if what in ("real", "both"):
+        parts.append(real)
+    if what in ("synthetic", "both"):
+        syn, labelled = _synthetic(run, accepted_only)
+        parts.append(syn)
+    rows = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+    if rows.empty:
+        raise RetinaugError(f"nothing to export: {run} has no {'accepted synthetic' if accepted_only else what} images")
+    order = {s: i for i, s in enumerate(HF_SPLITS)}
+    rows = rows.assign(_s=rows["split"].map(order), _o=rows["origin"] != "real").sort_values(["_s", "_o", "label", "path"], kind="stable")
+    return rows.drop(columns=["_s", "_o"]).reset_index(drop=True), root, labelled
+
+
+def _synthetic(run: Path, accepted_only: bool) -> tuple[pd.DataFrame, dict]:
+    """The synthetic rows with the labeler's verdicts when the label stage ran (RUN/label, or in place in RUN/synthetic)."""
+    if not manifest_file(run / "synthetic").is_file():
+        raise RetinaugError(f"no synthetic images in this run (no synthetic/manifest.parquet in {run}): run the generator and "
+                            "synthetic stages, or export --what real")
+    syn = load_manifest(run / "synthetic")
+    summary_files = [run / "label" / "summary.json", run / "synthetic" / "label_summary.json"]
+    if manifest_file(run / "label").is_file():
+        verdicts = load_manifest(run / "label")
+        if set(verdicts["path"]) != set(syn["path"]):
+            raise RetinaugError(f"{run / 'label'} labels other images than {run / 'synthetic'} holds (the label stage is out of date): re-run the pipeline")
+        syn = verdicts
+    labelled = next((s for s in map(json_dict, summary_files) if s), {}) if "accepted" in syn.columns else {}
+    if accepted_only:
+        if "accepted" not in syn.columns:
+            raise RetinaugError("--accepted-only needs the labeler's verdicts: run the labeler and label stages first")
+        syn = syn[syn["accepted"].fillna(False).astype(bool)]
+    return syn, labelled
+
+
+# ---------------------------------------------------------------- the table and the files
+
+
+def _relative(path: object, root: Path) -> object:
+    if path is None or pd.isna(path):
+        return pd.NA
+    rel = os.path.relpath(str(path), root)
+    return Path(str(path)).name if rel.startswith("..") else Path(rel).as_posix()
+
+
+def _metadata(rows: pd.DataFrame, root: Path) -> pd.DataFrame:
+    """file_name (split/label/name, unique), label, then every manifest column but this machine's paths."""
+    names, taken = [], set()
+    for split, label, path in zip(rows["split"], rows["label"], rows["path"]):
+        stem, suffix = os.path.splitext(os.path.basename(str(path)).lstrip(".") or "image")
+        name, k = f"{HF_SPLITS[split]}/{label}/{stem}{suffix.lower()}", 1
+        while name.lower() in taken:  # two sources with one name (or names differing in case only)
+            name, k = f"{HF_SPLITS[split]}/{label}/{stem}-{k}{suffix.lower()}", k + 1
+        taken.add(name.lower())
+        names.append(name)
+    meta = rows.drop(columns=[c for c in LOCAL_PATHS if c in rows.columns])
+    meta.insert(0, "file_name", names)
+    meta.insert(1, "label", meta.pop("label"))
+    is_real = rows["origin"] == "real"
+    meta["source_file"] = pd.array([_relative(p, root) if r else pd.NA for p, r in zip(rows["path"], is_real)], dtype="string")
+    if "parent" in rows.columns:
+        meta["parent"] = pd.array([_relative(p, root) for p in rows["parent"]], dtype="string")
+    return meta
+
+
+def _place(sources: list[str], names: list[str], root: Path, copy: bool) -> int:
+    """Hard-link (or copy) each source image to ROOT/name; returns how many were linked."""
+    linked = 0
+    for src, name in zip(sources, names):
+        target = safe_join(root, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not os.path.isfile(src):
+            raise RetinaugError(f"image {src} of the run is missing; re-run the stage that made it")
+        if not copy:
+            try:
+                os.link(src, target)
+                linked += 1
+                continue
+            except OSError:  # another file system, or links not allowed there
+                pass
+        shutil.copyfile(src, target)
+    return linked
+
+
+def _write_metadata(meta: pd.DataFrame, root: Path) -> None:
+    meta.to_csv(root / "metadata.csv", index=False)
+    schema = pa.Schema.from_pandas(meta, preserve_index=False)  # one schema for every split
+    for split, part in meta.groupby(meta["file_name"].str.split("/").str[0], sort=False):
+        part = part.assign(file_name=part["file_name"].str.split("/", n=1).str[1])
+        pq.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False), root / split / "metadata.parquet")
+
+
+def _check_target(out: Path, run: Path) -> None:
+    """Refuse to write where something else lives: a file, a folder of other files, or the run folder itself."""
+    if run.resolve().is_relative_to(out.resolve()):
+        raise RetinaugError(f"--out {out} would contain the run folder {run}; choose a folder beside or inside it")
+    if out.exists() and not out.is_dir():
+        raise RetinaugError(f"--out {out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and MARK not in _card_text(out):
+        raise RetinaugError(f"--out {out} is not empty and holds no earlier export; choose an empty or new folder")
+
+
+def _card_text(folder: Path) -> str:
+    try:
+        return (folder / CARD).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _swap(staging: Path, out: Path) -> None:
+    """Move the finished export into place; an earlier export there is removed only after the move succeeded."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the dataset card
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def dataset_card(run: Path, meta: pd.DataFrame, what: str, accepted_only: bool, labelled: dict) -> str:
+    """The README.md of an export, from the run's own records: data, split, generator, sampling, prompts, counts,
+    labeler filter, audit figures."""
+    cfg = _read_yaml(run / "config.yaml")
+    data_cfg, summary = cfg.get("data") or {}, json_dict(run / "data" / "summary.json")
+    splits = [HF_SPLITS[s] for s in HF_SPLITS if (meta["split"] == s).any()]
+    has_syn = (meta["origin"] == "synthetic").any()
+    header = {
+        "license": "unknown",
+        "task_categories": ["image-classification"],
+        "size_categories": [_size_category(len(meta))],
+        "tags": ["retinaug", "fundus", "ophthalmology", "medical-imaging"] + (["synthetic"] if has_syn else []),
+        "pretty_name": f"{cfg.get('name', run.name)} ({what} fundus images, retinaug)",
+    }
+    kind = {"synthetic": "synthetic", "real": "real", "both": "real and synthetic"}[what]
+    lines = [MARK, "", f"# {cfg.get('name', run.name)}: {kind} fundus photographs", "",
+             f"Exported with retinaug {__version__} on {time.strftime('%Y-%m-%d')} from the run `{run.name}`: "
+             f"{len(meta)} images of {meta['label'].nunique()} classes"
+             + (", only those the labeler accepted" if accepted_only else "") + ".", "",
+             WARNING, "",
+             "**License: not set.** Set `license:` in the header above before publishing; real images keep the license "
+             "of the dataset they come from, and synthetic images derive from it.", "",
+             "## Contents", ""]
+    columns = [(s, o) for s in HF_SPLITS for o in ("real", "synthetic") if ((meta["split"] == s) & (meta["origin"] == o)).any()]
+    rows = [[c, CLASSES[c], *(int(((meta["label"] == c) & (meta["split"] == s) & (meta["origin"] == o)).sum()) for s, o in columns),
+             int((meta["label"] == c).sum())] for c in CODES if (meta["label"] == c).any()]
+    rows.append(["all", "", *(int(((meta["split"] == s) & (meta["origin"] == o)).sum()) for s, o in columns), len(meta)])
+    lines += table(["class", "name", *(f"{HF_SPLITS[s]} {o}" for s, o in columns), "total"], rows) + [""]
+    lines += _data_section(data_cfg, summary)
+    if has_syn:
+        lines += _generation_section(run, meta, labelled, accepted_only)
+        lines += quality_section(*run_audit(run))
+    lines += [
+        "## Files and columns", "",
+        "- `<split>/<class>/<file>`: the images; " + ", ".join(f"`{s}`" for s in splits) + " are the run's patient-level "
+        "splits (no patient in two of them; synthetic images belong to `train`).",
+        "- `<split>/metadata.parquet`: one row per image of the split (what `datasets` reads); `metadata.csv`: all rows, "
+        "`file_name` relative to this folder.",
+        "- `label`: the class code the image trains as (" + ", ".join(f"{c} {CLASSES[c]}" for c in CODES) + ").",
+        "- `split`, `origin` (real / synthetic), `patient_id` (`syn-*` for synthetic images), `eye`, `source`.",
+        "- real images: `source_file` (path in the source dataset), `sha256` and what the ingest kept (e.g. `findings`, `keywords`).",
+        "- synthetic images: `generator`, `seed` (the image's own seed), `steps`, `guidance`, `prompt`, `negative_prompt`, "
+        "img2img `parent` (its real training image, as in `source_file`) and `strength`; when labelled, `pred_label`, "
+        "`pred_conf`, `accepted`, `intended_label` (the class asked of the generator).", "",
+        "## Loading", "",
+        "```python",
+        "from datasets import load_dataset",
+        'ds = load_dataset("imagefolder", data_dir="PATH/TO/THIS/FOLDER")',
+        f"ds[{splits[0]!r}][0]  # image, label and the columns above",
+        "```", "",
+        "## Intended use and limitations", "",
+        "Research on augmenting fundus-photo classifiers and on judging synthetic medical images (train on `train`, select "
+        "on `validation`, report on the untouched real `test` patients). Synthetic images can carry the training images' "
+        "biases and artefacts, and a few can be near-copies of them (see the memorization figures); check the real images' "
+        "license before redistributing.", "",
+        WARNING, "",
+    ]
+    return front_matter(header) + "\n" + "\n".join(lines)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _data_section(data_cfg: dict, summary: dict) -> list[str]:
+    source = data_cfg.get("source", "?")
+    where = {"phantom": "retinaug's procedural phantom fundus images (no patient data)",
+             "odir": f"ODIR-5K (`{shown_path(data_cfg.get('path'))}`, {summary.get('layout', '?')} layout), labels from "
+                     + ("the per-eye diagnostic keywords" if data_cfg.get("labels") == "keywords" else "Kaggle's patient-level labels"),
+             "folder": f"class folders (`{shown_path(data_cfg.get('path'))}`)"}.get(source, source)
+    per_split = summary.get("patients_per_split") or {}
+    lines = ["## How it was made", "", f"**Data.** {where}: {summary.get('rows', '?')} images of {summary.get('patients', '?')} "
+             f"patients after the ingest checks ({summary.get('rejected_total', 0)} files rejected, see the run's `data/rejected.csv`). "
+             f"Split by patient (seed {data_cfg.get('seed', '?')}): "
+             + ", ".join(f"{HF_SPLITS[s]} {per_split.get(s, '?')} patients" for s in HF_SPLITS)
+             + f" (validation {data_cfg.get('val', '?')}, test {data_cfg.get('test', '?')} of the patients).", ""]
+    return lines
+
+
+def _generation_section(run: Path, meta: pd.DataFrame, labelled: dict, accepted_only: bool) -> list[str]:
+    gen = json_dict(run / "generator" / "config.json")
+    gcfg = gen.get("config") or {}
+    record = json_dict(run / "synthetic" / "generate.json")
+    base = gcfg.get("base_model")
+    start = f"LoRA fine-tuning of `{shown_path(base)}`" if gen.get("method") == "sd-lora" else "trained from scratch"
+    lines = [f"**Generator.** `{gen.get('method', '?')}` ({start}) at {gcfg.get('size', '?')} px, trained on the "
+             f"{gen.get('n_train_images', '?')} real TRAIN images of {gen.get('train_patients', '?')} patients "
+             f"(classes {', '.join(gen.get('classes') or [])}; {gcfg.get('steps', '?')} steps, seed {gcfg.get('seed', '?')}). "
+             "Its model card is the generator folder's README.md.", ""]
+    sampling = record.get("sampling") or {}
+    if sampling:
+        lines += ["**Sampling.** " + ", ".join(f"{k} {v}" for k, v in sampling.items() if v is not None)
+                  + f"; run seed {record.get('seed', '?')}, each image's seed derived from (run seed, class, index).", ""]
+    syn = meta[meta["origin"] == "synthetic"]
+    asked = syn["intended_label"] if "intended_label" in syn.columns else syn["label"]
+    prompts = []
+    for c in [c for c in CODES if (asked == c).any()]:
+        texts = syn.loc[asked == c, "prompt"].dropna().unique() if "prompt" in syn.columns else []
+        prompts.append([c, "; ".join(f"`{t}`" for t in sorted(texts)[:2]) + (" ..." if len(texts) > 2 else "") if len(texts) else "(class embedding, no text)"])
+    lines += ["**Prompts** (the condition each class was sampled with):", "", *table(["class", "prompt"], prompts), ""]
+    if labelled:
+        per = labelled.get("per_class") or {}
+        lines += [f"**Labeler filter.** A classifier trained on the real TRAIN images labelled every synthetic image (policy "
+                  f"`{labelled.get('policy')}`, confidence threshold {labelled.get('threshold')}): {labelled.get('accepted')} of "
+                  f"{labelled.get('generated')} accepted" + ("; only accepted images are exported." if accepted_only else
+                                                              "; every image is exported, `accepted` says which passed."), "",
+                  *table(["class", "generated", "accepted", "rate"],
+                         [[c, v.get("generated"), v.get("accepted"), v.get("rate")] for c, v in per.items()]), ""]
+    return lines
