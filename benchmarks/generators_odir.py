@@ -55,6 +55,10 @@ ROWS: dict[str, dict] = {
        for s in (0.3, 0.5, 0.7)},
     "ldm-128": dict(method="ldm", train={**LDM, "train_classes": "all"}, sample=SAMPLE,
                     what="latent diffusion at 128 px: autoencoder + class-conditional latent UNet, every class"),
+    "ddpm-all-img2img-0.3-0.7": dict(generator="ddpm-all", sample={**SAMPLE, "mode": "img2img", "strength": [0.3, 0.7]},
+                                     what="ddpm-all, img2img with a strength drawn per image in [0.3, 0.7] (DA-Fusion style)"),
+    "ddpm-5class-img2img-0.5": dict(generator="ddpm-5class", sample={**SAMPLE, "mode": "img2img", "strength": 0.5},
+                                    what="ddpm-5class, img2img from real train parents at strength 0.5"),
 }
 
 # The scenario classifier of odir-cpu (CAS) and its labeler (class fidelity, FID features).

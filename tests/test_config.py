@@ -105,7 +105,7 @@ def test_data_section_carries_every_ingest_option_by_its_keyword_name():
         assert defaults == {k: DataStage.model_fields[k].default for k in keywords}  # a run ingests as `prepare` does
     cfg = load_config(overrides=["data.source=folder", "data.path=x", "data.mapping=glau=g,Katarakt=C", r"data.patient_regex=^(\d+)_"])
     assert cfg.data.prepare_options() == {"val": 0.15, "test": 0.15, "seed": 0, "mapping": {"glau": "G", "katarakt": "C"},
-                                          "patient_regex": r"^(\d+)_", "min_size": 64, "workers": None}
+                                          "patient_regex": r"^(\d+)_", "unmatched": "own-patient", "min_size": 64, "workers": None}
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """Class fidelity and CAS on planted cases: "synthetic" images that are copies of real images of the right class,
-of a wrong class, or carry shuffled labels, with a real (tiny) labeler and real classifier fits."""
+or of a wrong class, with a real (tiny) labeler and real classifier fits."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def test_pred_label_column_is_used_and_missing_recall_has_a_reason(world):
     assert no_test["per_class"]["G"]["reason"] == "no real test image of class G"
 
 
-def test_cas_on_copies_of_train_images_matches_real_and_shuffled_labels_are_chance(world, tmp_path):
+def test_cas_on_copies_of_train_images_matches_real_and_wrong_labels_fail(world, tmp_path):
     root, data = world
     copies = planted(root, data, "cas-copies", [(p, c) for c in CLASSES for p in real(data, "train", c)])
     good = cas(copies, data, RECIPE, tmp_path / "good")
@@ -109,13 +109,12 @@ def test_cas_on_copies_of_train_images_matches_real_and_shuffled_labels_are_chan
     for name in ("synthetic", "real"):
         assert (tmp_path / "good" / name / "model.safetensors").is_file() and (tmp_path / "good" / name / "metrics.json").is_file()
 
-    # shuffled labels: every asked class holds the same mix of the three real classes, so nothing can be learnt
-    pool = [p for c in CLASSES for p in real(data, "train", c)]
-    order = np.random.default_rng(0).permutation(len(pool))
-    shuffled = planted(root, data, "cas-shuffled", [(pool[k], CLASSES[i % 3]) for i, k in enumerate(order)])
-    mix = pd.crosstab(shuffled["label"], [p.split("/")[-2] for p in np.array(pool)[order]])
-    assert (mix.to_numpy() >= 4).all()  # each asked class has >= 4 images of each true class
-    bad = cas(shuffled, data, RECIPE, tmp_path / "bad")
+    # every image asked as the wrong class (G as C, C as A, A as G): what is learnt is the wrong mapping. (Shuffled
+    # labels proved a poor planted case: with nothing to learn, the epoch kept by real-val selection could be one whose
+    # random mapping happened to be right.)
+    wrong = {c: CLASSES[(i + 1) % len(CLASSES)] for i, c in enumerate(CLASSES)}
+    mislabelled = planted(root, data, "cas-wrong", [(p, wrong[c]) for c in CLASSES for p in real(data, "train", c)])
+    bad = cas(mislabelled, data, RECIPE, tmp_path / "bad")
     assert bad["synthetic"]["macro_f1"] <= 0.5 and bad["f1_ratio"] <= 0.6
     assert bad["real"]["macro_f1"] == pytest.approx(good["real"]["macro_f1"])  # the same real fit, same seed
 

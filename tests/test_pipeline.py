@@ -135,17 +135,19 @@ def test_pipeline_kill9_during_generate_then_rerun_same_results(tmp_path):
     import sys
     import time
 
+    import torch
     from pipeline_helpers import TINY
 
     raw = copy.deepcopy(TINY)
     raw["synthetic"]["batch_size"] = 1  # many small batches: a window to kill in
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(raw))
-    reference = tmp_path / "reference"  # not the shared tiny_run(): other tests re-run it with other settings
-    run_pipeline(tiny_config("synthetic.batch_size=1"), reference)
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-c", "from retinaug.cli import main; main()", "run", str(cfg), "--out", str(run)]
-    env = {**os.environ, "RETINAUG_QUIET": "1"}
+    run, reference = tmp_path / "run", tmp_path / "reference"  # not the shared tiny_run(): others re-run it changed
+    cmd = [sys.executable, "-c", "from retinaug.cli import main; main()", "run", str(cfg), "--out"]
+    env = {**os.environ, "RETINAUG_QUIET": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    # the reference in a process of its own too: earlier tests may have changed this one's torch state
+    subprocess.run([*cmd, str(reference)], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd.append(str(run))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not list(run.glob("synthetic/*/*.png")) and proc.poll() is None and time.time() < deadline:

@@ -49,6 +49,7 @@ class DataStage(_Section):
     allow_multilabel: bool = Field(False, description="odir: keep images with several findings under their primary class (a specific finding beats O) instead of rejecting them.")
     mapping: dict[str, str] | None = Field(None, description="folder: folder name -> class code, e.g. {glaucoma: G, cataract: C} (or 'glaucoma=G,cataract=C'); codes and class names work without it.")
     patient_regex: str | None = Field(None, description="folder: regex searched in each file stem; its group 'patient' (or first group) is the patient id, e.g. '^(\\d+)_'.")
+    unmatched: Literal["own-patient", "reject"] = Field("own-patient", description="folder: a file whose stem patient_regex does not match is its own patient (own-patient) or is rejected (reject).")
     min_size: int = Field(64, ge=1, description="odir/folder: reject images whose shorter side is below this many pixels.")
     workers: int | None = Field(None, ge=1, description="odir/folder: threads that read and check images (default: 4 x CPU cores, at most 16); does not change the result.")
     val: float = Field(0.15, ge=0, lt=1, description="Fraction of patients for validation.")
@@ -94,7 +95,7 @@ class DataStage(_Section):
 # The options of each ingest function that DataStage carries under the same names (the split's val/test/seed aside).
 INGEST_OPTIONS: dict[str, tuple[str, ...]] = {
     "odir": ("labels", "allow_multilabel", "min_size", "workers"),
-    "folder": ("mapping", "patient_regex", "min_size", "workers"),
+    "folder": ("mapping", "patient_regex", "unmatched", "min_size", "workers"),
 }
 
 

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The 5-class scenario grid with the img2img generator chosen by benchmarks/generators_odir.py, on real ODIR-5K:
+# real-only, + synthetic x1 and x2 (ddpm-all, img2img from real TRAIN parents), + traditional x1, 5 seeds, paired
+# against real-only on the same test patients. Reuses the benchmark's prepared data, labeler and ddpm-all generator
+# (run generators_odir.py first), so only sampling, labeling and the classifier fits run here (~1 h on one core).
+#   bash benchmarks/odir_img2img_grid.sh WORK [STRENGTH]     # WORK: the generators_odir.py --work folder
+set -euo pipefail
+work="${1:?usage: odir_img2img_grid.sh WORK [STRENGTH]}"
+strength="${2:-0.5}"
+run="$work/grid-img2img-$strength"
+mkdir -p "$run"
+[ -e "$run/data" ] || cp -r "$work/data" "$run/data"
+cat > "$run/grid.yaml" <<EOF
+experiments:
+  sets: [paper-5class-synthetic, paper-5class-vs-traditional]
+  only: [5class-syn-x1, 5class-syn-x2, 5class-trad-x1]
+EOF
+retinaug generate --generator "$work/rows/ddpm-all/generator" --data "$run/data" --out "$run/synthetic" \
+  --ratio 2.5 --classes G,C,A,H,M --mode img2img --strength "$strength" --steps 20 --guidance 2.0 \
+  --batch-size 32 --precision auto
+retinaug label --model "$work/labeler" --synthetic "$run/synthetic" --out "$run/label" --policy relabel --threshold 0.3
+retinaug augment --data "$run/data" --out "$run/augment" --ratio 1
+retinaug experiment --run "$run" --preset odir-cpu --config "$run/grid.yaml"
