@@ -52,7 +52,7 @@ def generate(
     ratio: Annotated[float | None, typer.Option(help="Images per class = R x that class's real TRAIN count (0.5 ... 4 in the paper).")] = None,
     classes: Annotated[str | None, typer.Option(help="Classes to generate, e.g. G,C,A,H,M (default: all the generator learned).")] = None,
     seed: Annotated[int, typer.Option(help="Run seed; image seeds (and img2img parents, strengths) derive from (seed, class, index).")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Images per sampling batch (does not change the images).")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Images per sampling batch (same images; CPU kernels may round a pixel by one grey level differently across batch sizes).")] = 16,
     mode: Annotated[str | None, typer.Option(help="txt2img (from noise, the default) or img2img (from real TRAIN images of the class, each used about equally often).")] = None,
     strength: Annotated[str | None, typer.Option(help="img2img strength in [0, 1] (0: the parent itself; default 0.5), or a range LOW,HIGH drawn per image.")] = None,
     steps: Annotated[int | None, typer.Option(help="Sampling steps (default: the method's, ddpm/ldm 25, sd-lora 30).")] = None,

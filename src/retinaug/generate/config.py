@@ -197,7 +197,7 @@ class GenerateConfig(_Config):
     ratio: float | None = Field(None, gt=0, description="Images per class relative to its real TRAIN count (x0.5 ... x4).")
     classes: list[str] | None = Field(None, description="Classes to generate; None = every class the generator was trained on.")
     seed: int = Field(0, description="Run seed; each image's seed derives from (seed, class, index).")
-    batch_size: int = Field(16, ge=1, description="Images per sampling batch (does not change the output).")
+    batch_size: int = Field(16, ge=1, description="Images per sampling batch (same images; CPU kernels may round a pixel by one grey level differently across batch sizes).")
     mode: Literal["txt2img", "img2img"] = Field("txt2img", description="txt2img (from noise) or img2img (SDEdit / DA-Fusion: a real TRAIN image of the class, re-noised by `strength`, then denoised).")
     strength: float | list[float] = Field(
         0.5, description="img2img: how much of the parent is re-noised, 0 (the parent itself) ... 1 (almost pure noise); a [low, high] range draws one value per image from its seed."
