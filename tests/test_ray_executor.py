@@ -175,3 +175,42 @@ def test_executor_settings_do_not_change_the_stage_hash():
     on_ray = load_config(preset="demo", overrides=["experiments.executor=ray", "experiments.workers=2",
                                                    'experiments.ray={"num_gpus": 0.5, "max_retries": 0}']).experiments.result_config()
     assert local != on_ray and config_hash(local) == config_hash(on_ray)
+
+
+def test_ctrl_c_cancels_the_fits_still_running(ray_instance, grid, tmp_path):
+    """SIGINT in the driver as soon as a fit has started: the call stops and Ray kills the workers of its fits."""
+    data, cfg, _ = grid
+    out = tmp_path / "exp"
+    started: list[int] = []
+
+    def interrupt_once_started() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and not started:
+            for log_file in out.glob(f"*/seed*/{FIT_LOG}"):
+                if found := STARTED.search(log_file.read_text()):
+                    started.append(int(found[1]))
+                    os.kill(os.getpid(), signal.SIGINT)
+                    break
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=interrupt_once_started, daemon=True)
+    watcher.start()
+    with pytest.raises(KeyboardInterrupt):
+        run_experiments(ExperimentConfig(**cfg, executor="ray"), data, out)
+    watcher.join()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.time() + 30
+    while alive(started[0]) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive(started[0])  # the worker training the fit was stopped, not left running
+    finished = sorted(out.glob("*/seed*/metrics.json"))
+    assert len(finished) < 4 and not (out / "summary.csv").exists()
+    time.sleep(2)
+    assert sorted(out.glob("*/seed*/metrics.json")) == finished  # nothing goes on in the background
