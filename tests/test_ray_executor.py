@@ -177,6 +177,22 @@ def test_executor_settings_do_not_change_the_stage_hash():
     assert local != on_ray and config_hash(local) == config_hash(on_ray)
 
 
+def test_benchmark_smoke_times_both_executors_and_the_noop_task(ray_instance, tmp_path, capsys):
+    """benchmarks/ray_grid.py --smoke, in this process (on this module's Ray instance: its start is not timed)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ray_grid.py"
+    spec = importlib.util.spec_from_file_location("ray_grid_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--smoke", "--noop-tasks", "20", "--out", str(tmp_path / "r.json")])
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(result))
+    assert result["fits"] == 4 and result["metrics_identical"] and result["ray_cpus"] == 2 and result["ray_init_s"] is None
+    assert result["sequential_s"] > 0 and result["ray_s"] > 0 and result["wall_ratio"] == pytest.approx(result["sequential_s"] / result["ray_s"], rel=0.01)
+    assert 0 < result["noop_task_latency_ms"] < 5000 and 0 < result["noop_task_batch_ms"] < 5000
+    assert "| smoke | 4 |" in capsys.readouterr().out
+
+
 def test_ctrl_c_cancels_the_fits_still_running(ray_instance, grid, tmp_path):
     """SIGINT in the driver as soon as a fit has started: the call stops and Ray kills the workers of its fits."""
     data, cfg, _ = grid
