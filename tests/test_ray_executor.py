@@ -194,7 +194,10 @@ def test_benchmark_smoke_times_both_executors_and_the_noop_task(ray_instance, tm
 
 
 def test_ctrl_c_cancels_the_fits_still_running(ray_instance, grid, tmp_path):
-    """SIGINT in the driver as soon as a fit has started: the call stops and Ray kills the workers of its fits."""
+    """SIGINT in the driver (with the CLI's handler) as soon as a fit has started: the call stops with the CLI's
+    Interrupted, naming the loop, and Ray kills the workers of its fits."""
+    from retinaug.cli import Interrupted, _interrupt
+
     data, cfg, _ = grid
     out = tmp_path / "exp"
     started: list[int] = []
@@ -211,9 +214,14 @@ def test_ctrl_c_cancels_the_fits_still_running(ray_instance, grid, tmp_path):
 
     watcher = threading.Thread(target=interrupt_once_started, daemon=True)
     watcher.start()
-    with pytest.raises(KeyboardInterrupt):
-        run_experiments(ExperimentConfig(**cfg, executor="ray"), data, out)
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    try:
+        with pytest.raises(Interrupted) as stop:
+            run_experiments(ExperimentConfig(**cfg, executor="ray"), data, out)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     watcher.join()
+    assert stop.value.args[0].startswith("fits on Ray 0/4")  # the CLI's message: 'interrupted during fits on Ray 0/4'
 
     def alive(pid: int) -> bool:
         try:

@@ -98,7 +98,7 @@ def experiment_cmd(
     Writes RUN/experiments/<scenario>/seed<k>/ (fit.log, metrics.json, ...), summary.csv, table.md, table.csv,
     composition.csv.
 
-    In parallel on Ray (pip install "retinaug[ray]"; same results): --set experiments.executor=ray
+    In parallel on Ray (pip install "retinaug\\[ray]"; same results): --set experiments.executor=ray
     --set experiments.workers=4 on this machine, or --set experiments.ray.address=HEAD:6379 on a cluster
     whose nodes share the run folder; GPUs per fit: --set experiments.ray.num_gpus=0.25 (docs/scaling.md)."""
     from ..lock import run_lock

@@ -96,10 +96,10 @@ def run_on_ray(fits: list[Fit], cfg: ExperimentConfig) -> None:
                     running = sum((f.folder / FIT_LOG).is_file() for f in pending.values())  # started, not done
                     done = len(fits) - len(pending) - len(failed)
                     advance(len(ready), status=f"{done} done, {running} running, {len(failed)} failed")
-            except BaseException:  # Ctrl-C (or a driver error): stop what is still queued or running
+            except BaseException as exc:  # Ctrl-C (or a driver error): stop what is still queued or running
                 for ref in pending:
                     ray.cancel(ref, force=True)
-                raise
+                raise _interrupt_of(exc) from None
     if failed:
         lines = "\n  - ".join(f"{name}: {error}" for name, error in failed.items())
         raise RetinaugError(
@@ -107,6 +107,13 @@ def run_on_ray(fits: list[Fit], cfg: ExperimentConfig) -> None:
             f"Errors (each failed fit's folder has error.txt and fit.log):\n  - {lines}\n"
             "Fix the cause and run the same command again: finished fits are kept and only the failed ones run."
         )
+
+
+def _interrupt_of(exc: BaseException) -> BaseException:
+    """The Ctrl-C itself when Ray's compiled `wait` ran the SIGINT handler and wrapped what it raised (the CLI's
+    Interrupted, a KeyboardInterrupt) in a SystemError; else `exc`."""
+    cause = exc.__cause__
+    return cause if isinstance(exc, SystemError) and isinstance(cause, BaseException) and not isinstance(cause, Exception) else exc
 
 
 def _report_failure(fit: Fit, exc: Exception, attempts: int) -> str:
