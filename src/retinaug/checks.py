@@ -4,12 +4,13 @@ then, so a bad setting fails `--dry-run` and `run` in seconds instead of after a
 What pydantic checks when the config is read (config.py and the stage configs): key names, value ranges, class
 codes, task names, timm backbone names, the DDPM UNet's shape. What is checked here, across sections and against
 the data: the generator's base model folder, feature extractors, each scenario's inputs (a stage switched off, an
-augment ratio below a multiplier), and the class counts per split of the data the run will see (planned for the
+augment ratio below a multiplier, Ray for `executor: ray`), and the class counts per split of the data the run will see (planned for the
 phantom; read from a finished data stage otherwise) against what every enabled stage will ask of them.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pandas as pd
@@ -77,6 +78,8 @@ def _scenarios(cfg: PipelineConfig, on: dict[str, bool]) -> list[str]:
     if not on["experiments"]:
         return []
     problems = []
+    if cfg.experiments.executor == "ray" and importlib.util.find_spec("ray") is None:
+        problems.append('experiments.executor ray needs Ray: pip install "retinaug[ray]" (or set experiments.executor: local)')
     for sc in cfg.experiments.resolve():
         if sc.synthetic > 0 and not on["label"]:
             off = [s for s in ("generator", "synthetic", "labeler") if not on[s]]

@@ -47,18 +47,20 @@ def _log_every() -> float:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int | None, unit: str = "it") -> Iterator[Callable[[int], None]]:
-    """Yield `advance(n)`; the bar shows `unit`/s, so batch loops can advance by the batch size."""
+def progress_bar(description: str, total: int | None, unit: str = "it") -> Iterator[Callable[..., None]]:
+    """Yield `advance(n, status=None)`; the bar shows `unit`/s, so batch loops can advance by the batch size, and
+    `status` (e.g. '3 done, 2 running, 1 failed'), shown after the rate and in the progress lines, when given."""
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("[cyan]{task.fields[rate]}"),
+        TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, disable=quiet()) as progress:
-        task = progress.add_task(description, total=total, rate="")
+        task = progress.add_task(description, total=total, rate="", status="")
         every, last, logged = _log_every(), time.monotonic(), None
 
         def line() -> None:
@@ -68,12 +70,13 @@ def progress_bar(description: str, total: int | None, unit: str = "it") -> Itera
             speed = t.speed or (t.completed / t.elapsed if t.elapsed else None)
             done = f"{t.completed:g}/{t.total:g} ({100 * t.completed / t.total:.0f}%)" if t.total else f"{t.completed:g}"
             eta = f", about {(t.total - t.completed) / speed / 60:.1f} min left" if t.total and speed and t.completed < t.total else ""
-            log.info("%s: %s, %s, %.1f min elapsed%s", description, done, t.fields["rate"] or "?", (t.elapsed or 0) / 60, eta,
-                     extra={"progress": True})
+            status = f", {t.fields['status']}" if t.fields["status"] else ""
+            log.info("%s: %s, %s%s, %.1f min elapsed%s", description, done, t.fields["rate"] or "?", status, (t.elapsed or 0) / 60,
+                     eta, extra={"progress": True})
 
-        def advance(n: int = 1) -> None:
+        def advance(n: int = 1, status: str | None = None) -> None:
             nonlocal last
-            progress.update(task, advance=n)
+            progress.update(task, advance=n, **({"status": status} if status is not None else {}))
             t = progress.tasks[task]
             # rich's speed only sees the last 30 s: for slow loops fall back to the mean rate since the start
             speed = t.speed or (t.completed / t.elapsed if t.elapsed else None)

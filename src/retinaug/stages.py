@@ -38,9 +38,10 @@ MANIFEST = "manifest.parquet"
 # never read by a later stage; the model card (README.md, loss_curve.png) is rewritten by the report with the audit
 NOT_OUTPUTS = {"tracking", "logs", "cache", RECORD, "train_state.pt", "README.md", "loss_curve.png"}
 
-# Settings that change how work is watched or paced, not its result, and their defaults: hashed as the default, so
-# turning TensorBoard on or reading images with more threads does not redo a finished stage.
-OPERATIONAL = {"tracker": "none", "workers": None}
+# Settings that change how work is watched, paced or placed, not its result, and their defaults: hashed as the
+# default, so turning TensorBoard on, reading images with more threads or running the fits on Ray does not redo a
+# finished stage.
+OPERATIONAL = {"tracker": "none", "workers": None, "executor": "local", "ray": None}
 
 
 def result_settings(obj: Any) -> Any:

@@ -95,7 +95,12 @@ def experiment_cmd(
 
     Reads RUN/data, and the labelled synthetic images (RUN/label), the t-SNE selection (RUN/selection) and the
     traditional augmentation rows (RUN/augment) where they exist and their stage is enabled in the config.
-    Writes RUN/experiments/<scenario>/seed<k>/, summary.csv, table.md, table.csv, composition.csv."""
+    Writes RUN/experiments/<scenario>/seed<k>/ (fit.log, metrics.json, ...), summary.csv, table.md, table.csv,
+    composition.csv.
+
+    In parallel on Ray (pip install "retinaug\\[ray]"; same results): --set experiments.executor=ray
+    --set experiments.workers=4 on this machine, or --set experiments.ray.address=HEAD:6379 on a cluster
+    whose nodes share the run folder; GPUs per fit: --set experiments.ray.num_gpus=0.25 (docs/scaling.md)."""
     from ..lock import run_lock
 
     with run_lock(run, "experiment"):

@@ -1,7 +1,11 @@
-"""The runner: every (scenario, seed) is a self-contained task (compose -> fit -> evaluate -> metrics.json),
-resumable, then the results are aggregated.
+"""The runner: every (scenario, seed) is a self-contained fit (compose -> fit -> evaluate -> metrics.json),
+resumable, run by an executor (`local`: one after another in this process; `ray`: as Ray tasks, see
+ray_executor.py), then the results are aggregated.
 
-A seed folder is kept only while its key is unchanged: the hash of the scenario recipe, the seed, the train
+The driver plans every fit (composes its training set and its key) and removes stale or partial fit folders;
+both executors then call the same `run_fit`, so a fit writes the same files wherever it runs.
+
+A fit folder is kept only while its key is unchanged: the hash of the scenario recipe, the seed, the train
 config and the *content* of the exact training and test images (sha256 of each file, with its transform and
 label). Images regenerated under the same file names therefore retrain the seeds that use them, a selection
 change retrains only the scenarios that use the selection, and a moved run folder keeps every seed.
@@ -11,13 +15,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import platform
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from ..classify import TrainConfig
 from ..fingerprint import Digests
 from ..io import read_json, sha256_text, write_json_atomic
+from ..logs import log_to
 from ..progress import track
 from ..stages import result_settings
 from .results import aggregate
@@ -25,6 +34,25 @@ from .scenarios import ExperimentConfig, accepted_synthetic, compose
 
 log = logging.getLogger("retinaug.experiments")
 DIGESTS = ".digests.json"
+FIT_LOG = "fit.log"  # each attempt's log lines, appended (kept when a retried attempt clears the folder)
+
+
+@dataclass(eq=False)
+class Fit:
+    """One fit, planned by the driver: everything a process needs to train and evaluate it into `folder`."""
+
+    name: str  # 'scenario/seed<k>', its folder under the experiments folder
+    folder: Path
+    seed: int
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    config: TrainConfig
+    n_boot: int
+    recipe: dict  # written to recipe.json; recipe["key"] decides whether a finished fit is kept
+
+    def finished(self) -> bool:
+        return (self.folder / "metrics.json").is_file() and (read_json(self.folder / "recipe.json") or {}).get("key") == self.recipe["key"]
 
 
 def run_experiments(
@@ -40,41 +68,82 @@ def run_experiments(
     `data` is the data manifest; `synthetic` the label stage's manifest (its accepted rows are used);
     `traditional` the augment stage's rows; `selection` the selection stage's rows. A scenario that needs an
     input given as None stops with an error naming the stage that makes it; a pool too small for a multiplier
-    is used as it is, and the shortfall is logged and written to composition.csv."""
-    from ..classify import evaluate, fit, load_classifier, warm_start
-
+    is used as it is, and the shortfall is logged and written to composition.csv. With `executor: ray`, fits that
+    still fail after their retries are reported (their folder's error.txt) once the others have finished, and the
+    call then raises a RetinaugError naming them."""
     out = Path(out)
+    scenarios = cfg.resolve()
+    fits, compositions = plan_fits(cfg, data, out, synthetic, traditional, selection)
+    todo = []
+    for f in fits:
+        if f.finished():
+            log.info("%s: finished earlier, skipped", f.name)
+            continue
+        if f.folder.exists():
+            shutil.rmtree(f.folder)  # partial or stale: redo from scratch so the result equals an uninterrupted run
+        todo.append(f)
+    if cfg.executor == "ray" and todo:
+        from .ray_executor import run_on_ray
+
+        run_on_ray(todo, cfg)
+    else:
+        for f in track(todo, "fits (scenario x seed)", unit="fit"):
+            run_fit(f)
+    return aggregate(out, scenarios, cfg.seed_list, pd.concat(compositions, ignore_index=True))
+
+
+def plan_fits(
+    cfg: ExperimentConfig,
+    data: pd.DataFrame,
+    out: Path,
+    synthetic: pd.DataFrame | None = None,
+    traditional: pd.DataFrame | None = None,
+    selection: pd.DataFrame | None = None,
+) -> tuple[list[Fit], list[pd.DataFrame]]:
+    """Every scenario x seed fit in run order, with its training set and key, and each scenario's composition."""
+    from ..classify import warm_start
+
     syn_df = accepted_synthetic(synthetic)
     trad_df = None if traditional is None else traditional[traditional["origin"] == "traditional"].reset_index(drop=True)
-    scenarios = cfg.resolve()
     digests = Digests(out / DIGESTS)
     init = warm_start(cfg.train, data, out / "_init")  # init: all-classes is trained once, for every scenario and seed
-    compositions = []
-    jobs = [(sc, seed) for sc in scenarios for seed in cfg.seed_list]
-    for sc, seed in track(jobs, "scenarios x seeds", unit="model"):
-        first_seed = seed == cfg.seed_list[0]
-        train, val, test, counts = compose(sc, seed, data, syn_df, trad_df, selection, warn=first_seed)
-        if first_seed:
-            compositions.append(counts)
-        folder = out / sc.name / f"seed{seed}"
-        tcfg = cfg.train.model_copy(update={"task": sc.task, "seed": seed, **({"imbalance": sc.imbalance} if sc.imbalance else {})})
-        recipe = {"scenario": sc.recipe(), "seed": seed, "train": tcfg.model_dump(mode="json"), "n_boot": cfg.n_boot,
-                  "train_rows": rows_hash(train, digests), "test_rows": rows_hash(test, digests),
-                  **({"init_sha256": digests(init)} if init else {})}
-        key = sha256_text(json.dumps(result_settings(recipe), sort_keys=True))
-        done = folder / "metrics.json"
-        if done.is_file() and (read_json(folder / "recipe.json") or {}).get("key") == key:
-            log.info("%s seed %d: finished earlier, skipped", sc.name, seed)
-            continue
-        if folder.exists():
-            shutil.rmtree(folder)  # partial or stale: redo from scratch so the result equals an uninterrupted run
-        folder.mkdir(parents=True)
-        write_json_atomic(folder / "recipe.json", {"key": key, **recipe, "counts": counts.to_dict(orient="records")})
-        log.info("%s seed %d: training on %d images (%s)", sc.name, seed, len(train), _origin_counts(train))
-        fit(train, val, tcfg.model_copy(update={"init": init}) if init else tcfg, folder)
-        evaluate(load_classifier(folder), test, folder, n_boot=cfg.n_boot, seed=seed)  # writes metrics.json last
+    fits, compositions = [], []
+    for sc in cfg.resolve():
+        for seed in cfg.seed_list:
+            first_seed = seed == cfg.seed_list[0]
+            train, val, test, counts = compose(sc, seed, data, syn_df, trad_df, selection, warn=first_seed)
+            if first_seed:
+                compositions.append(counts)
+            tcfg = cfg.train.model_copy(update={"task": sc.task, "seed": seed, **({"imbalance": sc.imbalance} if sc.imbalance else {})})
+            recipe = {"scenario": sc.recipe(), "seed": seed, "train": tcfg.model_dump(mode="json"), "n_boot": cfg.n_boot,
+                      "train_rows": rows_hash(train, digests), "test_rows": rows_hash(test, digests),
+                      **({"init_sha256": digests(init)} if init else {})}
+            key = sha256_text(json.dumps(result_settings(recipe), sort_keys=True))
+            name = f"{sc.name}/seed{seed}"
+            fits.append(Fit(name, out / name, seed, train, val, test, tcfg.model_copy(update={"init": init}) if init else tcfg,
+                            cfg.n_boot, {"key": key, **recipe, "counts": counts.to_dict(orient="records")}))
     digests.save()
-    return aggregate(out, scenarios, cfg.seed_list, pd.concat(compositions, ignore_index=True))
+    return fits, compositions
+
+
+def run_fit(fit: Fit) -> None:
+    """Train and evaluate one fit into its folder (recipe.json first, metrics.json last): the one task body of
+    every executor. Whatever an earlier attempt left there is removed first, except its log lines (fit.log)."""
+    from ..classify import evaluate, fit as train_model, load_classifier
+
+    if fit.folder.is_dir():
+        for p in fit.folder.iterdir():
+            if p.name != FIT_LOG:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    fit.folder.mkdir(parents=True, exist_ok=True)
+    with log_to(fit.folder / FIT_LOG):
+        import torch
+
+        log.info("%s: started on %s, pid %d, %d thread(s)", fit.name, platform.node(), os.getpid(), torch.get_num_threads())
+        write_json_atomic(fit.folder / "recipe.json", fit.recipe)
+        log.info("%s: training on %d images (%s)", fit.name, len(fit.train), _origin_counts(fit.train))
+        train_model(fit.train, fit.val, fit.config, fit.folder)
+        evaluate(load_classifier(fit.folder), fit.test, fit.folder, n_boot=fit.n_boot, seed=fit.seed)  # writes metrics.json last
 
 
 def rows_hash(df: pd.DataFrame, digests: Digests) -> str:

@@ -117,8 +117,22 @@ SCENARIO_SETS: dict[str, list[Scenario]] = {
 }
 
 
+class RayConfig(BaseModel):
+    """How `executor: ray` runs the fits: where Ray is, and the resources and retries of each fit's task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(
+        None, description="Ray cluster address (e.g. ray://head:10001 or head:6379); None: $RAY_ADDRESS if set, else an "
+        "embedded Ray instance of `workers` x `num_cpus` CPUs started for this run and stopped after it."
+    )
+    num_cpus: float = Field(1, gt=0, description="CPUs per fit; also the fit's torch threads (at least 1).")
+    num_gpus: float = Field(0, ge=0, description="GPUs per fit; a fraction shares a GPU between small fits (0.25: four per GPU); 0 trains on the CPU.")
+    max_retries: int = Field(2, ge=0, description="Retries of a fit that raised or whose worker died, before it is reported as failed.")
+
+
 class ExperimentConfig(BaseModel):
-    """Which scenarios to run, how many seeds, and the classifier recipe shared by all of them."""
+    """Which scenarios to run, how many seeds, the classifier recipe shared by all of them, and how the fits run."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -128,9 +142,25 @@ class ExperimentConfig(BaseModel):
     seeds: int | list[int] = Field(3, description="Number of seeds (0..n-1) or an explicit list of seeds.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Classifier training config for every scenario.")
     n_boot: int = Field(200, ge=0, description="Patient-bootstrap resamples for each seed's test metrics CI.")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local: one fit after another in this process; ray: every (scenario, seed) fit is a Ray task, "
+        "in parallel on this machine or a Ray cluster (pip install \"retinaug[ray]\"; docs/scaling.md). Same results."
+    )
+    workers: int | None = Field(
+        None, ge=1, description="ray: fits at once on the embedded Ray instance (default: the usable cores / ray.num_cpus); "
+        "a cluster's own resources decide there. local: 1 (or unset)."
+    )
+    ray: RayConfig = Field(default_factory=RayConfig, description="executor ray: cluster address, resources and retries per fit.")
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
+        if self.executor == "local" and (self.workers or 1) > 1:
+            raise ValueError(f"workers: {self.workers} fits at once need executor: ray (local runs one fit after another)")
+        if self.executor == "local" and self.ray != RayConfig():
+            raise ValueError("ray: set, but read only when executor is ray (set executor: ray, or drop the ray settings)")
+        if self.workers and self.ray.address:
+            raise ValueError("workers: sizes the embedded Ray instance only; on a Ray cluster (ray.address) its resources "
+                             "decide how many fits run at once: leave workers unset")
         unknown = [s for s in self.sets if s not in SCENARIO_SETS]
         if unknown:
             raise ValueError(f"unknown scenario set(s) {unknown}; known: {', '.join(SCENARIO_SETS)}")
