@@ -222,3 +222,11 @@ def test_cli_train_evaluate_label(data: Path, tmp_path: Path):
     assert res.exit_code != 0 and "--split must be" in res.output
     res = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "x"), "--backbone", "nonet", "--task", "G,C,A"])
     assert res.exit_code != 0 and "unknown backbone" in res.output
+
+
+def test_onecycle_schedule_with_five_steps_in_all(data: Path, tmp_path: Path):
+    """torch's OneCycleLR divides by (pct_start x steps - 1): a fit of exactly 5 optimizer steps (5 epochs of one
+    batch) raised ZeroDivisionError with the 20% warm-up."""
+    train(data, TrainConfig(**{**TINY, "epochs": 5, "patience": 5, "batch_size": 32}), tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4, 5] and meta["n_train"] == 24

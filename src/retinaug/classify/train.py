@@ -75,7 +75,8 @@ def _validate(model, pixels: torch.Tensor, y: np.ndarray, mean, std, accelerator
 
 def _scheduler(optimizer, config: TrainConfig, steps: int):
     if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.2)
+        warmup = 0.2 if steps != 5 else 0.4  # torch divides by (pct_start x steps - 1), zero at 5 steps
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=warmup)
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
