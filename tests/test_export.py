@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import pandas as pd
@@ -60,6 +61,10 @@ def test_synthetic_export_round_trips_through_datasets(tmp_path):
         assert row.intended_label == source["intended_label"] and row.pred_conf == pytest.approx(source["pred_conf"])
         assert sha256_file(tmp_path / "ds" / row.file) == sha256_file(source["path"])
         assert os.stat(tmp_path / "ds" / row.file).st_ino == os.stat(source["path"]).st_ino  # hard-linked
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for made in (tmp_path / "ds", tmp_path / "ds" / "train", tmp_path / "ds" / "README.md"):  # shareable as the umask says
+        assert stat.S_IMODE(made.stat().st_mode) == (0o777 if made.is_dir() else 0o666) & ~umask, made
     csv = pd.read_csv(tmp_path / "ds" / "metadata.csv")
     assert sorted(csv["file_name"]) == sorted(train["file"]) and str(run) not in (tmp_path / "ds" / "metadata.csv").read_text()
 

@@ -1,4 +1,4 @@
-"""The run lock: one process at a time in a run folder; a second `run`, `experiment`, `generate` or `report` is
+"""The run lock: one process at a time in a run folder; a second `run`, `experiment`, `generate`, `report` or `export` is
 refused at once, naming the holder; the holder's results are those of an undisturbed run; kill -9 frees it."""
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def test_second_run_is_refused_at_once_and_the_first_is_undisturbed(tmp_path):
         assert "Traceback" not in message and first.poll() is None
         # the other verbs that write into a run are refused the same way; a dry-run still plans and says who works there
         for args in (["report", str(run)], ["experiment", "--config", str(cfg), "--run", str(run)],
-                     ["generate", "--generator", str(run / "generator"), "--data", str(run / "data"), "--out", str(run / "synthetic"), "--per-class", "1"]):
+                     ["generate", "--generator", str(run / "generator"), "--data", str(run / "data"), "--out", str(run / "synthetic"), "--per-class", "1"],
+                     ["export", str(run), "--out", str(tmp_path / "exported"), "--what", "real"]):
             res = CliRunner().invoke(app, args)
             assert res.exit_code == 1 and f"is in use by PID {first.pid}" in _text(res.output), (args, res.output)
         res = CliRunner().invoke(app, ["run", str(cfg), "--out", str(run), "--dry-run"])

@@ -17,8 +17,8 @@ the real dataset's folder).
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from .cards import CARD, WARNING, front_matter, quality_section, run_audit, show
 from .classes import CLASSES, CODES
 from .errors import RetinaugError
 from .io import json_dict, safe_join, write_text_atomic
+from .lock import run_lock
 from .manifest import load_manifest, manifest_file
 from .progress import console
 
@@ -54,17 +55,19 @@ def export_run(run: str | Path, out: str | Path, what: str = "synthetic", accept
     if accepted_only and what == "real":
         raise RetinaugError("--accepted-only filters synthetic images; with --what real there are none (use --what synthetic or both)")
     _check_target(out, run)
-    rows, root, labelled = _rows(run, what, accepted_only)
-    table_ = _metadata(rows, root)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".export", dir=out.parent))
-    try:
-        linked = _place(rows["path"].tolist(), table_["file_name"].tolist(), staging, copy)
-        _write_metadata(table_, staging)
-        write_text_atomic(staging / CARD, dataset_card(run, table_, what, accepted_only, labelled))
-        _swap(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with run_lock(run, "export"):  # no stage rewrites the images while they are exported
+        rows, root, labelled = _rows(run, what, accepted_only)
+        table_ = _metadata(rows, root)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = out.parent / f".{out.name}.{secrets.token_hex(4)}.export"
+        staging.mkdir()  # mode 0777 & ~umask, as the export is meant to be shared (mkdtemp's would be 0700)
+        try:
+            linked = _place(rows["path"].tolist(), table_["file_name"].tolist(), staging, copy)
+            _write_metadata(table_, staging)
+            write_text_atomic(staging / CARD, dataset_card(run, table_, what, accepted_only, labelled))
+            _swap(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     how = "hard-linked" if linked == len(rows) else f"{linked} hard-linked, {len(rows) - linked} copied" if linked else "copied"
     console.print(f"exported {len(rows)} images ({how}) to {out}; load with datasets.load_dataset('imagefolder', data_dir='{out}')")
     return out
