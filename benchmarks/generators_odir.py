@@ -101,7 +101,7 @@ def run_row(name: str, row: dict, work: Path, data: Path, labeler: Path, smoke: 
         audit(syn, load_manifest(data), audit_dir, extractor="labeler", labeler=labeler,
               config=AuditConfig(cas_n_boot=0 if smoke else 1000, kid_subset_size=4 if smoke else 100), cas_recipe=recipe)
     report = json.loads((audit_dir / "audit.json").read_text())
-    shutil.copyfile(gen_dir / "samples.png", RESULTS / f"generators-odir-{name}-samples.png")
+    shutil.copyfile(audit_dir / "class_samples.png", RESULTS / f"generators-odir-{name}-samples.png")  # this row's images
     fidelity = report["class_fidelity"]
     cas = report["cas"]
     return {

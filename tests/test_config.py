@@ -78,6 +78,7 @@ def test_presets_valid_and_resolved(tmp_path):
     assert cfg.augment.ratio == 1 and cfg.augment.classes == ["G", "C", "A", "H", "M"]
     odir = load_config(preset="odir-cpu", overrides=["data.path=../shared/data/odir5k-256"])
     assert resolve(odir).data.path.startswith("/")  # made absolute against the CWD
+    assert (odir.synthetic.mode, odir.synthetic.strength, odir.synthetic.precision) == ("img2img", 0.5, "auto")  # BENCHMARKS.md
 
 
 def test_init_config_round_trip(tmp_path):
