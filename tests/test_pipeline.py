@@ -167,6 +167,19 @@ def test_pipeline_kill9_during_generate_then_rerun_same_results(tmp_path):
     )
 
 
+def test_experiments_keep_image_digests_apart_from_their_output_digests():
+    """The runner caches the digests of the images its fits read, the stage those of its outputs, in two files:
+    sharing one, each save kept only its own entries, so every re-run of the experiments re-hashed every image."""
+    run = tiny_run()
+    inputs = json.loads((run / "experiments" / ".input-digests.json").read_text())
+    outputs = json.loads((run / "experiments" / ".digests.json").read_text())
+    real = load_manifest(run / "data")
+    read = set(real.loc[real["split"].isin(["train", "test"]), "path"].map(os.path.abspath))
+    metrics = {os.path.abspath(p) for p in (run / "experiments").glob("*/seed*/metrics.json")}
+    assert len(metrics) == 4 and metrics <= set(outputs) and not read & set(outputs)
+    assert read & set(inputs) and not metrics & set(inputs)
+
+
 def test_moved_run_folder_is_skipped_whole(tmp_path):
     """Output hashes name files relative to the run and seed keys hash image content: a copied run (new paths,
     new file times and inodes) re-hashes its files once, then skips every stage and retrains nothing."""

@@ -33,7 +33,9 @@ from .results import aggregate
 from .scenarios import ExperimentConfig, accepted_synthetic, compose
 
 log = logging.getLogger("retinaug.experiments")
-DIGESTS = ".digests.json"
+# the training/test images' digests; not the stage's own .digests.json (its outputs): two owners of one cache file
+# each kept only their own entries on save, so every re-run re-hashed every image
+INPUT_DIGESTS = ".input-digests.json"
 FIT_LOG = "fit.log"  # each attempt's log lines, appended (kept when a retried attempt clears the folder)
 
 
@@ -105,7 +107,7 @@ def plan_fits(
 
     syn_df = accepted_synthetic(synthetic)
     trad_df = None if traditional is None else traditional[traditional["origin"] == "traditional"].reset_index(drop=True)
-    digests = Digests(out / DIGESTS)
+    digests = Digests(out / INPUT_DIGESTS)
     init = warm_start(cfg.train, data, out / "_init")  # init: all-classes is trained once, for every scenario and seed
     fits, compositions = [], []
     for sc in cfg.resolve():
