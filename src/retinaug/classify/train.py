@@ -75,7 +75,7 @@ def _validate(model, pixels: torch.Tensor, y: np.ndarray, mean, std, accelerator
 
 def _scheduler(optimizer, config: TrainConfig, steps: int):
     if config.schedule == "onecycle":
-        warmup = 0.2 if steps != 5 else 0.4  # torch divides by (pct_start x steps - 1), zero at 5 steps
+        warmup = 0.2 if 0.2 * steps != 1 else 0.4  # torch divides by (pct_start x steps - 1)
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=warmup)
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
