@@ -1,13 +1,30 @@
 """A tiny but complete pipeline run (every stage, real code, 16 px), built once per test session and shared by
-test_pipeline.py, test_report.py, test_export.py and test_model_card.py."""
+test_pipeline.py, test_report.py, test_export.py and test_model_card.py; and how tests start the CLI in a process
+of its own."""
 
 from __future__ import annotations
 
 import atexit
 import functools
+import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+
+def cli(*args: str) -> list[str]:
+    """The `retinaug` command line with this interpreter (and so this checkout's code)."""
+    return [sys.executable, "-c", "from retinaug.cli import main; main()", *args]
+
+
+def cli_env() -> dict[str, str]:
+    """Environment of a CLI subprocess whose results must equal this process's: the same torch thread count (float
+    reduction order), quiet, and this checkout's tests folder and code on the path."""
+    import torch
+
+    return {**os.environ, "RETINAUG_QUIET": "1", "OMP_NUM_THREADS": str(torch.get_num_threads()),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
+
 
 TINY = {
     "name": "tiny",

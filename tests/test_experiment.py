@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from pipeline_helpers import cli, cli_env
 from scipy import stats
 
 from retinaug.errors import LeakageError, RetinaugError
@@ -179,7 +178,7 @@ def test_aggregate_mean_ci_and_paired_test(tmp_path):
 
 
 def _experiment_cmd(cfg: Path, run: Path) -> list[str]:
-    return [sys.executable, "-c", "from retinaug.cli import main; main()", "experiment", "--config", str(cfg), "--run", str(run)]
+    return cli("experiment", "--config", str(cfg), "--run", str(run))
 
 
 def _tiny_run(root: Path) -> tuple[Path, Path]:
@@ -208,11 +207,7 @@ def test_experiment_kill9_resume_same_metrics(tmp_path):
     cfg_a, run_a = _tiny_run(tmp_path / "a")
     run_experiments(ExperimentConfig(**load_config(cfg_a).experiments.model_dump(exclude={"enabled"})), load_manifest(run_a / "data"),
                     run_a / "experiments", traditional=load_manifest(run_a / "augment"))
-    import torch
-
-    # the same thread count as the in-process reference run (float reduction order), and this checkout's code
-    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "RETINAUG_QUIET": "1", "OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONPATH": path}
+    env = cli_env()  # the in-process reference run's thread count, and this checkout's code
     cfg_b, run_b = _tiny_run(tmp_path / "b")
     proc = subprocess.Popen(_experiment_cmd(cfg_b, run_b), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = run_b / "experiments" / "trad" / "seed0" / "metrics.json"

@@ -7,14 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from pipeline_helpers import TINY, tiny_run
+from pipeline_helpers import TINY, cli, cli_env, tiny_run
 from typer.testing import CliRunner
 
 from retinaug.cli import app
@@ -25,18 +24,6 @@ from retinaug.manifest import load_manifest
 # data, augment, experiments (the real and traditional scenarios only) and report: a short run to hold the lock
 CHEAP = {**TINY, "generator": {**TINY["generator"], "enabled": False}, "labeler": {**TINY["labeler"], "enabled": False},
          "selection": {**TINY["selection"], "enabled": False}, "experiments": {**TINY["experiments"], "only": ["real", "trad"]}}
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from retinaug.cli import main; main()", *args]
-
-
-def _env() -> dict[str, str]:
-    import torch
-
-    # the in-process reference run's thread count (float reduction order), and this checkout's code
-    return {**os.environ, "RETINAUG_QUIET": "1", "OMP_NUM_THREADS": str(torch.get_num_threads()),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
 
 
 def _text(output: str) -> str:
@@ -59,7 +46,7 @@ def test_second_run_is_refused_at_once_and_the_first_is_undisturbed(tmp_path):
     cfg.write_text(yaml.safe_dump(CHEAP))
     run = tmp_path / "run"
     log = tmp_path / "first.log"
-    first = subprocess.Popen(_cli("run", str(cfg), "--out", str(run)), env=_env(), stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    first = subprocess.Popen(cli("run", str(cfg), "--out", str(run)), env=cli_env(), stdout=subprocess.DEVNULL, stderr=log.open("w"))
     try:
         holder = _wait_for_holder(run / ".lock", first)
         assert holder["pid"] == first.pid and holder["command"] == "run"
@@ -68,7 +55,7 @@ def test_second_run_is_refused_at_once_and_the_first_is_undisturbed(tmp_path):
         # did not wait for the lock (the first run takes a minute).
         t0 = time.monotonic()
         err = tmp_path / "second.err"
-        second = subprocess.Popen(_cli("run", str(cfg), "--out", str(run)), env=_env(), stdout=subprocess.DEVNULL, stderr=err.open("w"))
+        second = subprocess.Popen(cli("run", str(cfg), "--out", str(run)), env=cli_env(), stdout=subprocess.DEVNULL, stderr=err.open("w"))
         _, status, usage = os.wait4(second.pid, 0)
         wall, cpu = time.monotonic() - t0, usage.ru_utime + usage.ru_stime
         assert os.waitstatus_to_exitcode(status) == 1 and cpu < 1.5 and wall < 15, (status, cpu, wall)
@@ -101,7 +88,7 @@ def test_kill9_frees_the_lock(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(CHEAP))
     run = tmp_path / "run"
-    proc = subprocess.Popen(_cli("run", str(cfg), "--out", str(run)), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cli("run", str(cfg), "--out", str(run)), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     holder = _wait_for_holder(run / ".lock", proc)
     assert lock_holder(run).startswith(f"PID {holder['pid']} on ")
     with pytest.raises(RetinaugError, match=f"in use by PID {holder['pid']}"):

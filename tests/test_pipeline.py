@@ -129,22 +129,18 @@ def test_pipeline_kill9_during_generate_then_rerun_same_results(tmp_path):
     pixels and the same final metrics as an uninterrupted run with the same settings. (Both sample in batches of 1:
     a window to kill in. Across batch sizes CPU kernels may round differently, so pixels can differ by one grey level.)"""
     import copy
-    import os
     import signal
     import subprocess
-    import sys
     import time
 
-    import torch
-    from pipeline_helpers import TINY
+    from pipeline_helpers import TINY, cli, cli_env
 
     raw = copy.deepcopy(TINY)
     raw["synthetic"]["batch_size"] = 1  # many small batches: a window to kill in
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     run, reference = tmp_path / "run", tmp_path / "reference"  # not the shared tiny_run(): others re-run it changed
-    cmd = [sys.executable, "-c", "from retinaug.cli import main; main()", "run", str(cfg), "--out"]
-    env = {**os.environ, "RETINAUG_QUIET": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    cmd, env = cli("run", str(cfg), "--out"), cli_env()
     # the reference in a process of its own too: earlier tests may have changed this one's torch state
     subprocess.run([*cmd, str(reference)], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cmd.append(str(run))
