@@ -31,7 +31,17 @@ def check_pipeline(cfg: PipelineConfig, run: Path, on: dict[str, bool]) -> None:
     except RetinaugError as exc:
         problems.append(f"data: {exc}")
         data = None
-    if data is not None:
+    if data is not None and cfg.data.folds > 1:
+        from .split import fold_split
+
+        for i in range(cfg.data.folds):  # every fold's split must serve every stage
+            try:
+                fold = fold_split(data, i, cfg.data.folds, cfg.data.val, cfg.data.seed)
+            except RetinaugError as exc:
+                problems.append(f"data: {exc}")
+                break
+            problems += [f"fold {i}: {msg}" for msg in _counts(cfg, on, fold, "fewer folds (data.folds)")]
+    elif data is not None:
         problems += _counts(cfg, on, data)
     if problems:
         raise RetinaugError("the config cannot run (nothing was started):\n  - " + "\n  - ".join(problems))
@@ -120,7 +130,8 @@ def _extractors(cfg: PipelineConfig, on: dict[str, bool]) -> list[str]:
     return problems
 
 
-def _counts(cfg: PipelineConfig, on: dict[str, bool], data: pd.DataFrame) -> list[str]:
+def _counts(cfg: PipelineConfig, on: dict[str, bool], data: pd.DataFrame,
+            split_hint: str = "other split fractions (data.val, data.test)") -> list[str]:
     """Every class a stage trains on, selects from or is scored on has images in the splits it uses."""
     counts = pd.crosstab(data["label"], data["split"]).reindex(columns=["train", "val", "test"], fill_value=0)
 
@@ -137,7 +148,7 @@ def _counts(cfg: PipelineConfig, on: dict[str, bool], data: pd.DataFrame) -> lis
     def need(what: str, split: str, codes) -> None:
         if missing := lacking(split, codes):
             problems.append(f"{what} needs {split} images of {', '.join(missing)}, and the data has none ({size}); "
-                            "use more data (data.n), other split fractions (data.val, data.test) or drop the class")
+                            f"use more data (data.n), {split_hint} or drop the class")
 
     if on["generator"]:
         learns = cfg.generator.method_config().train_classes

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -95,10 +96,18 @@ def _within(path: str, folders: Iterable[str]) -> bool:
 
 def _local(folder: Path) -> list[str]:
     """Where a manifest in `folder` may keep its images without being trusted: its folder, and the run folder
-    above it (one holding config.yaml or data/manifest.parquet: stage folders sit side by side)."""
+    above it (one holding config.yaml or data/manifest.parquet: stage folders sit side by side); for a fold's
+    stage (RUN/fold-<i>/<stage>) the run folder above the fold too, where the ingested images lie."""
+
+    def is_run(run: Path) -> bool:
+        return (run / "config.yaml").is_file() or (run / "data" / MANIFEST_NAME).is_file()
+
     run = folder.parent
-    is_run = (run / "config.yaml").is_file() or (run / "data" / MANIFEST_NAME).is_file()
-    return [str(folder), str(run)] if is_run else [str(folder)]
+    if not is_run(run):
+        return [str(folder)]
+    if re.fullmatch(r"fold-\d+", run.name) and is_run(run.parent):
+        return [str(folder), str(run), str(run.parent)]
+    return [str(folder), str(run)]
 
 
 def _check_root(root: Path, folder: Path, target: Path) -> None:

@@ -14,11 +14,13 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .config import PipelineConfig, dump_config
 from .errors import RetinaugError
+from .folds import fold_count, fold_data_stage, fold_name
 from .io import write_text_atomic
 from .lock import run_lock
 from .logs import log_to
@@ -210,16 +212,63 @@ def parse_force(force: Iterable[str]) -> set[str]:
     return names
 
 
-def _stage(spec: StageSpec, cfg: PipelineConfig, run: Path, on: dict[str, bool]) -> Stage:
-    """The record keeper of one stage: its inputs are the output hashes its upstream stages recorded (a
-    switched-off upstream counts as 'disabled', whatever an older run left)."""
+@dataclass(frozen=True)
+class Step:
+    """One stage in one run folder: the stages of a k-fold run's fold i run in RUN/fold-<i> (see folds.py) and are
+    labelled `fold-<i>/<stage>`; `make` builds its record keeper when it is reached (its inputs are the output
+    hashes its upstream steps recorded by then)."""
+
+    label: str
+    spec: StageSpec
+    upstream: tuple[str, ...]  # labels of the steps it reads
+    on: bool
+    off_why: str
+    make: Callable[[], Stage]
+
+
+def _stage(spec: StageSpec, cfg: PipelineConfig, where: Path, on: dict[str, bool], run: Path,
+           upstream: dict[str, Path] | None = None, run_fn: Callable[..., Any] | None = None, extra: dict | None = None) -> Stage:
+    """The record keeper of one stage in folder `where`/name: its inputs are the output hashes its upstream stages
+    recorded (a switched-off upstream counts as 'disabled', whatever an older run left). `upstream` overrides where
+    the upstream folders are, `run_fn` the function called, `extra` adds to the hashed config (a fold's data
+    split); output names are relative to the run folder `run`."""
     section = getattr(cfg, spec.section) if spec.section else None
-    result = section.result_config() if section is not None else {}
-    inputs = {up: read_record(run / up).get("output_hash", "absent") if on[up] else "disabled" for up in spec.upstream}
-    folders = [run / up if on[up] else None for up in spec.upstream]
-    return Stage(spec.name, run / spec.name, result, inputs, lambda: spec.run(*folders, section, run / spec.name),
-                 spec.writes, run, clean_on_change=not spec.keeps,
+    result = {**(section.result_config() if section is not None else {}), **(extra or {})}
+    folders = upstream or {up: where / up if on[up] else None for up in spec.upstream}
+    inputs = {up: read_record(f).get("output_hash", "absent") if f is not None else "disabled" for up, f in folders.items()}
+    out = where / spec.name
+    fn = run_fn or spec.run
+    return Stage(spec.name, out, result, inputs, lambda: fn(*folders.values(), section, out), spec.writes, run,
+                 clean_on_change=not spec.keeps,
                  keep_when={k: v for k, v in result.items() if k not in spec.keep} if spec.keep else None)
+
+
+def steps(cfg: PipelineConfig, run: Path) -> list[Step]:
+    """Every stage the run goes through, in order: the table once, or for `data.folds: k` the ingest, then every
+    fitted stage and a report per fold, then the report that pools the folds."""
+    on = enabled_stages(cfg)
+
+    def off_why(spec: StageSpec) -> str:
+        off = [up for up in spec.needs if not on[up]]
+        return f"needs {', '.join(off)} (disabled)" if off else "disabled in the config"
+
+    def step(spec: StageSpec, where: Path, prefix: str = "", **kw) -> Step:
+        upstream = tuple(f"{prefix}{up}" for up in spec.upstream)
+        return Step(prefix + spec.name, spec, upstream, on[spec.name], "" if on[spec.name] else off_why(spec),
+                    lambda: _stage(spec, cfg, where, on, run, **kw))
+
+    k = cfg.data.folds
+    if k == 1:
+        return [step(spec, run) for spec in STAGES]
+    ingest, fitted, report = STAGES[0], STAGES[1:-1], STAGES[-1]
+    out = [step(ingest, run)]
+    for i in range(k):
+        where, prefix = run / fold_name(i), f"{fold_name(i)}/"
+        split = Step(prefix + "data", ingest, ("data",), True, "",
+                     lambda where=where, i=i: _stage(ingest, cfg, where, on, run, upstream={"data": run / "data"},
+                                                     run_fn=partial(fold_data_stage, fold=i), extra={"folds": k, "fold": i}))
+        out += [split, *(step(spec, where, prefix) for spec in (*fitted, report))]
+    return out + [step(report, run)]
 
 
 def _prepare(config: PipelineConfig, run: Path) -> PipelineConfig:
@@ -233,28 +282,27 @@ def _prepare(config: PipelineConfig, run: Path) -> PipelineConfig:
 def plan_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] = ()) -> list[tuple[str, str, str]]:
     """What `run_pipeline` would do, stage by stage, without doing or writing anything: (stage, action, why),
     action one of skip, resume, run, disabled, or 'run?' for a finished stage whose upstream will run (it is
-    redone only if that upstream's output changes). Runs the same up-front checks as `run_pipeline`."""
+    redone only if that upstream's output changes). Runs the same up-front checks as `run_pipeline`.
+    A k-fold run's fold stages are labelled fold-<i>/<stage>; --force names a stage of every fold."""
     forced = parse_force(force)
     run = Path(out)
     cfg = _prepare(config, run)
-    on = enabled_stages(cfg)
     plan, will_run = [], set()
-    for spec in STAGES:
-        if not on[spec.name]:
-            off = [up for up in spec.needs if not on[up]]
-            plan.append((spec.name, "disabled", f"needs {', '.join(off)} (disabled)" if off else "disabled in the config"))
+    for st in steps(cfg, run):
+        if not st.on:
+            plan.append((st.label, "disabled", st.off_why))
             continue
-        action, why = _stage(spec, cfg, run, on).decision(force=spec.name in forced or spec.always)
-        waiting = [up for up in spec.upstream if up in will_run]
+        action, why = st.make().decision(force=st.spec.name in forced or st.spec.always)
+        waiting = [up for up in st.upstream if up in will_run]
         if action == "skip" and waiting:
             action, why = "run?", f"finished; redone if the output of {', '.join(waiting)} changes"
-        if spec.always:
+        if st.spec.always:
             why = "always rebuilt (seconds)"
-        elif spec.keeps and action != "skip" and why != "never run":
-            why += f"; {spec.keeps}"
+        elif st.spec.keeps and action != "skip" and why != "never run":
+            why += f"; {st.spec.keeps}"
         if action != "skip":
-            will_run.add(spec.name)
-        plan.append((spec.name, "run" if action == "fresh" else action, why))
+            will_run.add(st.label)
+        plan.append((st.label, "run" if action == "fresh" else action, why))
     return plan
 
 
@@ -263,7 +311,8 @@ def run_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] =
 
     Holds the run lock (`out/.lock`) throughout; checks every enabled stage's settings before the first one
     starts; writes `out/config.yaml` (resolved, every default), `out/run.log`, `out/logs/<stage>.log` and
-    `out/<stage>/stage.json`. Stages whose config, inputs and outputs are unchanged since they finished are skipped."""
+    `out/<stage>/stage.json` (for k folds also `out/fold-<i>/...`, see folds.py). Stages whose config, inputs and
+    outputs are unchanged since they finished are skipped."""
     forced = parse_force(force)
     run = Path(out)
     with run_lock(run, "run"):
@@ -271,30 +320,38 @@ def run_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] =
         if cfg.data.path:  # named in the config: manifests pointing into the dataset may be loaded
             trust_root(cfg.data.path)
         write_text_atomic(run / "config.yaml", dump_config(cfg))
+        for i in range(cfg.data.folds if cfg.data.folds > 1 else 0):  # a fold folder says what it is part of
+            write_text_atomic(run / fold_name(i) / "config.yaml",
+                              f"# fold {i} of {cfg.data.folds} of the run in {run.resolve()} (its config.yaml)\n" + dump_config(cfg))
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        on = enabled_stages(cfg)
         t_start = time.perf_counter()
         with log_to(run / "run.log"):
-            log.info("run %s -> %s", cfg.name, run.resolve())
-            for spec in STAGES:
-                if not on[spec.name]:
-                    log.info("[%s] disabled in the config", spec.name)
+            log.info("run %s -> %s%s", cfg.name, run.resolve(), f" ({cfg.data.folds} folds)" if cfg.data.folds > 1 else "")
+            for st in steps(cfg, run):
+                if not st.on:
+                    log.info("[%s] %s", st.label, st.off_why)
                     continue
-                with log_to(run / "logs" / f"{spec.name}.log"), activity(f"stage {spec.name}"):
-                    _stage(spec, cfg, run, on).execute(force=spec.name in forced or spec.always)
+                with log_to(run / "logs" / f"{st.label}.log"), activity(f"stage {st.label}"):
+                    st.make().execute(force=st.spec.name in forced or st.spec.always)
             log.info("pipeline finished in %.1f s", time.perf_counter() - t_start)
     return run / "report" / "index.html"
 
 
+def stage_records(run: str | Path) -> list[tuple[str, dict]]:
+    """(stage, its stage.json) for the stages that have a record, in pipeline order (a k-fold run's fold stages
+    as fold-<i>/<stage>, after the ingest)."""
+    run = Path(run)
+    folders = [(name, run / name) for name in stage_names()]
+    if (k := fold_count(run)) > 1:
+        folds = [(f"{fold_name(i)}/{name}", run / fold_name(i) / name) for i in range(k) for name in stage_names()]
+        folders = folders[:1] + folds + folders[1:]
+    return [(label, rec) for label, folder in folders if (rec := read_record(folder))]
+
+
 def stage_timings(run: str | Path) -> list[tuple[str, str, float | None]]:
-    """(stage, status, seconds) for the stages that have a record, in pipeline order."""
-    out = []
-    for name in stage_names():
-        rec = read_record(Path(run) / name)
-        if rec:
-            out.append((name, rec.get("status", "?"), rec.get("seconds")))
-    return out
+    """(stage, status, seconds) for the stages that have a record (see `stage_records`)."""
+    return [(label, rec.get("status", "?"), rec.get("seconds")) for label, rec in stage_records(run)]
 
 
-__all__ = ["STAGES", "StageSpec", "enabled_stages", "parse_force", "plan_pipeline", "resolve", "run_pipeline", "stage_names",
-           "stage_timings"]
+__all__ = ["STAGES", "StageSpec", "Step", "steps", "enabled_stages", "parse_force", "plan_pipeline", "resolve", "run_pipeline", "stage_names",
+           "stage_records", "stage_timings"]

@@ -73,17 +73,8 @@ def assign_splits(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed:
         raise RetinaugError(
             f"cannot make {needed} splits from {n_groups} patient(s); add patients or set --val 0 / --test 0"
         )
-    # One stratification label per group: its rarest class (rarity by image count in the whole table).
-    rows = pd.DataFrame({"group": groups, "label": out["label"].astype(str), "pid": out["patient_id"].astype(str)})
-    rows["rarity"] = rows["label"].map(rows["label"].value_counts())
-    first = rows.sort_values(["group", "rarity", "label"]).groupby("group").first()
-    group_label, group_key = first["label"], rows.groupby("group")["pid"].min()
     parts: dict[str, dict[str, list]] = {}
-    for code in sorted(group_label.unique()):
-        members = group_label.index[group_label == code].to_numpy()
-        members = members[np.argsort(group_key.loc[members].to_numpy(), kind="stable")]  # input-order free
-        rng = np.random.default_rng([seed, *code.encode()])  # per class: adding a class moves no other
-        members = list(members[rng.permutation(len(members))])
+    for code, members in _strata(out, groups, seed).items():
         _, n_val, n_test = split_counts(len(members), val, test)
         parts[code] = {"test": members[:n_test], "val": members[n_test : n_test + n_val], "train": members[n_test + n_val :]}
     for name, fraction in (("test", test), ("val", val)):
@@ -104,6 +95,63 @@ def assign_splits(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed:
     ]
     out["split"] = pd.array([assignment[g] for g in groups], dtype="string")
     out.attrs["split_warnings"] = warnings
+    return out
+
+
+def _strata(df: pd.DataFrame, groups: np.ndarray, seed: int) -> dict[str, list]:
+    """Class code -> its patient groups in a seeded order. A group's class is its rarest one (rarity by image count
+    in the whole table), so rare classes are spread over the splits; the order is free of the input's row order,
+    and each class has its own random stream, so adding a class moves no other."""
+    rows = pd.DataFrame({"group": groups, "label": df["label"].astype(str), "pid": df["patient_id"].astype(str)})
+    rows["rarity"] = rows["label"].map(rows["label"].value_counts())
+    first = rows.sort_values(["group", "rarity", "label"]).groupby("group").first()
+    group_label, group_key = first["label"], rows.groupby("group")["pid"].min()
+    out = {}
+    for code in sorted(group_label.unique()):
+        members = group_label.index[group_label == code].to_numpy()
+        members = members[np.argsort(group_key.loc[members].to_numpy(), kind="stable")]
+        out[code] = list(members[np.random.default_rng([seed, *code.encode()]).permutation(len(members))])
+    return out
+
+
+def assign_folds(df: pd.DataFrame, k: int, seed: int = 0) -> np.ndarray:
+    """Test fold (0..k-1) per row for patient-level k-fold cross-validation: whole patient groups (see
+    `patient_groups`), stratified by class, dealt round-robin so fold sizes differ by at most one group per class
+    and the folds' totals stay balanced. Every patient lands in exactly one fold."""
+    if k < 2:
+        raise RetinaugError(f"k-fold needs at least 2 folds, got {k}")
+    groups = patient_groups(df)
+    n_groups = len(np.unique(groups))
+    if n_groups < k:
+        raise RetinaugError(f"cannot make {k} folds from {n_groups} patient(s); lower data.folds or add patients")
+    fold_of: dict = {}
+    dealt = 0  # continues across classes, so the first folds do not collect every class's remainder
+    for members in _strata(df, groups, seed).values():
+        for g in members:
+            fold_of[g] = dealt % k
+            dealt += 1
+    return np.array([fold_of[g] for g in groups], dtype=int)
+
+
+def fold_split(df: pd.DataFrame, fold: int, k: int, val: float, seed: int = 0) -> pd.DataFrame:
+    """A copy of `df` split for fold `fold` of `k`: its test split is that fold's patients, and `val` (a fraction of
+    *all* patients, as without folds) of the others go to validation; the `fold` column records each row's test fold.
+    The split seed draws both, so fold i of a run is the same whichever folds ran before."""
+    df = df.reset_index(drop=True)
+    folds = assign_folds(df, k, seed)
+    if not 0 <= fold < k:
+        raise RetinaugError(f"fold {fold} does not exist: folds are 0..{k - 1}")
+    rest = df[folds != fold]
+    inner_val = val * k / (k - 1)
+    if inner_val >= 1:
+        raise RetinaugError(f"data.val {val} leaves no training patients with {k} folds (each fold tests 1/{k}); lower data.val")
+    inner = assign_splits(rest, val=inner_val, test=0, seed=seed)
+    out = df.copy()
+    out["split"] = pd.array(["test"] * len(out), dtype="string")
+    out.loc[rest.index, "split"] = inner["split"].to_numpy()
+    out["fold"] = folds
+    out.attrs["split_warnings"] = inner.attrs.get("split_warnings", []) + [
+        f"class {code} has no patient in fold {fold}'s test split" for code in sorted(set(df["label"].astype(str)) - set(out.loc[folds == fold, "label"].astype(str)))]
     return out
 
 

@@ -22,9 +22,12 @@ def _print_results(run: Path, report: Path | None) -> None:
     timings = stage_timings(run)
     if timings:
         typer.echo("\nStage timings", err=True)
+        width = max(12, *(len(name) + 1 for name, _, _ in timings))
         for name, status, secs in timings:
-            typer.echo(f"  {name:<12} {status:<8} {'' if secs is None else f'{secs:8.1f} s'}", err=True)
-    table = run / "experiments" / "table.md"
+            typer.echo(f"  {name:<{width}} {status:<8} {'' if secs is None else f'{secs:8.1f} s'}", err=True)
+    from ..folds import results_dir
+
+    table = results_dir(run) / "table.md"
     if table.is_file():
         typer.echo("\n" + table.read_text())
     if report is not None:
@@ -64,8 +67,9 @@ def run_cmd(
         from ..pipeline import plan_pipeline
 
         plan = plan_pipeline(load_config(config, preset, set_), out, force=force)
+        width = max(12, *(len(name) + 1 for name, _, _ in plan))
         for name, action, why in plan:
-            typer.echo(f"{name:<12} {action:<9} {why}")
+            typer.echo(f"{name:<{width}} {action:<9} {why}")
         if holder := lock_holder(out):
             typer.echo(f"note: {out} is in use by {holder}; a run now would be refused, and the plan may change when it ends", err=True)
         return
@@ -103,6 +107,11 @@ def experiment_cmd(
     whose nodes share the run folder; GPUs per fit: --set experiments.ray.num_gpus=0.25 (docs/scaling.md)."""
     from ..lock import run_lock
 
+    from ..folds import fold_count, fold_name
+
+    if (k := fold_count(run)) > 1 and (run / fold_name(0)).is_dir():
+        raise RetinaugError(f"{run} is a {k}-fold run: its experiments lie in {run}/{fold_name(0)} ... {fold_name(k - 1)}; run "
+                            f"`retinaug experiment {run}/{fold_name(0)}` per fold (then `retinaug report {run}` pools them), or `retinaug run`")
     with run_lock(run, "experiment"):
         from ..config import load_config
         from ..experiments import ExperimentConfig, run_experiments

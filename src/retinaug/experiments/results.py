@@ -4,7 +4,7 @@ scenario's baseline (paired t-test), and the tables written beside them (summary
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,12 +69,17 @@ def seed_metrics(root: Path, scenarios: list[Scenario], seeds: list[int]) -> dic
 def summarize(root: Path, scenarios: list[Scenario], seeds: list[int]) -> pd.DataFrame:
     """Mean, 95% t-interval over seeds and paired difference vs the baseline, per scenario, metric and class,
     from the finished seed runs under `root` (a partly finished grid gives a partial table)."""
-    per_seed = seed_metrics(root, scenarios, seeds)
+    return summarize_runs(seed_metrics(root, scenarios, seeds), scenarios)
+
+
+def summarize_runs(per_run: dict[str, dict[Hashable, dict[tuple[str, str], float]]], scenarios: list[Scenario]) -> pd.DataFrame:
+    """The summary of `summarize` from scenario -> run key -> flattened metrics; a run key is a seed, or a
+    (fold, seed) pair when folds are pooled: a scenario and its baseline are paired on equal keys."""
     rows = []
     for sc in scenarios:
-        runs = per_seed.get(sc.name, {})
+        runs = per_run.get(sc.name, {})
         base = baseline_of(sc, scenarios)
-        base_runs = per_seed.get(base or "", {})
+        base_runs = per_run.get(base or "", {})
         keys = sorted({k for r in runs.values() for k in r})
         for metric, cls in keys:
             vals = np.array([runs[s][(metric, cls)] for s in sorted(runs) if (metric, cls) in runs[s]])
@@ -94,24 +99,32 @@ def summarize(root: Path, scenarios: list[Scenario], seeds: list[int]) -> pd.Dat
 def aggregate(root: Path, scenarios: list[Scenario], seeds: list[int], composition: pd.DataFrame | None = None) -> pd.DataFrame:
     """Write summary.csv (see `summarize`), table.md/.csv (the paper's shape) and composition.csv. Returns the summary."""
     summary = summarize(root, scenarios, seeds)
+    write_tables(root, summary, scenarios, composition)
+    return summary
+
+
+def write_tables(root: Path, summary: pd.DataFrame, scenarios: list[Scenario], composition: pd.DataFrame | None = None,
+                 runs: str = "seeds") -> None:
+    """summary.csv, table.csv/.md (`runs`: the headline's column counting what the intervals are over) and
+    composition.csv into `root`."""
     root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(root / "summary.csv", summary.to_csv(index=False))
-    table = headline_table(summary, scenarios, composition)
+    table = headline_table(summary, scenarios, composition, runs)
     write_text_atomic(root / "table.csv", table.to_csv(index=False))
     write_text_atomic(root / "table.md", _markdown(table))
     if composition is not None:
         write_text_atomic(root / "composition.csv", composition.to_csv(index=False))
-    return summary
 
 
-def headline_table(summary: pd.DataFrame, scenarios: list[Scenario], composition: pd.DataFrame | None) -> pd.DataFrame:
+def headline_table(summary: pd.DataFrame, scenarios: list[Scenario], composition: pd.DataFrame | None,
+                   runs: str = "seeds") -> pd.DataFrame:
     """One row per scenario: macro precision, recall, F1 and accuracy as 'mean [lo, hi]', F1 change vs baseline."""
     rows = []
     for sc in scenarios:
         s = summary[(summary["scenario"] == sc.name) & (summary["cls"] == "macro")].set_index("metric")
         if s.empty:
             continue
-        row = {"scenario": sc.name, "label": sc.label, "task": sc.task, "seeds": int(s["n_seeds"].max())}
+        row = {"scenario": sc.name, "label": sc.label, "task": sc.task, runs: int(s["n_seeds"].max())}
         if composition is not None:
             c = composition[composition["scenario"] == sc.name]
             row["train images"] = int(c["train_total"].sum())

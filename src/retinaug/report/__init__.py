@@ -18,6 +18,7 @@ from markupsafe import Markup
 
 from ..cards import refresh_model_card
 from ..errors import RetinaugError
+from ..folds import is_pooled, pool_folds
 from ..io import write_text_atomic
 from ..lock import run_lock
 from .data import section_data, section_samples
@@ -26,7 +27,7 @@ from .generation import section_generator, section_labeling
 from .html import p
 from .provenance import section_provenance
 from .quality import section_fid, section_similarity
-from .results import section_confusion, section_recall, section_scenarios, section_training
+from .results import section_confusion, section_folds, section_recall, section_scenarios, section_training
 from .selection import section_selection
 
 log = logging.getLogger("retinaug.report")
@@ -46,6 +47,9 @@ SECTIONS: list[tuple[str, str, Callable[[Path], Markup | None]]] = [
     ("training", "Training curves", section_training),
     ("provenance", "Provenance", section_provenance),
 ]
+# A k-fold run's own report: what is pooled over the folds; each fold's report has the rest.
+POOLED_SECTIONS = [s for s in SECTIONS if s[0] in ("scenarios", "recall", "confusion", "training", "provenance")]
+POOLED_SECTIONS.insert(2, ("folds", "Cross-validation folds", section_folds))
 
 
 def build_report(run: str | Path) -> Path:
@@ -66,8 +70,11 @@ def build_report(run: str | Path) -> Path:
             refresh_model_card(run)
         except Exception as exc:  # a card that cannot be written must not cost the report
             log.warning("generator model card not refreshed: %s", exc)
+        pooled = is_pooled(run)
+        if pooled:  # the folds' experiments pooled into RUN/pooled (seconds), the per-fold sections in the fold reports
+            pool_folds(run)
         rendered = []
-        for key, title, fn in SECTIONS:
+        for key, title, fn in POOLED_SECTIONS if pooled else SECTIONS:
             try:
                 body, state = fn(run), "ok"
             except Exception as exc:  # a malformed stage output must not cost the rest of the report

@@ -61,5 +61,7 @@ def per_class_table(obj: dict) -> pd.DataFrame | None:
 
 
 def summary_csv(run: Path) -> pd.DataFrame | None:
-    path = run / "experiments" / "summary.csv"
+    from ..folds import results_dir
+
+    path = results_dir(run) / "summary.csv"
     return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.is_file() else None

@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 from markupsafe import Markup, escape
 
-from ..io import read_json
 from .html import h3, join, p, table
 
 PACKAGES = ("retinaug", "torch", "torchvision", "timm", "diffusers", "peft", "transformers", "accelerate",
@@ -28,13 +27,10 @@ def _versions() -> pd.DataFrame:
 
 
 def section_provenance(run: Path) -> Markup | None:
-    from ..pipeline import stage_names
+    from ..pipeline import stage_records
 
-    timings = []
-    for stage in stage_names():
-        rec = read_json(run / stage / "stage.json")
-        if isinstance(rec, dict):
-            timings.append({"stage": stage, "status": rec.get("status"), "seconds": rec.get("seconds"), "started": rec.get("started"), "why": rec.get("why")})
+    timings = [{"stage": label, "status": rec.get("status"), "seconds": rec.get("seconds"), "started": rec.get("started"), "why": rec.get("why")}
+               for label, rec in stage_records(run)]
     parts = []
     if timings:
         t = pd.DataFrame(timings)

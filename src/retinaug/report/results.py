@@ -10,23 +10,57 @@ import pandas as pd
 from markupsafe import Markup
 
 from ..classes import CLASSES
+from ..folds import POOLED, fold_count, fold_name, is_pooled, results_dir
 from ..io import read_json
 from . import figures
 from .html import h3, img, join, p, summary_csv, table
 
 
 def section_scenarios(run: Path) -> Markup | None:
-    headline = run / "experiments" / "table.csv"
+    headline = results_dir(run) / "table.csv"
     summary = summary_csv(run)
     if not headline.is_file() or summary is None:
         return None
-    parts = [p("Macro precision, recall and F1 and accuracy on the same real test patients: mean over seeds with the "
-               "95% t-interval over seeds (clipped to [0, 1]; few seeds give wide intervals); ΔF1 is the paired difference to the task's real-only scenario (paired t-test over seeds)."),
-             table(pd.read_csv(headline, keep_default_na=False))]
+    if is_pooled(run):
+        about = ("Macro precision, recall and F1 and accuracy pooled over the folds: every patient is tested once, by the models "
+                 "of the fold that held it out; mean over (fold, seed) runs with the 95% t-interval over them (clipped to [0, 1]); "
+                 "ΔF1 is the paired difference to the task's real-only scenario (paired t-test over equal (fold, seed) runs).")
+        unit = "(fold, seed) runs"
+    else:
+        about = ("Macro precision, recall and F1 and accuracy on the same real test patients: mean over seeds with the "
+                 "95% t-interval over seeds (clipped to [0, 1]; few seeds give wide intervals); ΔF1 is the paired difference "
+                 "to the task's real-only scenario (paired t-test over seeds).")
+        unit = "seeds"
+    parts = [p(about), table(pd.read_csv(headline, keep_default_na=False))]
     per_class = summary[(summary["cls"] != "macro") & (summary["metric"] == "f1")]
     if len(per_class):
         wide = per_class.pivot_table(index="scenario", columns="cls", values="mean", sort=False)
-        parts += [h3("Per-class F1 (mean over seeds)"), table(wide.reset_index())]
+        parts += [h3(f"Per-class F1 (mean over {unit})"), table(wide.reset_index())]
+    return join(parts)
+
+
+def section_folds(run: Path) -> Markup | None:
+    """A k-fold run: fold sizes, the each-patient-tested-once check, macro F1 per fold and links to the fold reports."""
+    folds = run / POOLED / "folds.csv"
+    if not folds.is_file():
+        return None
+    cov = read_json(run / POOLED / "coverage.json") or {}
+    k = cov.get("folds", 0)
+    leaks = cov.get("tested_more_than_once", []) + cov.get("never_tested", []) + sum(cov.get("in_two_splits_of_a_fold", {}).values(), [])
+    if leaks:
+        check = Markup(f'<p class="warn">Patient-level folds broken: {len(cov.get("tested_more_than_once", []))} patient(s) tested '
+                       f'more than once, {len(cov.get("never_tested", []))} never, {len(cov.get("in_two_splits_of_a_fold", {}))} fold(s) '
+                       f'with a patient in two splits (RUN/{POOLED}/coverage.json lists them).</p>')
+    else:
+        check = p(f"Each of the {cov.get('patients', '?')} patients is in the test split of exactly one of the {k} folds "
+                  f"({cov.get('tested_once', 0)} tested once so far), and no fold has a patient in two splits.")
+    parts = [check, table(pd.read_csv(folds))]
+    per_fold = run / POOLED / "per_fold.csv"
+    if per_fold.is_file() and len(pf := pd.read_csv(per_fold)):
+        parts += [h3("Macro F1 per fold (mean over seeds)"), table(pf.pivot_table(index="scenario", columns="fold", values="macro f1", sort=False).reset_index())]
+    links = [f'<a href="../{fold_name(i)}/report/index.html">{fold_name(i)}</a>' for i in range(k) if (run / fold_name(i) / "report" / "index.html").is_file()]
+    if links:
+        parts += [h3("Fold reports (generator, labeling, selection, audit of each fold)"), Markup("<p>" + " · ".join(links) + "</p>")]
     return join(parts)
 
 
@@ -47,15 +81,15 @@ def section_recall(run: Path) -> Markup | None:
 
 
 def _seed_dirs(run: Path) -> dict[str, list[Path]]:
-    """Finished seed folders per scenario, in the headline table's order (then by name)."""
-    root = run / "experiments"
+    """Finished seed folders per scenario (of every fold in a k-fold run), in the headline table's order (then by name)."""
+    roots = [run / fold_name(i) / "experiments" for i in range(fold_count(run))] if is_pooled(run) else [run / "experiments"]
     out: dict[str, list[Path]] = {}
-    if root.is_dir():
+    for root in filter(Path.is_dir, roots):
         for sc in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))):
             seeds = sorted(d for d in sc.glob("seed*") if (d / "metrics.json").is_file())
             if seeds:
-                out[sc.name] = seeds
-    headline = root / "table.csv"
+                out.setdefault(sc.name, []).extend(seeds)
+    headline = results_dir(run) / "table.csv"
     order = list(pd.read_csv(headline)["scenario"]) if headline.is_file() else []
     return {n: out[n] for n in [n for n in order if n in out] + [n for n in out if n not in order]}
 
@@ -73,7 +107,8 @@ def section_confusion(run: Path) -> Markup | None:
             classes[name] = list((m.get("per_class") or {}).keys()) or [str(i) for i in range(len(cm))]
     if not mats:
         return None
-    return join([p("Test-set confusion matrices summed over seeds (colour: row-normalised recall)."),
+    over = "folds and seeds (each patient counted once per seed)" if is_pooled(run) else "seeds"
+    return join([p(f"Test-set confusion matrices summed over {over} (colour: row-normalised recall)."),
                  img(figures.confusion_plot(mats, classes), "confusion matrices")])
 
 
