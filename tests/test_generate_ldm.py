@@ -87,3 +87,13 @@ def test_ldm_killed_in_each_phase_resumes_to_identical_weights(data, tmp_path):
     a, b = _weights(tmp_path / "ref"), _weights(out)
     assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
     assert load_generator(out).vae.config.scaling_factor == load_generator(tmp_path / "ref").vae.config.scaling_factor
+
+
+def test_ldm_autoencoder_without_mid_attention_trains_saves_and_reloads_without_it(data, tmp_path):
+    finetune(data, "ldm", {**TINY, "vae_mid_attention": False, "steps": 2, "vae_steps": 2}, tmp_path / "gen")
+    gen = load_generator(tmp_path / "gen")
+    assert gen.vae.config.mid_block_add_attention is False
+    assert list(gen.vae.encoder.mid_block.attentions) == [None] and list(gen.vae.decoder.mid_block.attentions) == [None]
+    assert not any(k.startswith("vae.") and "mid_block.attentions" in k for k in _weights(tmp_path / "gen"))
+    out = generate(tmp_path / "gen", data, tmp_path / "txt", per_class=1, steps=2)
+    assert len(out) == 2 and {Image.open(p).size for p in out["path"]} == {(32, 32)}

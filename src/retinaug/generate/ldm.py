@@ -73,6 +73,7 @@ class LDMGenerator(DDPMGenerator):
             latent_channels=cfg.latent_channels,
             norm_num_groups=cfg.norm_num_groups,
             sample_size=cfg.size,
+            mid_block_add_attention=cfg.vae_mid_attention,
         ).to(self.device)
         self.objective = AutoencoderObjective(self.vae)
         self.unet = self._unet(cfg.latent_channels, cfg.size // self.factor)
