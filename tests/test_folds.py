@@ -66,15 +66,13 @@ def test_fold_errors_say_what_to_change():
         assign_folds(table().head(10), 6)
     with pytest.raises(RetinaugError, match="fold 4 does not exist: folds are 0..3"):
         fold_split(table(), 4, 4, val=0.15)
-    with pytest.raises(ValueError, match="test is not read when folds is 3"):
-        PipelineConfig.model_validate({"data": {"folds": 3, "test": 0.2}})
     with pytest.raises(ValueError, match="leaves no training patients with 2 folds"):
         PipelineConfig.model_validate({"data": {"folds": 2, "val": 0.5}})
     with pytest.raises(RetinaugError, match=r"fold 16: scenario real needs test images of G, C, A, H, M.*fewer folds \(data.folds\)"):
-        plan_pipeline(tiny_config("data.test=0.15", "data.folds=20"), "unused-run-folder")  # 48 patients: 2-3 per fold
+        plan_pipeline(tiny_config("data.folds=20"), "unused-run-folder")  # 48 patients: 2-3 per fold
 
 
-FOLDS = ("data.test=0.15", "data.folds=2", "quality.enabled=false", "selection.enabled=false",
+FOLDS = ("data.folds=2", "quality.enabled=false", "selection.enabled=false",
          "experiments.seeds=2", 'experiments.scenarios=[{name: real, task: 5-class}, {name: syn, task: 5-class, synthetic: 0.5}]')
 
 
@@ -83,6 +81,14 @@ def fold_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("folds") / "run"
     run_pipeline(tiny_config(*FOLDS), run)
     return run
+
+
+def test_a_test_fraction_beside_folds_is_said_not_read(caplog):
+    from retinaug.pipeline import resolve
+
+    with caplog.at_level("WARNING", logger="retinaug"):
+        resolve(tiny_config(*FOLDS))  # the tiny config sets data.test 0.25
+    assert "data.test 0.25 is not read with data.folds 2: each fold tests 1/2 of the patients" in caplog.text
 
 
 def test_every_fitted_stage_runs_per_fold_on_that_folds_train_patients(fold_run):

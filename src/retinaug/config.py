@@ -55,7 +55,7 @@ class DataStage(_Section):
     val: float = Field(0.15, ge=0, lt=1, description="Fraction of patients for validation.")
     test: float = Field(0.15, gt=0, lt=1, description="Fraction of patients for test.")
     seed: int = Field(0, description="Seed of the patient-level split (and of the phantom images).")
-    folds: int = Field(1, ge=1, le=20, description="Patient-level k-fold cross-validation: k > 1 runs every fitted stage once per fold into RUN/fold-<i>/ (fold i's patients are its test split, data.val of all patients its validation split, the rest train) and the report pools the folds; each patient is tested exactly once. k times the cost of one run. 1: one split (data.val, data.test).")
+    folds: int = Field(1, ge=1, le=20, description="Patient-level k-fold cross-validation: k > 1 runs every fitted stage once per fold into RUN/fold-<i>/ (fold i's patients are its test split, data.val of all patients its validation split, the rest train) and the report pools the folds; each patient is tested exactly once. data.test is then not read (said in the log). k times the cost of one run. 1: one split (data.val, data.test).")
 
     @field_validator("mapping", mode="before")
     @classmethod
@@ -79,11 +79,8 @@ class DataStage(_Section):
 
     @model_validator(mode="after")
     def _fold_fractions(self):
-        if self.folds > 1:
-            if self.test != type(self).model_fields["test"].default:
-                raise ValueError(f"test is not read when folds is {self.folds}: each fold tests 1/{self.folds} of the patients; drop data.test")
-            if self.val * self.folds / (self.folds - 1) >= 1:
-                raise ValueError(f"val {self.val} of all patients leaves no training patients with {self.folds} folds")
+        if self.folds > 1 and self.val * self.folds / (self.folds - 1) >= 1:
+            raise ValueError(f"val {self.val} of all patients leaves no training patients with {self.folds} folds")
         return self
 
     def result_config(self) -> dict:

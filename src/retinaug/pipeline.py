@@ -174,6 +174,8 @@ def resolve(cfg: PipelineConfig) -> PipelineConfig:
     the dataset path made absolute, the classes/amounts the scenarios need from synthetic and augment, the
     generator's train_classes when it is `synthetic` (the default, `all`, needs nothing), and CAS's classifier recipe."""
     cfg = cfg.model_copy(deep=True)
+    if cfg.data.folds > 1 and cfg.data.test != type(cfg.data).model_fields["test"].default:
+        log.warning("data.test %s is not read with data.folds %d: each fold tests 1/%d of the patients", cfg.data.test, cfg.data.folds, cfg.data.folds)
     if cfg.data.source != "phantom":
         if not cfg.data.path:
             raise RetinaugError(f"data.source is {cfg.data.source}: set data.path to the dataset folder (e.g. --set data.path=../shared/data/odir5k-256)")

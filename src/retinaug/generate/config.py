@@ -126,7 +126,7 @@ class LDMConfig(DDPMConfig):
     block_out_channels: list[int] = Field([32, 64, 128], min_length=2, description="Latent UNet width per resolution level.")
     vae_block_out_channels: list[int] = Field([32, 64, 64], min_length=1, description="Autoencoder width per level; the latents are size / 2^(levels-1) px per side (default 4x smaller).")
     vae_layers_per_block: int = Field(1, ge=1, description="ResNet layers per autoencoder block.")
-    vae_mid_attention: bool = Field(True, description="Self-attention in the autoencoder's middle block (as Stable Diffusion's VAE). Its cost grows with (size / 2^(levels-1))^4: at 128 px with 3 levels it dominates a CPU step; off trains the autoencoder several times faster.")
+    vae_mid_attention: bool = Field(True, description="Self-attention in the autoencoder's middle block (as Stable Diffusion's VAE); false: an attention-free autoencoder. Its cost grows with the 4th power of the latent side; at 128 px (32 px latents) it is ~3% of a CPU step (BENCHMARKS.md), more at 256 px and up.")
     latent_channels: int = Field(4, ge=1, description="Channels of the latent space.")
     vae_steps: int = Field(1000, ge=1, description="Autoencoder optimiser steps (ignored when `vae_epochs` is set).")
     vae_epochs: float | None = Field(None, gt=0, description="Autoencoder passes over the training images; overrides `vae_steps`.")
