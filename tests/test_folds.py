@@ -100,6 +100,8 @@ def test_every_fitted_stage_runs_per_fold_on_that_folds_train_patients(fold_run)
         train = set(fold.loc[fold["split"] == "train", "patient_id"])
         test = set(fold.loc[fold["split"] == "test", "patient_id"])
         tested += sorted(test)
+        assert json.loads((fold_run / f"fold-{i}" / "generator" / "stage.json").read_text())["stage"] == f"fold-{i}/generator"
+        assert "[fold-%d/generator] done in" % i in (fold_run / "logs" / f"fold-{i}" / "generator.log").read_text()
         gen = json.loads((fold_run / f"fold-{i}" / "generator" / "config.json").read_text())
         assert gen["data"] == str((fold_run / f"fold-{i}" / "data").resolve())
         learnt = fold[(fold["split"] == "train") & fold["label"].isin(gen["classes"])]

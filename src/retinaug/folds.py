@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import read_json, write_json_atomic, write_text_atomic
+from .io import write_json_atomic, write_text_atomic
 
 log = logging.getLogger("retinaug.folds")
 
@@ -119,7 +119,3 @@ def coverage(data: pd.DataFrame, splits: dict[int, pd.DataFrame], k: int) -> dic
         "never_tested": sorted(patients - set(times.index.astype(str))) if len(splits) == k else [],
         "in_two_splits_of_a_fold": {str(i): ps for i, ps in leaks.items() if ps},
     }
-
-
-def read_coverage(run: Path) -> dict:
-    return read_json(Path(run) / POOLED / "coverage.json") or {}

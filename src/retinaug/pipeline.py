@@ -228,7 +228,7 @@ class Step:
     make: Callable[[], Stage]
 
 
-def _stage(spec: StageSpec, cfg: PipelineConfig, where: Path, on: dict[str, bool], run: Path,
+def _stage(spec: StageSpec, cfg: PipelineConfig, where: Path, on: dict[str, bool], run: Path, label: str = "",
            upstream: dict[str, Path] | None = None, run_fn: Callable[..., Any] | None = None, extra: dict | None = None) -> Stage:
     """The record keeper of one stage in folder `where`/name: its inputs are the output hashes its upstream stages
     recorded (a switched-off upstream counts as 'disabled', whatever an older run left). `upstream` overrides where
@@ -240,7 +240,7 @@ def _stage(spec: StageSpec, cfg: PipelineConfig, where: Path, on: dict[str, bool
     inputs = {up: read_record(f).get("output_hash", "absent") if f is not None else "disabled" for up, f in folders.items()}
     out = where / spec.name
     fn = run_fn or spec.run
-    return Stage(spec.name, out, result, inputs, lambda: fn(*folders.values(), section, out), spec.writes, run,
+    return Stage(label or spec.name, out, result, inputs, lambda: fn(*folders.values(), section, out), spec.writes, run,
                  clean_on_change=not spec.keeps,
                  keep_when={k: v for k, v in result.items() if k not in spec.keep} if spec.keep else None)
 
@@ -254,23 +254,25 @@ def steps(cfg: PipelineConfig, run: Path) -> list[Step]:
         off = [up for up in spec.needs if not on[up]]
         return f"needs {', '.join(off)} (disabled)" if off else "disabled in the config"
 
-    def step(spec: StageSpec, where: Path, prefix: str = "", **kw) -> Step:
+    def step(spec: StageSpec, where: Path, prefix: str = "") -> Step:
         upstream = tuple(f"{prefix}{up}" for up in spec.upstream)
         return Step(prefix + spec.name, spec, upstream, on[spec.name], "" if on[spec.name] else off_why(spec),
-                    lambda: _stage(spec, cfg, where, on, run, **kw))
+                    lambda: _stage(spec, cfg, where, on, run, prefix + spec.name))
+
+    def fold_split(i: int) -> Step:
+        """Fold i's data stage: RUN/data split for the fold (folds.fold_data_stage)."""
+        where, label = run / fold_name(i), f"{fold_name(i)}/data"
+        return Step(label, STAGES[0], ("data",), True, "",
+                    lambda: _stage(STAGES[0], cfg, where, on, run, label, upstream={"data": run / "data"},
+                                   run_fn=partial(fold_data_stage, fold=i), extra={"folds": k, "fold": i}))
 
     k = cfg.data.folds
     if k == 1:
         return [step(spec, run) for spec in STAGES]
-    ingest, fitted, report = STAGES[0], STAGES[1:-1], STAGES[-1]
-    out = [step(ingest, run)]
-    for i in range(k):
-        where, prefix = run / fold_name(i), f"{fold_name(i)}/"
-        split = Step(prefix + "data", ingest, ("data",), True, "",
-                     lambda where=where, i=i: _stage(ingest, cfg, where, on, run, upstream={"data": run / "data"},
-                                                     run_fn=partial(fold_data_stage, fold=i), extra={"folds": k, "fold": i}))
-        out += [split, *(step(spec, where, prefix) for spec in (*fitted, report))]
-    return out + [step(report, run)]
+    out = [step(STAGES[0], run)]
+    for i in range(k):  # the fitted stages and a report per fold
+        out += [fold_split(i), *(step(spec, run / fold_name(i), f"{fold_name(i)}/") for spec in STAGES[1:])]
+    return out + [step(STAGES[-1], run)]
 
 
 def _prepare(config: PipelineConfig, run: Path) -> PipelineConfig:
