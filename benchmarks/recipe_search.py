@@ -39,6 +39,13 @@ CANDIDATES: dict[str, dict] = {
     "r10t-128-e15": dict(size=128, epochs=15, backbone="resnet10t"),
     "effb0-128-e15": dict(size=128, epochs=15, backbone="efficientnet_b0"),
     "convnext-atto-128-e15": dict(size=128, epochs=15, backbone="convnext_atto"),
+    # the 64 px family (TrainConfig's default size and epochs): augmentation strength, mixup, EMA + TTA, backbones
+    "r18-64-e15": dict(size=64, epochs=15),
+    "r18-64-e15-strong": dict(size=64, epochs=15, rotation=20, crop_scale=0.8, color_jitter=0.3),
+    "r18-64-e15-mixup": dict(size=64, epochs=15, mixup=0.2),
+    "r18-64-e15-ema-tta": dict(size=64, epochs=15, ema_decay=0.998, tta=True),
+    "r10t-64-e15": dict(size=64, epochs=15, backbone="resnet10t"),
+    "effb0-64-e15": dict(size=64, epochs=15, backbone="efficientnet_b0"),
 }
 SCORES = ("macro_f1", "macro_precision", "macro_recall", "accuracy")
 
