@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from scipy import stats
 
 from retinaug.config import PipelineConfig
 from retinaug.experiments import accepted_synthetic, asked_vs_labelled, seed_metrics, summarize
@@ -93,15 +92,6 @@ def quality_table(audit: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _fdr(p: pd.Series) -> list[str]:
-    """Benjamini-Hochberg q-values over the paired comparisons of one metric (the table is one family of tests)."""
-    q = pd.Series(float("nan"), index=p.index)
-    ok = p.notna()
-    if ok.any():
-        q[ok] = stats.false_discovery_control(p[ok].to_numpy())
-    return [f"{v:.2g}" for v in q]
-
-
 def tables(summary: pd.DataFrame, scenarios, comp: pd.DataFrame) -> dict[str, pd.DataFrame]:
     macro = summary[summary["cls"] == "macro"]
     head, diff, recall = [], [], {}
@@ -118,7 +108,8 @@ def tables(summary: pd.DataFrame, scenarios, comp: pd.DataFrame) -> dict[str, pd
             diff.append({"scenario": sc.name, "vs": base,
                          **{f"Δ{k}": _ci(m.loc[k, "diff_mean"], m.loc[k, "diff_ci_low"], m.loc[k, "diff_ci_high"], signed=True)
                             for k in METRICS if k in m.index},
-                         "p (F1)": m.loc["f1", "p_value"], "p (recall)": m.loc["recall", "p_value"]})
+                         **{f"{col} ({k})": m.loc[metric, f"{col}_value"] for k, metric in (("F1", "f1"), ("recall", "recall"))
+                            for col in ("p", "q")}})
         r = summary[(summary["scenario"] == sc.name) & (summary["metric"] == "recall") & (summary["cls"] != "macro")]
         row = {"scenario": sc.name}
         for x in r.itertuples():
@@ -126,10 +117,8 @@ def tables(summary: pd.DataFrame, scenarios, comp: pd.DataFrame) -> dict[str, pd
             row[x.cls] = f"{x.mean:.2f} ±{half:.2f}" if not math.isnan(half) else f"{x.mean:.2f}"
         recall.setdefault(sc.task, []).append(row)
     paired = pd.DataFrame(diff)
-    for metric in ("F1", "recall") if len(paired) else ():
-        p = paired[f"p ({metric})"].astype(float)
-        paired.insert(paired.columns.get_loc(f"p ({metric})") + 1, f"q ({metric})", _fdr(p))
-        paired[f"p ({metric})"] = p.map(lambda v: f"{v:.2g}")
+    for col in [c for c in paired.columns if c[:3] in ("p (", "q (")]:  # q: Benjamini-Hochberg over the grid (results.q_values)
+        paired[col] = paired[col].astype(float).map(lambda v: f"{v:.2g}")
     out = {"headline": pd.DataFrame(head), "paired": paired}
     for task, rows in recall.items():
         out[f"recall-{task}"] = pd.DataFrame(rows)

@@ -77,7 +77,7 @@ def run(name: str, spec: dict, data: Path, seed: int) -> dict:
     metrics = evaluate(folder, test, folder / "eval", n_boot=0)
     return {"candidate": name, "split": seed, "val_macro_f1": meta["best_val_macro_f1"], "best_epoch": meta["best_epoch"],
             "fit_minutes": round((time.perf_counter() - t0) / 60, 2), "cpu_minutes": round((time.process_time() - cpu0) / 60, 2),
-            "precision_used": meta["timings"]["precision"], **{k: metrics[k] for k in SCORES},
+            "precision_used": meta["timings"]["precision"], "threads": torch.get_num_threads(), **{k: metrics[k] for k in SCORES},
             "recall_per_class": {c: v["recall"] for c, v in metrics["per_class"].items()}}
 
 

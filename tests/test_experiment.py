@@ -170,8 +170,21 @@ def test_aggregate_mean_ci_and_paired_test(tmp_path):
     assert row.p_value == pytest.approx(stats.ttest_rel(f1["syn"], f1["real"]).pvalue)
     c_recall = summary[(summary.scenario == "real") & (summary.metric == "recall") & (summary.cls == "C")].iloc[0]
     assert c_recall["mean"] == pytest.approx(0.45)
+    assert row.q_value == pytest.approx(row.p_value)  # the only comparison of its family: q = p
     table = (tmp_path / "table.md").read_text()
-    assert "| syn |" in table and "ΔF1 vs real" in table and "0.627" in table
+    assert "| syn |" in table and "ΔF1 vs real" in table and "0.627" in table and f"q={row.q_value:.2g}" in table
+
+
+def test_q_values_are_benjamini_hochberg_per_metric_and_class():
+    import pandas as pd
+
+    from retinaug.experiments.results import q_values
+
+    summary = pd.DataFrame({"metric": ["f1"] * 4 + ["recall"] * 2, "cls": ["macro"] * 6,
+                            "p_value": [0.01, 0.04, np.nan, 0.5, 0.02, 0.03]})
+    q = q_values(summary)
+    assert q[:4].tolist()[:2] == pytest.approx([0.03, 0.06]) and np.isnan(q[2]) and q[3] == pytest.approx(0.5)  # p m / rank, monotone
+    assert q[4:].tolist() == pytest.approx([0.03, 0.03])  # recall is its own family
 
 
 # ---------------------------------------------------------------- kill -9 resume (subprocess, real training)

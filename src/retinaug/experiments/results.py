@@ -92,8 +92,23 @@ def summarize_runs(per_run: dict[str, dict[Hashable, dict[tuple[str, str], float
                 b = np.array([base_runs[s][(metric, cls)] for s in paired])
                 row.update(zip(("diff_mean", "diff_ci_low", "diff_ci_high", "p_value"), _paired(a, b)))
             rows.append(row)
-    return pd.DataFrame(rows, columns=["scenario", "label", "task", "metric", "cls", "n_seeds", "mean", "ci_low",
-                                       "ci_high", "baseline", "diff_mean", "diff_ci_low", "diff_ci_high", "p_value"])
+    summary = pd.DataFrame(rows, columns=["scenario", "label", "task", "metric", "cls", "n_seeds", "mean", "ci_low",
+                                          "ci_high", "baseline", "diff_mean", "diff_ci_low", "diff_ci_high", "p_value"])
+    summary["q_value"] = q_values(summary)
+    return summary
+
+
+def q_values(summary: pd.DataFrame) -> pd.Series:
+    """Benjamini-Hochberg q-values of the paired tests (scipy's `false_discovery_control`). A grid compares many
+    scenarios with their baselines, so some p < 0.05 come by chance; each (metric, class) is one family of tests."""
+    from scipy import stats
+
+    q = pd.Series(np.nan, index=summary.index, dtype=float)
+    for _, p in summary.groupby(["metric", "cls"])["p_value"]:
+        p = p.dropna()
+        if len(p):
+            q[p.index] = stats.false_discovery_control(p.to_numpy(dtype=float))
+    return q
 
 
 def aggregate(root: Path, scenarios: list[Scenario], seeds: list[int], composition: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -132,7 +147,7 @@ def headline_table(summary: pd.DataFrame, scenarios: list[Scenario], composition
             row[metric] = _fmt(s, metric)
         if "f1" in s.index and isinstance(s.loc["f1", "diff_mean"], float) and not math.isnan(s.loc["f1", "diff_mean"]):
             d = s.loc["f1"]
-            row["ΔF1 vs real"] = f"{d['diff_mean']:+.3f} (p={d['p_value']:.2g})"
+            row["ΔF1 vs real"] = f"{d['diff_mean']:+.3f} (p={d['p_value']:.2g}, q={d['q_value']:.2g})"
         else:
             row["ΔF1 vs real"] = ""
         rows.append(row)

@@ -24,12 +24,13 @@ def section_scenarios(run: Path) -> Markup | None:
     if is_pooled(run):
         about = ("Macro precision, recall and F1 and accuracy pooled over the folds: every patient is tested once, by the models "
                  "of the fold that held it out; mean over (fold, seed) runs with the 95% t-interval over them (clipped to [0, 1]); "
-                 "ΔF1 is the paired difference to the task's real-only scenario (paired t-test over equal (fold, seed) runs).")
+                 "ΔF1 is the paired difference to the task's real-only scenario (paired t-test over equal (fold, seed) runs; q: "
+                 "Benjamini-Hochberg over the table's comparisons).")
         unit = "(fold, seed) runs"
     else:
         about = ("Macro precision, recall and F1 and accuracy on the same real test patients: mean over seeds with the "
                  "95% t-interval over seeds (clipped to [0, 1]; few seeds give wide intervals); ΔF1 is the paired difference "
-                 "to the task's real-only scenario (paired t-test over seeds).")
+                 "to the task's real-only scenario (paired t-test over seeds; q: Benjamini-Hochberg over the table's comparisons).")
         unit = "seeds"
     parts = [p(about), table(pd.read_csv(headline, keep_default_na=False))]
     per_class = summary[(summary["cls"] != "macro") & (summary["metric"] == "f1")]
