@@ -4,7 +4,8 @@ The pipeline is one table (`STAGES`) and a loop. Each row declares a stage once:
 it reads, its config section, the function it calls and the files it writes that later stages read. Each
 function takes its inputs explicitly (upstream folders, None for an optional one switched off), its config
 section whole and its output folder. The loop, `--dry-run`, `--force`, the up-front checks (checks.py), the
-report's stage list and `stage_timings` all read the table; nothing else spells stage names.
+report's stage list and `stage_timings` all read the table; nothing else spells stage names. With `data.folds: k`
+the loop runs the table's fitted stages once per fold in RUN/fold-<i>/ (`steps`, folds.py).
 """
 
 from __future__ import annotations

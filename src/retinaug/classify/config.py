@@ -16,7 +16,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backbone: str = Field("resnet18", description="timm model name (vgg19 = the paper's; resnet18, resnet10t for CPU).")
+    backbone: str = Field("resnet10t", description="timm model name: resnet10t (the CPU recipe search's winner from scratch, BENCHMARKS.md), resnet18, vgg19 (the paper's), any timm name.")
     size: int = Field(64, ge=16, le=1024, description="Square input resolution in pixels.")
     task: Task = Field("5-class", description="Named task (5-class, 7-class, 8-class) or comma-separated class codes.")
     epochs: int = Field(15, ge=1, description="Maximum number of epochs.")

@@ -29,7 +29,7 @@ def train(
     extra: list[Path] = typer.Option([], "--extra", help="Extra manifest(s) whose accepted train rows are added (repeatable), e.g. RUN/label."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig fields; options below override it."),
     task: Optional[str] = typer.Option(None, help="Task: 5-class, 7-class, 8-class or codes like G,C,A. [default: 5-class]"),
-    backbone: Optional[str] = typer.Option(None, help="timm model name: vgg19 (paper), resnet18, resnet10t. [default: resnet18]"),
+    backbone: Optional[str] = typer.Option(None, help="timm model name: resnet10t, resnet18, vgg19 (paper), any timm name. [default: resnet10t]"),
     size: Optional[int] = typer.Option(None, help="Input resolution in pixels. [default: 64]"),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs. [default: 15]"),
     batch_size: Optional[int] = typer.Option(None, help="Batch size. [default: 32]"),
