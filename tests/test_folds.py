@@ -158,3 +158,10 @@ def test_folds_resume_one_at_a_time(fold_run, tmp_path):
 def test_experiment_verb_refuses_the_top_of_a_fold_run(fold_run):
     done = subprocess.run(cli("experiment", "--run", str(fold_run), "--preset", "demo"), capture_output=True, text=True, env=cli_env())
     assert done.returncode != 0 and "is a 2-fold run" in done.stderr and "fold-0" in done.stderr
+
+
+def test_export_of_a_fold_run_names_a_fold(fold_run, tmp_path):
+    from retinaug.export import export_run
+
+    with pytest.raises(RetinaugError, match=r"is a 2-fold run: each fold has its own generator.*fold-0"):
+        export_run(fold_run, tmp_path / "out")

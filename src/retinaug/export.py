@@ -31,6 +31,7 @@ from . import __version__
 from .cards import CARD, WARNING, front_matter, quality_section, run_audit, shown_path, table
 from .classes import CLASSES, CODES
 from .errors import RetinaugError
+from .folds import fold_count, fold_name, is_pooled
 from .io import json_dict, safe_join, write_text_atomic
 from .lock import run_lock
 from .manifest import load_manifest, manifest_file
@@ -52,6 +53,9 @@ def export_run(run: str | Path, out: str | Path, what: str = "synthetic", accept
         raise RetinaugError(f"--what must be one of {', '.join(WHAT)}, not {what!r}")
     if not run.is_dir():
         raise RetinaugError(f"run folder {run} not found")
+    if is_pooled(run):
+        raise RetinaugError(f"{run} is a {fold_count(run)}-fold run: each fold has its own generator and synthetic images; "
+                            f"export one fold (retinaug export {run}/{fold_name(0)} --out ...)")
     if accepted_only and what == "real":
         raise RetinaugError("--accepted-only filters synthetic images; with --what real there are none (use --what synthetic or both)")
     _check_target(out, run)
