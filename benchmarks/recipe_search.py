@@ -47,6 +47,7 @@ CANDIDATES: dict[str, dict] = {
     "r10t-64-e15": dict(size=64, epochs=15, backbone="resnet10t"),
     "r10t-64-e15-strong": dict(size=64, epochs=15, backbone="resnet10t", rotation=20, crop_scale=0.8, color_jitter=0.3),
     "r10t-96-e15": dict(size=96, epochs=15, backbone="resnet10t"),
+    "r10t-64-e15-warm": dict(size=64, epochs=15, backbone="resnet10t", warm=dict(epochs=10)),
     "effb0-64-e15": dict(size=64, epochs=15, backbone="efficientnet_b0"),
 }
 SCORES = ("macro_f1", "macro_precision", "macro_recall", "accuracy")
