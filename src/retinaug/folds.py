@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import write_json_atomic, write_text_atomic
+from .io import read_json, write_json_atomic, write_text_atomic
+from .stages import read_record
 
 log = logging.getLogger("retinaug.folds")
 
@@ -51,17 +52,22 @@ def results_dir(run: Path) -> Path:
 
 
 def fold_data_stage(data: Path, cfg, out: Path, fold: int) -> None:
-    """Fold `fold`'s data stage: the ingested manifest of RUN/data, split for this fold (see `split.fold_split`)."""
-    from .manifest import class_counts, load_manifest, save_manifest
+    """Fold `fold`'s data stage: the ingested manifest of RUN/data, split for this fold (see `split.fold_split`), with
+    a summary.json like the ingest's (sizes per split, class counts, the leakage audit of this fold's split)."""
+    from .ingest.finish import split_summary
+    from .manifest import load_manifest, save_manifest
     from .split import fold_split
 
     df = fold_split(load_manifest(data), fold, cfg.folds, cfg.val, cfg.seed)
     for warning in df.attrs["split_warnings"]:
         log.warning("fold %d: %s", fold, warning)
     save_manifest(df, out)
-    write_text_atomic(out / "class_counts.csv", class_counts(df).to_csv())
-    log.info("fold %d of %d: %s", fold, cfg.folds, ", ".join(
-        f"{s} {df.loc[df['split'] == s, 'patient_id'].nunique()} patients / {int((df['split'] == s).sum())} images" for s in ("train", "val", "test")))
+    summary = {**split_summary(df), "split_warnings": df.attrs["split_warnings"], "fold": fold, "folds": cfg.folds,
+               "val": cfg.val, "seed": cfg.seed}
+    write_json_atomic(out / "summary.json", summary)
+    log.info("fold %d of %d: %s; leakage audit: %s", fold, cfg.folds, ", ".join(
+        f"{s} {summary['patients_per_split'][s]} patients / {summary['splits'][s]} images" for s in ("train", "val", "test")),
+        "OK" if not summary["leakage"] else f"{len(summary['leakage'])} problem(s): {summary['leakage'][:3]}")
 
 
 def pool_folds(run: Path) -> pd.DataFrame | None:
@@ -76,20 +82,18 @@ def pool_folds(run: Path) -> pd.DataFrame | None:
     run = Path(run)
     cfg = load_config(run / "config.yaml")
     k = cfg.data.folds
-    splits = {i: load_manifest(run / fold_name(i) / "data") for i in range(k) if (run / fold_name(i) / "data" / "manifest.parquet").is_file()}
-    if not splits:
+    done = [i for i in range(k) if read_record(run / fold_name(i) / "data").get("status") == "done"]
+    if not done:
         return None
+    splits = {i: load_manifest(run / fold_name(i) / "data") for i in done}
+    summaries = {i: read_json(run / fold_name(i) / "data" / "summary.json") or {} for i in done}
     out = run / POOLED
-    rows = []
-    for i, df in splits.items():
-        row: dict = {"fold": i}
-        for s in ("train", "val", "test"):
-            part = df[df["split"] == s]
-            row[f"{s} patients"], row[f"{s} images"] = part["patient_id"].nunique(), len(part)
-        rows.append(row)
+    rows = [{"fold": i, **{f"{s} {what}": summ.get(key, {}).get(s) for s in ("train", "val", "test")
+                           for what, key in (("patients", "patients_per_split"), ("images", "splits"))}}
+            for i, summ in summaries.items()]
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "folds.csv", pd.DataFrame(rows).to_csv(index=False))
-    write_json_atomic(out / "coverage.json", coverage(load_manifest(run / "data"), splits, k))
+    write_json_atomic(out / "coverage.json", coverage(load_manifest(run / "data"), splits, summaries, k))
 
     scenarios, seeds = (cfg.experiments.resolve(), cfg.experiments.seed_list) if cfg.experiments.enabled else ([], [])
     per_run: dict[str, dict] = {}
@@ -105,13 +109,14 @@ def pool_folds(run: Path) -> pd.DataFrame | None:
     return summary
 
 
-def coverage(data: pd.DataFrame, splits: dict[int, pd.DataFrame], k: int) -> dict:
+def coverage(data: pd.DataFrame, splits: dict[int, pd.DataFrame], summaries: dict[int, dict], k: int) -> dict:
     """How often each ingested patient is in a test split of the folds written so far: the k-fold promise is
-    exactly once; a patient in two splits of one fold is a leak."""
+    exactly once; beside it, each fold's own leakage audit (a patient or identical image bytes in two of its splits,
+    from its summary.json)."""
     tested = pd.concat([df.loc[df["split"] == "test", ["patient_id"]].assign(fold=i) for i, df in splits.items()])
     times = tested.drop_duplicates().groupby("patient_id")["fold"].nunique()
     patients = set(data["patient_id"].astype(str))
-    leaks = {i: sorted(p for p, n in df.groupby("patient_id")["split"].nunique().items() if n > 1) for i, df in splits.items()}
+    leaks = {i: summ.get("leakage", []) for i, summ in summaries.items()}
     return {
         "folds": k, "folds_split": sorted(splits), "patients": len(patients),
         "tested_once": int((times == 1).sum()),

@@ -229,9 +229,9 @@ class Step:
     make: Callable[[], Stage]
 
 
-def _stage(spec: StageSpec, cfg: PipelineConfig, where: Path, on: dict[str, bool], run: Path, label: str = "",
+def _stage(spec: StageSpec, cfg: PipelineConfig, where: Path, on: dict[str, bool], run: Path, label: str,
            upstream: dict[str, Path] | None = None, run_fn: Callable[..., Any] | None = None, extra: dict | None = None) -> Stage:
-    """The record keeper of one stage in folder `where`/name: its inputs are the output hashes its upstream stages
+    """The record keeper of stage `label` in folder `where`/name: its inputs are the output hashes its upstream stages
     recorded (a switched-off upstream counts as 'disabled', whatever an older run left). `upstream` overrides where
     the upstream folders are, `run_fn` the function called, `extra` adds to the hashed config (a fold's data
     split); output names are relative to the run folder `run`."""
@@ -241,7 +241,7 @@ def _stage(spec: StageSpec, cfg: PipelineConfig, where: Path, on: dict[str, bool
     inputs = {up: read_record(f).get("output_hash", "absent") if f is not None else "disabled" for up, f in folders.items()}
     out = where / spec.name
     fn = run_fn or spec.run
-    return Stage(label or spec.name, out, result, inputs, lambda: fn(*folders.values(), section, out), spec.writes, run,
+    return Stage(label, out, result, inputs, lambda: fn(*folders.values(), section, out), spec.writes, run,
                  clean_on_change=not spec.keeps,
                  keep_when={k: v for k, v in result.items() if k not in spec.keep} if spec.keep else None)
 

@@ -105,11 +105,11 @@ def experiment_cmd(
     In parallel on Ray (pip install "retinaug\\[ray]"; same results): --set experiments.executor=ray
     --set experiments.workers=4 on this machine, or --set experiments.ray.address=HEAD:6379 on a cluster
     whose nodes share the run folder; GPUs per fit: --set experiments.ray.num_gpus=0.25 (docs/scaling.md)."""
+    from ..folds import fold_count, fold_name, is_pooled
     from ..lock import run_lock
 
-    from ..folds import fold_count, fold_name
-
-    if (k := fold_count(run)) > 1 and (run / fold_name(0)).is_dir():
+    if is_pooled(run):
+        k = fold_count(run)
         raise RetinaugError(f"{run} is a {k}-fold run: its experiments lie in {run}/{fold_name(0)} ... {fold_name(k - 1)}; run "
                             f"`retinaug experiment {run}/{fold_name(0)}` per fold (then `retinaug report {run}` pools them), or `retinaug run`")
     with run_lock(run, "experiment"):

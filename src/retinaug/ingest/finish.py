@@ -53,17 +53,11 @@ def finish_prepare(
     warnings = df.attrs.get("split_warnings", [])
     save_manifest(df, out, root=root)
     dups = duplicate_groups(df["path"].astype(str).tolist(), df["sha256"].tolist())
-    counts = class_counts(df)
     summary = {
-        "rows": len(df),
-        "patients": int(df["patient_id"].nunique()),
-        "splits": {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")},
-        "patients_per_split": {s: int(df.loc[df["split"] == s, "patient_id"].nunique()) for s in ("train", "val", "test")},
-        "counts": {label: {k: int(v) for k, v in row.items()} for label, row in counts.iterrows()},
+        **split_summary(df),
         "rejected": {str(k): int(v) for k, v in rej["reason"].value_counts().items()},
         "rejected_total": len(rej),
         "duplicates": {"groups": len(dups), "extra_files": sum(len(g) - 1 for g in dups), "examples": dups[:20]},
-        "leakage": check_split(df),
         "split_warnings": warnings,
         "val": val,
         "test": test,
@@ -73,6 +67,20 @@ def finish_prepare(
     write_json_atomic(out / "summary.json", summary)
     log_summary(summary, out, rej)
     return df
+
+
+def split_summary(df: pd.DataFrame) -> dict:
+    """Images and patients per split, images per class x split, and the leakage audit (`check_split`) of a split
+    manifest: the part of summary.json that the ingest and each fold's split (folds.py) both write."""
+    counts = class_counts(df)
+    return {
+        "rows": len(df),
+        "patients": int(df["patient_id"].nunique()),
+        "splits": {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")},
+        "patients_per_split": {s: int(df.loc[df["split"] == s, "patient_id"].nunique()) for s in ("train", "val", "test")},
+        "counts": {label: {k: int(v) for k, v in row.items()} for label, row in counts.iterrows()},
+        "leakage": check_split(df),
+    }
 
 
 def log_summary(summary: dict, out: Path, rejected: pd.DataFrame, examples: int = 5) -> None:

@@ -51,10 +51,10 @@ def section_folds(run: Path) -> Markup | None:
     if leaks:
         check = Markup(f'<p class="warn">Patient-level folds broken: {len(cov.get("tested_more_than_once", []))} patient(s) tested '
                        f'more than once, {len(cov.get("never_tested", []))} never, {len(cov.get("in_two_splits_of_a_fold", {}))} fold(s) '
-                       f'with a patient in two splits (RUN/{POOLED}/coverage.json lists them).</p>')
+                       f'whose leakage audit found a patient or identical image in two splits (RUN/{POOLED}/coverage.json lists them).</p>')
     else:
         check = p(f"Each of the {cov.get('patients', '?')} patients is in the test split of exactly one of the {k} folds "
-                  f"({cov.get('tested_once', 0)} tested once so far), and no fold has a patient in two splits.")
+                  f"({cov.get('tested_once', 0)} tested once so far), and no fold has a patient or identical image in two splits.")
     parts = [check, table(pd.read_csv(folds))]
     per_fold = run / POOLED / "per_fold.csv"
     if per_fold.is_file() and len(pf := pd.read_csv(per_fold)):
