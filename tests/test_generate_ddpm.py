@@ -203,3 +203,13 @@ def test_finetune_killed_mid_training_resumes_from_checkpoint_to_identical_weigh
 
     finetune(trained / "data", "ddpm", {**cfg, "lr": 0.01}, stale, checkpoint_every=5)  # training changed: start over
     assert json.loads((stale / "history.json").read_text())["resumed_from_step"] == 0
+
+
+def test_sampling_processes_that_fail_report_their_error(trained, tmp_path):
+    """A worker's RetinaugError reaches the launching process as one RetinaugError quoting it (no traceback)."""
+    from retinaug.generate import GenerateConfig
+    from retinaug.generate.launch import generate_in_processes
+
+    with pytest.raises(RetinaugError, match=r"(?s)sampling in 2 processes failed.*\[process 1\] error: .*nowhere is not a generator folder"):
+        generate_in_processes(tmp_path / "nowhere", trained / "data", tmp_path / "out", GenerateConfig(per_class=1), 2)
+    assert not (tmp_path / "out" / ".launch.json").exists()

@@ -323,3 +323,42 @@ def test_rewritten_output_file_is_detected(tmp_path):
     assert plan["synthetic"] == plan["label"] == ("run", "outputs changed since it finished (a file was rewritten)")
     assert plan["experiments"][0] == plan["quality"][0] == "run?"
     assert plan["selection"][0] == plan["augment"][0] == "skip"
+
+
+def test_synthetic_stage_in_two_processes_makes_the_same_images(tmp_path):
+    """synthetic.processes 2 (as with two GPUs): the stage samples in two torchrun processes while `retinaug run`
+    keeps the run lock, relays their lines into the stage log, and writes the images one process writes; the
+    process count is not part of the stage's config (changing it redoes nothing)."""
+    import numpy as np
+    from PIL import Image
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run(), run)
+    cfg = load_config(run / "config.yaml")
+    reference = {p.relative_to(run): np.asarray(Image.open(p)) for p in (run / "synthetic").glob("*/*.png")}
+    two = cfg.model_copy(deep=True)
+    two.synthetic.processes = 2
+    assert dict((n, a) for n, a, _ in plan_pipeline(two, run))["synthetic"] == "skip"
+    run_pipeline(two, run, force=["synthetic"])
+    assert read_record(run / "synthetic")["status"] == "done"
+    log = (run / "logs" / "synthetic.log").read_text()
+    assert "sampling in 2 processes" in log
+    assert "[process 1] process 1/2: 10 of 20 images" in log and "[process 2] process 2/2: 10 of 20 images" in log
+    made = {p.relative_to(run): np.asarray(Image.open(p)) for p in (run / "synthetic").glob("*/*.png")}
+    assert made.keys() == reference.keys() and len(made) == 20
+    for name, pixels in reference.items():
+        np.testing.assert_array_equal(made[name], pixels)
+    assert len(load_manifest(run / "synthetic")) == 20 and not (run / "synthetic" / ".launch.json").exists()
+
+
+def test_synthetic_processes_auto_is_one_per_visible_gpu(monkeypatch):
+    import torch
+
+    from retinaug.generate.launch import process_count
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert process_count("auto") == 1
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert process_count("auto") == 4 and process_count(1) == 1
+    with pytest.raises(Exception, match="processes must be auto or at least 1"):
+        tiny_config("synthetic.processes=0")

@@ -134,6 +134,21 @@ class SyntheticStage(GenerateConfig, _Section):
     margin: float = Field(
         1.25, ge=1, description="When neither ratio nor per_class is set: generate margin x the largest synthetic multiplier of the scenarios (room for rejected images)."
     )
+    processes: int | Literal["auto"] = Field(
+        "auto", description="Sampling processes (torchrun), each on its own GPU: auto = one per visible CUDA GPU (1 without GPUs). "
+        "The images do not depend on it (each image's seed comes from its class and index); N > 1 without GPUs runs N CPU processes."
+    )
+
+    @field_validator("processes")
+    @classmethod
+    def _processes(cls, v):
+        if v != "auto" and v < 1:
+            raise ValueError("processes must be auto or at least 1")
+        return v
+
+    def result_config(self) -> dict:
+        """How many processes share the sampling does not change the images."""
+        return self.model_dump(mode="json", exclude={"enabled", "processes"})
 
 
 class LabelerStage(_Section):

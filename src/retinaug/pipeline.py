@@ -83,8 +83,13 @@ def generator_stage(data: Path, cfg, out: Path) -> None:
 
 def synthetic_stage(data: Path, generator: Path, cfg, out: Path) -> None:
     from .generate import generate
+    from .generate.launch import generate_in_processes, process_count
 
-    generate(generator, data, out, cfg)
+    processes = process_count(cfg.processes)
+    if processes > 1:  # one torchrun process per GPU; this process keeps the run lock meanwhile
+        generate_in_processes(generator, data, out, cfg, processes)
+    else:
+        generate(generator, data, out, cfg)
 
 
 def labeler_stage(data: Path, cfg, out: Path) -> None:
