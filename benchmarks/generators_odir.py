@@ -86,12 +86,18 @@ def prepare(work: Path, odir: Path) -> tuple[Path, Path]:
 SMOKE = dict(steps=3, vae_steps=3, samples_per_class=1)  # --smoke: every code path in minutes, numbers meaningless
 
 
-def run_row(name: str, row: dict, work: Path, data: Path, labeler: Path, smoke: bool = False) -> dict:
-    folder = work / "rows" / name
+def train_generator(name: str, row: dict, work: Path, data: Path, smoke: bool = False) -> Path:
+    """The row's generator folder, trained unless it is there (an img2img row reuses another row's)."""
     gen_dir = work / "rows" / row.get("generator", name) / "generator"
     if "method" in row and not (gen_dir / "config.json").is_file():
         train = {**row["train"], **{k: v for k, v in SMOKE.items() if k != "vae_steps" or row["method"] == "ldm"}} if smoke else row["train"]
         finetune(data, row["method"], train, gen_dir, checkpoint_every=200)
+    return gen_dir
+
+
+def run_row(name: str, row: dict, work: Path, data: Path, labeler: Path, smoke: bool = False) -> dict:
+    folder = work / "rows" / name
+    gen_dir = train_generator(name, row, work, data, smoke)
     history = json.loads((gen_dir / "history.json").read_text())
     t0 = time.perf_counter()
     amount = {"per_class": 4} if smoke else {"ratio": 1.0}
@@ -167,9 +173,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--name", default="odir", help="writes benchmarks/results/generators-NAME.{json,md}")
     p.add_argument("--smoke", action="store_true", help="a few steps and images per row: checks every code path (use another --work and --name)")
+    p.add_argument("--train-only", action="store_true", help="train the rows' generators (and the data), nothing else (e.g. for odir_img2img_grid.sh)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.train_only:
+        data = args.work / "data"
+        for name in args.rows.split(","):
+            print(train_generator(name, ROWS[name], args.work, data, args.smoke), flush=True)
+        return
     data, labeler = prepare(args.work, args.odir)
     results_file = RESULTS / f"generators-{args.name}.json"
     done = {r["row"]: r for r in json.loads(results_file.read_text())["rows"]} if results_file.is_file() else {}

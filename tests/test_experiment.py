@@ -175,6 +175,29 @@ def test_aggregate_mean_ci_and_paired_test(tmp_path):
     assert "| syn |" in table and "ΔF1 vs real" in table and "0.627" in table and f"q={row.q_value:.2g}" in table
 
 
+def test_pooled_folds_use_the_corrected_resampled_t_test():
+    """With overlap (test/train of a fold) the variance of the mean is (1/J + overlap) x var (Nadeau & Bengio):
+    wider intervals and larger p than the plain paired t-test on the same (fold, seed) runs."""
+    from retinaug.experiments.results import summarize_runs
+
+    scs = [Scenario(name="real", task="G,C"), Scenario(name="syn", task="G,C", synthetic=1)]
+    real = [0.50, 0.55, 0.60, 0.52, 0.58, 0.57]
+    syn = [0.58, 0.60, 0.70, 0.55, 0.61, 0.66]
+    runs = {name: {(fold, seed): {("f1", "macro"): v} for (fold, seed), v in zip([(f, s) for f in range(3) for s in range(2)], vals)}
+            for name, vals in (("real", real), ("syn", syn))}
+    plain = summarize_runs(runs, scs).set_index("scenario").loc["syn"]
+    corrected = summarize_runs(runs, scs, overlap=0.25).set_index("scenario").loc["syn"]
+    diff = np.subtract(syn, real)
+    assert plain.p_value == pytest.approx(stats.ttest_rel(syn, real).pvalue)
+    se = np.std(diff, ddof=1) * np.sqrt(1 / 6 + 0.25)
+    assert corrected.p_value == pytest.approx(2 * stats.t.sf(diff.mean() / se, 5)) and corrected.p_value > plain.p_value
+    assert (corrected.diff_ci_low, corrected.diff_ci_high) == pytest.approx(stats.t.interval(0.95, 5, loc=diff.mean(), scale=se))
+    width = lambda r, lo, hi: r[hi] - r[lo]  # noqa: E731
+    ratio = np.sqrt((1 / 6 + 0.25) / (1 / 6))
+    assert width(corrected, "ci_low", "ci_high") == pytest.approx(ratio * width(plain, "ci_low", "ci_high"))
+    assert corrected["mean"] == plain["mean"] == pytest.approx(np.mean(syn))
+
+
 def test_q_values_are_benjamini_hochberg_per_metric_and_class():
     import pandas as pd
 

@@ -9,6 +9,7 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from pipeline_helpers import cli, cli_env, tiny_config
 
 from retinaug.config import PipelineConfig
@@ -128,9 +129,12 @@ def test_pooled_table_is_over_fold_seed_runs_and_pairs_them(fold_run):
     syn = summary[(summary["scenario"] == "syn") & (summary["metric"] == "f1") & (summary["cls"] == "macro")].iloc[0]
     diffs = [u["syn"][("f1", "macro")] - u["real"][("f1", "macro")] for u in units.values()]
     assert syn["baseline"] == "real" and syn["diff_mean"] == pytest.approx(np.mean(diffs))
+    folds = pd.read_csv(fold_run / "pooled" / "folds.csv")
+    overlap = folds["test images"].sum() / folds["train images"].sum()  # the corrected resampled t-test's n_test/n_train
+    se = np.std(diffs, ddof=1) * np.sqrt(1 / 4 + overlap)
+    assert (syn["diff_ci_low"], syn["diff_ci_high"]) == pytest.approx(stats.t.interval(0.95, 3, loc=np.mean(diffs), scale=se))
     headline = pd.read_csv(fold_run / "pooled" / "table.csv")
     assert list(headline["fold × seed runs"]) == [4, 4]
-    folds = pd.read_csv(fold_run / "pooled" / "folds.csv")
     assert folds["test patients"].sum() == load_manifest(fold_run / "data")["patient_id"].nunique()
     coverage = json.loads((fold_run / "pooled" / "coverage.json").read_text())
     assert coverage["tested_once"] == coverage["patients"] and not coverage["never_tested"] and not coverage["in_two_splits_of_a_fold"]

@@ -103,10 +103,17 @@ def pool_folds(run: Path) -> pd.DataFrame | None:
             per_run.setdefault(name, {}).update({(i, seed): m for seed, m in runs.items()})
             f1 = [m[("f1", "macro")] for m in runs.values() if ("f1", "macro") in m]
             per_fold.append({"scenario": name, "fold": i, "seeds": len(runs), "macro f1": sum(f1) / len(f1) if f1 else float("nan")})
-    summary = summarize_runs(per_run, scenarios)
+    summary = summarize_runs(per_run, scenarios, overlap=training_overlap(splits))
     write_tables(out, summary, scenarios, runs="fold × seed runs")
     write_text_atomic(out / "per_fold.csv", pd.DataFrame(per_fold, columns=["scenario", "fold", "seeds", "macro f1"]).to_csv(index=False))
     return summary
+
+
+def training_overlap(splits: dict[int, pd.DataFrame]) -> float:
+    """Test images / train images over the folds: the n_test / n_train of the corrected resampled t-test."""
+    test = sum(int((df["split"] == "test").sum()) for df in splits.values())
+    train = sum(int((df["split"] == "train").sum()) for df in splits.values())
+    return test / train if train else 0.0
 
 
 def coverage(data: pd.DataFrame, splits: dict[int, pd.DataFrame], summaries: dict[int, dict], k: int) -> dict:

@@ -31,28 +31,31 @@ def flatten_metrics(metrics: dict, classes: Sequence[str]) -> dict[tuple[str, st
     return out
 
 
-def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
+def _mean_ci(values: np.ndarray, overlap: float = 0.0) -> tuple[float, float, float]:
+    """Mean and 95% t-interval. `overlap` > 0 widens the variance of the mean from var/J to (1/J + overlap) x var
+    (Nadeau & Bengio's correction for runs whose training sets overlap; see `summarize_runs`)."""
     from scipy import stats
 
     mean = float(np.mean(values))
     if len(values) < 2:
         return mean, float("nan"), float("nan")
-    sem = float(stats.sem(values))
+    sem = float(np.std(values, ddof=1)) * np.sqrt(1 / len(values) + overlap)
     if sem == 0:
         return mean, mean, mean
     lo, hi = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=sem)
     return mean, float(lo), float(hi)
 
 
-def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
-    """Mean difference a - b, its 95% t-interval, and the paired t-test p-value."""
+def _paired(a: np.ndarray, b: np.ndarray, overlap: float = 0.0) -> tuple[float, float, float, float]:
+    """Mean difference a - b, its 95% t-interval, and the paired t-test p-value (corrected by `overlap` as in `_mean_ci`)."""
     from scipy import stats
 
     diff = a - b
-    mean, lo, hi = _mean_ci(diff)
+    mean, lo, hi = _mean_ci(diff, overlap)
     if len(diff) < 2 or np.allclose(diff, diff[0]):
         return mean, lo, hi, float("nan") if len(diff) < 2 else (1.0 if diff[0] == 0 else 0.0)
-    return mean, lo, hi, float(stats.ttest_rel(a, b).pvalue)
+    t = mean / (float(np.std(diff, ddof=1)) * np.sqrt(1 / len(diff) + overlap))
+    return mean, lo, hi, float(2 * stats.t.sf(abs(t), len(diff) - 1))
 
 
 def seed_metrics(root: Path, scenarios: list[Scenario], seeds: list[int]) -> dict[str, dict[int, dict[tuple[str, str], float]]]:
@@ -72,9 +75,15 @@ def summarize(root: Path, scenarios: list[Scenario], seeds: list[int]) -> pd.Dat
     return summarize_runs(seed_metrics(root, scenarios, seeds), scenarios)
 
 
-def summarize_runs(per_run: dict[str, dict[Hashable, dict[tuple[str, str], float]]], scenarios: list[Scenario]) -> pd.DataFrame:
+def summarize_runs(per_run: dict[str, dict[Hashable, dict[tuple[str, str], float]]], scenarios: list[Scenario],
+                   overlap: float = 0.0) -> pd.DataFrame:
     """The summary of `summarize` from scenario -> run key -> flattened metrics; a run key is a seed, or a
-    (fold, seed) pair when folds are pooled: a scenario and its baseline are paired on equal keys."""
+    (fold, seed) pair when folds are pooled: a scenario and its baseline are paired on equal keys.
+
+    `overlap`: for pooled folds, test / train size of a fold. Folds share most of their training patients, so their
+    scores are correlated and the plain t-interval is too narrow; Nadeau & Bengio's corrected resampled t-test
+    (Machine Learning 52, 2003; Bouckaert & Frank 2004 for repeated k-fold) scales the variance of the mean by
+    (1/J + test/train) instead of 1/J over the J runs. 0 for seeds on one split (the same test set each time)."""
     rows = []
     for sc in scenarios:
         runs = per_run.get(sc.name, {})
@@ -83,14 +92,14 @@ def summarize_runs(per_run: dict[str, dict[Hashable, dict[tuple[str, str], float
         keys = sorted({k for r in runs.values() for k in r})
         for metric, cls in keys:
             vals = np.array([runs[s][(metric, cls)] for s in sorted(runs) if (metric, cls) in runs[s]])
-            mean, lo, hi = _mean_ci(vals)
+            mean, lo, hi = _mean_ci(vals, overlap)
             row = dict(scenario=sc.name, label=sc.label, task=sc.task, metric=metric, cls=cls, n_seeds=len(vals),
                        mean=mean, ci_low=lo, ci_high=hi, baseline=base or "")
             paired = [s for s in sorted(runs) if s in base_runs and (metric, cls) in runs[s] and (metric, cls) in base_runs[s]]
             if base and paired:
                 a = np.array([runs[s][(metric, cls)] for s in paired])
                 b = np.array([base_runs[s][(metric, cls)] for s in paired])
-                row.update(zip(("diff_mean", "diff_ci_low", "diff_ci_high", "p_value"), _paired(a, b)))
+                row.update(zip(("diff_mean", "diff_ci_low", "diff_ci_high", "p_value"), _paired(a, b, overlap)))
             rows.append(row)
     summary = pd.DataFrame(rows, columns=["scenario", "label", "task", "metric", "cls", "n_seeds", "mean", "ci_low",
                                           "ci_high", "baseline", "diff_mean", "diff_ci_low", "diff_ci_high", "p_value"])
