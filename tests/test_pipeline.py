@@ -356,9 +356,14 @@ def test_synthetic_processes_auto_is_one_per_visible_gpu(monkeypatch):
 
     from retinaug.generate.launch import process_count
 
+    run = tiny_run()  # built before the GPUs are faked
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     assert process_count("auto") == 1
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert process_count("auto") == 4 and process_count(1) == 1
+    with pytest.raises(RetinaugError, match="synthetic.processes 5 is more than the 4 visible GPU"):
+        process_count(5)
+    with pytest.raises(RetinaugError, match=r"cannot run \(nothing was started\):\n  - synthetic: synthetic.processes 5 is more"):
+        plan_pipeline(tiny_config("synthetic.processes=5"), run)  # refused before any stage starts
     with pytest.raises(Exception, match="processes must be auto or at least 1"):
         tiny_config("synthetic.processes=0")

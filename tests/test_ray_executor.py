@@ -29,7 +29,8 @@ STARTED = re.compile(r"started on \S+, pid (\d+), (\d+) thread")
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # run_experiments uses it and leaves it running
+    # run_experiments uses it and leaves it running; two GPUs declared (none present) so GPU placement can be tested
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -80,6 +81,16 @@ def test_ray_grid_metrics_equal_local_runner(ray_instance, grid, tmp_path, monke
         assert json.loads((tmp_path / "ray" / name / "recipe.json").read_text()) == json.loads((local / name / "recipe.json").read_text())
     progress = [r.getMessage() for r in caplog.records if r.name == "retinaug.progress"]
     assert any(m.startswith("fits on Ray: 4/4 (100%)") and "4 done, 0 running, 0 failed" in m for m in progress), progress
+
+
+def test_fits_asking_for_gpu_shares_are_placed_on_the_gpus(ray_instance, grid, tmp_path):
+    """ray.num_gpus 0.5 on an instance with two GPUs: Ray hands each fit a GPU through CUDA_VISIBLE_DEVICES (its
+    fit.log says which). The GPUs here are declared, not real, so torch trains on the CPU: the same metrics."""
+    data, cfg, local = grid
+    run_experiments(ExperimentConfig(**cfg, executor="ray", ray={"num_gpus": 0.5}), data, tmp_path / "ray")
+    assert _metrics(tmp_path / "ray") == _metrics(local)
+    placed = {name: re.search(r"CUDA_VISIBLE_DEVICES=(\S+)", (tmp_path / "ray" / name / FIT_LOG).read_text()) for name in _metrics(local)}
+    assert all(placed.values()) and {m[1] for m in placed.values()} <= {"0", "1"}
 
 
 def test_failed_fit_is_retried_then_reported_while_the_others_finish(ray_instance, grid, tmp_path, monkeypatch, caplog):

@@ -76,6 +76,13 @@ def _generator(cfg: PipelineConfig, on: dict[str, bool]) -> list[str]:
             create_generator(cfg.generator.method, cfg.generator.method_config()).check()
         except RetinaugError as exc:
             problems.append(f"generator: {exc}")
+    if on["synthetic"]:
+        from .generate.launch import process_count
+
+        try:
+            process_count(cfg.synthetic.processes)
+        except RetinaugError as exc:
+            problems.append(f"synthetic: {exc}")
     if on["label"] and cfg.label.policy == "agree":
         known = resolve_task(cfg.labeler.train.task)
         if missing := [c for c in cfg.synthetic.classes or [] if c not in known]:

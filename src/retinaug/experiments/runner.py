@@ -141,7 +141,9 @@ def run_fit(fit: Fit) -> None:
     with log_to(fit.folder / FIT_LOG):
         import torch
 
-        log.info("%s: started on %s, pid %d, %d thread(s)", fit.name, platform.node(), os.getpid(), torch.get_num_threads())
+        gpus = os.environ.get("CUDA_VISIBLE_DEVICES")  # set per task by Ray (experiments.ray.num_gpus) or by the user
+        log.info("%s: started on %s, pid %d, %d thread(s), %s", fit.name, platform.node(), os.getpid(), torch.get_num_threads(),
+                 "no CUDA_VISIBLE_DEVICES" if gpus is None else f"CUDA_VISIBLE_DEVICES={gpus}")
         write_json_atomic(fit.folder / "recipe.json", fit.recipe)
         log.info("%s: training on %d images (%s)", fit.name, len(fit.train), _origin_counts(fit.train))
         train_model(fit.train, fit.val, fit.config, fit.folder)

@@ -31,12 +31,16 @@ JOB_NAME = ".launch.json"
 
 
 def process_count(processes: int | str) -> int:
-    """`auto`: one process per visible CUDA GPU (1 without GPUs); an int is taken as asked."""
-    if processes != "auto":
-        return int(processes)
+    """`auto`: one process per visible CUDA GPU (1 without GPUs); an int is taken as asked, up to one per GPU
+    where there are GPUs (each process samples on its own one)."""
     import torch
 
-    return max(torch.cuda.device_count(), 1)
+    gpus = torch.cuda.device_count()
+    if processes == "auto":
+        return max(gpus, 1)
+    if gpus and int(processes) > gpus:
+        raise RetinaugError(f"synthetic.processes {processes} is more than the {gpus} visible GPU(s): use auto or at most {gpus}")
+    return int(processes)
 
 
 def generate_in_processes(generator: str | Path, data: str | Path, out: str | Path, config: GenerateConfig, processes: int) -> pd.DataFrame:
