@@ -7,8 +7,9 @@ tested exactly once, by models that never saw them.
 Layout: the data stage ingests once into RUN/data. Fold i gets its own run folder RUN/fold-<i>/ with every fitted
 stage (its data split, generator, synthetic, labeler, label, selection, augment, experiments, quality, and its own
 report), each trained on that fold's training patients only, so a generator or labeler never saw the fold's test
-patients. RUN/pooled/ pools the folds' experiments: metrics over (fold, seed) runs with 95% t-intervals, differences
-to the baseline paired on equal (fold, seed), the fold sizes and the check that each patient is tested once.
+patients. RUN/pooled/ pools the folds' experiments: metrics over (fold, seed) runs with 95% intervals of the
+corrected resampled t-test (`training_overlap`), differences to the baseline paired on equal (fold, seed), the fold
+sizes and the check that each patient is tested once.
 """
 
 from __future__ import annotations
