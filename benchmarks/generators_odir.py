@@ -117,7 +117,10 @@ def run_row(name: str, row: dict, work: Path, data: Path, labeler: Path, smoke: 
         "what": row["what"],
         "generator": json.loads((gen_dir / "config.json").read_text()),
         "sampling": record.get("sampling"),
-        "train_minutes": round(history["seconds"] / 60, 1),
+        "train_minutes": round((history["seconds"] + history.get("vae", {}).get("seconds", 0)) / 60, 1),  # ldm: + its autoencoder
+        "vae_minutes": round(history["vae"]["seconds"] / 60, 1) if "vae" in history else None,
+        "recon_psnr": history.get("vae", {}).get("recon_psnr"),
+        "recon_ssim": history.get("vae", {}).get("recon_ssim"),
         "train_images_per_s": round(history["images_per_s"], 2),
         "train_precision": history.get("precision"),
         "sample_images_per_s": record.get("images_per_s"),

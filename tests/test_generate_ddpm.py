@@ -131,9 +131,13 @@ def test_resume_skips_finished_and_cleans_temp_files(trained):
         np.testing.assert_array_equal(before[name], after[name])
     with pytest.raises(RetinaugError, match="different seed"):
         generate(trained / "gen", trained / "data", out, per_class=3, seed=1)
+    sampled = json.loads((out / "generate.json").read_text())
+    assert sampled["written_this_run"] == 2 and sampled["images_per_s"] > 0
     moved = trained / "gen-moved"  # the same training run elsewhere (a moved run folder): its images are reused
     shutil.copytree(trained / "gen", moved)
     assert len(generate(moved, trained / "data", out, per_class=3)) == 9 and kept.stat().st_mtime_ns == mtime
+    record = json.loads((out / "generate.json").read_text())  # nothing sampled: the last sampling speed is kept
+    assert record["written_this_run"] == 0 and (record["seconds"], record["images_per_s"]) == (sampled["seconds"], sampled["images_per_s"])
     history = json.loads((moved / "history.json").read_text())
     (moved / "history.json").write_text(json.dumps({**history, "seconds": history["seconds"] + 1}))  # a retrain
     with pytest.raises(RetinaugError, match="different generator training run"):

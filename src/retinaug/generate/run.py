@@ -249,11 +249,11 @@ def generate(generator: str | Path, data: str | Path, out: str | Path, config: G
     )
     save_manifest(df, out)
     written = len(todo)
-    write_json_atomic(
-        out / RUN_RECORD,
-        {**record, "counts": counts, "written_this_run": written, "seconds": seconds,
-         "images_per_s": written / seconds if written and seconds > 0 else None},
-    )
+    # the speed of the last run that sampled: a re-run with nothing left to write keeps it (the record file holds
+    # it since _check_and_clean merged the old record in)
+    speed = ({"seconds": seconds, "images_per_s": written / seconds if seconds > 0 else None} if written else
+             {k: load_json(out / RUN_RECORD, "generation record").get(k) for k in ("seconds", "images_per_s")})
+    write_json_atomic(out / RUN_RECORD, {**record, "counts": counts, "written_this_run": written, **speed})
     log.info("%d synthetic images (%s) -> %s", len(df), ", ".join(f"{c}={n}" for c, n in counts.items()), out)
     return load_manifest(out)
 
