@@ -59,6 +59,8 @@ ROWS: dict[str, dict] = {
                     what="latent diffusion at 128 px: autoencoder + class-conditional latent UNet, every class"),
     "ddpm-all-img2img-0.3-0.7": dict(generator="ddpm-all", sample={**SAMPLE, "mode": "img2img", "strength": [0.3, 0.7]},
                                      what="ddpm-all, img2img with a strength drawn per image in [0.3, 0.7] (DA-Fusion style)"),
+    "ldm-128-img2img-0.5": dict(generator="ldm-128", sample={**SAMPLE, "mode": "img2img", "strength": 0.5},
+                                what="ldm-128, img2img from real train parents (through its autoencoder) at strength 0.5"),
     "ddpm-5class-img2img-0.5": dict(generator="ddpm-5class", sample={**SAMPLE, "mode": "img2img", "strength": 0.5},
                                     what="ddpm-5class, img2img from real train parents at strength 0.5"),
 }
