@@ -7,13 +7,16 @@
 #   bash benchmarks/odir_img2img_grid.sh WORK [STRENGTH] [POLICY]   # WORK: the generators_odir.py --work folder
 #   POLICY: the label stage's policy, relabel (the default: off-class images take the labeler's class) or agree
 #   (they are dropped); RATIO (default 2.5): synthetic images sampled per real train image of a class (agree keeps
-#   fewer, so give it more: 3.5)
+#   fewer, so give it more: 3.5); GENERATOR (default ddpm-all): which row's generator of generators_odir.py, e.g.
+#   ldm-128
 set -euo pipefail
 work="${1:?usage: odir_img2img_grid.sh WORK [STRENGTH] [POLICY]}"
 strength="${2:-0.5}"
 policy="${3:-relabel}"
 ratio="${RATIO:-2.5}"
+generator="${GENERATOR:-ddpm-all}"
 run="$work/grid-img2img-$strength"
+[ "$generator" = ddpm-all ] || run="$work/grid-$generator-img2img-$strength"
 [ "$policy" = relabel ] || run="$run-$policy"
 mkdir -p "$run"
 [ -e "$run/data" ] || cp -r "$work/data" "$run/data"
@@ -22,7 +25,7 @@ experiments:
   sets: [paper-5class-synthetic, paper-5class-vs-traditional]
   only: [5class-syn-x1, 5class-syn-x2, 5class-trad-x1]
 EOF
-retinaug generate --generator "$work/rows/ddpm-all/generator" --data "$run/data" --out "$run/synthetic" \
+retinaug generate --generator "$work/rows/$generator/generator" --data "$run/data" --out "$run/synthetic" \
   --ratio "$ratio" --classes G,C,A,H,M --mode img2img --strength "$strength" --steps 20 --guidance 2.0 \
   --batch-size 32 --precision auto
 retinaug label --model "$work/labeler" --synthetic "$run/synthetic" --out "$run/label" --policy "$policy" --threshold 0.3
