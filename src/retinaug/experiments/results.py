@@ -31,15 +31,20 @@ def flatten_metrics(metrics: dict, classes: Sequence[str]) -> dict[tuple[str, st
     return out
 
 
-def _mean_ci(values: np.ndarray, overlap: float = 0.0) -> tuple[float, float, float]:
-    """Mean and 95% t-interval. `overlap` > 0 widens the variance of the mean from var/J to (1/J + overlap) x var
+def _sem(values: np.ndarray, overlap: float) -> float:
+    """Standard error of the mean; `overlap` > 0 widens the variance of the mean from var/J to (1/J + overlap) x var
     (Nadeau & Bengio's correction for runs whose training sets overlap; see `summarize_runs`)."""
+    return float(np.std(values, ddof=1) * np.sqrt(1 / len(values) + overlap))
+
+
+def _mean_ci(values: np.ndarray, overlap: float = 0.0) -> tuple[float, float, float]:
+    """Mean and 95% t-interval (standard error from `_sem`)."""
     from scipy import stats
 
     mean = float(np.mean(values))
     if len(values) < 2:
         return mean, float("nan"), float("nan")
-    sem = float(np.std(values, ddof=1)) * np.sqrt(1 / len(values) + overlap)
+    sem = _sem(values, overlap)
     if sem == 0:
         return mean, mean, mean
     lo, hi = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=sem)
@@ -54,7 +59,7 @@ def _paired(a: np.ndarray, b: np.ndarray, overlap: float = 0.0) -> tuple[float, 
     mean, lo, hi = _mean_ci(diff, overlap)
     if len(diff) < 2 or np.allclose(diff, diff[0]):
         return mean, lo, hi, float("nan") if len(diff) < 2 else (1.0 if diff[0] == 0 else 0.0)
-    t = mean / (float(np.std(diff, ddof=1)) * np.sqrt(1 / len(diff) + overlap))
+    t = mean / _sem(diff, overlap)
     return mean, lo, hi, float(2 * stats.t.sf(abs(t), len(diff) - 1))
 
 

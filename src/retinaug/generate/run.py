@@ -194,8 +194,7 @@ def generate(generator: str | Path, data: str | Path, out: str | Path, config: G
     settings = sampling_settings(pipe, cfg, gen.name, state.device)
     record = {"generator": str(generator.resolve()), "generator_id": training_id(generator), "method": gen.name, "seed": cfg.seed,
               "sampling": {**settings, "mode": cfg.mode, **({"strength": cfg.strength} if cfg.mode == "img2img" else {})}}
-    if state.is_main_process:
-        _check_and_clean(out, record)
+    previous = _check_and_clean(out, record) if state.is_main_process else {}
     todo = [it for it in items if not it["path"].exists()]
     state.wait_for_everyone()  # every process has listed the same finished images before any writes more
 
@@ -249,10 +248,9 @@ def generate(generator: str | Path, data: str | Path, out: str | Path, config: G
     )
     save_manifest(df, out)
     written = len(todo)
-    # the speed of the last run that sampled: a re-run with nothing left to write keeps it (the record file holds
-    # it since _check_and_clean merged the old record in)
+    # the speed of the last run that sampled: a re-run with nothing left to write keeps the previous record's
     speed = ({"seconds": seconds, "images_per_s": written / seconds if seconds > 0 else None} if written else
-             {k: load_json(out / RUN_RECORD, "generation record").get(k) for k in ("seconds", "images_per_s")})
+             {k: previous.get(k) for k in ("seconds", "images_per_s")})
     write_json_atomic(out / RUN_RECORD, {**record, "counts": counts, "written_this_run": written, **speed})
     log.info("%d synthetic images (%s) -> %s", len(df), ", ".join(f"{c}={n}" for c, n in counts.items()), out)
     return load_manifest(out)
@@ -280,9 +278,11 @@ def training_id(generator: Path) -> str:
     return sha256_text("\n".join(f.read_text() for f in files if f.is_file()))[:16]
 
 
-def _check_and_clean(out: Path, record: dict) -> None:
-    """Refuse to mix images from different generators/seeds in one folder; remove temp files of a killed run."""
+def _check_and_clean(out: Path, record: dict) -> dict:
+    """Refuse to mix images from different generators/seeds in one folder; remove temp files of a killed run.
+    Returns the folder's previous generation record ({} for a new folder)."""
     previous = out / RUN_RECORD
+    old: dict = {}
     if previous.is_file():
         old = load_json(previous, "generation record", "delete it or use a new --out folder")
         # which training run made the images (not where it lies: a run folder may move); the folder's path for
@@ -300,4 +300,5 @@ def _check_and_clean(out: Path, record: dict) -> None:
         f.unlink(missing_ok=True)
     if stray:
         log.info("removed %d unfinished temporary file(s) left by an interrupted run", len(stray))
-    write_json_atomic(previous, {**old, **record} if previous.is_file() else record)
+    write_json_atomic(previous, {**old, **record})
+    return old
