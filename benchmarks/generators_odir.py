@@ -178,16 +178,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--name", default="odir", help="writes benchmarks/results/generators-NAME.{json,md}")
     p.add_argument("--smoke", action="store_true", help="a few steps and images per row: checks every code path (use another --work and --name)")
-    p.add_argument("--train-only", action="store_true", help="train the rows' generators (and the data), nothing else (e.g. for odir_img2img_grid.sh)")
+    p.add_argument("--train-only", action="store_true", help="prepare the data and the labeler and train the rows' generators, nothing else (what odir_img2img_grid.sh needs)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    data, labeler = prepare(args.work, args.odir)
     if args.train_only:
-        data = args.work / "data"
         for name in args.rows.split(","):
             print(train_generator(name, ROWS[name], args.work, data, args.smoke), flush=True)
         return
-    data, labeler = prepare(args.work, args.odir)
     results_file = RESULTS / f"generators-{args.name}.json"
     done = {r["row"]: r for r in json.loads(results_file.read_text())["rows"]} if results_file.is_file() else {}
     for name in args.rows.split(","):

@@ -8,7 +8,8 @@
 #   POLICY: the label stage's policy, relabel (the default: off-class images take the labeler's class) or agree
 #   (they are dropped); RATIO (default 2.5): synthetic images sampled per real train image of a class (agree keeps
 #   fewer, so give it more: 3.5); GENERATOR (default ddpm-all): which row's generator of generators_odir.py, e.g.
-#   ldm-128
+#   ldm-128; ONLY (default the four below): comma-separated scenarios, e.g. 5class-trad-x1,5class-syn-x1-trad-x1
+#   (synthetic on top of traditional, paired against traditional alone)
 set -euo pipefail
 work="${1:?usage: odir_img2img_grid.sh WORK [STRENGTH] [POLICY]}"
 strength="${2:-0.5}"
@@ -22,8 +23,8 @@ mkdir -p "$run"
 [ -e "$run/data" ] || cp -r "$work/data" "$run/data"
 cat > "$run/grid.yaml" <<EOF
 experiments:
-  sets: [paper-5class-synthetic, paper-5class-vs-traditional]
-  only: [5class-syn-x1, 5class-syn-x2, 5class-trad-x1]
+  sets: [paper-5class-synthetic, paper-5class-vs-traditional, synthetic-on-traditional]
+  only: [${ONLY:-5class-syn-x1,5class-syn-x2,5class-trad-x1,5class-syn-x1-trad-x1}]
 EOF
 retinaug generate --generator "$work/rows/$generator/generator" --data "$run/data" --out "$run/synthetic" \
   --ratio "$ratio" --classes G,C,A,H,M --mode img2img --strength "$strength" --steps 20 --guidance 2.0 \

@@ -105,6 +105,19 @@ def test_paper_sets_shapes():
     assert all(baseline_of(s, cfg.resolve()) == "5class-real" for s in cfg.resolve() if s.name != "5class-real")
 
 
+def test_synthetic_on_traditional_is_paired_against_traditional(data, synthetic, traditional):
+    """syn + trad adds both kinds at x1 and is paired against trad alone; `only` keeps the chain of baselines."""
+    cfg = ExperimentConfig(sets=["synthetic-on-traditional"], only=["5class-syn-x1-trad-x1"])
+    resolved = cfg.resolve()
+    assert [s.name for s in resolved] == ["5class-real", "5class-trad-x1", "5class-syn-x1-trad-x1"]
+    assert [baseline_of(s, resolved) for s in resolved] == [None, "5class-real", "5class-trad-x1"]
+    train, *_, counts = compose(resolved[2], 0, data, accepted_synthetic(synthetic), traditional)
+    assert _counts(counts, "traditional") == {c: REAL_TRAIN[c] for c in "GCAHM"}
+    assert _counts(counts, "synthetic") == {c: REAL_TRAIN[c] for c in "GCAHM"}  # the fixture has enough of each
+    n_real = sum(REAL_TRAIN[c] for c in "GCAHM")
+    assert train["origin"].value_counts().to_dict() == {"real": n_real, "traditional": n_real, "synthetic": n_real}
+
+
 def test_traditional_and_seeded_sampling(data, synthetic, traditional):
     syn = accepted_synthetic(synthetic)
     sc1 = Scenario(name="t1", traditional=1)
@@ -172,7 +185,8 @@ def test_aggregate_mean_ci_and_paired_test(tmp_path):
     assert c_recall["mean"] == pytest.approx(0.45)
     assert row.q_value == pytest.approx(row.p_value)  # the only comparison of its family: q = p
     table = (tmp_path / "table.md").read_text()
-    assert "| syn |" in table and "ΔF1 vs real" in table and "0.627" in table and f"q={row.q_value:.2g}" in table
+    assert "| syn |" in table and "ΔF1 vs baseline" in table and "0.627" in table and f"q={row.q_value:.2g}" in table
+    assert f"{row.diff_mean:+.3f} vs real (p=" in table
 
 
 def test_pooled_folds_use_the_corrected_resampled_t_test():

@@ -98,6 +98,13 @@ SCENARIO_SETS: dict[str, list[Scenario]] = {
         _s("5class-syn-x2", "+2x syn", "real + 2x synthetic per class", synthetic=2),
         _s("5class-trad-x2", "+2x trad", "real + 2x traditional augmentation per class", traditional=2),
     ],
+    # Not in the paper: what synthetic images add to flips and rotations (syn + trad is paired against trad alone).
+    "synthetic-on-traditional": [
+        _s("5class-real", "real", "real images only"),
+        _s("5class-trad-x1", "+1x trad", "real + 1x traditional augmentation per class", traditional=1),
+        _s("5class-syn-x1-trad-x1", "+1x syn +1x trad", "real + 1x synthetic + 1x traditional per class, vs +1x trad",
+           synthetic=1, traditional=1, baseline="5class-trad-x1"),
+    ],
     "paper-7class": [
         _s("7class-real", "7c real", "real images only", task="7-class"),
         _s(
@@ -186,7 +193,12 @@ class ExperimentConfig(BaseModel):
             missing = sorted(set(self.only) - set(out))
             if missing:
                 raise ValueError(f"only: unknown scenario(s) {missing}; known: {', '.join(out)}")
-            keep = set(self.only) | {b for n in self.only if (b := baseline_of(out[n], list(out.values())))}
+            keep, todo = set(), list(self.only)
+            while todo:  # a kept scenario's baseline is kept, and its baseline's (syn+trad -> trad -> real)
+                name = todo.pop()
+                if name not in keep:
+                    keep.add(name)
+                    todo += [b] if (b := baseline_of(out[name], list(out.values()))) else []
             out = {k: v for k, v in out.items() if k in keep}
         return list(out.values())
 
