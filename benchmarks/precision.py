@@ -53,7 +53,11 @@ def main() -> None:
     p.add_argument("--task", default="5-class")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--ddpm-steps", type=int, default=60, help="DDPM training steps per precision (odir-cpu UNet at 64 px)")
+    p.add_argument("--backbone", default="resnet18", help="classifier backbone (the demo: resnet10t)")
+    p.add_argument("--ddpm-steps", type=int, default=60, help="DDPM training steps per precision")
+    p.add_argument("--ddpm-size", type=int, default=64, help="DDPM resolution (odir-cpu 64, the demo 32)")
+    p.add_argument("--ddpm-channels", default="32,64,128", help="UNet block_out_channels (odir-cpu 32,64,128; the demo 16,32,64)")
+    p.add_argument("--ddpm-batch", type=int, default=16, help="DDPM batch size (odir-cpu 16, the demo 32)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--sections", default="classifier,ddpm", help="comma-separated: classifier, ddpm")
     args = p.parse_args()
@@ -69,7 +73,7 @@ def main() -> None:
     for seed in range(args.seeds if "classifier" in sections else 0):
         order = PRECISIONS if seed % 2 == 0 else PRECISIONS[::-1]
         for pr in order:
-            cfg = TrainConfig(task=args.task, backbone="resnet18", size=args.size, epochs=args.epochs, patience=args.epochs,
+            cfg = TrainConfig(task=args.task, backbone=args.backbone, size=args.size, epochs=args.epochs, patience=args.epochs,
                               batch_size=32, seed=seed, mixed_precision=pr)
             t0 = time.perf_counter()
             meta = fit(train, val, cfg, work / f"{pr}-{seed}")
@@ -82,7 +86,8 @@ def main() -> None:
             print(pr, runs[pr][-1], flush=True)
 
     ddpm = {}
-    ddpm_cfg = dict(size=64, steps=args.ddpm_steps, batch_size=16, lr=1e-3, block_out_channels=[32, 64, 128],
+    ddpm_cfg = dict(size=args.ddpm_size, steps=args.ddpm_steps, batch_size=args.ddpm_batch, lr=1e-3, norm_num_groups=8,
+                    block_out_channels=[int(c) for c in args.ddpm_channels.split(",")], attention_levels=[],
                     warmup_steps=0, samples_per_class=1, train_classes=["G", "C", "A", "H", "M"])
     for pr in PRECISIONS if "ddpm" in sections else ():
         finetune(args.data, "ddpm", {**ddpm_cfg, "mixed_precision": pr}, work / f"ddpm-{pr}", checkpoint_every=0)
