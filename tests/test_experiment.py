@@ -111,6 +111,9 @@ def test_synthetic_on_traditional_is_paired_against_traditional(data, synthetic,
     resolved = cfg.resolve()
     assert [s.name for s in resolved] == ["5class-real", "5class-trad-x1", "5class-syn-x1-trad-x1"]
     assert [baseline_of(s, resolved) for s in resolved] == [None, "5class-real", "5class-trad-x1"]
+    with pytest.raises(ValueError, match=r"\{'odd': 'trad-typo'\} .* name no scenario of this run"):
+        ExperimentConfig(sets=["synthetic-on-traditional"], only=["odd"],
+                         scenarios=[Scenario(name="odd", traditional=1, baseline="trad-typo")])
     train, *_, counts = compose(resolved[2], 0, data, accepted_synthetic(synthetic), traditional)
     assert _counts(counts, "traditional") == {c: REAL_TRAIN[c] for c in "GCAHM"}
     assert _counts(counts, "synthetic") == {c: REAL_TRAIN[c] for c in "GCAHM"}  # the fixture has enough of each

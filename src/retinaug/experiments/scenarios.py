@@ -189,16 +189,19 @@ class ExperimentConfig(BaseModel):
                     raise ValueError(f"two different scenarios are named {sc.name!r}; rename one")
                 continue
             out[sc.name] = sc
+        unknown = {sc.name: sc.baseline for sc in out.values() if sc.baseline and sc.baseline not in out}
+        if unknown:
+            raise ValueError(f"baseline: {unknown} (scenario: baseline) name no scenario of this run; known: {', '.join(out)}")
         if self.only:
             missing = sorted(set(self.only) - set(out))
             if missing:
                 raise ValueError(f"only: unknown scenario(s) {missing}; known: {', '.join(out)}")
-            keep, todo = set(), list(self.only)
+            every, keep, todo = list(out.values()), set(), list(self.only)
             while todo:  # a kept scenario's baseline is kept, and its baseline's (syn+trad -> trad -> real)
                 name = todo.pop()
                 if name not in keep:
                     keep.add(name)
-                    todo += [b] if (b := baseline_of(out[name], list(out.values()))) else []
+                    todo += [b] if (b := baseline_of(out[name], every)) else []
             out = {k: v for k, v in out.items() if k in keep}
         return list(out.values())
 

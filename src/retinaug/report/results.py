@@ -25,13 +25,14 @@ def section_scenarios(run: Path) -> Markup | None:
         about = ("Macro precision, recall and F1 and accuracy pooled over the folds: every patient is tested once, by the models "
                  "of the fold that held it out; mean over (fold, seed) runs with the 95% interval of the corrected resampled t-test "
                  "(Nadeau & Bengio: the folds share training patients, so the variance counts 1/runs + test/train; clipped to [0, 1]); "
-                 "ΔF1 is the paired difference to the named baseline (the task's real-only scenario unless the scenario names another; the same corrected test over equal (fold, seed) "
-                 "runs; q: Benjamini-Hochberg over the table's comparisons).")
+                 "ΔF1 is the paired difference to the named baseline (the task's real-only scenario unless the scenario names "
+                 "another; the same corrected test over equal (fold, seed) runs; q: Benjamini-Hochberg over the table's comparisons).")
         unit = "(fold, seed) runs"
     else:
         about = ("Macro precision, recall and F1 and accuracy on the same real test patients: mean over seeds with the "
                  "95% t-interval over seeds (clipped to [0, 1]; few seeds give wide intervals); ΔF1 is the paired difference "
-                 "to the named baseline (the task's real-only scenario unless the scenario names another; paired t-test over seeds; q: Benjamini-Hochberg over the table's comparisons).")
+                 "to the named baseline (the task's real-only scenario unless the scenario names another; paired t-test over "
+                 "seeds; q: Benjamini-Hochberg over the table's comparisons).")
         unit = "seeds"
     parts = [p(about), table(pd.read_csv(headline, keep_default_na=False))]
     per_class = summary[(summary["cls"] != "macro") & (summary["metric"] == "f1")]
