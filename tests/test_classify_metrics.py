@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from retinaug.classify.evaluate import patient_bootstrap
-from retinaug.classify.metrics import compute_metrics
+from retinaug.classify.metrics import PER_CLASS, SCALARS, compute_metrics, replicate_metrics
 
 CLASSES = ("G", "C", "A")
 
@@ -75,3 +75,57 @@ def test_patient_bootstrap_groups_images_of_a_patient():
     ci_i = patient_bootstrap(y, probs, independent, CLASSES, n_boot=150, seed=1)["ci"]["accuracy"]
     assert ci_c[0] <= 0.6 <= ci_c[1] and ci_i[0] <= 0.6 <= ci_i[1]
     assert (ci_c[1] - ci_c[0]) > 2 * (ci_i[1] - ci_i[0])
+
+
+@pytest.mark.parametrize("case", ["random", "tied scores", "one class only", "class absent"])
+def test_replicate_metrics_equal_sklearn_on_the_repeated_rows(case):
+    """Each weighting row gives what compute_metrics (sklearn) gives on the images repeated that many times,
+    None where sklearn's is undefined (NaN here): the bootstrap's fast path must not change one interval."""
+    rng = np.random.default_rng(5)
+    n, k = 40, 4
+    y = rng.integers(0, k, n)
+    probs = rng.dirichlet(np.ones(k), n)
+    if case == "tied scores":
+        probs = np.round(probs, 1)
+    if case == "one class only":
+        y[:] = 2
+    if case == "class absent":
+        y[y == 1] = 0
+    weights = rng.integers(0, 3, (12, n))
+    weights[0] = 0
+    weights[0, :3] = 1  # three images only: most classes absent, several AUCs undefined
+    scalars, per_class = replicate_metrics(y, probs, weights)
+    classes = tuple("GCAH")
+    undefined = 0
+    for b, row in enumerate(weights):
+        idx = np.repeat(np.arange(n), row)
+        ref = compute_metrics(y[idx], probs[idx], classes)
+        for name in SCALARS:
+            assert (ref[name] is None) == bool(np.isnan(scalars[name][b])), (b, name)
+            if ref[name] is not None:
+                assert scalars[name][b] == pytest.approx(ref[name], abs=1e-12), (b, name)
+        for i, c in enumerate(classes):
+            for name in PER_CLASS:
+                expected = ref["per_class"][c][name]
+                undefined += expected is None
+                assert (expected is None) == bool(np.isnan(per_class[name][b, i])), (b, c, name)
+                if expected is not None:
+                    assert per_class[name][b, i] == pytest.approx(expected, abs=1e-12), (b, c, name)
+    assert undefined > 0  # every case reaches the None paths (the three-image row at least)
+
+
+def test_patient_bootstrap_is_seeded_and_blocks_do_not_matter(monkeypatch):
+    """Same seed, same intervals, whatever the block size the replicates are scored in."""
+    import importlib
+
+    evaluate = importlib.import_module("retinaug.classify.evaluate")  # the package exports a function of that name
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 60)
+    probs = rng.dirichlet(np.ones(3), 60)
+    patients = np.repeat(np.arange(30), 2)
+    a = patient_bootstrap(y, probs, patients, CLASSES, n_boot=250, seed=4)
+    monkeypatch.setattr(evaluate, "BOOT_BLOCK", 7)
+    b = patient_bootstrap(y, probs, patients, CLASSES, n_boot=250, seed=4)
+    assert a == b
+    c = patient_bootstrap(y, probs, patients, CLASSES, n_boot=250, seed=5)
+    assert c["ci"]["macro_f1"] != a["ci"]["macro_f1"]

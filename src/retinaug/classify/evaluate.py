@@ -16,37 +16,41 @@ from ..errors import RetinaugError
 from ..io import atomic_path, write_json_atomic
 from ..manifest import load_manifest
 from ..progress import progress_bar
-from .metrics import PER_CLASS, SCALARS, compute_metrics
+from .metrics import PER_CLASS, SCALARS, compute_metrics, replicate_metrics
 from .models import TRAIN_ROWS, Classifier, load_classifier, predict
 
 log = logging.getLogger("retinaug.classify")
+BOOT_BLOCK = 100  # replicates scored at once: (block x images) weights, a few MB even for thousands of test images
 
 
 def patient_bootstrap(y: np.ndarray, probs: np.ndarray, patients, classes, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Percentile 95% CIs of every scalar and per-class metric, resampling patients (all their images)."""
+    """Percentile 95% CIs of every scalar and per-class metric, resampling patients (all their images).
+
+    A replicate draws patient ids with replacement; an image then counts as often as its patient was drawn, so
+    each replicate is a weighting of the images and blocks of replicates are scored at once (`replicate_metrics`)."""
     codes, inverse = np.unique(np.asarray(patients).astype(str), return_inverse=True)
-    rows_of = [np.flatnonzero(inverse == i) for i in range(len(codes))]
     rng = np.random.default_rng(seed)
-    samples: dict[str, list] = {m: [] for m in SCALARS}
-    per_class: dict[tuple[str, str], list] = {(c, m): [] for c in classes for m in PER_CLASS}
+    scalars: dict[str, list] = {m: [] for m in SCALARS}
+    per_class: dict[str, list] = {m: [] for m in PER_CLASS}
     with progress_bar("bootstrap over patients", n_boot, "rep") as advance:
-        for _ in range(n_boot):
-            idx = np.concatenate([rows_of[i] for i in rng.integers(0, len(codes), len(codes))])
-            m = compute_metrics(y[idx], probs[idx], classes)
-            for name in SCALARS:
-                samples[name].append(m[name])
-            for c in classes:
-                for name in PER_CLASS:
-                    per_class[(c, name)].append(m["per_class"][c][name])
-            advance(1)
+        for start in range(0, n_boot, BOOT_BLOCK):
+            block = min(BOOT_BLOCK, n_boot - start)
+            draws = [np.bincount(rng.integers(0, len(codes), len(codes)), minlength=len(codes)) for _ in range(block)]
+            block_scalars, block_per_class = replicate_metrics(y, probs, np.stack(draws)[:, inverse])
+            for name, values in block_scalars.items():
+                scalars[name].append(values)
+            for name, values in block_per_class.items():
+                per_class[name].append(values)
+            advance(block)
 
-    def interval(values: list) -> list[float] | None:
-        vals = np.array([v for v in values if v is not None], dtype=float)
-        return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))] if len(vals) else None
+    def interval(values: np.ndarray) -> list[float] | None:
+        values = values[~np.isnan(values)]
+        return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if len(values) else None
 
+    per_class_all = {name: np.concatenate(v) for name, v in per_class.items()}
     return {
-        "ci": {name: interval(v) for name, v in samples.items()},
-        "per_class_ci": {c: {name: interval(per_class[(c, name)]) for name in PER_CLASS} for c in classes},
+        "ci": {name: interval(np.concatenate(v)) for name, v in scalars.items()},
+        "per_class_ci": {c: {name: interval(per_class_all[name][:, i]) for name in PER_CLASS} for i, c in enumerate(classes)},
     }
 
 

@@ -122,3 +122,79 @@ def compute_metrics(y_true, probs, classes) -> dict:
         "confusion_normalized": cm_norm.round(6).tolist(),
     }
     return out
+
+
+def _weighted_auc(weights: np.ndarray, truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC AUC of every row of `weights` (B, N) at once: the weighted Mann-Whitney statistic, ties counted half,
+    which is the area sklearn's trapezoidal ROC gives on the data with each row repeated weight times.
+    NaN where a row weights no positive or no negative."""
+    order = np.argsort(scores, kind="stable")
+    s, t, w = scores[order], truth[order].astype(bool), weights[:, order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # one group per distinct score
+    pos = np.add.reduceat(w * t, starts, axis=1)
+    neg = np.add.reduceat(w * ~t, starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos * (below + 0.5 * neg)).sum(1) / (pos.sum(1) * neg.sum(1))
+
+
+def _kappa(cm: np.ndarray) -> np.ndarray:
+    """Cohen's kappa of confusion matrices (B, K, K) as sklearn computes it; NaN where it is undefined
+    (truth and prediction are one and the same class)."""
+    total = cm.sum((1, 2))
+    agree = np.trace(cm, axis1=1, axis2=2)
+    chance = (cm.sum(1) * cm.sum(2)).sum(1) / total
+    denominator = total - chance
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 1e-9 * total, 1 - (total - agree) / denominator, np.nan)
+
+
+def replicate_metrics(y_true, probs, weights: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The SCALARS (each (B,)) and PER_CLASS metrics (each (B, K)) of `compute_metrics` for B weightings of one
+    prediction set at once: row b equals compute_metrics on the data with image i repeated weights[b, i] times,
+    NaN where that gives None. The patient bootstrap needs ~1,000 of these per fit; sklearn's input checks made
+    that ~30 ms a replicate, while every metric here is a function of weighted counts (tests pin it to sklearn)."""
+    y = np.asarray(y_true, dtype=int)
+    probs = np.asarray(probs, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    k = probs.shape[1]
+    pred = probs.argmax(axis=1)
+    cm = (w @ np.eye(k * k)[y * k + pred]).reshape(-1, k, k)  # (B, true, predicted)
+    support, predicted, tp = cm.sum(2), cm.sum(1), np.diagonal(cm, axis1=1, axis2=2)
+    total = support.sum(1)
+    present = support > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(present, tp / support, np.nan)
+        f1 = np.where(present, 2 * tp / (support + predicted), np.nan)
+    onehot = np.eye(k)[y]
+    auc = np.full(support.shape, np.nan)
+    for c in range(k):
+        defined = present[:, c] & (support[:, c] < total)
+        if defined.any():
+            auc[defined, c] = _weighted_auc(w[defined], onehot[:, c], probs[:, c])
+
+    def weighted(values: np.ndarray) -> np.ndarray:
+        return np.nansum(values * support, 1) / total
+
+    # the ODIR score's cells: every image x class, each carrying its image's weight
+    cells = np.repeat(w, k, axis=1)
+    truth, hard = onehot.ravel(), probs.ravel() > ODIR_THRESHOLD
+    binary = (cells @ np.eye(4)[2 * truth.astype(int) + hard]).reshape(-1, 2, 2)
+    odir_kappa, odir_f1 = _kappa(binary), np.trace(binary, axis1=1, axis2=2) / (k * total)
+    odir_auc = _weighted_auc(cells, truth, probs.ravel())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a replicate with every AUC undefined: NaN is the answer
+        scalars = {
+            "accuracy": tp.sum(1) / total,
+            "macro_precision": np.nanmean(np.where(present, precision, np.nan), 1),
+            "macro_recall": np.nanmean(recall, 1),
+            "macro_f1": np.nanmean(f1, 1),
+            "weighted_precision": weighted(np.where(present, precision, 0.0)),
+            "weighted_recall": weighted(recall),
+            "weighted_f1": weighted(f1),
+            "kappa": _kappa(cm),
+            "macro_auc": np.nanmean(auc, 1),
+            "odir_score": (odir_kappa + odir_f1 + odir_auc) / 3,
+        }
+    return scalars, {"precision": precision, "recall": recall, "f1": f1, "auc": auc}
