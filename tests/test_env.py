@@ -40,6 +40,17 @@ def test_env_text_names_each_package_and_the_bf16_verdict():
     assert re.search(r"bf16 units: (AMX|AVX512-BF16|none: bf16 is emulated)", result.output)
 
 
+def test_env_lines_do_not_wrap_on_a_narrow_terminal(monkeypatch):
+    """A CPU without bf16 units gives the longest cpu line; pasted into a bug report it must stay one line."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setenv("COLUMNS", "40")
+    result = CliRunner().invoke(app, ["env"])
+    assert result.exit_code == 0, result.output
+    cpu = [line for line in result.output.splitlines() if line.startswith("cpu ")]
+    assert len(cpu) == 1 and cpu[0].endswith("bf16 units: none: bf16 is emulated, fp32 is faster")
+
+
 @pytest.mark.parametrize(
     "amx, avx512_bf16, units",
     [(True, True, ["AMX", "AVX512-BF16"]), (True, False, ["AMX"]), (False, True, ["AVX512-BF16"]), (False, False, [])],

@@ -44,19 +44,20 @@ def env_cmd(
     from ..hardware import environment
 
     facts = environment()
+    # plain print, not the rich console: a bug report's lines must not wrap at the terminal width or lose [brackets]
     if as_json:
         print(json.dumps(facts, indent=2))
         return
     for name, version in facts["packages"].items():
-        console.print(f"{name:<14} {version}")
-    console.print(f"{'python':<14} {facts['python']}  ({facts['platform']})")
-    console.print(f"{'torch build':<14} {'CUDA ' + facts['torch_cuda_build'] if facts['torch_cuda_build'] else 'CPU only'}")
+        print(f"{name:<14} {version}")
+    print(f"{'python':<14} {facts['python']}  ({facts['platform']})")
+    print(f"{'torch build':<14} {'CUDA ' + facts['torch_cuda_build'] if facts['torch_cuda_build'] else 'CPU only'}")
     units = ", ".join(facts["cpu_bf16_units"]) or "none: bf16 is emulated, fp32 is faster"
-    console.print(f"{'cpu':<14} {facts['cpu']}; torch capability {facts['cpu_capability']}; bf16 units: {units}")
-    console.print(f"{'threads':<14} torch uses {facts['torch_threads']} of the {facts['cores_usable']} cores this process may use")
+    print(f"{'cpu':<14} {facts['cpu']}; torch capability {facts['cpu_capability']}; bf16 units: {units}")
+    print(f"{'threads':<14} torch uses {facts['torch_threads']} of the {facts['cores_usable']} cores this process may use")
     if facts["cuda_devices"]:
         for d in facts["cuda_devices"]:
-            console.print(f"{'cuda:' + str(d['index']):<14} {d['name']} (compute {d['capability']}, {d['memory_gib']} GiB)")
-        console.print(f"{'cuda bf16':<14} {'yes' if facts['cuda_bf16'] else 'no'}")
+            print(f"{'cuda:' + str(d['index']):<14} {d['name']} (compute {d['capability']}, {d['memory_gib']} GiB)")
+        print(f"{'cuda bf16':<14} {'yes' if facts['cuda_bf16'] else 'no'}")
     else:
-        console.print(f"{'cuda':<14} no device visible" + ("; Apple MPS available" if facts["mps"] else ""))
+        print(f"{'cuda':<14} no device visible" + ("; Apple MPS available" if facts["mps"] else ""))

@@ -51,7 +51,7 @@ def run_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder, e.g. runs/NAME (created; re-running resumes it)."),
     preset: str = typer.Option(None, "--preset", help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    force: list[str] = typer.Option([], "--force", help="Redo this stage (repeatable or comma-separated; 'all' redoes every stage)."),
+    force: list[str] = typer.Option([], "--force", help="Redo this stage (repeatable or comma-separated; 'all' redoes every stage). experiments keeps each fit whose recipe and images are unchanged and re-aggregates; delete a fit's folder to retrain it."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check every setting and say what each stage would do (skip, resume, run) and why; writes nothing."),
 ) -> None:
     """Run every stage (data -> generator -> synthetic -> labeler -> label -> selection -> augment ->
@@ -82,8 +82,8 @@ def demo_cmd(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     force: list[str] = typer.Option([], "--force", help="Redo this stage (or 'all')."),
 ) -> None:
-    """The whole pipeline on the embedded phantom dataset (the `demo` preset): about 6-10 minutes on
-    2 CPU cores, no download. Prints the report's path and the headline table."""
+    """The whole pipeline on the embedded phantom dataset (the `demo` preset): about 7 minutes on 2 cores of
+    a recent CPU, about 19 on an older AVX2-only one; no download. Prints the report's path and the headline table."""
     _run(None, "demo", set_, out, force)
 
 
