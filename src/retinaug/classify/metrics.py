@@ -139,14 +139,14 @@ def _weighted_auc(weights: np.ndarray, truth: np.ndarray, scores: np.ndarray) ->
 
 
 def _kappa(cm: np.ndarray) -> np.ndarray:
-    """Cohen's kappa of confusion matrices (B, K, K) as sklearn computes it; NaN where it is undefined
-    (truth and prediction are one and the same class)."""
+    """Cohen's kappa of confusion matrices (B, K, K) of integer counts as sklearn computes it; NaN where it is
+    undefined (truth and prediction are one and the same class). Undefined is decided on the counts, exactly as
+    sklearn's zero test: total^2 == sum of (predicted x true) marginal products, whatever the split's size."""
     total = cm.sum((1, 2))
     agree = np.trace(cm, axis1=1, axis2=2)
-    chance = (cm.sum(1) * cm.sum(2)).sum(1) / total
-    denominator = total - chance
+    marginals = (cm.sum(1) * cm.sum(2)).sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 1e-9 * total, 1 - (total - agree) / denominator, np.nan)
+        return np.where(total * total > marginals, 1 - (total - agree) / (total - marginals / total), np.nan)
 
 
 def replicate_metrics(y_true, probs, weights: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
