@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from retinaug.classes import CODES
 from retinaug.cli import app
-from retinaug.pipeline import STAGES
+from retinaug.pipeline import stage_names
 from retinaug.stages import read_record
 
 KEYWORDS = {"N": "normal fundus", "D": "moderate non proliferative retinopathy", "G": "glaucoma", "C": "cataract",
@@ -62,7 +62,7 @@ def test_paper_preset_runs_every_stage_on_cpu_with_tiny_sizes(tmp_path, single_t
     args = ["run", "--preset", "paper", "--out", str(run)] + [a for k, v in tiny.items() for a in ("--set", f"{k}={v}")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    for name in STAGES:
+    for name in stage_names():
         assert read_record(run / name).get("status") == "done", name
 
     config = json.loads(json.dumps(__import__("yaml").safe_load((run / "config.yaml").read_text())))
