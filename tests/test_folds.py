@@ -107,7 +107,7 @@ def test_every_fitted_stage_runs_per_fold_on_that_folds_train_patients(fold_run)
         assert json.loads((fold_run / f"fold-{i}" / "generator" / "stage.json").read_text())["stage"] == f"fold-{i}/generator"
         assert "[fold-%d/generator] done in" % i in (fold_run / "logs" / f"fold-{i}" / "generator.log").read_text()
         gen = json.loads((fold_run / f"fold-{i}" / "generator" / "config.json").read_text())
-        assert gen["data"] == str((fold_run / f"fold-{i}" / "data").resolve())
+        assert gen["data"] == "../data"  # the fold's own data, named relative to the generator folder (no local path)
         learnt = fold[(fold["split"] == "train") & fold["label"].isin(gen["classes"])]
         assert (gen["n_train_images"], gen["train_patients"]) == (len(learnt), learnt["patient_id"].nunique())
         labeler_rows = set(load_manifest(fold_run / f"fold-{i}" / "labeler" / "train_rows.parquet")["patient_id"])

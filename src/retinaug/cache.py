@@ -1,7 +1,9 @@
 """Decode + resize every image once into a memory-mapped uint8 array shared by all later stages.
 
-Entries are keyed by (image path, file size and mtime, resolution): a changed file is decoded again, never
-served stale, and each call decodes only the images no earlier call cached (a new chunk file beside the others). Traditional-augmentation rows reuse their parent's
+Entries are keyed by (image path, file size, mtime, ctime and inode, resolution, decoder version): a changed
+file is decoded again, never served stale (an in-place rewrite that keeps size and mtime still moves the ctime,
+see `retinaug.fingerprint`), and each call decodes only the images no earlier call cached (a new chunk file
+beside the others). Traditional-augmentation rows reuse their parent's
 pixels; their `transform` (e.g. 'hflip', 'rot90', 'vflip+rot270') is applied when the image is read.
 """
 
@@ -17,10 +19,14 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from .errors import RetinaugError
+from .fingerprint import file_stamp
 from .io import atomic_path, sha256_text, write_json_atomic
 from .progress import progress_bar
 
 TRANSFORMS = ("hflip", "vflip", "rot90", "rot180", "rot270")
+# Bumped whenever `open_rgb` decodes the same file into other pixels, so chunks of an older decoder are not served
+# (2: EXIF orientation applied; chunks of version 1 hold portrait photos sideways).
+DECODER_VERSION = 2
 
 
 def apply_transform(img: np.ndarray, transform: str | None) -> np.ndarray:
@@ -57,10 +63,12 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def open_rgb(path: str | Path) -> Image.Image:
-    """Decode an image file as 8-bit RGB (see `to_rgb`): the one decoder every stage's pixels come from. A file
-    that changed into something undecodable since `prepare` checked it is a RetinaugError naming it."""
+    """Decode an image file as upright 8-bit RGB (EXIF orientation applied, as photo viewers do; see `to_rgb`): the
+    one decoder every stage's pixels come from. A file that changed into something undecodable since `prepare`
+    checked it is a RetinaugError naming it."""
     try:
         with Image.open(path) as im:
+            ImageOps.exif_transpose(im, in_place=True)
             return to_rgb(im)
     except FileNotFoundError:
         raise RetinaugError(f"image file not found: {path}") from None
@@ -107,22 +115,25 @@ def default_cache_dir() -> Path:
 
 
 def _identity(path: str) -> list:
+    """The file's (size, mtime, ctime, inode), as the stage fingerprints key a file: size + mtime alone miss a rewrite
+    in place that restores the mtime."""
     try:
-        st = os.stat(path)
+        return file_stamp(os.stat(path))
     except FileNotFoundError:
         raise RetinaugError(f"image file not found: {path}") from None
-    return [st.st_size, st.st_mtime_ns]
 
 
 def _read_index(folder: Path, size: int) -> dict[str, tuple[str, int, list]]:
-    """path -> (chunk file, row, [bytes, mtime]) over every chunk of this resolution, newest chunk last."""
+    """path -> (chunk file, row, file identity) over every chunk of this resolution and `DECODER_VERSION`, newest
+    chunk last."""
     index: dict[str, tuple[str, int, list]] = {}
     sidecars = sorted(folder.glob(f"images-{size}px-*.json"), key=lambda p: p.stat().st_mtime_ns)
     for side in sidecars:
         npy = side.with_suffix(".npy")
         try:
-            entries = json.loads(side.read_text())["paths"]
-        except (OSError, ValueError, KeyError):
+            record = json.loads(side.read_text())
+            entries = record["paths"] if record.get("decoder") == DECODER_VERSION else []
+        except (OSError, ValueError, KeyError, AttributeError):
             continue  # a chunk being written by another process, or damaged: its images are decoded again
         if npy.exists():
             for row, (path, *ident) in enumerate(entries):
@@ -131,7 +142,7 @@ def _read_index(folder: Path, size: int) -> dict[str, tuple[str, int, list]]:
 
 
 def _write_chunk(folder: Path, size: int, paths: list[str], idents: list[list], workers: int) -> None:
-    key = sha256_text(json.dumps([size, [[p, *i] for p, i in zip(paths, idents)]]))[:16]
+    key = sha256_text(json.dumps([size, DECODER_VERSION, [[p, *i] for p, i in zip(paths, idents)]]))[:16]
     npy = folder / f"images-{size}px-{key}.npy"
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(npy) as tmp:
@@ -143,13 +154,13 @@ def _write_chunk(folder: Path, size: int, paths: list[str], idents: list[list], 
                     advance(1)
         arr.flush()
         del arr
-    write_json_atomic(npy.with_suffix(".json"), {"size": size, "paths": [[p, *i] for p, i in zip(paths, idents)]})
+    write_json_atomic(npy.with_suffix(".json"), {"size": size, "decoder": DECODER_VERSION, "paths": [[p, *i] for p, i in zip(paths, idents)]})
 
 
 def image_cache(df: pd.DataFrame, size: int, cache_dir: str | Path | None = None, workers: int = 2) -> ImageCache:
     """The decoded images of this manifest at `size` px; only images not cached yet are decoded.
 
-    Entries are keyed by (absolute path, file size, mtime, resolution), so a changed file is decoded again and
+    Entries are keyed by (absolute path, file identity, resolution, decoder), so a changed file is decoded again and
     subsets or unions of manifests (train/val/test, real + synthetic) reuse what earlier stages decoded."""
     paths = list(dict.fromkeys(os.path.abspath(p) for p in df["path"]))
     idents = [_identity(p) for p in paths]

@@ -1,8 +1,9 @@
 """Up-front checks of a pipeline config: everything that can be known before the first stage starts is checked
 then, so a bad setting fails `--dry-run` and `run` in seconds instead of after an hour of generator training.
 
-What pydantic checks when the config is read (config.py and the stage configs): key names, value ranges, class
-codes, task names, timm backbone names, the DDPM UNet's shape. What is checked here, across sections and against
+What pydantic checks when the config is read (config.py and the stage configs): key names, value ranges (finite
+numbers, seeds numpy takes, counts bounded below what would fill the memory: fields.py), options the data source
+does not read, class codes, task names, timm backbone names, the DDPM UNet's shape. What is checked here, across sections and against
 the data: the generator's base model folder, feature extractors, each scenario's inputs (a stage switched off, an
 augment ratio below a multiplier, Ray for `executor: ray`), and the class counts per split of the data the run will see (planned for the
 phantom; read from a finished data stage otherwise) against what every enabled stage will ask of them.
@@ -17,7 +18,7 @@ import pandas as pd
 
 from .classes import TASKS, resolve_task
 from .config import PipelineConfig
-from .errors import RetinaugError
+from .errors import ManifestError, RetinaugError
 from .stages import config_hash, read_record
 
 EXTRACTORS = ("auto", "labeler", "pixels")
@@ -49,7 +50,8 @@ def check_pipeline(cfg: PipelineConfig, run: Path, on: dict[str, bool]) -> None:
 
 def planned_data(cfg: PipelineConfig, run: Path) -> pd.DataFrame | None:
     """label and split of every real image the run will use, when that is cheap to know: the phantom's plan, or
-    the manifest of a finished data stage made with this data config; None otherwise (a dataset not ingested yet)."""
+    the manifest of a finished data stage made with this data config; None otherwise (a dataset not ingested yet,
+    or a manifest that cannot be read: the data stage is then redone)."""
     d = cfg.data
     if d.source == "phantom":
         from .phantom import plan_phantom
@@ -62,7 +64,10 @@ def planned_data(cfg: PipelineConfig, run: Path) -> pd.DataFrame | None:
     if rec.get("status") == "done" and rec.get("config_hash") == config_hash(d.result_config()):
         from .manifest import load_manifest, real_rows
 
-        df = load_manifest(run / "data")
+        try:
+            df = load_manifest(run / "data")
+        except ManifestError:
+            return None
         return pd.concat([real_rows(df, s) for s in ("train", "val", "test")], ignore_index=True)
     return None
 

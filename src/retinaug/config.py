@@ -12,22 +12,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from .classes import ClassCodes
 from .classify.config import TrainConfig
 from .errors import RetinaugError, validated
+from .fields import MAX_BOOT, MAX_MULTIPLIER, STRICT, Seed
 from .experiments.scenarios import ExperimentConfig
 from .generate.config import DDPMConfig, GenerateConfig, LDMConfig, SDLoRAConfig
 from .io import read_yaml
 from .quality.config import AuditConfig
 from .select import SelectConfig
+from .strict_yaml import parse_yaml
 
 PRESETS = ("demo", "odir-cpu", "paper")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     def result_config(self) -> dict:
         """What decides the stage's result (hashed in its record): every setting but the on/off switch."""
@@ -42,8 +44,8 @@ class DataStage(_Section):
 
     source: Literal["phantom", "odir", "folder"] = Field("phantom", description="phantom (embedded procedural data), odir (Kaggle ODIR-5K layout) or folder (one sub-folder per class).")
     path: str | None = Field(None, description="odir/folder: dataset folder, relative to the current directory or absolute.")
-    n: int = Field(600, ge=10, description="phantom: number of images.")
-    size: int = Field(64, ge=16, description="phantom: image size in pixels.")
+    n: int = Field(600, ge=10, le=100_000, description="phantom: number of images.")
+    size: int = Field(64, ge=16, le=1024, description="phantom: image size in pixels.")
     proportions: dict[str, float] | None = Field(None, description="phantom: class proportions (default: ODIR-like imbalance).")
     labels: Literal["kaggle", "keywords"] = Field("kaggle", description="odir: label source; kaggle = the patient-level label (Kaggle labels column / N..O flags, as the paper), keywords = per-eye label from the eye's diagnostic keywords.")
     allow_multilabel: bool = Field(False, description="odir: keep images with several findings under their primary class (a specific finding beats O) instead of rejecting them.")
@@ -54,7 +56,7 @@ class DataStage(_Section):
     workers: int | None = Field(None, ge=1, description="odir/folder: threads that read and check images (default: 4 x CPU cores, at most 16); does not change the result.")
     val: float = Field(0.15, ge=0, lt=1, description="Fraction of patients for validation.")
     test: float = Field(0.15, gt=0, lt=1, description="Fraction of patients for test.")
-    seed: int = Field(0, description="Seed of the patient-level split (and of the phantom images).")
+    seed: Seed = Field(0, description="Seed of the patient-level split (and of the phantom images).")
     folds: int = Field(1, ge=1, le=20, description="Patient-level k-fold cross-validation: k > 1 runs every fitted stage once per fold into RUN/fold-<i>/ (fold i's patients are its test split, data.val of all patients its validation split, the rest train) and the report pools the folds; each patient is tested exactly once. data.test is then not read (said in the log). k times the cost of one run. 1: one split (data.val, data.test).")
 
     @field_validator("mapping", mode="before")
@@ -89,10 +91,10 @@ class DataStage(_Section):
 
     @model_validator(mode="after")
     def _options_of_source(self):
-        """An ingest option set for a source that does not read it is a mistake, not something to ignore."""
-        mine = INGEST_OPTIONS.get(self.source, ())
-        foreign = {k: [s for s, keys in INGEST_OPTIONS.items() if k in keys] for keys in INGEST_OPTIONS.values() for k in keys
-                   if k not in mine and getattr(self, k) != type(self).model_fields[k].default}
+        """An option set for a source that does not read it (data.path of the phantom) is a mistake, not something to ignore."""
+        readers = {s: keys + INGEST_OPTIONS.get(s, ()) for s, keys in SOURCE_OPTIONS.items()}
+        foreign = {k: [s for s, keys in readers.items() if k in keys] for keys in readers.values() for k in keys
+                   if k not in readers[self.source] and getattr(self, k) != type(self).model_fields[k].default}
         if foreign:
             said = ", ".join(f"{k} ({'/'.join(sources)} only)" for k, sources in foreign.items())
             raise ValueError(f"{said}: not read when source is {self.source}")
@@ -108,6 +110,8 @@ INGEST_OPTIONS: dict[str, tuple[str, ...]] = {
     "odir": ("labels", "allow_multilabel", "min_size", "workers"),
     "folder": ("mapping", "patient_regex", "unmatched", "min_size", "workers"),
 }
+# The other options only some sources read: the phantom's plan, the dataset folder.
+SOURCE_OPTIONS: dict[str, tuple[str, ...]] = {"phantom": ("n", "size", "proportions"), "odir": ("path",), "folder": ("path",)}
 
 
 class GeneratorStage(_Section):
@@ -132,7 +136,7 @@ class SyntheticStage(GenerateConfig, _Section):
 
     enabled: bool = Field(True, description="Generate synthetic images.")
     margin: float = Field(
-        1.25, ge=1, description="When neither ratio nor per_class is set: generate margin x the largest synthetic multiplier of the scenarios (room for rejected images)."
+        1.25, ge=1, le=10, description="When neither ratio nor per_class is set: generate margin x the largest synthetic multiplier of the scenarios (room for rejected images)."
     )
     processes: int | Literal["auto"] = Field(
         "auto", description="Sampling processes (torchrun), each on its own GPU: auto = one per visible CUDA GPU (1 without GPUs). "
@@ -156,7 +160,7 @@ class LabelerStage(_Section):
 
     enabled: bool = Field(True, description="Train the labeler (needed by label, and by selection/quality when they use it).")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(task="8-class"), description="Labeler training config.")
-    n_boot: int = Field(200, ge=0, description="Patient-bootstrap resamples of the labeler's test metrics (labeler/eval).")
+    n_boot: int = Field(200, ge=0, le=MAX_BOOT, description="Patient-bootstrap resamples of the labeler's test metrics (labeler/eval).")
 
 
 class LabelStage(_Section):
@@ -176,9 +180,9 @@ class AugmentStage(_Section):
     """Traditional augmentation rows (flips/rotations applied at load time)."""
 
     enabled: bool = Field(True, description="Make traditional-augmentation rows.")
-    ratio: float | None = Field(None, gt=0, description="Rows per class as a multiple of its real train count (default: the largest traditional multiplier of the scenarios).")
+    ratio: float | None = Field(None, gt=0, le=MAX_MULTIPLIER, description="Rows per class as a multiple of its real train count (default: the largest traditional multiplier of the scenarios).")
     classes: ClassCodes | None = Field(None, description="Classes to augment (default: those the scenarios ask for).")
-    seed: int = Field(0, description="Sampling seed.")
+    seed: Seed = Field(0, description="Sampling seed.")
 
 
 class ExperimentsStage(ExperimentConfig, _Section):
@@ -225,10 +229,7 @@ def apply_set(raw: dict, assignment: str) -> dict:
     key, sep, value = assignment.partition("=")
     if not sep or not key.strip():
         raise RetinaugError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set experiments.seeds=2")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as exc:
-        raise RetinaugError(f"--set {assignment!r}: value is not valid YAML ({exc})") from None
+    parsed = parse_yaml(value, f"--set {assignment!r}: value") if value.strip() else None
     parts = key.strip().split(".")
     out = dict(raw)
     node = out
@@ -245,7 +246,7 @@ def apply_set(raw: dict, assignment: str) -> dict:
 def preset_dict(name: str) -> dict:
     if name not in PRESETS:
         raise RetinaugError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
-    return yaml.safe_load(resources.files("retinaug").joinpath("presets", f"{name}.yaml").read_text()) or {}
+    return parse_yaml(resources.files("retinaug").joinpath("presets", f"{name}.yaml").read_bytes(), f"preset {name}") or {}
 
 
 def load_config(path: str | Path | None = None, preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:

@@ -11,7 +11,8 @@ provenance column. The typed per-split tables are what datasets reads because it
 so the splits no longer load together, and 63-bit image seeds lose digits as floats. The CSV is the same table for people
 and spreadsheets. Image files are hard-linked when DIR is on the same file system (else copied); every target path is
 checked to stay inside DIR, and paths of this machine are not published (`parent` and `source_file` are relative to
-the real dataset's folder).
+the real dataset's folder). An image that is a symlink to a file outside the run and the trusted image folders is
+skipped, counted and named (printed, and counted in the card), never copied or linked; an export holds no symlink.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ WHAT = ("synthetic", "real", "both")
 HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 MARK = "<!-- retinaug export: this folder is rewritten by `retinaug export` -->"
 LOCAL_PATHS = ("path", "parent", "generator_dir")  # columns holding this machine's paths; published relative or not at all
+LINK_OUT = "a symlink to a file outside the run and the trusted image folders"
 
 
 def export_run(run: str | Path, out: str | Path, what: str = "synthetic", accepted_only: bool = False, copy: bool = False) -> Path:
@@ -60,7 +62,7 @@ def export_run(run: str | Path, out: str | Path, what: str = "synthetic", accept
         raise RetinaugError("--accepted-only filters synthetic images; with --what real there are none (use --what synthetic or both)")
     _check_target(out, run)
     with run_lock(run, "export"):  # no stage rewrites the images while they are exported
-        rows, root, labelled = _rows(run, what, accepted_only)
+        rows, root, labelled, skipped = _rows(run, what, accepted_only)
         table_ = _metadata(rows, root)
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = out.parent / f".{out.name}.{secrets.token_hex(4)}.export"
@@ -68,48 +70,56 @@ def export_run(run: str | Path, out: str | Path, what: str = "synthetic", accept
         try:
             linked = _place(rows["path"].tolist(), table_["file_name"].tolist(), staging, copy)
             _write_metadata(table_, staging)
-            write_text_atomic(staging / CARD, dataset_card(run, table_, what, accepted_only, labelled))
+            write_text_atomic(staging / CARD, dataset_card(run, table_, what, accepted_only, labelled, len(skipped)))
             _swap(staging, out)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     how = "hard-linked" if linked == len(rows) else f"{linked} hard-linked, {len(rows) - linked} copied" if linked else "copied"
     console.print(f"exported {len(rows)} images ({how}) to {out}; load with datasets.load_dataset('imagefolder', data_dir='{out}')")
+    if skipped:
+        console.print(f"skipped {len(skipped)} image(s) of the run: {LINK_OUT}, not exported: "
+                      + "; ".join(f"{p} -> {real}" for p, real in sorted(skipped.items())))
     return out
 
 
 # ---------------------------------------------------------------- which images
 
 
-def _rows(run: Path, what: str, accepted_only: bool) -> tuple[pd.DataFrame, Path, dict]:
-    """(manifest rows to export, the real dataset's folder, the labeler's summary when it labelled the synthetic images)."""
+def _rows(run: Path, what: str, accepted_only: bool) -> tuple[pd.DataFrame, Path, dict, dict[str, str]]:
+    """(manifest rows to export, the real dataset's folder, the labeler's summary when it labelled the synthetic images,
+    the images skipped as links out: path -> the file it leads to)."""
     if not manifest_file(run / "data").is_file():
         raise RetinaugError(f"not a run folder: no data/manifest.parquet in {run}")
-    data = load_manifest(run / "data")
+    data = load_manifest(run / "data", links_out="skip")
     real = data[data["origin"] == "real"]
     root = Path(os.path.commonpath([os.path.dirname(p) for p in real["path"]])) if len(real) else run
-    parts, labelled = [], {}
+    parts, labelled, skipped = [], {}, {}
     if what in ("real", "both"):
         parts.append(real)
+        skipped |= data.attrs["links_out"]
     if what in ("synthetic", "both"):
-        syn, labelled = _synthetic(run, accepted_only)
+        syn, labelled, links_out = _synthetic(run, accepted_only)
         parts.append(syn)
+        skipped |= links_out
     rows = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
     if rows.empty:
         raise RetinaugError(f"nothing to export: {run} has no {'accepted synthetic' if accepted_only else what} images")
     order = {s: i for i, s in enumerate(HF_SPLITS)}
     rows = rows.assign(_s=rows["split"].map(order), _o=rows["origin"] != "real").sort_values(["_s", "_o", "label", "path"], kind="stable")
-    return rows.drop(columns=["_s", "_o"]).reset_index(drop=True), root, labelled
+    return rows.drop(columns=["_s", "_o"]).reset_index(drop=True), root, labelled, skipped
 
 
-def _synthetic(run: Path, accepted_only: bool) -> tuple[pd.DataFrame, dict]:
-    """The synthetic rows with the labeler's verdicts when the label stage ran (RUN/label, or in place in RUN/synthetic)."""
+def _synthetic(run: Path, accepted_only: bool) -> tuple[pd.DataFrame, dict, dict[str, str]]:
+    """The synthetic rows with the labeler's verdicts when the label stage ran (RUN/label, or in place in RUN/synthetic),
+    the labeler's summary, and the images skipped as links out."""
     if not manifest_file(run / "synthetic").is_file():
         raise RetinaugError(f"no synthetic images in this run (no synthetic/manifest.parquet in {run}): run the generator and "
                             "synthetic stages, or export --what real")
-    syn = load_manifest(run / "synthetic")
+    syn = load_manifest(run / "synthetic", links_out="skip")
+    links_out = syn.attrs["links_out"]
     summary_files = [run / "label" / "summary.json", run / "synthetic" / "label_summary.json"]
     if manifest_file(run / "label").is_file():
-        verdicts = load_manifest(run / "label")
+        verdicts = load_manifest(run / "label", links_out="skip")
         if set(verdicts["path"]) != set(syn["path"]):
             raise RetinaugError(f"{run / 'label'} labels other images than {run / 'synthetic'} holds (the label stage is out of date): re-run the pipeline")
         syn = verdicts
@@ -118,7 +128,7 @@ def _synthetic(run: Path, accepted_only: bool) -> tuple[pd.DataFrame, dict]:
         if "accepted" not in syn.columns:
             raise RetinaugError("--accepted-only needs the labeler's verdicts: run the labeler and label stages first")
         syn = syn[syn["accepted"].fillna(False).astype(bool)]
-    return syn, labelled
+    return syn, labelled, links_out
 
 
 # ---------------------------------------------------------------- the table and the files
@@ -142,6 +152,7 @@ def _metadata(rows: pd.DataFrame, root: Path) -> pd.DataFrame:
         taken.add(name.lower())
         names.append(name)
     meta = rows.drop(columns=[c for c in LOCAL_PATHS if c in rows.columns])
+    meta.attrs = {}  # pyarrow would publish them in every metadata.parquet (the run's folders, links skipped)
     meta.insert(0, "file_name", names)
     meta.insert(1, "label", meta.pop("label"))
     is_real = rows["origin"] == "real"
@@ -152,21 +163,23 @@ def _metadata(rows: pd.DataFrame, root: Path) -> pd.DataFrame:
 
 
 def _place(sources: list[str], names: list[str], root: Path, copy: bool) -> int:
-    """Hard-link (or copy) each source image to ROOT/name; returns how many were linked."""
+    """Hard-link (or copy) each source image to ROOT/name; returns how many were linked. What is placed is the file a
+    link in the run leads to (load_manifest checked that it lies in the run or a trusted folder), never a symlink."""
     linked = 0
     for src, name in zip(sources, names):
         target = safe_join(root, name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if not os.path.isfile(src):
+        real = os.path.realpath(src)
+        if not os.path.isfile(real):
             raise RetinaugError(f"image {src} of the run is missing; re-run the stage that made it")
         if not copy:
             try:
-                os.link(src, target)
+                os.link(real, target)
                 linked += 1
                 continue
             except OSError:  # another file system, or links not allowed there
                 pass
-        shutil.copyfile(src, target)
+        shutil.copyfile(real, target)
     return linked
 
 
@@ -216,9 +229,9 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def dataset_card(run: Path, meta: pd.DataFrame, what: str, accepted_only: bool, labelled: dict) -> str:
+def dataset_card(run: Path, meta: pd.DataFrame, what: str, accepted_only: bool, labelled: dict, skipped: int = 0) -> str:
     """The README.md of an export, from the run's own records: data, split, generator, sampling, prompts, counts,
-    labeler filter, audit figures."""
+    labeler filter, audit figures; and how many images were skipped as links out of the run."""
     cfg = _read_yaml(run / "config.yaml")
     data_cfg, summary = cfg.get("data") or {}, json_dict(run / "data" / "summary.json")
     splits = [HF_SPLITS[s] for s in HF_SPLITS if (meta["split"] == s).any()]
@@ -235,6 +248,7 @@ def dataset_card(run: Path, meta: pd.DataFrame, what: str, accepted_only: bool, 
              f"Exported with retinaug {__version__} on {time.strftime('%Y-%m-%d')} from the run `{run.name}`: "
              f"{len(meta)} images of {meta['label'].nunique()} classes"
              + (", only those the labeler accepted" if accepted_only else "") + ".", "",
+             *([f"**Skipped: {skipped} image(s)** of the run, each {LINK_OUT} (not exported).", ""] if skipped else []),
              WARNING, "",
              "**License: not set.** Set `license:` in the header above before publishing; real images keep the license "
              "of the dataset they come from, and synthetic images derive from it.", "",

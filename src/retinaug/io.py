@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,8 @@ from .errors import RetinaugError
 NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
 _WRITE_ERRORS = {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
                  errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-                 errno.ENAMETOOLONG: "file name too long", errno.ENOTDIR: "a parent of it is a file, not a folder"}
+                 errno.ENAMETOOLONG: "file name too long", errno.ENOTDIR: "a parent of it is a file, not a folder",
+                 errno.EFBIG: "file too large (a limit of the file system or of `ulimit -f`)"}
 
 
 def write_error(path: str | Path, exc: OSError) -> OSError | RetinaugError:
@@ -33,7 +35,26 @@ def write_error(path: str | Path, exc: OSError) -> OSError | RetinaugError:
         hint = f"a file name may have at most {NAME_MAX} bytes; use shorter names"
     elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
         hint = "free some space or choose another output folder (--out)"
+    elif exc.errno == errno.EFBIG:
+        hint = "raise the limit or choose an output folder on another file system (--out)"
     return RetinaugError(f"cannot write {path}: {reason}; {hint}")
+
+
+@contextlib.contextmanager
+def writing_weights(target: str | Path) -> Iterator[None]:
+    """Around code that writes safetensors weights to `target` (a file, or a model folder diffusers fills): safetensors
+    reports a failed write (a full disk) as SafetensorError, not OSError, which becomes the one-line error of every other
+    failed write here; other SafetensorErrors (bugs) pass unchanged."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as exc:
+        code = re.search(r"\(os error (\d+)\)", str(exc))  # its only trace of the OSError: "No space left ... (os error 28)"
+        err = write_error(target, OSError(int(code[1]), str(exc))) if code else None
+        if not isinstance(err, RetinaugError):
+            raise
+        raise err from None
 
 
 def make_dirs(folder: str | Path) -> Path:
@@ -108,16 +129,14 @@ def json_dict(path: str | Path) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """A YAML file holding a mapping; a missing file, invalid YAML or another type is a clear error."""
-    import yaml
+    """A YAML file holding a mapping; a missing file, invalid YAML, a repeated key, an alias, bytes that are not UTF-8
+    (see `retinaug.strict_yaml`) or another type is a clear error."""
+    from .strict_yaml import parse_yaml
 
     path = Path(path)
     if not path.is_file():
         raise RetinaugError(f"config file {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise RetinaugError(f"config file {path} is not valid YAML: {exc}") from None
+    raw = parse_yaml(path.read_bytes(), f"config file {path}") or {}
     if not isinstance(raw, dict):
         raise RetinaugError(f"config file {path} must hold a mapping of option: value")
     return raw

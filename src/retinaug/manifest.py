@@ -7,7 +7,11 @@ In memory `path` is absolute, so manifests from different folders can be concate
 A stored root is data from a file, so it is trusted only where it cannot send reads anywhere on the disk: inside
 the manifest's folder or the run folder above it (stages sit side by side: RUN/augment -> RUN/data), inside a
 folder this user prepared or saved a manifest for (recorded in `image-roots.txt` of the config folder), inside a
-folder listed in `$RETINAUG_IMAGE_ROOTS`, or when the caller names it (`load_manifest(image_root=)`).
+folder listed in `$RETINAUG_IMAGE_ROOTS`, or when the caller names it (`load_manifest(image_root=)`). A root outside
+them is accepted only when every image under it lies in them anyway (a selection of a trusted dataset's images and
+a run's own: their common folder can be "/", which saving never records as trusted). The same holds for each image
+file with its symlinks resolved: a link planted in a run that points elsewhere (`G_00001.png -> /etc/shadow`) is
+never read, whatever the stored paths say.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 import pyarrow as pa
@@ -124,6 +129,13 @@ def _check_root(root: Path, folder: Path, target: Path) -> None:
     )
 
 
+def _outside(paths: Iterable[str], folders: Iterable[str]) -> dict[str, str]:
+    """path -> its real file, for the files that symlinks send outside `folders` (the places a manifest may read,
+    compared resolved: a link's own path says nothing about where its bytes live)."""
+    real_folders = [os.path.realpath(f) for f in folders]
+    return {p: real for p in paths if not _within(real := os.path.realpath(p), real_folders)}
+
+
 def new_manifest(rows: Iterable[dict] | None = None) -> pd.DataFrame:
     """A manifest DataFrame with the required columns (and any extra ones present in `rows`)."""
     df = pd.DataFrame(list(rows or []))
@@ -184,13 +196,36 @@ def validate_manifest(df: pd.DataFrame, check_files: bool = False) -> pd.DataFra
     return df
 
 
+def _resolved_dir(path: str) -> str:
+    """`path` absolute with the links of its folders resolved and its own name kept: the form a manifest's paths are
+    compared with its (resolved) folder in, so a run reached through a linked folder (macOS /tmp, a linked home)
+    still holds its own images; a file link keeps its name (load_manifest checks where it leads)."""
+    path = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
+def _trust_new_images(given: list[str], resolved: list[str], folder: Path) -> None:
+    """Record the common folder of the images that no place a manifest in `folder` may read holds yet (those of the
+    CSVs given to `manifest concat`), so it loads again. Only theirs: the common folder of every row (a trusted
+    dataset plus a run's own images) can be "/". An image whose path lies in the run but whose folder links out of
+    it is never trusted by saving (`given`: the caller's paths, `resolved`: the same in `_resolved_dir` form)."""
+    local = _local(folder)
+    outside = _outside(resolved, [*local, *trusted_roots()])
+    new = [r for g, r in zip(given, resolved) if r in outside and not _within(g, local)]
+    if new:
+        trust_root(os.path.commonpath([os.path.dirname(r) for r in new]))
+
+
 def save_manifest(df: pd.DataFrame, path: str | Path, root: str | Path | None = None) -> Path:
     """Validate and write atomically. Paths are stored relative to `root` (default: the manifest's folder,
-    or the images' common folder when they live outside it)."""
+    or the images' common folder when they live outside it). A `root` the caller names outside the folder is
+    trusted for later loads (the dataset `prepare` was given); a computed one is not (see `_trust_new_images`)."""
     target = manifest_file(path)
     folder = target.parent.resolve()
     df = validate_manifest(df)
-    abs_paths = [os.path.abspath(p) for p in df["path"]]
+    given = [os.path.abspath(p) for p in df["path"]]
+    abs_paths = [_resolved_dir(p) for p in given]
+    named = root is not None
     if root is None:
         inside = all(p.startswith(str(folder) + os.sep) for p in abs_paths)
         root = folder if inside or not abs_paths else Path(os.path.commonpath([os.path.dirname(p) for p in abs_paths]))
@@ -202,10 +237,13 @@ def save_manifest(df: pd.DataFrame, path: str | Path, root: str | Path | None = 
             raise ManifestError(f"image {p} is outside the manifest's image root {root}")
         rel.append(r.replace(os.sep, "/"))
     out = df.copy()
+    out.attrs = {}  # how this process read its sources (their folders, links skipped), not part of the table
     out["path"] = pd.array(rel, dtype="string")
     inside = str(root) == str(folder) or str(root).startswith(str(folder) + os.sep)
-    if not _within(str(root), [str(folder)]):  # the caller named it: loading may use it again
+    if not inside and named:  # the dataset `prepare` was given: later loads may read there
         trust_root(root)
+    elif not inside:
+        _trust_new_images(given, abs_paths, folder)
     root_meta = {"root": os.path.relpath(root, folder) if inside else str(root)}
     if not inside:  # also relative, so a moved or copied run folder finds its own sibling images (see load_manifest)
         root_meta["root_rel"] = os.path.relpath(root, folder)
@@ -219,9 +257,14 @@ def save_manifest(df: pd.DataFrame, path: str | Path, root: str | Path | None = 
     return target
 
 
-def load_manifest(path: str | Path, check_files: bool = False, image_root: str | Path | None = None) -> pd.DataFrame:
+def load_manifest(
+    path: str | Path, check_files: bool = False, image_root: str | Path | None = None, links_out: Literal["refuse", "skip"] = "refuse"
+) -> pd.DataFrame:
     """Read and validate a manifest; `path` becomes absolute and must stay inside the image root: the stored one
-    where it is trusted (see the module docstring), or `image_root` when the caller names it.
+    where it is trusted (see the module docstring), or `image_root` when the caller names it. A file whose symlinks
+    lead outside the manifest's folder, its run folder, that root and the trusted image folders is refused
+    (ManifestError), or with `links_out="skip"` left out and listed in `df.attrs["links_out"]` (path -> real file)
+    for the caller to count.
 
     `df.attrs["manifest_dir"]` records where it was read from (later stages put caches beside it)."""
     target = manifest_file(path)
@@ -245,8 +288,6 @@ def load_manifest(path: str | Path, check_files: bool = False, image_root: str |
         root = Path(os.path.normpath(folder / meta["root_rel"]))
     if image_root is not None:
         root = Path(image_root).resolve()
-    else:
-        _check_root(root, folder, target)
     df = table.to_pandas()
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
@@ -256,14 +297,25 @@ def load_manifest(path: str | Path, check_files: bool = False, image_root: str |
     bad = []
     for i, rel in enumerate(df["path"].astype(str)):
         joined = os.path.normpath(os.path.join(root_s, rel))
-        if os.path.isabs(rel) or not joined.startswith(root_s + os.sep):
+        if os.path.isabs(rel) or joined == root_s or not _within(joined, [root_s]):
             bad.append(f"row {i}: {rel!r}")
         paths.append(joined)
+    places = [os.path.realpath(f) for f in (*_local(folder), *trusted_roots(), *([root_s] if image_root is not None else []))]
+    escaped = _outside(paths, places)
+    if image_root is None and (bad or not all(_within(p, places) for p in escaped)):  # the stored root sends reads
+        _check_root(root, folder, target)  # elsewhere (no place vouches for it): the root is the fault, not links
     if bad:
         raise ManifestError(f"{target}: path(s) escape the image root {root}: {_examples(bad)}")
     df["path"] = paths
-    df = validate_manifest(df, check_files=check_files)
+    if escaped and links_out == "refuse":
+        raise ManifestError(
+            f"{target}: image(s) that are symlinks to files outside the run and the trusted image folders, refused unread: "
+            f"{_examples([f'{p} -> a file in {os.path.dirname(r)}' for p, r in escaped.items()])}. Replace each link by the "
+            f"image itself, or, if you trust that folder, add it to ${ROOTS_ENV}"
+        )
+    df = validate_manifest(df[~df["path"].isin(list(escaped))] if escaped else df, check_files=check_files)
     df.attrs["manifest_dir"] = str(folder)
+    df.attrs["links_out"] = escaped
     return df
 
 

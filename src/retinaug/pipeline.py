@@ -26,6 +26,7 @@ from .io import write_text_atomic
 from .lock import run_lock
 from .logs import log_to
 from .manifest import trust_root
+from .ownership import owned_output
 from .progress import activity
 from .stages import Stage, read_record
 
@@ -45,6 +46,7 @@ class StageSpec:
     keep: tuple[str, ...] = ()  # settings whose change keeps finished work: the stage resumes in place
     keeps: str = ""  # what a redo in place keeps (its own resume decides); empty: redone in an emptied folder
     always: bool = False  # redone on every run
+    reads: Callable[[Any], str] | None = None  # identity of the user's files it reads (its section -> hash): an input
 
     @property
     def upstream(self) -> tuple[str, ...]:
@@ -73,6 +75,13 @@ def data_stage(cfg, out: Path) -> None:
         from .ingest import prepare_folder
 
         prepare_folder(cfg.path, out, **cfg.prepare_options())
+
+
+def data_source(cfg) -> str:
+    """What the data stage reads of the user's: the dataset tree by file identity (tables and images alike)."""
+    from .fingerprint import tree_identity
+
+    return "phantom" if cfg.source == "phantom" else tree_identity(cfg.path)
 
 
 def generator_stage(data: Path, cfg, out: Path) -> None:
@@ -143,11 +152,11 @@ def report_stage(cfg, out: Path) -> None:
 # `writes`: what a later stage reads (files only the report shows, such as timings and plots, are left out, so a
 # redone stage with the same result redoes nothing below it).
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("data", (), (), "data", data_stage, ("manifest.parquet",)),
+    StageSpec("data", (), (), "data", data_stage, ("manifest.parquet",), reads=data_source),
     StageSpec("generator", ("data",), (), "generator", generator_stage, ("**/*",)),
     StageSpec("synthetic", ("data", "generator"), (), "synthetic", synthetic_stage, ("manifest.parquet",),
               keep=("per_class", "ratio", "classes", "batch_size", "margin")),  # image seeds depend on class and index only
-    StageSpec("labeler", ("data",), (), "labeler", labeler_stage, ("model.safetensors", "model.json")),
+    StageSpec("labeler", ("data",), (), "labeler", labeler_stage, ("model.safetensors", "model.json", "eval/metrics.json")),
     StageSpec("label", ("synthetic", "labeler"), (), "label", label_stage, ("manifest.parquet",)),
     StageSpec("selection", ("data",), ("labeler",), "selection", selection_stage, ("manifest.parquet",)),
     StageSpec("augment", ("data",), (), "augment", augment_stage, ("manifest.parquet",)),
@@ -244,6 +253,8 @@ def _stage(spec: StageSpec, cfg: PipelineConfig, where: Path, on: dict[str, bool
     result = {**(section.result_config() if section is not None else {}), **(extra or {})}
     folders = upstream or {up: where / up if on[up] else None for up in spec.upstream}
     inputs = {up: read_record(f).get("output_hash", "absent") if f is not None else "disabled" for up, f in folders.items()}
+    if spec.reads is not None and upstream is None:
+        inputs["source"] = spec.reads(section)
     out = where / spec.name
     fn = run_fn or spec.run
     return Stage(label, out, result, inputs, lambda: fn(*folders.values(), section, out), spec.writes, run,
@@ -281,22 +292,26 @@ def steps(cfg: PipelineConfig, run: Path) -> list[Step]:
     return out + [step(STAGES[-1], run)]
 
 
-def _prepare(config: PipelineConfig, run: Path) -> PipelineConfig:
+def _prepare(config: PipelineConfig, run: Path, adopt: bool) -> PipelineConfig:
+    """The resolved config, after every up-front check: the settings (checks.py) and what the run folder holds
+    (ownership.py: nothing retinaug did not write, no dataset inside it)."""
     from .checks import check_pipeline
+    from .ownership import check_run_folder
 
     cfg = resolve(config)
     check_pipeline(cfg, run, enabled_stages(cfg))
+    check_run_folder(run, [st.make().folder for st in steps(cfg, run) if st.on], [cfg.data.path] if cfg.data.path else [], adopt)
     return cfg
 
 
-def plan_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] = ()) -> list[tuple[str, str, str]]:
+def plan_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] = (), adopt: bool = False) -> list[tuple[str, str, str]]:
     """What `run_pipeline` would do, stage by stage, without doing or writing anything: (stage, action, why),
     action one of skip, resume, run, disabled, or 'run?' for a finished stage whose upstream will run (it is
     redone only if that upstream's output changes). Runs the same up-front checks as `run_pipeline`.
     A k-fold run's fold stages are labelled fold-<i>/<stage>; --force names a stage of every fold."""
     forced = parse_force(force)
     run = Path(out)
-    cfg = _prepare(config, run)
+    cfg = _prepare(config, run, adopt)
     plan, will_run = [], set()
     for st in steps(cfg, run):
         if not st.on:
@@ -316,9 +331,11 @@ def plan_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] 
     return plan
 
 
-def run_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] = ()) -> Path:
+def run_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] = (), adopt: bool = False) -> Path:
     """Run (or resume) every enabled stage into `out`; returns the report path.
 
+    `out` must be new, empty or a run folder (`adopt`: an existing folder whose other files are left alone); a
+    stage folder holding files retinaug did not write, or a dataset inside `out`, is refused before anything runs.
     Holds the run lock (`out/.lock`) throughout; checks every enabled stage's settings before the first one
     starts; writes `out/config.yaml` (resolved, every default), `out/run.log`, `out/logs/<stage>.log` and
     `out/<stage>/stage.json` (for k folds also `out/fold-<i>/...`, see folds.py). Stages whose config, inputs and
@@ -326,25 +343,31 @@ def run_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] =
     forced = parse_force(force)
     run = Path(out)
     with run_lock(run, "run"):
-        cfg = _prepare(config, run)
-        if cfg.data.path:  # named in the config: manifests pointing into the dataset may be loaded
-            trust_root(cfg.data.path)
-        write_text_atomic(run / "config.yaml", dump_config(cfg))
-        for i in range(cfg.data.folds if cfg.data.folds > 1 else 0):  # a fold folder says what it is part of
-            write_text_atomic(run / fold_name(i) / "config.yaml",
-                              f"# fold {i} of {cfg.data.folds} of the run in {run.resolve()} (its config.yaml)\n" + dump_config(cfg))
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        t_start = time.perf_counter()
-        with log_to(run / "run.log"):
-            log.info("run %s -> %s%s", cfg.name, run.resolve(), f" ({cfg.data.folds} folds)" if cfg.data.folds > 1 else "")
-            for st in steps(cfg, run):
-                if not st.on:
-                    log.info("[%s] %s", st.label, st.off_why)
-                    continue
-                with log_to(run / "logs" / f"{st.label}.log"), activity(f"stage {st.label}"):
-                    st.make().execute(force=st.spec.name in forced or st.spec.always)
-            log.info("pipeline finished in %.1f s", time.perf_counter() - t_start)
+        cfg = _prepare(config, run, adopt)
+        with owned_output(run, "--out", adopt):
+            _run_steps(cfg, run, forced)
     return run / "report" / "index.html"
+
+
+def _run_steps(cfg: PipelineConfig, run: Path, forced: set[str]) -> None:
+    """Every step in order, logged to RUN/run.log and RUN/logs/<stage>.log (the lock and the run folder held)."""
+    if cfg.data.path:  # named in the config: manifests pointing into the dataset may be loaded
+        trust_root(cfg.data.path)
+    write_text_atomic(run / "config.yaml", dump_config(cfg))
+    for i in range(cfg.data.folds if cfg.data.folds > 1 else 0):  # a fold folder says what it is part of
+        write_text_atomic(run / fold_name(i) / "config.yaml",
+                          f"# fold {i} of {cfg.data.folds} of the run in {run.resolve()} (its config.yaml)\n" + dump_config(cfg))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    t_start = time.perf_counter()
+    with log_to(run / "run.log"):
+        log.info("run %s -> %s%s", cfg.name, run.resolve(), f" ({cfg.data.folds} folds)" if cfg.data.folds > 1 else "")
+        for st in steps(cfg, run):
+            if not st.on:
+                log.info("[%s] %s", st.label, st.off_why)
+                continue
+            with log_to(run / "logs" / f"{st.label}.log"), activity(f"stage {st.label}"):
+                st.make().execute(force=st.spec.name in forced or st.spec.always)
+        log.info("pipeline finished in %.1f s", time.perf_counter() - t_start)
 
 
 def stage_records(run: str | Path) -> list[tuple[str, dict]]:

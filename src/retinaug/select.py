@@ -20,11 +20,12 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from .classes import CODES, ClassCodes
 from .errors import RetinaugError
 from .features import PIXEL_SIZE
+from .fields import STRICT, Seed
 from .io import atomic_path, write_json_atomic
 from .manifest import half_up, real_rows, save_manifest
 
@@ -32,7 +33,7 @@ from .manifest import half_up, real_rows, save_manifest
 class SelectConfig(BaseModel):
     """Settings of `retinaug select` (t-SNE reduction of the dominant classes, train split only)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     classes: ClassCodes = Field(["D", "N"], description="dominant classes to reduce")
     keep: float = Field(0.5, gt=0, description="per class: a fraction of its train images when <= 1 (0.5 = half), else a count (200)")
@@ -42,14 +43,14 @@ class SelectConfig(BaseModel):
         "map neighbours are mostly other classes; random: uniform sample (the control)",
     )
     extractor: str = Field("auto", description="feature space: auto (labeler if given, else pixels), labeler, pixels, or a model folder")
-    pixel_size: int = Field(PIXEL_SIZE, ge=4, description="image side (px) of the pixels extractor")
+    pixel_size: int = Field(PIXEL_SIZE, ge=4, le=1024, description="image side (px) of the pixels extractor")
     context_classes: ClassCodes | None = Field(
         None, description="classes whose train images join the map and are the neighbours for `core` (default: every class in the train split)"
     )
     perplexity: float = Field(30.0, gt=0, description="t-SNE perplexity (lowered for small sets)")
     pca_dims: int = Field(50, ge=2, description="PCA components before t-SNE")
     neighbours: int = Field(10, ge=1, description="core: neighbours looked at per image")
-    seed: int = Field(0, description="seed of PCA/t-SNE/k-means/random sampling")
+    seed: Seed = Field(0, description="seed of PCA/t-SNE/k-means/random sampling")
     threads: int = Field(
         1, description="OpenMP/BLAS threads for t-SNE and k-means (-1: all). 1 is the fast choice on a busy or small CPU: "
         "OpenMP spin-waiting made a 600-image t-SNE 10x slower with 2 threads on 2 shared cores"

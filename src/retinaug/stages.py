@@ -4,7 +4,8 @@ it finished.
 A finished stage is skipped when its config hash and input hashes are unchanged *and* its outputs still hash to
 what it recorded. A stage found 'running' (killed mid-way) with the same hashes is resumed in place (its own
 loops skip finished work); a stage whose config or inputs changed, whose outputs were changed or removed since
-it finished, or that is forced, starts again from an empty folder so no stale file survives — except when only
+it finished, or that is forced, starts again from a folder emptied of what it wrote (ownership.py: a stage folder
+holding files retinaug did not write is refused, never emptied) so no stale file survives — except when only
 settings its own resume can absorb changed (`keep_when`: e.g. more synthetic images per class), where it reruns
 in place and keeps its finished work.
 
@@ -19,15 +20,16 @@ import json
 import logging
 import os
 import platform
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import ManifestError
 from .fingerprint import Digests, fingerprint
 from .io import read_json, sha256_text, write_json_atomic
+from .ownership import check_foreign, clean, owned_output
 
 log = logging.getLogger("retinaug.stages")
 
@@ -69,13 +71,13 @@ def output_files(folder: Path, writes: Sequence[str], run: Path) -> list[tuple[s
     """What later stages read of a stage, as (name, path) in a stable order: the files in `folder` matching the
     globs `writes` (a plain name that matches nothing is listed, to count as absent) and, for every manifest
     among them, the image files its rows name. Names are relative to the run folder where the file lies in it,
-    so a moved run keeps its hashes."""
+    so a moved run keeps its hashes. Paths are compared resolved, so a run reached through a link is the same run."""
     from .manifest import load_manifest
 
-    run = run.resolve()
+    run = Path(os.path.realpath(run))
 
     def name(p: Path) -> str:
-        p = Path(os.path.abspath(p))
+        p = Path(os.path.realpath(p))
         return p.relative_to(run).as_posix() if p.is_relative_to(run) else str(p)
 
     found: dict[str, Path] = {}
@@ -137,7 +139,11 @@ class Stage:
             return "fresh", f"inputs changed ({', '.join(changed)})"
         if rec.get("status") != "done":
             return "resume", f"interrupted while {rec.get('status', 'running')}"
-        missing = [n for n, p in self.outputs() if not p.is_file()]
+        try:
+            outputs = self.outputs()
+        except ManifestError as exc:  # a truncated manifest: the finished work is damaged, so it is redone
+            return "fresh", f"outputs unreadable ({exc})"
+        missing = [n for n, p in outputs if not p.is_file()]
         if missing:
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             return "fresh", f"outputs missing ({', '.join(missing[:3])}{more})"
@@ -151,9 +157,13 @@ class Stage:
         if action == "skip":
             log.info("[%s] skipped: %s", self.name, why)
             return read_record(self.folder)
-        if action == "fresh" and self.clean_on_change and self.folder.exists():
-            shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        check_foreign(self.folder, "stage folder")
+        if action == "fresh" and self.clean_on_change:
+            clean(self.folder)
+        with owned_output(self.folder, "stage folder"):
+            return self._work(action, why)
+
+    def _work(self, action: str, why: str) -> dict:
         rec = {
             "stage": self.name,
             "format": FORMAT,

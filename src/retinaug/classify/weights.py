@@ -2,28 +2,37 @@
 
 Only safetensors files are ever read (`models.read_safetensors`). Remote weights resolve through the Hugging Face
 cache, so an offline machine (HF_HUB_OFFLINE=1, or no network) uses what the cache holds and otherwise gets an
-error that says how to pass a local file instead.
+error that says how to pass a local file instead. `pretrained: imagenet` reads only local sources: the Hugging Face
+cache, then a pip-installed weights package (`imagenet.py`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
 from ..errors import RetinaugError
+from .imagenet import EXTRA, SOURCES, WeightsPackage, imagenet_weights, package_for_tag, supported_backbones
 
+log = logging.getLogger("retinaug.classify")
 HUB_WEIGHTS = "model.safetensors"  # timm's and transformers' name for safetensors weights in a hub repository
+IMAGENET = "imagenet"  # pretrained: imagenet, the backbone's ImageNet weights from a local source
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
+_IMAGENET_TAG = re.compile(r"in1k|in12k|in21k|in22k")  # timm tags of weights trained (or fine-tuned) on ImageNet
 
 
 def resolve_pretrained(spec: str | Path, backbone: str) -> Path:
     """A local safetensors file for a `pretrained` value: a local path as it is; `timm:<model>.<tag>` via timm's
     pretrained config (its hub repository); `hf-hub:<org>/<name>` or `<org>/<name>` (not an existing path) as a
-    Hugging Face hub repository's model.safetensors."""
+    Hugging Face hub repository's model.safetensors; `imagenet` from a local source (`imagenet_file`)."""
     text = str(spec)
+    if text == IMAGENET:
+        return imagenet_file(backbone)
     if text.startswith("timm:"):
-        return hub_file(_timm_repo(text.removeprefix("timm:"), backbone), text)
+        name = text.removeprefix("timm:")
+        return hub_file(timm_repo(name, backbone), text, package_for_tag(name))
     if text.startswith("hf-hub:"):
         return hub_file(text.removeprefix("hf-hub:"), text)
     from .models import PICKLE_SUFFIXES
@@ -35,7 +44,37 @@ def resolve_pretrained(spec: str | Path, backbone: str) -> Path:
     return path
 
 
-def _timm_repo(name: str, backbone: str) -> str:
+def imagenet_file(backbone: str) -> Path:
+    """`pretrained: imagenet`: BACKBONE's ImageNet weights from the first local source that has them, timm's default
+    ImageNet tag in the Hugging Face cache, then an installed weights package. Nothing is downloaded, so a run
+    starts from the same weights online and offline."""
+    from huggingface_hub import constants
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(backbone)
+    tag = f"{backbone}.{cfg.tag}" if cfg and cfg.hf_hub_id and _IMAGENET_TAG.search(cfg.tag or "") else None
+    cached = cached_hub_file(cfg.hf_hub_id) if tag else None
+    if cached:
+        log.info("pretrained: imagenet = timm:%s from the Hugging Face cache (%s)", tag, cached)
+        return cached
+    if backbone in SOURCES:
+        return imagenet_weights(backbone)
+    where = (
+        f"timm:{tag} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}; online, pretrained: timm:{tag} downloads it)"
+        if tag else f"timm knows no ImageNet weights of {backbone}"
+    )
+    raise RetinaugError(f"pretrained: imagenet for backbone {backbone}: {where}; {supported_backbones(backbone)}")
+
+
+def cached_hub_file(repo_id: str) -> Path | None:
+    """REPO_ID's model.safetensors if the Hugging Face cache holds it (never downloads)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, HUB_WEIGHTS)
+    return Path(found) if isinstance(found, str) else None
+
+
+def timm_repo(name: str, backbone: str) -> str:
     from timm.models import get_pretrained_cfg, list_pretrained
 
     arch, _, tag = name.partition(".")
@@ -54,8 +93,9 @@ def _timm_repo(name: str, backbone: str) -> str:
     return cfg.hf_hub_id
 
 
-def hub_file(repo: str, spec: str) -> Path:
-    """REPO[@revision]'s model.safetensors from the Hugging Face cache, downloaded first when the machine is online."""
+def hub_file(repo: str, spec: str, package: WeightsPackage | None = None) -> Path:
+    """REPO[@revision]'s model.safetensors from the Hugging Face cache, downloaded first when the machine is online;
+    offline and not cached, the same weights from their installed `package` (if any)."""
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
@@ -63,11 +103,15 @@ def hub_file(repo: str, spec: str) -> Path:
     try:
         return Path(hf_hub_download(repo_id, HUB_WEIGHTS, revision=revision or None))
     except LocalEntryNotFoundError:
+        if package is not None and package.installed():
+            log.info("pretrained %s: not in the Hugging Face cache; the same weights from %s", spec, package.distribution)
+            return imagenet_weights(package.backbone)
         raise RetinaugError(
             f"pretrained {spec}: {repo_id}/{HUB_WEIGHTS} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
             f"cannot be downloaded (offline: HF_HUB_OFFLINE=1 or no network). On a machine with network run "
             f"`hf download {repo_id} {HUB_WEIGHTS}` (huggingface_hub's CLI) and copy its cache folder here (or point HF_HUB_CACHE at it), "
             f"or pass a local file: pretrained: path/to/weights.safetensors"
+            + (f", or install these weights: {EXTRA}" if package else "")
         ) from None
     except RepositoryNotFoundError:
         raise RetinaugError(f"pretrained {spec}: no Hugging Face repository {repo_id} (or it is private)") from None

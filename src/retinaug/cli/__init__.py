@@ -9,17 +9,20 @@ from .app import app
 
 # verbs whose finished work survives an interruption and is picked up by running them again
 RESUMABLE = ("run", "demo", "experiment", "generate", "finetune")
+# the signals that stop a command with a message, and how the message names them: Ctrl-C, and what `kill`,
+# schedulers (Slurm, Kubernetes) and `docker stop` send
+STOPS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "terminated"}
 
 
 class Interrupted(BaseException):
-    """Ctrl-C. Not a KeyboardInterrupt, which typer turns into a silent exit 130: `main` says what stopped
-    (`args[0]`: what was running when the signal came, before the unwinding forgets it)."""
+    """Ctrl-C or SIGTERM. Not a KeyboardInterrupt, which typer turns into a silent exit 130: `main` says what stopped
+    (`args[0]`: what was running when the signal came, before the unwinding forgets it; `args[1]`: the signal)."""
 
 
 def _interrupt(signum, frame) -> None:
     from ..progress import current_activity
 
-    raise Interrupted(current_activity())
+    raise Interrupted(current_activity(), signum)
 
 
 def _forcing(args: list[str], k: int) -> bool:
@@ -27,8 +30,8 @@ def _forcing(args: list[str], k: int) -> bool:
     return args[k] == "--force" or args[k].startswith("--force=") or (k > 0 and args[k - 1] == "--force")
 
 
-def interrupted_message(args: list[str], doing: str = "") -> str:
-    """One line: what was running (`doing`), and how to pick up from there."""
+def interrupted_message(args: list[str], doing: str = "", signum: int = signal.SIGINT) -> str:
+    """One line: which signal stopped what was running (`doing`), and how to pick up from there."""
     verbs = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands} | {g.name for g in app.registered_groups}
     verb = next((a for a in args if a in verbs), "")  # not a global option's value (--threads 2)
     again = [a for k, a in enumerate(args) if not _forcing(args, k)]  # a forced stage is resumed, not redone
@@ -37,21 +40,23 @@ def interrupted_message(args: list[str], doing: str = "") -> str:
         then = f"finished work is kept; run the same command again to resume: {command}"
     else:
         then = f"nothing of it was kept; run the same command again to start it over: {command}"
-    return f"retinaug {verb}: interrupted (Ctrl-C){f' during {doing}' if doing else ''}; {then}"
+    return f"retinaug {verb}: interrupted ({STOPS[signum]}){f' during {doing}' if doing else ''}; {then}"
 
 
 def main() -> None:
-    """The console script: Ctrl-C prints one line and exits 130; a failed write (read-only folder, full disk,
-    over-long file name) raised below the code that knows the file is a one-line error, exit 1."""
+    """The console script: Ctrl-C or SIGTERM prints one line and exits 128 + the signal's number (130, 143), as the
+    shell reports a process the signal ended; a failed write (read-only folder, full disk, over-long file name)
+    raised below the code that knows the file is a one-line error, exit 1."""
     from ..io import write_error
 
-    previous = signal.signal(signal.SIGINT, _interrupt)
+    previous = {signum: signal.signal(signum, _interrupt) for signum in STOPS}
     try:
         app()
     except Interrupted as stop:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the message
+        for signum in STOPS:  # a second signal must not interrupt the message
+            signal.signal(signum, signal.SIG_IGN)
         print(interrupted_message(sys.argv[1:], *stop.args), file=sys.stderr, flush=True)
-        sys.exit(130)
+        sys.exit(128 + stop.args[1])
     except OSError as exc:
         err = write_error(exc.filename or "a file", exc)
         if err is exc:
@@ -59,7 +64,8 @@ def main() -> None:
         print(f"Error: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 __all__ = ["app", "main"]

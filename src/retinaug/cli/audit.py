@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from ..errors import RetinaugError, validated
+from ..ownership import owned_output
 from .app import EXTRACTOR_HELP, app, console
 
 SPLITS_HELP = "only rows of this split: train | val | test | all"
@@ -48,7 +49,8 @@ def match(
     """
     from ..quality import match as match_fn
 
-    table = match_fn(_rows(query, query_split), _rows(reference, reference_split), top_k, extractor, out, labeler, ssim_size)
+    with owned_output(out, "--out"):  # refused when it holds files retinaug did not write
+        table = match_fn(_rows(query, query_split), _rows(reference, reference_split), top_k, extractor, out, labeler, ssim_size)
     best = table[table["rank"] == 1]
     console.print(
         f"{best['query'].nunique()} queries x top-{table['rank'].max()}; rank-1 cosine median {best['cosine'].median():.4f}, "
@@ -94,7 +96,8 @@ def check_overlap(
     from ..quality.overlap import check_overlap as check_fn
 
     threshold = THRESHOLD if threshold is None else threshold
-    table, summary = check_fn(_overlap_set(a, split_a), _overlap_set(b, split_b), out, threshold, top_k, extractor, labeler, ssim_size)
+    with owned_output(out, "--out"):
+        table, summary = check_fn(_overlap_set(a, split_a), _overlap_set(b, split_b), out, threshold, top_k, extractor, labeler, ssim_size)
     if summary["duplicates"]:
         first = table.iloc[0]
         console.print(
@@ -150,7 +153,8 @@ def audit(
     cfg = validated(AuditConfig, dict(extractor=extractor, quantile=quantile, accepted_only=accepted_only, top_k=top_k,
                                       class_fidelity=class_fidelity, cas=cas, cas_n_boot=cas_n_boot), "option(s)", options=True)
     train_cfg = _recipe(recipe) if cas else None
-    report = audit_fn(load_manifest(synthetic), load_manifest(data), out, labeler=labeler, config=cfg, cas_recipe=train_cfg)
+    with owned_output(out, "--out"):
+        report = audit_fn(load_manifest(synthetic), load_manifest(data), out, labeler=labeler, config=cfg, cas_recipe=train_cfg)
     overall = report["overall"]
     console.print(f"audited {report['n_synthetic']} synthetic images ({report['extractor']} features)")
     for code, res in report["per_class"].items():

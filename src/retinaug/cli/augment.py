@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import validated
+from ..ownership import owned_output
 from .app import EXTRACTOR_HELP, app, console
 
 
@@ -33,7 +34,8 @@ def select(
     from ..select import select as select_fn
 
     cfg = validated(SelectConfig, dict(classes=classes, keep=keep, strategy=strategy, extractor=extractor, seed=seed), "option(s)", options=True)
-    chosen = select_fn(load_manifest(data), cfg, out, labeler)
+    with owned_output(out, "--out"):  # refused when it holds files retinaug did not write
+        chosen = select_fn(load_manifest(data), cfg, out, labeler)
     counts = ", ".join(f"{c}: {n}" for c, n in chosen["label"].value_counts().sort_index().items())
     console.print(f"kept {len(chosen)} train images ({counts}) with strategy {cfg.strategy}; map and plot in {out}")
 
@@ -55,6 +57,7 @@ def augment(
     from ..classes import parse_classes
     from ..manifest import load_manifest
 
-    rows = augment_fn(load_manifest(data), ratio, parse_classes(classes), seed, out, write_files)
+    with owned_output(out, "--out"):
+        rows = augment_fn(load_manifest(data), ratio, parse_classes(classes), seed, out, write_files)
     counts = ", ".join(f"{c}: {n}" for c, n in rows["label"].value_counts().sort_index().items())
     console.print(f"wrote {len(rows)} traditional rows ({counts}) to {out}")

@@ -9,6 +9,7 @@ import typer
 
 from ..errors import RetinaugError, validated
 from ..io import read_yaml
+from ..ownership import owned_output
 from .app import app
 
 
@@ -60,7 +61,8 @@ def train(
         augment=augment, patience=patience, seed=seed, rotation=rotation, color_jitter=color_jitter, crop_scale=crop_scale,
         mixup=mixup, cutmix=cutmix, ema_decay=ema_decay, tta=tta, init=init, pretrained=pretrained, mixed_precision=mixed_precision,
     )
-    train_fn(data, _config(config, overrides), out, extra=list(extra))
+    with owned_output(out, "--out"):  # refused when it holds files retinaug did not write
+        train_fn(data, _config(config, overrides), out, extra=list(extra))
 
 
 @app.command()
@@ -112,4 +114,5 @@ def label(
     """
     from ..classify import label as label_fn
 
-    label_fn(model, synthetic, out, policy=policy, threshold=threshold)
+    with owned_output(out, "--out"):
+        label_fn(model, synthetic, out, policy=policy, threshold=threshold)

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 import typer
 
 from ..errors import RetinaugError
+from ..ownership import check_apart, owned_output
 from .app import app, console, manifest_app, prepare_app
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder for manifest.parquet, rejected.csv, summary.json (e.g. runs/NAME/data).")]
@@ -38,7 +39,9 @@ def prepare_odir_cmd(
     from ..ingest import prepare_odir
 
     started = time.perf_counter()
-    prepare_odir(root, out, labels=labels, allow_multilabel=allow_multilabel, val=val, test=test, seed=seed, min_size=min_size, workers=workers)
+    check_apart(out, root, "--out")
+    with owned_output(out, "--out"):  # refused when it holds files retinaug did not write
+        prepare_odir(root, out, labels=labels, allow_multilabel=allow_multilabel, val=val, test=test, seed=seed, min_size=min_size, workers=workers)
     console.print(f"done in {time.perf_counter() - started:.1f} s")
 
 
@@ -62,7 +65,9 @@ def prepare_folder_cmd(
     from ..ingest import prepare_folder
 
     started = time.perf_counter()
-    prepare_folder(root, out, mapping=map, patient_regex=patient_regex, unmatched=unmatched, val=val, test=test, seed=seed, min_size=min_size, workers=workers)
+    check_apart(out, root, "--out")
+    with owned_output(out, "--out"):  # refused when it holds files retinaug did not write
+        prepare_folder(root, out, mapping=map, patient_regex=patient_regex, unmatched=unmatched, val=val, test=test, seed=seed, min_size=min_size, workers=workers)
     console.print(f"done in {time.perf_counter() - started:.1f} s")
 
 

@@ -35,15 +35,17 @@ def root(
 def env_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the same facts as one JSON object.")] = False,
 ) -> None:
-    """Print package versions, the CPU and whether bf16 is fast on it, threads and GPUs: for bug reports.
+    """Print package versions, the CPU and whether bf16 is fast on it, threads, GPUs and the ImageNet weights
+    sources `pretrained: imagenet` can read: for bug reports.
 
     Covers retinaug, python, torch, diffusers, transformers, peft, timm, accelerate and the data libraries.
 
     Example: retinaug env
     """
+    from ..classify.imagenet import EXTRA, sources_report
     from ..hardware import environment
 
-    facts = environment()
+    facts = {**environment(), "imagenet_weights": sources_report()}
     # plain print, not the rich console: a bug report's lines must not wrap at the terminal width or lose [brackets]
     if as_json:
         print(json.dumps(facts, indent=2))
@@ -61,3 +63,7 @@ def env_cmd(
         print(f"{'cuda bf16':<14} {'yes' if facts['cuda_bf16'] else 'no'}")
     else:
         print(f"{'cuda':<14} no device visible" + ("; Apple MPS available" if facts["mps"] else ""))
+    for s in facts["imagenet_weights"]:
+        package = f"{s['package']} {s['package_version']} installed" if s["package_version"] else f"{s['package']} not installed ({EXTRA})"
+        cache = f"in the HF cache ({s['hf_cache']})" if s["hf_cache"] else "not in the HF cache"
+        print(f"{'imagenet':<14} {s['backbone']}: {package}; timm:{s['timm_tag']} {cache}")

@@ -21,6 +21,8 @@ def export_cmd(
     """Write a run's images in the Hugging Face `imagefolder` layout: OUT/<split>/<class>/<file>, per-split
     metadata.parquet and one metadata.csv (file_name, label, split, origin and every provenance column), and a
     README.md dataset card (how the images were made, counts per class, the run's fidelity/CAS/FID/memorization).
+    An image that is a symlink to a file outside the run and the trusted image folders is skipped and counted, never
+    exported; the export holds no symlink.
 
     Example: retinaug export runs/demo --out exports/demo-synthetic --accepted-only
     """

@@ -39,8 +39,10 @@ def finetune(
     Example: retinaug finetune --data runs/demo/data --method ddpm --set size=32 --set steps=1000 --out runs/demo/generator
     """
     from ..generate import finetune as run_finetune
+    from ..ownership import owned_output
 
-    run_finetune(data, method, read_config(config, set_), out, checkpoint_every=checkpoint_every)
+    with owned_output(out, "--out"):  # refused when it holds files retinaug did not write
+        run_finetune(data, method, read_config(config, set_), out, checkpoint_every=checkpoint_every)
 
 
 @app.command()
@@ -71,10 +73,12 @@ def generate(
     import os
 
     from ..lock import run_folder_of, run_lock
+    from ..ownership import owned_output
 
     run = run_folder_of(out)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun/accelerate only the first process locks
-    with run_lock(run, "generate") if run is not None and main_process else contextlib.nullcontext():
+    with run_lock(run, "generate") if run is not None and main_process else contextlib.nullcontext(), \
+            owned_output(out, "--out") if main_process else contextlib.nullcontext():
         from ..generate import generate as run_generate
 
         options = dict(mode=mode, strength=strength, scheduler=scheduler, precision=precision)  # None: GenerateConfig's default

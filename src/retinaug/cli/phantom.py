@@ -28,5 +28,8 @@ def prepare_phantom_cmd(
     from ..phantom import make_phantom
 
     started = time.perf_counter()
-    make_phantom(n=n, size=size, seed=seed, out=out, proportions=proportions, val=val, test=test)
+    from ..ownership import owned_output
+
+    with owned_output(out, "--out"):  # refused when it holds files retinaug did not write
+        make_phantom(n=n, size=size, seed=seed, out=out, proportions=proportions, val=val, test=test)
     console.print(f"done in {time.perf_counter() - started:.1f} s")

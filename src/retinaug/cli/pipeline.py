@@ -34,14 +34,25 @@ def _print_results(run: Path, report: Path | None) -> None:
         typer.echo(f"report: {report.resolve()}")
 
 
-def _run(config: Path | None, preset: str | None, set_: list[str], out: Path, force: list[str]) -> None:
-    from ..lock import run_lock
+ADOPT_HELP = ("Use an existing folder that is not a retinaug run as the run folder: retinaug writes only its own files "
+              "there (config.yaml, run.log, logs/, the stage folders) and leaves the others alone. A stage folder holding "
+              "files retinaug did not write, or a dataset inside the folder, is refused all the same.")
 
+
+def _run(config: Path | None, preset: str | None, set_: list[str], out: Path, force: list[str], adopt: bool = False) -> None:
+    from ..lock import run_lock
+    from ..ownership import foreign
+
+    if not out.exists() or foreign(out, limit=1):  # not a run folder yet: the up-front checks before a lock is written there
+        from ..config import load_config
+        from ..pipeline import plan_pipeline
+
+        plan_pipeline(load_config(config, preset, set_), out, force=force, adopt=adopt)
     with run_lock(out, "run"):  # first: a second process exits here, before the slow imports below
         from ..config import load_config
         from ..pipeline import run_pipeline
 
-        report = run_pipeline(load_config(config, preset, set_), out, force=force)
+        report = run_pipeline(load_config(config, preset, set_), out, force=force, adopt=adopt)
     _print_results(out, report)
 
 
@@ -52,13 +63,17 @@ def run_cmd(
     preset: str = typer.Option(None, "--preset", help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     force: list[str] = typer.Option([], "--force", help="Redo this stage (repeatable or comma-separated; 'all' redoes every stage). experiments keeps each fit whose recipe and images are unchanged and re-aggregates; delete a fit's folder to retrain it."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Check every setting and say what each stage would do (skip, resume, run) and why; writes nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check every setting and what --out holds, and say what each stage would do (skip, resume, run) and why; writes nothing."),
+    adopt: bool = typer.Option(False, "--adopt", help=ADOPT_HELP),
 ) -> None:
     """Run every stage (data -> generator -> synthetic -> labeler -> label -> selection -> augment ->
     experiments -> quality -> report) from one config. Every enabled stage's settings are checked before the
     first one starts. Finished stages whose config, inputs and outputs are unchanged are skipped, an interrupted
     one is resumed, so re-running the same command after a crash continues. One process at a time works in a
-    run folder (RUN/.lock). Check first with --dry-run what a changed setting would redo."""
+    run folder (RUN/.lock). Check first with --dry-run what a changed setting would redo.
+
+    retinaug deletes or replaces only files it wrote (each folder's .owned.json lists them): an --out that exists and
+    is not a run, a stage folder holding other files, or a dataset inside --out is refused before anything runs."""
     if config is None and preset is None:
         raise RetinaugError("give a CONFIG file or --preset NAME (e.g. `retinaug run --preset demo --out runs/demo`)")
     if dry_run:
@@ -66,14 +81,14 @@ def run_cmd(
         from ..lock import lock_holder
         from ..pipeline import plan_pipeline
 
-        plan = plan_pipeline(load_config(config, preset, set_), out, force=force)
+        plan = plan_pipeline(load_config(config, preset, set_), out, force=force, adopt=adopt)
         width = max(12, *(len(name) + 1 for name, _, _ in plan))
         for name, action, why in plan:
             typer.echo(f"{name:<{width}} {action:<9} {why}")
         if holder := lock_holder(out):
             typer.echo(f"note: {out} is in use by {holder}; a run now would be refused, and the plan may change when it ends", err=True)
         return
-    _run(config, preset, set_, out, force)
+    _run(config, preset, set_, out, force, adopt)
 
 
 @app.command("demo")
@@ -116,6 +131,7 @@ def experiment_cmd(
         from ..config import load_config
         from ..experiments import ExperimentConfig, run_experiments
         from ..manifest import load_manifest, manifest_file
+        from ..ownership import owned_output
         from ..pipeline import enabled_stages
         from ..stages import read_record
 
@@ -128,9 +144,10 @@ def experiment_cmd(
             usable = on[stage] and manifest_file(folder).is_file() and read_record(folder).get("status", "done") == "done"
             return load_manifest(folder) if usable else None
 
-        run_experiments(ExperimentConfig(**cfg.experiments.model_dump(exclude={"enabled"})), load_manifest(run / "data"),
-                        run / "experiments", synthetic=finished("label"), traditional=finished("augment"),
-                        selection=finished("selection"))
+        with owned_output(run / "experiments", "experiments folder"):  # refused when it holds files retinaug did not write
+            run_experiments(ExperimentConfig(**cfg.experiments.model_dump(exclude={"enabled"})), load_manifest(run / "data"),
+                            run / "experiments", synthetic=finished("label"), traditional=finished("augment"),
+                            selection=finished("selection"))
     _print_results(run, None)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import RetinaugError
 from ..io import read_json, write_text_atomic
 from .scenarios import Scenario, baseline_of
 
@@ -63,14 +64,26 @@ def _paired(a: np.ndarray, b: np.ndarray, overlap: float = 0.0) -> tuple[float, 
     return mean, lo, hi, float(2 * stats.t.sf(abs(t), len(diff) - 1))
 
 
+def valid_metrics(metrics: object) -> bool:
+    """Is this what `evaluate` writes (a dict with the class list and a macro F1, a number or null)?"""
+    return (isinstance(metrics, dict) and isinstance(metrics.get("classes"), list) and "macro_f1" in metrics
+            and (metrics["macro_f1"] is None or isinstance(metrics["macro_f1"], (int, float))))
+
+
 def seed_metrics(root: Path, scenarios: list[Scenario], seeds: list[int]) -> dict[str, dict[int, dict[tuple[str, str], float]]]:
-    """scenario -> seed -> flattened metrics, for the seed runs that have finished (metrics.json written)."""
+    """scenario -> seed -> flattened metrics, for the seed runs that have finished (metrics.json written); a
+    metrics.json that is not what evaluate writes is an error naming it, never a silently missing seed."""
     per_seed: dict[str, dict[int, dict[tuple[str, str], float]]] = {}
     for sc in scenarios:
         for seed in seeds:
-            m = read_json(root / sc.name / f"seed{seed}" / "metrics.json")
-            if isinstance(m, dict) and m:
-                per_seed.setdefault(sc.name, {})[seed] = flatten_metrics(m, sc.classes)
+            path = root / sc.name / f"seed{seed}" / "metrics.json"
+            if not path.is_file():
+                continue
+            m = read_json(path)
+            if not valid_metrics(m):
+                raise RetinaugError(f"{path} is damaged (not the metrics evaluate writes): delete its folder and run the "
+                                    "experiments again to redo that fit")
+            per_seed.setdefault(sc.name, {})[seed] = flatten_metrics(m, sc.classes)
     return per_seed
 
 

@@ -23,13 +23,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import faults
 from ..classify import TrainConfig
 from ..fingerprint import Digests
 from ..io import read_json, sha256_text, write_json_atomic
 from ..logs import log_to
 from ..progress import track
 from ..stages import result_settings
-from .results import aggregate
+from .results import aggregate, valid_metrics
 from .scenarios import ExperimentConfig, accepted_synthetic, compose
 
 log = logging.getLogger("retinaug.experiments")
@@ -54,7 +55,8 @@ class Fit:
     recipe: dict  # written to recipe.json; recipe["key"] decides whether a finished fit is kept
 
     def finished(self) -> bool:
-        return (self.folder / "metrics.json").is_file() and (read_json(self.folder / "recipe.json") or {}).get("key") == self.recipe["key"]
+        """Its recipe is unchanged and its metrics.json is whole (a damaged one is redone, never dropped)."""
+        return valid_metrics(read_json(self.folder / "metrics.json")) and (read_json(self.folder / "recipe.json") or {}).get("key") == self.recipe["key"]
 
 
 def run_experiments(
@@ -81,6 +83,8 @@ def run_experiments(
         if f.finished():
             log.info("%s: finished earlier, skipped", f.name)
             continue
+        if (f.folder / "metrics.json").is_file():
+            log.warning("%s: its metrics.json is damaged (not the metrics evaluate writes): the fit is redone", f.name)
         if f.folder.exists():
             shutil.rmtree(f.folder)  # partial or stale: redo from scratch so the result equals an uninterrupted run
         todo.append(f)
@@ -148,6 +152,7 @@ def run_fit(fit: Fit) -> None:
         log.info("%s: training on %d images (%s)", fit.name, len(fit.train), _origin_counts(fit.train))
         train_model(fit.train, fit.val, fit.config, fit.folder)
         evaluate(load_classifier(fit.folder), fit.test, fit.folder, n_boot=fit.n_boot, seed=fit.seed)  # writes metrics.json last
+    faults.reached("fit")
 
 
 def rows_hash(df: pd.DataFrame, digests: Digests) -> str:

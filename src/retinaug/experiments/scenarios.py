@@ -13,33 +13,35 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ..classes import CLASSES, ClassCodes, Task, resolve_task
 from ..classify import TrainConfig
 from ..errors import LeakageError, RetinaugError
+from ..fields import MAX_BOOT, MAX_MULTIPLIER, SEED_MAX, STRICT
 from ..io import sha256_text
 from ..manifest import half_up, real_rows
 
 log = logging.getLogger("retinaug.experiments")
 
 Imbalance = Literal["none", "class-weights", "oversample"]
+MAX_SEEDS = 10_000  # seeds per scenario: each is a fit
 
 
 class Scenario(BaseModel):
     """One training-set recipe; val/test are never touched by a recipe."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     name: str = Field(description="Unique scenario name; also its folder under RUN/experiments/.")
     label: str = Field("", description="Short display label (e.g. the paper's 'sc3').")
     description: str = Field("", description="One line shown in the report table.")
     task: Task = Field("5-class", description="Task name (5-class, 7-class, 8-class) or comma-separated class codes.")
-    synthetic: float = Field(0.0, ge=0, description="Accepted synthetic rows per class, as a multiple of that class's real train count.")
+    synthetic: float = Field(0.0, ge=0, le=MAX_MULTIPLIER, description="Accepted synthetic rows per class, as a multiple of that class's real train count.")
     synthetic_classes: ClassCodes | None = Field(
         None, description="Classes receiving synthetic rows (default: the task's classes, minus the selection classes)."
     )
-    traditional: float = Field(0.0, ge=0, description="Traditional-augmentation rows per class, as a multiple of the real train count.")
+    traditional: float = Field(0.0, ge=0, le=MAX_MULTIPLIER, description="Traditional-augmentation rows per class, as a multiple of the real train count.")
     traditional_classes: ClassCodes | None = Field(None, description="Classes receiving traditional rows (default: as synthetic_classes).")
     selection: bool = Field(False, description="Replace the real train rows of `selection_classes` by the t-SNE-selected subset.")
     selection_classes: ClassCodes = Field(["D", "N"], description="Dominant classes reduced by the t-SNE selection.")
@@ -127,7 +129,7 @@ SCENARIO_SETS: dict[str, list[Scenario]] = {
 class RayConfig(BaseModel):
     """How `executor: ray` runs the fits: where Ray is, and the resources and retries of each fit's task."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     address: str | None = Field(
         None, description="Ray cluster address (e.g. ray://head:10001 or head:6379); None: $RAY_ADDRESS if set, else an "
@@ -141,14 +143,14 @@ class RayConfig(BaseModel):
 class ExperimentConfig(BaseModel):
     """Which scenarios to run, how many seeds, the classifier recipe shared by all of them, and how the fits run."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     sets: list[str] = Field(["paper-5class-synthetic"], description=f"Named scenario sets: {', '.join(SCENARIO_SETS)}.")
     scenarios: list[Scenario] = Field([], description="Extra custom scenarios (added after the named sets).")
     only: list[str] = Field([], description="If given, run only these scenario names (plus their baselines).")
     seeds: int | list[int] = Field(3, description="Number of seeds (0..n-1) or an explicit list of seeds.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Classifier training config for every scenario.")
-    n_boot: int = Field(200, ge=0, description="Patient-bootstrap resamples for each seed's test metrics CI.")
+    n_boot: int = Field(200, ge=0, le=MAX_BOOT, description="Patient-bootstrap resamples for each seed's test metrics CI.")
     executor: Literal["local", "ray"] = Field(
         "local", description="local: one fit after another in this process; ray: every (scenario, seed) fit is a Ray task, "
         "in parallel on this machine or a Ray cluster (pip install \"retinaug[ray]\"; docs/scaling.md). Same results."
@@ -175,6 +177,17 @@ class ExperimentConfig(BaseModel):
             raise ValueError(f"seeds: give a count >= 1 or a list of distinct seeds, got {self.seeds!r}")
         self.resolve()
         return self
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: int | list[int]) -> int | list[int]:
+        """At most MAX_SEEDS (checked before `seed_list` builds the list), each a seed numpy accepts."""
+        count = v if isinstance(v, int) else len(v)
+        if count > MAX_SEEDS:
+            raise ValueError(f"must be at most {MAX_SEEDS} (seeds are fits, one after another)")
+        if isinstance(v, list) and (bad := [s for s in v if not 0 <= s <= SEED_MAX]):
+            raise ValueError(f"a seed must lie in 0..{SEED_MAX}, not {bad[0]}")
+        return v
 
     @property
     def seed_list(self) -> list[int]:

@@ -27,10 +27,12 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_snr
 from pydantic import BaseModel
 
+from .. import faults
 from ..cache import image_cache
 from ..errors import RetinaugError
+from ..fields import SEED_MAX
 from ..hardware import default_device, new_accelerator, resolve_precision
-from ..io import atomic_path, json_dict, sha256_text, write_json_atomic
+from ..io import atomic_path, json_dict, sha256_text, write_json_atomic, writing_weights
 from ..progress import progress_bar
 from ..tracking import start_tracking, tracker_args
 from .conditioning import SIDES, Conditions
@@ -196,7 +198,8 @@ class Generator:
                 history[phase.name] = json_dict(kept / PHASE_RECORD)["history"]
                 log.info("%s phase already trained in %s: reused", phase.name, kept)
                 continue
-            set_seed(cfg.seed + 1009 * i + accelerator.process_index)  # different batches/noise per process
+            # different batches/noise per process; wrapped into the range numpy takes (unchanged below it)
+            set_seed((cfg.seed + 1009 * i + accelerator.process_index) % (SEED_MAX + 1))
             if phase.start is not None:
                 phase.start()
             metric = "loss" if i == len(phases) - 1 else f"{phase.name}_loss"  # the tracker's name for the curve
@@ -204,7 +207,8 @@ class Generator:
             if phase.finish is not None:
                 history[phase.name].update(phase.finish(Path(out) if out is not None and accelerator.is_main_process else None))
             if kept is not None and accelerator.is_main_process:
-                phase.save(kept)
+                with writing_weights(kept):
+                    phase.save(kept)
                 write_json_atomic(kept / PHASE_RECORD, {"key": key, "history": history[phase.name]})
             if ckpt is not None and accelerator.is_main_process:
                 ckpt.unlink(missing_ok=True)  # after the phase is kept: a kill in between loses nothing
@@ -274,6 +278,7 @@ class Generator:
                     run["running"], run["count"] = 0.0, 0
                 if ckpt is not None and step % checkpoint_every == 0 and step < steps and accelerator.is_main_process:
                     save_checkpoint()
+                faults.reached("step")
         seconds = time.perf_counter() - start
         for name, module in zip(phase.modules, wrapped):
             setattr(self, name, accelerator.unwrap_model(module).eval())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -21,11 +22,12 @@ from PIL import Image
 from pydantic import BaseModel
 from torchvision.utils import make_grid
 
+from .. import faults
 from ..cards import write_model_card
 from ..classes import CLASSES
 from ..errors import RetinaugError, validated
 from ..hardware import resolve_precision
-from ..io import atomic_path, load_json, sha256_text, write_json_atomic
+from ..io import atomic_path, load_json, sha256_text, write_json_atomic, writing_weights
 from ..manifest import load_manifest, new_manifest, real_rows, save_manifest
 from ..progress import progress_bar
 from .base import Generator
@@ -78,13 +80,14 @@ def finetune(
     if not history.pop("is_main_process"):
         return {}
     out.mkdir(parents=True, exist_ok=True)
-    gen.save_weights(out)
+    with writing_weights(out):
+        gen.save_weights(out)
     counts = train["label"].value_counts()
     meta = {
         "method": gen.name,
         "classes": gen.classes,
         "config": gen.config.model_dump(),
-        "data": str(Path(data).resolve()),
+        "data": _data_reference(data, out),
         "train_counts": {c: int(counts.get(c, 0)) for c in gen.classes},
         "n_train_images": int(len(train)),
         "train_patients": int(train["patient_id"].nunique()),
@@ -101,6 +104,13 @@ def finetune(
         history["loss"][-1], out,
     )
     return meta
+
+
+def _data_reference(data: str | Path, out: Path) -> str:
+    """The manifest a generator learnt from, as its shareable config.json names it: relative to the generator folder
+    when both sit in one folder (a run: `../data`), else by its folder's name; never this machine's absolute path."""
+    data, gen = Path(data).resolve(), out.resolve()
+    return os.path.relpath(data, gen) if data.is_relative_to(gen.parent) else data.name
 
 
 def save_samples(gen: Generator, target: Path, seed: int = 0) -> Path:
@@ -213,6 +223,7 @@ def generate(generator: str | Path, data: str | Path, out: str | Path, config: G
                 for it, img in zip(batch, images):
                     with atomic_path(it["path"]) as tmp:
                         Image.fromarray(img).save(tmp, format="PNG")
+                    faults.reached("image")
                 advance(len(batch))
     seconds = time.perf_counter() - start
     state.wait_for_everyone()

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import RetinaugError
 from ..io import sha256_file
@@ -38,6 +38,7 @@ class ImageCheck:
     width: int = 0
     height: int = 0
     mode: str = ""
+    frames: int = 1
 
     @property
     def ok(self) -> bool:
@@ -52,6 +53,12 @@ class ImageCheck:
     def high_bit_depth(self) -> bool:
         """16-bit, 32-bit or float pixels: scaled (not clipped) to 8 bits when loaded."""
         return self.ok and (self.mode.startswith("I;16") or self.mode in ("I", "F"))
+
+    @property
+    def multi_frame(self) -> bool:
+        """A multi-page TIFF or animated GIF: only its first frame is ever loaded (the other frames are not images of
+        the dataset)."""
+        return self.ok and self.frames > 1
 
 
 def check_options(min_size: int, workers: int | None) -> None:
@@ -85,12 +92,14 @@ def check_image(path: str, min_size: int = 64, root: str | None = None) -> Image
             im.verify()  # structure check; the image must be reopened after verify()
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # full decode: catches truncated pixel data that verify() misses
+            frames = getattr(im, "n_frames", 1)
+            ImageOps.exif_transpose(im, in_place=True)  # the size as loaded (`retinaug.cache.open_rgb`): upright
             width, height, mode = im.width, im.height, im.mode
     except Exception as exc:  # PIL raises many types for broken files
         return ImageCheck(path, "undecodable", f"{type(exc).__name__}: {exc}", digest)
     if min(width, height) < min_size:
-        return ImageCheck(path, "too small", f"{width}x{height} < --min-size {min_size}", digest, width, height, mode)
-    return ImageCheck(path, None, "", digest, width, height, mode)
+        return ImageCheck(path, "too small", f"{width}x{height} < --min-size {min_size}", digest, width, height, mode, frames)
+    return ImageCheck(path, None, "", digest, width, height, mode, frames)
 
 
 def check_images(paths: list[str], min_size: int = 64, workers: int | None = None, root: str | None = None) -> list[ImageCheck]:
@@ -136,14 +145,16 @@ def screen(
 ) -> tuple[list[dict], dict[str, int]]:
     """Check each candidate row's image once (it must really lie inside the dataset folder `root`); failures go to
     `rejected` (with the source row number). Returns the kept rows (with `sha256`) and the counts of kept images
-    converted at load time: non-RGB (`converted_to_rgb`) and among them 16-bit/float ones (`high_bit_depth`)."""
+    converted at load time: non-RGB (`converted_to_rgb`), among them 16-bit/float ones (`high_bit_depth`), and
+    multi-frame files of which only the first frame is used (`multi_frame`)."""
     results = check_images([c["path"] for c in candidates], min_size, workers, str(root))
-    kept, counts = [], {"converted_to_rgb": 0, "high_bit_depth": 0}
+    kept, counts = [], {"converted_to_rgb": 0, "high_bit_depth": 0, "multi_frame": 0}
     for cand, res in zip(candidates, results):
         if res.ok:
             kept.append({**cand, "sha256": res.sha256})
             counts["converted_to_rgb"] += res.converted
             counts["high_bit_depth"] += res.high_bit_depth
+            counts["multi_frame"] += res.multi_frame
         else:
             rejected.append({"row": cand.get("row"), "path": cand["path"], "reason": res.reason, "detail": res.detail})
     return kept, counts

@@ -113,6 +113,8 @@ def info_lines(summary: dict) -> list[tuple[str, str]]:
         lines.append(("non-RGB images (converted to RGB when loaded)", str(summary["converted_to_rgb"])))
     if summary.get("high_bit_depth"):
         lines.append(("16-bit / float images (scaled to 8 bits when loaded)", str(summary["high_bit_depth"])))
+    if summary.get("multi_frame"):
+        lines.append(("multi-frame images (TIFF pages / GIF frames: only the first frame is used)", str(summary["multi_frame"])))
     if "patients_grouping" in summary:
         g = summary["patients_grouping"]
         how = (f"grouped by {g['rule']}: {g['files_matched']} file(s) matched, {g['patients_with_several_images']} patient(s) "

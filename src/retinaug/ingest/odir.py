@@ -100,6 +100,31 @@ def _eye_entries_kaggle(csv: Path, labels: str) -> list[dict]:
     return entries
 
 
+def _flag(value: object) -> int | None:
+    """A challenge-layout N..O flag cell as 0 or 1 (empty = 0; Excel may store 1 as '1.0'), None for anything else
+    ('2', 'yes', 'inf', '1e400')."""
+    text = _text(value) or "0"
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(number) if number in (0, 1) else None
+
+
+def _flags(rec: dict, columns: pd.Index, xlsx: Path) -> tuple[list[str], tuple[str, str] | None]:
+    """(codes flagged 1, rejection or None) of one patient row; a cell that is not 0/1 is named by file, Excel column
+    and value (at most 50 characters of it)."""
+    from openpyxl.utils import get_column_letter  # the reader pandas used for this file
+
+    flags = {c: _flag(rec[c]) for c in CODES}
+    bad = [f"{xlsx.name} column {get_column_letter(columns.get_loc(c) + 1)} (flag {c}) holds {_text(rec[c])[:50]!r}, not 0 or 1"
+           for c, v in flags.items() if v is None]
+    if bad:
+        return [], ("unknown label", "; ".join(bad))
+    codes = [c for c, v in flags.items() if v == 1]
+    return codes, None if codes else ("unknown label", "no N..O flag is set")
+
+
 def _eye_entries_challenge(xlsx: Path) -> list[dict]:
     """Two entries (left, right) per patient row; `row` is the Excel row number (header = row 1)."""
     try:
@@ -109,11 +134,7 @@ def _eye_entries_challenge(xlsx: Path) -> list[dict]:
     _require(table, ["ID", "Left-Fundus", "Right-Fundus", *KEYWORDS.values(), *CODES], xlsx.name)
     entries = []
     for i, rec in enumerate(table.to_dict("records")):
-        try:
-            codes = [c for c in CODES if int(float(_text(rec[c]) or 0)) == 1]
-            problem = None if codes else ("unknown label", "no N..O flag is set")
-        except ValueError:
-            codes, problem = [], ("unknown label", f"flags must be 0/1, got {[rec[c] for c in CODES]}")
+        codes, problem = _flags(rec, table.columns, xlsx)
         for eye in ("left", "right"):
             entries.append(
                 {

@@ -21,6 +21,7 @@ from ..errors import RetinaugError
 from ..folds import is_pooled, pool_folds
 from ..io import write_text_atomic
 from ..lock import run_lock
+from ..ownership import owned_output
 from .data import section_data, section_samples
 from .fidelity import section_fidelity
 from .generation import section_generator, section_labeling
@@ -53,7 +54,8 @@ POOLED_SECTIONS.insert(2, ("folds", "Cross-validation folds", section_folds))
 
 
 def build_report(run: str | Path) -> Path:
-    """Render RUN/report/index.html from whatever the run folder holds (under the run lock); returns its path."""
+    """Render RUN/report/index.html from whatever the run folder holds (under the run lock); returns its path. The
+    page names the run folder, not its path (a report gets shared: this disk's layout is nobody's business)."""
     run = Path(run)
     if not run.is_dir():
         raise RetinaugError(f"run folder {run} not found (make one with `retinaug run CONFIG --out {run}`)")
@@ -65,14 +67,15 @@ def build_report(run: str | Path) -> Path:
             f"{run} is not a run folder: it has no config.yaml and none of the stage folders {', '.join(stages)}; "
             "give the folder passed to `retinaug run --out` (or one holding e.g. data/ from `retinaug prepare`)"
         )
-    with run_lock(run, "report"):
+    with run_lock(run, "report"), owned_output(run / "report", "report folder"):  # writes only what retinaug owns
         try:  # the generator's card gets the audit figures once the quality stage measured its images
             refresh_model_card(run)
         except Exception as exc:  # a card that cannot be written must not cost the report
             log.warning("generator model card not refreshed: %s", exc)
         pooled = is_pooled(run)
         if pooled:  # the folds' experiments pooled into RUN/pooled (seconds), the per-fold sections in the fold reports
-            pool_folds(run)
+            with owned_output(run / "pooled", "pooled folder"):
+                pool_folds(run)
         rendered = []
         for key, title, fn in POOLED_SECTIONS if pooled else SECTIONS:
             try:
@@ -91,7 +94,7 @@ def build_report(run: str | Path) -> Path:
 
             name = (yaml.safe_load(cfg.read_text()) or {}).get("name", name)
         html = env.get_template("index.html").render(
-            name=name, run=str(run.resolve()), sections=rendered, created=time.strftime("%Y-%m-%d %H:%M:%S %Z")
+            name=name, run=run.resolve().name, sections=rendered, created=time.strftime("%Y-%m-%d %H:%M:%S %Z")
         )
         path = write_text_atomic(run / "report" / "index.html", html)  # mode as the umask says, like every output
     return path

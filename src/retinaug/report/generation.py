@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from ..experiments.results import valid_metrics
 from ..io import read_json
 from ..manifest import load_manifest, manifest_file
 from . import figures
@@ -51,8 +52,11 @@ def section_labeling(run: Path) -> Markup | None:
             parts += [p("Accepted images by the class asked of the generator (rows) and the class they train as (columns):"),
                       table(asked_vs_labelled(accepted).rename_axis(columns=None).reset_index()
                             .rename(columns={"asked": "asked ↓ / labelled →"}))]
-    metrics = read_json(run / "labeler" / "eval" / "metrics.json")
-    if isinstance(metrics, dict):
+    path = run / "labeler" / "eval" / "metrics.json"
+    metrics = read_json(path)
+    if path.is_file() and not valid_metrics(metrics):
+        parts.append(p("Labeler on the real test patients: labeler/eval/metrics.json is damaged; `retinaug run` redoes the labeler."))
+    elif isinstance(metrics, dict):
         keys = [k for k in ("accuracy", "macro_f1", "macro_auc", "kappa") if isinstance(metrics.get(k), (int, float))]
         parts.append(p("Labeler on the real test patients: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in keys)))
     return join(parts)

@@ -41,7 +41,8 @@ def section_provenance(run: Path) -> Markup | None:
         device = f"torch {torch.__version__}, CUDA {'available: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'not available'}, {torch.get_num_threads()} threads"
     except ImportError:
         device = "torch not installed"
-    machine = f"{platform.node()} — {platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs; {device}"
+    # no host name: a report gets shared, and what it ran on is the platform, not this machine's name
+    machine = f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs; {device}"
     parts += [h3("Machine"), p(machine), h3("Package versions"), table(_versions())]
     cfg = run / "config.yaml"
     if cfg.is_file():

@@ -1,0 +1,21 @@
+"""What every config section shares: its pydantic settings, the seed type and the upper bounds of counts.
+
+A value a fit or a generator would reject (a seed numpy refuses, an infinite learning rate) or that would fill the
+memory before anything fails (a billion seeds, a batch of a billion images) is refused when the config is read,
+naming its key, so `retinaug run` and `--dry-run` stop before the first stage instead of hours in.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import ConfigDict, Field
+
+# Unknown keys are errors; so are inf and nan in every float setting (pydantic lets them through `gt=0` otherwise).
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding (accelerate's set_seed, scikit-learn's random_state) takes no more
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+MAX_MULTIPLIER = 100  # rows made or added per real train row (synthetic, traditional): tables built in memory
+MAX_BOOT = 100_000  # bootstrap resamples: their metrics are kept in memory
+MAX_BATCH = 4096  # images per batch: a few digits too many would fill the memory before the first step fails
