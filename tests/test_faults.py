@@ -9,10 +9,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -405,17 +403,17 @@ def test_output_files_honour_the_umask(tmp_path, umask, mode):
 # --- Ctrl-C during each long stage of `retinaug run` ------------------------------------------------------------------
 
 
-LONG_STAGES = ("generator", "synthetic", "labeler", "experiments")
+# where each long stage is interrupted (RETINAUG_FAULT, see retinaug.faults: the process sends itself SIGINT there)
+INTERRUPT_AT = {"generator": "int@step:2", "synthetic": "int@image:2", "labeler": "int@epoch:1", "experiments": "int@fit:1"}
 
 
 def _sigint_config(folder: Path) -> Path:
-    """The tiny pipeline with long stages of a few seconds each (so a Ctrl-C lands inside them), and little else."""
+    """The tiny pipeline with its long stages a few steps, images, epochs or fits long, and little else."""
     from pipeline_helpers import TINY
 
     raw = json.loads(json.dumps(TINY))
-    raw["generator"]["ddpm"]["steps"] = 40
-    raw["synthetic"].update(batch_size=1, steps=20)
-    raw["labeler"]["train"]["epochs"] = 4
+    raw["synthetic"]["batch_size"] = 1
+    raw["labeler"]["train"]["epochs"] = 2
     raw["experiments"]["scenarios"] = raw["experiments"]["scenarios"][:2]  # real, syn
     for section in ("selection", "augment", "quality"):
         raw.setdefault(section, {})["enabled"] = False
@@ -424,21 +422,17 @@ def _sigint_config(folder: Path) -> Path:
 
 
 def test_ctrl_c_during_each_long_stage_says_what_stopped_and_resumes(tmp_path):
-    """`retinaug run` is interrupted (SIGINT, as Ctrl-C sends) once each long stage is under way; every re-run of the
-    same command resumes the interrupted stage, and the last one finishes the run. (was: exit 130, no message)"""
+    """`retinaug run` is interrupted (SIGINT, as Ctrl-C sends) inside each long stage, at a fixed point of it (not after
+    a sleep, which on a fast machine lands after the stage); every re-run of the same command resumes the interrupted
+    stage, and the last one finishes the run. (was: exit 130, no message)"""
     cfg, run = _sigint_config(tmp_path), tmp_path / "run"
     command = ["run", str(cfg), "--out", str(run)]
     resumed = None
-    for stage in LONG_STAGES:
-        proc = subprocess.Popen([sys.executable, "-c", "from retinaug.cli import main; main()", *command], env=ENV,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 240
-        while read_record(run / stage).get("status") != "running" and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.005)
-        time.sleep(0.3)  # under way
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 130, (stage, err[-2000:])
+    for stage, fault in INTERRUPT_AT.items():
+        res = subprocess.run([sys.executable, "-c", "from retinaug.cli import main; main()", *command], env={**ENV, "RETINAUG_FAULT": fault},
+                             capture_output=True, text=True, timeout=300)
+        err = res.stderr
+        assert res.returncode == 130, (stage, err[-2000:])
         lines = [line for line in err.splitlines() if line.strip()]
         assert "Traceback" not in err and sum("interrupted (Ctrl-C)" in line for line in lines) == 1, err[-2000:]
         assert lines[-1].startswith(f"retinaug run: interrupted (Ctrl-C) during stage {stage}"), lines[-1]

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import kill9_when, make_dataset
+from conftest import kill9_at, make_dataset
 from retinaug.cache import load_image
 from retinaug.generate import finetune, generate, load_generator
 from tiny_sd import single_thread  # noqa: F401  (fixture)
@@ -59,29 +59,24 @@ def test_ldm_train_save_reload_sample_img2img(data, tmp_path):
 
 
 def test_ldm_killed_in_each_phase_resumes_to_identical_weights(data, tmp_path):
-    cfg = {**TINY, "vae_steps": 40, "steps": 40}
+    cfg = {**TINY, "vae_steps": 12, "steps": 12}
     finetune(data, "ldm", cfg, tmp_path / "ref", checkpoint_every=4)
     out = tmp_path / "killed"
     args = ["finetune", "--data", str(data), "--out", str(out), "--method", "ldm", "--checkpoint-every", "4"]
     args += [a for k, v in cfg.items() for a in ("--set", f"{k}={json.dumps(v)}")]
     ckpt, kept = out / "train_state.pt", out / "vae" / "phase.json"
 
-    kill9_when(args, ckpt.exists)  # in the autoencoder phase
-    assert ckpt.exists() and not kept.exists(), "not killed in the autoencoder phase"
-    # again, resuming the autoencoder, then killed in the diffusion phase (its checkpoint is newer than the kept autoencoder)
-    def diffusion_checkpoint() -> bool:
-        try:
-            return ckpt.stat().st_mtime_ns > kept.stat().st_mtime_ns
-        except FileNotFoundError:
-            return False
-
-    kill9_when(args, diffusion_checkpoint)
-    assert kept.exists() and not (out / "config.json").exists(), "not killed in the diffusion phase"
-    assert json.loads(kept.read_text())["history"]["resumed_from_step"] >= 4  # the autoencoder phase was resumed
+    kill9_at(args, "kill@step:6")  # autoencoder step 6 (checkpoint: step 4)
+    assert ckpt.exists() and not kept.exists()
+    # again: the autoencoder resumes at step 4 (8 steps to its end, then kept, its checkpoint removed), killed at
+    # diffusion step 6 (checkpoint: step 4)
+    kill9_at(args, "kill@step:14")
+    assert kept.exists() and ckpt.exists() and not (out / "config.json").exists()
+    assert json.loads(kept.read_text())["history"]["resumed_from_step"] == 4
 
     finetune(data, "ldm", cfg, out, checkpoint_every=4)
     hist = json.loads((out / "history.json").read_text())
-    assert hist["resumed_from_step"] >= 4 and not ckpt.exists()
+    assert hist["resumed_from_step"] == 4 and not ckpt.exists()
     ref = json.loads((tmp_path / "ref" / "history.json").read_text())
     assert hist["loss"] == ref["loss"] and hist["vae"]["loss"] == ref["vae"]["loss"]
     a, b = _weights(tmp_path / "ref"), _weights(out)

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
-import torch
+import yaml
 
 from retinaug.errors import RetinaugError
 from retinaug.experiments import ExperimentConfig, run_experiments
@@ -37,20 +38,24 @@ def ray_instance():
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory) -> tuple[pd.DataFrame, dict, Path]:
-    """Tiny data, a 2 scenario x 2 seed grid, and the local runner's results on it (1 torch thread)."""
+    """Tiny data, a 2 scenario x 2 seed grid, and the local runner's results on it: `retinaug experiment` in a fresh
+    process with 1 torch thread, as every Ray task is (a fresh worker, ray.num_cpus 1: the same float reduction
+    order). Not in this process: after the tests before it, its state is not a fresh one's."""
     from conftest import make_dataset
+    from pipeline_helpers import cli, cli_env
 
     root = tmp_path_factory.mktemp("grid")
     data = make_dataset(root / "data", classes=("G", "C", "A"), patients_per_class=6, size=16)
     cfg = {"sets": [], "seeds": 2, "n_boot": 20, "train": TRAIN,
            "scenarios": [{"name": "real", "task": "G,C,A"}, {"name": "weighted", "task": "G,C,A", "imbalance": "class-weights"}]}
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # what each Ray task runs with (ray.num_cpus 1): the same float reduction order
-    try:
-        run_experiments(ExperimentConfig(**cfg), data, root / "local")
-    finally:
-        torch.set_num_threads(before)
-    return data, cfg, root / "local"
+    (root / "cfg.yaml").write_text(yaml.safe_dump({"experiments": cfg}))
+    res = subprocess.run(cli("experiment", "--config", str(root / "cfg.yaml"), "--run", str(root)),
+                         env={**cli_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    local = root / "experiments"
+    assert {name: [t for _, t in _attempts(local / name)] for name in _metrics(local)} == {
+        f"{sc}/seed{k}": [1] for sc in ("real", "weighted") for k in (0, 1)}  # one attempt each, 1 thread
+    return data, cfg, local
 
 
 def _metrics(out: Path) -> dict[str, dict]:

@@ -103,6 +103,16 @@ def test_export_skips_and_counts_links_out_and_holds_no_symlink(tmp_path, copy):
         assert str(tmp_path) not in table.read_bytes().decode("utf-8", "replace"), table  # no path of this machine
 
 
+@pytest.mark.parametrize("what", ["real", "synthetic"])
+def test_export_tables_hold_no_path_of_this_machine(tmp_path, what):
+    """pandas keeps where a manifest was read (`attrs`) and pyarrow writes that into every Parquet file it makes."""
+    run = small_run(tmp_path)
+    export_run(run, tmp_path / "e", what=what, copy=True)
+    tables = [p for p in walk(tmp_path / "e") if p.suffix in (".parquet", ".csv", ".md")]
+    assert len(tables) == {"real": 5, "synthetic": 3}[what]
+    assert [t for t in tables if str(tmp_path).encode() in t.read_bytes()] == []
+
+
 def test_export_of_only_linked_out_images_is_refused_not_empty(tmp_path):
     run = small_run(tmp_path)
     secret = secret_file(tmp_path)

@@ -21,7 +21,7 @@ from . import __version__
 from .classes import CLASSES, CODES
 from .io import json_dict, write_text_atomic
 from .quality.plots import save_figure
-from .stages import read_record
+from .stages import SOURCE, read_record
 
 CARD = "README.md"
 LOSS_CURVE = "loss_curve.png"
@@ -74,8 +74,8 @@ def stage_current(run: Path, stage: str) -> bool:
     if rec.get("status") != "done":
         return False
     for up, recorded in (rec.get("inputs") or {}).items():
-        if recorded == "disabled":  # switched off when the stage ran; switching it on redoes the stage
-            continue
+        if recorded == "disabled" or up == SOURCE:  # switched off when the stage ran (switching it on redoes the stage);
+            continue  # the dataset itself: what the data stage made of it is checked through its output hash below
         if read_record(run / up).get("output_hash", "absent") != recorded or not stage_current(run, up):
             return False
     return True

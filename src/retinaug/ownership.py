@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import RetinaugError
-from .io import read_json, write_json_atomic
+from .io import read_json, write_error, write_json_atomic
 
 INVENTORY = ".owned.json"
 # what a folder written by an earlier retinaug (no inventory) holds, each a set of files found together: a stage
@@ -138,7 +138,10 @@ def claim(folder: Path, what: str = "output folder", adopt: bool = False) -> Non
     check_foreign(folder, what, adopt)
     keep = sorted(owned(folder) - {INVENTORY}) if folder.is_dir() else []
     adopted = adopt or bool((_inventory(folder) or {}).get("adopted"))
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # named as the folder asked for, not the parent that refused
+        raise write_error(folder, exc) from None
     since = time.time_ns()
     write_json_atomic(folder / INVENTORY, {"files": keep, "open_since_ns": since, **({"adopted": True} if adopted else {})})
     _open[_key(folder)] = [1, since]
@@ -163,13 +166,20 @@ def seal(folder: Path) -> None:
 
 @contextlib.contextmanager
 def owned_output(folder: str | Path, what: str = "output folder", adopt: bool = False) -> Iterator[Path]:
-    """`claim` for the block's duration, sealed however it ends (a kill -9 leaves it open; see module doc)."""
+    """`claim` for the block's duration, sealed however it ends (a kill -9 leaves it open; see module doc). A folder
+    it created is removed again when the block fails before writing anything into it."""
     folder = Path(folder)
+    created = not folder.exists()
     claim(folder, what, adopt)
+    finished = False
     try:
         yield folder
+        finished = True
     finally:
         seal(folder)
+        if not finished and created and [p.name for p in folder.iterdir()] == [INVENTORY]:  # refused before writing: no trace
+            (folder / INVENTORY).unlink()
+            folder.rmdir()
 
 
 def clean(folder: Path) -> None:

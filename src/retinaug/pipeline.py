@@ -28,7 +28,7 @@ from .logs import log_to
 from .manifest import trust_root
 from .ownership import owned_output
 from .progress import activity
-from .stages import Stage, read_record
+from .stages import SOURCE, Stage, read_record
 
 log = logging.getLogger("retinaug")
 
@@ -254,7 +254,7 @@ def _stage(spec: StageSpec, cfg: PipelineConfig, where: Path, on: dict[str, bool
     folders = upstream or {up: where / up if on[up] else None for up in spec.upstream}
     inputs = {up: read_record(f).get("output_hash", "absent") if f is not None else "disabled" for up, f in folders.items()}
     if spec.reads is not None and upstream is None:
-        inputs["source"] = spec.reads(section)
+        inputs[SOURCE] = spec.reads(section)
     out = where / spec.name
     fn = run_fn or spec.run
     return Stage(label, out, result, inputs, lambda: fn(*folders.values(), section, out), spec.writes, run,

@@ -34,6 +34,7 @@ from .ownership import check_foreign, clean, owned_output
 log = logging.getLogger("retinaug.stages")
 
 RECORD = "stage.json"
+SOURCE = "source"  # the input key of the user's files a stage reads (the dataset), beside its upstream stages
 FORMAT = 2  # 2: output hashes by file content (retinaug 0.2); records of another format are redone
 DIGESTS = ".digests.json"
 MANIFEST = "manifest.parquet"
@@ -44,6 +45,9 @@ NOT_OUTPUTS = {"tracking", "logs", "cache", RECORD, "train_state.pt", "README.md
 # default, so turning TensorBoard on, reading images with more threads or running the fits on Ray does not redo a
 # finished stage.
 OPERATIONAL = {"tracker": "none", "workers": None, "executor": "local", "ray": None}
+# Settings added after run folders existed, with the default that behaves as before: hashed only when set to
+# something else, so a finished stage or fit of an earlier retinaug is not redone for a setting it did not have.
+ADDED = {"backbone_lr": 1.0, "freeze_epochs": 0}
 
 
 def result_settings(obj: Any) -> Any:
@@ -51,7 +55,8 @@ def result_settings(obj: Any) -> Any:
     if hasattr(obj, "model_dump"):
         obj = obj.model_dump(mode="json")
     if isinstance(obj, dict):
-        return {k: OPERATIONAL[k] if k in OPERATIONAL else result_settings(v) for k, v in obj.items()}
+        return {k: OPERATIONAL[k] if k in OPERATIONAL else result_settings(v) for k, v in obj.items()
+                if not (k in ADDED and v == ADDED[k])}
     if isinstance(obj, list):
         return [result_settings(v) for v in obj]
     return obj

@@ -24,6 +24,12 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(32, ge=1, le=MAX_BATCH, description="Images per optimisation step.")
     lr: float = Field(2e-3, gt=0, description="Peak learning rate of AdamW.")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay.")
+    backbone_lr: float = Field(
+        1.0, gt=0, le=1, description="Learning rate of the backbone as a fraction of the head's (e.g. 0.1 when fine-tuning "
+        "pretrained weights: the new head learns fast while the ImageNet features move little).")
+    freeze_epochs: int = Field(
+        0, ge=0, le=1000, description="Epochs at the start in which only the head trains, the backbone frozen (its batch-norm "
+        "statistics too): a pretrained backbone is not disturbed by a random head's first gradients.")
     schedule: Literal["cosine", "onecycle", "constant"] = Field(
         "onecycle", description="Learning-rate schedule, stepped per batch (onecycle warms up for 20% of steps)."
     )

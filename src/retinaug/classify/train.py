@@ -77,10 +77,39 @@ def _validate(model, pixels: torch.Tensor, y: np.ndarray, mean, std, accelerator
 def _scheduler(optimizer, config: TrainConfig, steps: int):
     if config.schedule == "onecycle":
         warmup = 0.2 if 0.2 * steps != 1 else 0.4  # torch divides by (pct_start x steps - 1)
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=warmup)
+        peaks = [g["lr"] for g in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks if len(peaks) > 1 else config.lr, total_steps=steps, pct_start=warmup)
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def input_stats(model: torch.nn.Module) -> tuple[list[float], list[float]]:
+    """The per-channel mean and std the backbone's weights expect (timm's pretrained config: ImageNet's for most,
+    0.5 for the tf_efficientnet_lite family, trained on [-1, 1] pixels)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return list(cfg.get("mean", IMAGENET_DEFAULT_MEAN)), list(cfg.get("std", IMAGENET_DEFAULT_STD))
+
+
+def param_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
+    """AdamW parameter groups: the backbone at `backbone_lr` x the head's learning rate (one group when equal)."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    if config.backbone_lr == 1.0:
+        return [{"params": list(model.parameters()), "lr": config.lr}]
+    return [{"params": [p for p in model.parameters() if id(p) not in head], "lr": config.lr * config.backbone_lr},
+            {"params": [p for p in model.parameters() if id(p) in head], "lr": config.lr}]
+
+
+def freeze_backbone(model: torch.nn.Module, frozen: bool) -> None:
+    """Train the head only (`frozen`): no gradients for the backbone and its batch-norm statistics kept."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    for p in model.parameters():
+        if id(p) not in head:
+            p.requires_grad_(not frozen)
+    if frozen:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
 
 def _mixer(config: TrainConfig, n_classes: int) -> Mixup | None:
@@ -116,7 +145,7 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
     dataset = ImageDataset(train_pixels, y_train, augmentation(config) if config.augment else None)
     loader = train_loader(dataset, config.batch_size, config.imbalance, len(classes), config.seed, config.num_workers)
     model = create_model(config, len(classes)).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config, config.epochs * len(loader))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     # the EMA copy is validated and saved instead of the raw weights; decay warms up, so short CPU fits do not
@@ -128,8 +157,8 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         weight = torch.tensor(class_weights(y_train, len(classes)), dtype=torch.float32, device=accelerator.device)
     # mixed soft targets already carry the label smoothing; cross-entropy takes them as class probabilities
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=0.0 if mixer else config.label_smoothing)
-    mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=accelerator.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_DEFAULT_STD, device=accelerator.device).view(1, 3, 1, 1)
+    stats = input_stats(accelerator.unwrap_model(model))
+    mean, std = (torch.tensor(v, device=accelerator.device).view(1, 3, 1, 1) for v in stats)
     val_images = torch.from_numpy(val_pixels).permute(0, 3, 1, 2)
 
     log.info(
@@ -142,6 +171,8 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
     for epoch in range(1, config.epochs + 1):
         t_epoch = time.perf_counter()
         model.train()
+        if config.freeze_epochs:
+            freeze_backbone(accelerator.unwrap_model(model), epoch <= config.freeze_epochs)
         total, seen = 0.0, 0
         with progress_bar(f"epoch {epoch}/{config.epochs}", len(loader.dataset), "img") as advance:
             for x, y in loader:
@@ -189,8 +220,8 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
     meta = {
         "classes": list(classes),
         "size": config.size,
-        "mean": list(IMAGENET_DEFAULT_MEAN),
-        "std": list(IMAGENET_DEFAULT_STD),
+        "mean": stats[0],
+        "std": stats[1],
         "backbone": config.backbone,
         "config": config.model_dump(mode="json"),
         "n_train": int(len(train_df)),
