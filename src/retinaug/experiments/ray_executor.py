@@ -1,7 +1,7 @@
 """`executor: ray`: every fit is one Ray task, on an embedded Ray instance (this machine) or on a Ray cluster.
 
 Ray schedules the tasks on the CPUs and GPUs each one asks for, retries a task that raised or whose worker died
-(`max_retries`) and cancels them on Ctrl-C; this module submits, waits and reports. A task runs the same
+(`max_retries`) and cancels them on Ctrl-C or SIGTERM; this module submits, waits and reports. A task runs the same
 `run_fit` as the local executor and writes into the run folder, which every Ray node must therefore see at the
 same path (a shared file system). The driver holds the run lock; besides a failed fit's error.txt it writes
 nothing while the tasks run.
@@ -13,6 +13,8 @@ import contextlib
 import logging
 import math
 import os
+import signal
+import threading
 import traceback
 from collections.abc import Iterator
 
@@ -62,14 +64,23 @@ def connected(cfg: ExperimentConfig) -> Iterator:
     if address:
         if cfg.workers:
             log.warning("experiments.workers %d is not used on the Ray cluster at %s (its resources decide)", cfg.workers, address)
-        ray.init(address=address, log_to_driver=False)
+        _init(ray, address=address, log_to_driver=False)
     else:
         workers = cfg.workers or max(1, int(usable_cores() // cfg.ray.num_cpus))
-        ray.init(address="local", num_cpus=math.ceil(workers * cfg.ray.num_cpus), include_dashboard=False, log_to_driver=False)
+        _init(ray, address="local", num_cpus=math.ceil(workers * cfg.ray.num_cpus), include_dashboard=False, log_to_driver=False)
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _init(ray, **options) -> None:
+    """`ray.init`, keeping this process's SIGTERM handler: Ray's own makes SIGTERM a silent exit, the CLI's says what
+    stopped and how to resume."""
+    handler = signal.getsignal(signal.SIGTERM)
+    ray.init(**options)
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def run_on_ray(fits: list[Fit], cfg: ExperimentConfig) -> None:
