@@ -14,11 +14,15 @@ import yaml
 from conftest import kill9_at, make_dataset
 from pipeline_helpers import cli_env
 
-# six passes through point 'image', file i written before pass i + 1: the files left say how many passes it made
+# six passes through point 'image', file i written before pass i + 1: the files left say how many passes it made.
+# SIGINT gets Python's handler, as the CLI gives it its own: a process started in the background by a shell
+# without job control inherits SIGINT ignored.
 PASSES = """
+import signal
 import sys
 from pathlib import Path
 from retinaug import faults
+signal.signal(signal.SIGINT, signal.default_int_handler)
 for i in range(6):
     Path(sys.argv[1], str(i)).touch()
     faults.reached("image")

@@ -67,6 +67,12 @@ def _attempts(folder: Path) -> list[tuple[int, int]]:
     return [(int(m[1]), int(m[2])) for m in STARTED.finditer((folder / FIT_LOG).read_text())]
 
 
+def _curve(folder: Path) -> list[tuple[float, float, float]]:
+    """A fit's (train loss, val loss, val macro-F1) per epoch, from its model.json (without the timings)."""
+    history = json.loads((folder / "model.json").read_text())["history"]
+    return [(r["train_loss"], r["val_loss"], r["val_macro_f1"]) for r in history]
+
+
 def _stamps(out: Path) -> dict[str, int]:
     return {p.relative_to(out).as_posix(): p.stat().st_mtime_ns for p in out.glob("*/seed*/*") if p.is_file()}
 
@@ -78,12 +84,13 @@ def test_ray_grid_metrics_equal_local_runner(ray_instance, grid, tmp_path, monke
     run_experiments(ExperimentConfig(**cfg, executor="ray"), data, tmp_path / "ray")
     reference = _metrics(local)
     assert sorted(reference) == ["real/seed0", "real/seed1", "weighted/seed0", "weighted/seed1"]
-    assert _metrics(tmp_path / "ray") == reference
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ray" / "summary.csv"), pd.read_csv(local / "summary.csv"))
-    for name in reference:
+    for name in reference:  # what each fit was given (process, threads, recipe), then what it learnt, then its scores
         attempts = _attempts(tmp_path / "ray" / name)
         assert len(attempts) == 1 and attempts[0][0] != os.getpid() and attempts[0][1] == 1  # a Ray worker, 1 thread
         assert json.loads((tmp_path / "ray" / name / "recipe.json").read_text()) == json.loads((local / name / "recipe.json").read_text())
+        assert _curve(tmp_path / "ray" / name) == _curve(local / name), name
+    assert _metrics(tmp_path / "ray") == reference
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ray" / "summary.csv"), pd.read_csv(local / "summary.csv"))
     progress = [r.getMessage() for r in caplog.records if r.name == "retinaug.progress"]
     assert any(m.startswith("fits on Ray: 4/4 (100%)") and "4 done, 0 running, 0 failed" in m for m in progress), progress
 

@@ -3,7 +3,8 @@ or Ctrl-C test stops the process exactly where it means to on a machine of any s
 stops it wherever it happens to be by then).
 
 `RETINAUG_FAULT=ACTION@POINT:N` acts right after the Nth time this process passes POINT. ACTION is `kill`
-(SIGKILL: dies at once, as `kill -9` or the OOM killer) or `int` (SIGINT, as Ctrl-C sends). POINT is one of
+(SIGKILL: dies at once, as `kill -9` or the OOM killer) or `int` (SIGINT, as Ctrl-C sends; the CLI handles it,
+other code only where SIGINT is not ignored). POINT is one of
   fit     an experiment fit's metrics.json is written (either executor)
   epoch   a classifier epoch ends (labeler, experiments)
   step    a generator optimiser step ends, after its checkpoint when one is due (finetune)
