@@ -119,7 +119,7 @@ LAUGHS = b"a: &a [x, x, x]\nb: &b [*a, *a, *a]\nc: &c [*b, *b, *b]\nname: *c\n" 
         (b"data:\n  seed: 1\n  val: 0.2\n  seed: 2\n", "line 4: key 'seed' appears twice (first at line 2)"),
         (b"data: {seed: 1, seed: 2}\n", "line 1: key 'seed' appears twice (first at line 1)"),
         (LAUGHS, "line 2: YAML aliases are not accepted (*a); write the value out instead"),
-        (b"name: caf\xe9\n", "is not UTF-8 text: byte 9 (line 1) is 0xe9; save it as UTF-8"),
+        (b"name: caf\xe9\n", "line 1: byte 0xe9 is not UTF-8 text; re-save the file as UTF-8"),
     ],
     ids=["duplicate-section", "duplicate-nested-key", "duplicate-in-flow-mapping", "alias", "latin-1"],
 )
@@ -136,7 +136,7 @@ def test_cli_prints_a_config_that_is_not_utf8_as_one_error_line(tmp_path):
     result = CliRunner().invoke(app, ["run", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run"), "--dry-run"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # (was: a UnicodeDecodeError traceback)
     said = " ".join(result.output.replace("│", " ").split())  # rich's error box as one line
-    assert "is not UTF-8 text: byte 9 (line 1) is 0xe9; save it as UTF-8" in said and not (tmp_path / "run").exists()
+    assert "line 1: byte 0xe9 is not UTF-8 text; re-save the file as UTF-8" in said and not (tmp_path / "run").exists()
 
 
 def test_set_override_refuses_duplicate_keys_and_aliases():

@@ -157,6 +157,18 @@ def load_json(path: str | Path, what: str = "file", fix: str = "") -> Any:
         raise RetinaugError(f"{what} {path} is damaged: not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}){fix}") from None
 
 
+def utf8_text(data: bytes, where: str, encoding: str = "utf-8") -> str:
+    """`data` decoded, or a RetinaugError naming `where`, the line and the byte that is not UTF-8."""
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RetinaugError(
+            f"{where} line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; re-save the file as UTF-8 "
+            "(e.g. `iconv -f latin1 -t utf-8 IN > OUT`)"
+        ) from None
+
+
 def read_csv(path: str | Path, **kwargs):
     """`pandas.read_csv` (UTF-8, a BOM allowed) whose usual failures are RetinaugErrors naming the file and line:
     an empty file, bytes that are not UTF-8, a row with more fields than the header (which pandas would otherwise
@@ -170,14 +182,7 @@ def read_csv(path: str | Path, **kwargs):
         raise RetinaugError(f"CSV file {path} not found") from None
     if not data.strip():
         raise RetinaugError(f"CSV file {path} is empty ({len(data)} bytes, no header line)")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise RetinaugError(
-            f"{path} line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; re-save the file as UTF-8 "
-            "(e.g. `iconv -f latin1 -t utf-8 IN > OUT`)"
-        ) from None
+    text = utf8_text(data, str(path), "utf-8-sig")
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, [])
     for row in reader:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import yaml
 
 from .errors import RetinaugError
+from .io import utf8_text
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -60,13 +61,7 @@ def parse_yaml(data: bytes | str, where: str) -> object:
     """The YAML document in `data` (UTF-8 bytes or text), or a RetinaugError that starts with `where` (e.g.
     'config file run.yaml') and says the line and what to change."""
     if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
-            raise RetinaugError(
-                f"{where} is not UTF-8 text: byte {exc.start} (line {line}) is 0x{data[exc.start]:02x}; save it as UTF-8"
-            ) from None
+        data = utf8_text(data, where)
     try:
         return yaml.load(data, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
     except Refused as exc:
