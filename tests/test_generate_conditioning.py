@@ -4,6 +4,7 @@ txt2img or img2img from balanced real TRAIN parents with a fixed or per-image st
 from __future__ import annotations
 
 import json
+import subprocess
 from collections import Counter
 
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import make_dataset
+from pipeline_helpers import cli, cli_env
 from retinaug.cache import load_image
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
@@ -209,8 +211,15 @@ def test_corrupt_or_crafted_checkpoint_is_a_clear_error_and_runs_no_code(world, 
     torch.save({"key": "x"}, out / "train_state.pt")  # a readable file that is no retinaug checkpoint
     with pytest.raises(RetinaugError, match="is not a retinaug training checkpoint"):
         finetune(world / "data", "ddpm", TINY, out, checkpoint_every=2)
-    result = CliRunner().invoke(app, ["finetune", "--data", str(world / "data"), "--out", str(out), "--checkpoint-every", "2"]
-                                + [a for k, v in TINY.items() for a in ("--set", f"{k}={json.dumps(v)}")])
+    options = ["--data", str(world / "data"), "--checkpoint-every", "2"] + [a for k, v in TINY.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    result = CliRunner().invoke(app, ["finetune", "--out", str(out), *options])  # a folder retinaug did not write: refused unread
+    assert result.exit_code == 1 and "retinaug did not write (train_state.pt)" in _flat(result.output)
+    # a checkpoint of retinaug's own (finetune killed right after its first one) replaced by a file that is not one
+    mine = tmp_path / "mine"
+    killed = subprocess.run(cli("finetune", "--out", str(mine), *options), env={**cli_env(), "RETINAUG_FAULT": "kill@step:2"})
+    assert killed.returncode == -9 and (mine / "train_state.pt").is_file()
+    torch.save({"key": "x"}, mine / "train_state.pt")
+    result = CliRunner().invoke(app, ["finetune", "--out", str(mine), *options])
     assert result.exit_code == 1 and "Traceback" not in result.output and "not a retinaug training checkpoint" in _flat(result.output)
 
 
