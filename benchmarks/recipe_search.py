@@ -58,6 +58,10 @@ CANDIDATES: dict[str, dict] = {
     "lite0-224-e8-in-blr-tta": dict(size=224, epochs=8, backbone="tf_efficientnet_lite0", pretrained="imagenet", backbone_lr=0.1,
                                     tta=True),
     "lite1-224-e8-in-blr": dict(size=224, epochs=8, backbone="tf_efficientnet_lite1", pretrained="imagenet", backbone_lr=0.1),
+    # smaller inputs within the 10 CPU-minutes per fit, the same learning rate for backbone and head
+    "lite0-128-e10-in": dict(size=128, epochs=10, backbone="tf_efficientnet_lite0", pretrained="imagenet"),
+    "lite0-160-e10-in": dict(size=160, epochs=10, backbone="tf_efficientnet_lite0", pretrained="imagenet"),
+    "lite0-192-e10-in": dict(size=192, epochs=10, backbone="tf_efficientnet_lite0", pretrained="imagenet"),
 }
 SCORES = ("macro_f1", "macro_precision", "macro_recall", "accuracy")
 

@@ -27,9 +27,22 @@ BAD = [
     ("augment.enabled=false", "scenario trad needs traditional augmentation rows: switch the augment stage on"),
     ("labeler.enabled=false", "scenario syn needs labelled synthetic images: switch on labeler (labeler.enabled: true)"),
     ("selection.classes=[D]", "scenario sel replaces N by selected images, but selection.classes (D) does not select them"),
-    ("quality.extractor=/no/such/model", "quality.extractor '/no/such/model' is neither auto, labeler, pixels nor a model folder"),
+    ("quality.extractor=/no/such/model", "quality.extractor '/no/such/model' is neither auto, labeler, pixels, imagenet[:<timm backbone>] nor a model folder"),
     ("label.policy=agree", None),  # a labeler of 8 classes knows every synthetic class: fine
+    # ImageNet weights are read from local sources only: a missing one is said before the generator trains
+    ("labeler.train.recipe=imagenet", "labeler.train: pretrained: imagenet for backbone resnet10t: timm:resnet10t.c3_in1k is "
+                                      "not in the Hugging Face cache"),
+    ("experiments.train.recipe=auto", None),  # resnet10t has no local ImageNet weights: from scratch, with a warning
 ]
+
+
+@pytest.fixture(autouse=True)
+def empty_hub_cache(tmp_path, monkeypatch):
+    """A Hugging Face cache that holds nothing, whatever this machine's holds."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
 
 
 def _text(output: str) -> str:

@@ -21,12 +21,14 @@ from test_classify_recipe import _hub_cache  # a Hugging Face cache laid out as 
 from typer.testing import CliRunner
 
 from retinaug.classify import TrainConfig
+from retinaug.classify.config import auto_recipe, describe
 from retinaug.classify.imagenet import SOURCES, imagenet_weights
 from retinaug.classify.models import create_model
 from retinaug.classify.weights import resolve_pretrained
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
 from retinaug.io import sha256_file
+from retinaug.stages import config_hash
 
 LITE0 = "tf_efficientnet_lite0"
 SUPPORTED = "exist for tf_efficientnet_lite0, tf_efficientnet_lite1, tf_efficientnet_lite2"
@@ -162,3 +164,59 @@ def test_env_lists_the_imagenet_sources_it_sees(empty_hub_cache: Path):
     facts = json.loads(CliRunner().invoke(app, ["env", "--json"]).output)
     assert [s["backbone"] for s in facts["imagenet_weights"]] == list(SOURCES)
     assert facts["imagenet_weights"][2]["package_version"] == "0.1.0" and facts["imagenet_weights"][2]["hf_cache"] is None
+
+
+@pytest.fixture
+def fresh_auto():
+    """`recipe: auto` decides once per process; these tests change what is installed."""
+    auto_recipe.cache_clear()
+    yield
+    auto_recipe.cache_clear()
+
+
+def test_a_recipe_fills_only_the_fields_the_config_leaves_out():
+    strong = TrainConfig(recipe="imagenet", task="G,C,A")
+    assert (strong.backbone, strong.size, strong.epochs, strong.pretrained) == (LITE0, 128, 10, "imagenet")
+    assert TrainConfig(recipe="imagenet", task="G,C,A", size=224, epochs=3).model_dump() == {**strong.model_dump(), "size": 224, "epochs": 3}
+    scratch = TrainConfig(recipe="scratch")
+    assert (scratch.backbone, scratch.size, scratch.epochs, scratch.pretrained, scratch.recipe) == ("resnet10t", 64, 15, None, "scratch")
+    assert TrainConfig.model_validate(strong.model_dump()) == strong  # saved resolved: reading it back changes nothing
+    # the recipe only fills fields, which are hashed: the same fields are the same fit, and configs of earlier versions
+    # (no recipe key) keep their hashes
+    assert config_hash(scratch) == config_hash(TrainConfig()) == config_hash({k: v for k, v in TrainConfig().model_dump().items() if k != "recipe"})
+    assert config_hash(strong) != config_hash(TrainConfig(task="G,C,A"))
+    with pytest.raises(ValueError, match="recipe"):
+        TrainConfig(recipe="best")
+
+
+def test_recipe_auto_is_imagenet_where_its_weights_are_installed_else_scratch_said_once(monkeypatch, caplog, fresh_auto):
+    assert TrainConfig(recipe="auto").recipe == "imagenet"
+    assert TrainConfig(recipe="auto", backbone="tf_efficientnet_lite1").pretrained == "imagenet"  # its package is installed
+    with caplog.at_level("WARNING", logger="retinaug"):
+        other = TrainConfig(recipe="auto", backbone="resnet18")  # no local ImageNet weights of resnet18
+    assert (other.recipe, other.backbone, other.size, other.pretrained) == ("scratch", "resnet18", 64, None)
+    assert "the classifier trains from scratch (no ImageNet weights of resnet18 on this machine" in caplog.text
+    monkeypatch.setitem(SOURCES, LITE0, dataclasses.replace(SOURCES[LITE0], module="retinaug_no_such_weights_package"))
+    auto_recipe.cache_clear()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="retinaug"):
+        fallback = [TrainConfig(recipe="auto") for _ in range(3)]
+    assert {(c.recipe, c.backbone, c.size, c.epochs, c.pretrained) for c in fallback} == {("scratch", "resnet10t", 64, 15, None)}
+    assert caplog.text.count('pip install "retinaug[imagenet]" for the ImageNet-pretrained judge') == 1
+
+
+def test_cli_train_uses_the_imagenet_judge_by_default_where_installed(tmp_path: Path, fresh_auto):
+    make_dataset(tmp_path / "data")
+    short = ["--data", str(tmp_path / "data"), "--task", "G,C,A", "--size", "32", "--epochs", "1"]
+    for recipe, expected in ((None, (LITE0, "imagenet", "imagenet")), ("none", ("resnet10t", None, None)),
+                             ("scratch", ("resnet10t", None, "scratch"))):
+        out = tmp_path / f"out-{recipe}"
+        res = CliRunner().invoke(app, ["train", *short, "--out", str(out), *(["--recipe", recipe] if recipe else [])])
+        assert res.exit_code == 0, res.output
+        config = json.loads((out / "model.json").read_text())["config"]
+        assert (config["backbone"], config["pretrained"], config["recipe"]) == expected and config["size"] == 32
+    usage = " ".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert 'pip install "retinaug[imagenet]"' in usage and "[default: auto]" in usage and "[default: 5-class]" in usage  # not eaten as markup
+    assert describe(config) == "resnet10t trained from scratch (no pretrained weights), 32 px, 1 epochs (recipe scratch)"
+    assert describe(TrainConfig(recipe="imagenet").model_dump()) == (
+        "tf_efficientnet_lite0 fine-tuned from its ImageNet weights, 128 px, 10 epochs (recipe imagenet)")

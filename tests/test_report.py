@@ -34,6 +34,9 @@ def test_every_section_drawn_on_a_complete_run():
     assert "Class counts per split" in html and "Training set per scenario" in html
     assert re.search(r"<td>syn</td>", _section(html, "scenarios"))
     assert "policy all" in _section(html, "labeling") and "fid" in _section(html, "fid")
+    # which classifiers judged and labelled (issue 27): a table read without it says little
+    assert "Judge (every scenario&#39;s classifier): resnet10t trained from scratch (no pretrained weights), 16 px, 1 epochs." in html
+    assert "Labeler: resnet10t trained from scratch (no pretrained weights), 16 px, 1 epochs." in _section(html, "labeling")
     # policy all: every image trains as the class asked for, 4 per class
     crosstab = _section(html, "labeling").split("class they train as")[1]
     rows = re.findall(r"<tr>\s*<td>(\w)</td>((?:\s*<td>\d+</td>)+)", crosstab)

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from . import __version__
 from .classes import CLASSES, CODES
+from .classify.config import describe
 from .io import json_dict, write_text_atomic
 from .quality.plots import save_figure
 from .stages import SOURCE, read_record
@@ -132,7 +133,8 @@ def quality_section(audit: dict | None, note: str) -> list[str]:
         lines += ["", f"CAS (classification accuracy score): a classifier trained on synthetic images only reaches macro-F1 "
                       f"{_num(s.get('macro_f1'))} (accuracy {_num(s.get('accuracy'))}) on {_num(cas.get('n_test'))} real test "
                       f"images, against {_num(r.get('macro_f1'))} ({_num(r.get('accuracy'))}) for the same recipe trained on the "
-                      f"real training images (ratio {_num(cas.get('f1_ratio'))})."]
+                      f"real training images (ratio {_num(cas.get('f1_ratio'))}); recipe: "
+                      f"{describe(cas['recipe']) if isinstance(cas.get('recipe'), dict) else 'not recorded'}."]
     elif cas.get("reason"):
         lines += ["", f"CAS: not measured ({cas['reason']})."]
     img2img = mem.get("img2img") or {}

@@ -19,6 +19,7 @@ import pandas as pd
 from .classes import TASKS, resolve_task
 from .config import PipelineConfig
 from .errors import ManifestError, RetinaugError
+from .features import imagenet_backbone, imagenet_weights_file
 from .stages import config_hash, read_record
 
 EXTRACTORS = ("auto", "labeler", "pixels")
@@ -26,7 +27,7 @@ EXTRACTORS = ("auto", "labeler", "pixels")
 
 def check_pipeline(cfg: PipelineConfig, run: Path, on: dict[str, bool]) -> None:
     """Raise one RetinaugError listing every problem of the (resolved) config `cfg` for run folder `run`."""
-    problems = _generator(cfg, on) + _scenarios(cfg, on) + _extractors(cfg, on)
+    problems = _generator(cfg, on) + _scenarios(cfg, on) + _extractors(cfg, on) + _classifier_weights(cfg, on)
     try:
         data = planned_data(cfg, run)
     except RetinaugError as exc:
@@ -134,11 +135,31 @@ def _extractors(cfg: PipelineConfig, on: dict[str, bool]) -> list[str]:
         if not on[name]:
             continue
         if spec == "labeler" and not on["labeler"]:
-            problems.append(f"{name}.extractor labeler needs the labeler stage (labeler.enabled: true); or use pixels")
+            problems.append(f"{name}.extractor labeler needs the labeler stage (labeler.enabled: true); or use pixels or imagenet")
+        elif (backbone := imagenet_backbone(spec)) is not None:
+            try:
+                imagenet_weights_file(backbone)
+            except RetinaugError as exc:
+                problems.append(f"{name}: {exc}")
         elif spec not in EXTRACTORS and not Path(spec).is_dir():
-            problems.append(f"{name}.extractor {spec!r} is neither auto, labeler, pixels nor a model folder")
+            problems.append(f"{name}.extractor {spec!r} is neither auto, labeler, pixels, imagenet[:<timm backbone>] nor a model folder")
     if on["quality"] and cfg.quality.accepted_only and not on["label"]:
         problems.append("quality.accepted_only needs the label stage's verdicts: switch the labeler on, or audit every image")
+    return problems
+
+
+def _classifier_weights(cfg: PipelineConfig, on: dict[str, bool]) -> list[str]:
+    """`pretrained: imagenet` reads local sources only: a missing one is said now, not after the generator trained."""
+    from .classify.weights import IMAGENET, imagenet_file
+
+    problems = []
+    for stage in ("labeler", "experiments"):
+        train = getattr(cfg, stage).train
+        if on[stage] and str(train.pretrained) == IMAGENET:
+            try:
+                imagenet_file(train.backbone)
+            except RetinaugError as exc:
+                problems.append(f"{stage}.train: {exc}")
     return problems
 
 

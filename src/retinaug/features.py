@@ -5,6 +5,8 @@ They share one interface so the user can choose what "alike" means:
 
 - ``pixels``: downscaled raw pixels in [0, 1] (no model; catches exact and near-exact copies);
 - ``labeler`` (or a labeler folder): the trained classifier's penultimate layer (disease-aware);
+- ``imagenet`` / ``imagenet:<timm backbone>``: an ImageNet-trained backbone's pooled features (the usual space of
+  FID-like figures, and independent of the images being audited, on which the labeler was trained);
 - a local CLIP folder in Hugging Face layout (``CLIPModel`` image features, like the seed's matcher).
 
 Nothing is downloaded: model folders are read with ``local_files_only=True``.
@@ -23,6 +25,8 @@ from .io import load_json
 from .progress import progress_bar
 
 PIXEL_SIZE = 16  # 768 features: enough to catch copies, small enough for FID covariances
+IMAGENET = "imagenet"
+IMAGENET_BACKBONE = "tf_efficientnet_lite0"  # `imagenet` alone: its weights install with retinaug[imagenet]
 
 
 class FeatureExtractor:
@@ -100,6 +104,68 @@ class CLIPExtractor(ImageExtractor):
         return feats.float().numpy()
 
 
+class ImageNetExtractor(ImageExtractor):
+    """Global-pooled penultimate features of a timm backbone with its ImageNet weights (local sources only), at the
+    backbone's own input size and normalisation, so the features are the ones its ImageNet training gives."""
+
+    def __init__(self, backbone: str = IMAGENET_BACKBONE, batch_size: int = 64):
+        import timm
+        import torch
+
+        from .classify.models import read_safetensors
+        from .classify.train import input_stats
+
+        weights = imagenet_weights_file(backbone)
+        model = timm.create_model(backbone, pretrained=False)
+        try:
+            model.load_state_dict(read_safetensors(weights), strict=True)  # the whole network, classifier included
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise RetinaugError(f"extractor imagenet:{backbone}: {weights} does not fit timm's {backbone} ({first})") from None
+        model.reset_classifier(0)  # then drop the classifier: the output is the pooled penultimate layer
+        self.model = model.to(memory_format=torch.channels_last).eval()
+        mean, std = input_stats(model)
+        self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        super().__init__(int(model.pretrained_cfg["input_size"][-1]), batch_size)
+        self.name = f"{IMAGENET}:{backbone}"
+
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
+        from .classify.data import normalise
+
+        x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)  # a copy: the cache's rows may be read-only
+        with torch.inference_mode():
+            return self.model(normalise(x, self.mean, self.std)).float().numpy()
+
+
+def imagenet_backbone(spec: str) -> str | None:
+    """The timm backbone an `imagenet` or `imagenet:<backbone>` spec names; None for any other spec."""
+    name, colon, backbone = spec.partition(":")
+    if name != IMAGENET:
+        return None
+    return backbone if colon else IMAGENET_BACKBONE
+
+
+def imagenet_weights_file(backbone: str) -> Path:
+    """The local file of BACKBONE's ImageNet weights (the resolver of `pretrained: imagenet`: Hugging Face cache, then
+    an installed weights package), so the up-front checks and the extractor fail alike and before any work."""
+    import timm
+
+    from .classify.imagenet import supported_backbones
+    from .classify.weights import imagenet_file
+
+    if not timm.is_model(backbone):
+        raise RetinaugError(
+            f"extractor imagenet:{backbone}: {backbone!r} is not a timm model name; use imagenet "
+            f"(= imagenet:{IMAGENET_BACKBONE}) or imagenet:<timm name>; {supported_backbones()}"
+        )
+    try:
+        return imagenet_file(backbone)
+    except RetinaugError as exc:
+        raise RetinaugError(f"extractor imagenet:{backbone} has no ImageNet weights on this machine ({exc})") from None
+
+
 class LabelerExtractor(FeatureExtractor):
     """Penultimate-layer features of the trained labeler (`retinaug.classify.embed`)."""
 
@@ -124,8 +190,8 @@ def _is_labeler_dir(path: Path) -> bool:
 def get_extractor(
     spec: str | Path | FeatureExtractor = "auto", labeler: str | Path | None = None, size: int | None = None
 ) -> FeatureExtractor:
-    """Resolve an extractor spec ('auto', 'labeler', 'pixels', a folder, or an instance) once, so a
-    model is loaded a single time even when several manifests are embedded."""
+    """Resolve an extractor spec ('auto', 'labeler', 'pixels', 'imagenet[:<backbone>]', a folder, or an instance)
+    once, so a model is loaded a single time even when several manifests are embedded."""
     if isinstance(spec, FeatureExtractor):
         return spec
     spec = str(spec)
@@ -133,6 +199,8 @@ def get_extractor(
         spec = "labeler" if labeler else "pixels"
     if spec == "pixels":
         return PixelExtractor(size or PIXEL_SIZE)
+    if (backbone := imagenet_backbone(spec)) is not None:
+        return ImageNetExtractor(backbone)
     if spec == "labeler":
         if not labeler:
             raise RetinaugError("extractor 'labeler' needs the trained labeler: pass --labeler RUN/labeler (or use --extractor pixels)")
@@ -141,7 +209,7 @@ def get_extractor(
         return LabelerExtractor(labeler)
     folder = Path(spec)
     if not folder.is_dir():
-        raise RetinaugError(f"unknown feature extractor {spec!r}: use auto, labeler, pixels, or an existing model folder")
+        raise RetinaugError(f"unknown feature extractor {spec!r}: use auto, labeler, pixels, imagenet[:<timm backbone>], or an existing model folder")
     if _is_labeler_dir(folder):
         return LabelerExtractor(folder)
     config = folder / "config.json"

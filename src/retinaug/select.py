@@ -42,7 +42,7 @@ class SelectConfig(BaseModel):
         description="coverage: k-means on the t-SNE map, keep the image nearest each centroid; core: drop images whose "
         "map neighbours are mostly other classes; random: uniform sample (the control)",
     )
-    extractor: str = Field("auto", description="feature space: auto (labeler if given, else pixels), labeler, pixels, or a model folder")
+    extractor: str = Field("auto", description="feature space: auto (labeler if given, else pixels), labeler, pixels, imagenet (an ImageNet-trained tf_efficientnet_lite0; imagenet:<timm backbone> for another), or a model folder")
     pixel_size: int = Field(PIXEL_SIZE, ge=4, le=1024, description="image side (px) of the pixels extractor")
     context_classes: ClassCodes | None = Field(
         None, description="classes whose train images join the map and are the neighbours for `core` (default: every class in the train split)"

@@ -48,6 +48,8 @@ OPERATIONAL = {"tracker": "none", "workers": None, "executor": "local", "ray": N
 # Settings added after run folders existed, with the default that behaves as before: hashed only when set to
 # something else, so a finished stage or fit of an earlier retinaug is not redone for a setting it did not have.
 ADDED = {"backbone_lr": 1.0, "freeze_epochs": 0}
+# Settings that only fill in others (a classifier's `recipe` sets its backbone, size, epochs...), which are hashed.
+FILLS = {"recipe"}
 
 
 def result_settings(obj: Any) -> Any:
@@ -56,7 +58,7 @@ def result_settings(obj: Any) -> Any:
         obj = obj.model_dump(mode="json")
     if isinstance(obj, dict):
         return {k: OPERATIONAL[k] if k in OPERATIONAL else result_settings(v) for k, v in obj.items()
-                if not (k in ADDED and v == ADDED[k])}
+                if k not in FILLS and not (k in ADDED and v == ADDED[k])}
     if isinstance(obj, list):
         return [result_settings(v) for v in obj]
     return obj

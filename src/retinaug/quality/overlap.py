@@ -111,9 +111,9 @@ def check_overlap(
 ) -> tuple[pd.DataFrame, dict]:
     """`find_overlap`, written to `out`: overlap.csv (every image of A with its closest image of B), overlap.png
     (the closest pairs) and overlap.json (counts). Returns the table and the counts."""
-    table = find_overlap(a, b, threshold, top_k, extractor, labeler, ssim_size)
-    summary = {**overlap_summary(table, len(b), threshold), "top_k": top_k, "ssim_size": ssim_size,
-               "extractor": str(extractor if not isinstance(extractor, FeatureExtractor) else extractor.name)}
+    ext = get_extractor(extractor, labeler)
+    table = find_overlap(a, b, threshold, top_k, ext, labeler, ssim_size)
+    summary = {**overlap_summary(table, len(b), threshold), "top_k": top_k, "ssim_size": ssim_size, "extractor": ext.name}
     out = make_dirs(out)
     with atomic_path(out / "overlap.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")

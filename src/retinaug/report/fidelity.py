@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from markupsafe import Markup
 
+from ..classify.config import describe
 from ..io import read_json
 from . import figures
 from .html import h3, img, join, p, table
@@ -87,8 +88,8 @@ def section_fidelity(run: Path) -> Markup | None:
         ratio = cas.get("f1_ratio")
         lines.append(f"CAS macro-F1 {_fmt_ci(cas['synthetic'], 'macro_f1')} vs real-trained {_fmt_ci(cas['real'], 'macro_f1')} "
                      f"(ratio {'–' if ratio is None else f'{ratio:.3f}'}), task {','.join(cas['classes'])}, "
-                     f"{cas['n_test']} real test images of {cas['n_test_patients']} patients; recipe {cas['recipe']['backbone']} "
-                     f"at {cas['recipe']['size']} px, seed {cas['recipe']['seed']}.")
+                     f"{cas['n_test']} real test images of {cas['n_test_patients']} patients; recipe: {describe(cas['recipe'])}, "
+                     f"seed {cas['recipe']['seed']}.")
         short = {c: r["shortfall"] for c, r in cas["per_class"].items() if r.get("shortfall")}
         if short:
             lines.append("CAS had fewer synthetic images than real train images for: "

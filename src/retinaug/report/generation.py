@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from ..classify.config import describe
 from ..experiments.results import valid_metrics
 from ..io import read_json
 from ..manifest import load_manifest, manifest_file
@@ -52,6 +53,9 @@ def section_labeling(run: Path) -> Markup | None:
             parts += [p("Accepted images by the class asked of the generator (rows) and the class they train as (columns):"),
                       table(asked_vs_labelled(accepted).rename_axis(columns=None).reset_index()
                             .rename(columns={"asked": "asked ↓ / labelled →"}))]
+    labeler = read_json(run / "labeler" / "model.json")
+    if isinstance(labeler, dict) and isinstance(labeler.get("config"), dict):
+        parts.append(p(f"Labeler: {describe(labeler['config'])}."))
     path = run / "labeler" / "eval" / "metrics.json"
     metrics = read_json(path)
     if path.is_file() and not valid_metrics(metrics):

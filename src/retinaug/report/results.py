@@ -10,6 +10,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from ..classes import CLASSES
+from ..classify.config import describe
 from ..folds import POOLED, fold_count, fold_name, is_pooled, results_dir
 from ..io import read_json
 from . import figures
@@ -34,12 +35,19 @@ def section_scenarios(run: Path) -> Markup | None:
                  "to the named baseline (the task's real-only scenario unless the scenario names another; paired t-test over "
                  "seeds; q: Benjamini-Hochberg over the table's comparisons).")
         unit = "seeds"
-    parts = [p(about), table(pd.read_csv(headline, keep_default_na=False))]
+    parts = [p(about), *judge(run), table(pd.read_csv(headline, keep_default_na=False))]
     per_class = summary[(summary["cls"] != "macro") & (summary["metric"] == "f1")]
     if len(per_class):
         wide = per_class.pivot_table(index="scenario", columns="cls", values="mean", sort=False)
         parts += [h3(f"Per-class F1 (mean over {unit})"), table(wide.reset_index())]
     return join(parts)
+
+
+def judge(run: Path) -> list[Markup]:
+    """Which classifier the scenarios were scored with (from a fit's recipe.json): a table read without it says little."""
+    found = next(iter(sorted(Path(run).glob("experiments/*/seed*/recipe.json")) or sorted(Path(run).glob(f"{fold_name(0)}/experiments/*/seed*/recipe.json"))), None)
+    train = (read_json(found) or {}).get("train") if found else None
+    return [p(f"Judge (every scenario's classifier): {describe(train)}.")] if isinstance(train, dict) else []
 
 
 def section_folds(run: Path) -> Markup | None:
