@@ -44,7 +44,8 @@ def test_fit_saves_weights_and_meta(model_dir: Path):
     assert meta["classes"] == ["G", "C", "A"] and meta["size"] == 32 and meta["backbone"] == "resnet10t"
     assert meta["mean"] == pytest.approx([0.485, 0.456, 0.406]) and meta["std"] == pytest.approx([0.229, 0.224, 0.225])
     assert [h["epoch"] for h in meta["history"]] == [1, 2]
-    assert set(meta["history"][0]) == {"epoch", "train_loss", "val_loss", "val_macro_f1", "val_accuracy", "seconds"}
+    assert set(meta["history"][0]) == {"epoch", "train_loss", "val_loss", "val_macro_f1", "val_accuracy", "seconds",
+                                       "val_recall_G", "val_recall_C", "val_recall_A"}
     assert meta["n_train"] == 24 and meta["n_val"] == 12 and meta["train_counts"] == {"G": 8, "C": 8, "A": 8}
     assert meta["config"]["backbone"] == "resnet10t" and meta["best_epoch"] in (1, 2)
     assert {"load_images_s", "train_s", "total_s"} <= set(meta["timings"])

@@ -37,6 +37,13 @@ REQUIRED = ("path", "label", "patient_id", "eye", "split", "origin", "source")
 SPLITS = ("train", "val", "test")
 ORIGINS = ("real", "synthetic", "traditional")
 EYES = ("left", "right", "unknown")
+
+
+def prob_column(code: str) -> str:
+    """The column holding the labeler's probability of class `code` (written by the label stage)."""
+    return f"prob_{code}"
+
+
 # Optional columns and their pandas dtypes; any other extra column is kept as-is.
 OPTIONAL: dict[str, str] = {
     "parent": "string",
@@ -52,6 +59,8 @@ OPTIONAL: dict[str, str] = {
     "pred_conf": "Float64",
     "accepted": "boolean",
     "sha256": "string",
+    # the labeler's probability of each of its classes (label stage): soft targets of `soft_labels` scenarios
+    **{prob_column(code): "Float64" for code in CLASSES},
 }
 _META_KEY = b"retinaug"
 ROOTS_ENV = "RETINAUG_IMAGE_ROOTS"
@@ -183,6 +192,10 @@ def validate_manifest(df: pd.DataFrame, check_files: bool = False) -> pd.DataFra
             bad = sorted(set(df[col].dropna()) - set(CLASSES))
             if bad:
                 problems.append(f"unknown class code(s) in {col}: {_examples(bad)}")
+    for col in [c for c in map(prob_column, CLASSES) if c in df.columns]:
+        bad = df.index[(~df[col].between(0, 1)).fillna(False)]
+        if len(bad):
+            problems.append(f"{col} must be a probability (0 to 1); not in row(s) {_examples(bad.tolist())}")
     key = df["path"].astype(str) + "|" + (df["transform"].fillna("") if "transform" in df else "")
     dup = df.loc[key.duplicated(keep=False), "path"]
     if len(dup):

@@ -74,7 +74,7 @@ def assign_splits(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed:
             f"cannot make {needed} splits from {n_groups} patient(s); add patients or set --val 0 / --test 0"
         )
     parts: dict[str, dict[str, list]] = {}
-    for code, members in _strata(out, groups, seed).items():
+    for code, members in strata(out, groups, seed).items():
         _, n_val, n_test = split_counts(len(members), val, test)
         parts[code] = {"test": members[:n_test], "val": members[n_test : n_test + n_val], "train": members[n_test + n_val :]}
     for name, fraction in (("test", test), ("val", val)):
@@ -98,7 +98,7 @@ def assign_splits(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed:
     return out
 
 
-def _strata(df: pd.DataFrame, groups: np.ndarray, seed: int) -> dict[str, list]:
+def strata(df: pd.DataFrame, groups: np.ndarray, seed: int) -> dict[str, list]:
     """Class code -> its patient groups in a seeded order. A group's class is its rarest one (rarity by image count
     in the whole table), so rare classes are spread over the splits; the order is free of the input's row order,
     and each class has its own random stream, so adding a class moves no other."""
@@ -126,7 +126,7 @@ def assign_folds(df: pd.DataFrame, k: int, seed: int = 0) -> np.ndarray:
         raise RetinaugError(f"cannot make {k} folds from {n_groups} patient(s); lower data.folds or add patients")
     fold_of: dict = {}
     dealt = 0  # continues across classes, so the first folds do not collect every class's remainder
-    for members in _strata(df, groups, seed).values():
+    for members in strata(df, groups, seed).values():
         for g in members:
             fold_of[g] = dealt % k
             dealt += 1

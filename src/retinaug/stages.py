@@ -47,7 +47,12 @@ NOT_OUTPUTS = {"tracking", "logs", "cache", RECORD, "train_state.pt", "README.md
 OPERATIONAL = {"tracker": "none", "workers": None, "executor": "local", "ray": None}
 # Settings added after run folders existed, with the default that behaves as before: hashed only when set to
 # something else, so a finished stage or fit of an earlier retinaug is not redone for a setting it did not have.
-ADDED = {"backbone_lr": 1.0, "freeze_epochs": 0}
+ADDED = {"backbone_lr": 1.0, "freeze_epochs": 0,
+         # a scenario's use of its synthetic rows (issue 28); its defaults are the plain concatenation of before
+         "synthetic_use": "mix", "pretrain_with_real": False, "finetune_epochs": None, "finetune_lr": None,
+         "replace_probability": 0.5, "synthetic_weight": 1.0, "traditional_weight": 1.0, "soft_labels": False,
+         # how a scenario spreads its synthetic rows over the classes, and the share of the real train patients it keeps
+         "allocation": "proportional", "real_fraction": 1.0}
 # Settings that only fill in others (a classifier's `recipe` sets its backbone, size, epochs...), which are hashed.
 FILLS = {"recipe"}
 

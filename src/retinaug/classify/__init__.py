@@ -1,6 +1,6 @@
 """Classifier stage: train (fit), evaluate with patient-bootstrap CIs, label synthetic images."""
 
-from .config import TrainConfig
+from .config import RowUse, TrainConfig
 from .evaluate import evaluate
 from .label import label
 from .metrics import compute_metrics
@@ -9,6 +9,7 @@ from .train import fit, train, warm_start
 
 __all__ = [
     "Classifier",
+    "RowUse",
     "TrainConfig",
     "compute_metrics",
     "embed",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..classes import Task
 from ..fields import MAX_BATCH, STRICT, Seed
@@ -15,6 +15,10 @@ from ..tracking import TRACKER_HELP, Tracker
 from .imagenet import supported_backbones
 
 log = logging.getLogger("retinaug.classify")
+
+# Loss weight of a row (0: it moves no weight through the loss) and a probability; the scenario fields share them.
+RowWeight = Annotated[float, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
 
 
 # Named starting points for a classifier's settings (`recipe:`); the fields a config sets itself win.
@@ -164,3 +168,28 @@ def describe(train: dict) -> str:
         start += ", warm-started on every class of the train split"
     recipe = f" (recipe {train['recipe']})" if train.get("recipe") else ""
     return f"{backbone} {start}, {train.get('size', '?')} px, {train.get('epochs', '?')} epochs{recipe}"
+
+
+class RowUse(BaseModel):
+    """How a fit uses the synthetic and traditional rows of its training set (a scenario's `synthetic_use`,
+    `synthetic_weight`, ...). The defaults are the plain concatenation: every row once per epoch, one-hot target,
+    the same loss weight as a real row."""
+
+    model_config = ConfigDict(**STRICT, frozen=True)
+
+    synthetic_weight: RowWeight = 1.0
+    traditional_weight: RowWeight = 1.0
+    soft_labels: bool = False  # synthetic rows train on the labeler's class probabilities (prob_<code> columns)
+    replace_probability: Probability | None = None  # None: synthetic rows are extra rows; else they replace real ones
+
+    @property
+    def weighted(self) -> bool:
+        return self.synthetic_weight != 1 or self.traditional_weight != 1
+
+    def problem(self, config: TrainConfig) -> str | None:
+        """Why this use cannot train under `config`, if it cannot: timm's mixup/cutmix blends pairs of images, so a
+        blended image has neither one row weight nor one soft target."""
+        if (config.mixup or config.cutmix) and (self.weighted or self.soft_labels):
+            return ("synthetic_weight, traditional_weight and soft_labels need mixup and cutmix off (a mixed image has "
+                    "no single row weight or soft target): set train.mixup and train.cutmix to 0, or drop them")
+        return None

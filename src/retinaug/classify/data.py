@@ -1,7 +1,10 @@
 """Pixels for the classifier: images from the shared cache (row transforms applied), on-the-fly augmentation,
-and the imbalance-aware DataLoader."""
+the imbalance-aware DataLoader, and the epoch's replacement of real rows by synthetic ones."""
 
 from __future__ import annotations
+
+import logging
+import os
 
 import numpy as np
 import pandas as pd
@@ -10,7 +13,10 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision.transforms import v2
 
 from ..cache import image_cache
+from ..errors import RetinaugError
 from .config import TrainConfig
+
+log = logging.getLogger("retinaug.classify")
 
 
 def load_images(df: pd.DataFrame, size: int) -> np.ndarray:
@@ -48,6 +54,68 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.images[i]
         return (self.transform(x) if self.transform else x), self.labels[i]
+
+
+class TrainingRows(ImageDataset):
+    """A fit's training set. Position i shows row `shown[i]` (row `positions[i]`, unless the epoch's replacement drew
+    a synthetic row for it), and items are (image, row): the loop looks up the row's label, target and loss weight.
+    `labels` are the positions' own labels, which the oversampler and the class weights count."""
+
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray, positions: np.ndarray, transform: v2.Transform | None = None):
+        super().__init__(pixels, np.asarray(labels)[positions], transform)
+        self.shown = np.asarray(positions)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        row = int(self.shown[i])
+        x = self.images[row]
+        return (self.transform(x) if self.transform else x), row
+
+
+class Replacement:
+    """DA-Fusion's use of synthetic images (Trabucco et al., ICLR 2024): each epoch, each real row with synthetic
+    stand-ins is shown as one of them instead, with probability `alpha`, the stand-in drawn uniformly, so the epoch
+    keeps its length and the real rows' share. A real row's stand-ins are its synthetic children (rows whose `parent`
+    is its path: img2img); a real row without children takes the parentless synthetic rows of its class (txt2img).
+    Positions are the non-synthetic rows (real and traditional; traditional rows are never replaced). The draw
+    depends on the seed and the epoch only."""
+
+    SALT = 28  # keeps this draw apart from the other draws of the seed (weights, shuffling)
+
+    def __init__(self, df: pd.DataFrame, alpha: float, seed: int):
+        df = df.reset_index(drop=True)
+        self.alpha, self.seed = alpha, seed
+        synthetic = (df["origin"] == "synthetic").to_numpy()
+        self.positions = np.flatnonzero(~synthetic)
+        parent = df["parent"].astype("string") if "parent" in df.columns else pd.Series(pd.NA, index=df.index, dtype="string")
+        groups: dict[tuple[str, str], list[int]] = {}  # who a synthetic row stands in for -> those rows
+        for row in np.flatnonzero(synthetic):
+            key = ("class", df.at[row, "label"]) if pd.isna(parent[row]) else ("parent", os.path.normpath(parent[row]))
+            groups.setdefault(key, []).append(int(row))
+        number = {key: i for i, key in enumerate(groups)}
+        own = df.loc[self.positions, ["path", "label", "origin"]].itertuples(index=False)
+        group = np.array([number.get(("parent", os.path.normpath(path)), number.get(("class", label), -1)) if kind == "real" else -1
+                          for path, label, kind in own], dtype=np.int64)
+        sizes = np.array([len(rows) for rows in groups.values()] + [0], dtype=np.int64)  # the last: group -1, no stand-in
+        self.count, self.start = sizes[group], (np.cumsum(sizes) - sizes)[group]
+        self.pool = np.array([row for rows in groups.values() for row in rows], dtype=np.int64)
+        shown = int(sizes[np.unique(group[group >= 0])].sum())
+        if synthetic.any() and not shown:
+            raise RetinaugError(
+                f"synthetic_use replace: none of the {int(synthetic.sum())} synthetic rows can stand in for a real train row "
+                "(none is an img2img child of one, none is a parentless row of their classes); were the real images moved "
+                "since the synthetic ones were generated from them? Regenerate them, or use synthetic_use mix")
+        if synthetic.sum() > shown:
+            log.warning("synthetic_use replace: %d of %d synthetic row(s) are never shown (their img2img parent is not a "
+                        "real train row of this fit)", int(synthetic.sum()) - shown, int(synthetic.sum()))
+
+    def draw(self, epoch: int) -> np.ndarray:
+        """The row each position shows in `epoch`: its own, or with probability alpha one of its stand-ins."""
+        rng = np.random.default_rng([self.seed, epoch, self.SALT])
+        swap = (rng.random(len(self.positions)) < self.alpha) & (self.count > 0)
+        pick = rng.integers(np.maximum(self.count, 1))  # uniform over each position's stand-ins
+        shown = self.positions.copy()
+        shown[swap] = self.pool[self.start[swap] + pick[swap]]
+        return shown
 
 
 def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, recall_score
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup
 from timm.data.mixup import mixup_target
 from timm.utils import ModelEmaV3
@@ -28,12 +28,14 @@ from ..io import sha256_file, sha256_text
 from ..manifest import load_manifest
 from ..progress import progress_bar
 from ..tracking import start_tracking, tracker_args
-from .config import TrainConfig
-from .data import ImageDataset, augmentation, class_weights, load_images, normalise, train_loader
-from .models import WEIGHTS, class_probs, create_model, save_classifier
+from .config import RowUse, TrainConfig
+from .data import Replacement, TrainingRows, augmentation, class_weights, load_images, normalise, train_loader
+from .label import soft_targets
+from .models import WEIGHTS, class_probs, create_model, read_safetensors, save_classifier
 from .weights import init_file, recorded_sha256
 
 log = logging.getLogger("retinaug.classify")
+VAL_RECALL = "val_recall_"  # a history row's recall of one class on the validation rows: VAL_RECALL + class code
 
 
 def make_accelerator(config: TrainConfig, out: Path | None = None) -> Accelerator:
@@ -56,7 +58,10 @@ def _labels(df: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
 
 
 @torch.inference_mode()
-def _validate(model, pixels: torch.Tensor, y: np.ndarray, mean, std, accelerator, batch_size: int, tta: bool = False) -> dict:
+def _validate(model, pixels: torch.Tensor, y: np.ndarray, classes: tuple[str, ...], mean, std, accelerator, batch_size: int,
+              tta: bool = False) -> dict:
+    """Validation loss, macro-F1, accuracy and each present class's recall (VAL_RECALL + code: what a scenario's
+    `allocation: need` shares its synthetic rows by)."""
     model.eval()
     logits = []
     for start in range(0, len(pixels), batch_size):
@@ -67,10 +72,12 @@ def _validate(model, pixels: torch.Tensor, y: np.ndarray, mean, std, accelerator
             logits.append(out.float().cpu())
     logits_t = torch.cat(logits)
     pred = logits_t.argmax(1).numpy()
+    present = np.unique(y)
     return {
         "val_loss": float(torch.nn.functional.cross_entropy(logits_t, torch.tensor(y)).item()),
-        "val_macro_f1": float(f1_score(y, pred, average="macro", labels=np.unique(y), zero_division=0)),
+        "val_macro_f1": float(f1_score(y, pred, average="macro", labels=present, zero_division=0)),
         "val_accuracy": float((pred == y).mean()),
+        **{VAL_RECALL + classes[i]: float(r) for i, r in zip(present, recall_score(y, pred, labels=present, average=None))},
     }
 
 
@@ -119,10 +126,46 @@ def _mixer(config: TrainConfig, n_classes: int) -> Mixup | None:
     return Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, label_smoothing=config.label_smoothing, num_classes=n_classes)
 
 
-def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: Path) -> dict:
+def row_targets(train_df: pd.DataFrame, labels: np.ndarray, classes: tuple[str, ...], smoothing: float) -> torch.Tensor:
+    """(N, classes) soft targets for `soft_labels`: the labeler's probabilities of each synthetic row over the task's
+    classes (renormalised), the other rows' labels one-hot with the label smoothing (timm's, as for mixup)."""
+    targets = mixup_target(torch.tensor(labels), len(classes), 1.0, smoothing)
+    synthetic = (train_df["origin"] == "synthetic").to_numpy()
+    targets[torch.tensor(synthetic)] = torch.from_numpy(soft_targets(train_df[synthetic], classes))
+    return targets
+
+
+def row_weights(train_df: pd.DataFrame, use: RowUse, device: torch.device) -> torch.Tensor | None:
+    """Each row's loss weight (synthetic_weight, traditional_weight, real rows 1); None when every row weighs 1."""
+    by_origin = {"synthetic": use.synthetic_weight, "traditional": use.traditional_weight}
+    weights = train_df["origin"].map(lambda o: by_origin.get(o, 1.0)).to_numpy(dtype=np.float32)
+    return None if (weights == 1).all() else torch.tensor(weights, device=device)
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor, row_weight: torch.Tensor | None, class_weight: torch.Tensor | None,
+          smoothing: float) -> torch.Tensor:
+    """Cross-entropy (torch's, with its class weights and label smoothing). Row weights make it the weighted mean of
+    the per-row losses, normalised as torch normalises its own mean (by the rows' class weights for class-index
+    targets, by the row count for probability targets), each row counted `row_weight` times: a row of weight 0 moves
+    nothing, and a batch of only such rows has a zero loss. Without row weights it is torch's own mean, so a fit
+    whose rows all weigh 1 computes exactly the loss of earlier versions."""
+    if row_weight is None:
+        return torch.nn.functional.cross_entropy(logits, target, weight=class_weight, label_smoothing=smoothing)
+    per_row = torch.nn.functional.cross_entropy(logits, target, weight=class_weight, label_smoothing=smoothing, reduction="none")
+    norm = row_weight * class_weight[target] if class_weight is not None and target.ndim == 1 else row_weight
+    return (per_row * row_weight).sum() / norm.sum().clamp_min(torch.finfo(norm.dtype).tiny)
+
+
+def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: Path, use: RowUse = RowUse(),
+        start: Path | None = None) -> dict:
     """Train on `train_df`, early-stop on `val_df` macro-F1, save out/model.safetensors + out/model.json.
 
-    Rows outside the task's classes are dropped with a logged count. Returns the model.json dict."""
+    `use`: how the synthetic and traditional rows train (loss weights, soft labels, replacing real rows; default:
+    as real rows). `start`: a classifier's weights of the same task to continue from, head included (the fine-tune
+    phase of a scenario's `synthetic_use: pretrain`). Rows outside the task's classes are dropped with a logged
+    count. Returns the model.json dict."""
+    if problem := use.problem(config):
+        raise RetinaugError(problem)
     t0, cpu0 = time.perf_counter(), time.process_time()
     out = Path(out)
     classes = resolve_task(config.task)
@@ -135,6 +178,7 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         raise RetinaugError(f"class(es) {', '.join(absent)} have no training image; choose a task without them")
     if config.init == "all-classes":
         raise RetinaugError("init: all-classes needs the whole train split: call train(), or warm_start() and pass its path as init")
+    train_df = train_df.reset_index(drop=True)
     set_seed(config.seed)
     accelerator = make_accelerator(config, out)
     start_tracking(accelerator, config.tracker, "classifier", config, out)
@@ -142,9 +186,16 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
     train_pixels, val_pixels = load_images(train_df, config.size), load_images(val_df, config.size)
     t_data = time.perf_counter() - t0
 
-    dataset = ImageDataset(train_pixels, y_train, augmentation(config) if config.augment else None)
+    # replace: the epoch's positions are the non-synthetic rows, each drawn anew as itself or a synthetic stand-in
+    replacement = Replacement(train_df, use.replace_probability, config.seed) if use.replace_probability is not None else None
+    positions = replacement.positions if replacement else np.arange(len(train_df))
+    dataset = TrainingRows(train_pixels, y_train, positions, augmentation(config) if config.augment else None)
     loader = train_loader(dataset, config.batch_size, config.imbalance, len(classes), config.seed, config.num_workers)
-    model = create_model(config, len(classes)).to(memory_format=torch.channels_last)
+    model = create_model(config, len(classes))
+    if start is not None:
+        model.load_state_dict(read_safetensors(Path(start)))
+        log.info("continuing from %s (head included)", start)
+    model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config, config.epochs * len(loader))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
@@ -152,11 +203,16 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
     # average in their random initialisation
     ema = ModelEmaV3(accelerator.unwrap_model(model), decay=config.ema_decay, use_warmup=True) if config.ema_decay else None
     mixer = _mixer(config, len(classes))
-    weight = None
+    device = accelerator.device
+    class_weight = None
     if config.imbalance == "class-weights":
-        weight = torch.tensor(class_weights(y_train, len(classes)), dtype=torch.float32, device=accelerator.device)
-    # mixed soft targets already carry the label smoothing; cross-entropy takes them as class probabilities
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=0.0 if mixer else config.label_smoothing)
+        class_weight = torch.tensor(class_weights(dataset.labels.numpy(), len(classes)), dtype=torch.float32, device=device)
+    # each row's label, soft target (soft_labels) and loss weight, looked up by the row a batch shows
+    labels = torch.tensor(y_train, device=device)
+    targets = row_targets(train_df, y_train, classes, config.label_smoothing).to(device) if use.soft_labels else None
+    weights = row_weights(train_df, use, device)
+    # mixed and soft targets already carry the label smoothing; cross-entropy takes them as class probabilities
+    smoothing = 0.0 if mixer or use.soft_labels else config.label_smoothing
     stats = input_stats(accelerator.unwrap_model(model))
     mean, std = (torch.tensor(v, device=accelerator.device).view(1, 3, 1, 1) for v in stats)
     val_images = torch.from_numpy(val_pixels).permute(0, 3, 1, 2)
@@ -173,14 +229,17 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         model.train()
         if config.freeze_epochs:
             freeze_backbone(accelerator.unwrap_model(model), epoch <= config.freeze_epochs)
+        if replacement:
+            dataset.shown = replacement.draw(epoch)
         total, seen = 0.0, 0
         with progress_bar(f"epoch {epoch}/{config.epochs}", len(loader.dataset), "img") as advance:
-            for x, y in loader:
-                x, target = normalise(x, mean, std), y
+            for x, rows in loader:
+                x, y = normalise(x, mean, std), labels[rows]
+                target = y if targets is None else targets[rows]
                 if mixer:  # timm mixes pairs: an odd batch (only ever a dataset smaller than one batch) gets smoothed targets
                     x, target = mixer(x, y) if len(y) % 2 == 0 else (x, mixup_target(y, len(classes), 1.0, config.label_smoothing))
                 with accelerator.autocast():
-                    loss = loss_fn(model(x), target)
+                    loss = _loss(model(x), target, None if weights is None else weights[rows], class_weight, smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
                 optimizer.step()
@@ -192,8 +251,10 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
                 seen += len(y)
                 advance(len(y))
         row = {"epoch": epoch, "train_loss": total / max(seen, 1)}
+        if replacement:  # positions shown as a synthetic stand-in this epoch
+            row["replaced"] = int((dataset.shown != replacement.positions).sum())
         scored = ema.module if ema else model
-        row.update(_validate(scored, val_images, y_val, mean, std, accelerator, 2 * config.batch_size, config.tta))
+        row.update(_validate(scored, val_images, y_val, classes, mean, std, accelerator, 2 * config.batch_size, config.tta))
         row["seconds"] = round(time.perf_counter() - t_epoch, 3)
         history.append(row)
         accelerator.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
@@ -227,6 +288,9 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         "n_train": int(len(train_df)),
         "n_val": int(len(val_df)),
         "train_counts": {c: int((y_train == i).sum()) for i, c in enumerate(classes)},
+        "train_origins": {str(k): int(v) for k, v in train_df["origin"].value_counts().items()},
+        "row_use": use.model_dump(),
+        **({"start": str(start)} if start is not None else {}),
         "best_epoch": best_row["epoch"],
         "best_val_macro_f1": best_row["val_macro_f1"],
         "history": history,

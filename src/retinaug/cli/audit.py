@@ -113,15 +113,14 @@ def check_overlap(
 
 def _recipe(path: Path | None):
     """CAS's classifier recipe: a pipeline YAML (e.g. RUN/config.yaml: its experiments.train) or a YAML of
-    TrainConfig fields; none: TrainConfig's defaults."""
-    from ..classify import TrainConfig
+    TrainConfig fields; none: `retinaug train`'s defaults (recipe auto)."""
     from ..config import load_config
     from ..io import read_yaml
+    from .classify import train_config
 
-    if path is None:
-        return TrainConfig()
-    raw = read_yaml(path)
-    return load_config(path).experiments.train if "experiments" in raw else validated(TrainConfig, raw, str(path))
+    if path is not None and "experiments" in read_yaml(path):
+        return load_config(path).experiments.train
+    return train_config(path, {})
 
 
 @app.command()

@@ -13,7 +13,7 @@ from ..ownership import owned_output
 from .app import app
 
 
-def _config(config_file: Optional[Path], overrides: dict):
+def train_config(config_file: Optional[Path], overrides: dict):
     """TrainConfig from an optional YAML file (top level, or under a `classifier:` key), then CLI overrides."""
     from ..classify import TrainConfig
 
@@ -68,7 +68,7 @@ def train(
         mixup=mixup, cutmix=cutmix, ema_decay=ema_decay, tta=tta, init=init, pretrained=pretrained, mixed_precision=mixed_precision,
     )
     with owned_output(out, "--out"):  # refused when it holds files retinaug did not write
-        train_fn(data, _config(config, overrides), out, extra=list(extra))
+        train_fn(data, train_config(config, overrides), out, extra=list(extra))
 
 
 @app.command()

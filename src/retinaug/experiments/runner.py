@@ -3,12 +3,15 @@ resumable, run by an executor (`local`: one after another in this process; `ray`
 ray_executor.py), then the results are aggregated.
 
 The driver plans every fit (composes its training set and its key) and removes stale or partial fit folders;
-both executors then call the same `run_fit`, so a fit writes the same files wherever it runs.
+both executors then call the same `run_fit`, so a fit writes the same files wherever it runs. Scenarios with
+`allocation: need` share their synthetic rows by the validation recall of their real-only reference fit of the
+same seed, so they are planned and run in a second pass, once the first pass's fits have finished.
 
 A fit folder is kept only while its key is unchanged: the hash of the scenario recipe, the seed, the train
 config and the *content* of the exact training and test images (sha256 of each file, with its transform and
-label). Images regenerated under the same file names therefore retrain the seeds that use them, a selection
-change retrains only the scenarios that use the selection, and a moved run folder keeps every seed.
+label; with soft labels, also each synthetic row's soft target). Images regenerated under the same file names
+therefore retrain the seeds that use them, a selection change retrains only the scenarios that use the selection,
+and a moved run folder keeps every seed.
 """
 
 from __future__ import annotations
@@ -25,19 +28,23 @@ import pandas as pd
 
 from .. import faults
 from ..classify import TrainConfig
+from ..classify.label import soft_targets
+from ..classify.train import VAL_RECALL
+from ..errors import RetinaugError
 from ..fingerprint import Digests
 from ..io import read_json, sha256_text, write_json_atomic
 from ..logs import log_to
 from ..progress import track
 from ..stages import result_settings
 from .results import aggregate, valid_metrics
-from .scenarios import ExperimentConfig, accepted_synthetic, compose
+from .scenarios import ExperimentConfig, Scenario, accepted_synthetic, compose, real_reference
 
 log = logging.getLogger("retinaug.experiments")
 # the training/test images' digests; not the stage's own .digests.json (its outputs): two owners of one cache file
 # each kept only their own entries on save, so every re-run re-hashed every image
 INPUT_DIGESTS = ".input-digests.json"
 FIT_LOG = "fit.log"  # each attempt's log lines, appended (kept when a retried attempt clears the folder)
+PRETRAIN = "pretrain"  # synthetic_use pretrain: the pretrain phase's classifier, inside the fit's folder
 
 
 @dataclass(eq=False)
@@ -45,6 +52,7 @@ class Fit:
     """One fit, planned by the driver: everything a process needs to train and evaluate it into `folder`."""
 
     name: str  # 'scenario/seed<k>', its folder under the experiments folder
+    scenario: Scenario  # how the synthetic rows train (synthetic_use and the rest)
     folder: Path
     seed: int
     train: pd.DataFrame
@@ -78,6 +86,17 @@ def run_experiments(
     out = Path(out)
     scenarios = cfg.resolve()
     fits, compositions = plan_fits(cfg, data, out, synthetic, traditional, selection)
+    execute(fits, cfg)
+    if any(sc.allocation == "need" for sc in scenarios):
+        need_fits, more = plan_fits(cfg, data, out, synthetic, traditional, selection, first_pass=fits)
+        execute(need_fits, cfg)
+        order = {sc.name: i for i, sc in enumerate(scenarios)}
+        compositions = sorted(compositions + more, key=lambda c: order[c["scenario"].iloc[0]])
+    return aggregate(out, scenarios, cfg.seed_list, pd.concat(compositions, ignore_index=True))
+
+
+def execute(fits: list[Fit], cfg: ExperimentConfig) -> None:
+    """Run the fits that have not finished, from an emptied folder, on the configured executor."""
     todo = []
     for f in fits:
         if f.finished():
@@ -95,7 +114,6 @@ def run_experiments(
     else:
         for f in track(todo, "fits (scenario x seed)", unit="fit"):
             run_fit(f)
-    return aggregate(out, scenarios, cfg.seed_list, pd.concat(compositions, ignore_index=True))
 
 
 def plan_fits(
@@ -105,8 +123,13 @@ def plan_fits(
     synthetic: pd.DataFrame | None = None,
     traditional: pd.DataFrame | None = None,
     selection: pd.DataFrame | None = None,
+    first_pass: list[Fit] | None = None,
 ) -> tuple[list[Fit], list[pd.DataFrame]]:
-    """Every scenario x seed fit in run order, with its training set and key, and each scenario's composition."""
+    """Every scenario x seed fit in run order, with its training set and key, and each scenario's composition.
+
+    Without `first_pass`, the fits of every scenario but those with `allocation: need`; with it (the fits that
+    call planned, now finished), those of the need scenarios, each reading its real-only reference fit's
+    validation recall (`validation_recall`)."""
     from ..classify import warm_start
 
     syn_df = accepted_synthetic(synthetic)
@@ -114,22 +137,42 @@ def plan_fits(
     digests = Digests(out / INPUT_DIGESTS)
     init = warm_start(cfg.train, data, out / "_init")  # init: all-classes is trained once, for every scenario and seed
     fits, compositions = [], []
-    for sc in cfg.resolve():
+    scenarios = cfg.resolve()
+    finished = {f.name: f for f in first_pass or []}
+    for sc in [sc for sc in scenarios if (sc.allocation == "need") == (first_pass is not None)]:
         for seed in cfg.seed_list:
             first_seed = seed == cfg.seed_list[0]
-            train, val, test, counts = compose(sc, seed, data, syn_df, trad_df, selection, warn=first_seed)
+            reference = finished[f"{real_reference(sc, scenarios)}/seed{seed}"] if first_pass is not None else None
+            recall = validation_recall(reference) if reference else None
+            train, val, test, counts = compose(sc, seed, data, syn_df, trad_df, selection, warn=first_seed, recall=recall)
             if first_seed:
                 compositions.append(counts)
             tcfg = cfg.train.model_copy(update={"task": sc.task, "seed": seed, **({"imbalance": sc.imbalance} if sc.imbalance else {})})
             recipe = {"scenario": sc.recipe(), "seed": seed, "train": tcfg.model_dump(mode="json"), "n_boot": cfg.n_boot,
                       "train_rows": rows_hash(train, digests), "test_rows": rows_hash(test, digests),
-                      **({"init_sha256": digests(init)} if init else {})}
+                      **({"init_sha256": digests(init)} if init else {}),
+                      **({"soft_targets": soft_targets_hash(train, sc, digests)} if sc.soft_labels else {})}
             key = sha256_text(json.dumps(result_settings(recipe), sort_keys=True))
             name = f"{sc.name}/seed{seed}"
-            fits.append(Fit(name, out / name, seed, train, val, test, tcfg.model_copy(update={"init": init}) if init else tcfg,
+            fits.append(Fit(name, sc, out / name, seed, train, val, test, tcfg.model_copy(update={"init": init}) if init else tcfg,
                             cfg.n_boot, {"key": key, **recipe, "counts": counts.to_dict(orient="records")}))
     digests.save()
     return fits, compositions
+
+
+def validation_recall(fit: Fit) -> dict[str, float]:
+    """Per class, the recall on the validation rows at the best epoch of a finished fit (its model.json history): what
+    `allocation: need` shares by. The test split is never read: choosing by test recall would tune on the test set."""
+    if not fit.finished():
+        raise RetinaugError(f"{fit.name} has not finished: allocation need reads its validation recall (run the experiments "
+                            "again; its scenario is run before the need scenarios)")
+    meta = read_json(fit.folder / "model.json") or {}
+    best = next((r for r in meta.get("history") or [] if r.get("epoch") == meta.get("best_epoch")), {})
+    recall = {k.removeprefix(VAL_RECALL): v for k, v in best.items() if k.startswith(VAL_RECALL)}
+    if not recall:
+        raise RetinaugError(f"{fit.folder / 'model.json'} records no per-class validation recall (an earlier retinaug trained "
+                            f"it), which allocation need shares by: delete {fit.folder} to retrain it, and run again")
+    return recall
 
 
 def run_fit(fit: Fit) -> None:
@@ -150,16 +193,45 @@ def run_fit(fit: Fit) -> None:
                  "no CUDA_VISIBLE_DEVICES" if gpus is None else f"CUDA_VISIBLE_DEVICES={gpus}")
         write_json_atomic(fit.folder / "recipe.json", fit.recipe)
         log.info("%s: training on %d images (%s)", fit.name, len(fit.train), _origin_counts(fit.train))
-        train_model(fit.train, fit.val, fit.config, fit.folder)
+        if fit.scenario.synthetic_use == "pretrain":
+            pretrain_then_finetune(fit)
+        else:
+            train_model(fit.train, fit.val, fit.config, fit.folder, use=fit.scenario.row_use())
         evaluate(load_classifier(fit.folder), fit.test, fit.folder, n_boot=fit.n_boot, seed=fit.seed)  # writes metrics.json last
     faults.reached("fit")
 
 
-def rows_hash(df: pd.DataFrame, digests: Digests) -> str:
-    """Hash of a set of rows by what a model sees: each image's content, its load-time transform and its label."""
+def pretrain_then_finetune(fit: Fit) -> None:
+    """synthetic_use pretrain: train on the synthetic rows (and the real ones with pretrain_with_real) into
+    FOLDER/pretrain, then fine-tune those weights, head included, on the real rows alone into FOLDER (finetune_epochs,
+    finetune_lr); both phases select their epoch on the real val rows. A fit killed in either phase is partial and
+    redone whole, like any other (its pretrain phase too)."""
+    from ..classify import fit as train_model
+    from ..classify.models import WEIGHTS
+
+    sc, origin = fit.scenario, fit.train["origin"]
+    first = fit.train[origin.isin(["synthetic", "real"] if sc.pretrain_with_real else ["synthetic"])]
+    log.info("%s: pretrain phase on %d images (%s)", fit.name, len(first), _origin_counts(first))
+    train_model(first, fit.val, fit.config, fit.folder / PRETRAIN, use=sc.row_use())
+    tune = fit.config.model_copy(update={"epochs": sc.finetune_epochs or fit.config.epochs, "lr": sc.finetune_lr or fit.config.lr})
+    log.info("%s: fine-tune phase on the %d real images", fit.name, int((origin == "real").sum()))
+    train_model(fit.train[origin == "real"], fit.val, tune, fit.folder, start=fit.folder / PRETRAIN / WEIGHTS)
+
+
+def rows_hash(df: pd.DataFrame, digests: Digests, target: str = "label") -> str:
+    """Hash of a set of rows by what a model sees: each image's content, its load-time transform and its label
+    (or another `target` column)."""
     transforms = df["transform"].fillna("").astype(str) if "transform" in df.columns else [""] * len(df)
-    lines = (f"{digests(p)}|{t}|{lab}" for p, t, lab in zip(df["path"], transforms, df["label"]))
+    lines = (f"{digests(p)}|{t}|{lab}" for p, t, lab in zip(df["path"], transforms, df[target]))
     return sha256_text("\n".join(sorted(lines)))
+
+
+def soft_targets_hash(train: pd.DataFrame, sc: Scenario, digests: Digests) -> str:
+    """Hash of the soft targets a soft_labels fit trains its synthetic rows on (a relabelled pool can keep every
+    image and label and still change them); refuses a pool without them before any fit starts."""
+    synthetic = train[train["origin"] == "synthetic"]
+    targets = [json.dumps(t) for t in soft_targets(synthetic, sc.classes).tolist()]
+    return rows_hash(synthetic.assign(soft_target=targets), digests, "soft_target")
 
 
 def _origin_counts(df: pd.DataFrame) -> str:

@@ -94,6 +94,24 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel
     return fig_uri(fig)
 
 
+def ci_lines(lines: dict[str, pd.DataFrame], xlabel: str, ylabel: str, title: str) -> str:
+    """A line per entry through its rows' (fraction, mean), with the 95% interval (ci_low, ci_high, clipped to the
+    metric's [0, 1]) as error bars; x ticks at the fractions drawn, as percentages."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name, df in lines.items():
+        err = np.vstack([(df["mean"] - df["ci_low"].clip(lower=0)).clip(lower=0),
+                         (df["ci_high"].clip(upper=1) - df["mean"]).clip(lower=0)])
+        ax.errorbar(df["fraction"], df["mean"], yerr=np.nan_to_num(err), label=name, marker="o", ms=4, lw=1.2, capsize=3)
+    ticks = sorted({x for df in lines.values() for x in df["fraction"]})
+    ax.set_xticks(ticks, [f"{x:.0%}" for x in ticks])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return fig_uri(fig)
+
+
 def grouped_bars(table: pd.DataFrame, err_low: pd.DataFrame | None, err_high: pd.DataFrame | None, ylabel: str, title: str) -> str:
     """Bars: one group per row index (class), one bar per column (scenario), optional CI error bars."""
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * table.size), 3.4))

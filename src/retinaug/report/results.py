@@ -1,8 +1,10 @@
-"""Report sections on the scenario experiments: the headline table, per-class recall, confusion matrices and the
-classifiers' training curves."""
+"""Report sections on the scenario experiments: the headline table (with macro-F1 against the real fraction when
+scenarios trained on part of the real patients), per-class recall, confusion matrices and the classifiers' training
+curves."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from ..classes import CLASSES
 from ..classify.config import describe
 from ..folds import POOLED, fold_count, fold_name, is_pooled, results_dir
 from ..io import read_json
+from ..stages import result_settings
 from . import figures
 from .html import h3, img, join, p, summary_csv, table
 
@@ -40,7 +43,31 @@ def section_scenarios(run: Path) -> Markup | None:
     if len(per_class):
         wide = per_class.pivot_table(index="scenario", columns="cls", values="mean", sort=False)
         parts += [h3(f"Per-class F1 (mean over {unit})"), table(wide.reset_index())]
-    return join(parts)
+    return join(parts + scarcity_figure(run, summary, unit))
+
+
+def scarcity_figure(run: Path, summary: pd.DataFrame, unit: str) -> list[Markup]:
+    """Macro-F1 against real_fraction, a line through each set of scenarios equal but for their real fraction (and
+    name and baseline: real, + synthetic, + traditional), named after its largest fraction's scenario; nothing when
+    no finished scenario trained on part of the real patients. Recipes come from the fits' recipe.json (a fit kept
+    from an earlier retinaug lacks the settings added since, hence result_settings)."""
+    f1 = summary[(summary["metric"] == "f1") & (summary["cls"] == "macro")].set_index("scenario")
+    rows = []
+    for name, dirs in _seed_dirs(run).items():
+        recipe = (read_json(dirs[0] / "recipe.json") or {}).get("scenario")
+        if isinstance(recipe, dict) and name in f1.index:
+            line = {k: v for k, v in recipe.items() if k not in ("name", "baseline", "real_fraction")}
+            rows.append({"scenario": name, "fraction": float(recipe.get("real_fraction", 1.0)),
+                         "line": json.dumps(result_settings(line), sort_keys=True)})
+    points = pd.DataFrame(rows, columns=["scenario", "fraction", "line"]).join(f1[["mean", "ci_low", "ci_high"]], on="scenario")
+    groups = points.sort_values("fraction", kind="stable").groupby("line", sort=False)
+    lines = {g["scenario"].iloc[-1]: g for _, g in groups if (g["fraction"] < 1).any()}
+    if not lines:
+        return []
+    return [h3("Macro F1 against the fraction of real training patients"),
+            p(f"Scenarios equal but for real_fraction (a nested patient-level subsample of the real train patients; val and test "
+              f"untouched) joined by a line named after the one with the most patients; mean over {unit} with the 95% interval."),
+            img(figures.ci_lines(lines, "fraction of the real train patients", "macro F1", "macro F1 by real fraction"), "scarcity")]
 
 
 def judge(run: Path) -> list[Markup]:
