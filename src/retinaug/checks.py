@@ -5,7 +5,8 @@ What pydantic checks when the config is read (config.py and the stage configs): 
 numbers, seeds numpy takes, counts bounded below what would fill the memory: fields.py), options the data source
 does not read, class codes, task names, timm backbone names, the DDPM UNet's shape. What is checked here, across sections and against
 the data: the generator's base model folder, feature extractors, each scenario's inputs (a stage switched off, an
-augment ratio below a multiplier, Ray for `executor: ray`), and the class counts per split of the data the run will see (planned for the
+augment ratio below a multiplier, Ray for `executor: ray`), the external test set (a prepared dataset sharing at
+least 2 classes with every scenario's task), and the class counts per split of the data the run will see (planned for the
 phantom; read from a finished data stage otherwise) against what every enabled stage will ask of them.
 """
 
@@ -27,7 +28,7 @@ EXTRACTORS = ("auto", "labeler", "pixels")
 
 def check_pipeline(cfg: PipelineConfig, run: Path, on: dict[str, bool]) -> None:
     """Raise one RetinaugError listing every problem of the (resolved) config `cfg` for run folder `run`."""
-    problems = _generator(cfg, on) + _scenarios(cfg, on) + _extractors(cfg, on) + _classifier_weights(cfg, on)
+    problems = _generator(cfg, on) + _scenarios(cfg, on) + _external(cfg, on) + _extractors(cfg, on) + _classifier_weights(cfg, on)
     try:
         data = planned_data(cfg, run)
     except RetinaugError as exc:
@@ -126,6 +127,19 @@ def _scenarios(cfg: PipelineConfig, on: dict[str, bool]) -> list[str]:
                 problems.append(f"scenario {sc.name} replaces {', '.join(absent)} by selected images, but selection.classes "
                                 f"({', '.join(cfg.selection.classes)}) does not select them")
     return problems
+
+
+def _external(cfg: PipelineConfig, on: dict[str, bool]) -> list[str]:
+    """data.external is a prepared dataset of real images every scenario can be scored on (read by the experiments)."""
+    if not cfg.data.external or not on["experiments"]:
+        return []
+    from .experiments.external import external_problems, load_external
+
+    try:
+        labels = set(load_external(cfg.data.external)["label"])
+    except RetinaugError as exc:
+        return [str(exc)]
+    return external_problems(labels, cfg.experiments.resolve())
 
 
 def _extractors(cfg: PipelineConfig, on: dict[str, bool]) -> list[str]:

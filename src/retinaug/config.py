@@ -57,6 +57,7 @@ class DataStage(_Section):
     val: float = Field(0.15, ge=0, lt=1, description="Fraction of patients for validation.")
     test: float = Field(0.15, gt=0, lt=1, description="Fraction of patients for test.")
     seed: Seed = Field(0, description="Seed of the patient-level split (and of the phantom images).")
+    external: str | None = Field(None, description="An external test set: a prepared dataset from another source (a folder made by `retinaug prepare folder|odir|phantom`, or its manifest.parquet; never written to). Every row is a test row whatever its split. Every fit is also scored on it, on the classes of its task it has, after the patients with a near-copy of the run's train/val images are dropped (RUN/experiments/external/). null: none.")
     folds: int = Field(1, ge=1, le=20, description="Patient-level k-fold cross-validation: k > 1 runs every fitted stage once per fold into RUN/fold-<i>/ (fold i's patients are its test split, data.val of all patients its validation split, the rest train) and the report pools the folds; each patient is tested exactly once. data.test is then not read (said in the log). k times the cost of one run. 1: one split (data.val, data.test).")
 
     @field_validator("mapping", mode="before")
@@ -86,8 +87,9 @@ class DataStage(_Section):
         return self
 
     def result_config(self) -> dict:
-        """The ingest's settings: `folds` changes how the fold stages split the ingested data, not the ingest."""
-        return self.model_dump(mode="json", exclude={"enabled", "folds"})
+        """The ingest's settings: `folds` changes how the fold stages split the ingested data, not the ingest, and
+        `external` is read by the experiments stage alone."""
+        return self.model_dump(mode="json", exclude={"enabled", "folds", "external"})
 
     @model_validator(mode="after")
     def _options_of_source(self):

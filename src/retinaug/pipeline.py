@@ -25,7 +25,7 @@ from .folds import fold_count, fold_data_stage, fold_name
 from .io import write_text_atomic
 from .lock import run_lock
 from .logs import log_to
-from .manifest import trust_root
+from .manifest import manifest_file, trust_root
 from .ownership import owned_output
 from .progress import activity
 from .stages import SOURCE, Stage, read_record
@@ -46,7 +46,8 @@ class StageSpec:
     keep: tuple[str, ...] = ()  # settings whose change keeps finished work: the stage resumes in place
     keeps: str = ""  # what a redo in place keeps (its own resume decides); empty: redone in an emptied folder
     always: bool = False  # redone on every run
-    reads: Callable[[Any], str] | None = None  # identity of the user's files it reads (its section -> hash): an input
+    reads: Callable[[PipelineConfig], str | None] | None = None  # identity of the user's files it reads (None: none): an input
+    borrows: Callable[[PipelineConfig], dict] | None = None  # settings of other sections it reads: hashed with its own, passed to run as keywords
 
     @property
     def upstream(self) -> tuple[str, ...]:
@@ -77,11 +78,23 @@ def data_stage(cfg, out: Path) -> None:
         prepare_folder(cfg.path, out, **cfg.prepare_options())
 
 
-def data_source(cfg) -> str:
+def data_source(cfg: PipelineConfig) -> str:
     """What the data stage reads of the user's: the dataset tree by file identity (tables and images alike)."""
     from .fingerprint import tree_identity
 
-    return "phantom" if cfg.source == "phantom" else tree_identity(cfg.path)
+    return "phantom" if cfg.data.source == "phantom" else tree_identity(cfg.data.path)
+
+
+def external_source(cfg: PipelineConfig) -> str | None:
+    """What the experiments stage reads of the user's: the external test set, by file identity (None: none)."""
+    from .experiments.external import external_identity
+
+    return external_identity(cfg.data.external) if cfg.data.external else None
+
+
+def external_setting(cfg: PipelineConfig) -> dict:
+    """data.external for the experiments stage; nothing when unset, so a run without one hashes as before it existed."""
+    return {"external": cfg.data.external} if cfg.data.external else {}
 
 
 def generator_stage(data: Path, cfg, out: Path) -> None:
@@ -127,11 +140,14 @@ def augment_stage(data: Path, cfg, out: Path) -> None:
     augment(_manifest(data), ratio=cfg.ratio, classes=cfg.classes, seed=cfg.seed, out=out)
 
 
-def experiments_stage(data: Path, label: Path | None, selection: Path | None, augment: Path | None, cfg, out: Path) -> None:
+def experiments_stage(data: Path, label: Path | None, selection: Path | None, augment: Path | None, cfg, out: Path,
+                      external: str | None = None) -> None:
     from .experiments import ExperimentConfig, run_experiments
+    from .experiments.external import load_external
 
     run_experiments(ExperimentConfig(**cfg.model_dump(exclude={"enabled"})), _manifest(data), out,
-                    synthetic=_manifest(label), traditional=_manifest(augment), selection=_manifest(selection))
+                    synthetic=_manifest(label), traditional=_manifest(augment), selection=_manifest(selection),
+                    external=load_external(external) if external else None)
 
 
 def quality_stage(data: Path, synthetic: Path, labeler: Path | None, label: Path | None, cfg, out: Path) -> None:
@@ -161,8 +177,9 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("selection", ("data",), ("labeler",), "selection", selection_stage, ("manifest.parquet",)),
     StageSpec("augment", ("data",), (), "augment", augment_stage, ("manifest.parquet",)),
     StageSpec("experiments", ("data",), ("label", "selection", "augment"), "experiments", experiments_stage,
-              ("summary.csv", "table.csv", "table.md", "composition.csv", "*/seed*/metrics.json", "*/seed*/model.json"),
-              keeps="seeds whose recipe is unchanged are kept"),
+              ("summary.csv", "table.csv", "table.md", "composition.csv", "*/seed*/metrics.json", "*/seed*/model.json",
+               "external/*", "*/seed*/external/metrics.json"),  # external: with data.external only, hence globs
+              keeps="seeds whose recipe is unchanged are kept", reads=external_source, borrows=external_setting),
     StageSpec("quality", ("data", "synthetic"), ("labeler", "label"), "quality", quality_stage, ("**/*",)),
     StageSpec("report", (), (), None, report_stage, ("index.html",), always=True),
 )
@@ -186,8 +203,9 @@ def enabled_stages(cfg: PipelineConfig) -> dict[str, bool]:
 
 def resolve(cfg: PipelineConfig) -> PipelineConfig:
     """Fill the values other sections imply (written to config.yaml, so the run is explicit):
-    the dataset path made absolute, the classes/amounts the scenarios need from synthetic and augment, the
-    generator's train_classes when it is `synthetic` (the default, `all`, needs nothing), and CAS's classifier recipe."""
+    the dataset's and the external test set's paths made absolute, the classes/amounts the scenarios need from
+    synthetic and augment, the generator's train_classes when it is `synthetic` (the default, `all`, needs nothing),
+    and CAS's classifier recipe."""
     cfg = cfg.model_copy(deep=True)
     if cfg.data.folds > 1 and cfg.data.test != type(cfg.data).model_fields["test"].default:
         log.warning("data.test %s is not read with data.folds %d: each fold tests 1/%d of the patients", cfg.data.test, cfg.data.folds, cfg.data.folds)
@@ -195,6 +213,8 @@ def resolve(cfg: PipelineConfig) -> PipelineConfig:
         if not cfg.data.path:
             raise RetinaugError(f"data.source is {cfg.data.source}: set data.path to the dataset folder (e.g. --set data.path=../shared/data/odir5k-256)")
         cfg.data.path = str(Path(cfg.data.path).expanduser().resolve())
+    if cfg.data.external:
+        cfg.data.external = str(Path(cfg.data.external).expanduser().resolve())
     scenarios = cfg.experiments.resolve() if cfg.experiments.enabled else []
     syn = [s for s in scenarios if s.synthetic > 0]
     syn_classes = list(dict.fromkeys(c for s in syn for c in s.added_classes("synthetic")))
@@ -250,14 +270,15 @@ def _stage(spec: StageSpec, cfg: PipelineConfig, where: Path, on: dict[str, bool
     the upstream folders are, `run_fn` the function called, `extra` adds to the hashed config (a fold's data
     split); output names are relative to the run folder `run`."""
     section = getattr(cfg, spec.section) if spec.section else None
-    result = {**(section.result_config() if section is not None else {}), **(extra or {})}
+    borrowed = spec.borrows(cfg) if spec.borrows is not None else {}
+    result = {**(section.result_config() if section is not None else {}), **borrowed, **(extra or {})}
     folders = upstream or {up: where / up if on[up] else None for up in spec.upstream}
     inputs = {up: read_record(f).get("output_hash", "absent") if f is not None else "disabled" for up, f in folders.items()}
-    if spec.reads is not None and upstream is None:
-        inputs[SOURCE] = spec.reads(section)
+    if spec.reads is not None and upstream is None and (source := spec.reads(cfg)) is not None:
+        inputs[SOURCE] = source
     out = where / spec.name
     fn = run_fn or spec.run
-    return Stage(label, out, result, inputs, lambda: fn(*folders.values(), section, out), spec.writes, run,
+    return Stage(label, out, result, inputs, lambda: fn(*folders.values(), section, out, **borrowed), spec.writes, run,
                  clean_on_change=not spec.keeps,
                  keep_when={k: v for k, v in result.items() if k not in spec.keep} if spec.keep else None)
 
@@ -299,8 +320,12 @@ def _prepare(config: PipelineConfig, run: Path, adopt: bool) -> PipelineConfig:
     from .ownership import check_run_folder
 
     cfg = resolve(config)
-    check_pipeline(cfg, run, enabled_stages(cfg))
-    check_run_folder(run, [st.make().folder for st in steps(cfg, run) if st.on], [cfg.data.path] if cfg.data.path else [], adopt)
+    on = enabled_stages(cfg)
+    check_pipeline(cfg, run, on)
+    datasets = [cfg.data.path] if cfg.data.path else []
+    if cfg.data.external and on["experiments"]:  # read-only for retinaug, like the dataset: never inside the run folder
+        datasets.append(manifest_file(cfg.data.external).parent)
+    check_run_folder(run, [st.make().folder for st in steps(cfg, run) if st.on], datasets, adopt)
     return cfg
 
 

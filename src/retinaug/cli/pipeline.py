@@ -117,6 +117,11 @@ def experiment_cmd(
     Writes RUN/experiments/<scenario>/seed<k>/ (fit.log, metrics.json, ...), summary.csv, table.md, table.csv,
     composition.csv.
 
+    An external test set (a dataset folder made by `retinaug prepare`): --set data.external=PATH (or data.external in
+    the config). Every fit is then also scored on it, after the patients with a near-copy of the run's train/val
+    images are dropped, into RUN/experiments/<scenario>/seed<k>/external/ and RUN/experiments/external/; finished
+    fits are scored without retraining.
+
     In parallel on Ray (pip install "retinaug\\[ray]"; same results): --set experiments.executor=ray
     --set experiments.workers=4 on this machine, or --set experiments.ray.address=HEAD:6379 on a cluster
     whose nodes share the run folder; GPUs per fit: --set experiments.ray.num_gpus=0.25 (docs/scaling.md)."""
@@ -130,6 +135,7 @@ def experiment_cmd(
     with run_lock(run, "experiment"):
         from ..config import load_config
         from ..experiments import ExperimentConfig, run_experiments
+        from ..experiments.external import load_external
         from ..manifest import load_manifest, manifest_file
         from ..ownership import owned_output
         from ..pipeline import enabled_stages
@@ -147,7 +153,8 @@ def experiment_cmd(
         with owned_output(run / "experiments", "experiments folder"):  # refused when it holds files retinaug did not write
             run_experiments(ExperimentConfig(**cfg.experiments.model_dump(exclude={"enabled"})), load_manifest(run / "data"),
                             run / "experiments", synthetic=finished("label"), traditional=finished("augment"),
-                            selection=finished("selection"))
+                            selection=finished("selection"),
+                            external=load_external(cfg.data.external) if cfg.data.external else None)
     _print_results(run, None)
 
 

@@ -4,7 +4,7 @@ scenario's baseline (paired t-test), and the tables written beside them (summary
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..errors import RetinaugError
 from ..io import read_json, write_text_atomic
+from .external import EXTERNAL
 from .scenarios import Scenario, baseline_of
 
 HEADLINE = ("precision", "recall", "f1", "accuracy")
@@ -69,20 +70,22 @@ def valid_metrics(metrics: object) -> bool:
     return isinstance(metrics, dict) and "macro_f1" in metrics and (metrics["macro_f1"] is None or isinstance(metrics["macro_f1"], (int, float)))
 
 
-def seed_metrics(root: Path, scenarios: list[Scenario], seeds: list[int]) -> dict[str, dict[int, dict[tuple[str, str], float]]]:
-    """scenario -> seed -> flattened metrics, for the seed runs that have finished (metrics.json written); a
-    metrics.json that is not what evaluate writes is an error naming it, never a silently missing seed."""
+def seed_metrics(root: Path, scenarios: list[Scenario], seeds: list[int], metrics: str = "metrics.json",
+                 classes: Collection[str] | None = None) -> dict[str, dict[int, dict[tuple[str, str], float]]]:
+    """scenario -> seed -> flattened metrics, for the seed runs that have finished (`metrics`, relative to the seed's
+    folder, written); a metrics file that is not what evaluate writes is an error naming it, never a silently
+    missing seed. `classes`: the per-class rows kept (default: the scenario's task; an external set lacks some)."""
     per_seed: dict[str, dict[int, dict[tuple[str, str], float]]] = {}
     for sc in scenarios:
         for seed in seeds:
-            path = root / sc.name / f"seed{seed}" / "metrics.json"
+            path = root / sc.name / f"seed{seed}" / metrics
             if not path.is_file():
                 continue
             m = read_json(path)
             if not valid_metrics(m):
                 raise RetinaugError(f"{path} is damaged (not the metrics evaluate writes): delete its folder and run the "
                                     "experiments again to redo that fit")
-            per_seed.setdefault(sc.name, {})[seed] = flatten_metrics(m, sc.classes)
+            per_seed.setdefault(sc.name, {})[seed] = flatten_metrics(m, [c for c in sc.classes if classes is None or c in classes])
     return per_seed
 
 
@@ -141,6 +144,15 @@ def aggregate(root: Path, scenarios: list[Scenario], seeds: list[int], compositi
     """Write summary.csv (see `summarize`), table.md/.csv (the paper's shape) and composition.csv. Returns the summary."""
     summary = summarize(root, scenarios, seeds)
     write_tables(root, summary, scenarios, composition)
+    return summary
+
+
+def aggregate_external(root: Path, scenarios: list[Scenario], seeds: list[int], classes: Collection[str]) -> pd.DataFrame:
+    """`aggregate` of the fits' scores on the external set (FIT/external/metrics.json) into root/external/: the
+    same intervals over seeds and differences paired against the same baselines; per-class rows only for the
+    external set's `classes`. Returns the summary."""
+    summary = summarize_runs(seed_metrics(root, scenarios, seeds, f"{EXTERNAL}/metrics.json", classes), scenarios)
+    write_tables(root / EXTERNAL, summary, scenarios)
     return summary
 
 

@@ -12,6 +12,10 @@ config and the *content* of the exact training and test images (sha256 of each f
 label; with soft labels, also each synthetic row's soft target). Images regenerated under the same file names
 therefore retrain the seeds that use them, a selection change retrains only the scenarios that use the selection,
 and a moved run folder keeps every seed.
+
+With an external test set (`data.external`, see external.py) each fit is also scored on it into FIT/external/, kept
+while its own key is unchanged: the fit's key and the external rows' content and patients. Another external set
+therefore re-scores the finished fits without retraining them.
 """
 
 from __future__ import annotations
@@ -27,16 +31,18 @@ from pathlib import Path
 import pandas as pd
 
 from .. import faults
-from ..classify import TrainConfig
+from ..classify import Classifier, TrainConfig
 from ..classify.label import soft_targets
 from ..classify.train import VAL_RECALL
 from ..errors import RetinaugError
 from ..fingerprint import Digests
 from ..io import read_json, sha256_text, write_json_atomic
 from ..logs import log_to
+from ..manifest import real_rows
 from ..progress import track
 from ..stages import result_settings
-from .results import aggregate, valid_metrics
+from .external import EXTERNAL, drop_copies, external_problems
+from .results import aggregate, aggregate_external, valid_metrics
 from .scenarios import ExperimentConfig, Scenario, accepted_synthetic, compose, real_reference
 
 log = logging.getLogger("retinaug.experiments")
@@ -61,10 +67,21 @@ class Fit:
     config: TrainConfig
     n_boot: int
     recipe: dict  # written to recipe.json; recipe["key"] decides whether a finished fit is kept
+    external: pd.DataFrame | None = None  # the external set's rows it is also scored on (None: no external set)
+    external_key: str | None = None  # decides whether its finished external scores are kept
 
     def finished(self) -> bool:
         """Its recipe is unchanged and its metrics.json is whole (a damaged one is redone, never dropped)."""
-        return valid_metrics(read_json(self.folder / "metrics.json")) and (read_json(self.folder / "recipe.json") or {}).get("key") == self.recipe["key"]
+        return _current(self.folder, self.recipe["key"])
+
+    def scored_externally(self) -> bool:
+        """No external set, or its scores there are whole and were made for this fit and these external rows."""
+        return self.external is None or _current(self.folder / EXTERNAL, self.external_key)
+
+
+def _current(folder: Path, key: str | None) -> bool:
+    """The folder's metrics.json is what evaluate writes and its recipe.json holds `key`."""
+    return valid_metrics(read_json(folder / "metrics.json")) and (read_json(folder / "recipe.json") or {}).get("key") == key
 
 
 def run_experiments(
@@ -74,35 +91,69 @@ def run_experiments(
     synthetic: pd.DataFrame | None = None,
     traditional: pd.DataFrame | None = None,
     selection: pd.DataFrame | None = None,
+    external: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Train and evaluate every scenario x seed into `out` (resumable), then aggregate; returns the summary table.
 
     `data` is the data manifest; `synthetic` the label stage's manifest (its accepted rows are used);
-    `traditional` the augment stage's rows; `selection` the selection stage's rows. A scenario that needs an
+    `traditional` the augment stage's rows; `selection` the selection stage's rows; `external` an external test set
+    (`external.load_external`) every fit is also scored on, once its near-copies of the train/val images are
+    dropped, aggregated into out/external/. A scenario that needs an
     input given as None stops with an error naming the stage that makes it; a pool too small for a multiplier
     is used as it is, and the shortfall is logged and written to composition.csv. With `executor: ray`, fits that
     still fail after their retries are reported (their folder's error.txt) once the others have finished, and the
     call then raises a RetinaugError naming them."""
     out = Path(out)
     scenarios = cfg.resolve()
-    fits, compositions = plan_fits(cfg, data, out, synthetic, traditional, selection)
+    digests = Digests(out / INPUT_DIGESTS)
+    if external is not None:
+        external = external_rows(external, data, scenarios, out / EXTERNAL, digests)
+    elif (out / EXTERNAL).exists():  # the tables of an external set no longer configured would be shown as current
+        shutil.rmtree(out / EXTERNAL)
+    fits, compositions = plan_fits(cfg, data, out, synthetic, traditional, selection, external=external, digests=digests)
     execute(fits, cfg)
     if any(sc.allocation == "need" for sc in scenarios):
-        need_fits, more = plan_fits(cfg, data, out, synthetic, traditional, selection, first_pass=fits)
+        need_fits, more = plan_fits(cfg, data, out, synthetic, traditional, selection, first_pass=fits, external=external,
+                                    digests=digests)
         execute(need_fits, cfg)
         order = {sc.name: i for i, sc in enumerate(scenarios)}
         compositions = sorted(compositions + more, key=lambda c: order[c["scenario"].iloc[0]])
+    if external is not None:
+        aggregate_external(out, scenarios, cfg.seed_list, set(external["label"]))
     return aggregate(out, scenarios, cfg.seed_list, pd.concat(compositions, ignore_index=True))
 
 
+def external_rows(external: pd.DataFrame, data: pd.DataFrame, scenarios: list[Scenario], out: Path, digests: Digests) -> pd.DataFrame:
+    """The external set less the patients with a near-copy among the run's real train and val images (once per run,
+    before any fit; reused while both sets are unchanged, see `drop_copies`), checked against every scenario's task
+    before and after."""
+    problems = external_problems(set(external["label"]), scenarios)
+    if not problems:
+        seen = pd.concat([real_rows(data, "train"), real_rows(data, "val")], ignore_index=True)
+        external = drop_copies(external, seen, out, sha256_text(external_hash(external, digests) + rows_hash(seen, digests)))
+        problems = external_problems(set(external["label"]), scenarios, "the external set less its near-copies")
+    if problems:
+        raise RetinaugError("the external set cannot score the scenarios:\n  - " + "\n  - ".join(problems))
+    return external
+
+
 def execute(fits: list[Fit], cfg: ExperimentConfig) -> None:
-    """Run the fits that have not finished, from an emptied folder, on the configured executor."""
-    todo = []
+    """Run the fits that have not finished, from an emptied folder, on the configured executor; a finished fit not
+    yet scored on the current external set is scored here, in this process, without retraining."""
+    from ..classify import load_classifier
+    from ..classify.models import WEIGHTS
+
+    todo, rescore = [], []
     for f in fits:
         if f.finished():
-            log.info("%s: finished earlier, skipped", f.name)
-            continue
-        if (f.folder / "metrics.json").is_file():
+            if f.scored_externally():
+                log.info("%s: finished earlier, skipped", f.name)
+                continue
+            if (f.folder / WEIGHTS).is_file():
+                rescore.append(f)
+                continue
+            log.warning("%s: its weights are gone, so it is retrained to be scored on the external set", f.name)
+        elif (f.folder / "metrics.json").is_file():
             log.warning("%s: its metrics.json is damaged (not the metrics evaluate writes): the fit is redone", f.name)
         if f.folder.exists():
             shutil.rmtree(f.folder)  # partial or stale: redo from scratch so the result equals an uninterrupted run
@@ -114,6 +165,10 @@ def execute(fits: list[Fit], cfg: ExperimentConfig) -> None:
     else:
         for f in track(todo, "fits (scenario x seed)", unit="fit"):
             run_fit(f)
+    for f in track(rescore, "finished fits scored on the external set", unit="fit"):
+        with log_to(f.folder / FIT_LOG):
+            log.info("%s: finished earlier; scored on the external set", f.name)
+            score_external(f, load_classifier(f.folder))
 
 
 def plan_fits(
@@ -124,17 +179,21 @@ def plan_fits(
     traditional: pd.DataFrame | None = None,
     selection: pd.DataFrame | None = None,
     first_pass: list[Fit] | None = None,
+    external: pd.DataFrame | None = None,
+    digests: Digests | None = None,
 ) -> tuple[list[Fit], list[pd.DataFrame]]:
     """Every scenario x seed fit in run order, with its training set and key, and each scenario's composition.
 
     Without `first_pass`, the fits of every scenario but those with `allocation: need`; with it (the fits that
     call planned, now finished), those of the need scenarios, each reading its real-only reference fit's
-    validation recall (`validation_recall`)."""
+    validation recall (`validation_recall`). `external`: the external rows every fit is also scored on.
+    `digests`: the image digests of the caller (one owner of the cache file: see INPUT_DIGESTS)."""
     from ..classify import warm_start
 
     syn_df = accepted_synthetic(synthetic)
     trad_df = None if traditional is None else traditional[traditional["origin"] == "traditional"].reset_index(drop=True)
-    digests = Digests(out / INPUT_DIGESTS)
+    digests = Digests(out / INPUT_DIGESTS) if digests is None else digests
+    external_rows_hash = external_hash(external, digests) if external is not None else None
     init = warm_start(cfg.train, data, out / "_init")  # init: all-classes is trained once, for every scenario and seed
     fits, compositions = [], []
     scenarios = cfg.resolve()
@@ -154,8 +213,9 @@ def plan_fits(
                       **({"soft_targets": soft_targets_hash(train, sc, digests)} if sc.soft_labels else {})}
             key = sha256_text(json.dumps(result_settings(recipe), sort_keys=True))
             name = f"{sc.name}/seed{seed}"
+            external_key = sha256_text(f"{key}|{external_rows_hash}") if external is not None else None
             fits.append(Fit(name, sc, out / name, seed, train, val, test, tcfg.model_copy(update={"init": init}) if init else tcfg,
-                            cfg.n_boot, {"key": key, **recipe, "counts": counts.to_dict(orient="records")}))
+                            cfg.n_boot, {"key": key, **recipe, "counts": counts.to_dict(orient="records")}, external, external_key))
     digests.save()
     return fits, compositions
 
@@ -197,8 +257,25 @@ def run_fit(fit: Fit) -> None:
             pretrain_then_finetune(fit)
         else:
             train_model(fit.train, fit.val, fit.config, fit.folder, use=fit.scenario.row_use())
-        evaluate(load_classifier(fit.folder), fit.test, fit.folder, n_boot=fit.n_boot, seed=fit.seed)  # writes metrics.json last
+        clf = load_classifier(fit.folder)
+        evaluate(clf, fit.test, fit.folder, n_boot=fit.n_boot, seed=fit.seed)  # writes metrics.json last
+        if fit.external is not None:  # after it: a fit killed in between is finished, and only scored on the external set again
+            score_external(fit, clf)
     faults.reached("fit")
+
+
+def score_external(fit: Fit, clf: Classifier) -> None:
+    """Score the fit's classifier on the external rows into FIT/external/ (recipe.json first, metrics.json last, as a
+    fit): `evaluate` leaves out the rows of classes outside the fit's task and counts them (`excluded`); its macro
+    scores average the task's classes the external set has."""
+    from ..classify import evaluate
+
+    folder = fit.folder / EXTERNAL
+    if folder.exists():
+        shutil.rmtree(folder)
+    write_json_atomic(folder / "recipe.json", {"key": fit.external_key, "fit_key": fit.recipe["key"]})
+    log.info("%s: scoring on the external set (%d images)", fit.name, len(fit.external))
+    evaluate(clf, fit.external, folder, n_boot=fit.n_boot, seed=fit.seed)
 
 
 def pretrain_then_finetune(fit: Fit) -> None:
@@ -224,6 +301,12 @@ def rows_hash(df: pd.DataFrame, digests: Digests, target: str = "label") -> str:
     transforms = df["transform"].fillna("").astype(str) if "transform" in df.columns else [""] * len(df)
     lines = (f"{digests(p)}|{t}|{lab}" for p, t, lab in zip(df["path"], transforms, df[target]))
     return sha256_text("\n".join(sorted(lines)))
+
+
+def external_hash(df: pd.DataFrame, digests: Digests) -> str:
+    """Hash of external rows by their images, labels and patients: the patients decide which rows a near-copy drops
+    and how the bootstrap resamples."""
+    return sha256_text(rows_hash(df, digests) + rows_hash(df, digests, "patient_id"))
 
 
 def soft_targets_hash(train: pd.DataFrame, sc: Scenario, digests: Digests) -> str:

@@ -13,6 +13,7 @@ from markupsafe import Markup
 
 from ..classes import CLASSES
 from ..classify.config import describe
+from ..experiments.external import EXTERNAL
 from ..folds import POOLED, fold_count, fold_name, is_pooled, results_dir
 from ..io import read_json
 from ..stages import result_settings
@@ -38,12 +39,30 @@ def section_scenarios(run: Path) -> Markup | None:
                  "to the named baseline (the task's real-only scenario unless the scenario names another; paired t-test over "
                  "seeds; q: Benjamini-Hochberg over the table's comparisons).")
         unit = "seeds"
-    parts = [p(about), *judge(run), table(pd.read_csv(headline, keep_default_na=False))]
+    parts = [p(about), *judge(run), table(pd.read_csv(headline, keep_default_na=False)), *external_results(run)]
     per_class = summary[(summary["cls"] != "macro") & (summary["metric"] == "f1")]
     if len(per_class):
         wide = per_class.pivot_table(index="scenario", columns="cls", values="mean", sort=False)
         parts += [h3(f"Per-class F1 (mean over {unit})"), table(wide.reset_index())]
     return join(parts + scarcity_figure(run, summary, unit))
+
+
+def external_results(run: Path) -> list[Markup]:
+    """The headline table of the fits scored on the external test set (`data.external`), under a heading saying what
+    is left of it once the patients with a near-copy of the train/val images are dropped; nothing without one."""
+    folder = results_dir(run) / EXTERNAL
+    counts = read_json(folder / "overlap.json")
+    if not (folder / "table.csv").is_file() or not isinstance(counts, dict):
+        return []
+    return [h3(f"External test set: {counts['kept_images']} images of {counts['kept_patients']} patients "
+               f"(classes {', '.join(counts['classes'])})"),
+            p(f"The same fits scored on the external test set (data.external: images from another source, every one a test "
+              f"image), less the {counts['dropped_patients']} patients ({counts['dropped_images']} images) with a near-copy of "
+              f"the run's train/val images (grey SSIM ≥ {counts['threshold']}; experiments/external/overlap.csv lists each "
+              "image's closest one). Each fit is scored on the classes of its task the external set has (macro scores "
+              "average those; images of other classes are left out); intervals and ΔF1 as above, paired against the same "
+              "baselines."),
+            table(pd.read_csv(folder / "table.csv", keep_default_na=False))]
 
 
 def scarcity_figure(run: Path, summary: pd.DataFrame, unit: str) -> list[Markup]:
