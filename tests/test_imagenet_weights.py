@@ -21,7 +21,7 @@ from test_classify_recipe import _hub_cache  # a Hugging Face cache laid out as 
 from typer.testing import CliRunner
 
 from retinaug.classify import TrainConfig
-from retinaug.classify.config import auto_recipe, describe
+from retinaug.classify.config import _SAID, describe
 from retinaug.classify.imagenet import SOURCES, imagenet_weights
 from retinaug.classify.models import create_model
 from retinaug.classify.weights import resolve_pretrained
@@ -168,10 +168,10 @@ def test_env_lists_the_imagenet_sources_it_sees(empty_hub_cache: Path):
 
 @pytest.fixture
 def fresh_auto():
-    """`recipe: auto` decides once per process; these tests change what is installed."""
-    auto_recipe.cache_clear()
+    """`recipe: auto` says its choice once per process; these tests read what it says."""
+    _SAID.clear()
     yield
-    auto_recipe.cache_clear()
+    _SAID.clear()
 
 
 def test_a_recipe_fills_only_the_fields_the_config_leaves_out():
@@ -196,8 +196,9 @@ def test_recipe_auto_is_imagenet_where_its_weights_are_installed_else_scratch_sa
         other = TrainConfig(recipe="auto", backbone="resnet18")  # no local ImageNet weights of resnet18
     assert (other.recipe, other.backbone, other.size, other.pretrained) == ("scratch", "resnet18", 64, None)
     assert "the classifier trains from scratch (no ImageNet weights of resnet18 on this machine" in caplog.text
+    given = TrainConfig(recipe="auto", backbone="resnet18", pretrained="weights.safetensors")  # weights given: not scratch
+    assert (given.recipe, given.size, str(given.pretrained)) == ("imagenet", 128, "weights.safetensors")
     monkeypatch.setitem(SOURCES, LITE0, dataclasses.replace(SOURCES[LITE0], module="retinaug_no_such_weights_package"))
-    auto_recipe.cache_clear()
     caplog.clear()
     with caplog.at_level("WARNING", logger="retinaug"):
         fallback = [TrainConfig(recipe="auto") for _ in range(3)]

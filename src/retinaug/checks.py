@@ -20,7 +20,7 @@ import pandas as pd
 from .classes import TASKS, resolve_task
 from .config import PipelineConfig
 from .errors import ManifestError, RetinaugError
-from .features import imagenet_backbone, imagenet_weights_file
+from .features import imagenet_backbone, imagenet_ready, imagenet_weights_file
 from .stages import config_hash, read_record
 
 EXTRACTORS = ("auto", "labeler", "pixels")
@@ -151,8 +151,8 @@ def _extractors(cfg: PipelineConfig, on: dict[str, bool]) -> list[str]:
         if spec == "labeler" and not on["labeler"]:
             problems.append(f"{name}.extractor labeler needs the labeler stage (labeler.enabled: true); or use pixels or imagenet")
         elif (backbone := imagenet_backbone(spec)) is not None:
-            try:
-                imagenet_weights_file(backbone)
+            try:  # when not ready, raises saying what is missing; nothing is converted (a check writes nothing)
+                imagenet_ready(backbone) or imagenet_weights_file(backbone)
             except RetinaugError as exc:
                 problems.append(f"{name}: {exc}")
         elif spec not in EXTRACTORS and not Path(spec).is_dir():
@@ -164,13 +164,13 @@ def _extractors(cfg: PipelineConfig, on: dict[str, bool]) -> list[str]:
 
 def _classifier_weights(cfg: PipelineConfig, on: dict[str, bool]) -> list[str]:
     """`pretrained: imagenet` reads local sources only: a missing one is said now, not after the generator trained."""
-    from .classify.weights import IMAGENET, imagenet_file
+    from .classify.weights import IMAGENET, imagenet_available, imagenet_file
 
     problems = []
     for stage in ("labeler", "experiments"):
         train = getattr(cfg, stage).train
-        if on[stage] and str(train.pretrained) == IMAGENET:
-            try:
+        if on[stage] and str(train.pretrained) == IMAGENET and not imagenet_available(train.backbone):
+            try:  # raises, saying what is missing; nothing is converted (a check writes nothing)
                 imagenet_file(train.backbone)
             except RetinaugError as exc:
                 problems.append(f"{stage}.train: {exc}")

@@ -147,6 +147,15 @@ def imagenet_backbone(spec: str) -> str | None:
     return backbone if colon else IMAGENET_BACKBONE
 
 
+def imagenet_ready(backbone: str) -> bool:
+    """Whether `imagenet:<backbone>` would load (a timm name with ImageNet weights on this machine), read nothing."""
+    import timm
+
+    from .classify.weights import imagenet_available
+
+    return timm.is_model(backbone) and imagenet_available(backbone)
+
+
 def imagenet_weights_file(backbone: str) -> Path:
     """The local file of BACKBONE's ImageNet weights (the resolver of `pretrained: imagenet`: Hugging Face cache, then
     an installed weights package), so the up-front checks and the extractor fail alike and before any work."""

