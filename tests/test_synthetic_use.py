@@ -109,13 +109,14 @@ def test_synthetic_use_set_resolves_and_pairs_against_real():
     resolved = cfg.resolve()
     names = [s.name for s in SCENARIO_SETS["synthetic-use"]]
     assert names == ["5class-real", "5class-syn-x1", "5class-syn-x1-pretrain", "5class-syn-x1-replace0.5",
-                     "5class-syn-x1-weight0.5", "5class-syn-x1-soft", "5class-trad-x1"]
+                     "5class-syn-x1-weight0.5", "5class-syn-x1-soft", "5class-syn-x1-need", "5class-trad-x1"]
     assert set(names) <= {s.name for s in resolved}
     by_name = {s.name: s for s in resolved}
     assert [by_name[n].synthetic_use for n in names[2:4]] == ["pretrain", "replace"]
     assert by_name["5class-syn-x1-replace0.5"].row_use().replace_probability == 0.5
     assert by_name["5class-syn-x1-weight0.5"].synthetic_weight == 0.5 and by_name["5class-syn-x1-soft"].soft_labels
-    assert all(by_name[n].synthetic == 1 and by_name[n].task == "5-class" for n in names[1:6])
+    assert by_name["5class-syn-x1-need"].allocation == "need"
+    assert all(by_name[n].synthetic == 1 and by_name[n].task == "5-class" for n in names[1:7])
     assert all(baseline_of(by_name[n], resolved) == "5class-real" for n in names[1:])
 
 

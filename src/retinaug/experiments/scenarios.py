@@ -220,6 +220,8 @@ SCENARIO_SETS: dict[str, list[Scenario]] = {
            synthetic=1, synthetic_weight=0.5),
         _s("5class-syn-x1-soft", "+1x syn soft", "real + 1x synthetic per class, soft labels from the labeler",
            synthetic=1, soft_labels=True),
+        _s("5class-syn-x1-need", "+1x syn need", "real + as many synthetic rows as x1, shared by the real-only fit's "
+           "validation misses (1 - recall) per class", synthetic=1, allocation="need"),
         _s("5class-trad-x1", "+1x trad", "real + 1x traditional augmentation per class", traditional=1),
     ],
     # Not in the paper: what synthetic and traditional rows add as real patients get scarce (nested subsamples).
