@@ -10,5 +10,5 @@ set -euo pipefail
 run="${1:-runs/grid27}"
 pin=(env OMP_NUM_THREADS="${THREADS:-1}" taskset -c "${CORE:-1}")
 "${pin[@]}" retinaug run --preset odir-cpu --out "$run" --set "experiments.seeds=${SEEDS:-3}" \
-  --set "experiments.sets=[synthetic-use]" --set "experiments.only=null" --set selection.enabled=false \
+  --set "experiments.sets=[synthetic-use]" --set "experiments.only=[]" --set selection.enabled=false \
   --set synthetic.ratio=2.5
