@@ -437,10 +437,10 @@ def test_ctrl_c_during_each_long_stage_says_what_stopped_and_resumes(tmp_path):
         assert "Traceback" not in err and sum("interrupted (Ctrl-C)" in line for line in lines) == 1, err[-2000:]
         assert lines[-1].startswith(f"retinaug run: interrupted (Ctrl-C) during stage {stage}"), lines[-1]
         assert lines[-1].endswith(f"finished work is kept; run the same command again to resume: retinaug {' '.join(command)}")
-        assert read_record(run / stage)["status"] != "done"
+        assert read_record(run / stage)["status"] == "interrupted"
         if resumed:  # the previous interrupted stage was resumed by this run and finished
-            assert read_record(run / resumed)["status"] == "done" and read_record(run / resumed)["why"].startswith("interrupted")
+            assert read_record(run / resumed)["status"] == "done" and read_record(run / resumed)["why"] == "its last attempt was interrupted"
         resumed = stage
     final = cli(*command)
     assert final.returncode == 0, final.stderr[-2000:]
-    assert read_record(run / "experiments")["why"].startswith("interrupted") and (run / "report" / "index.html").is_file()
+    assert read_record(run / "experiments")["why"] == "its last attempt was interrupted" and (run / "report" / "index.html").is_file()

@@ -22,12 +22,12 @@ from retinaug.stages import Stage, read_record
 STAGES = stage_names()
 
 
-def _stage(folder: Path, calls: list, config: dict, inputs: dict, fail: bool = False) -> Stage:
+def _stage(folder: Path, calls: list, config: dict, inputs: dict, fail: type[BaseException] | None = None) -> Stage:
     def work():
         calls.append(sorted(p.name for p in folder.iterdir() if p.name not in ("stage.json", ".owned.json")))
         (folder / "partial.txt").write_text("x")
         if fail:
-            raise RuntimeError("killed")
+            raise fail("killed")
         (folder / "out.txt").write_text(json.dumps(config))
 
     return Stage("s", folder, config, inputs, work, ["out.txt"])
@@ -48,10 +48,14 @@ def test_stage_skip_resume_fresh_force(tmp_path):
     assert read_record(folder)["why"] == "inputs changed (up)"
     # interrupted (failed mid-way): the next run resumes in place, keeping the partial work
     with pytest.raises(RuntimeError):
-        _stage(folder, calls, {"a": 3}, {"up": "h2"}, fail=True).execute()
+        _stage(folder, calls, {"a": 3}, {"up": "h2"}, fail=RuntimeError).execute()
     assert read_record(folder)["status"] == "failed"
     _stage(folder, calls, {"a": 3}, {"up": "h2"}).execute()
-    assert calls[-1] == ["partial.txt"] and read_record(folder)["why"].startswith("interrupted")
+    assert calls[-1] == ["partial.txt"] and read_record(folder)["why"] == "its last attempt failed"
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C: recorded as interrupted, not failed
+        _stage(folder, calls, {"a": 3}, {"up": "h2"}, fail=KeyboardInterrupt).execute(force=True)
+    assert read_record(folder)["status"] == "interrupted"
+    assert _stage(folder, calls, {"a": 3}, {"up": "h2"}).decision(False) == ("resume", "its last attempt was interrupted")
     # forced, and missing outputs
     _stage(folder, calls, {"a": 3}, {"up": "h2"}).execute(force=True)
     assert calls[-1] == [] and read_record(folder)["why"] == "forced"
@@ -154,7 +158,7 @@ def test_pipeline_kill9_during_generate_then_rerun_same_results(tmp_path):
     kill9_at([*args, str(run)], "kill@image:4", env=env)
     assert read_record(run / "synthetic")["status"] == "running" and len(list(run.glob("synthetic/*/[!.]*.png"))) == 4
     run_to_the_end(run)
-    assert read_record(run / "synthetic")["status"] == "done" and read_record(run / "synthetic")["why"].startswith("interrupted")
+    assert read_record(run / "synthetic")["status"] == "done" and read_record(run / "synthetic")["why"] == "its last attempt stopped mid-way (the process ended)"
     ours = sorted(run.glob("synthetic/*/*.png"))
     theirs = sorted(reference.glob("synthetic/*/*.png"))
     assert [p.relative_to(run) for p in ours] == [p.relative_to(reference) for p in theirs] and len(ours) == 20

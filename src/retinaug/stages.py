@@ -32,6 +32,12 @@ from .io import read_json, sha256_text, write_json_atomic
 from .ownership import check_foreign, clean, owned_output
 
 log = logging.getLogger("retinaug.stages")
+# why an unfinished stage resumes, by the status its record kept
+_LAST_ATTEMPT = {
+    "failed": "its last attempt failed",
+    "interrupted": "its last attempt was interrupted",
+    "running": "its last attempt stopped mid-way (the process ended)",
+}
 
 RECORD = "stage.json"
 SOURCE = "source"  # the input key of the user's files a stage reads (the dataset), beside its upstream stages
@@ -150,7 +156,7 @@ class Stage:
             changed = sorted(k for k in set(rec.get("inputs", {})) | set(self.inputs) if rec.get("inputs", {}).get(k) != self.inputs.get(k))
             return "fresh", f"inputs changed ({', '.join(changed)})"
         if rec.get("status") != "done":
-            return "resume", f"interrupted while {rec.get('status', 'running')}"
+            return "resume", _LAST_ATTEMPT.get(rec.get("status"), _LAST_ATTEMPT["running"])
         try:
             outputs = self.outputs()
         except ManifestError as exc:  # a truncated manifest: the finished work is damaged, so it is redone
@@ -193,8 +199,8 @@ class Stage:
         t0, c0 = time.perf_counter(), time.process_time()
         try:
             self.run()
-        except BaseException:
-            rec.update(status="failed", seconds=round(time.perf_counter() - t0, 2))
+        except BaseException as exc:  # Ctrl-C and SIGTERM are BaseExceptions, not Exceptions
+            rec.update(status="failed" if isinstance(exc, Exception) else "interrupted", seconds=round(time.perf_counter() - t0, 2))
             write_json_atomic(self.folder / RECORD, rec)
             raise
         rec.update(
