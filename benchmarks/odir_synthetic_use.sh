@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Issue 28's question on real ODIR, in the run folder of benchmarks/odir_judge_grid.sh (same data split, generator,
-# synthetic pool, ImageNet-pretrained labeler and judge): the `synthetic-use` set — the x1 synthetic pool mixed,
-# pretrain-then-fine-tune, stochastic replacement (alpha 0.5), loss weight 0.5, soft labels, allocation by need —
-# each paired against real-only and traditional x1 over seeds. Finished fits of the grid are reused.
-#   bash benchmarks/odir_synthetic_use.sh [RUN]     # RUN default runs/grid27; resumable: re-run to continue
-#   SEEDS (default 3), THREADS (default 1, pinned to core ${CORE:-1}).
+# Issue 28's question on real ODIR with the ImageNet-pretrained labeler and judge: the `synthetic-use` set — the x1
+# synthetic pool mixed, pretrain-then-fine-tune, stochastic replacement (alpha 0.5), loss weight 0.5, soft labels,
+# allocation by need — each paired against real-only and traditional x1 over seeds.
+# It runs in a copy of benchmarks/odir_judge_grid.sh's run folder (same split, generator, synthetic pool, labeler;
+# the finished real-only and traditional fits are reused), labelled with policy `all` (POLICY): the img2img child
+# keeps its parent's class. Under the grid's `relabel`, the 128 px labeler reads almost every 64 px synthetic G, A
+# and H image as another class (a size effect: benchmarks/lowres_control.py), so x1 held 33 G, 1 A and 5 H rows.
+#   cp -a runs/grid27 runs/synuse && bash benchmarks/odir_synthetic_use.sh runs/synuse   # resumable: re-run it
+#   SEEDS (default 3); WORKERS (default 2): fits side by side on Ray, one CPU and thread each, pinned to CORES (0,1).
 # synthetic.ratio 2.5 keeps the grid's pool (x2 x margin 1.25): allocation need may ask a class for more than 1x.
 set -euo pipefail
-run="${1:-runs/grid27}"
-pin=(env OMP_NUM_THREADS="${THREADS:-1}" taskset -c "${CORE:-1}")
-"${pin[@]}" retinaug run --preset odir-cpu --out "$run" --set "experiments.seeds=${SEEDS:-3}" \
-  --set "experiments.sets=[synthetic-use]" --set "experiments.only=[]" --set selection.enabled=false \
-  --set synthetic.ratio=2.5
+run="${1:?run folder (a copy of the judge grid's)}"
+OMP_NUM_THREADS=1 taskset -c "${CORES:-0,1}" retinaug run --preset odir-cpu --out "$run" \
+  --set "experiments.seeds=${SEEDS:-3}" --set "experiments.sets=[synthetic-use]" --set "experiments.only=[]" \
+  --set experiments.executor=ray --set "experiments.workers=${WORKERS:-2}" \
+  --set selection.enabled=false --set synthetic.ratio=2.5 --set "label.policy=${POLICY:-all}"
