@@ -219,10 +219,48 @@ def test_q_values_are_benjamini_hochberg_per_metric_and_class():
     from retinaug.experiments.results import q_values
 
     summary = pd.DataFrame({"metric": ["f1"] * 4 + ["recall"] * 2, "cls": ["macro"] * 6,
-                            "p_value": [0.01, 0.04, np.nan, 0.5, 0.02, 0.03]})
-    q = q_values(summary)
+                            "p_value": [0.01, 0.04, np.nan, 0.5, 0.02, 0.03], "ref_p_value": np.nan})
+    q, ref_q = q_values(summary)
     assert q[:4].tolist()[:2] == pytest.approx([0.03, 0.06]) and np.isnan(q[2]) and q[3] == pytest.approx(0.5)  # p m / rank, monotone
     assert q[4:].tolist() == pytest.approx([0.03, 0.03])  # recall is its own family
+    assert ref_q.isna().all()
+    # the comparisons against a traditional reference join their (metric, class) family: 4 tests of f1 now
+    summary.loc[2, "ref_p_value"] = 0.02
+    q, ref_q = q_values(summary)
+    assert q[[0, 1, 3]].tolist() == pytest.approx([0.04, 0.04 * 4 / 3, 0.5]) and ref_q[2] == pytest.approx(0.04)
+    assert ref_q.drop(index=2).isna().all()
+
+
+def test_synthetic_scenarios_are_also_paired_against_the_matching_traditional_one(tmp_path):
+    """Issue 28: a synthetic scenario is compared with real-only (its baseline) and with the traditional-only scenario
+    of as many rows; scenarios with traditional rows of their own, or with no matching one, get no second comparison."""
+    from retinaug.experiments.scenarios import traditional_reference
+
+    scs = [Scenario(name="real", task="G,C"), Scenario(name="syn", task="G,C", synthetic=1),
+           Scenario(name="syn-w", task="G,C", synthetic=1, synthetic_weight=0.5), Scenario(name="trad", task="G,C", traditional=1),
+           Scenario(name="syn-half", task="G,C", synthetic=0.5), Scenario(name="syn-trad", task="G,C", synthetic=1, traditional=1, baseline="trad"),
+           Scenario(name="syn-vs-trad", task="G,C", synthetic=1, baseline="trad"),
+           Scenario(name="syn-scarce", task="G,C", synthetic=1, real_fraction=0.5)]
+    assert [traditional_reference(sc, scs) for sc in scs] == [None, "trad", "trad", None, None, None, None, None]
+    f1 = {"real": [0.50, 0.55, 0.60], "syn": [0.58, 0.60, 0.70], "syn-w": [0.52, 0.57, 0.61], "trad": [0.60, 0.66, 0.69]}
+    for name, values in f1.items():
+        for seed, v in enumerate(values):
+            p = tmp_path / name / f"seed{seed}" / "metrics.json"
+            p.parent.mkdir(parents=True)
+            p.write_text(json.dumps({"macro_f1": v, "accuracy": v}))
+    summary = aggregate(tmp_path, scs, [0, 1, 2]).set_index(["scenario", "metric"])
+    syn = summary.loc[("syn", "f1")]
+    assert syn.baseline == "real" and syn.reference == "trad"
+    assert syn.ref_diff_mean == pytest.approx(np.mean(np.subtract(f1["syn"], f1["trad"])))
+    assert syn.ref_p_value == pytest.approx(stats.ttest_rel(f1["syn"], f1["trad"]).pvalue)
+    assert summary.loc[("trad", "f1")].reference == "" and pd.isna(summary.loc[("trad", "f1")].ref_diff_mean)
+    family = summary.xs("f1", level="metric")
+    p_values = [*family.p_value.dropna(), *family.ref_p_value.dropna()]
+    assert len(p_values) == 5 and syn.ref_q_value == pytest.approx(
+        stats.false_discovery_control(p_values)[len(family.p_value.dropna()) + list(family.ref_p_value.dropna().index).index("syn")])
+    table = pd.read_csv(tmp_path / "table.csv", keep_default_na=False).set_index("scenario")
+    assert table.loc["syn", "ΔF1 vs traditional"].startswith(f"{syn.ref_diff_mean:+.3f} vs trad (p=")
+    assert table.loc["trad", "ΔF1 vs traditional"] == "" and table.loc["real", "ΔF1 vs baseline"] == ""
 
 
 # ---------------------------------------------------------------- kill -9 resume (subprocess, real training)

@@ -1,5 +1,6 @@
 """Results: per-seed metrics flattened, mean and 95% t-interval over seeds, the paired difference to each
-scenario's baseline (paired t-test), and the tables written beside them (summary.csv, table.md/.csv)."""
+scenario's baseline and, for synthetic scenarios, to the matching traditional-only scenario (paired t-tests), and the
+tables written beside them (summary.csv, table.md/.csv)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pandas as pd
 from ..errors import RetinaugError
 from ..io import read_json, write_text_atomic
 from .external import EXTERNAL
-from .scenarios import Scenario, baseline_of
+from .scenarios import Scenario, baseline_of, traditional_reference
 
 HEADLINE = ("precision", "recall", "f1", "accuracy")
 
@@ -107,37 +108,45 @@ def summarize_runs(per_run: dict[str, dict[Hashable, dict[tuple[str, str], float
     rows = []
     for sc in scenarios:
         runs = per_run.get(sc.name, {})
-        base = baseline_of(sc, scenarios)
-        base_runs = per_run.get(base or "", {})
+        base, ref = baseline_of(sc, scenarios), traditional_reference(sc, scenarios)
         keys = sorted({k for r in runs.values() for k in r})
         for metric, cls in keys:
             vals = np.array([runs[s][(metric, cls)] for s in sorted(runs) if (metric, cls) in runs[s]])
             mean, lo, hi = _mean_ci(vals, overlap)
             row = dict(scenario=sc.name, label=sc.label, task=sc.task, metric=metric, cls=cls, n_seeds=len(vals),
-                       mean=mean, ci_low=lo, ci_high=hi, baseline=base or "")
-            paired = [s for s in sorted(runs) if s in base_runs and (metric, cls) in runs[s] and (metric, cls) in base_runs[s]]
-            if base and paired:
-                a = np.array([runs[s][(metric, cls)] for s in paired])
-                b = np.array([base_runs[s][(metric, cls)] for s in paired])
-                row.update(zip(("diff_mean", "diff_ci_low", "diff_ci_high", "p_value"), _paired(a, b, overlap)))
+                       mean=mean, ci_low=lo, ci_high=hi, baseline=base or "", reference=ref or "")
+            for prefix, other in (("", base), ("ref_", ref)):
+                if other and (diff := _paired_runs(runs, per_run.get(other, {}), (metric, cls), overlap)):
+                    row.update(zip((f"{prefix}diff_mean", f"{prefix}diff_ci_low", f"{prefix}diff_ci_high", f"{prefix}p_value"), diff))
             rows.append(row)
     summary = pd.DataFrame(rows, columns=["scenario", "label", "task", "metric", "cls", "n_seeds", "mean", "ci_low",
-                                          "ci_high", "baseline", "diff_mean", "diff_ci_low", "diff_ci_high", "p_value"])
-    summary["q_value"] = q_values(summary)
+                                          "ci_high", "baseline", "diff_mean", "diff_ci_low", "diff_ci_high", "p_value",
+                                          "reference", "ref_diff_mean", "ref_diff_ci_low", "ref_diff_ci_high", "ref_p_value"])
+    summary["q_value"], summary["ref_q_value"] = q_values(summary)
     return summary
 
 
-def q_values(summary: pd.DataFrame) -> pd.Series:
-    """Benjamini-Hochberg q-values of the paired tests (scipy's `false_discovery_control`). A grid compares many
-    scenarios with their baselines, so some p < 0.05 come by chance; each (metric, class) is one family of tests."""
+def _paired_runs(runs: dict, other: dict, key: tuple[str, str], overlap: float) -> tuple[float, float, float, float] | None:
+    """`_paired` over the run keys (seeds, or (fold, seed)) both scenarios finished with `key`; None when there are none."""
+    paired = [s for s in sorted(runs) if s in other and key in runs[s] and key in other[s]]
+    if not paired:
+        return None
+    return _paired(np.array([runs[s][key] for s in paired]), np.array([other[s][key] for s in paired]), overlap)
+
+
+def q_values(summary: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Benjamini-Hochberg q-values of the paired tests against the baselines and against the traditional references
+    (scipy's `false_discovery_control`). A grid compares many scenarios, so some p < 0.05 come by chance; each
+    (metric, class) is one family of tests, both comparisons included."""
     from scipy import stats
 
-    q = pd.Series(np.nan, index=summary.index, dtype=float)
-    for _, p in summary.groupby(["metric", "cls"])["p_value"]:
-        p = p.dropna()
+    q = {col: pd.Series(np.nan, index=summary.index, dtype=float) for col in ("p_value", "ref_p_value")}
+    for _, family in summary.groupby(["metric", "cls"]):
+        p = pd.concat([family[col].dropna().rename(lambda i, col=col: (col, i)) for col in q])
         if len(p):
-            q[p.index] = stats.false_discovery_control(p.to_numpy(dtype=float))
-    return q
+            for (col, i), value in zip(p.index, stats.false_discovery_control(p.to_numpy(dtype=float))):
+                q[col][i] = value
+    return q["p_value"], q["ref_p_value"]
 
 
 def aggregate(root: Path, scenarios: list[Scenario], seeds: list[int], composition: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -172,7 +181,8 @@ def write_tables(root: Path, summary: pd.DataFrame, scenarios: list[Scenario], c
 def headline_table(summary: pd.DataFrame, scenarios: list[Scenario], composition: pd.DataFrame | None,
                    runs: str = "seeds") -> pd.DataFrame:
     """One row per scenario: macro precision, recall, F1 and accuracy as 'mean [lo, hi]', F1 change vs its baseline
-    (named, since not every baseline is real-only: syn + trad is paired against trad)."""
+    (named, since not every baseline is real-only: syn + trad is paired against trad) and, when the run has a
+    traditional-only scenario to match, a synthetic scenario's F1 change vs that one."""
     rows = []
     for sc in scenarios:
         s = summary[(summary["scenario"] == sc.name) & (summary["cls"] == "macro")].set_index("metric")
@@ -184,13 +194,19 @@ def headline_table(summary: pd.DataFrame, scenarios: list[Scenario], composition
             row["train images"] = int(c["train_total"].sum())
         for metric in HEADLINE:
             row[metric] = _fmt(s, metric)
-        if "f1" in s.index and isinstance(s.loc["f1", "diff_mean"], float) and not math.isnan(s.loc["f1", "diff_mean"]):
-            d = s.loc["f1"]
-            row["ΔF1 vs baseline"] = f"{d['diff_mean']:+.3f} vs {d['baseline']} (p={d['p_value']:.2g}, q={d['q_value']:.2g})"
-        else:
-            row["ΔF1 vs baseline"] = ""
+        row["ΔF1 vs baseline"] = _delta(s, "", "baseline")
+        if (summary["reference"] != "").any():
+            row["ΔF1 vs traditional"] = _delta(s, "ref_", "reference")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _delta(s: pd.DataFrame, prefix: str, against: str) -> str:
+    """'+0.012 vs NAME (p=…, q=…)': the macro-F1 difference of one comparison; empty when there is none."""
+    if "f1" not in s.index or pd.isna(s.loc["f1", f"{prefix}diff_mean"]):
+        return ""
+    d = s.loc["f1"]
+    return f"{d[f'{prefix}diff_mean']:+.3f} vs {d[against]} (p={d[f'{prefix}p_value']:.2g}, q={d[f'{prefix}q_value']:.2g})"
 
 
 def _fmt(s: pd.DataFrame, metric: str) -> str:

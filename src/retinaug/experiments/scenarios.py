@@ -351,6 +351,21 @@ def real_reference(sc: Scenario, scenarios: Sequence[Scenario]) -> str | None:
     return None
 
 
+def traditional_reference(sc: Scenario, scenarios: Sequence[Scenario]) -> str | None:
+    """The traditional-only scenario `sc`'s synthetic rows are also compared with, when the run has one: the first with
+    the same classes, real_fraction, selection and imbalance and as many traditional rows as `sc` has synthetic ones
+    (+1x synthetic against +1x traditional: do synthetic images beat flips and rotations?). None for scenarios
+    without synthetic rows, with traditional rows of their own, or already paired against it as their baseline."""
+    if sc.synthetic == 0 or sc.traditional > 0:
+        return None
+    for other in scenarios:
+        if (other.synthetic == 0 and other.traditional == sc.synthetic and other.classes == sc.classes
+                and other.real_fraction == sc.real_fraction and other.selection == sc.selection
+                and other.imbalance == sc.imbalance):
+            return other.name if other.name != baseline_of(sc, scenarios) else None
+    return None
+
+
 def depends_on(sc: Scenario, scenarios: Sequence[Scenario]) -> list[str]:
     """The scenarios `sc` needs in its run: its baseline, and for `allocation: need` its real-only reference."""
     names = [baseline_of(sc, scenarios)] + ([real_reference(sc, scenarios)] if sc.allocation == "need" else [])
