@@ -10,7 +10,7 @@
 #   SEEDS (default 3); WORKERS (default 2): fits side by side on Ray, one CPU and thread each, pinned to CORES (0,1).
 # synthetic.ratio 2.5 keeps the grid's pool (x2 x margin 1.25): allocation need may ask a class for more than 1x.
 set -euo pipefail
-run="${1:?run folder (a copy of the judge grid's)}"
+run="${1:?give the run folder: a copy of runs/grid27}"
 OMP_NUM_THREADS=1 taskset -c "${CORES:-0,1}" retinaug run --preset odir-cpu --out "$run" \
   --set "experiments.seeds=${SEEDS:-3}" --set "experiments.sets=[synthetic-use]" --set "experiments.only=[]" \
   --set experiments.executor=ray --set "experiments.workers=${WORKERS:-2}" \
