@@ -264,6 +264,11 @@ def test_damaged_fit_metrics_are_redone_not_dropped(tmp_path, caplog):
     assert "trad/seed0: its metrics.json is damaged" in caplog.text
     assert json.loads(metrics.read_text())["macro_f1"] == good["macro_f1"]  # (was: skipped, the scenario gone)
     assert set(summary["scenario"]) == {"trad"} and "| trad |" in (run / "experiments" / "table.md").read_text()
+    # a whole but stale fit says what changed, not 'damaged' (was: a new label policy read as damaged metrics)
+    caplog.clear()
+    run_experiments(cfg, load_manifest(run / "data"), run / "experiments", traditional=load_manifest(run / "augment").iloc[1:])
+    assert "trad/seed0: its training rows changed since it was trained: the fit is redone" in caplog.text
+    assert "metrics.json is damaged" not in caplog.text
 
 
 def test_damaged_labeler_metrics_redo_the_labeler(tmp_path):

@@ -74,9 +74,24 @@ class Fit:
         """Its recipe is unchanged and its metrics.json is whole (a damaged one is redone, never dropped)."""
         return _current(self.folder, self.recipe["key"])
 
+    def why_stale(self) -> str:
+        """Why a fit whose folder holds a metrics.json is not `finished`: a damaged metrics.json, or what changed in
+        its recipe since it was trained (a new label policy changes 'its training rows')."""
+        if not valid_metrics(read_json(self.folder / "metrics.json")):
+            return "its metrics.json is damaged (not the metrics evaluate writes)"
+        old = read_json(self.folder / "recipe.json") or {}
+        changed = [what for part, what in _RECIPE_PARTS.items() if result_settings(old.get(part)) != result_settings(self.recipe.get(part))]
+        return f"{' and '.join(changed) or 'its recipe'} changed since it was trained"
+
     def scored_externally(self) -> bool:
         """No external set, or its scores there are whole and were made for this fit and these external rows."""
         return self.external is None or _current(self.folder / EXTERNAL, self.external_key)
+
+
+# the parts of a fit's recipe, as `why_stale` names them
+_RECIPE_PARTS = {"scenario": "its scenario", "seed": "its seed", "train": "the train config", "n_boot": "n_boot",
+                 "train_rows": "its training rows", "test_rows": "its test rows", "init_sha256": "the warm start",
+                 "soft_targets": "its soft targets"}
 
 
 def _current(folder: Path, key: str | None) -> bool:
@@ -154,7 +169,7 @@ def execute(fits: list[Fit], cfg: ExperimentConfig) -> None:
                 continue
             log.warning("%s: its weights are gone, so it is retrained to be scored on the external set", f.name)
         elif (f.folder / "metrics.json").is_file():
-            log.warning("%s: its metrics.json is damaged (not the metrics evaluate writes): the fit is redone", f.name)
+            log.warning("%s: %s: the fit is redone", f.name, f.why_stale())
         if f.folder.exists():
             shutil.rmtree(f.folder)  # partial or stale: redo from scratch so the result equals an uninterrupted run
         todo.append(f)

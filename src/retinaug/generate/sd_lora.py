@@ -7,11 +7,19 @@ demands have run ahead of released peft (transformers 5.24 wants peft >= 0.22). 
 saved, in diffusers' `pytorch_lora_weights.safetensors` format (loadable by `pipe.load_lora_weights`
 elsewhere), with a config that points at the base folder. Sampling is txt2img (StableDiffusionPipeline) or img2img from a
 real TRAIN image of the class (StableDiffusionImg2ImgPipeline made once with `from_pipe`, sharing the weights).
+
+The base is a diffusers-layout SD 1.x/2.x folder (`check_sd_folder` says what else is refused, before anything loads):
+fp32 weight files or only `*.fp16.safetensors` variants (loaded into fp32; on a GPU training in fp16/bf16 the fp16
+variant is preferred: half the bytes to read, the same weights once cast), `epsilon` or `v_prediction` (SD 2.x-v: the
+loss target follows the base scheduler's `prediction_type`). A folder's safety checker (and its feature extractor) is
+never loaded: the images are fundus photographs for research, and the checker is an NSFW filter that could only blank
+some of them (a false positive), never make one usable.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +32,21 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from diffusers.training_utils import cast_training_params
-from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_peft, convert_unet_state_dict_to_peft
+from diffusers.utils import (
+    SAFE_WEIGHTS_INDEX_NAME,
+    SAFETENSORS_WEIGHTS_NAME,
+    _add_variant,
+    convert_state_dict_to_diffusers,
+    convert_state_dict_to_peft,
+    convert_unet_state_dict_to_peft,
+)
 from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 from peft.utils import get_peft_model_state_dict
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTokenizer
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME as TRANSFORMERS_INDEX_NAME
+from transformers.utils import SAFE_WEIGHTS_NAME as TRANSFORMERS_WEIGHTS_NAME
 from transformers.utils import logging as transformers_logging
 
 from ..errors import RetinaugError
@@ -42,6 +59,17 @@ from .registry import register_generator
 from .sampling import SamplingPipeline, make_sampler, seed_generators
 
 SD_PARTS = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
+# model_index.json `_class_name` of SD 1.x/2.x folders: one CLIP text encoder and a UNet2DConditionModel
+SD_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+# what from_pretrained reads in a weighted component folder (one file or a sharded index), before the variant name
+WEIGHT_FILES = {
+    "unet": (SAFETENSORS_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME),
+    "vae": (SAFETENSORS_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME),
+    "text_encoder": (TRANSFORMERS_WEIGHTS_NAME, TRANSFORMERS_INDEX_NAME),
+}
+VARIANTS = (None, "fp16")  # None: the plain files (fp32 in SD releases)
+SINGLE_FILES = ("*.safetensors", "*.ckpt")  # original (CompVis / A1111) checkpoints
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
@@ -50,23 +78,91 @@ TO_PEFT = {"unet": convert_unet_state_dict_to_peft, "text_encoder": convert_stat
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def check_sd_folder(path: str | Path | None) -> Path:
-    """Refuse anything but a complete local diffusers-layout Stable Diffusion folder, naming what is missing."""
+@dataclass(frozen=True)
+class SDFolder:
+    """A checked SD 1.x/2.x folder and, per weighted component, the safetensors variants it holds."""
+
+    path: Path
+    variants: dict[str, frozenset]
+
+    def variant(self, part: str, half: bool) -> str | None:
+        """The files to load: the fp16 variant when training in half precision (the weights are cast to it anyway) or
+        when it is the only one (then upcast to fp32), else the plain files."""
+        have = self.variants[part]
+        return "fp16" if "fp16" in have and (half or None not in have) else None
+
+
+def check_sd_folder(path: str | Path | None) -> SDFolder:
+    """Refuse, saying why and what is supported, any base_model but a complete local diffusers-layout SD 1.x/2.x folder
+    with safetensors weights: a single-file checkpoint, another family (SDXL, SD3, FLUX, ...: model_index.json's
+    `_class_name`), a prediction type the loss cannot train. Reads file names and JSON configs only, so it is also
+    `retinaug run`'s up-front check (checks.py)."""
     if not path:
         raise RetinaugError(
             "sd-lora needs a local Stable Diffusion folder: set base_model in the config "
             "(e.g. --set base_model=/models/stable-diffusion-v1-5); nothing is downloaded"
         )
     folder = Path(path).expanduser()
+    if single := _single_file(folder):
+        raise RetinaugError(
+            f"{single} is a single file, not a Stable Diffusion folder in diffusers layout. A single-file checkpoint must be "
+            "converted once, on a machine with internet access (diffusers' from_single_file fetches the model's configs and "
+            "CLIP tokenizer from the Hugging Face Hub, so it cannot run offline): python -c \"from diffusers import "
+            f"StableDiffusionPipeline as P; P.from_single_file('{single.name}').save_pretrained('FOLDER')\" (or diffusers' "
+            "scripts/convert_original_stable_diffusion_to_diffusers.py); then set base_model=FOLDER"
+        )
     if not folder.is_dir():
         raise RetinaugError(f"Stable Diffusion folder {folder} does not exist (base_model must be a local folder)")
+    if (folder / "model_index.json").is_file():
+        _check_family(folder)
     missing = [p for p in SD_PARTS if not (folder / p).exists()]
     if missing:
         raise RetinaugError(
             f"{folder} is not a complete Stable Diffusion folder in diffusers layout; missing: {', '.join(missing)}. "
             f"It needs {', '.join(SD_PARTS)} (as written by StableDiffusionPipeline.save_pretrained)"
         )
-    return folder
+    prediction = _config(DDPMScheduler, folder, "scheduler").get("prediction_type", "epsilon")
+    if prediction not in PREDICTION_TYPES:
+        raise RetinaugError(f"{folder / 'scheduler'} has prediction_type {prediction!r}; sd-lora trains {' or '.join(PREDICTION_TYPES)} models")
+    variants = {part: frozenset(v for v in VARIANTS if any((folder / part / _add_variant(name, v)).is_file() for name in names))
+                for part, names in WEIGHT_FILES.items()}
+    if lacking := [part for part, have in variants.items() if not have]:
+        raise RetinaugError(
+            f"no safetensors weights in {', '.join(str(folder / p) for p in lacking)} (plain or fp16 variant); pickled .bin/.ckpt "
+            "weights are refused (a pickle can run code when loaded): convert a folder you trust to safetensors first, e.g. "
+            "StableDiffusionPipeline.from_pretrained(FOLDER, use_safetensors=False).save_pretrained(NEW_FOLDER)"
+        )
+    return SDFolder(folder, variants)
+
+
+def _single_file(path: Path) -> Path | None:
+    """What base_model names when it is no diffusers folder but a single file: the file itself, or a checkpoint at the
+    top of a folder without model_index.json (an original-format download)."""
+    if path.is_file():
+        return path
+    if path.is_dir() and not (path / "model_index.json").exists():
+        return next((f for pattern in SINGLE_FILES for f in sorted(path.glob(pattern))), None)
+    return None
+
+
+def _check_family(folder: Path) -> None:
+    """Only SD 1.x/2.x pipelines: others (SDXL's two text encoders, SD3's and FLUX's transformers) need other training."""
+    kind = _config(StableDiffusionPipeline, folder).get("_class_name")
+    if kind not in SD_PIPELINES:
+        raise RetinaugError(
+            f"{folder} holds a {kind or 'pipeline without _class_name'} (model_index.json), which sd-lora cannot fine-tune: "
+            f"it supports Stable Diffusion 1.x and 2.x folders ({' or '.join(SD_PIPELINES)}: one CLIP text encoder, a "
+            "UNet2DConditionModel, e.g. stable-diffusion-v1-5 or stable-diffusion-2-1); SDXL, SD3, FLUX and other families "
+            "are not supported"
+        )
+
+
+def _config(cls, folder: Path, subfolder: str | None = None) -> dict:
+    """A JSON config as diffusers reads it (model_index.json for a pipeline class); an unreadable one is a RetinaugError."""
+    try:
+        return cls.load_config(folder, subfolder=subfolder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise RetinaugError(f"cannot read the {cls.config_name} of {folder / (subfolder or '')}: {exc}") from None
 
 
 @register_generator("sd-lora")
@@ -88,22 +184,23 @@ class SDLoRAGenerator(Generator):
 
     def _load_base(self) -> None:
         base = check_sd_folder(self.config.base_model)
-        load = dict(local_files_only=True)
+        half = self.dtype != torch.float32
         if quiet():
             transformers_logging.disable_progress_bar()
-        self.tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **load)
-        try:  # safetensors only: a pickled .bin can run code when loaded
-            weights = dict(load, use_safetensors=True)
-            self.text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", **weights)
-            self.vae = AutoencoderKL.from_pretrained(base, subfolder="vae", **weights)
-            self.unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", **weights)
+        self.tokenizer = CLIPTokenizer.from_pretrained(base.path, subfolder="tokenizer", local_files_only=True)
+
+        def weights(part: str) -> dict:
+            """safetensors only (a pickled .bin can run code when loaded), in fp32 whatever the files (`to()` casts later)."""
+            return dict(subfolder=part, variant=base.variant(part, half), dtype=torch.float32, use_safetensors=True, local_files_only=True)
+
+        try:
+            self.text_encoder = CLIPTextModel.from_pretrained(base.path, **weights("text_encoder"))
+            self.vae = AutoencoderKL.from_pretrained(base.path, **weights("vae"))
+            self.unet = UNet2DConditionModel.from_pretrained(base.path, **weights("unet"))
         except (OSError, ValueError) as exc:
-            raise RetinaugError(
-                f"cannot load the Stable Diffusion weights in {base} as safetensors ({exc}); pickled .bin/.ckpt "
-                "weights are refused: convert the folder to safetensors first"
-            ) from None
+            raise RetinaugError(f"cannot load the Stable Diffusion weights in {base.path} ({exc})") from None
         # the base model's own schedule: prediction_type (epsilon or v_prediction) comes from here
-        self.noise = DDPMScheduler.from_pretrained(base, subfolder="scheduler", **load)
+        self.noise = DDPMScheduler.from_pretrained(base.path, subfolder="scheduler", local_files_only=True)
         for m in (self.text_encoder, self.vae, self.unet):
             m.requires_grad_(False)
 
@@ -148,8 +245,6 @@ class SDLoRAGenerator(Generator):
         noise = torch.randn_like(latents)
         t = torch.randint(0, self.noise.config.num_train_timesteps, (len(latents),), device=latents.device)
         pred = self.unet(self.noise.add_noise(latents, noise, t), t, context).sample
-        if self.noise.config.prediction_type not in ("epsilon", "v_prediction"):
-            raise RetinaugError(f"unsupported prediction_type {self.noise.config.prediction_type!r} in the base scheduler")
         return diffusion_loss(pred, latents, noise, t, self.noise, self.config.snr_gamma)
 
     def save_weights(self, out: Path) -> None:
