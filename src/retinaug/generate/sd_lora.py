@@ -199,8 +199,9 @@ class SDLoRAGenerator(Generator):
             self.unet = UNet2DConditionModel.from_pretrained(base.path, **weights("unet"))
         except (OSError, ValueError) as exc:
             raise RetinaugError(f"cannot load the Stable Diffusion weights in {base.path} ({exc})") from None
-        # the base model's own schedule: prediction_type (epsilon or v_prediction) comes from here
-        self.noise = DDPMScheduler.from_pretrained(base.path, subfolder="scheduler", local_files_only=True)
+        # the base model's own schedule: prediction_type (epsilon or v_prediction) comes from here. Latents are not in
+        # [-1, 1], so samplers made from it must never clip (SD 1.5's PNDM config has no clip_sample; DDPM's default is True)
+        self.noise = DDPMScheduler.from_pretrained(base.path, subfolder="scheduler", local_files_only=True, clip_sample=False)
         for m in (self.text_encoder, self.vae, self.unet):
             m.requires_grad_(False)
 
@@ -302,7 +303,7 @@ class SDPipeline(SamplingPipeline):
     def __init__(self, txt2img: StableDiffusionPipeline, conditions: Conditions, size: int, prompt: Callable[[str, str | None], str], dtype: torch.dtype):
         txt2img.set_progress_bar_config(disable=True)
         self.txt2img = txt2img
-        self.img2img = StableDiffusionImg2ImgPipeline.from_pipe(txt2img, torch_dtype=dtype)  # default: cast to fp32
+        self.img2img = StableDiffusionImg2ImgPipeline.from_pipe(txt2img, dtype=dtype)  # default: cast to fp32
         self.img2img.set_progress_bar_config(disable=True)
         self.conditions, self.size, self._prompt = conditions, size, prompt
         self.schedule = txt2img.scheduler.config  # the base model's training noise schedule
