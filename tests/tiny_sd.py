@@ -64,48 +64,43 @@ def write_clip_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> Path
     return folder
 
 
+# SD 1.5's real shapes (the unet/, vae/ and text_encoder/ configs of stable-diffusion-v1-5), which the builders below
+# scale down unless given these: 860 M UNet parameters, 84 M in the VAE, 123 M in the text encoder
+SD15_UNET = dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768, attention_head_dim=8,
+                 norm_num_groups=32, sample_size=64, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+SD15_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, scaling_factor=0.18215)
+SD15_TEXT = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12)
+
+
 def tiny_unet(cross_attention_dim: int = 32, sample_size: int = 16, **config):
-    """SD's UNet2DConditionModel at two levels of 16/32 channels (SD: four, 320-1280)."""
+    """SD's UNet2DConditionModel at two levels of 16/32 channels (SD: four, 320-1280); `config` overrides any shape."""
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        sample_size=sample_size,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=cross_attention_dim,
-        attention_head_dim=8,
-        norm_num_groups=8,
-        **config,
-    )
+    tiny = dict(block_out_channels=(16, 32), layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=8, norm_num_groups=8)
+    return UNet2DConditionModel(**{**tiny, "cross_attention_dim": cross_attention_dim, "sample_size": sample_size, **config},
+                                in_channels=4, out_channels=4)
 
 
-def tiny_vae(levels: int = 2, sample_size: int = 32):
-    """SD's AutoencoderKL at 16-32 channels; `levels` 4 downsamples 8x as SD's does (latents 1/8 of the image side)."""
+def tiny_vae(levels: int = 2, sample_size: int = 32, **config):
+    """SD's AutoencoderKL at 16-32 channels; `levels` 4 downsamples 8x as SD's does (latents 1/8 of the image side);
+    `config` overrides any shape."""
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(
-        block_out_channels=(16, 32, 32, 32)[:levels],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * levels,
-        up_block_types=("UpDecoderBlock2D",) * levels,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=sample_size,
-    )
+    tiny = dict(block_out_channels=(16, 32, 32, 32)[:levels], norm_num_groups=8, sample_size=sample_size)
+    return AutoencoderKL(**{**tiny, **config}, in_channels=3, out_channels=3, latent_channels=4,
+                         down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels)
 
 
 def tiny_clip_text(tokenizer, hidden_size: int = 32, with_projection: bool = False, **config):
-    """A 2-layer CLIP text encoder sized to `tokenizer` (vocabulary, positions)."""
+    """A 2-layer CLIP text encoder sized to `tokenizer` (vocabulary, positions); `config` overrides any setting."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
-    return cls(CLIPTextConfig(hidden_size=hidden_size, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                              vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length, **config))
+    tiny = dict(intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
+    return cls(CLIPTextConfig(**{**tiny, **config}, hidden_size=hidden_size, vocab_size=len(tokenizer),
+                              max_position_embeddings=tokenizer.model_max_length))
 
 
 def make_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:
@@ -183,25 +178,30 @@ def with_transformers4_names(weights: Path) -> None:
               weights, metadata={"format": "pt"})
 
 
-def make_sd_release(folder: Path, version: str = "1.5", fp32: bool = True, seed: int = 0) -> Path:
+def make_sd_release(folder: Path, version: str = "1.5", fp32: bool = True, seed: int = 0, real_size: bool = False) -> Path:
     """A Stable Diffusion folder with the layout of runwayml/stable-diffusion-v1-5 (version "1.5": model_index.json with a
     saved safety_checker and feature_extractor, PNDM scheduler, epsilon) or stabilityai/stable-diffusion-2-1 ("2.1":
     safety_checker [null, null], DDIM scheduler with v_prediction, 768 px (UNet sample_size 96), an OpenCLIP-style text
     encoder (gelu, wider, pad "!")): CLIP tokenizer of 49,408 tokens and 77 positions, a VAE downsampling 8x, fp32 weights
-    with fp16 variants beside them (fp32=False: the fp16 variants only)."""
+    with fp16 variants beside them (fp32=False: the fp16 variants only). `real_size` (1.5 only) gives SD 1.5's real shapes
+    (SD15_UNET, SD15_VAE, SD15_TEXT: a 6 GB folder with the fp16 variants, for benchmarks/sd_real_size.py)."""
     import torch
     from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline
     from transformers import CLIPImageProcessor, CLIPTokenizer
 
     v2 = version == "2.1"
+    if real_size and v2:
+        raise ValueError("real_size builds SD 1.5 only")
     torch.manual_seed(seed)
     tok_dir = write_clip_tokenizer(folder.parent / f".{folder.name}-tokenizer", pad_token="!" if v2 else "<|endoftext|>")
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    hidden = 64 if v2 else 32  # SD 2's OpenCLIP-H is wider than SD 1's CLIP-L (1024 vs 768)
-    text_encoder = tiny_clip_text(tokenizer, hidden_size=hidden, hidden_act="gelu" if v2 else "quick_gelu",
-                                  bos_token_id=0, eos_token_id=2, pad_token_id=1)  # the ids both releases' configs carry
-    unet = tiny_unet(cross_attention_dim=hidden, sample_size=96 if v2 else 64, use_linear_projection=v2)
-    vae = tiny_vae(levels=4, sample_size=768 if v2 else 512)
+    text = dict(hidden_size=64 if v2 else 32,  # SD 2's OpenCLIP-H is wider than SD 1's CLIP-L (1024 vs 768)
+                hidden_act="gelu" if v2 else "quick_gelu", bos_token_id=0, eos_token_id=2, pad_token_id=1)  # both releases' ids
+    text = {**text, **(SD15_TEXT if real_size else {})}
+    text_encoder = tiny_clip_text(tokenizer, **text)
+    unet = tiny_unet(**{"cross_attention_dim": text["hidden_size"], "sample_size": 96 if v2 else 64, "use_linear_projection": v2,
+                        **(SD15_UNET if real_size else {})})
+    vae = tiny_vae(levels=4, **{"sample_size": 768 if v2 else 512, **(SD15_VAE if real_size else {})})
     if v2:
         scheduler = DDIMScheduler(**SD_SCHEDULE, set_alpha_to_one=False, clip_sample=False, prediction_type="v_prediction")
         checker, processor = None, CLIPImageProcessor()

@@ -50,15 +50,22 @@ NOT_OUTPUTS = {"tracking", "logs", "cache", RECORD, "train_state.pt", "README.md
 # Settings that change how work is watched, paced or placed, not its result, and their defaults: hashed as the
 # default, so turning TensorBoard on, reading images with more threads or running the fits on Ray does not redo a
 # finished stage.
-OPERATIONAL = {"tracker": "none", "workers": None, "executor": "local", "ray": None}
+OPERATIONAL = {"tracker": "none", "workers": None, "executor": "local", "ray": None,
+               # sd-lora memory options (issue 30): gradient checkpointing recomputes the same activations (LoRA weights
+               # equal to float rounding), VAE slicing decodes each image alone (the same images); vae_tiling changes
+               # pixels above the VAE's size, so it is hashed
+               "gradient_checkpointing": False, "vae_slicing": True}
 # Settings added after run folders existed, with the default that behaves as before: hashed only when set to
-# something else, so a finished stage or fit of an earlier retinaug is not redone for a setting it did not have.
+# something else (an operational one: never), so a finished stage or fit of an earlier retinaug is not redone for a
+# setting it did not have.
 ADDED = {"backbone_lr": 1.0, "freeze_epochs": 0,
          # a scenario's use of its synthetic rows (issue 28); its defaults are the plain concatenation of before
          "synthetic_use": "mix", "pretrain_with_real": False, "finetune_epochs": None, "finetune_lr": None,
          "replace_probability": 0.5, "synthetic_weight": 1.0, "traditional_weight": 1.0, "soft_labels": False,
          # how a scenario spreads its synthetic rows over the classes, and the share of the real train patients it keeps
-         "allocation": "proportional", "real_fraction": 1.0}
+         "allocation": "proportional", "real_fraction": 1.0,
+         # sd-lora memory options (issue 30): the operational two are hashed as their default, so never; tiling when on
+         "gradient_checkpointing": False, "vae_slicing": True, "vae_tiling": False}
 # Settings that only fill in others (a classifier's `recipe` sets its backbone, size, epochs...), which are hashed.
 FILLS = {"recipe"}
 
@@ -68,8 +75,8 @@ def result_settings(obj: Any) -> Any:
     if hasattr(obj, "model_dump"):
         obj = obj.model_dump(mode="json")
     if isinstance(obj, dict):
-        return {k: OPERATIONAL[k] if k in OPERATIONAL else result_settings(v) for k, v in obj.items()
-                if k not in FILLS and not (k in ADDED and v == ADDED[k])}
+        settled = {k: OPERATIONAL[k] if k in OPERATIONAL else result_settings(v) for k, v in obj.items() if k not in FILLS}
+        return {k: v for k, v in settled.items() if not (k in ADDED and v == ADDED[k])}
     if isinstance(obj, list):
         return [result_settings(v) for v in obj]
     return obj

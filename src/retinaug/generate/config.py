@@ -145,6 +145,10 @@ class LDMConfig(DDPMConfig):
         return self
 
 
+# SDLoRAConfig options that only trade memory for time: none changes the trained LoRA weights (a training checkpoint
+# resumes whatever they are); vae_slicing and vae_tiling act on sampling only
+SD_MEMORY_OPTIONS = ("gradient_checkpointing", "vae_slicing", "vae_tiling")
+
 DEFAULT_PROMPTS: dict[str, str] = {
     "N": "a fundus photograph of a healthy normal retina",
     "D": "a fundus photograph of a retina with diabetic retinopathy, microaneurysms, hemorrhages and hard exudates",
@@ -172,6 +176,26 @@ class SDLoRAConfig(TrainingConfig):
     prompts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PROMPTS), description="Prompt template per class code; `{name}` expands to the class name; with condition_eye ', left eye' / ', right eye' is appended.")
     prompt_dropout: float = Field(0.0, ge=0, lt=1, description="Probability of training with an empty prompt.")
     samples_per_class: int = Field(2, ge=1, le=64, description="Images per class in the samples.png grid written after training.")
+    # memory options (docs/generators.md): the defaults fit SD 1.5 at 512 px, batch_size 1, on a 24 GB GPU
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute the UNet's activations in the backward pass instead of keeping them (diffusers' "
+        "enable_gradient_checkpointing; the text encoder's too with train_text_encoder): a fraction of the activation "
+        "memory for about a third more compute per step, the same LoRA weights up to float rounding. Turn it on when a "
+        "training step runs out of GPU memory: a GPU under 16 GB, size 768 (SD 2.1-v) or a larger batch_size.",
+    )
+    vae_slicing: bool = Field(
+        True,
+        description="Sampling: the VAE decodes (img2img: also encodes) a batch one image at a time (AutoencoderKL.enable_slicing), "
+        "so its full-resolution activations are those of one image whatever generate's batch_size; the same images (a pixel "
+        "may round one grey level apart, as across batch sizes). Off only to decode whole batches where memory is plentiful.",
+    )
+    vae_tiling: bool = Field(
+        False,
+        description="Sampling: images larger than the VAE's own size (its sample_size: 512 px for SD 1.5, 768 for SD 2.1) "
+        "are decoded and encoded in overlapping tiles blended at the seams (AutoencoderKL.enable_tiling): the memory of "
+        "one tile whatever the size, but the pixels change slightly. No effect at or below that size.",
+    )
 
     @field_validator("prompts")
     @classmethod
