@@ -1,6 +1,7 @@
-"""`retinaug run --preset paper` end to end on a CPU: a tiny ODIR folder (Kaggle layout) and a tiny random Stable
-Diffusion folder built here, the preset's own settings except sizes shrunk with --set. Every stage runs (the GPU
-recipe's code path: sd-lora, VGG19, the seed's full scenario grid, CAS) and the report renders."""
+"""`retinaug run --preset paper` end to end on a CPU: a tiny ODIR folder (Kaggle layout) and a random Stable Diffusion
+folder built here (tiny, or with SD 1.5's released shapes and layout at 256 px), the preset's own
+settings except sizes shrunk with --set. Every stage runs (the GPU recipe's code path: sd-lora, VGG19, the seed's full
+scenario grid, CAS) and the report renders."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from tiny_sd import make_tiny_sd, single_thread  # noqa: F401 (fixture)
+from tiny_sd import make_sd_release, make_tiny_sd, single_thread  # noqa: F401 (fixture)
 from typer.testing import CliRunner
 
 from retinaug.classes import CODES
@@ -47,12 +48,23 @@ def tiny_odir(root: Path, size: int = 64) -> Path:
 
 # ~105 CPU-seconds alone (one thread): 14 VGG19 scenario fits + labeler + 2 CAS fits; over the 60 s the suite allows
 @pytest.mark.slow
-def test_paper_preset_runs_every_stage_on_cpu_with_tiny_sizes(tmp_path, single_thread):
-    odir, sd = tiny_odir(tmp_path / "odir"), make_tiny_sd(tmp_path / "tiny-sd")
+@pytest.mark.parametrize("sd_size", [
+    "tiny",
+    # Stable Diffusion 1.5's released shapes and layout (random weights, a 6 GB folder) at 256 px, everything else tiny:
+    # about half an hour on one CPU thread, most of it the generator's samples.png (30 sampling steps at ~6 s each)
+    "real",
+])
+def test_paper_preset_runs_every_stage_on_cpu(tmp_path, single_thread, sd_size):
+    odir = tiny_odir(tmp_path / "odir")
+    if sd_size == "real":
+        sd, size, sd_extra = make_sd_release(tmp_path / "stable-diffusion-v1-5", real_size=True), 256, {
+            "generator.sd_lora.samples_per_class": 1, "generator.sd_lora.batch_size": 1}
+    else:
+        sd, size, sd_extra = make_tiny_sd(tmp_path / "tiny-sd"), 32, {"generator.sd_lora.batch_size": 2}
     tiny = {
         "data.path": odir,
-        "generator.sd_lora.base_model": sd, "generator.sd_lora.size": 32, "generator.sd_lora.steps": 2,
-        "generator.sd_lora.grad_accum": 1, "generator.sd_lora.batch_size": 2,
+        "generator.sd_lora.base_model": sd, "generator.sd_lora.size": size, "generator.sd_lora.steps": 2,
+        "generator.sd_lora.grad_accum": 1, **sd_extra,
         "synthetic.steps": 2,
         "labeler.train.size": 32, "labeler.train.epochs": 1,
         "experiments.seeds": 1, "experiments.n_boot": 10, "experiments.train.size": 32, "experiments.train.epochs": 1,

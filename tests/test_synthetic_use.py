@@ -23,6 +23,7 @@ from retinaug.classify.models import create_model
 from retinaug.errors import RetinaugError
 from retinaug.experiments import SCENARIO_SETS, ExperimentConfig, Scenario, accepted_synthetic, baseline_of, compose
 from retinaug.experiments.runner import plan_fits, run_experiments
+from retinaug.experiments.scenarios import traditional_reference
 from retinaug.io import sha256_text
 from retinaug.manifest import new_manifest, prob_column
 from retinaug.stages import config_hash, result_settings
@@ -95,6 +96,16 @@ def test_scenario_use_fields_are_validated(fields, message):
         Scenario(name="s", **fields)
 
 
+def test_pretrain_on_real_rows_alone_is_the_schedule_control_not_a_baseline():
+    """synthetic 0 with pretrain_with_real: both phases on the real rows (what pretrain owes to training twice); it is
+    paired against real-only like the synthetic scenarios, never taken for the real-only baseline itself."""
+    control = Scenario(name="twice", synthetic_use="pretrain", pretrain_with_real=True)
+    real, syn = Scenario(name="real"), Scenario(name="syn", synthetic=1, synthetic_use="pretrain")
+    assert not control.real_only and real.real_only
+    assert baseline_of(control, [control, real, syn]) == "real" and baseline_of(syn, [control, real, syn]) == "real"
+    assert traditional_reference(control, [control, real, Scenario(name="trad", traditional=1)]) is None
+
+
 def test_weights_and_soft_labels_refuse_mixup():
     for use in ({"synthetic_weight": 0.5}, {"soft_labels": True}):
         with pytest.raises(ValueError, match="scenario s: .* need mixup and cutmix off"):
@@ -108,15 +119,17 @@ def test_synthetic_use_set_resolves_and_pairs_against_real():
     cfg = ExperimentConfig(sets=["synthetic-use", "paper-5class-vs-traditional"])  # shared names: identical recipes
     resolved = cfg.resolve()
     names = [s.name for s in SCENARIO_SETS["synthetic-use"]]
-    assert names == ["5class-real", "5class-syn-x1", "5class-syn-x1-pretrain", "5class-syn-x1-replace0.5",
+    assert names == ["5class-real", "5class-syn-x1", "5class-syn-x1-pretrain", "5class-real-pretrain", "5class-syn-x1-replace0.5",
                      "5class-syn-x1-weight0.5", "5class-syn-x1-soft", "5class-syn-x1-need", "5class-trad-x1"]
     assert set(names) <= {s.name for s in resolved}
     by_name = {s.name: s for s in resolved}
-    assert [by_name[n].synthetic_use for n in names[2:4]] == ["pretrain", "replace"]
+    assert [by_name[n].synthetic_use for n in names[2:5]] == ["pretrain", "pretrain", "replace"]
+    assert by_name["5class-real-pretrain"].synthetic == 0 and by_name["5class-real-pretrain"].pretrain_with_real
     assert by_name["5class-syn-x1-replace0.5"].row_use().replace_probability == 0.5
     assert by_name["5class-syn-x1-weight0.5"].synthetic_weight == 0.5 and by_name["5class-syn-x1-soft"].soft_labels
     assert by_name["5class-syn-x1-need"].allocation == "need"
-    assert all(by_name[n].synthetic == 1 and by_name[n].task == "5-class" for n in names[1:7])
+    synthetic = [n for n in names[1:8] if n != "5class-real-pretrain"]
+    assert all(by_name[n].synthetic == 1 and by_name[n].task == "5-class" for n in synthetic)
     assert all(baseline_of(by_name[n], resolved) == "5class-real" for n in names[1:])
 
 
@@ -347,7 +360,8 @@ def test_runner_pretrain_phases_and_resume(pool, tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "param_groups", spy)
     scenarios = [Scenario(name="pre", task="G,C,A", synthetic=1, synthetic_use="pretrain", finetune_epochs=1, finetune_lr=1e-3),
                  Scenario(name="rep", task="G,C,A", synthetic=1, synthetic_use="replace", replace_probability=0.3),
-                 Scenario(name="soft", task="G,C,A", synthetic=1, soft_labels=True, synthetic_weight=0.5)]
+                 Scenario(name="soft", task="G,C,A", synthetic=1, soft_labels=True, synthetic_weight=0.5),
+                 Scenario(name="twice", task="G,C,A", synthetic_use="pretrain", pretrain_with_real=True)]  # the control
     cfg = ExperimentConfig(sets=[], seeds=[0], n_boot=10, scenarios=scenarios, train=TrainConfig(**TINY))
     out = tmp_path / "experiments"
     run_experiments(cfg, data, out, synthetic)
@@ -364,8 +378,11 @@ def test_runner_pretrain_phases_and_resume(pool, tmp_path, monkeypatch):
     assert rep["row_use"]["replace_probability"] == 0.3 and all("replaced" in r for r in rep["history"])
     soft = json.loads((out / "soft" / "seed0" / "recipe.json").read_text())
     assert "soft_targets" in soft and soft["scenario"]["soft_labels"] is True
+    twice = [json.loads((out / "twice" / "seed0" / d / "model.json").read_text()) for d in ("pretrain", ".")]
+    assert [m["train_origins"] for m in twice] == [{"real": 18}, {"real": 18}]  # pretrain's schedule, real rows only
+    assert twice[1]["start"] == str(out / "twice" / "seed0" / "pretrain" / "model.safetensors")
     metrics = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/metrics.json")}
-    assert len(metrics) == 3
+    assert len(metrics) == 4
     run_experiments(cfg, data, out, synthetic)
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/metrics.json")} == metrics  # kept, not redone
     relabelled = synthetic.assign(**{prob_column("G"): synthetic[prob_column("C")], prob_column("C"): synthetic[prob_column("G")]})

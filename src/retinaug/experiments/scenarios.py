@@ -64,7 +64,8 @@ class Scenario(BaseModel):
         "(first train on them, then fine-tune on the real rows alone), replace (each epoch, each real row is shown as one "
         "of its synthetic stand-ins with probability replace_probability: DA-Fusion)."
     )
-    pretrain_with_real: bool = Field(False, description="pretrain: the pretrain phase trains on the real rows too.")
+    pretrain_with_real: bool = Field(False, description="pretrain: the pretrain phase trains on the real rows too (with synthetic 0: "
+                                     "on the real rows alone, the control for what pretrain owes to training twice).")
     finetune_epochs: int | None = Field(None, ge=1, description="pretrain: epochs of the fine-tune phase (default: the train config's).")
     finetune_lr: float | None = Field(None, gt=0, description="pretrain: peak learning rate of the fine-tune phase (default: the train config's).")
     replace_probability: Probability = Field(
@@ -107,8 +108,9 @@ class Scenario(BaseModel):
         default = {name: info.default for name, info in Scenario.model_fields.items()}
         needs = {"synthetic_use": "synthetic", "soft_labels": "synthetic", "synthetic_weight": "synthetic",
                  "traditional_weight": "traditional", "allocation": "synthetic"}
+        schedule_control = self.synthetic_use == "pretrain" and self.pretrain_with_real  # phase 1 on the real rows alone
         for field, amount in needs.items():
-            if getattr(self, field) != default[field] and not getattr(self, amount):
+            if getattr(self, field) != default[field] and not getattr(self, amount) and not (field == "synthetic_use" and schedule_control):
                 return f"{field}: {getattr(self, field)} needs {amount} rows: set {amount} above 0"
         for field, use in (("replace_probability", "replace"), ("pretrain_with_real", "pretrain"),
                            ("finetune_epochs", "pretrain"), ("finetune_lr", "pretrain")):
@@ -137,7 +139,9 @@ class Scenario(BaseModel):
 
     @property
     def real_only(self) -> bool:
-        return self.synthetic == 0 and self.traditional == 0 and not self.selection and self.imbalance in (None, "none")
+        """Real rows trained the plain way: the default baseline (a two-phase pretrain on real rows alone is not one)."""
+        return (self.synthetic == 0 and self.traditional == 0 and not self.selection and self.imbalance in (None, "none")
+                and self.synthetic_use == "mix")
 
     def added_classes(self, which: str) -> tuple[str, ...]:
         chosen = getattr(self, f"{which}_classes")
@@ -214,6 +218,9 @@ SCENARIO_SETS: dict[str, list[Scenario]] = {
         _s("5class-syn-x1", "+1x syn", "real + 1x synthetic per class", synthetic=1),
         _s("5class-syn-x1-pretrain", "pretrain", "pretrain on 1x synthetic per class, fine-tune on the real images",
            synthetic=1, synthetic_use="pretrain"),
+        _s("5class-real-pretrain", "real, twice", "pretrain's schedule without synthetic rows: train on the real images, "
+           "then fine-tune that model on them again (what pretrain owes to its second training phase)",
+           synthetic_use="pretrain", pretrain_with_real=True),
         _s("5class-syn-x1-replace0.5", "replace 0.5", "each epoch, real images shown as a synthetic stand-in with p 0.5 (1x pool)",
            synthetic=1, synthetic_use="replace", replace_probability=0.5),
         _s("5class-syn-x1-weight0.5", "+1x syn w0.5", "real + 1x synthetic per class, synthetic loss weight 0.5",
