@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from retinaug import __version__
 from retinaug.cli import app
-from retinaug.hardware import cpu_bf16_units, fast_cpu_bf16
+from retinaug.hardware import MIN_CPU_BF16_SIZE, cpu_bf16_units, fast_cpu_bf16, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,6 +60,17 @@ def test_bf16_is_fast_only_with_bf16_units(monkeypatch, amx, avx512_bf16, units)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     assert cpu_bf16_units() == units
     assert fast_cpu_bf16() is bool(units)
+
+
+@pytest.mark.parametrize("units", [True, False])
+def test_auto_precision_on_the_cpu_is_bf16_with_bf16_units_and_inputs_of_32_px_or_more(monkeypatch, units):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: units)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    bf16 = "bf16" if units else "no"
+    assert MIN_CPU_BF16_SIZE == 32
+    assert resolve_precision("auto", "cpu") == resolve_precision("auto", "cpu", 32) == resolve_precision("auto", "cpu", 256) == bf16
+    assert resolve_precision("auto", "cpu", 16) == resolve_precision("auto", "cpu", 31) == "no"  # oneDNN's 1x1-map bug
+    assert resolve_precision("bf16", "cpu", 16) == "bf16" and resolve_precision("no", "cpu", 256) == "no"  # asked: as given
 
 
 def test_version_flag():

@@ -23,17 +23,35 @@ import yaml
 from retinaug.errors import RetinaugError
 from retinaug.experiments import ExperimentConfig, run_experiments
 from retinaug.experiments.runner import FIT_LOG
+from retinaug.faults import ENV
 
 TRAIN = {"backbone": "resnet10t", "size": 16, "epochs": 2, "batch_size": 8, "augment": False}
+# two GPUs declared (none present) so GPU placement can be tested
+RAY = dict(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
 STARTED = re.compile(r"started on \S+, pid (\d+), (\d+) thread")
 
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    # run_experiments uses it and leaves it running; two GPUs declared (none present) so GPU placement can be tested
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    # run_experiments uses it and leaves it running
+    ray.init(**RAY)
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def frozen_workers(ray_instance):
+    """The module's Ray instance restarted with RETINAUG_FAULT=freeze@epoch:1 in its workers' environment (not the
+    driver's): every fit stops (SIGSTOP) after its first epoch and cannot finish; afterwards the usual instance."""
+    ray.shutdown()
+    os.environ[ENV] = "freeze@epoch:1"
+    try:
+        ray.init(**RAY)  # the raylet and the workers it starts inherit the variable
+    finally:
+        del os.environ[ENV]
+    yield
+    ray.shutdown()
+    ray.init(**RAY)
 
 
 @pytest.fixture(scope="module")
@@ -216,9 +234,10 @@ def test_benchmark_smoke_times_both_executors_and_the_noop_task(ray_instance, tm
     assert "| smoke | 4 |" in capsys.readouterr().out
 
 
-def test_ctrl_c_cancels_the_fits_still_running(ray_instance, grid, tmp_path):
-    """SIGINT in the driver (with the CLI's handler) as soon as a fit has started: the call stops with the CLI's
-    Interrupted, naming the loop, and Ray kills the workers of its fits."""
+def test_ctrl_c_cancels_the_fits_still_running(frozen_workers, grid, tmp_path):
+    """SIGINT in the driver (with the CLI's handler) once a fit has started, its worker frozen after its first epoch
+    so that no fit can finish first: the call stops with the CLI's Interrupted, naming the loop, and Ray kills the
+    workers of its fits."""
     from retinaug.cli import Interrupted, _interrupt
 
     data, cfg, _ = grid
@@ -258,6 +277,6 @@ def test_ctrl_c_cancels_the_fits_still_running(ray_instance, grid, tmp_path):
         time.sleep(0.1)
     assert not alive(started[0])  # the worker training the fit was stopped, not left running
     finished = sorted(out.glob("*/seed*/metrics.json"))
-    assert len(finished) < 4 and not (out / "summary.csv").exists()
+    assert finished == [] and not (out / "summary.csv").exists()
     time.sleep(2)
     assert sorted(out.glob("*/seed*/metrics.json")) == finished  # nothing goes on in the background

@@ -3,8 +3,9 @@ or Ctrl-C test stops the process exactly where it means to on a machine of any s
 stops it wherever it happens to be by then).
 
 `RETINAUG_FAULT=ACTION@POINT:N` acts right after the Nth time this process passes POINT. ACTION is `kill`
-(SIGKILL: dies at once, as `kill -9` or the OOM killer) or `int` (SIGINT, as Ctrl-C sends; the CLI handles it,
-other code only where SIGINT is not ignored). POINT is one of
+(SIGKILL: dies at once, as `kill -9` or the OOM killer), `int` (SIGINT, as Ctrl-C sends; the CLI handles it,
+other code only where SIGINT is not ignored) or `freeze` (SIGSTOP: a hung worker, alive and never finishing until
+something kills it). POINT is one of
   fit     an experiment fit's metrics.json is written (either executor)
   epoch   a classifier epoch ends (labeler, experiments)
   step    a generator optimiser step ends, after its checkpoint when one is due (finetune)
@@ -24,7 +25,7 @@ import signal
 from .errors import RetinaugError
 
 ENV = "RETINAUG_FAULT"
-ACTIONS = {"kill": signal.SIGKILL, "int": signal.SIGINT}
+ACTIONS = {"kill": signal.SIGKILL, "int": signal.SIGINT, "freeze": signal.SIGSTOP}
 POINTS = ("fit", "epoch", "step", "image")
 _passes: dict[str, int] = {}
 
@@ -37,7 +38,7 @@ def _plan() -> tuple[signal.Signals, str, int] | None:
         return None
     found = re.fullmatch(r"(\w+)@(\w+):([1-9]\d*)", spec)
     if not found or found[1] not in ACTIONS or found[2] not in POINTS:
-        raise RetinaugError(f"{ENV}={spec!r}: expected ACTION@POINT:N with ACTION {' or '.join(ACTIONS)}, POINT one of "
+        raise RetinaugError(f"{ENV}={spec!r}: expected ACTION@POINT:N with ACTION one of {', '.join(ACTIONS)}, POINT one of "
                             f"{', '.join(POINTS)} and N >= 1, e.g. kill@fit:1")
     return ACTIONS[found[1]], found[2], int(found[3])
 

@@ -44,10 +44,17 @@ def fast_cpu_bf16() -> bool:
     return bool(cpu_bf16_units())
 
 
-def resolve_precision(precision: str, device: str = "cpu") -> str:
+# torch 2.14's oneDNN computes a wrong, run-to-run different weight gradient (NaN at times) for a bf16 strided 3x3 or
+# 5x5 convolution over a 1x1 map (seen on an AMD EPYC with AVX512-BF16, 2026-12-07); inputs this small reach one in
+# a stride-32 backbone, so they train in fp32 on the CPU.
+MIN_CPU_BF16_SIZE = 32
+
+
+def resolve_precision(precision: str, device: str = "cpu", size: int | None = None) -> str:
     """accelerate's `mixed_precision` for a config value: 'auto' is bf16 autocast on a CPU with bf16 units
-    (AMX / AVX512-BF16: measured 1.4-2.9x faster than fp32) and on GPUs that support it, fp16 on older GPUs,
-    and 'no' (fp32) elsewhere; any other value is returned as given."""
+    (AMX / AVX512-BF16: measured 1.4-2.9x faster than fp32; for classifier inputs of at least MIN_CPU_BF16_SIZE
+    pixels when `size` is given) and on GPUs that support it, fp16 on older GPUs, and 'no' (fp32) elsewhere; any
+    other value is returned as given."""
     if precision != "auto":
         return precision
     import torch
@@ -56,7 +63,7 @@ def resolve_precision(precision: str, device: str = "cpu") -> str:
     if kind == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if kind == "cpu":
-        return "bf16" if fast_cpu_bf16() else "no"
+        return "bf16" if fast_cpu_bf16() and (size is None or size >= MIN_CPU_BF16_SIZE) else "no"
     return "no"
 
 

@@ -128,7 +128,7 @@ class TrainConfig(BaseModel):
         512, ge=8, le=65536, description="vgg* only: width of the dense layer after global pooling (the seed's Keras head)."
     )
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast where the CPU has bf16 units (AMX/AVX512-BF16) or the GPU supports it, fp16 on older GPUs, else fp32 (no); training and inference."
+        "auto", description="auto: bf16 autocast where the CPU has bf16 units (AMX/AVX512-BF16; inputs of 32 px or more: oneDNN's bf16 gradients over a 1x1 map are wrong) or the GPU supports it, fp16 on older GPUs, else fp32 (no); training and inference."
     )
     cpu: bool = Field(False, description="Force the CPU even when a GPU is available.")
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0 = in-process, fully deterministic).")

@@ -168,7 +168,7 @@ def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu") -
         ) from None
     dev = torch.device(device)
     model = model.to(dev).to(memory_format=torch.channels_last).eval()
-    return Classifier(model, tuple(meta["classes"]), int(meta["size"]), meta, dev, resolve_precision(config.mixed_precision, dev), model_dir)
+    return Classifier(model, tuple(meta["classes"]), int(meta["size"]), meta, dev, resolve_precision(config.mixed_precision, dev, config.size), model_dir)
 
 
 def _as_classifier(clf: Classifier | str | Path) -> Classifier:

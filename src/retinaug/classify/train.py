@@ -39,7 +39,7 @@ VAL_RECALL = "val_recall_"  # a history row's recall of one class on the validat
 
 
 def make_accelerator(config: TrainConfig, out: Path | None = None) -> Accelerator:
-    precision = resolve_precision(config.mixed_precision, default_device(config.cpu))
+    precision = resolve_precision(config.mixed_precision, default_device(config.cpu), config.size)
     return new_accelerator(mixed_precision=precision, cpu=config.cpu, **tracker_args(config.tracker, out))
 
 
