@@ -70,6 +70,25 @@ def make_dataset(
     return load_manifest(root)
 
 
+def write_hub_snapshot(root: Path, repo: str, files: dict[str, bytes]) -> Path:
+    """A Hugging Face hub cache at ROOT holding FILES (relative paths) as REPO's `main`, laid out as huggingface_hub
+    writes it (blobs named by content, snapshot symlinks, refs/main); returns the snapshot folder."""
+    import hashlib
+
+    folder = root / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    (folder / "blobs").mkdir(parents=True)
+    for name, payload in files.items():
+        blob = folder / "blobs" / hashlib.sha256(payload).hexdigest()
+        blob.write_bytes(payload)
+        link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(snapshot.name)
+    return snapshot
+
+
 @pytest.fixture
 def tiny_data(tmp_path: Path):
     """A 3-class manifest (G, C, A), 8 patients x 2 eyes per class, 32 px, saved in tmp_path/data."""

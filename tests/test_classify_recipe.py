@@ -3,7 +3,6 @@ mixup/cutmix, EMA of the weights, test-time augmentation and augmentation streng
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import logging
@@ -19,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torchvision.transforms import v2
 from typer.testing import CliRunner
 
-from conftest import make_dataset
+from conftest import make_dataset, write_hub_snapshot
 from retinaug.classify import TrainConfig, evaluate, fit, load_classifier, predict, train, warm_start
 from retinaug.classify.data import augmentation
 from retinaug.classify.models import create_model, head_keys
@@ -247,22 +246,11 @@ def test_experiments_share_one_all_classes_model_across_scenarios_and_seeds(tmp_
 
 
 def _hub_cache(root: Path, repo: str, model: torch.nn.Module) -> Path:
-    """A Hugging Face hub cache holding REPO's model.safetensors + config.json, laid out as huggingface_hub writes it
-    (blobs named by content, snapshot symlinks, refs/main)."""
-    folder = root / f"models--{repo.replace('/', '--')}"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = folder / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (folder / "blobs").mkdir()
-    files = {"config.json": json.dumps({"architecture": "resnet10t", "num_classes": 10}).encode()}
+    """A Hugging Face hub cache holding REPO's model.safetensors + config.json."""
+    root.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "weights.tmp"))
-    files["model.safetensors"] = (root / "weights.tmp").read_bytes()
-    for name, payload in files.items():
-        blob = folder / "blobs" / hashlib.sha256(payload).hexdigest()
-        blob.write_bytes(payload)
-        (snapshot / name).symlink_to(Path("..") / ".." / "blobs" / blob.name)
-    (folder / "refs").mkdir()
-    (folder / "refs" / "main").write_text(commit)
+    write_hub_snapshot(root, repo, {"config.json": json.dumps({"architecture": "resnet10t", "num_classes": 10}).encode(),
+                                    "model.safetensors": (root / "weights.tmp").read_bytes()})
     return root
 
 

@@ -1,7 +1,8 @@
 """sd-lora on the folder layouts real Stable Diffusion releases ship (issue 30), built by tiny_sd.py at tiny widths:
 SD 1.5 as released (safety checker, fp16 variants beside fp32, a 49,408-token CLIP tokenizer), an fp16-only export, SD 2.1
 (v-prediction, OpenCLIP-style text encoder padding with "!") are fine-tuned and sampled; SDXL, SD3, FLUX, single-file
-checkpoints and untrainable schedules are refused with a message, also by `retinaug run` before any stage starts."""
+checkpoints and untrainable schedules are refused with a message, also by `retinaug run` before any stage starts. A hub id
+resolves to its snapshot in the Hugging Face cache, offline, and is never downloaded."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import make_dataset
+from conftest import make_dataset, write_hub_snapshot
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
 from retinaug.generate import create_generator, finetune, generate, load_generator
@@ -165,3 +166,24 @@ def test_finetune_and_run_refuse_sdxl_before_anything_starts(sdxl, data, tmp_pat
     assert result.exit_code == 1 and "the config cannot run (nothing was started)" in output, output
     assert "generator: " in output and "holds a StableDiffusionXLPipeline" in output
     assert not run.exists() or not [p for p in run.iterdir() if p.is_dir()]
+
+
+def test_a_hub_id_in_the_hugging_face_cache_trains_offline_and_one_not_there_says_how_to_fetch_it(sd15, data, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    assert constants.HF_HUB_OFFLINE  # the suite runs offline (conftest): nothing may be downloaded
+    repo = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    files = {str(f.relative_to(sd15)): f.read_bytes() for f in sd15.rglob("*") if f.is_file()}
+    snapshot = write_hub_snapshot(tmp_path / "hub", repo, files)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # huggingface_hub reads the variable at import
+    monkeypatch.chdir(tmp_path)  # no local folder of that name
+    assert check_sd_folder(repo).path == snapshot
+    gen = train_and_sample(repo, data, tmp_path)
+    assert gen.config.base_model == repo and (tmp_path / "gen" / "pytorch_lora_weights.safetensors").is_file()
+
+    with pytest.raises(RetinaugError) as missing:
+        check_sd_folder("someone/not-cached")
+    said = str(missing.value)
+    assert "someone/not-cached is neither a local folder nor in the Hugging Face cache" in said and str(tmp_path / "hub") in said
+    assert "hf download someone/not-cached --include" in said and "retinaug downloads nothing" in said
+    assert not (tmp_path / "hub" / "models--someone--not-cached").exists()

@@ -164,7 +164,7 @@ DEFAULT_PROMPTS: dict[str, str] = {
 class SDLoRAConfig(TrainingConfig):
     """Stable Diffusion (local diffusers folder) fine-tuned with LoRA adapters (peft)."""
 
-    base_model: str | None = Field(None, description="Local Stable Diffusion folder in diffusers layout (model_index.json, unet, vae, text_encoder, tokenizer, scheduler).")
+    base_model: str | None = Field(None, description="Stable Diffusion 1.x/2.x in diffusers layout (model_index.json, unet, vae, text_encoder, tokenizer, scheduler): a local folder, or a hub id (owner/name) already in the Hugging Face cache; nothing is downloaded.")
     size: int = Field(512, ge=16, le=1024, description="Training/sampling resolution in pixels (512 for SD 1.5, 768 for SD 2.1-v).")
     steps: int = Field(500, ge=1, description="Optimiser steps (ignored when `epochs` is set).")
     batch_size: int = Field(1, ge=1, le=MAX_BATCH, description="Images per optimiser micro-batch (per process).")

@@ -22,6 +22,7 @@ defaults fit SD 1.5 at 512 px, batch 1, on a 24 GB GPU.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,7 @@ WEIGHT_FILES = {
 }
 VARIANTS = (None, "fp16")  # None: the plain files (fp32 in SD releases)
 SINGLE_FILES = ("*.safetensors", "*.ckpt")  # original (CompVis / A1111) checkpoints
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name on the Hugging Face Hub
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
@@ -96,16 +98,18 @@ class SDFolder:
 
 
 def check_sd_folder(path: str | Path | None) -> SDFolder:
-    """Refuse, saying why and what is supported, any base_model but a complete local diffusers-layout SD 1.x/2.x folder
-    with safetensors weights: a single-file checkpoint, another family (SDXL, SD3, FLUX, ...: model_index.json's
-    `_class_name`), a prediction type the loss cannot train. Reads file names and JSON configs only, so it is also
-    `retinaug run`'s up-front check (checks.py)."""
+    """Refuse, saying why and what is supported, any base_model but a complete diffusers-layout SD 1.x/2.x folder with
+    safetensors weights (a local folder, or a hub id's snapshot in the Hugging Face cache): a single-file checkpoint,
+    another family (SDXL, SD3, FLUX, ...: model_index.json's `_class_name`), a prediction type the loss cannot train.
+    Reads file names and JSON configs only, so it is also `retinaug run`'s up-front check (checks.py)."""
     if not path:
         raise RetinaugError(
-            "sd-lora needs a local Stable Diffusion folder: set base_model in the config "
-            "(e.g. --set base_model=/models/stable-diffusion-v1-5); nothing is downloaded"
+            "sd-lora needs a Stable Diffusion folder: set base_model in the config to a local folder or a hub id in the "
+            "Hugging Face cache (e.g. --set base_model=/models/stable-diffusion-v1-5); nothing is downloaded"
         )
     folder = Path(path).expanduser()
+    if not folder.exists() and HUB_ID.fullmatch(str(path)):
+        folder = _hub_snapshot(str(path))
     if single := _single_file(folder):
         raise RetinaugError(
             f"{single} is a single file, not a Stable Diffusion folder in diffusers layout. A single-file checkpoint must be "
@@ -115,7 +119,7 @@ def check_sd_folder(path: str | Path | None) -> SDFolder:
             "scripts/convert_original_stable_diffusion_to_diffusers.py); then set base_model=FOLDER"
         )
     if not folder.is_dir():
-        raise RetinaugError(f"Stable Diffusion folder {folder} does not exist (base_model must be a local folder)")
+        raise RetinaugError(f"Stable Diffusion folder {folder} does not exist (base_model: a local folder, or a hub id owner/name in the Hugging Face cache)")
     if (folder / "model_index.json").is_file():
         _check_family(folder)
     missing = [p for p in SD_PARTS if not (folder / p).exists()]
@@ -136,6 +140,23 @@ def check_sd_folder(path: str | Path | None) -> SDFolder:
             "StableDiffusionPipeline.from_pretrained(FOLDER, use_safetensors=False).save_pretrained(NEW_FOLDER)"
         )
     return SDFolder(folder, variants)
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """REPO_ID's snapshot (its `main`) in the Hugging Face cache. Never downloads, online or not, so a run starts from
+    the same weights everywhere and the up-front check stays a look at files."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except LocalEntryNotFoundError:
+        raise RetinaugError(
+            f"base_model {repo_id} is neither a local folder nor in the Hugging Face cache ({constants.HF_HUB_CACHE}); "
+            "retinaug downloads nothing. Fetch it once where there is internet access, without the pickled and single-file "
+            f"copies: hf download {repo_id} --include 'model_index.json' '*/*.json' '*/*.txt' '*/*.safetensors' "
+            "--exclude 'safety_checker/*' (then the same base_model works offline), or set base_model to a local folder"
+        ) from None
 
 
 def _single_file(path: Path) -> Path | None:
