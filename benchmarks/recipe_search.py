@@ -67,6 +67,7 @@ CANDIDATES: dict[str, dict] = {
     "lite2-128-e10-in": dict(size=128, epochs=10, backbone="tf_efficientnet_lite2", pretrained="imagenet"),
     "lite1-192-e10-in": dict(size=192, epochs=10, backbone="tf_efficientnet_lite1", pretrained="imagenet"),
     "lite2-192-e10-in": dict(size=192, epochs=10, backbone="tf_efficientnet_lite2", pretrained="imagenet"),
+    "lite1-224-e10-in": dict(size=224, epochs=10, backbone="tf_efficientnet_lite1", pretrained="imagenet"),
     "lite0-128-e20-in": dict(size=128, epochs=20, backbone="tf_efficientnet_lite0", pretrained="imagenet"),
     "lite2-128-e20-in": dict(size=128, epochs=20, backbone="tf_efficientnet_lite2", pretrained="imagenet"),
     "lite0-128-e10-in-ema-tta": dict(size=128, epochs=10, backbone="tf_efficientnet_lite0", pretrained="imagenet", ema_decay=0.998,
