@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -73,8 +74,6 @@ def make_dataset(
 def write_hub_snapshot(root: Path, repo: str, files: dict[str, bytes]) -> Path:
     """A Hugging Face hub cache at ROOT holding FILES (relative paths) as REPO's `main`, laid out as huggingface_hub
     writes it (blobs named by content, snapshot symlinks, refs/main); returns the snapshot folder."""
-    import hashlib
-
     folder = root / f"models--{repo.replace('/', '--')}"
     snapshot = folder / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
     (folder / "blobs").mkdir(parents=True)

@@ -108,9 +108,10 @@ class Scenario(BaseModel):
         default = {name: info.default for name, info in Scenario.model_fields.items()}
         needs = {"synthetic_use": "synthetic", "soft_labels": "synthetic", "synthetic_weight": "synthetic",
                  "traditional_weight": "traditional", "allocation": "synthetic"}
-        schedule_control = self.synthetic_use == "pretrain" and self.pretrain_with_real  # phase 1 on the real rows alone
+        if self.synthetic_use == "pretrain" and self.pretrain_with_real:
+            needs.pop("synthetic_use")  # the schedule control: pretrain may run on the real rows alone
         for field, amount in needs.items():
-            if getattr(self, field) != default[field] and not getattr(self, amount) and not (field == "synthetic_use" and schedule_control):
+            if getattr(self, field) != default[field] and not getattr(self, amount):
                 return f"{field}: {getattr(self, field)} needs {amount} rows: set {amount} above 0"
         for field, use in (("replace_probability", "replace"), ("pretrain_with_real", "pretrain"),
                            ("finetune_epochs", "pretrain"), ("finetune_lr", "pretrain")):

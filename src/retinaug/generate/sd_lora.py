@@ -21,8 +21,8 @@ defaults fit SD 1.5 at 512 px, batch 1, on a 24 GB GPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
