@@ -219,16 +219,62 @@ def test_q_values_are_benjamini_hochberg_per_metric_and_class():
     from retinaug.experiments.results import q_values
 
     summary = pd.DataFrame({"metric": ["f1"] * 4 + ["recall"] * 2, "cls": ["macro"] * 6,
-                            "p_value": [0.01, 0.04, np.nan, 0.5, 0.02, 0.03], "ref_p_value": np.nan})
-    q, ref_q = q_values(summary)
+                            "p_value": [0.01, 0.04, np.nan, 0.5, 0.02, 0.03], "ref_p_value": np.nan, "ctl_p_value": np.nan})
+    q, ref_q, ctl_q = q_values(summary)
     assert q[:4].tolist()[:2] == pytest.approx([0.03, 0.06]) and np.isnan(q[2]) and q[3] == pytest.approx(0.5)  # p m / rank, monotone
     assert q[4:].tolist() == pytest.approx([0.03, 0.03])  # recall is its own family
-    assert ref_q.isna().all()
+    assert ref_q.isna().all() and ctl_q.isna().all()
     # the comparisons against a traditional reference join their (metric, class) family: 4 tests of f1 now
     summary.loc[2, "ref_p_value"] = 0.02
-    q, ref_q = q_values(summary)
+    q, ref_q, ctl_q = q_values(summary)
     assert q[[0, 1, 3]].tolist() == pytest.approx([0.04, 0.04 * 4 / 3, 0.5]) and ref_q[2] == pytest.approx(0.04)
     assert ref_q.drop(index=2).isna().all()
+    # and so do those against a schedule control: 5 tests of f1
+    summary.loc[3, "ctl_p_value"] = 0.001
+    q, ref_q, ctl_q = q_values(summary)
+    assert ctl_q[3] == pytest.approx(0.005) and q[[0, 1, 3]].tolist() == pytest.approx([0.025, 0.05, 0.5])
+    assert ref_q[2] == pytest.approx(0.02 * 5 / 3)
+
+
+def test_pretrain_scenarios_are_also_paired_against_their_schedule_control(tmp_path):
+    """Issue 28: a pretrain gain over real-only may be the second training phase's; a pretrain scenario is also paired
+    against "real, twice" (the same two phases on the real rows alone) when the run has one with its fine-tune
+    settings, and the headline table says by how much it beats it."""
+    from retinaug.experiments.scenarios import schedule_control
+
+    scs = [Scenario(name="real", task="G,C"), Scenario(name="syn", task="G,C", synthetic=1),
+           Scenario(name="pre", task="G,C", synthetic=1, synthetic_use="pretrain"),
+           Scenario(name="twice", task="G,C", synthetic_use="pretrain", pretrain_with_real=True),
+           Scenario(name="pre-real", task="G,C", synthetic=1, synthetic_use="pretrain", pretrain_with_real=True),
+           Scenario(name="pre-e3", task="G,C", synthetic=1, synthetic_use="pretrain", finetune_epochs=3),
+           Scenario(name="pre-scarce", task="G,C", synthetic=1, synthetic_use="pretrain", real_fraction=0.5),
+           Scenario(name="pre-vs-twice", task="G,C", synthetic=1, synthetic_use="pretrain", baseline="twice")]
+    assert [schedule_control(sc, scs) for sc in scs] == [None, None, "twice", None, "twice", None, None, None]
+    from retinaug.report.results import section_scenarios
+
+    root = tmp_path / "experiments"
+    f1 = {"real": [0.50, 0.55, 0.60], "pre": [0.62, 0.66, 0.66], "twice": [0.60, 0.61, 0.66]}
+    for name, values in f1.items():
+        for seed, v in enumerate(values):
+            p = root / name / f"seed{seed}" / "metrics.json"
+            p.parent.mkdir(parents=True)
+            p.write_text(json.dumps({"macro_f1": v, "accuracy": v}))
+    summary = aggregate(root, scs, [0, 1, 2]).set_index(["scenario", "metric"])
+    pre = summary.loc[("pre", "f1")]
+    assert pre.baseline == "real" and pre.control == "twice" and pre.reference == ""
+    assert pre.ctl_diff_mean == pytest.approx(np.mean(np.subtract(f1["pre"], f1["twice"])))
+    assert pre.ctl_p_value == pytest.approx(stats.ttest_rel(f1["pre"], f1["twice"]).pvalue)
+    assert pre.diff_mean == pytest.approx(np.mean(np.subtract(f1["pre"], f1["real"])))
+    # real-only vs twice, pre vs real, pre vs twice: one family of 3 tests
+    family = summary.xs("f1", level="metric")
+    p_values = [*family.p_value.dropna(), *family.ctl_p_value.dropna()]
+    assert len(p_values) == 3 and pre.ctl_q_value == pytest.approx(stats.false_discovery_control(p_values)[-1])
+    table = pd.read_csv(root / "table.csv", keep_default_na=False).set_index("scenario")
+    assert table.loc["pre", "ΔF1 vs schedule control"].startswith(f"{pre.ctl_diff_mean:+.3f} vs twice (p=")
+    assert table.loc["twice", "ΔF1 vs schedule control"] == "" and table.loc["twice", "ΔF1 vs baseline"].startswith("+")
+    html = str(section_scenarios(tmp_path))  # the report says what the column pairs against
+    assert "ΔF1 vs schedule control: a pretrain scenario against the same two training phases" in html
+    assert f"{pre.ctl_diff_mean:+.3f} vs twice (p=" in html and "ΔF1 vs traditional" not in html
 
 
 def test_synthetic_scenarios_are_also_paired_against_the_matching_traditional_one(tmp_path):

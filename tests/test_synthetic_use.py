@@ -23,7 +23,7 @@ from retinaug.classify.models import create_model
 from retinaug.errors import RetinaugError
 from retinaug.experiments import SCENARIO_SETS, ExperimentConfig, Scenario, accepted_synthetic, baseline_of, compose
 from retinaug.experiments.runner import plan_fits, run_experiments
-from retinaug.experiments.scenarios import traditional_reference
+from retinaug.experiments.scenarios import schedule_control, traditional_reference
 from retinaug.io import sha256_text
 from retinaug.manifest import new_manifest, prob_column
 from retinaug.stages import config_hash, result_settings
@@ -131,6 +131,9 @@ def test_synthetic_use_set_resolves_and_pairs_against_real():
     synthetic = [n for n in names[1:8] if n != "5class-real-pretrain"]
     assert all(by_name[n].synthetic == 1 and by_name[n].task == "5-class" for n in synthetic)
     assert all(baseline_of(by_name[n], resolved) == "5class-real" for n in names[1:])
+    # pretrain is also paired against "real, twice", the only scenario with a schedule control
+    assert {n: schedule_control(by_name[n], resolved) for n in names if schedule_control(by_name[n], resolved)} == {
+        "5class-syn-x1-pretrain": "5class-real-pretrain"}
 
 
 @pytest.mark.parametrize("base, field, value", [

@@ -1,6 +1,6 @@
 """Results: per-seed metrics flattened, mean and 95% t-interval over seeds, the paired difference to each
-scenario's baseline and, for synthetic scenarios, to the matching traditional-only scenario (paired t-tests), and the
-tables written beside them (summary.csv, table.md/.csv)."""
+scenario's baseline and, for synthetic scenarios, to the matching traditional-only scenario and (pretrain) to the
+schedule control (paired t-tests), and the tables written beside them (summary.csv, table.md/.csv)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import pandas as pd
 from ..errors import RetinaugError
 from ..io import read_json, write_text_atomic
 from .external import EXTERNAL
-from .scenarios import Scenario, baseline_of, traditional_reference
+from .scenarios import Scenario, baseline_of, schedule_control, traditional_reference
 
 HEADLINE = ("precision", "recall", "f1", "accuracy")
+# the comparisons each scenario may have: summary.csv column prefix -> the column naming the other scenario
+COMPARISONS = {"": "baseline", "ref_": "reference", "ctl_": "control"}
 
 
 def flatten_metrics(metrics: dict, classes: Sequence[str]) -> dict[tuple[str, str], float]:
@@ -108,21 +110,24 @@ def summarize_runs(per_run: dict[str, dict[Hashable, dict[tuple[str, str], float
     rows = []
     for sc in scenarios:
         runs = per_run.get(sc.name, {})
-        base, ref = baseline_of(sc, scenarios), traditional_reference(sc, scenarios)
+        others = {"baseline": baseline_of(sc, scenarios), "reference": traditional_reference(sc, scenarios),
+                  "control": schedule_control(sc, scenarios)}
         keys = sorted({k for r in runs.values() for k in r})
         for metric, cls in keys:
             vals = np.array([runs[s][(metric, cls)] for s in sorted(runs) if (metric, cls) in runs[s]])
             mean, lo, hi = _mean_ci(vals, overlap)
             row = dict(scenario=sc.name, label=sc.label, task=sc.task, metric=metric, cls=cls, n_seeds=len(vals),
-                       mean=mean, ci_low=lo, ci_high=hi, baseline=base or "", reference=ref or "")
-            for prefix, other in (("", base), ("ref_", ref)):
-                if other and (diff := _paired_runs(runs, per_run.get(other, {}), (metric, cls), overlap)):
+                       mean=mean, ci_low=lo, ci_high=hi, **{col: name or "" for col, name in others.items()})
+            for prefix, col in COMPARISONS.items():
+                if others[col] and (diff := _paired_runs(runs, per_run.get(others[col], {}), (metric, cls), overlap)):
                     row.update(zip((f"{prefix}diff_mean", f"{prefix}diff_ci_low", f"{prefix}diff_ci_high", f"{prefix}p_value"), diff))
             rows.append(row)
-    summary = pd.DataFrame(rows, columns=["scenario", "label", "task", "metric", "cls", "n_seeds", "mean", "ci_low",
-                                          "ci_high", "baseline", "diff_mean", "diff_ci_low", "diff_ci_high", "p_value",
-                                          "reference", "ref_diff_mean", "ref_diff_ci_low", "ref_diff_ci_high", "ref_p_value"])
-    summary["q_value"], summary["ref_q_value"] = q_values(summary)
+    columns = ["scenario", "label", "task", "metric", "cls", "n_seeds", "mean", "ci_low", "ci_high"]
+    for prefix, col in COMPARISONS.items():
+        columns += [col] + [f"{prefix}{c}" for c in ("diff_mean", "diff_ci_low", "diff_ci_high", "p_value")]
+    summary = pd.DataFrame(rows, columns=columns)
+    for prefix, q in zip(COMPARISONS, q_values(summary)):
+        summary[f"{prefix}q_value"] = q
     return summary
 
 
@@ -134,19 +139,20 @@ def _paired_runs(runs: dict, other: dict, key: tuple[str, str], overlap: float) 
     return _paired(np.array([runs[s][key] for s in paired]), np.array([other[s][key] for s in paired]), overlap)
 
 
-def q_values(summary: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """Benjamini-Hochberg q-values of the paired tests against the baselines and against the traditional references
-    (scipy's `false_discovery_control`). A grid compares many scenarios, so some p < 0.05 come by chance; each
-    (metric, class) is one family of tests, both comparisons included."""
+def q_values(summary: pd.DataFrame) -> list[pd.Series]:
+    """Benjamini-Hochberg q-values of the paired tests of every comparison (`COMPARISONS`: against the baselines,
+    the traditional references and the schedule controls; scipy's `false_discovery_control`), in that order. A grid
+    compares many scenarios, so some p < 0.05 come by chance; each (metric, class) is one family of tests, all
+    comparisons included."""
     from scipy import stats
 
-    q = {col: pd.Series(np.nan, index=summary.index, dtype=float) for col in ("p_value", "ref_p_value")}
+    q = {f"{prefix}p_value": pd.Series(np.nan, index=summary.index, dtype=float) for prefix in COMPARISONS}
     for _, family in summary.groupby(["metric", "cls"]):
         p = pd.concat([family[col].dropna().rename(lambda i, col=col: (col, i)) for col in q])
         if len(p):
             for (col, i), value in zip(p.index, stats.false_discovery_control(p.to_numpy(dtype=float))):
                 q[col][i] = value
-    return q["p_value"], q["ref_p_value"]
+    return list(q.values())
 
 
 def aggregate(root: Path, scenarios: list[Scenario], seeds: list[int], composition: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -182,7 +188,8 @@ def headline_table(summary: pd.DataFrame, scenarios: list[Scenario], composition
                    runs: str = "seeds") -> pd.DataFrame:
     """One row per scenario: macro precision, recall, F1 and accuracy as 'mean [lo, hi]', F1 change vs its baseline
     (named, since not every baseline is real-only: syn + trad is paired against trad) and, when the run has a
-    traditional-only scenario to match, a synthetic scenario's F1 change vs that one."""
+    traditional-only scenario to match, a synthetic scenario's F1 change vs that one; likewise a pretrain scenario's
+    vs its schedule control."""
     rows = []
     for sc in scenarios:
         s = summary[(summary["scenario"] == sc.name) & (summary["cls"] == "macro")].set_index("metric")
@@ -197,6 +204,8 @@ def headline_table(summary: pd.DataFrame, scenarios: list[Scenario], composition
         row["ΔF1 vs baseline"] = _delta(s, "", "baseline")
         if (summary["reference"] != "").any():
             row["ΔF1 vs traditional"] = _delta(s, "ref_", "reference")
+        if (summary["control"] != "").any():
+            row["ΔF1 vs schedule control"] = _delta(s, "ctl_", "control")
         rows.append(row)
     return pd.DataFrame(rows)
 

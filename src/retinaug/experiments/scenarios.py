@@ -374,6 +374,24 @@ def traditional_reference(sc: Scenario, scenarios: Sequence[Scenario]) -> str | 
     return None
 
 
+def schedule_control(sc: Scenario, scenarios: Sequence[Scenario]) -> str | None:
+    """The scenario a `synthetic_use: pretrain` scenario is also compared with when the run has one: pretrain's two
+    training phases on the real rows alone (synthetic 0, pretrain_with_real) with the same classes, real_fraction,
+    selection, imbalance and fine-tune settings. A pretrain gain over real-only may be the second training phase's,
+    not the synthetic images' (BENCHMARKS.md: 5 seeds on ODIR); this pairing tells them apart. None for other
+    scenarios, or when that control is already `sc`'s baseline or traditional reference."""
+    if sc.synthetic_use != "pretrain" or sc.synthetic == 0:
+        return None
+    paired = {baseline_of(sc, scenarios), traditional_reference(sc, scenarios)}
+    for other in scenarios:
+        if (other.synthetic == 0 and other.synthetic_use == "pretrain" and other.classes == sc.classes
+                and other.real_fraction == sc.real_fraction and other.selection == sc.selection
+                and other.imbalance == sc.imbalance and other.finetune_epochs == sc.finetune_epochs
+                and other.finetune_lr == sc.finetune_lr):
+            return other.name if other.name not in paired else None
+    return None
+
+
 def depends_on(sc: Scenario, scenarios: Sequence[Scenario]) -> list[str]:
     """The scenarios `sc` needs in its run: its baseline, and for `allocation: need` its real-only reference."""
     names = [baseline_of(sc, scenarios)] + ([real_reference(sc, scenarios)] if sc.allocation == "need" else [])

@@ -39,12 +39,23 @@ def section_scenarios(run: Path) -> Markup | None:
                  "to the named baseline (the task's real-only scenario unless the scenario names another; paired t-test over "
                  "seeds; q: Benjamini-Hochberg over the table's comparisons).")
         unit = "seeds"
-    parts = [p(about), *judge(run), table(pd.read_csv(headline, keep_default_na=False)), *external_results(run)]
+    headline = pd.read_csv(headline, keep_default_na=False)
+    parts = [p(about + comparisons(headline)), *judge(run), table(headline), *external_results(run)]
     per_class = summary[(summary["cls"] != "macro") & (summary["metric"] == "f1")]
     if len(per_class):
         wide = per_class.pivot_table(index="scenario", columns="cls", values="mean", sort=False)
         parts += [h3(f"Per-class F1 (mean over {unit})"), table(wide.reset_index())]
     return join(parts + scarcity_figure(run, summary, unit))
+
+
+def comparisons(headline: pd.DataFrame) -> str:
+    """What the headline's extra ΔF1 columns pair against, for the columns it has."""
+    said = {"ΔF1 vs traditional": " ΔF1 vs traditional: a synthetic scenario against the traditional-only one with as many "
+                                  "added rows (do synthetic images beat flips and rotations?).",
+            "ΔF1 vs schedule control": " ΔF1 vs schedule control: a pretrain scenario against the same two training phases on "
+                                       "the real images alone (\"real, twice\"): what is left once the second phase's own gain "
+                                       "is taken out is the synthetic images'."}
+    return "".join(text for column, text in said.items() if column in headline.columns)
 
 
 def external_results(run: Path) -> list[Markup]:
