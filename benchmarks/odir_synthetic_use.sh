@@ -7,7 +7,7 @@
 # keeps its parent's class. Under the grid's `relabel`, the 128 px labeler reads almost every 64 px synthetic G, A
 # and H image as another class (a size effect: benchmarks/lowres_control.py), so x1 held 33 G, 1 A and 5 H rows.
 #   cp -a runs/grid27 runs/synuse && bash benchmarks/odir_synthetic_use.sh runs/synuse   # resumable: re-run it
-#   SEEDS (default 3); ONLY (default: the whole set) names scenarios to run; one fit at a time with THREADS
+#   SEEDS (default 3); SETS (default synthetic-use) the named sets; ONLY (default: the whole set) names scenarios to run; one fit at a time with THREADS
 #   (default 1) torch threads on CORES (default 1). 2 threads on both cores are faster only with nothing else
 #   running: another job on one core slowed a 2-thread fit ~7x here (5 img/s against ~35). WORKERS=2 runs two
 #   1-thread fits side by side on Ray (110 s per 1,226-image epoch per worker here, with other work on the cores).
@@ -20,5 +20,5 @@ else
   executor=(--set experiments.executor=local); threads="${THREADS:-1}"
 fi
 OMP_NUM_THREADS="$threads" taskset -c "${CORES:-1}" retinaug run --preset odir-cpu --out "$run" \
-  --set "experiments.seeds=${SEEDS:-3}" --set "experiments.sets=[synthetic-use]" --set "experiments.only=[${ONLY:-}]" \
+  --set "experiments.seeds=${SEEDS:-3}" --set "experiments.sets=[${SETS:-synthetic-use}]" --set "experiments.only=[${ONLY:-}]" \
   "${executor[@]}" --set selection.enabled=false --set synthetic.ratio=2.5 --set "label.policy=${POLICY:-all}"
