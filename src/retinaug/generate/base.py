@@ -224,7 +224,7 @@ class Generator:
         per_step = phase.batch_size * accelerator.gradient_accumulation_steps * accelerator.num_processes
         steps = phase.steps if phase.epochs is None else max(1, math.ceil(phase.epochs * n / per_step))
         params = [p for p in phase.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay, fused=True)  # as classify.fit's
         lr_schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=phase.warmup_steps * accelerator.num_processes)
         *wrapped, optimizer, lr_schedule = accelerator.prepare(*phase.modules.values(), optimizer, lr_schedule)
         for name, module in zip(phase.modules, wrapped):
