@@ -236,6 +236,15 @@ def test_q_values_are_benjamini_hochberg_per_metric_and_class():
     assert ref_q[2] == pytest.approx(0.02 * 5 / 3)
 
 
+def write_seed_f1(root: Path, f1: dict[str, list[float]]) -> None:
+    """ROOT/<scenario>/seed<k>/metrics.json with macro F1 (and accuracy) f1[scenario][k]: finished fits to aggregate."""
+    for name, values in f1.items():
+        for seed, v in enumerate(values):
+            p = root / name / f"seed{seed}" / "metrics.json"
+            p.parent.mkdir(parents=True)
+            p.write_text(json.dumps({"macro_f1": v, "accuracy": v}))
+
+
 def test_pretrain_scenarios_are_also_paired_against_their_schedule_control(tmp_path):
     """Issue 28: a pretrain gain over real-only may be the second training phase's; a pretrain scenario is also paired
     against "real, twice" (the same two phases on the real rows alone) when the run has one with its fine-tune
@@ -254,11 +263,7 @@ def test_pretrain_scenarios_are_also_paired_against_their_schedule_control(tmp_p
 
     root = tmp_path / "experiments"
     f1 = {"real": [0.50, 0.55, 0.60], "pre": [0.62, 0.66, 0.66], "twice": [0.60, 0.61, 0.66]}
-    for name, values in f1.items():
-        for seed, v in enumerate(values):
-            p = root / name / f"seed{seed}" / "metrics.json"
-            p.parent.mkdir(parents=True)
-            p.write_text(json.dumps({"macro_f1": v, "accuracy": v}))
+    write_seed_f1(root, f1)
     summary = aggregate(root, scs, [0, 1, 2]).set_index(["scenario", "metric"])
     pre = summary.loc[("pre", "f1")]
     assert pre.baseline == "real" and pre.control == "twice" and pre.reference == ""
@@ -289,11 +294,7 @@ def test_synthetic_scenarios_are_also_paired_against_the_matching_traditional_on
            Scenario(name="syn-scarce", task="G,C", synthetic=1, real_fraction=0.5)]
     assert [traditional_reference(sc, scs) for sc in scs] == [None, "trad", "trad", None, None, None, None, None]
     f1 = {"real": [0.50, 0.55, 0.60], "syn": [0.58, 0.60, 0.70], "syn-w": [0.52, 0.57, 0.61], "trad": [0.60, 0.66, 0.69]}
-    for name, values in f1.items():
-        for seed, v in enumerate(values):
-            p = tmp_path / name / f"seed{seed}" / "metrics.json"
-            p.parent.mkdir(parents=True)
-            p.write_text(json.dumps({"macro_f1": v, "accuracy": v}))
+    write_seed_f1(tmp_path, f1)
     summary = aggregate(tmp_path, scs, [0, 1, 2]).set_index(["scenario", "metric"])
     syn = summary.loc[("syn", "f1")]
     assert syn.baseline == "real" and syn.reference == "trad"
