@@ -97,7 +97,7 @@ def demo_cmd(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     force: list[str] = typer.Option([], "--force", help="Redo this stage (or 'all')."),
 ) -> None:
-    """The whole pipeline on the embedded phantom dataset (the `demo` preset): about 7 minutes on 2 cores of
+    """The whole pipeline on the embedded phantom dataset (the `demo` preset): 3-7 minutes on 2 cores of
     a recent CPU, about 19 on an older AVX2-only one; no download. Prints the report's path and the headline table."""
     _run(None, "demo", set_, out, force)
 

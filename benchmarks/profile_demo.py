@@ -1,0 +1,103 @@
+"""Where `retinaug demo` spends its time (issue 31): the stage times from the run's records and py-spy's sampled
+profile of the whole command, summed by function (self time) and by the library-level frames that own it.
+
+  pip install py-spy
+  python benchmarks/profile_demo.py --out /tmp/demo-prof          # -> benchmarks/results/profile-demo-TAG.{json,md}
+  python benchmarks/profile_demo.py --out /tmp/demo-prof --no-profile  # stage times only, no sampler overhead
+
+py-spy samples the Python stacks of the process (and its subprocesses) 100 times a second, native frames excluded;
+(compare its wall time with --no-profile for its overhead). The stage times come from RUN/<stage>/stage.json as the pipeline wrote them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# files that say which part of the library a sample belongs to (the innermost one found in its stack wins); py-spy
+# names a frame "function (path/file.py:line)"
+OWNERS = ("torch/autograd/", "torch/optim/", "torchvision/transforms/", "classify/evaluate.py", "classify/train.py",
+          "classify/data.py", "classify/models.py", "generate/sampling.py", "generate/base.py", "generate/run.py",
+          "experiments/runner.py", "quality/", "report/", "select.py", "ingest/", "phantom/", "cache.py")
+IDLE = "_RefreshThread.run"  # the progress bar's redraw thread, asleep between redraws; py-spy samples it as active
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def stage_seconds(run: Path) -> dict[str, float]:
+    """Seconds per stage from the run's stage records (RUN/<stage>/stage.json)."""
+    out = {}
+    for status in sorted(run.glob("*/stage.json"), key=lambda s: s.stat().st_mtime):
+        record = json.loads(status.read_text())
+        if isinstance(record.get("seconds"), (int, float)):
+            out[status.parent.name] = round(record["seconds"], 1)
+    return out
+
+
+def summarise(raw: Path, top: int) -> dict:
+    """Self time per function and time per owning library file, as fractions of all samples but the progress bar's
+    idle redraw thread, from py-spy's raw (collapsed-stack) output."""
+    self_time, owned, total = collections.Counter(), collections.Counter(), 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n, frames = int(count), stack.split(";")
+        if any(IDLE in f for f in frames):
+            continue
+        total += n
+        self_time[frames[-1]] += n
+        owner = next((o for f in reversed(frames) for o in OWNERS if o in f.replace("\\", "/")), "other")
+        owned[owner] += n
+    share = lambda c: [{"frame": k, "share": round(v / total, 4)} for k, v in c.most_common(top)]  # noqa: E731
+    return {"samples": total, "self": share(self_time), "owner": share(owned)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="run folder (removed first if it is an earlier demo run)")
+    p.add_argument("--tag", default="", help="suffix of the results files (e.g. zen5-before)")
+    p.add_argument("--no-profile", action="store_true", help="time the stages without py-spy")
+    p.add_argument("--top", type=int, default=25)
+    args = p.parse_args()
+    if args.out.exists():
+        if not (args.out / ".owned.json").is_file() and any(args.out.iterdir()):
+            sys.exit(f"{args.out} exists and is not a run folder: choose another --out")
+        shutil.rmtree(args.out)
+    demo = [shutil.which("retinaug") or "retinaug", "demo", "--out", str(args.out)]
+    raw = args.out.with_name(args.out.name + "-pyspy.txt")
+    cmd = demo if args.no_profile else ["py-spy", "record", "--rate", "100", "--subprocesses", "--format", "raw",
+                                        "--output", str(raw), "--", *demo]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    result = {"cpu": cpu_model(), "command": " ".join(demo), "wall_s": round(time.perf_counter() - t0, 1),
+              "stages_s": stage_seconds(args.out), "profiled": not args.no_profile}
+    if not args.no_profile:
+        result["profile"] = summarise(raw, args.top)
+    name = "profile-demo" + (f"-{args.tag}" if args.tag else "")
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = [f"`{result['command']}` on {result['cpu']}: {result['wall_s']} s", "",
+             "| stage | s |", "|---|---:|", *(f"| {k} | {v} |" for k, v in result["stages_s"].items())]
+    if "profile" in result:
+        for kind in ("owner", "self"):
+            lines += ["", f"| {kind} | share |", "|---|---:|",
+                      *(f"| `{r['frame']}` | {r['share']:.1%} |" for r in result["profile"][kind])]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
