@@ -105,16 +105,17 @@ def run(name: str, spec: dict, data: Path, seed: int) -> dict:
         if not (base / "model.json").is_file():
             fit(train, val, cfg.model_copy(update={"task": "8-class", "epochs": warm["epochs"], "patience": warm["epochs"]}), base)
         cfg = cfg.model_copy(update={"pretrained": base / "model.safetensors"})
+    phase1 = {}
     if twice:
-        meta1 = fit(train, val, cfg, folder / "phase1")
+        first = fit(train, val, cfg, folder / "phase1")
+        phase1 = {"phase1": {k: first[k] for k in ("best_epoch", "best_val_macro_f1")}}
         meta = fit(train, val, cfg.model_copy(update={"epochs": twice["epochs"], "patience": twice["epochs"]}), folder,
                    start=folder / "phase1" / WEIGHTS)
-        meta["phase1"] = {"best_epoch": meta1["best_epoch"], "best_val_macro_f1": meta1["best_val_macro_f1"]}
     else:
         meta = fit(train, val, cfg, folder)
     metrics = evaluate(folder, test, folder / "eval", n_boot=0)
     return {"candidate": name, "split": seed, "val_macro_f1": meta["best_val_macro_f1"], "best_epoch": meta["best_epoch"],
-            **({"phase1": meta["phase1"]} if twice else {}),
+            **phase1,
             "fit_minutes": round((time.perf_counter() - t0) / 60, 2), "cpu_minutes": round((time.process_time() - cpu0) / 60, 2),
             "precision_used": meta["timings"]["precision"], "threads": torch.get_num_threads(), **{k: metrics[k] for k in SCORES},
             "recall_per_class": {c: v["recall"] for c, v in metrics["per_class"].items()}}

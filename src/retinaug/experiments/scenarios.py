@@ -367,11 +367,16 @@ def traditional_reference(sc: Scenario, scenarios: Sequence[Scenario]) -> str | 
     if sc.synthetic == 0 or sc.traditional > 0:
         return None
     for other in scenarios:
-        if (other.synthetic == 0 and other.traditional == sc.synthetic and other.classes == sc.classes
-                and other.real_fraction == sc.real_fraction and other.selection == sc.selection
-                and other.imbalance == sc.imbalance):
+        if other.synthetic == 0 and other.traditional == sc.synthetic and same_real_rows(other, sc):
             return other.name if other.name != baseline_of(sc, scenarios) else None
     return None
+
+
+def same_real_rows(a: Scenario, b: Scenario) -> bool:
+    """Whether two scenarios train on the same real rows the same way (classes, real fraction, t-SNE selection and
+    imbalance control): what a comparison between them must hold equal."""
+    return (a.classes == b.classes and a.real_fraction == b.real_fraction and a.selection == b.selection
+            and a.imbalance == b.imbalance)
 
 
 def schedule_control(sc: Scenario, scenarios: Sequence[Scenario]) -> str | None:
@@ -384,10 +389,8 @@ def schedule_control(sc: Scenario, scenarios: Sequence[Scenario]) -> str | None:
         return None
     paired = {baseline_of(sc, scenarios), traditional_reference(sc, scenarios)}
     for other in scenarios:
-        if (other.synthetic == 0 and other.synthetic_use == "pretrain" and other.classes == sc.classes
-                and other.real_fraction == sc.real_fraction and other.selection == sc.selection
-                and other.imbalance == sc.imbalance and other.finetune_epochs == sc.finetune_epochs
-                and other.finetune_lr == sc.finetune_lr):
+        if (other.synthetic == 0 and other.synthetic_use == "pretrain" and same_real_rows(other, sc)
+                and other.finetune_epochs == sc.finetune_epochs and other.finetune_lr == sc.finetune_lr):
             return other.name if other.name not in paired else None
     return None
 

@@ -22,9 +22,9 @@ from .html import h3, img, join, p, summary_csv, table
 
 
 def section_scenarios(run: Path) -> Markup | None:
-    headline = results_dir(run) / "table.csv"
+    headline_csv = results_dir(run) / "table.csv"
     summary = summary_csv(run)
-    if not headline.is_file() or summary is None:
+    if not headline_csv.is_file() or summary is None:
         return None
     if is_pooled(run):
         about = ("Macro precision, recall and F1 and accuracy pooled over the folds: every patient is tested once, by the models "
@@ -39,7 +39,7 @@ def section_scenarios(run: Path) -> Markup | None:
                  "to the named baseline (the task's real-only scenario unless the scenario names another; paired t-test over "
                  "seeds; q: Benjamini-Hochberg over the table's comparisons).")
         unit = "seeds"
-    headline = pd.read_csv(headline, keep_default_na=False)
+    headline = pd.read_csv(headline_csv, keep_default_na=False)
     parts = [p(about + comparisons(headline)), *judge(run), table(headline), *external_results(run)]
     per_class = summary[(summary["cls"] != "macro") & (summary["metric"] == "f1")]
     if len(per_class):
