@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from conftest import make_dataset, write_hub_snapshot
 from retinaug.classify import TrainConfig, evaluate, fit, load_classifier, predict, train, warm_start
-from retinaug.classify.data import augmentation
+from retinaug.classify.data import Augment
 from retinaug.classify.models import create_model, head_keys
 from retinaug.classify.train import _mixer
 from retinaug.cli import app
@@ -73,25 +73,63 @@ def test_tta_is_the_mean_of_the_image_and_its_mirror(model_dir: Path, data: Path
 # ---------------------------------------------------------------- augmentation strength
 
 
-def test_augmentation_defaults_are_todays_and_strength_is_configurable():
-    steps = augmentation(TrainConfig(size=32)).transforms
-    assert [type(t) for t in steps] == [v2.RandomHorizontalFlip, v2.RandomRotation, v2.ColorJitter]
-    assert steps[1].degrees == [-10.0, 10.0]
-    assert (steps[2].brightness, steps[2].contrast, steps[2].saturation) == ((0.8, 1.2), (0.8, 1.2), (0.9, 1.1))
-    x = torch.arange(3 * 32 * 32, dtype=torch.int64).reshape(3, 32, 32).remainder(251).to(torch.uint8)
-    torch.manual_seed(0)
-    flips_only = augmentation(TrainConfig(size=32, rotation=0, color_jitter=0))
-    views = [flips_only(x) for _ in range(20)]
-    assert all(torch.equal(v, x) or torch.equal(v, x.flip(2)) for v in views)
-    assert any(torch.equal(v, x.flip(2)) for v in views) and any(torch.equal(v, x) for v in views)
-    cropped = augmentation(TrainConfig(size=32, rotation=0, color_jitter=0, crop_scale=0.3))
-    assert isinstance(cropped.transforms[0], v2.RandomResizedCrop) and cropped.transforms[0].scale == (0.3, 1.0)
-    views = [cropped(x) for _ in range(20)]
-    assert all(v.shape == x.shape for v in views)
-    assert sum(not (torch.equal(v, x) or torch.equal(v, x.flip(2))) for v in views) >= 10  # zoomed in
-    jitter = augmentation(TrainConfig(size=32, rotation=0, color_jitter=0.5))
-    means = {round(float(jitter(x).float().mean()), 3) for _ in range(10)}
-    assert len(means) > 5  # brightness/contrast vary per draw
+def _smooth_image(size: int = 64) -> torch.Tensor:
+    """A (1, 3, size, size) float image without pixel-level noise, so two bilinear resamplings can be compared."""
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 255
+    return torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (3, 3, 3, 3), mode="reflect"), 7, 1)
+
+
+def _params(n: int = 1, **given) -> dict[str, torch.Tensor]:
+    """Augment parameters that change nothing, but for `given`."""
+    params = {"flip": torch.zeros(n, dtype=torch.bool), "angle": torch.zeros(n, dtype=torch.float64),
+              "zoom": torch.ones(n, dtype=torch.float64), "shift": torch.zeros(n, 2, dtype=torch.float64),
+              **{k: torch.ones(n, dtype=torch.float64) for k in ("brightness", "contrast", "saturation")}}
+    return params | {k: torch.as_tensor(v) for k, v in given.items()}
+
+
+def test_augment_geometry_is_torchvisions_rotation_crop_and_flip():
+    x = _smooth_image()
+    augment = Augment(TrainConfig(size=64, rotation=30, color_jitter=0, crop_scale=0.2), seed=0)
+    centre = (..., slice(16, 48), slice(16, 48))  # the corners rotate in from outside the image: black in both
+    rotated = augment.apply(x, _params(angle=[25.0]))
+    expected = v2.functional.rotate(x, 25.0, interpolation=v2.InterpolationMode.BILINEAR)
+    assert (rotated - expected)[centre].abs().max() < 0.01
+    assert (rotated - v2.functional.rotate(x, -25.0, interpolation=v2.InterpolationMode.BILINEAR))[centre].abs().max() > 10
+    # a crop of half the side centred at (+0.25, -0.25) in [-1, 1] coordinates: rows 8-39, columns 24-55, resized back
+    cropped = augment.apply(x, _params(zoom=[0.5], shift=[[0.25, -0.25]]))
+    expected = v2.functional.resized_crop(x, 8, 24, 32, 32, [64, 64], interpolation=v2.InterpolationMode.BILINEAR, antialias=False)
+    assert (cropped - expected)[..., 4:60, 4:60].abs().max() < 0.01
+    assert torch.allclose(augment.apply(x, _params(flip=[True])), x.flip(3), atol=1e-3)
+
+
+def test_augment_jitter_is_torchvisions_arithmetic_per_image():
+    x = _smooth_image(16).repeat(2, 1, 1, 1)
+    augment = Augment(TrainConfig(size=16, rotation=0, color_jitter=0.5), seed=0)
+    out = augment.apply(x, _params(2, brightness=[1.3, 1.0], contrast=[1.0, 0.6], saturation=[1.0, 1.2]))
+    expected = [v2.functional.adjust_brightness(x[0] / 255, 1.3) * 255,
+                v2.functional.adjust_saturation(v2.functional.adjust_contrast(x[1] / 255, 0.6), 1.2) * 255]
+    assert torch.allclose(out[0], expected[0], atol=0.05) and torch.allclose(out[1], expected[1], atol=0.05)
+    assert float(out.min()) >= 0 and float(out.max()) <= 255
+
+
+def test_augment_draws_per_image_from_its_seed_within_the_configured_ranges():
+    config = TrainConfig(size=32)  # defaults: rotation 10, colour jitter 0.2, no crop
+    x = torch.arange(3 * 32 * 32, dtype=torch.int64).reshape(1, 3, 32, 32).remainder(251).to(torch.uint8).repeat(64, 1, 1, 1)
+    params = Augment(config, seed=3).draw(64)
+    assert params["angle"].abs().max() <= 10 and params["angle"].std() > 3
+    assert torch.equal(params["zoom"], torch.ones(64, dtype=torch.float64))
+    assert torch.all((params["brightness"] - 1).abs() <= 0.2) and torch.all((params["saturation"] - 1).abs() <= 0.1)
+    assert 10 < int(params["flip"].sum()) < 54
+    out = Augment(config, seed=3)(x)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert len({round(float(v.mean()), 3) for v in out}) == 64  # every image its own draw
+    assert torch.equal(Augment(config, seed=3)(x), out) and not torch.equal(Augment(config, seed=4)(x), out)
+    flips_only = Augment(TrainConfig(size=32, rotation=0, color_jitter=0), seed=0)
+    views = flips_only(x)
+    mirrored = torch.tensor([torch.equal(v, x[0].float().flip(2)) for v in views])
+    assert all(torch.equal(v, x[0].float()) or m for v, m in zip(views, mirrored)) and 0 < int(mirrored.sum()) < 64
+    zoomed = Augment(TrainConfig(size=32, rotation=0, color_jitter=0, crop_scale=0.3), seed=0).draw(200)["zoom"] ** 2
+    assert float(zoomed.min()) >= 0.3 and float(zoomed.min()) < 0.35 and float(zoomed.max()) > 0.95  # crop area fraction
 
 
 # ---------------------------------------------------------------- mixup / cutmix

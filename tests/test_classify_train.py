@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import make_dataset
 from retinaug.classify import TrainConfig, embed, evaluate, fit, label, load_classifier, predict, train
-from retinaug.classify.data import ImageDataset, class_weights, train_loader
+from retinaug.classify.data import TrainingRows, class_weights, train_loader
 from retinaug.classify.models import create_model
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
@@ -84,11 +84,11 @@ def test_class_weights_and_oversampling():
     labels = np.array([0] * 30 + [1] * 6 + [2] * 3)
     w = class_weights(labels, 4)  # class 3 absent -> weight 0
     assert w == pytest.approx([39 / (3 * 30), 39 / (3 * 6), 39 / (3 * 3), 0])
-    ds = ImageDataset(np.zeros((len(labels), 4, 4, 3), np.uint8), labels)
-    drawn = np.concatenate([y.numpy() for seed in range(20) for _, y in train_loader(ds, 13, "oversample", 4, seed)])
+    ds = TrainingRows(np.zeros((len(labels), 4, 4, 3), np.uint8), labels, np.arange(len(labels)))
+    drawn = np.concatenate([labels[rows.numpy()] for seed in range(20) for _, rows in train_loader(ds, 13, "oversample", 4, seed)])
     share = np.bincount(drawn, minlength=4) / len(drawn)
     assert share[:3] == pytest.approx([1 / 3] * 3, abs=0.05) and share[3] == 0
-    plain = np.concatenate([y.numpy() for _, y in train_loader(ds, 13, "none", 4, 0)])
+    plain = np.concatenate([labels[rows.numpy()] for _, rows in train_loader(ds, 13, "none", 4, 0)])
     assert np.bincount(plain).tolist() == [30, 6, 3]  # no re-weighting: each image once per epoch
 
 

@@ -1,4 +1,4 @@
-"""Pixels for the classifier: images from the shared cache (row transforms applied), on-the-fly augmentation,
+"""Pixels for the classifier: images from the shared cache (row transforms applied), batched augmentation,
 the imbalance-aware DataLoader, and the epoch's replacement of real rows by synthetic ones."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision.transforms import v2
 
@@ -26,49 +27,86 @@ def load_images(df: pd.DataFrame, size: int) -> np.ndarray:
     return image_cache(df, size).rows(df)
 
 
-def augmentation(config: TrainConfig) -> v2.Transform:
-    """Label-preserving fundus augmentation on uint8 CHW tensors (a left eye mirrored looks like a right eye):
-    a random square crop (area >= crop_scale, resized back to `size`; off at 1), flip, rotation, and brightness/
-    contrast/saturation jitter (off at 0)."""
-    steps: list[v2.Transform] = []
-    if config.crop_scale < 1:  # square crops keep the round field of view round
-        steps.append(v2.RandomResizedCrop(config.size, scale=(config.crop_scale, 1.0), ratio=(1.0, 1.0), antialias=True))
-    steps += [v2.RandomHorizontalFlip(), v2.RandomRotation(config.rotation)]
-    if config.color_jitter > 0:  # no hue: 3x the cost of the rest
-        j = config.color_jitter
-        steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j / 2))
-    return v2.Compose(steps)
+class Augment:
+    """Label-preserving fundus augmentation of a whole uint8 NCHW batch, each image with its own draw (a left eye
+    mirrored looks like a right eye): a random square crop (area >= crop_scale, resized back; off at 1), a horizontal
+    flip, a rotation within +-rotation degrees, as one bilinear affine resampling (black outside the image, like the
+    fundus background), then brightness, contrast and saturation jitter (saturation half as strong; off at 0).
+    Batched, so it costs a few tensor operations per batch on the batch's device instead of a torchvision pipeline per
+    image; its draws come from its own generator, seeded by the fit's seed. Returns floats in [0, 255]."""
+
+    SALT = 31  # keeps these draws apart from the seed's other draws (weights, shuffling, replacement)
+
+    def __init__(self, config: TrainConfig, seed: int):
+        self.crop_scale, self.rotation, self.jitter = config.crop_scale, config.rotation, config.color_jitter
+        self.generator = torch.Generator().manual_seed(seed * 1000 + self.SALT)
+
+    def _uniform(self, n: int, low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, generator=self.generator, dtype=torch.float64)
+
+    def draw(self, n: int) -> dict[str, torch.Tensor]:
+        """Each image's parameters: flip (bool), angle (degrees), zoom (crop side / image side), shift (crop centre,
+        in [-1, 1] image coordinates) and brightness, contrast, saturation factors."""
+        params = {"flip": torch.rand(n, generator=self.generator) < 0.5,
+                  "angle": self._uniform(n, -self.rotation, self.rotation),
+                  "zoom": self._uniform(n, self.crop_scale, 1.0).sqrt()}
+        params["shift"] = (1 - params["zoom"]).unsqueeze(1) * self._uniform(2 * n, -1.0, 1.0).view(n, 2)
+        j = self.jitter
+        for name, k in (("brightness", j), ("contrast", j), ("saturation", j / 2)):
+            params[name] = self._uniform(n, 1 - k, 1 + k)
+        return params
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply(x, self.draw(len(x)))
+
+    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = x.float()
+        if self.rotation or self.crop_scale < 1:
+            out = self._warp(out, params)
+        else:  # flips alone move pixels exactly
+            out = torch.where(params["flip"].to(x.device).view(-1, 1, 1, 1), out.flip(3), out)
+        return self._jitter(out, params) if self.jitter else out
+
+    @staticmethod
+    def _warp(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Output pixel u samples the input at shift + zoom * R(angle) * F u (F mirrors x when flipped)."""
+        angle, zoom, shift = torch.deg2rad(params["angle"]), params["zoom"], params["shift"]
+        cos, sin = angle.cos() * zoom, angle.sin() * zoom
+        mirror = 1.0 - 2.0 * params["flip"].double()
+        theta = torch.stack([torch.stack([cos * mirror, -sin, shift[:, 0]], 1),
+                             torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    @staticmethod
+    def _jitter(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """torchvision's ColorJitter arithmetic (contrast about the image's mean grey, saturation against its grey),
+        per image, in a fixed order."""
+        b, c, s = (params[k].to(x.device, x.dtype).view(-1, 1, 1, 1) for k in ("brightness", "contrast", "saturation"))
+        x.mul_(b).clamp_(0, 255)  # in place: x is this batch's own copy, and a new 4-D temporary costs more than the op
+        mean = v2.functional.rgb_to_grayscale(x).mean(dim=(2, 3), keepdim=True)
+        x.sub_(mean).mul_(c).add_(mean).clamp_(0, 255)
+        grey = v2.functional.rgb_to_grayscale(x)
+        return x.sub_(grey).mul_(s).add_(grey).clamp_(0, 255)
 
 
-class ImageDataset(Dataset):
-    """uint8 CHW images held in memory (small at classifier resolutions) + integer labels."""
+class TrainingRows(Dataset):
+    """A fit's training set of uint8 CHW images held in memory (small at classifier resolutions). Position i shows
+    row `shown[i]` (row `positions[i]`, unless the epoch's replacement drew a synthetic row for it), and items are
+    (image, row): the loop augments the batch and looks up the row's label, target and loss weight. `labels` are the
+    positions' own labels, which the oversampler and the class weights count."""
 
-    def __init__(self, pixels: np.ndarray, labels: np.ndarray, transform: v2.Transform | None = None):
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray, positions: np.ndarray):
         self.images = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2)
-        self.labels = torch.tensor(np.asarray(labels), dtype=torch.long)
-        self.transform = transform
+        self.labels = torch.tensor(np.asarray(labels)[positions], dtype=torch.long)
+        self.shown = np.asarray(positions)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[i]
-        return (self.transform(x) if self.transform else x), self.labels[i]
-
-
-class TrainingRows(ImageDataset):
-    """A fit's training set. Position i shows row `shown[i]` (row `positions[i]`, unless the epoch's replacement drew
-    a synthetic row for it), and items are (image, row): the loop looks up the row's label, target and loss weight.
-    `labels` are the positions' own labels, which the oversampler and the class weights count."""
-
-    def __init__(self, pixels: np.ndarray, labels: np.ndarray, positions: np.ndarray, transform: v2.Transform | None = None):
-        super().__init__(pixels, np.asarray(labels)[positions], transform)
-        self.shown = np.asarray(positions)
-
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         row = int(self.shown[i])
-        x = self.images[row]
-        return (self.transform(x) if self.transform else x), row
+        return self.images[row], row
 
 
 class Replacement:
@@ -119,7 +157,7 @@ class Replacement:
 
 
 def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 NCHW batch -> float, ImageNet-normalised, channels_last (faster convolutions on CPU and GPU)."""
+    """uint8 (or float 0-255) NCHW batch -> float, ImageNet-normalised, channels_last (faster convolutions on CPU and GPU)."""
     x = x.float().div_(255).sub_(mean).div_(std)
     return x.contiguous(memory_format=torch.channels_last)
 
@@ -134,7 +172,7 @@ def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def train_loader(
-    dataset: ImageDataset, batch_size: int, imbalance: str, n_classes: int, seed: int, num_workers: int = 0
+    dataset: TrainingRows, batch_size: int, imbalance: str, n_classes: int, seed: int, num_workers: int = 0
 ) -> DataLoader:
     """Shuffled loader; with imbalance='oversample' a WeightedRandomSampler draws every class equally often.
     A seeded generator makes the order (and worker seeds) reproducible."""

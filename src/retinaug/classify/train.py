@@ -29,7 +29,7 @@ from ..manifest import load_manifest
 from ..progress import progress_bar
 from ..tracking import start_tracking, tracker_args
 from .config import RowUse, TrainConfig
-from .data import Replacement, TrainingRows, augmentation, class_weights, load_images, normalise, train_loader
+from .data import Augment, Replacement, TrainingRows, class_weights, load_images, normalise, train_loader
 from .label import soft_targets
 from .models import WEIGHTS, class_probs, create_model, read_safetensors, save_classifier
 from .weights import init_file, recorded_sha256
@@ -189,7 +189,8 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
     # replace: the epoch's positions are the non-synthetic rows, each drawn anew as itself or a synthetic stand-in
     replacement = Replacement(train_df, use.replace_probability, config.seed) if use.replace_probability is not None else None
     positions = replacement.positions if replacement else np.arange(len(train_df))
-    dataset = TrainingRows(train_pixels, y_train, positions, augmentation(config) if config.augment else None)
+    dataset = TrainingRows(train_pixels, y_train, positions)
+    augment = Augment(config, config.seed) if config.augment else None
     loader = train_loader(dataset, config.batch_size, config.imbalance, len(classes), config.seed, config.num_workers)
     model = create_model(config, len(classes))
     if start is not None:
@@ -235,7 +236,7 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         total, seen = 0.0, 0
         with progress_bar(f"epoch {epoch}/{config.epochs}", len(loader.dataset), "img") as advance:
             for x, rows in loader:
-                x, y = normalise(x, mean, std), labels[rows]
+                x, y = normalise(augment(x) if augment else x, mean, std), labels[rows]
                 target = y if targets is None else targets[rows]
                 if mixer:  # timm mixes pairs: an odd batch (only ever a dataset smaller than one batch) gets smoothed targets
                     x, target = mixer(x, y) if len(y) % 2 == 0 else (x, mixup_target(y, len(classes), 1.0, config.label_smoothing))
