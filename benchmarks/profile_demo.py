@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from retinaug.ownership import foreign
+
 RESULTS = Path(__file__).resolve().parent / "results"
 # files that say which part of the library a sample belongs to (the innermost one found in its stack wins); py-spy
 # names a frame "function (path/file.py:line)"
@@ -68,14 +70,14 @@ def summarise(raw: Path, top: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="run folder (removed first if it is an earlier demo run)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (removed first if it holds only files retinaug wrote)")
     p.add_argument("--tag", default="", help="suffix of the results files (e.g. zen5-before)")
     p.add_argument("--no-profile", action="store_true", help="time the stages without py-spy")
     p.add_argument("--top", type=int, default=25)
     args = p.parse_args()
+    if stray := foreign(args.out, limit=5):  # only a folder of retinaug's own files is removed
+        sys.exit(f"{args.out} holds files retinaug did not write ({', '.join(stray)}): choose another --out")
     if args.out.exists():
-        if not (args.out / ".owned.json").is_file() and any(args.out.iterdir()):
-            sys.exit(f"{args.out} exists and is not a run folder: choose another --out")
         shutil.rmtree(args.out)
     demo = [shutil.which("retinaug") or "retinaug", "demo", "--out", str(args.out)]
     raw = args.out.with_name(args.out.name + "-pyspy.txt")
