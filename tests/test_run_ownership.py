@@ -181,6 +181,26 @@ def test_files_of_a_killed_writer_are_its_own_and_older_files_are_not(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [INVENTORY]
 
 
+def test_files_that_vanish_while_a_folder_is_read_are_not_there(tmp_path, monkeypatch):
+    """A dry-run reads a run folder while its holder writes: a temporary file listed by the walk and renamed into place
+    before its stat (what failed `run --dry-run` next to a live run) is simply not there; the rest is still judged."""
+    folder = tmp_path / "out"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.txt", "gone.tmp", "sub/b.txt"):
+        (folder / name).write_text("x")
+    (folder / "linked").symlink_to(folder / "sub")
+    real_walk = os.walk
+
+    def walk_then_remove(top, *args, **kwargs):  # each listing goes stale at once, as under a writer
+        for root, dirs, names in real_walk(top, *args, **kwargs):
+            for gone in [Path(root) / n for n in names if n.endswith(".tmp")] + [Path(root) / d for d in dirs if d == "linked"]:
+                gone.unlink()
+            yield root, dirs, names
+
+    monkeypatch.setattr(os, "walk", walk_then_remove)
+    assert foreign(folder) == ["a.txt", "sub/b.txt"]
+
+
 def test_a_run_folder_of_an_earlier_retinaug_is_resumed(tmp_path):
     cfg = PipelineConfig.model_validate(data_only(tiny_config().data.model_dump()))
     run = tmp_path / "run"

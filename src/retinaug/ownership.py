@@ -53,6 +53,13 @@ def _files(folder: Path, limit: int | None = None) -> dict[str, int]:
     sub-folders that keep an inventory of their own; the first `limit` found when given (a home folder passed as
     --out is not walked whole to be refused)."""
     found: dict[str, int] = {}
+
+    def add(p: Path) -> None:
+        try:
+            found[p.relative_to(folder).as_posix()] = os.lstat(p).st_ctime_ns
+        except FileNotFoundError:  # gone since the listing (a writer's temporary file renamed into place): not present
+            pass
+
     for root, dirs, names in os.walk(folder):
         if limit is not None and len(found) >= limit:
             break
@@ -60,12 +67,12 @@ def _files(folder: Path, limit: int | None = None) -> dict[str, int]:
         for d in [d for d in dirs if (here / d / INVENTORY).is_file() or (here / d).is_symlink()]:
             dirs.remove(d)
             if (here / d).is_symlink():  # a link to a folder is a file of ours (or not), never walked into
-                found[(here / d).relative_to(folder).as_posix()] = os.lstat(here / d).st_ctime_ns
+                add(here / d)
         for n in names:
             p = here / n
             if n == LOCK and here == folder and not p.is_symlink() and _our_lock(p):
                 continue
-            found[p.relative_to(folder).as_posix()] = os.lstat(p).st_ctime_ns
+            add(p)
     return found
 
 
