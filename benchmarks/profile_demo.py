@@ -96,7 +96,7 @@ def main() -> None:
     if args.isa == "avx2":
         env.update(ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2", MKL_ENABLE_INSTRUCTIONS="AVX2")
         for key in AUTO_PRECISION:
-            demo += ["--set", f"{key}=no"]
+            demo += ["--set", f'{key}="no"']  # quoted: commits before this one read a bare `no` as False
     raw = args.out.with_name(args.out.name + "-pyspy.txt")
     cmd = demo if args.no_profile else ["py-spy", "record", "--rate", "100", "--subprocesses", "--format", "raw",
                                         "--output", str(raw), "--", *demo]

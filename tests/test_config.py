@@ -61,6 +61,17 @@ def test_set_overrides_and_merge_order(tmp_path):
         load_config(preset="fast")
 
 
+def test_precision_no_reads_as_written_in_a_file_and_in_set(tmp_path):
+    """YAML 1.1 turns a bare `no` into False; the documented value `no` (fp32) must work unquoted, `yes` stays an error."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text("generator:\n  ddpm:\n    mixed_precision: no\nlabeler:\n  train:\n    mixed_precision: no\n")
+    cfg = load_config(path, preset="demo", overrides=["synthetic.precision=no", "experiments.train.mixed_precision=no"])
+    assert (cfg.generator.ddpm.mixed_precision, cfg.labeler.train.mixed_precision, cfg.synthetic.precision,
+            cfg.experiments.train.mixed_precision) == ("no", "no", "no", "no")
+    with pytest.raises(RetinaugError, match=r"synthetic.precision: Input should be 'auto', 'no', 'fp16' or 'bf16' \(got True\)"):
+        load_config(preset="demo", overrides=["synthetic.precision=yes"])
+
+
 def test_presets_valid_and_resolved(tmp_path):
     for name in PRESETS:
         load_config(preset=name)

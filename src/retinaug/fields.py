@@ -7,9 +7,9 @@ naming its key, so `retinaug run` and `--dry-run` stop before the first stage in
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
 # Unknown keys are errors; so are inf and nan in every float setting (pydantic lets them through `gt=0` otherwise).
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -19,3 +19,12 @@ Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 MAX_MULTIPLIER = 100  # rows made or added per real train row (synthetic, traditional): tables built in memory
 MAX_BOOT = 100_000  # bootstrap resamples: their metrics are kept in memory
 MAX_BATCH = 4096  # images per batch: a few digits too many would fill the memory before the first step fails
+
+
+def _yaml_no(value: object) -> object:
+    """YAML 1.1 reads a bare `no` as False (`mixed_precision: no` in a file, `--set ...=no`): the user meant 'no'."""
+    return "no" if value is False else value
+
+
+# autocast: auto (bf16 where the CPU has bf16 units or the GPU supports it, fp16 on older GPUs, else fp32), no (fp32), fp16, bf16
+Precision = Annotated[Literal["auto", "no", "fp16", "bf16"], BeforeValidator(_yaml_no)]

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..classes import Task
-from ..fields import MAX_BATCH, STRICT, Seed
+from ..fields import MAX_BATCH, STRICT, Precision, Seed
 from ..tracking import TRACKER_HELP, Tracker
 from .imagenet import supported_backbones
 
@@ -128,7 +128,7 @@ class TrainConfig(BaseModel):
     head_hidden: int = Field(
         512, ge=8, le=65536, description="vgg* only: width of the dense layer after global pooling (the seed's Keras head)."
     )
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+    mixed_precision: Precision = Field(
         "auto", description="auto: bf16 autocast where the CPU has bf16 units (AMX/AVX512-BF16; inputs of 32 px or more: oneDNN's bf16 gradients over a 1x1 map are wrong) or the GPU supports it, fp16 on older GPUs, else fp32 (no); training and inference."
     )
     cpu: bool = Field(False, description="Force the CPU even when a GPU is available.")

@@ -12,11 +12,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ..classes import CLASSES, codes_field
-from ..fields import MAX_BATCH, MAX_MULTIPLIER, STRICT, Seed
+from ..fields import MAX_BATCH, MAX_MULTIPLIER, STRICT, Precision, Seed
 from ..tracking import TRACKER_HELP, Tracker
 
 Scheduler = Literal["dpm", "ddim", "euler", "pndm"]
-MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
 # samplers whose noise levels can follow Karras et al.'s sigma spacing (diffusers' use_karras_sigmas)
 KARRAS_SAMPLERS = ("dpm", "euler")
 Width = Annotated[int, Field(ge=1, le=4096)]  # channels of one UNet/autoencoder level
@@ -44,7 +43,7 @@ class TrainingConfig(_Config):
     warmup_steps: int = Field(20, ge=0, description="Linear learning-rate warm-up steps.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     snr_gamma: float | None = Field(None, gt=0, description="Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); None = plain MSE.")
-    mixed_precision: MixedPrecision = Field("auto", description="Training autocast: auto (bf16 where the CPU has bf16 units or the GPU supports it, fp16 on older GPUs, else fp32), no, fp16 (GPU) or bf16.")
+    mixed_precision: Precision = Field("auto", description="Training autocast: auto (bf16 where the CPU has bf16 units or the GPU supports it, fp16 on older GPUs, else fp32), no, fp16 (GPU) or bf16.")
     hflip: bool = Field(True, description="Random horizontal flips while training (left/right eyes are mirror images).")
     seed: Seed = Field(0, description="Training seed (initialisation, batches, noise).")
     samples_per_class: int = Field(8, ge=1, le=64, description="Images per class in the samples.png grid written after training (sampled with the method's default settings).")
@@ -228,7 +227,7 @@ class GenerateConfig(_Config):
     guidance: float | None = Field(None, ge=0, description="Classifier-free guidance scale (1 = none); None = the method's default.")
     scheduler: Scheduler = Field("dpm", description="Sampler: dpm (DPM-Solver++ multistep), ddim, euler or pndm.")
     karras: bool = Field(False, description="Karras et al.'s noise-level spacing (diffusers use_karras_sigmas; dpm and euler only).")
-    precision: MixedPrecision = Field(
+    precision: Precision = Field(
         "no",
         description="Sampling autocast: no (fp32: the pixels do not depend on batch size, process count or resuming), auto (bf16 on CPUs "
         "with bf16 units and on bf16 GPUs, fp16 on older GPUs, else fp32), bf16 or fp16. Half precision is faster, but a few pixel "
