@@ -190,11 +190,7 @@ def generate(generator: str | Path, data: str | Path, out: str | Path, config: G
     cfg = generate_config(config, options)
     gen = load_generator(generator)
     train = train_rows(load_manifest(data))
-    wanted = cfg.classes or list(gen.classes)
-    foreign = [c for c in wanted if c not in gen.classes]
-    if foreign:
-        raise RetinaugError(f"generator {generator} was not trained on class(es) {', '.join(foreign)}; it knows {', '.join(gen.classes)}")
-    counts = plan_counts(train, wanted, cfg.per_class, cfg.ratio)
+    counts = plan_counts(train, _wanted_classes(cfg, gen, generator), cfg.per_class, cfg.ratio)
     items = plan_images(train, counts, cfg, gen.conditions.eyes, out)
 
     # cpu=True on GPU-less machines: otherwise accelerate ignores a torchrun/`accelerate launch` world on CPU
@@ -208,13 +204,42 @@ def generate(generator: str | Path, data: str | Path, out: str | Path, config: G
     todo = [it for it in items if not it["path"].exists()]
     state.wait_for_everyone()  # every process has listed the same finished images before any writes more
 
+    seconds = _sample(state, pipe, todo, len(items), cfg, settings, gen.name)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return new_manifest()
+
+    _check_finished(items, out)
+    df = _manifest(items, pipe, settings, gen.name, generator)
+    save_manifest(df, out)
+    written = len(todo)
+    # the speed of the last run that sampled: a re-run with nothing left to write keeps the previous record's
+    speed = ({"seconds": seconds, "images_per_s": written / seconds if seconds > 0 else None} if written else
+             {k: previous.get(k) for k in ("seconds", "images_per_s")})
+    write_json_atomic(out / RUN_RECORD, {**record, "counts": counts, "written_this_run": written, **speed})
+    log.info("%d synthetic images (%s) -> %s", len(df), ", ".join(f"{c}={n}" for c, n in counts.items()), out)
+    return load_manifest(out)
+
+
+def _wanted_classes(cfg: GenerateConfig, gen: Generator, generator: Path) -> list[str]:
+    """The classes to sample (`cfg.classes`, else every class the generator learnt); only classes it learnt."""
+    wanted = cfg.classes or list(gen.classes)
+    foreign = [c for c in wanted if c not in gen.classes]
+    if foreign:
+        raise RetinaugError(f"generator {generator} was not trained on class(es) {', '.join(foreign)}; it knows {', '.join(gen.classes)}")
+    return wanted
+
+
+def _sample(state: PartialState, pipe, todo: list[dict], planned: int, cfg: GenerateConfig, settings: dict, method: str) -> float:
+    """Sample this process's share of `todo` in batches and write each PNG atomically; returns the seconds it took.
+    Each image has its own seed, so the pixels do not depend on the batches or on how many processes share them."""
     start = time.perf_counter()
     with state.split_between_processes(todo) as mine:
         if state.num_processes > 1:
             log.info("process %d/%d: %d of %d images", state.process_index + 1, state.num_processes, len(mine), len(todo))
-        if state.is_main_process and len(todo) < len(items):
-            log.info("resuming: %d of %d images already written, skipped", len(items) - len(todo), len(items))
-        with progress_bar(f"generating ({gen.name})", len(mine), "img") as advance:
+        if state.is_main_process and len(todo) < planned:
+            log.info("resuming: %d of %d images already written, skipped", planned - len(todo), planned)
+        with progress_bar(f"generating ({method})", len(mine), "img") as advance:
             for b in range(0, len(mine), cfg.batch_size):
                 batch = mine[b : b + cfg.batch_size]
                 images = pipe([it["label"] for it in batch], [it["seed"] for it in batch],
@@ -225,18 +250,23 @@ def generate(generator: str | Path, data: str | Path, out: str | Path, config: G
                         Image.fromarray(img).save(tmp, format="PNG")
                     faults.reached("image")
                 advance(len(batch))
-    seconds = time.perf_counter() - start
-    state.wait_for_everyone()
-    if not state.is_main_process:
-        return new_manifest()
+    return time.perf_counter() - start
 
+
+def _check_finished(items: list[dict], out: Path) -> None:
+    """Refuse to write a manifest while a planned image is missing (another process failed); mention PNGs that
+    an earlier, larger run left and this manifest does not list."""
     missing = [str(it["path"]) for it in items if not it["path"].exists()]
     if missing:
         raise RetinaugError(f"{len(missing)} of {len(items)} planned images are missing in {out} (e.g. {missing[0]}); re-run to finish")
     extra = {p.resolve() for p in out.glob("*/[!.]*.png")} - {it["path"].resolve() for it in items}
     if extra:
         log.info("%d PNG(s) in %s from an earlier, larger run are not in this manifest", len(extra), out)
-    df = new_manifest(
+
+
+def _manifest(items: list[dict], pipe, settings: dict, method: str, generator: Path) -> pd.DataFrame:
+    """The synthetic images' manifest: every planned image with its provenance (seed, parent, prompt, generator)."""
+    return new_manifest(
         dict(
             path=str(it["path"].resolve()),
             label=it["label"],
@@ -244,7 +274,7 @@ def generate(generator: str | Path, data: str | Path, out: str | Path, config: G
             eye=it["eye"],
             split="train",
             origin="synthetic",
-            source=f"retinaug-{gen.name}",
+            source=f"retinaug-{method}",
             parent=it["parent"],
             strength=it["strength"],
             seed=it["seed"],
@@ -252,19 +282,11 @@ def generate(generator: str | Path, data: str | Path, out: str | Path, config: G
             guidance=settings["guidance"],
             prompt=pipe.prompt(it["label"], it["eye"]),
             negative_prompt=settings.get("negative_prompt") or None,
-            generator=gen.name,
+            generator=method,
             generator_dir=str(generator.resolve()),
         )
         for it in items
     )
-    save_manifest(df, out)
-    written = len(todo)
-    # the speed of the last run that sampled: a re-run with nothing left to write keeps the previous record's
-    speed = ({"seconds": seconds, "images_per_s": written / seconds if seconds > 0 else None} if written else
-             {k: previous.get(k) for k in ("seconds", "images_per_s")})
-    write_json_atomic(out / RUN_RECORD, {**record, "counts": counts, "written_this_run": written, **speed})
-    log.info("%d synthetic images (%s) -> %s", len(df), ", ".join(f"{c}={n}" for c, n in counts.items()), out)
-    return load_manifest(out)
 
 
 def generate_config(config: GenerateConfig | dict | None, options: dict) -> GenerateConfig:

@@ -124,66 +124,14 @@ def prepare_folder(
     if not root.is_dir():
         raise RetinaugError(f"dataset folder {root} does not exist")
     names = parse_mapping(mapping)
-    try:
-        regex = re.compile(patient_regex) if patient_regex else EYE_NAMING
-    except re.error as exc:
-        raise RetinaugError(f"--patient-regex {patient_regex!r} is not a valid regular expression: {exc}") from None
-    entries = sorted(root.iterdir())
-    folders = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
-    unknown = [p.name for p in folders if folder_class(p.name, names) is None]
-    if unknown:
-        raise RetinaugError(
-            f"folder(s) {', '.join(unknown)} in {root} are not class codes or names; map them with "
-            f"--map '{unknown[0]}=CODE' (codes: {','.join(CODES)})"
-        )
-    if not folders:
-        raise RetinaugError(f"{root} has no class folders; expected ROOT/<class name or code>/*.jpg")
-    rejected: list[dict] = []
-    for entry in entries:  # what lies beside the class folders is not read, but counted
-        if entry.name.startswith("."):
-            files = sum(1 for f in entry.rglob("*") if f.is_file()) if entry.is_dir() else 1
-            rejected.append({"path": str(entry), "reason": "hidden file", "detail": f"hidden {'folder' if entry.is_dir() else 'file'} in ROOT ({files} file(s)), not read"})
-        elif not entry.is_dir():
-            rejected.append({"path": str(entry), "reason": "not in a class folder", "detail": "files directly in ROOT have no class"})
-    candidates: list[dict] = []
-    warnings: list[str] = []
-    matched = 0
-    for folder in folders:
-        code = folder_class(folder.name, names)
-        files = _files(folder, root, rejected)
-        images = 0
-        for file in files:
-            if _is_hidden(file, folder):
-                rejected.append({"path": str(file), "reason": "hidden file", "detail": "name or a parent folder starts with '.'"})
-                continue
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                rejected.append({"path": str(file), "reason": "not an image file", "detail": f"suffix {file.suffix!r}"})
-                continue
-            images += 1
-            found = patient_of(file.stem, regex)
-            if found is None and unmatched == "reject":
-                rejected.append({"path": str(file), "reason": "bad patient id", "detail": f"patient pattern {regex.pattern!r} does not match {file.stem!r} (--unmatched reject)"})
-                continue
-            matched += found is not None
-            pid, eye = found or (file.relative_to(root).with_suffix("").as_posix(), "unknown")
-            candidates.append(dict(path=str(file), label=code, patient_id=pid, eye=eye, split="train", origin="real", source=f"folder:{root.name}"))
-        if not images:
-            warnings.append(f"class folder {folder.name} ({code}) holds no image files")
+    regex = _patient_pattern(patient_regex)
+    folders, rejected = _class_folders(root, names)
+    candidates, matched, warnings = _candidates(folders, names, root, regex, unmatched, rejected)
     warnings += _same_names(candidates, root)
     kept, counts = screen(candidates, rejected, root, min_size, workers)
     kept = _drop_conflicting(kept, rejected, root)
     grouping = _grouping(kept, matched, len(candidates), patient_regex, unmatched)
-    if grouping["files_matched"] == 0:
-        warnings.append(
-            f"no patient id found in the file names: each of the {len(kept)} images is its own patient, so two photos "
-            "of one person can land in train and test; if the names carry a patient id, pass e.g. "
-            "--patient-regex '^(\\d+)_' (its first group is the patient id)"
-        )
-    elif grouping["files_unmatched"]:
-        warnings.append(
-            f"{grouping['files_unmatched']} file name(s) do not match the patient pattern {regex.pattern!r}: each is its own "
-            "patient (--unmatched reject drops them instead)"
-        )
+    warnings += _grouping_warnings(grouping, len(kept), regex)
     df = pd.DataFrame(kept) if kept else pd.DataFrame(columns=["path"])
     info = {
         "source": str(root),
@@ -198,6 +146,74 @@ def prepare_folder(
         "seconds": round(time.perf_counter() - started, 2),
     }
     return finish_prepare(df, out, val=val, test=test, seed=seed, rejected=rejected, root=root, info=info)
+
+
+def _patient_pattern(patient_regex: str | None) -> re.Pattern:
+    """The compiled `--patient-regex`, or the default `<patient>_<eye>` naming when none is given."""
+    try:
+        return re.compile(patient_regex) if patient_regex else EYE_NAMING
+    except re.error as exc:
+        raise RetinaugError(f"--patient-regex {patient_regex!r} is not a valid regular expression: {exc}") from None
+
+
+def _class_folders(root: Path, names: dict[str, str]) -> tuple[list[Path], list[dict]]:
+    """The class folders in ROOT (every folder must name a class, so a typo is not silently dropped) and the
+    rejections of what lies beside them: it is not read, but counted."""
+    entries = sorted(root.iterdir())
+    folders = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+    unknown = [p.name for p in folders if folder_class(p.name, names) is None]
+    if unknown:
+        raise RetinaugError(
+            f"folder(s) {', '.join(unknown)} in {root} are not class codes or names; map them with "
+            f"--map '{unknown[0]}=CODE' (codes: {','.join(CODES)})"
+        )
+    if not folders:
+        raise RetinaugError(f"{root} has no class folders; expected ROOT/<class name or code>/*.jpg")
+    rejected: list[dict] = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            files = sum(1 for f in entry.rglob("*") if f.is_file()) if entry.is_dir() else 1
+            rejected.append({"path": str(entry), "reason": "hidden file", "detail": f"hidden {'folder' if entry.is_dir() else 'file'} in ROOT ({files} file(s)), not read"})
+        elif not entry.is_dir():
+            rejected.append({"path": str(entry), "reason": "not in a class folder", "detail": "files directly in ROOT have no class"})
+    return folders, rejected
+
+
+def _not_image(file: Path, folder: Path) -> tuple[str, str] | None:
+    """(reason, detail) when a file in a class folder is not an image to read: hidden, or not an image suffix."""
+    if _is_hidden(file, folder):
+        return "hidden file", "name or a parent folder starts with '.'"
+    if file.suffix.lower() not in IMAGE_SUFFIXES:
+        return "not an image file", f"suffix {file.suffix!r}"
+    return None
+
+
+def _candidates(
+    folders: list[Path], names: dict[str, str], root: Path, regex: re.Pattern, unmatched: str, rejected: list[dict]
+) -> tuple[list[dict], int, list[str]]:
+    """A manifest row per image file, labelled by its folder, with its patient; how many names matched `regex`;
+    a warning per class folder without images. Files skipped are added to `rejected` in file order."""
+    candidates: list[dict] = []
+    warnings: list[str] = []
+    matched = 0
+    for folder in folders:
+        code = folder_class(folder.name, names)
+        images = 0
+        for file in _files(folder, root, rejected):
+            if skip := _not_image(file, folder):
+                rejected.append({"path": str(file), "reason": skip[0], "detail": skip[1]})
+                continue
+            images += 1
+            found = patient_of(file.stem, regex)
+            if found is None and unmatched == "reject":
+                rejected.append({"path": str(file), "reason": "bad patient id", "detail": f"patient pattern {regex.pattern!r} does not match {file.stem!r} (--unmatched reject)"})
+                continue
+            matched += found is not None
+            pid, eye = found or (file.relative_to(root).with_suffix("").as_posix(), "unknown")
+            candidates.append(dict(path=str(file), label=code, patient_id=pid, eye=eye, split="train", origin="real", source=f"folder:{root.name}"))
+        if not images:
+            warnings.append(f"class folder {folder.name} ({code}) holds no image files")
+    return candidates, matched, warnings
 
 
 def _same_names(candidates: list[dict], root: Path) -> list[str]:
@@ -240,3 +256,19 @@ def _grouping(kept: list[dict], matched: int, listed: int, patient_regex: str | 
         "patients": int(per_patient.size),
         "patients_with_several_images": int((per_patient > 1).sum()),
     }
+
+
+def _grouping_warnings(grouping: dict, kept: int, regex: re.Pattern) -> list[str]:
+    """A warning when no file name, or only some, gave a patient id: photos of one person may then be split apart."""
+    if grouping["files_matched"] == 0:
+        return [
+            f"no patient id found in the file names: each of the {kept} images is its own patient, so two photos "
+            "of one person can land in train and test; if the names carry a patient id, pass e.g. "
+            "--patient-regex '^(\\d+)_' (its first group is the patient id)"
+        ]
+    if grouping["files_unmatched"]:
+        return [
+            f"{grouping['files_unmatched']} file name(s) do not match the patient pattern {regex.pattern!r}: each is its own "
+            "patient (--unmatched reject drops them instead)"
+        ]
+    return []
