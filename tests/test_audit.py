@@ -16,7 +16,7 @@ from retinaug.cli import app
 from retinaug.errors import RetinaugError
 from retinaug.manifest import load_manifest, save_manifest
 from retinaug.quality import AuditConfig, audit
-from retinaug.quality.audit import _Precomputed, fid, kid, knn_precision_recall
+from retinaug.quality.metrics import _Precomputed, fid, kid, knn_precision_recall
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_matches_torchmetrics():

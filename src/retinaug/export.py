@@ -35,7 +35,7 @@ from .errors import RetinaugError
 from .folds import fold_count, fold_name, is_pooled
 from .io import json_dict, safe_join, write_text_atomic
 from .lock import run_lock
-from .manifest import load_manifest, manifest_file
+from .manifest import accepted_mask, load_manifest, manifest_file
 from .progress import console
 
 WHAT = ("synthetic", "real", "both")
@@ -127,7 +127,7 @@ def _synthetic(run: Path, accepted_only: bool) -> tuple[pd.DataFrame, dict, dict
     if accepted_only:
         if "accepted" not in syn.columns:
             raise RetinaugError("--accepted-only needs the labeler's verdicts: run the labeler and label stages first")
-        syn = syn[syn["accepted"].fillna(False).astype(bool)]
+        syn = syn[accepted_mask(syn)]
     return syn, labelled, links_out
 
 

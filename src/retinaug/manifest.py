@@ -339,6 +339,12 @@ def real_rows(df: pd.DataFrame, split: str = "train", classes: Iterable[str] | N
     return rows if classes is None else rows[rows["label"].isin(list(classes))]
 
 
+def accepted_mask(df: pd.DataFrame) -> pd.Series:
+    """Rows the labeler accepted: the one reading of the label stage's `accepted` column that every filter uses, so a
+    missing verdict counts as rejected everywhere."""
+    return df["accepted"].fillna(False).astype(bool)
+
+
 def half_up(x: float) -> int:
     """Round half up (2.5 -> 3): how every per-class image count is rounded (numpy's round is half-to-even)."""
     return int(math.floor(x + 0.5))

@@ -24,7 +24,7 @@ from ..classify.config import Probability, RowWeight
 from ..errors import LeakageError, RetinaugError
 from ..fields import MAX_BOOT, MAX_MULTIPLIER, SEED_MAX, STRICT
 from ..io import sha256_text
-from ..manifest import half_up, real_rows
+from ..manifest import accepted_mask, half_up, real_rows
 from ..split import patient_groups, strata
 
 log = logging.getLogger("retinaug.experiments")
@@ -593,7 +593,7 @@ def accepted_synthetic(df: pd.DataFrame | None) -> pd.DataFrame | None:
     if "accepted" not in df.columns:
         raise RetinaugError("the synthetic manifest has no 'accepted' column: give the label stage's output "
                             "(RUN/label, written by `retinaug label`), not the raw synthetic manifest")
-    return df[(df["origin"] == "synthetic") & df["accepted"].fillna(False).astype(bool)].reset_index(drop=True)
+    return df[(df["origin"] == "synthetic") & accepted_mask(df)].reset_index(drop=True)
 
 
 def asked_vs_labelled(accepted: pd.DataFrame) -> pd.DataFrame:

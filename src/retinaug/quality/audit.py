@@ -1,5 +1,5 @@
 """Synthetic-data audit: memorization (nearest training neighbour vs a real-vs-real baseline), fidelity and
-diversity (FID, KID, k-NN precision/recall), all in one chosen feature space.
+diversity (FID, KID, k-NN precision/recall: metrics.py), all in one chosen feature space.
 
 Memorization rule: a real TEST image is, by construction, not a copy of any training image, so the
 distribution of "cosine similarity of a test image to its nearest training image of the same class" says
@@ -17,91 +17,26 @@ Class fidelity and CAS (fidelity.py) measure whether the images carry their clas
 
 from __future__ import annotations
 
-import contextlib
 import os
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from sklearn.neighbors import NearestNeighbors
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from ..classes import CODES
 from ..classify import TrainConfig
 from ..errors import RetinaugError
 from ..features import FeatureExtractor, get_extractor, l2_normalise
 from ..io import atomic_path, write_json_atomic
-from ..manifest import real_rows
+from ..manifest import accepted_mask, real_rows
 from .config import AuditConfig
 from .fidelity import asked_class, cas, class_fidelity
 from .match import match_features, topk_cosine, unit_images
+from .metrics import distribution_metrics
 from .plots import contact_sheet, similarity_hist
 
 SHEET_SIZE = 64  # px of each tile of class_samples.png
 SHEET_PER_GROUP = 4  # real / recognised / not recognised images shown per class
-
-
-class _Precomputed(torch.nn.Module):
-    """torchmetrics' `feature=` hook. Features are computed once by our extractor and passed through, so
-    KID, FID, precision/recall and memorization all use the same embedding (and no Inception download)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.num_features = dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-def fid(real: np.ndarray, fake: np.ndarray) -> float | None:
-    """Fréchet distance between Gaussian fits of two feature sets; None when either has < 2 samples.
-
-    Same value as torchmetrics' `FrechetInceptionDistance` (the tests check it), computed in sample space:
-    with a, b the centred samples / sqrt(n - 1) as rows, Tr sqrt(S_real S_fake) is the nuclear norm of the
-    (n_real x n_fake) inner-product matrix a b^T. torchmetrics takes general eigenvalues of a d x d product instead, which took
-    11 s for one 512-d FID on this 2-core CPU; this takes milliseconds and needs no d x d matrices."""
-    if len(real) < 2 or len(fake) < 2:
-        return None
-    r, f = torch.from_numpy(real).double(), torch.from_numpy(fake).double()
-    a = (r - r.mean(0)) / (len(r) - 1) ** 0.5
-    b = (f - f.mean(0)) / (len(f) - 1) ** 0.5
-    trace_sqrt = torch.linalg.matrix_norm(a @ b.T, ord="nuc")
-    value = (r.mean(0) - f.mean(0)).square().sum() + a.square().sum() + b.square().sum() - 2 * trace_sqrt
-    return max(float(value), 0.0)  # tiny negative values are round-off
-
-
-def kid(real: np.ndarray, fake: np.ndarray, subset_size: int, subsets: int, seed: int) -> tuple[float | None, float | None, int]:
-    """KID mean and std over random subsets (size lowered to the smaller set); None below 2 samples."""
-    size = min(subset_size, len(real), len(fake))
-    if size < 2:
-        return None, None, size
-    with warnings.catch_warnings():  # "will save all extracted features": these are the features, by design
-        warnings.simplefilter("ignore", UserWarning)
-        metric = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size)
-    metric.update(torch.from_numpy(real).double(), real=True)
-    metric.update(torch.from_numpy(fake).double(), real=False)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        mean, std = metric.compute()
-    return float(mean), float(std), size
-
-
-def knn_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float | None, float | None]:
-    """Improved precision/recall (Kynkäänniemi et al. 2019): precision = share of fake samples inside the
-    real k-NN manifold (union of balls reaching each real sample's k-th neighbour); recall = the converse."""
-    if len(real) <= k or len(fake) <= k:
-        return None, None
-
-    def radii(x: np.ndarray) -> torch.Tensor:  # k+1: each point is its own nearest neighbour
-        return torch.from_numpy(NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)[0][:, -1])
-
-    dist = torch.cdist(torch.from_numpy(fake).double(), torch.from_numpy(real).double())
-    precision = (dist <= radii(real)[None, :]).any(dim=1).double().mean()
-    recall = (dist.T <= radii(fake)[None, :]).any(dim=1).double().mean()
-    return float(precision), float(recall)
 
 
 def _nearest(
@@ -113,34 +48,6 @@ def _nearest(
         return np.empty(0, np.float32), np.empty(0, np.int64)
     scores, idx = topk_cosine(query, reference, 1, exclude=exclude)
     return np.where(idx[:, 0] >= 0, scores[:, 0], np.nan).astype(np.float32), idx[:, 0]
-
-
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """The metric matrices are small (a few hundred rows): one thread avoids the intra-op pool's spin-waiting,
-    which made each KID kernel 20x slower (15 ms vs 0.7 ms) with 2 threads on 2 busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _fidelity(real: np.ndarray, fake: np.ndarray, test: np.ndarray, cfg: AuditConfig) -> dict:
-    with _one_torch_thread():
-        kid_mean, kid_std, kid_size = kid(real, fake, cfg.kid_subset_size, cfg.kid_subsets, cfg.seed)
-        precision, recall = knn_precision_recall(real, fake, cfg.knn_k)
-        fids = fid(real, fake), fid(real, test)
-    return {
-        "fid": fids[0],
-        "fid_test_vs_train": fids[1],  # real-vs-real baseline: the scale of "good" in this feature space
-        "kid_mean": kid_mean,
-        "kid_std": kid_std,
-        "kid_subset_size": kid_size,
-        "precision": precision,
-        "recall": recall,
-    }
 
 
 def _rate(flags: np.ndarray) -> float | None:
@@ -265,6 +172,152 @@ def _class_sheet(real_train: pd.DataFrame, syn: pd.DataFrame, per_image: pd.Data
     title = "real train | synthetic the labeler recognises as the class | synthetic it assigns elsewhere"
     return contact_sheet(sheet, path, title if pred is not None else "real train | synthetic (no labeler predictions)")
 
+def _audited_rows(synthetic_df: pd.DataFrame, accepted_only: bool) -> pd.DataFrame:
+    """The synthetic rows whose memorization and distribution are audited: all of them, or the accepted ones."""
+    syn = synthetic_df
+    if accepted_only:
+        if "accepted" not in syn.columns:
+            raise RetinaugError("accepted_only needs a labelled synthetic manifest: run `retinaug label` and give its output (RUN/label)")
+        syn = syn[accepted_mask(syn)]
+    syn = syn.reset_index(drop=True)
+    if syn.empty:
+        raise RetinaugError("the synthetic manifest has no rows to audit")
+    return syn
+
+
+def _reference_rows(data_df: pd.DataFrame, classes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The real train rows, and those followed by the real test rows of the audited classes in one frame (one
+    embedding pass); an error when a class has no training image or the memorization baseline has no test image."""
+    train, test = real_rows(data_df, "train"), real_rows(data_df, "test", classes)
+    missing = [c for c in classes if not (train["label"] == c).any()]
+    if missing:
+        raise RetinaugError(f"no real training images of class(es) {', '.join(missing)} in the data manifest: nothing to compare with")
+    if test.empty:
+        raise RetinaugError("no real test images of the audited classes: the memorization baseline needs the test split")
+    return train, pd.concat([train, test]).reset_index(drop=True)
+
+
+def _judge(table: pd.DataFrame, classes: list[str], cfg: AuditConfig) -> pd.DataFrame:
+    """The neighbour table with each row's threshold (the `quantile` of its class's real test rows, or of all test
+    rows when the class has fewer than `min_test`) and whether it is flagged as a training or parent copy."""
+    is_test = (table["set"] == "test").to_numpy()
+    pooled = float(np.quantile(table.loc[is_test, "nn_cosine"].to_numpy(), cfg.quantile))
+    threshold = np.full(len(table), np.nan)
+    for c in classes:
+        mine = (table["label"] == c).to_numpy()
+        test_c = table.loc[is_test & mine, "nn_cosine"].to_numpy()
+        threshold[mine] = float(np.quantile(test_c, cfg.quantile)) if len(test_c) >= cfg.min_test else pooled
+    return table.assign(
+        threshold=threshold,
+        flagged=table["nn_cosine"] > threshold,  # NaN (no other training image of the class): not flagged
+        parent_copy=table["parent_cosine"] > threshold,
+    )
+
+
+def _distribution(
+    syn_raw: np.ndarray, labels_syn: np.ndarray, ref_raw: np.ndarray, labels_ref: np.ndarray,
+    train_idx: np.ndarray, test_idx: np.ndarray, classes: list[str], cfg: AuditConfig,
+) -> dict:
+    """`per_class` and `overall` fidelity/diversity: synthetic vs the training images of the same classes."""
+    per_class = {}
+    for c in classes:
+        pool, test_c, syn_c = train_idx[labels_ref[train_idx] == c], test_idx[labels_ref[test_idx] == c], syn_raw[labels_syn == c]
+        per_class[c] = {
+            "n_synthetic": int(len(syn_c)),
+            "n_train": int(len(pool)),
+            "n_test": int(len(test_c)),
+            **distribution_metrics(ref_raw[pool], syn_c, ref_raw[test_c], cfg),
+        }
+    syn_pool = train_idx[np.isin(labels_ref[train_idx], classes)]
+    return {"per_class": per_class, "overall": distribution_metrics(ref_raw[syn_pool], syn_raw, ref_raw[test_idx], cfg)}
+
+
+def _parent_copies(children: pd.DataFrame) -> dict:
+    """How many img2img images are copies of their parent, and how close they stay to it."""
+    return {
+        "n_parent_copies": int(children["parent_copy"].sum()),
+        "parent_copy_rate": _rate(children["parent_copy"].to_numpy()),
+        "median_parent_cosine": _median(children["parent_cosine"]),
+    }
+
+
+def _memorization(table: pd.DataFrame, syn: pd.DataFrame, classes: list[str], cfg: AuditConfig, unmatched: int) -> dict:
+    """audit.json's `memorization`: the rule, per class and overall flag rates of the judged neighbour table."""
+    is_syn = (table["set"] == "synthetic").to_numpy()
+    summary: dict = {
+        "rule": f"flag a synthetic image whose cosine similarity to its nearest same-class training image exceeds the "
+        f"{cfg.quantile:.3g} quantile of the same statistic for real test images of that class (pooled over classes "
+        f"when a class has fewer than {cfg.min_test} test images); for an img2img image the parent is left out of that "
+        f"search, and its similarity to the parent is flagged as a parent copy by the same threshold",
+        "quantile": cfg.quantile,
+    }
+    for c in classes:
+        mine = (table["label"] == c).to_numpy()
+        syn_c, test_c = table[is_syn & mine], table[~is_syn & mine]
+        children = syn_c[syn_c["parent_cosine"].notna()]
+        summary[c] = {
+            "threshold": float(table.loc[mine, "threshold"].iloc[0]),
+            "threshold_source": "class" if len(test_c) >= cfg.min_test else "pooled",
+            "n_synthetic": int(len(syn_c)),
+            "n_flagged": int(syn_c["flagged"].sum()),
+            "rate": _rate(syn_c["flagged"].to_numpy()),
+            "test_rate": _rate(test_c["flagged"].to_numpy()),  # the rule's false-positive rate on real images
+            "median_nn_cosine": _median(syn_c["nn_cosine"]),
+            "n_img2img": int(len(children)),
+            **_parent_copies(children),
+        }
+    syn_rows = table[is_syn]
+    children = syn_rows[syn_rows["parent_cosine"].notna()]
+    threshold_any = float(np.quantile(table.loc[~is_syn, "nn_cosine_any"], cfg.quantile))
+    return {
+        **summary,
+        "n_flagged": int(syn_rows["flagged"].sum()),
+        "rate": _rate(syn_rows["flagged"].to_numpy()),
+        "test_rate": _rate(table.loc[~is_syn, "flagged"].to_numpy()),
+        "threshold_any_class": threshold_any,  # nearest training image of any class, pooled test baseline
+        "rate_any_class": _rate(syn_rows["nn_cosine_any"].to_numpy() > threshold_any),
+        "img2img": {
+            "n": int(len(children)),
+            **_parent_copies(children),
+            "parents_not_in_train": unmatched,
+            **({"by_strength": _by_strength(children, syn.loc[children.index, "strength"])} if "strength" in syn.columns else {}),
+        },
+    }
+
+
+def _generator_checks(
+    everything: pd.DataFrame, data_df: pd.DataFrame, labeler: str | Path | None, cas_recipe: TrainConfig | None,
+    cfg: AuditConfig, out: Path,
+) -> tuple[dict, pd.DataFrame | None]:
+    """Class fidelity (written to `out/class_fidelity.csv`) and CAS (trained into `out/cas/`) of every generated
+    image, each unless switched off: audit.json's `class_fidelity` and `cas`, and the labeler's per-image verdicts."""
+    per_image = None
+    if cfg.class_fidelity:
+        fidelity, per_image = class_fidelity(everything, data_df, labeler)
+        with atomic_path(out / "class_fidelity.csv") as tmp:
+            per_image.to_csv(tmp, index=False)
+    else:
+        fidelity = {"reason": "switched off (class_fidelity: false)"}
+    scores = cas(everything, data_df, cas_recipe or TrainConfig(), out / "cas", cfg.cas_n_boot) if cfg.cas else {
+        "reason": "switched off (cas: false)"}
+    return {"class_fidelity": fidelity, "cas": scores}, per_image
+
+
+def _write_memorization(table: pd.DataFrame, memorization: dict, classes: list[str], extractor: str, out: Path) -> None:
+    """`out/memorization.csv` (the judged neighbour table) and its per-class histogram `out/similarity_hist.png`."""
+    with atomic_path(out / "memorization.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6f")
+    is_syn = table["set"] == "synthetic"
+    groups = {
+        c: (
+            table.loc[is_syn & (table["label"] == c), "nn_cosine"].dropna().to_numpy(),
+            table.loc[~is_syn & (table["label"] == c), "nn_cosine"].dropna().to_numpy(),
+            memorization[c]["threshold"],
+        )
+        for c in classes
+    }
+    similarity_hist(groups, out / "similarity_hist.png", f"cosine to nearest same-class training image ({extractor})")
+
 
 def audit(
     synthetic_df: pd.DataFrame,
@@ -283,131 +336,32 @@ def audit(
     cfg = config or AuditConfig()
     out = Path(out)
     everything = synthetic_df.reset_index(drop=True)  # class fidelity and CAS measure the generator: no filter
-    syn = synthetic_df
-    if cfg.accepted_only:
-        if "accepted" not in syn.columns:
-            raise RetinaugError("accepted_only needs a labelled synthetic manifest: run `retinaug label` and give its output (RUN/label)")
-        syn = syn[syn["accepted"].fillna(False).astype(bool)]
-    syn = syn.reset_index(drop=True)
-    if syn.empty:
-        raise RetinaugError("the synthetic manifest has no rows to audit")
+    syn = _audited_rows(synthetic_df, cfg.accepted_only)
     classes = [c for c in CODES if c in set(syn["label"])]
-    train, test = real_rows(data_df, "train"), real_rows(data_df, "test", classes)
-    missing = [c for c in classes if not (train["label"] == c).any()]
-    if missing:
-        raise RetinaugError(f"no real training images of class(es) {', '.join(missing)} in the data manifest: nothing to compare with")
-    if test.empty:
-        raise RetinaugError("no real test images of the audited classes: the memorization baseline needs the test split")
-    reference = pd.concat([train, test]).reset_index(drop=True)  # one frame: one embedding pass
+    train, reference = _reference_rows(data_df, classes)
     is_train = (reference["split"] == "train").to_numpy()
+    train_idx, test_idx = np.flatnonzero(is_train), np.flatnonzero(~is_train)
 
     ext = get_extractor(extractor or cfg.extractor, labeler, cfg.pixel_size)
     syn_raw, ref_raw = ext(syn), ext(reference)
-    syn_f, ref_f = l2_normalise(syn_raw), l2_normalise(ref_raw)
-    train_idx, test_idx = np.flatnonzero(is_train), np.flatnonzero(~is_train)
-    labels_ref = reference["label"].to_numpy()
-    labels_syn = syn["label"].to_numpy()
-
     parent_pos, unmatched = _parent_rows(syn, reference, train_idx)
-    table = _neighbour_table(syn, reference, syn_f, ref_f, train_idx, test_idx, classes, parent_pos)
-    is_syn = (table["set"] == "synthetic").to_numpy()
-    test_nn = table.loc[~is_syn, "nn_cosine"].to_numpy()
-    pooled = float(np.quantile(test_nn, cfg.quantile))
-
+    table = _neighbour_table(syn, reference, l2_normalise(syn_raw), l2_normalise(ref_raw), train_idx, test_idx, classes, parent_pos)
+    table = _judge(table, classes, cfg)
     report: dict = {
         "extractor": ext.name,
         "config": cfg.model_dump(),
         "classes": classes,
-        "n_synthetic": int(is_syn.sum()),
+        "n_synthetic": int(len(syn)),
         "n_train": int(len(train_idx)),
         "n_test": int(len(test_idx)),
-        "per_class": {},
-    }
-    memorization: dict = {
-        "rule": f"flag a synthetic image whose cosine similarity to its nearest same-class training image exceeds the "
-        f"{cfg.quantile:.3g} quantile of the same statistic for real test images of that class (pooled over classes "
-        f"when a class has fewer than {cfg.min_test} test images); for an img2img image the parent is left out of that "
-        f"search, and its similarity to the parent is flagged as a parent copy by the same threshold",
-        "quantile": cfg.quantile,
-    }
-    table["threshold"] = np.nan
-    for c in classes:
-        mask_t = ~is_syn & (table["label"] == c).to_numpy()
-        test_c = table.loc[mask_t, "nn_cosine"].to_numpy()
-        own = len(test_c) >= cfg.min_test
-        table.loc[(table["label"] == c).to_numpy(), "threshold"] = float(np.quantile(test_c, cfg.quantile)) if own else pooled
-    table["flagged"] = table["nn_cosine"] > table["threshold"]  # NaN (no other training image of the class): not flagged
-    table["parent_copy"] = table["parent_cosine"] > table["threshold"]
-    syn_rows = table[is_syn]
-    for c in classes:
-        mask_s = is_syn & (table["label"] == c).to_numpy()
-        mask_t = ~is_syn & (table["label"] == c).to_numpy()
-        mine = table[mask_s]
-        children = mine[mine["parent_cosine"].notna()]
-        threshold = float(table.loc[mask_s | mask_t, "threshold"].iloc[0])
-        pool = train_idx[labels_ref[train_idx] == c]
-        syn_c = syn_raw[labels_syn == c]
-        report["per_class"][c] = {
-            "n_synthetic": int(mask_s.sum()),
-            "n_train": int(len(pool)),
-            "n_test": int(mask_t.sum()),
-            **_fidelity(ref_raw[pool], syn_c, ref_raw[test_idx[labels_ref[test_idx] == c]], cfg),
-        }
-        memorization[c] = {
-            "threshold": threshold,
-            "threshold_source": "class" if mask_t.sum() >= cfg.min_test else "pooled",
-            "n_synthetic": int(mask_s.sum()),
-            "n_flagged": int(mine["flagged"].sum()),
-            "rate": _rate(mine["flagged"].to_numpy()),
-            "test_rate": _rate(table.loc[mask_t, "flagged"].to_numpy()),  # the rule's false-positive rate on real images
-            "median_nn_cosine": _median(mine["nn_cosine"]),
-            "n_img2img": int(len(children)),
-            "n_parent_copies": int(children["parent_copy"].sum()),
-            "parent_copy_rate": _rate(children["parent_copy"].to_numpy()),
-            "median_parent_cosine": _median(children["parent_cosine"]),
-        }
-    threshold_any = float(np.quantile(table.loc[~is_syn, "nn_cosine_any"], cfg.quantile))
-    syn_pool = train_idx[np.isin(labels_ref[train_idx], classes)]
-    report["overall"] = _fidelity(ref_raw[syn_pool], syn_raw, ref_raw[test_idx], cfg)
-    children = syn_rows[syn_rows["parent_cosine"].notna()]
-    report["memorization"] = {
-        **memorization,
-        "n_flagged": int(syn_rows["flagged"].sum()),
-        "rate": _rate(syn_rows["flagged"].to_numpy()),
-        "test_rate": _rate(table.loc[~is_syn, "flagged"].to_numpy()),
-        "threshold_any_class": threshold_any,  # nearest training image of any class, pooled test baseline
-        "rate_any_class": _rate(syn_rows["nn_cosine_any"].to_numpy() > threshold_any),
-        "img2img": {
-            "n": int(len(children)),
-            "n_parent_copies": int(children["parent_copy"].sum()),
-            "parent_copy_rate": _rate(children["parent_copy"].to_numpy()),
-            "median_parent_cosine": _median(children["parent_cosine"]),
-            "parents_not_in_train": unmatched,
-            **({"by_strength": _by_strength(children, syn.loc[children.index, "strength"])} if "strength" in syn.columns else {}),
-        },
+        **_distribution(syn_raw, syn["label"].to_numpy(), ref_raw, reference["label"].to_numpy(), train_idx, test_idx, classes, cfg),
+        "memorization": _memorization(table, syn, classes, cfg, unmatched),
     }
 
     out.mkdir(parents=True, exist_ok=True)
-    per_image = None
-    if cfg.class_fidelity:
-        report["class_fidelity"], per_image = class_fidelity(everything, data_df, labeler)
-        with atomic_path(out / "class_fidelity.csv") as tmp:
-            per_image.to_csv(tmp, index=False)
-    else:
-        report["class_fidelity"] = {"reason": "switched off (class_fidelity: false)"}
-    report["cas"] = cas(everything, data_df, cas_recipe or TrainConfig(), out / "cas", cfg.cas_n_boot) if cfg.cas else {
-        "reason": "switched off (cas: false)"}
-    with atomic_path(out / "memorization.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6f")
-    groups = {
-        c: (
-            table.loc[is_syn & (table["label"] == c), "nn_cosine"].dropna().to_numpy(),
-            table.loc[~is_syn & (table["label"] == c), "nn_cosine"].dropna().to_numpy(),
-            memorization[c]["threshold"],
-        )
-        for c in classes
-    }
-    similarity_hist(groups, out / "similarity_hist.png", f"cosine to nearest same-class training image ({ext.name})")
+    generator, per_image = _generator_checks(everything, data_df, labeler, cas_recipe, cfg, out)
+    report.update(generator)
+    _write_memorization(table, report["memorization"], classes, ext.name, out)
     match_features(syn, reference.iloc[train_idx].reset_index(drop=True), syn_raw, ref_raw[train_idx], cfg.top_k, out, cfg.ssim_size)
     _class_sheet(train, everything, per_image, [c for c in CODES if c in set(asked_class(everything))], out / "class_samples.png", cfg.seed)
     write_json_atomic(out / "audit.json", report)
