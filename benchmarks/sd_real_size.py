@@ -129,7 +129,7 @@ def count_step(gen, size: int) -> tuple[float, float]:
         return t
 
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as flops, torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-        gen._loss(torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.bool)).backward()
+        gen._loss(gen.trainable(), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.bool)).backward()
     return flops.get_total_flops() / 1e12, saved[0] / GIB
 
 

@@ -72,7 +72,7 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_loss_and_gradients
         for m in gen.trainable().values():
             m.train()  # transformers checkpoints in training mode only, as fit trains
         torch.manual_seed(1)
-        loss = gen._loss(torch.tensor([0, 3]), torch.tensor([False, True]))
+        loss = gen._loss(gen.trainable(), torch.tensor([0, 3]), torch.tensor([False, True]))
         loss.backward()
         grads = {f"{part}.{k}": p.grad for part, m in gen.trainable().items() for k, p in m.named_parameters() if p.requires_grad}
         results[on] = loss.item(), grads, sorted(calls), gen.phases()[0].settings

@@ -2,16 +2,15 @@
 
 A generator holds networks and a noise schedule (`build`, `save_weights`, `load_weights`), says how it is
 trained as one or more `Phase`s (what to optimise, how to score a batch, for how long) and hands out a sampling
-pipeline (`pipeline()`, see sampling.py). `fit` runs each phase through the same loop: AdamW under accelerate
-(devices, mixed precision, gradient accumulation, multi-GPU), optional EMA, a loss curve, resumable checkpoints.
+pipeline (`pipeline()`, see sampling.py). `fit` runs each phase through the same loop (`_train`): AdamW under
+accelerate (devices, mixed precision, gradient accumulation, multi-GPU), optional EMA, a loss curve, resumable
+checkpoints (checkpoint.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,42 +31,39 @@ from ..cache import image_cache
 from ..errors import RetinaugError
 from ..fields import SEED_MAX
 from ..hardware import default_device, new_accelerator, resolve_precision
-from ..io import atomic_path, json_dict, sha256_text, write_json_atomic, writing_weights
 from ..progress import progress_bar
 from ..tracking import start_tracking, tracker_args
+from .checkpoint import CHECKPOINT, TrainState, data_key, keep_phase, kept_history, phase_key, resume, save_checkpoint
 from .conditioning import SIDES, Conditions
 from .sampling import SamplingPipeline
 
 log = logging.getLogger("retinaug.generate")
-CHECKPOINT = "train_state.pt"
-PHASE_RECORD = "phase.json"
-# config fields that shape what `finetune` writes or logs, not the weights: a checkpoint stays valid when they change
-NOT_WEIGHTS = ("samples_per_class", "tracker")
+Nets = dict[str, torch.nn.Module]
 
 
 @dataclass
 class Phase:
-    """One optimisation run of the shared loop.
+    """One optimisation run of the shared loop: what to train, how to score a batch, for how long.
 
-    `loss(indices, flips)` scores a batch of training images (their rows in `Generator.data`, and which of
-    them are mirrored). `settings` is what decides the phase's result besides the training images: its
-    checkpoint is only resumed, and a finished phase only reused, when they are unchanged. A phase that is
-    not the last one is kept in OUT/<name>/ when it finishes (`save`), so a later run resumes after it
-    (`load`) instead of training it again."""
+    `loss(nets, indices, flips)` scores a batch of training images (their rows in `Generator.data`, and which of
+    them are mirrored) through `nets`: `modules` as accelerate prepared them (call these, not the generator's
+    attributes: under DDP only the wrapper syncs gradients). `settings` is what decides the phase's result besides the
+    training images: its checkpoint is only resumed, and a finished phase only reused, when they are unchanged.
+    What only ldm needs: `start` runs before the first step (also when resuming), `finish` after the last (it returns
+    extra history entries), and a phase that is not the last one and has `save` is kept in OUT/<name>/ when it
+    finishes, so a later run `load`s it instead of training it again."""
 
     name: str
-    modules: dict[str, torch.nn.Module]  # generator attribute -> trainable module (accelerate wraps it meanwhile)
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    modules: Nets  # the generator's trainable networks, by name
+    loss: Callable[[Nets, torch.Tensor, torch.Tensor], torch.Tensor]
     settings: dict
     steps: int
-    epochs: float | None
+    epochs: float | None  # when set, the length instead of `steps`
     batch_size: int
     lr: float
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
     ema: EMAModel | None = None  # of every parameter of `modules`, copied in when the phase ends
-    start: Callable[[], None] | None = None  # before the first step (also when resuming)
-    finish: Callable[[Path | None], dict] | None = None  # after the last step; returns extra history entries
+    start: Callable[[], None] | None = None
+    finish: Callable[[Path | None], dict] | None = None
     save: Callable[[Path], None] | None = None
     load: Callable[[Path], None] | None = None
 
@@ -186,16 +182,15 @@ class Generator:
         self.build()
         self.data = TrainSet(train_df, cfg.size, self.conditions)
         self.holdout = holdout
-        rows = "\n".join(sorted(train_df["path"].astype(str) + "|" + train_df["label"].astype(str) + "|" + train_df["eye"].astype(str)))
-        key = sha256_text(json.dumps({"method": self.name, "classes": self.classes, "rows": rows}))
+        key = data_key(self.name, self.classes, train_df)
         ckpt = Path(out) / CHECKPOINT if out is not None and checkpoint_every > 0 else None
         phases, history = self.phases(), {}
         for i, phase in enumerate(phases):
-            key = sha256_text(json.dumps({"after": key, "phase": phase.name, "settings": phase.settings}, sort_keys=True, default=str))
+            key = phase_key(key, phase.name, phase.settings)
             kept = Path(out) / phase.name if out is not None and phase.save is not None and i < len(phases) - 1 else None
-            if kept is not None and json_dict(kept / PHASE_RECORD).get("key") == key:
+            if kept is not None and (record := kept_history(kept, key)) is not None:
                 phase.load(kept)
-                history[phase.name] = json_dict(kept / PHASE_RECORD)["history"]
+                history[phase.name] = record
                 log.info("%s phase already trained in %s: reused", phase.name, kept)
                 continue
             # different batches/noise per process; wrapped into the range numpy takes (unchanged below it)
@@ -203,13 +198,11 @@ class Generator:
             if phase.start is not None:
                 phase.start()
             metric = "loss" if i == len(phases) - 1 else f"{phase.name}_loss"  # the tracker's name for the curve
-            history[phase.name] = self._train(phase, accelerator, ckpt, key, checkpoint_every, seed=cfg.seed + 1009 * i, metric=metric)
+            history[phase.name] = self._train(phase, accelerator, key, ckpt, checkpoint_every, seed=cfg.seed + 1009 * i, metric=metric)
             if phase.finish is not None:
                 history[phase.name].update(phase.finish(Path(out) if out is not None and accelerator.is_main_process else None))
             if kept is not None and accelerator.is_main_process:
-                with writing_weights(kept):
-                    phase.save(kept)
-                write_json_atomic(kept / PHASE_RECORD, {"key": key, "history": history[phase.name]})
+                keep_phase(kept, key, history[phase.name], phase.save)
             if ckpt is not None and accelerator.is_main_process:
                 ckpt.unlink(missing_ok=True)  # after the phase is kept: a kill in between loses nothing
             accelerator.wait_for_everyone()
@@ -217,124 +210,61 @@ class Generator:
         last = history.pop(phases[-1].name)
         return {**last, **history, "precision": accelerator.mixed_precision, "is_main_process": accelerator.is_main_process}
 
-    def _train(self, phase: Phase, accelerator: Accelerator, ckpt: Path | None, key: str, checkpoint_every: int, seed: int, metric: str) -> dict:
-        """The training loop: draw a batch, step AdamW (with accumulation, clipping, warm-up), update the EMA,
-        log the loss, save a checkpoint now and then."""
-        n = len(self.data)
+    def _train(self, phase: Phase, accelerator: Accelerator, key: str, ckpt: Path | None, checkpoint_every: int, seed: int, metric: str) -> dict:
+        """One phase: AdamW under accelerate (accumulation, clipping, warm-up), resumed from `ckpt` when it is this
+        phase's; each step draws a batch, steps the optimiser and the EMA, logs the loss now and then and saves a
+        checkpoint every `checkpoint_every` steps. Returns the phase's history."""
+        cfg, n = self.config, len(self.data)
         per_step = phase.batch_size * accelerator.gradient_accumulation_steps * accelerator.num_processes
         steps = phase.steps if phase.epochs is None else max(1, math.ceil(phase.epochs * n / per_step))
         params = [p for p in phase.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay, fused=True)  # as classify.fit's
-        lr_schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=phase.warmup_steps * accelerator.num_processes)
+        optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=cfg.weight_decay, fused=True)  # as classify.fit's
+        lr_schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.warmup_steps * accelerator.num_processes)
         *wrapped, optimizer, lr_schedule = accelerator.prepare(*phase.modules.values(), optimizer, lr_schedule)
-        for name, module in zip(phase.modules, wrapped):
-            setattr(self, name, module)
-            module.train()
-        batch_rng = torch.Generator().manual_seed(seed + 7919 * accelerator.process_index)
-        run = {"step": 0, "history": {"step": [], "loss": []}, "running": 0.0, "count": 0, "seconds": 0.0}
-        if ckpt is not None and ckpt.is_file():
-            self._restore(ckpt, key, steps, phase, wrapped, optimizer, lr_schedule, batch_rng, run, accelerator)
-        resumed_from, log_every, start = run["step"], max(1, steps // 200), time.perf_counter()
-
-        def save_checkpoint() -> None:
-            modules = {name: {k: v.detach().cpu() for k, v in accelerator.unwrap_model(m).named_parameters() if v.requires_grad}
-                       for name, m in zip(phase.modules, wrapped)}
-            state = {**run, "key": key, "steps": steps, "seconds": run["seconds"] + time.perf_counter() - start, "modules": modules,
-                     "optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict(),
-                     "ema": phase.ema.state_dict() if phase.ema is not None else {},
-                     "batch_rng": batch_rng.get_state(), "torch_rng": torch.get_rng_state(),
-                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(ckpt) as tmp:
-                torch.save(state, tmp)
-
+        nets = dict(zip(phase.modules, wrapped))
+        for net in wrapped:
+            net.train()
+        state = TrainState(key, steps, phase.modules, optimizer, lr_schedule, phase.ema, main_process=accelerator.is_main_process,
+                           batch_rng=torch.Generator().manual_seed(seed + 7919 * accelerator.process_index))
+        if ckpt is not None:
+            resume(ckpt, state, self.name, phase.name)
+        resumed_from, log_every = state.step, max(1, steps // 200)
+        state.started = time.perf_counter()  # this run's training time starts after the checkpoint is loaded
         title = f"training {self.name} {phase.name}" + (f" (resumed at step {resumed_from})" if resumed_from else "")
         with progress_bar(title, steps - resumed_from, "step") as advance:
-            while run["step"] < steps:
-                idx = torch.randint(n, (phase.batch_size,), generator=batch_rng)
-                flip = torch.rand(len(idx), generator=batch_rng) < 0.5 if self.config.hflip else torch.zeros(len(idx), dtype=torch.bool)
+            while state.step < steps:
+                idx = torch.randint(n, (phase.batch_size,), generator=state.batch_rng)
+                flip = torch.rand(len(idx), generator=state.batch_rng) < 0.5 if cfg.hflip else torch.zeros(len(idx), dtype=torch.bool)
                 with accelerator.accumulate(*wrapped):
                     with accelerator.autocast():
-                        loss = phase.loss(idx, flip)
+                        loss = phase.loss(nets, idx, flip)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(params, 1.0)
                     optimizer.step()
                     lr_schedule.step()
                     optimizer.zero_grad(set_to_none=True)
-                run["running"] += loss.detach().item()
-                run["count"] += 1
+                state.running += loss.detach().item()
+                state.count += 1
                 if not accelerator.sync_gradients:
                     continue
-                run["step"] += 1
-                step = run["step"]
+                state.step += 1
                 if phase.ema is not None:
-                    phase.ema.step(p for m in wrapped for p in m.parameters())
+                    phase.ema.step(phase.parameters())
                 advance(1)
-                if step % log_every == 0 or step == steps:
-                    run["history"]["step"].append(step)
-                    run["history"]["loss"].append(run["running"] / run["count"])
-                    accelerator.log({metric: run["running"] / run["count"]}, step=step)
-                    run["running"], run["count"] = 0.0, 0
-                if ckpt is not None and step % checkpoint_every == 0 and step < steps and accelerator.is_main_process:
-                    save_checkpoint()
+                if state.step % log_every == 0 or state.step == steps:
+                    mean = state.running / state.count
+                    state.history["step"].append(state.step)
+                    state.history["loss"].append(mean)
+                    accelerator.log({metric: mean}, step=state.step)
+                    state.running, state.count = 0.0, 0
+                if ckpt is not None and state.step % checkpoint_every == 0 and state.step < steps and accelerator.is_main_process:
+                    save_checkpoint(ckpt, state)
                 faults.reached("step")
-        seconds = time.perf_counter() - start
-        for name, module in zip(phase.modules, wrapped):
-            setattr(self, name, accelerator.unwrap_model(module).eval())
+        seconds = state.elapsed()
+        for module in phase.modules.values():
+            module.eval()
         if phase.ema is not None:
             phase.ema.copy_to(phase.parameters())
-        return {**run["history"], "seconds": run["seconds"] + seconds, "images_per_s": (steps - resumed_from) * per_step / max(seconds, 1e-9),
+        return {**state.history, "seconds": state.seconds + seconds, "images_per_s": (steps - resumed_from) * per_step / max(seconds, 1e-9),
                 "resumed_from_step": resumed_from, "steps": steps, "n_train_images": n}
-
-    def _restore(self, ckpt, key, steps, phase, wrapped, optimizer, lr_schedule, batch_rng, run, accelerator) -> None:
-        """Continue from a checkpoint of this very phase (same settings and images); warn and start over otherwise."""
-        state = load_checkpoint(ckpt)
-        if state["key"] != key or state["steps"] != steps:
-            log.warning("%s was made by another training phase, config or training set: ignored, training %s from step 0", ckpt, phase.name)
-            return
-        for name, module in zip(phase.modules, wrapped):
-            module = accelerator.unwrap_model(module)
-            saved = state["modules"].get(name, {})
-            wanted = {k for k, v in module.named_parameters() if v.requires_grad}
-            bad = module.load_state_dict(saved, strict=False).unexpected_keys
-            if bad or wanted - set(saved):
-                raise RetinaugError(f"{ckpt} does not fit the {name} network ({len(bad)} unexpected, {len(wanted - set(saved))} missing "
-                                    "tensors); delete it to start over")
-        optimizer.load_state_dict(state["optimizer"])
-        lr_schedule.load_state_dict(state["lr_schedule"])
-        if phase.ema is not None:
-            phase.ema.load_state_dict(state["ema"])
-            phase.ema.to(self.device)  # the checkpoint is loaded onto the CPU
-        if accelerator.is_main_process:  # other processes keep their fresh per-process streams
-            batch_rng.set_state(state["batch_rng"])
-            torch.set_rng_state(state["torch_rng"])
-            if torch.cuda.is_available() and state["cuda_rng"]:
-                torch.cuda.set_rng_state_all(state["cuda_rng"])
-        run.update({k: state[k] for k in run})
-        log.info("resuming %s %s training at step %d of %d from %s", self.name, phase.name, run["step"], steps, ckpt)
-
-
-CHECKPOINT_KEYS = ("key", "steps", "step", "history", "running", "count", "seconds", "modules", "optimizer", "lr_schedule", "ema",
-                   "batch_rng", "torch_rng", "cuda_rng")
-
-
-def load_checkpoint(path: Path) -> dict:
-    """A training checkpoint, read with torch's weights-only unpickler (tensors and plain containers only: a
-    crafted file cannot run code); an unreadable or foreign file is a RetinaugError naming it."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RetinaugError(f"cannot read the training checkpoint {path} ({type(exc).__name__}: {reason[:200]}); "
-                            "delete it to train from step 0") from None
-    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else list(CHECKPOINT_KEYS)
-    if missing:
-        raise RetinaugError(f"{path} is not a retinaug training checkpoint (missing {', '.join(missing)}); delete it to train from step 0")
-    return state
-
-
-def training_settings(config: BaseModel, exclude: tuple[str, ...] = ()) -> dict:
-    """The config fields that decide trained weights (for checkpoint keys)."""
-    return config.model_dump(mode="json", exclude=set(NOT_WEIGHTS) | set(exclude))
-

@@ -13,7 +13,8 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from .base import Generator, Phase, condition_dropout, diffusion_loss, training_settings
+from .base import Generator, Nets, Phase, condition_dropout, diffusion_loss
+from .checkpoint import training_settings
 from .config import DDPMConfig
 from .registry import register_generator
 from .sampling import ClassDiffusionPipeline
@@ -56,18 +57,18 @@ class DDPMGenerator(Generator):
         cfg = self.config
         ema = EMAModel(self.unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=cfg.ema_warmup, power=cfg.ema_power) if cfg.ema_decay > 0 else None
         return Phase("diffusion", {"unet": self.unet}, self._diffusion_loss, settings, steps=cfg.steps, epochs=cfg.epochs,
-                     batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, ema=ema, start=start)
+                     batch_size=cfg.batch_size, lr=cfg.lr, ema=ema, start=start)
 
     def clean_batch(self, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         """What the UNet learns to denoise, for a batch of training images."""
         return self.data.pixels(idx, flip, self.device)
 
-    def _diffusion_loss(self, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    def _diffusion_loss(self, nets: Nets, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         x = self.clean_batch(idx, flip)
         cond = condition_dropout(self.data.condition(idx, flip, self.device), self.config.class_dropout, self.conditions.null)
         noise = torch.randn_like(x)
         t = torch.randint(0, self.noise.config.num_train_timesteps, (len(x),), device=x.device)
-        pred = self.unet(self.noise.add_noise(x, noise, t), t, class_labels=cond).sample
+        pred = nets["unet"](self.noise.add_noise(x, noise, t), t, class_labels=cond).sample
         return diffusion_loss(pred, x, noise, t, self.noise, self.config.snr_gamma)
 
     def save_weights(self, out: Path) -> None:

@@ -26,7 +26,8 @@ from torchvision.utils import make_grid
 
 from ..cache import image_cache
 from ..io import atomic_path
-from .base import Phase, training_settings
+from .base import Nets, Phase
+from .checkpoint import training_settings
 from .config import LDMConfig
 from .ddpm import DDPMGenerator
 from .registry import register_generator
@@ -82,14 +83,13 @@ class LDMGenerator(DDPMGenerator):
     def phases(self) -> list[Phase]:
         cfg = self.config
         vae = Phase("vae", {"objective": self.objective}, self._vae_loss, training_settings(cfg, exclude=UNET_ONLY),
-                    steps=cfg.vae_steps, epochs=cfg.vae_epochs, batch_size=cfg.vae_batch_size, lr=cfg.vae_lr,
-                    warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, finish=self._reconstruction,
+                    steps=cfg.vae_steps, epochs=cfg.vae_epochs, batch_size=cfg.vae_batch_size, lr=cfg.vae_lr, finish=self._reconstruction,
                     save=lambda folder: self.vae.save_pretrained(folder, safe_serialization=True), load=self._load_vae)
         return [vae, self.diffusion_phase(training_settings(cfg), start=self._encode_training_images)]
 
-    def _vae_loss(self, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    def _vae_loss(self, nets: Nets, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         x = self.data.pixels(idx, flip, self.device)
-        recon, kl = self.objective(x)
+        recon, kl = nets["objective"](x)
         return F.l1_loss(recon.float(), x) + self.config.kl_weight * kl.float().mean()
 
     def _load_vae(self, folder: Path) -> None:

@@ -56,7 +56,8 @@ from transformers.utils import logging as transformers_logging
 from ..errors import RetinaugError
 from ..hardware import autocast, resolve_precision
 from ..progress import quiet
-from .base import Generator, Phase, condition_dropout, diffusion_loss, training_settings
+from .base import Generator, Nets, Phase, condition_dropout, diffusion_loss
+from .checkpoint import training_settings
 from .conditioning import Conditions
 from .config import SD_MEMORY_OPTIONS, SDLoRAConfig
 from .registry import register_generator
@@ -268,18 +269,17 @@ class SDLoRAGenerator(Generator):
     def phases(self) -> list[Phase]:
         cfg = self.config
         return [Phase("lora", self.trainable(), self._loss, training_settings(cfg, SD_MEMORY_OPTIONS), steps=cfg.steps,
-                      epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
-                      weight_decay=cfg.weight_decay)]
+                      epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)]
 
-    def _loss(self, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    def _loss(self, nets: Nets, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         images = self.data.pixels(idx, flip, self.device)
         with torch.no_grad():
             latents = self.vae.encode(images.to(self.dtype)).latent_dist.sample() * self.vae_scale
         cond = condition_dropout(self.data.condition(idx, flip, self.device), self.config.prompt_dropout, self.conditions.null)
-        context = self.text_encoder(self.prompt_ids[cond])[0]
+        context = nets.get("text_encoder", self.text_encoder)(self.prompt_ids[cond])[0]  # trained or frozen
         noise = torch.randn_like(latents)
         t = torch.randint(0, self.noise.config.num_train_timesteps, (len(latents),), device=latents.device)
-        pred = self.unet(self.noise.add_noise(latents, noise, t), t, context).sample
+        pred = nets["unet"](self.noise.add_noise(latents, noise, t), t, context).sample
         return diffusion_loss(pred, latents, noise, t, self.noise, self.config.snr_gamma)
 
     def save_weights(self, out: Path) -> None:
