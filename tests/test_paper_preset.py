@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from retinaug.classes import CODES
 from retinaug.cli import app
-from retinaug.pipeline import stage_names
+from retinaug.stage_order import stage_names
 from retinaug.stages import read_record
 
 KEYWORDS = {"N": "normal fundus", "D": "moderate non proliferative retinopathy", "G": "glaucoma", "C": "cataract",

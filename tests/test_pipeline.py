@@ -16,7 +16,9 @@ from pipeline_helpers import tiny_config, tiny_run
 from retinaug.config import load_config
 from retinaug.errors import RetinaugError
 from retinaug.manifest import load_manifest
-from retinaug.pipeline import parse_force, plan_pipeline, run_pipeline, stage_names
+from retinaug.pipeline import STAGES as STAGE_TABLE
+from retinaug.pipeline import parse_force, plan_pipeline, run_pipeline
+from retinaug.stage_order import stage_names
 from retinaug.stages import Stage, read_record
 
 STAGES = stage_names()
@@ -75,6 +77,12 @@ def test_parse_force():
     assert parse_force(["all"]) == set(STAGES)
     with pytest.raises(RetinaugError, match="unknown stage"):
         parse_force(["generate"])
+
+
+def test_stage_names_are_the_tables():
+    """stage_order.py spells the stage names apart from the table (the report reads them without the pipeline): the
+    same names, in the same order."""
+    assert stage_names() == tuple(spec.name for spec in STAGE_TABLE)
 
 
 def _started(run: Path) -> dict[str, str]:

@@ -22,7 +22,7 @@ import yaml
 
 from retinaug.errors import RetinaugError
 from retinaug.experiments import ExperimentConfig, run_experiments
-from retinaug.experiments.runner import FIT_LOG
+from retinaug.experiments.fit import FIT_LOG
 from retinaug.faults import ENV
 
 TRAIN = {"backbone": "resnet10t", "size": 16, "epochs": 2, "batch_size": 8, "augment": False}

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from . import __version__
 from .classes import CLASSES, CODES
 from .classify.config import describe
+from .generation_record import RUN_RECORD, training_id
 from .io import json_dict, write_text_atomic
 from .quality.plots import save_figure
 from .stages import SOURCE, read_record
@@ -85,8 +86,6 @@ def stage_current(run: Path, stage: str) -> bool:
 def run_audit(run: str | Path, generator: str | Path | None = None) -> tuple[dict | None, str]:
     """(RUN/quality/audit.json, where it comes from) while it describes the run's current synthetic images (and, with
     `generator`, images made by that very training run); (None, why not) otherwise."""
-    from .generate.run import RUN_RECORD, training_id
-
     run = Path(run)
     audit = json_dict(run / "quality" / "audit.json")
     if not audit:

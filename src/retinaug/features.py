@@ -176,16 +176,16 @@ def imagenet_weights_file(backbone: str) -> Path:
 
 
 class LabelerExtractor(FeatureExtractor):
-    """Penultimate-layer features of the trained labeler (`retinaug.classify.embed`)."""
+    """Penultimate-layer features of the trained labeler (`retinaug.classify.models.embed`)."""
 
     def __init__(self, model_dir: str | Path):
-        from .classify import load_classifier
+        from .classify.models import load_classifier
 
         self.clf = load_classifier(model_dir)
         self.name = f"labeler:{Path(model_dir).name}"
 
     def __call__(self, df: pd.DataFrame) -> np.ndarray:
-        from .classify import embed
+        from .classify.models import embed
 
         if len(df) == 0:
             raise RetinaugError("no images to embed: the selected manifest rows are empty")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RetinaugError
+from .utf8 import utf8_text
 
 
 NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
@@ -131,7 +132,7 @@ def json_dict(path: str | Path) -> dict:
 def read_yaml(path: str | Path) -> dict:
     """A YAML file holding a mapping; a missing file, invalid YAML, a repeated key, an alias, bytes that are not UTF-8
     (see `retinaug.strict_yaml`) or another type is a clear error."""
-    from .strict_yaml import parse_yaml
+    from .strict_yaml import parse_yaml  # here, not above: the CLI starts without PyYAML (see strict_yaml)
 
     path = Path(path)
     if not path.is_file():
@@ -155,18 +156,6 @@ def load_json(path: str | Path, what: str = "file", fix: str = "") -> Any:
         raise RetinaugError(f"{what} {path} is damaged (byte {exc.start} is not UTF-8 text){fix}") from None
     except json.JSONDecodeError as exc:
         raise RetinaugError(f"{what} {path} is damaged: not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}){fix}") from None
-
-
-def utf8_text(data: bytes, where: str, encoding: str = "utf-8") -> str:
-    """`data` decoded, or a RetinaugError naming `where`, the line and the byte that is not UTF-8."""
-    try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise RetinaugError(
-            f"{where} line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; re-save the file as UTF-8 "
-            "(e.g. `iconv -f latin1 -t utf-8 IN > OUT`)"
-        ) from None
 
 
 def read_csv(path: str | Path, **kwargs):

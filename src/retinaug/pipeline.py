@@ -3,9 +3,10 @@
 The pipeline is one table (`STAGES`) and a loop. Each row declares a stage once: its name, the upstream stages
 it reads, its config section, the function it calls and the files it writes that later stages read. Each
 function takes its inputs explicitly (upstream folders, None for an optional one switched off), its config
-section whole and its output folder. The loop, `--dry-run`, `--force`, the up-front checks (checks.py), the
-report's stage list and `stage_timings` all read the table; nothing else spells stage names. With `data.folds: k`
-the loop runs the table's fitted stages once per fold in RUN/fold-<i>/ (`steps`, folds.py).
+section whole and its output folder. The loop, `--dry-run` and the up-front checks (checks.py) read the table;
+`--force`, the report's stage list and `stage_timings` read its names from stage_order.py (a test holds the two
+equal), which the report imports without this module (whose report stage imports the report). With
+`data.folds: k` the loop runs the table's fitted stages once per fold in RUN/fold-<i>/ (`steps`, folds.py).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from typing import Any
 
 from .config import PipelineConfig, dump_config
 from .errors import RetinaugError
-from .folds import fold_count, fold_data_stage, fold_name
+from .folds import fold_data_stage, fold_name
 from .io import write_text_atomic
 from .lock import run_lock
 from .logs import log_to
 from .manifest import manifest_file, trust_root
 from .ownership import owned_output
 from .progress import activity
+from .stage_order import stage_names, stage_records
 from .stages import SOURCE, Stage, read_record
 
 log = logging.getLogger("retinaug")
@@ -183,10 +185,6 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("quality", ("data", "synthetic"), ("labeler", "label"), "quality", quality_stage, ("**/*",)),
     StageSpec("report", (), (), None, report_stage, ("index.html",), always=True),
 )
-
-
-def stage_names() -> tuple[str, ...]:
-    return tuple(spec.name for spec in STAGES)
 
 
 def enabled_stages(cfg: PipelineConfig) -> dict[str, bool]:
@@ -393,17 +391,6 @@ def _run_steps(cfg: PipelineConfig, run: Path, forced: set[str]) -> None:
             with log_to(run / "logs" / f"{st.label}.log"), activity(f"stage {st.label}"):
                 st.make().execute(force=st.spec.name in forced or st.spec.always)
         log.info("pipeline finished in %.1f s", time.perf_counter() - t_start)
-
-
-def stage_records(run: str | Path) -> list[tuple[str, dict]]:
-    """(stage, its stage.json) for the stages that have a record, in pipeline order (a k-fold run's fold stages
-    as fold-<i>/<stage>, after the ingest)."""
-    run = Path(run)
-    folders = [(name, run / name) for name in stage_names()]
-    if (k := fold_count(run)) > 1:
-        folds = [(f"{fold_name(i)}/{name}", run / fold_name(i) / name) for i in range(k) for name in stage_names()]
-        folders = folders[:1] + folds + folders[1:]
-    return [(label, rec) for label, folder in folders if (rec := read_record(folder))]
 
 
 def stage_timings(run: str | Path) -> list[tuple[str, str, float | None]]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import yaml
 
 from .errors import RetinaugError
-from .io import utf8_text
+from .utf8 import utf8_text
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 

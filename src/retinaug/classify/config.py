@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from pathlib import Path
 from typing import Annotated, Literal
@@ -12,6 +13,7 @@ from ..classes import Task
 from ..fields import MAX_BATCH, STRICT, Precision, Seed
 from ..tracking import TRACKER_HELP, Tracker
 from .imagenet import supported_backbones
+from .weights import imagenet_available
 
 log = logging.getLogger("retinaug.classify")
 
@@ -50,8 +52,6 @@ def auto_recipe(backbone: str | None, pretrained: object = None) -> str:
     """`recipe: auto` on this machine: imagenet where weights are given (`pretrained`) or the backbone's (default: the
     imagenet recipe's) ImageNet weights have a local source, else scratch. Decided on every read (a cheap lookup: the
     answer follows what is installed), said once per process."""
-    from .weights import imagenet_available
-
     name = backbone or RECIPES["imagenet"]["backbone"]
     if pretrained is not None:
         return "imagenet"
@@ -155,8 +155,6 @@ class TrainConfig(BaseModel):
     def _known_backbone(cls, v: str) -> str:
         """A timm architecture name (timm's registry only: nothing is downloaded), so a typo fails when the config is
         read, not after a generator has trained for an hour."""
-        import difflib
-
         import timm
 
         if not timm.is_model(v):

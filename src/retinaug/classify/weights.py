@@ -14,10 +14,12 @@ import re
 from pathlib import Path
 
 from ..errors import RetinaugError
+from ..io import sha256_file
+from .hub import HUB_WEIGHTS, cached_hub_file, timm_repo
 from .imagenet import EXTRA, SOURCES, WeightsPackage, imagenet_weights, package_for_tag, supported_backbones
 
 log = logging.getLogger("retinaug.classify")
-HUB_WEIGHTS = "model.safetensors"  # timm's and transformers' name for safetensors weights in a hub repository
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".tar")  # weights files refused: pickles can run code
 IMAGENET = "imagenet"  # pretrained: imagenet, the backbone's ImageNet weights from a local source
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
 _IMAGENET_TAG = re.compile(r"in1k|in12k|in21k|in22k")  # timm tags of weights trained (or fine-tuned) on ImageNet
@@ -35,8 +37,6 @@ def resolve_pretrained(spec: str | Path, backbone: str) -> Path:
         return hub_file(timm_repo(name, backbone), text, package_for_tag(name))
     if text.startswith("hf-hub:"):
         return hub_file(text.removeprefix("hf-hub:"), text)
-    from .models import PICKLE_SUFFIXES
-
     path = Path(text).expanduser()
     weights_file = path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES)  # a local file (pickles get refused)
     if not path.exists() and not weights_file and _HUB_ID.fullmatch(text):
@@ -77,33 +77,6 @@ def imagenet_available(backbone: str) -> bool:
     return _cached_imagenet(backbone)[1] is not None or (backbone in SOURCES and SOURCES[backbone].installed())
 
 
-def cached_hub_file(repo_id: str) -> Path | None:
-    """REPO_ID's model.safetensors if the Hugging Face cache holds it (never downloads)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo_id, HUB_WEIGHTS)
-    return Path(found) if isinstance(found, str) else None
-
-
-def timm_repo(name: str, backbone: str) -> str:
-    from timm.models import get_pretrained_cfg, list_pretrained
-
-    arch, _, tag = name.partition(".")
-    if arch != backbone:
-        raise RetinaugError(f"pretrained timm:{name} holds {arch} weights but the backbone is {backbone}: set backbone: {arch}")
-    try:
-        cfg = get_pretrained_cfg(name) if tag else None
-    except RuntimeError:  # timm: an invalid tag of a known architecture
-        cfg = None
-    if cfg is None or not cfg.hf_hub_id:
-        tags = list_pretrained(f"{arch}.*")
-        raise RetinaugError(
-            f"pretrained timm:{name}: timm has no hub weights of that name; "
-            + (f"tags of {arch}: {', '.join('timm:' + t for t in tags[:8])}" if tags else f"timm knows no pretrained {arch}")
-        )
-    return cfg.hf_hub_id
-
-
 def hub_file(repo: str, spec: str, package: WeightsPackage | None = None) -> Path:
     """REPO[@revision]'s model.safetensors from the Hugging Face cache, downloaded first when the machine is online;
     offline and not cached, the same weights from their installed `package` (if any)."""
@@ -135,8 +108,6 @@ def hub_file(repo: str, spec: str, package: WeightsPackage | None = None) -> Pat
 def init_file(path: str | Path) -> Path:
     """The weights of an `init: PATH`: a classifier folder's model.safetensors (checked against its model.json
     checksum), or a .safetensors file as it is."""
-    from ..io import sha256_file
-
     path = Path(path).expanduser()
     if path.is_dir():
         weights = path / HUB_WEIGHTS

@@ -22,7 +22,7 @@ from ..errors import RetinaugError
 from ..hardware import configure_threads, usable_cores
 from ..io import write_text_atomic
 from ..progress import progress_bar
-from .runner import FIT_LOG, Fit, run_fit
+from .fit import FIT_LOG, Fit, run_fit
 from .scenarios import ExperimentConfig
 
 log = logging.getLogger("retinaug.experiments")

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from ..errors import RetinaugError, validated
+from ..generation_record import CONFIG_NAME
 from ..io import load_json, safe_join, sha256_file
 
 if TYPE_CHECKING:
     from .base import Generator
 
 _REGISTRY: dict[str, type[Generator]] = {}
-CONFIG_NAME = "config.json"
 
 
 def register_generator(name: str):

@@ -26,8 +26,9 @@ from .. import faults
 from ..cards import write_model_card
 from ..classes import CLASSES
 from ..errors import RetinaugError, validated
+from ..generation_record import RUN_RECORD, training_id
 from ..hardware import resolve_precision
-from ..io import atomic_path, load_json, sha256_text, write_json_atomic, writing_weights
+from ..io import atomic_path, load_json, write_json_atomic, writing_weights
 from ..manifest import load_manifest, new_manifest, real_rows, save_manifest
 from ..progress import progress_bar
 from .base import Generator
@@ -36,7 +37,6 @@ from .config import GenerateConfig
 from .registry import CONFIG_NAME, create_generator, load_generator, weight_checksums
 from .sampling import sampling_defaults
 
-RUN_RECORD = "generate.json"
 log = logging.getLogger("retinaug.generate")
 
 
@@ -303,12 +303,6 @@ def sampling_settings(pipe, cfg: GenerateConfig, method: str, device) -> dict:
     if foreign:
         raise RetinaugError(f"option(s) {', '.join(foreign)} do not apply to the {method} generator")
     return {**defaults, **asked, "precision": resolve_precision(cfg.precision, device)}
-
-
-def training_id(generator: Path) -> str:
-    """Identifies one training run of a generator folder: its config.json and history.json (loss curve, timings)."""
-    files = [generator / name for name in (CONFIG_NAME, "history.json")]
-    return sha256_text("\n".join(f.read_text() for f in files if f.is_file()))[:16]
 
 
 def _check_and_clean(out: Path, record: dict) -> dict:

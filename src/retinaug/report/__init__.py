@@ -22,6 +22,7 @@ from ..folds import is_pooled, pool_folds
 from ..io import write_text_atomic
 from ..lock import run_lock
 from ..ownership import owned_output
+from ..stage_order import stage_names
 from .data import section_data, section_samples
 from .fidelity import section_fidelity
 from .generation import section_generator, section_labeling
@@ -59,8 +60,6 @@ def build_report(run: str | Path) -> Path:
     run = Path(run)
     if not run.is_dir():
         raise RetinaugError(f"run folder {run} not found (make one with `retinaug run CONFIG --out {run}`)")
-    from ..pipeline import stage_names
-
     stages = [s for s in stage_names() if s != "report"]
     if not (run / "config.yaml").is_file() and not any((run / stage).is_dir() for stage in stages):
         raise RetinaugError(

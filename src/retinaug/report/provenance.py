@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 from markupsafe import Markup, escape
 
+from ..stage_order import stage_records
 from .html import h3, join, p, table
 
 PACKAGES = ("retinaug", "torch", "torchvision", "timm", "diffusers", "peft", "transformers", "accelerate",
@@ -27,8 +28,6 @@ def _versions() -> pd.DataFrame:
 
 
 def section_provenance(run: Path) -> Markup | None:
-    from ..pipeline import stage_records
-
     timings = [{"stage": label, "status": rec.get("status"), "seconds": rec.get("seconds"), "started": rec.get("started"), "why": rec.get("why")}
                for label, rec in stage_records(run)]
     parts = []
