@@ -58,8 +58,17 @@ def main() -> None:
         t = time.perf_counter()
         patient_bootstrap(y, probs, patients, classes, args.n_boot, 0)
         new = time.perf_counter() - t
-        rows.append({"size": label, "images": n, "classes": k, "n_boot": args.n_boot, "sklearn_s": round(old, 3),
-                     "weighted_s": round(new, 3), "speedup": round(old / new, 1)})
+        rows.append(
+            {
+                "size": label,
+                "images": n,
+                "classes": k,
+                "n_boot": args.n_boot,
+                "sklearn_s": round(old, 3),
+                "weighted_s": round(new, 3),
+                "speedup": round(old / new, 1),
+            }
+        )
         print(f"{label:18s} {n:4d} images  sklearn {old:7.2f} s  weighted {new:6.3f} s  {old / new:6.1f}x")
     out = Path(__file__).parent / "results" / f"bootstrap-{args.name}.json"
     write_json_atomic(out, {"environment": environment(), "rows": rows})

@@ -48,7 +48,16 @@ def main() -> None:
     fit_s = time.perf_counter() - t0
     df = load_manifest(args.data)
     metrics = evaluate(out, df[df["split"] == "test"], out / "eval", n_boot=args.n_boot)
-    keys = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "kappa", "macro_auc", "odir_score")
+    keys = (
+        "accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "weighted_f1",
+        "kappa",
+        "macro_auc",
+        "odir_score",
+    )
     result = {
         "name": args.name,
         "data": str(args.data),

@@ -35,7 +35,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=None, help="prepared data folder (default: render 560 phantom images at 32 px)")
+    p.add_argument(
+        "--data", type=Path, default=None, help="prepared data folder (default: render 560 phantom images at 32 px)"
+    )
     p.add_argument("--name", default="ddpm-demo", help="writes benchmarks/results/generators-NAME.json")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="ddpm config key=value (YAML value)")
     p.add_argument("--per-class", type=int, default=16, help="images per class to sample for the sampling timing")

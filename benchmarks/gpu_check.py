@@ -40,17 +40,50 @@ from perf import Bench, build_sd, machine_facts, run_sections, task_subset, time
 
 SIZES = {
     # real: SD 1.5 shapes at 512 px, the paper's VGG19 at 224 px, a 128 px pixel UNet, a 256 px latent one
-    "real": dict(sd_size=512, sd_steps=20, sd_batch=4, sd_sample_steps=25, sd_images=8, sd_gen_batch=4,
-                 unet_steps=100, unet_batch=32,
-                 ddpm=dict(size=128, block_out_channels=[64, 128, 256, 256], attention_levels=[3]),
-                 ldm=dict(size=256, block_out_channels=[64, 128, 256, 256], attention_levels=[3], vae_steps=100),
-                 clf_backbone="vgg19", clf_size=224, clf_batch=32, clf_images=512, phantom_n=96, phantom_size=256),
-    "tiny": dict(sd_size=64, sd_steps=2, sd_batch=2, sd_sample_steps=2, sd_images=2, sd_gen_batch=2,
-                 unet_steps=3, unet_batch=4,
-                 ddpm=dict(size=16, block_out_channels=[16, 32], attention_levels=[1]),
-                 ldm=dict(size=32, block_out_channels=[16, 32], attention_levels=[], vae_block_out_channels=[16, 16],
-                          vae_steps=2, vae_batch_size=4, recon_images=4),
-                 clf_backbone="resnet10t", clf_size=32, clf_batch=8, clf_images=16, phantom_n=96, phantom_size=64),
+    "real": dict(
+        sd_size=512,
+        sd_steps=20,
+        sd_batch=4,
+        sd_sample_steps=25,
+        sd_images=8,
+        sd_gen_batch=4,
+        unet_steps=100,
+        unet_batch=32,
+        ddpm=dict(size=128, block_out_channels=[64, 128, 256, 256], attention_levels=[3]),
+        ldm=dict(size=256, block_out_channels=[64, 128, 256, 256], attention_levels=[3], vae_steps=100),
+        clf_backbone="vgg19",
+        clf_size=224,
+        clf_batch=32,
+        clf_images=512,
+        phantom_n=96,
+        phantom_size=256,
+    ),
+    "tiny": dict(
+        sd_size=64,
+        sd_steps=2,
+        sd_batch=2,
+        sd_sample_steps=2,
+        sd_images=2,
+        sd_gen_batch=2,
+        unet_steps=3,
+        unet_batch=4,
+        ddpm=dict(size=16, block_out_channels=[16, 32], attention_levels=[1]),
+        ldm=dict(
+            size=32,
+            block_out_channels=[16, 32],
+            attention_levels=[],
+            vae_block_out_channels=[16, 16],
+            vae_steps=2,
+            vae_batch_size=4,
+            recon_images=4,
+        ),
+        clf_backbone="resnet10t",
+        clf_size=32,
+        clf_batch=8,
+        clf_images=16,
+        phantom_n=96,
+        phantom_size=64,
+    ),
 }
 
 
@@ -75,12 +108,21 @@ def plain_sd_lora_steps(base: Path, size: int, batch: int, steps: int, rank: int
     noise_schedule = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
     for m in (unet, vae, text):
         m.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+    unet.add_adapter(
+        LoraConfig(
+            r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=["to_k", "to_q", "to_v", "to_out.0"]
+        )
+    )
     cast_training_params(unet, dtype=torch.float32)
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    ids = tokenizer(["a fundus photograph"] * batch, padding="max_length", max_length=tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt").input_ids.to(device)
+    ids = tokenizer(
+        ["a fundus photograph"] * batch,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(device)
     pixels = torch.rand(batch, 3, size, size, device=device) * 2 - 1
 
     def step() -> None:
@@ -90,7 +132,9 @@ def plain_sd_lora_steps(base: Path, size: int, batch: int, steps: int, rank: int
             context = text(ids)[0]
             noise = torch.randn_like(latents)
             t = torch.randint(0, noise_schedule.config.num_train_timesteps, (batch,), device=device)
-            loss = F.mse_loss(unet(noise_schedule.add_noise(latents, noise, t), t, context).sample.float(), noise.float())
+            loss = F.mse_loss(
+                unet(noise_schedule.add_noise(latents, noise, t), t, context).sample.float(), noise.float()
+            )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -102,7 +146,9 @@ def plain_sd_lora_steps(base: Path, size: int, batch: int, steps: int, rank: int
     return rate(steps, t["s"])
 
 
-def plain_pipeline_images(base: Path, prompt: str, size: int, steps: int, batch: int, images: int, device, dtype) -> float:
+def plain_pipeline_images(
+    base: Path, prompt: str, size: int, steps: int, batch: int, images: int, device, dtype
+) -> float:
     """`StableDiffusionPipeline.from_pretrained` on `base` in `dtype`, `batch` images per call, images/s after a warm-up."""
     from diffusers import StableDiffusionPipeline
 
@@ -145,7 +191,9 @@ def plain_unet_images(unet_dir: Path, batch: int, steps: int, device, dtype) -> 
     return rate(steps * batch, t["s"])
 
 
-def plain_classifier_images(backbone: str, size: int, batch: int, images: int, n_classes: int, device, dtype) -> tuple[float, float]:
+def plain_classifier_images(
+    backbone: str, size: int, batch: int, images: int, n_classes: int, device, dtype
+) -> tuple[float, float]:
     """The same `create_model` network in a plain loop (random uint8 batches, ImageNet normalisation, channels_last,
     CE, AdamW, autocast): training and inference images/s after a warm-up batch."""
     import torch
@@ -154,7 +202,9 @@ def plain_classifier_images(backbone: str, size: int, batch: int, images: int, n
     from retinaug.classify import TrainConfig
     from retinaug.classify.models import create_model
 
-    model = create_model(TrainConfig(backbone=backbone, size=size), n_classes).to(device, memory_format=torch.channels_last)
+    model = create_model(TrainConfig(backbone=backbone, size=size), n_classes).to(
+        device, memory_format=torch.channels_last
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
@@ -190,8 +240,18 @@ def check_sd(b: Bench, s: dict, data: Path, work: Path, precision: str, device, 
     from retinaug.generate import finetune, generate
 
     base = build_sd(work / "sd15-random", full=s["sd_size"] >= 512)
-    cfg = dict(base_model=str(base), size=s["sd_size"], steps=s["sd_steps"], batch_size=s["sd_batch"], grad_accum=1,
-               warmup_steps=0, train_classes=["N", "D"], mixed_precision=precision, rank=8, alpha=8.0)
+    cfg = dict(
+        base_model=str(base),
+        size=s["sd_size"],
+        steps=s["sd_steps"],
+        batch_size=s["sd_batch"],
+        grad_accum=1,
+        warmup_steps=0,
+        train_classes=["N", "D"],
+        mixed_precision=precision,
+        rank=8,
+        alpha=8.0,
+    )
     gen = work / "sd-lora"
     finetune(data, "sd-lora", cfg, gen)
     hist = json.loads((gen / "history.json").read_text())
@@ -205,14 +265,24 @@ def check_sd(b: Bench, s: dict, data: Path, work: Path, precision: str, device, 
     steps, batch = s["sd_sample_steps"], s["sd_gen_batch"]
     generate(gen, data, work / "sd-warmup", per_class=1, classes=["N"], batch_size=1, steps=steps, precision=precision)
     out = work / "sd-samples"
-    generate(gen, data, out, per_class=s["sd_images"], classes=["N"], batch_size=batch, steps=steps, precision=precision)
+    generate(
+        gen, data, out, per_class=s["sd_images"], classes=["N"], batch_size=batch, steps=steps, precision=precision
+    )
     ours = json.loads((out / "generate.json").read_text())["images_per_s"]
     prompt = json.loads((gen / "config.json").read_text())["config"].get("prompts", {}).get("N", "a fundus photograph")
     plain = plain_pipeline_images(base, prompt, s["sd_size"], steps, batch, s["sd_images"], device, dtype)
     b.add("sd-lora", f"txt2img images/s, ours `generate` ({steps} steps, batch {batch}, {precision})", ours, "images/s")
-    b.add("sd-lora", "txt2img images/s, plain StableDiffusionPipeline (same model, dtype, batch, steps)", plain, "images/s")
+    b.add(
+        "sd-lora",
+        "txt2img images/s, plain StableDiffusionPipeline (same model, dtype, batch, steps)",
+        plain,
+        "images/s",
+    )
     b.add("sd-lora", "txt2img ratio ours / plain", ours / plain, "x")
-    b.details["sd-lora"] = {"config": cfg, "train": {k: hist[k] for k in ("steps", "seconds", "images_per_s", "precision")}}
+    b.details["sd-lora"] = {
+        "config": cfg,
+        "train": {k: hist[k] for k in ("steps", "seconds", "images_per_s", "precision")},
+    }
 
 
 def check_unet_generator(b: Bench, s: dict, data: Path, work: Path, method: str, precision: str, device, dtype) -> None:
@@ -222,16 +292,27 @@ def check_unet_generator(b: Bench, s: dict, data: Path, work: Path, method: str,
         b.details[method] = {"skipped": f"generator {method!r} is not registered in this version"}
         print(f"[gpu-check] {method}: not registered, skipped", file=sys.stderr)
         return
-    cfg = dict(s[method], steps=s["unet_steps"], batch_size=s["unet_batch"], warmup_steps=0, mixed_precision=precision,
-               norm_num_groups=8, samples_per_class=1)
+    cfg = dict(
+        s[method],
+        steps=s["unet_steps"],
+        batch_size=s["unet_batch"],
+        warmup_steps=0,
+        mixed_precision=precision,
+        norm_num_groups=8,
+        samples_per_class=1,
+    )
     gen = work / method
     finetune(data, method, cfg, gen)
-    hist = json.loads((gen / "history.json").read_text())  # ldm: the latent UNet's phase (the autoencoder's under "vae")
+    hist = json.loads(
+        (gen / "history.json").read_text()
+    )  # ldm: the latent UNet's phase (the autoencoder's under "vae")
     what = f"{cfg['size']}px{' (latent UNet)' if method == 'ldm' else ''}, batch {s['unet_batch']}, {precision}"
     b.add(method, f"train images/s, ours ({what})", hist["images_per_s"], "images/s")
     detail = {"config": cfg, "train": {k: hist[k] for k in ("steps", "seconds", "images_per_s", "precision")}}
     if "vae" in hist:
-        detail["vae_train"] = {k: hist["vae"].get(k) for k in ("steps", "seconds", "images_per_s", "recon_psnr", "recon_ssim")}
+        detail["vae_train"] = {
+            k: hist["vae"].get(k) for k in ("steps", "seconds", "images_per_s", "recon_psnr", "recon_ssim")
+        }
     if (gen / "unet" / "config.json").is_file():
         plain = plain_unet_images(gen / "unet", s["unet_batch"], s["unet_steps"], device, dtype)
         b.add(method, "train images/s, plain torch loop on the saved UNet", plain, "images/s")
@@ -253,8 +334,17 @@ def check_classifier(b: Bench, s: dict, data: Path, work: Path, precision: str, 
     train = task_subset(pd.concat([train] * (s["clf_images"] // len(train) + 1), ignore_index=True), s["clf_images"])
     classes = [c for c in CODES if (train["label"] == c).any()]
     val = df[df["split"] == "val"].head(s["clf_batch"])
-    cfg = TrainConfig(backbone=s["clf_backbone"], size=s["clf_size"], task=",".join(classes), epochs=2, patience=2, batch_size=s["clf_batch"],
-                      augment=False, mixed_precision=precision, cpu=device.type == "cpu")
+    cfg = TrainConfig(
+        backbone=s["clf_backbone"],
+        size=s["clf_size"],
+        task=",".join(classes),
+        epochs=2,
+        patience=2,
+        batch_size=s["clf_batch"],
+        augment=False,
+        mixed_precision=precision,
+        cpu=device.type == "cpu",
+    )
     meta = fit(train, val, cfg, work / "classifier")
     ours_train = rate(len(train), meta["history"][-1]["seconds"])  # epoch 2: warm; includes validating `val`
     clf = load_classifier(work / "classifier", device)
@@ -262,7 +352,9 @@ def check_classifier(b: Bench, s: dict, data: Path, work: Path, precision: str, 
     with timer({}) as t:
         predict(clf, train, batch_size=s["clf_batch"])
     ours_predict = rate(len(train), t["s"])
-    plain_train, plain_predict = plain_classifier_images(s["clf_backbone"], s["clf_size"], s["clf_batch"], s["clf_images"], len(classes), device, dtype)
+    plain_train, plain_predict = plain_classifier_images(
+        s["clf_backbone"], s["clf_size"], s["clf_batch"], s["clf_images"], len(classes), device, dtype
+    )
     what = f"{s['clf_backbone']} {s['clf_size']}px, batch {s['clf_batch']}, {precision}"
     b.add("classifier", f"train images/s, ours `fit` ({what})", ours_train, "images/s")
     b.add("classifier", "train images/s, plain torch loop", plain_train, "images/s")
@@ -270,16 +362,28 @@ def check_classifier(b: Bench, s: dict, data: Path, work: Path, precision: str, 
     b.add("classifier", "predict images/s, ours `predict`", ours_predict, "images/s")
     b.add("classifier", "predict images/s, plain forward", plain_predict, "images/s")
     b.add("classifier", "predict ratio ours / plain", ours_predict / plain_predict, "x")
-    b.details["classifier"] = {"config": cfg.model_dump(mode="json"), "train_images": len(train), "timings": meta["timings"]}
+    b.details["classifier"] = {
+        "config": cfg.model_dump(mode="json"),
+        "train_images": len(train),
+        "timings": meta["timings"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="tiny models and images: runs on a CPU (the test's smoke run)")
-    p.add_argument("--precision", choices=["bf16", "fp16", "no"], default=None, help="default: bf16 on a GPU, no (fp32) on a CPU")
-    p.add_argument("--sections", default="sd-lora,ddpm,ldm,classifier", help="comma-separated subset of sd-lora,ddpm,ldm,classifier")
+    p.add_argument(
+        "--precision", choices=["bf16", "fp16", "no"], default=None, help="default: bf16 on a GPU, no (fp32) on a CPU"
+    )
+    p.add_argument(
+        "--sections",
+        default="sd-lora,ddpm,ldm,classifier",
+        help="comma-separated subset of sd-lora,ddpm,ldm,classifier",
+    )
     p.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/gpu-check-TAG.json)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary work folder (the random SD 1.5 model alone is 4 GB)")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the temporary work folder (the random SD 1.5 model alone is 4 GB)"
+    )
     args = p.parse_args(argv)
     sections = [x for x in args.sections.split(",") if x]
     unknown = sorted(set(sections) - {"sd-lora", "ddpm", "ldm", "classifier"})
@@ -322,10 +426,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": shlex.join([sys.executable, *sys.argv]),
-              "tiny": args.tiny, "precision": precision, "machine": facts, "sizes": s, "sections": sections,
-              "section_seconds": seconds, "total_seconds": round(time.perf_counter() - start, 1), "rows": b.rows,
-              "details": b.details, "note": "ratio = ours / plain on the same model (1.0: no overhead); wall-clock, CUDA synchronised"}
+    result = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "tiny": args.tiny,
+        "precision": precision,
+        "machine": facts,
+        "sizes": s,
+        "sections": sections,
+        "section_seconds": seconds,
+        "total_seconds": round(time.perf_counter() - start, 1),
+        "rows": b.rows,
+        "details": b.details,
+        "note": "ratio = ours / plain on the same model (1.0: no overhead); wall-clock, CUDA synchronised",
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(b.table())

@@ -29,7 +29,9 @@ def verdicts(clf, df: pd.DataFrame) -> dict:
     classes = list(clf.classes)
     pred = np.array(classes)[predict(clf, df).argmax(1)]
     confusion = pd.crosstab(df["label"].to_numpy(), pred).reindex(index=classes, columns=classes, fill_value=0)
-    recall = {c: round(float((pred[df["label"].to_numpy() == c] == c).mean()), 3) for c in classes if (df["label"] == c).any()}
+    recall = {
+        c: round(float((pred[df["label"].to_numpy() == c] == c).mean()), 3) for c in classes if (df["label"] == c).any()
+    }
     return {"n": int(len(df)), "recall": recall, "confusion": confusion.to_dict(orient="index")}
 
 
@@ -49,8 +51,12 @@ def main() -> None:
         target = images / f"{i}.png"
         Image.open(path).convert("RGB").resize((args.size, args.size), Image.BICUBIC).save(target)
         small.append(str(target.resolve()))
-    result = {"labeler_size": clf.size, "round_trip_size": args.size, "as_is": verdicts(clf, test),
-              "round_trip": verdicts(clf, test.assign(path=small))}
+    result = {
+        "labeler_size": clf.size,
+        "round_trip_size": args.size,
+        "as_is": verdicts(clf, test),
+        "round_trip": verdicts(clf, test.assign(path=small)),
+    }
     write_json_atomic(out / "control.json", result)
     print(json.dumps({k: v["recall"] for k, v in result.items() if isinstance(v, dict)}, indent=1))
 

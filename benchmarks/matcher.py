@@ -44,15 +44,26 @@ def tiny_clip(folder: Path, size: int) -> Path:
 
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config=dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4),
-        vision_config=dict(image_size=size, patch_size=16, hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4),
+        text_config=dict(
+            vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4
+        ),
+        vision_config=dict(
+            image_size=size,
+            patch_size=16,
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+        ),
         projection_dim=64,
     )
     CLIPModel(config).save_pretrained(folder)
     return folder
 
 
-def seed_approach(ext: CLIPExtractor, query: list[str], reference: list[str], pairs: list[tuple[int, int]]) -> list[float]:
+def seed_approach(
+    ext: CLIPExtractor, query: list[str], reference: list[str], pairs: list[tuple[int, int]]
+) -> list[float]:
     """The seed's loop: for each pair, decode both images from disk and run the model on each, one at a time."""
     sims = []
     for i, j in pairs:
@@ -64,7 +75,9 @@ def seed_approach(ext: CLIPExtractor, query: list[str], reference: list[str], pa
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=None, help="prepared data folder (default: a phantom set made in a temp folder)")
+    p.add_argument(
+        "--data", type=Path, default=None, help="prepared data folder (default: a phantom set made in a temp folder)"
+    )
     p.add_argument("--n", type=int, default=300, help="query images and reference images (N x N pairs)")
     p.add_argument("--size", type=int, default=128, help="model input size in px")
     p.add_argument("--seed-pairs", type=int, default=200, help="pairs timed for the seed approach (then extrapolated)")
@@ -86,7 +99,10 @@ def main() -> None:
     ext = CLIPExtractor(tiny_clip(work / "clip", args.size))
 
     rng = np.random.default_rng(0)
-    pairs = [(int(i), int(j)) for i, j in zip(rng.integers(0, args.n, args.seed_pairs), rng.integers(0, args.n, args.seed_pairs))]
+    pairs = [
+        (int(i), int(j))
+        for i, j in zip(rng.integers(0, args.n, args.seed_pairs), rng.integers(0, args.n, args.seed_pairs))
+    ]
     t0 = time.perf_counter()
     seed_sims = seed_approach(ext, query["path"].tolist(), reference["path"].tolist(), pairs)
     seed_per_pair = (time.perf_counter() - t0) / len(pairs)
@@ -112,21 +128,32 @@ def main() -> None:
             "extrapolated_seconds_all_pairs": round(seed_total, 1),
             "note": f"timed on {len(pairs)} random pairs and extrapolated linearly to {args.n} x {args.n} pairs",
         },
-        "ours": {"seconds_cold_cache": round(timings["cold"], 2), "seconds_warm_cache": round(timings["warm"], 2), "top_k": args.top_k,
-                 "rows": len(table), "includes": "embedding all images once, blocked top-k, SSIM on the top-k pairs, match.csv + match.png"},
+        "ours": {
+            "seconds_cold_cache": round(timings["cold"], 2),
+            "seconds_warm_cache": round(timings["warm"], 2),
+            "top_k": args.top_k,
+            "rows": len(table),
+            "includes": "embedding all images once, blocked top-k, SSIM on the top-k pairs, match.csv + match.png",
+        },
         "speedup_cold": round(seed_total / timings["cold"], 1),
         "speedup_warm": round(seed_total / timings["warm"], 1),
         "max_abs_cosine_difference_on_timed_pairs": float(np.max(np.abs(np.array(seed_sims) - np.array(ours_sims)))),
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "load_average": os.getloadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "load_average": os.getloadavg(),
+        },
         "note": "wall times on a shared machine (see load_average) are inflated by other jobs, for both approaches alike",
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     target = RESULTS / f"matcher-{args.name}.json"
     write_json_atomic(target, result)
-    print(f"seed per-pair: {seed_per_pair * 1e3:.1f} ms/pair -> {seed_total:.0f} s for {args.n}x{args.n}; "
-          f"ours: {timings['cold']:.1f} s cold, {timings['warm']:.1f} s warm; speedup {result['speedup_cold']}x cold, "
-          f"{result['speedup_warm']}x warm; wrote {target}")
+    print(
+        f"seed per-pair: {seed_per_pair * 1e3:.1f} ms/pair -> {seed_total:.0f} s for {args.n}x{args.n}; "
+        f"ours: {timings['cold']:.1f} s cold, {timings['warm']:.1f} s warm; speedup {result['speedup_cold']}x cold, "
+        f"{result['speedup_warm']}x warm; wrote {target}"
+    )
 
 
 if __name__ == "__main__":

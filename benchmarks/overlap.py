@@ -38,7 +38,9 @@ from PIL import Image
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def plant(b: pd.DataFrame, others: pd.DataFrame, n_copies: int, folder: Path, seed: int = 0) -> tuple[pd.DataFrame, dict[str, str]]:
+def plant(
+    b: pd.DataFrame, others: pd.DataFrame, n_copies: int, folder: Path, seed: int = 0
+) -> tuple[pd.DataFrame, dict[str, str]]:
     """A = copies of `n_copies` random rows of B + rows of `others`, shuffled; returns (A, copy path -> original)."""
     rng = np.random.default_rng(seed)
     truth = {}
@@ -49,7 +51,9 @@ def plant(b: pd.DataFrame, others: pd.DataFrame, n_copies: int, folder: Path, se
         target.parent.mkdir(parents=True, exist_ok=True)
         with Image.open(src["path"]) as im:
             side = int(round(im.width * rng.uniform(0.9, 1.8)))
-            im.convert("RGB").resize((side, side), Image.Resampling.BICUBIC).save(target, quality=int(rng.integers(80, 95)))
+            im.convert("RGB").resize((side, side), Image.Resampling.BICUBIC).save(
+                target, quality=int(rng.integers(80, 95))
+            )
         truth[str(target)] = src["path"]
         rows.append({**src.to_dict(), "path": str(target), "patient_id": f"ext{k}", "source": "copy"})
     a = pd.concat([pd.DataFrame(rows), others], ignore_index=True)
@@ -60,8 +64,12 @@ def score(table: pd.DataFrame, truth: dict[str, str], b_paths: set[str]) -> dict
     findable = {c: o for c, o in truth.items() if o in b_paths and c in set(table["a_path"])}
     flagged = table[table["duplicate"]]
     right = sum(truth.get(a) == b for a, b in zip(flagged["a_path"], flagged["b_path"]))
-    return {"copies_findable": len(findable), "found": right, "recall": round(right / len(findable), 4) if findable else None,
-            "false_pairs": int(len(flagged) - right)}
+    return {
+        "copies_findable": len(findable),
+        "found": right,
+        "recall": round(right / len(findable), 4) if findable else None,
+        "false_pairs": int(len(flagged) - right),
+    }
 
 
 def main() -> None:
@@ -72,7 +80,9 @@ def main() -> None:
     p.add_argument("--copies", type=float, default=0.1, help="fraction of A that are planted copies of B images")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--keep", type=Path, default=None, help="render into (and keep) this folder instead of a temporary one")
+    p.add_argument(
+        "--keep", type=Path, default=None, help="render into (and keep) this folder instead of a temporary one"
+    )
     p.add_argument("--name", default="phantom", help="writes benchmarks/results/overlap-NAME.json")
     args = p.parse_args()
     if args.threads:
@@ -115,24 +125,44 @@ def main() -> None:
         t0 = time.perf_counter()
         table, summary = check_overlap(a_n, b_n, work / f"out-{n}", THRESHOLD, args.top_k)
         seconds = time.perf_counter() - t0
-        rows.append({"n": n, "seconds_warm": round(seconds, 2), "seconds_search": round(search, 2),
-                     "seconds_ssim_and_writing": round(seconds - search, 2), "pairs_ssim": n * args.top_k,
-                     **score(table, truth, set(b_n["path"])), "load_average": os.getloadavg()})
-        print(f"N={n}: {seconds:.1f} s warm (search {search:.1f} s), recall {rows[-1]['recall']}, false pairs {rows[-1]['false_pairs']}", flush=True)
+        rows.append(
+            {
+                "n": n,
+                "seconds_warm": round(seconds, 2),
+                "seconds_search": round(search, 2),
+                "seconds_ssim_and_writing": round(seconds - search, 2),
+                "pairs_ssim": n * args.top_k,
+                **score(table, truth, set(b_n["path"])),
+                "load_average": os.getloadavg(),
+            }
+        )
+        print(
+            f"N={n}: {seconds:.1f} s warm (search {search:.1f} s), recall {rows[-1]['recall']}, false pairs {rows[-1]['false_pairs']}",
+            flush=True,
+        )
     load.append(os.getloadavg())
     ns, secs = np.array([r["n"] for r in rows], float), np.array([r["seconds_warm"] for r in rows], float)
     slopes = np.diff(np.log(secs)) / np.diff(np.log(ns)) if len(rows) > 1 else np.array([])
-    quad, lin = (np.linalg.lstsq(np.stack([ns**2, ns], 1), secs, rcond=None)[0] if len(rows) > 1 else (None, None))
+    quad, lin = np.linalg.lstsq(np.stack([ns**2, ns], 1), secs, rcond=None)[0] if len(rows) > 1 else (None, None)
     result = {
         "name": args.name,
         "command": shlex.join(["python", "benchmarks/overlap.py", *sys.argv[1:]]),
-        "n": args.n, "image_px": args.size, "copies": n_copies, "top_k": args.top_k, "threshold": THRESHOLD,
+        "n": args.n,
+        "image_px": args.size,
+        "copies": n_copies,
+        "top_k": args.top_k,
+        "threshold": THRESHOLD,
         "render_seconds": round(render_s, 1),
         "cold": cold,
         "warm": rows,
         "growth_exponent_between_sizes": [round(float(s), 2) for s in slopes],
-        "fit_seconds": None if quad is None else {"per_n_squared": float(quad), "per_n": float(lin),
-                                                  "formula": "seconds ~ a * N^2 + b * N (least squares over the warm rows)"},
+        "fit_seconds": None
+        if quad is None
+        else {
+            "per_n_squared": float(quad),
+            "per_n": float(lin),
+            "formula": "seconds ~ a * N^2 + b * N (least squares over the warm rows)",
+        },
         "goal": "10,000 x 10,000 <= 60 s on 2 cores with a warm cache",
         "machine": {**environment(), "torch_threads": torch.get_num_threads()},
         "load_average": {"before": load[0], "after": load[1]},
@@ -144,8 +174,12 @@ def main() -> None:
     print("| N x N | warm s | search s | SSIM + writing s | recall | false pairs |")
     print("|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['n']:,} | {r['seconds_warm']} | {r['seconds_search']} | {r['seconds_ssim_and_writing']} | {r['recall']} | {r['false_pairs']} |")
-    print(f"cold at N={args.n}: {cold['seconds']} s; growth exponents {result['growth_exponent_between_sizes']}; wrote {target}")
+        print(
+            f"| {r['n']:,} | {r['seconds_warm']} | {r['seconds_search']} | {r['seconds_ssim_and_writing']} | {r['recall']} | {r['false_pairs']} |"
+        )
+    print(
+        f"cold at N={args.n}: {cold['seconds']} s; growth exponents {result['growth_exponent_between_sizes']}; wrote {target}"
+    )
 
 
 if __name__ == "__main__":

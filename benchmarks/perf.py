@@ -50,14 +50,44 @@ ALL_SECTIONS = GPU_SECTIONS + ("demo",)
 
 # full: what the lead runs on an idle machine; quick: a smoke test of every code path in seconds
 SETTINGS = {
-    "full": dict(phantom_n=1000, phantom_size=128, cache_size=64, clf_sizes=[64, 96, 128], clf_steps=8, clf_batch=32,
-                 infer_n=512, ddpm_steps=50, sample_steps=[10, 20, 50], sample_per_class=8, tsne_n=2000,
-                 matcher=["--n", "300", "--seed-pairs", "200", "--size", "128"],
-                 sd_steps=20, sd_images=8, sd_batch=4, sd_sample_steps=25, plain_images=3),
-    "quick": dict(phantom_n=96, phantom_size=64, cache_size=32, clf_sizes=[32], clf_steps=2, clf_batch=8,
-                  infer_n=32, ddpm_steps=3, sample_steps=[2, 4], sample_per_class=1, tsne_n=200,
-                  matcher=["--n", "24", "--seed-pairs", "6", "--size", "32", "--top-k", "3"], sd_steps=2, sd_images=2,
-                  sd_batch=2, sd_sample_steps=2, plain_images=1),
+    "full": dict(
+        phantom_n=1000,
+        phantom_size=128,
+        cache_size=64,
+        clf_sizes=[64, 96, 128],
+        clf_steps=8,
+        clf_batch=32,
+        infer_n=512,
+        ddpm_steps=50,
+        sample_steps=[10, 20, 50],
+        sample_per_class=8,
+        tsne_n=2000,
+        matcher=["--n", "300", "--seed-pairs", "200", "--size", "128"],
+        sd_steps=20,
+        sd_images=8,
+        sd_batch=4,
+        sd_sample_steps=25,
+        plain_images=3,
+    ),
+    "quick": dict(
+        phantom_n=96,
+        phantom_size=64,
+        cache_size=32,
+        clf_sizes=[32],
+        clf_steps=2,
+        clf_batch=8,
+        infer_n=32,
+        ddpm_steps=3,
+        sample_steps=[2, 4],
+        sample_per_class=1,
+        tsne_n=200,
+        matcher=["--n", "24", "--seed-pairs", "6", "--size", "32", "--top-k", "3"],
+        sd_steps=2,
+        sd_images=2,
+        sd_batch=2,
+        sd_sample_steps=2,
+        plain_images=1,
+    ),
 }
 
 
@@ -69,7 +99,9 @@ class Bench:
         self.details: dict[str, dict] = {}
 
     def add(self, section: str, what: str, value: float | None, unit: str) -> None:
-        self.rows.append({"section": section, "what": what, "value": None if value is None else round(value, 3), "unit": unit})
+        self.rows.append(
+            {"section": section, "what": what, "value": None if value is None else round(value, 3), "unit": unit}
+        )
 
     def table(self) -> str:
         lines = ["| section | measurement | value | unit |", "|---|---|---:|---|"]
@@ -86,8 +118,15 @@ def machine_facts(device: str) -> dict:
     with contextlib.suppress(OSError):
         found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
         cpu = found.group(1) if found else cpu
-    facts = {"cpu_model": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-             "platform": platform.platform(), "python": platform.python_version(), "device": device}
+    facts = {
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "device": device,
+    }
     if device == "cuda":
         facts.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda)
     return facts
@@ -162,8 +201,16 @@ def bench_classifier(b: Bench, s: dict, data: Path, work: Path, device: str, pre
     details = []
     for backbone in dict.fromkeys([demo_backbone, "resnet18"]):
         for size in s["clf_sizes"]:
-            cfg = TrainConfig(backbone=backbone, size=size, task="8-class", epochs=2, batch_size=s["clf_batch"], patience=2,
-                              mixed_precision=precision, cpu=device == "cpu")
+            cfg = TrainConfig(
+                backbone=backbone,
+                size=size,
+                task="8-class",
+                epochs=2,
+                batch_size=s["clf_batch"],
+                patience=2,
+                mixed_precision=precision,
+                cpu=device == "cpu",
+            )
             out = work / f"clf-{backbone}-{size}"
             meta = fit(train, val, cfg, out)
             last = meta["history"][-1]  # epoch 2: warm (allocator, oneDNN/cuDNN kernels chosen)
@@ -174,8 +221,18 @@ def bench_classifier(b: Bench, s: dict, data: Path, work: Path, device: str, pre
             what = f"{backbone} {size}px train (batch {s['clf_batch']}, {len(train)} img/epoch)"
             b.add("classifier", what, len(train) / last["seconds"], "images/s")
             b.add("classifier", f"{backbone} {size}px predict (batch 64)", len(infer) / t["s"], "images/s")
-            details.append({"backbone": backbone, "size": size, "train_images": len(train), "epoch_s": last["seconds"],
-                            "val_images": len(val), "predict_images": len(infer), "predict": t, "timings": meta["timings"]})
+            details.append(
+                {
+                    "backbone": backbone,
+                    "size": size,
+                    "train_images": len(train),
+                    "epoch_s": last["seconds"],
+                    "val_images": len(val),
+                    "predict_images": len(infer),
+                    "predict": t,
+                    "timings": meta["timings"],
+                }
+            )
     b.details["classifier"] = {"runs": details, "note": "train epoch time includes validating on val_images images"}
 
 
@@ -184,8 +241,12 @@ def bench_ddpm(b: Bench, s: dict, data: Path, work: Path, precision: str) -> Non
     from retinaug.generate import finetune, generate
 
     cfg = load_config(None, "demo").generator.ddpm.model_dump()
-    cfg.update(steps=s["ddpm_steps"], samples_per_class=1, warmup_steps=min(cfg["warmup_steps"], s["ddpm_steps"]),
-               mixed_precision=precision)
+    cfg.update(
+        steps=s["ddpm_steps"],
+        samples_per_class=1,
+        warmup_steps=min(cfg["warmup_steps"], s["ddpm_steps"]),
+        mixed_precision=precision,
+    )
     finetune(data, "ddpm", cfg, work / "ddpm")
     history = json.loads((work / "ddpm" / "history.json").read_text())
     what = f"train {cfg['size']}px demo UNet, batch {cfg['batch_size']}, {history['steps']} steps"
@@ -194,7 +255,9 @@ def bench_ddpm(b: Bench, s: dict, data: Path, work: Path, precision: str) -> Non
     generate(work / "ddpm", data, work / "ddpm-warmup", per_class=1, steps=2, precision=precision)
     for steps in s["sample_steps"]:
         out = work / f"ddpm-sample-{steps}"
-        generate(work / "ddpm", data, out, per_class=s["sample_per_class"], steps=steps, batch_size=64, precision=precision)
+        generate(
+            work / "ddpm", data, out, per_class=s["sample_per_class"], steps=steps, batch_size=64, precision=precision
+        )
         record = json.loads((out / "generate.json").read_text())
         sampling[steps] = record
         what = f"sample {steps} {record['sampling']['scheduler']} steps, guidance {record['sampling']['guidance']}, batch 64"
@@ -205,8 +268,7 @@ def bench_ddpm(b: Bench, s: dict, data: Path, work: Path, precision: str) -> Non
 def bench_tsne(b: Bench, s: dict) -> None:
     import numpy as np
 
-    from retinaug.select import SelectConfig
-    from retinaug.select import tsne_map
+    from retinaug.select import SelectConfig, tsne_map
 
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 3, (8, 512))
@@ -224,7 +286,12 @@ def bench_matcher(b: Bench, s: dict, data: Path, tag: str) -> None:
     result = json.loads((RESULTS / f"matcher-{name}.json").read_text())
     n = result["n_query"]
     b.add("matcher", f"ours, {n} x {n} images, warm cache", result["ours"]["seconds_warm_cache"], "s")
-    b.add("matcher", f"seed per-pair approach, {n} x {n} (extrapolated)", result["seed_approach"]["extrapolated_seconds_all_pairs"], "s")
+    b.add(
+        "matcher",
+        f"seed per-pair approach, {n} x {n} (extrapolated)",
+        result["seed_approach"]["extrapolated_seconds_all_pairs"],
+        "s",
+    )
     b.add("matcher", "speedup ours vs per-pair (warm cache)", result["speedup_warm"], "x")
     b.details["matcher"] = {"json": str(RESULTS / f"matcher-{name}.json"), **result}
 
@@ -241,42 +308,104 @@ def build_sd(folder: Path, full: bool) -> Path:
     torch.manual_seed(0)
     tokenizer = CLIPTokenizer.from_pretrained(write_tiny_tokenizer(folder.parent / f".{folder.name}-tokenizer"))
     ctx = 768 if full else 64
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=ctx) if full else UNet2DConditionModel(
-        sample_size=8, cross_attention_dim=ctx, block_out_channels=(32, 64, 64, 64), attention_head_dim=4)
+    unet = (
+        UNet2DConditionModel(sample_size=64, cross_attention_dim=ctx)
+        if full
+        else UNet2DConditionModel(
+            sample_size=8, cross_attention_dim=ctx, block_out_channels=(32, 64, 64, 64), attention_head_dim=4
+        )
+    )
     vae_widths = (128, 256, 512, 512) if full else (32, 32, 32, 32)
-    vae = AutoencoderKL(block_out_channels=vae_widths, latent_channels=4, layers_per_block=2, sample_size=512 if full else 64,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-    text = CLIPTextModel(CLIPTextConfig(
-        hidden_size=ctx, intermediate_size=4 * ctx, num_attention_heads=12 if full else 4, num_hidden_layers=12 if full else 2,
-        vocab_size=len(tokenizer), max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1)
-    StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler, safety_checker=None,
-                            feature_extractor=None, requires_safety_checker=False).save_pretrained(folder, safe_serialization=True)
+    vae = AutoencoderKL(
+        block_out_channels=vae_widths,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=512 if full else 64,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=ctx,
+            intermediate_size=4 * ctx,
+            num_attention_heads=12 if full else 4,
+            num_hidden_layers=12 if full else 2,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=77,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
+    scheduler = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
+    )
+    StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(folder, safe_serialization=True)
     return folder
 
 
-def bench_sd(b: Bench, s: dict, data: Path, work: Path, precision: str, name: str, base: Path, size: int, steps: int, plain: bool) -> None:
+def bench_sd(
+    b: Bench, s: dict, data: Path, work: Path, precision: str, name: str, base: Path, size: int, steps: int, plain: bool
+) -> None:
     """sd-lora training steps/s and our txt2img images/s; with `plain`, diffusers' default pipeline on the same model."""
     import torch
     from diffusers import StableDiffusionPipeline
 
     from retinaug.generate import SDLoRAConfig, finetune, generate
 
-    cfg = SDLoRAConfig(base_model=str(base), size=size, steps=s["sd_steps"], batch_size=1, grad_accum=1, warmup_steps=0,
-                       train_classes=["N", "D"], samples_per_class=1, mixed_precision=precision)
+    cfg = SDLoRAConfig(
+        base_model=str(base),
+        size=size,
+        steps=s["sd_steps"],
+        batch_size=1,
+        grad_accum=1,
+        warmup_steps=0,
+        train_classes=["N", "D"],
+        samples_per_class=1,
+        mixed_precision=precision,
+    )
     gen = work / f"{name}-lora"
     finetune(data, "sd-lora", cfg, gen)
     history = json.loads((gen / "history.json").read_text())
-    b.add(name, f"sd-lora train {size}px, batch 1, {history['steps']} steps", history["steps"] / history["seconds"], "steps/s")
-    generate(gen, data, work / f"{name}-warmup", per_class=1, classes=["N"], batch_size=1, steps=steps, precision=precision)
+    b.add(
+        name,
+        f"sd-lora train {size}px, batch 1, {history['steps']} steps",
+        history["steps"] / history["seconds"],
+        "steps/s",
+    )
+    generate(
+        gen, data, work / f"{name}-warmup", per_class=1, classes=["N"], batch_size=1, steps=steps, precision=precision
+    )
     out = work / f"{name}-samples"
-    generate(gen, data, out, per_class=s["sd_images"], classes=["N"], batch_size=s["sd_batch"], steps=steps, precision=precision)
+    generate(
+        gen,
+        data,
+        out,
+        per_class=s["sd_images"],
+        classes=["N"],
+        batch_size=s["sd_batch"],
+        steps=steps,
+        precision=precision,
+    )
     ours = json.loads((out / "generate.json").read_text())
     dtype = precision if precision != "no" else "fp32"
-    b.add(name, f"ours txt2img {size}px, {steps} steps, batch {s['sd_batch']}, {dtype}", ours["images_per_s"], "images/s")
+    b.add(
+        name, f"ours txt2img {size}px, {steps} steps, batch {s['sd_batch']}, {dtype}", ours["images_per_s"], "images/s"
+    )
     detail = {"config": cfg.model_dump(mode="json"), "train": history, "ours": ours}
     if plain:
-        pipe = StableDiffusionPipeline.from_pretrained(base, local_files_only=True).to("cuda" if torch.cuda.is_available() else "cpu")
+        pipe = StableDiffusionPipeline.from_pretrained(base, local_files_only=True).to(
+            "cuda" if torch.cuda.is_available() else "cpu"
+        )
         pipe.set_progress_bar_config(disable=True)
         prompt = cfg.prompt("N")
         pipe(prompt, num_inference_steps=steps)  # warm-up
@@ -284,12 +413,19 @@ def bench_sd(b: Bench, s: dict, data: Path, work: Path, precision: str, name: st
             for _ in range(s["plain_images"]):
                 pipe(prompt, num_inference_steps=steps)
         plain_rate = s["plain_images"] / t["s"]
-        b.add(name, f"diffusers plain pipeline {size}px, {steps} steps (fp32, batch 1, default scheduler)", plain_rate, "images/s")
+        b.add(
+            name,
+            f"diffusers plain pipeline {size}px, {steps} steps (fp32, batch 1, default scheduler)",
+            plain_rate,
+            "images/s",
+        )
         b.add(name, "speedup ours vs plain pipeline", ours["images_per_s"] / plain_rate, "x")
         detail["plain"] = {"images": s["plain_images"], **t}
-        detail["note"] = ("ours: `generate` with the LoRA loaded (DPM-Solver++, guidance 7.5, batch sd_batch, the --precision "
-                          "dtype); plain: StableDiffusionPipeline.from_pretrained defaults (fp32, the folder's PNDM, guidance 7.5, "
-                          "batch 1); same steps and size")
+        detail["note"] = (
+            "ours: `generate` with the LoRA loaded (DPM-Solver++, guidance 7.5, batch sd_batch, the --precision "
+            "dtype); plain: StableDiffusionPipeline.from_pretrained defaults (fp32, the folder's PNDM, guidance 7.5, "
+            "batch 1); same steps and size"
+        )
     b.details[name] = detail
 
 
@@ -309,17 +445,29 @@ def bench_demo(b: Bench, work: Path, overrides: list[str]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu (hides any GPU) or cuda")
-    p.add_argument("--precision", choices=["no", "bf16", "fp16"], default="no", help="mixed precision for training/sampling")
+    p.add_argument(
+        "--precision", choices=["no", "bf16", "fp16"], default="no", help="mixed precision for training/sampling"
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes and steps: a smoke test of every code path")
     p.add_argument("--demo", action="store_true", help="also time the whole `retinaug demo` (minutes)")
-    p.add_argument("--demo-set", action="append", default=[], help="`--set KEY=VALUE` passed to the demo (e.g. to shrink it)")
+    p.add_argument(
+        "--demo-set", action="append", default=[], help="`--set KEY=VALUE` passed to the demo (e.g. to shrink it)"
+    )
     p.add_argument("--sections", default=None, help=f"comma-separated subset of {','.join(ALL_SECTIONS)}")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch (and subprocess OpenMP) threads (default: torch's choice; 1 with --quick)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch (and subprocess OpenMP) threads (default: torch's choice; 1 with --quick)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary work folder (data, models, samples)")
-    p.add_argument("--tag", default=None, help="machine tag: writes benchmarks/results/perf-TAG.json (default from the device)")
+    p.add_argument(
+        "--tag", default=None, help="machine tag: writes benchmarks/results/perf-TAG.json (default from the device)"
+    )
     args = p.parse_args()
-    sections = args.sections.split(",") if args.sections else list(CPU_SECTIONS if args.device == "cpu" else GPU_SECTIONS)
+    sections = (
+        args.sections.split(",") if args.sections else list(CPU_SECTIONS if args.device == "cpu" else GPU_SECTIONS)
+    )
     if args.demo and "demo" not in sections:
         sections.append("demo")
     unknown = sorted(set(sections) - set(ALL_SECTIONS))
@@ -343,8 +491,13 @@ def main() -> None:
     os.environ["RETINAUG_CACHE_DIR"] = str(work / "cache")  # cold, private image cache
     sys.path.insert(0, str(HERE.parent / "tests"))  # tiny_sd
     tag = args.tag or default_tag(args.device, args.quick)
-    result = {"tag": tag, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": shlex.join([sys.executable, *sys.argv]), "quick": args.quick, "precision": args.precision}
+    result = {
+        "tag": tag,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "quick": args.quick,
+        "precision": args.precision,
+    }
     s = SETTINGS["quick" if args.quick else "full"]
     result.update(machine=machine_facts(args.device), sections=sections, settings=s, load_before=os.getloadavg())
 
@@ -357,7 +510,9 @@ def main() -> None:
     def phantom() -> None:
         with timer({}) as t:
             make_phantom(n=s["phantom_n"], size=s["phantom_size"], seed=0, out=data)
-        b.add("phantom", f"render {s['phantom_n']} images at {s['phantom_size']} px", s["phantom_n"] / t["s"], "images/s")
+        b.add(
+            "phantom", f"render {s['phantom_n']} images at {s['phantom_size']} px", s["phantom_n"] / t["s"], "images/s"
+        )
         if {"sd-tiny", "sd-real"} & set(sections):
             make_phantom(n=96, size=64, seed=0, out=sd_data)
 
@@ -369,26 +524,55 @@ def main() -> None:
         "ddpm": lambda: bench_ddpm(b, s, data, work, args.precision),
         "tsne": lambda: bench_tsne(b, s),
         "matcher": lambda: bench_matcher(b, s, data, tag),
-        "sd-tiny": lambda: bench_sd(b, s, sd_data, work, args.precision, "sd-tiny", make_tiny_sd(work / "tiny-sd"), 32,
-                                    s["sd_sample_steps"], plain=False),
-        "sd-real": lambda: bench_sd(b, s, sd_data, work, args.precision, "sd-real", build_sd(work / "sd15-random", not args.quick),
-                                    64 if args.quick else 512, s["sd_sample_steps"], plain=True),
+        "sd-tiny": lambda: bench_sd(
+            b,
+            s,
+            sd_data,
+            work,
+            args.precision,
+            "sd-tiny",
+            make_tiny_sd(work / "tiny-sd"),
+            32,
+            s["sd_sample_steps"],
+            plain=False,
+        ),
+        "sd-real": lambda: bench_sd(
+            b,
+            s,
+            sd_data,
+            work,
+            args.precision,
+            "sd-real",
+            build_sd(work / "sd15-random", not args.quick),
+            64 if args.quick else 512,
+            s["sd_sample_steps"],
+            plain=True,
+        ),
     }
     try:
         needs_data = set(sections) - {"demo", "tsne"}
-        section_s = run_sections(run, [n for n in run if n in sections or (n == "phantom" and needs_data)], "perf")  # demo first: see bench_demo
+        section_s = run_sections(
+            run, [n for n in run if n in sections or (n == "phantom" and needs_data)], "perf"
+        )  # demo first: see bench_demo
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)  # the random SD 1.5 model alone is 4 GB
 
-    result.update(work=str(work) if args.keep else None, load_after=os.getloadavg(), section_seconds=section_s,
-                  rows=b.rows, details=b.details,
-                  note="wall-clock timings; on a shared machine (load above the core count) they are inflated")
+    result.update(
+        work=str(work) if args.keep else None,
+        load_after=os.getloadavg(),
+        section_seconds=section_s,
+        rows=b.rows,
+        details=b.details,
+        note="wall-clock timings; on a shared machine (load above the core count) they are inflated",
+    )
     from retinaug.io import write_json_atomic
 
     path = write_json_atomic(RESULTS / f"perf-{tag}.json", result)
-    print(f"**{tag}** ({result['machine']['cpu_model']}, {result['machine']['cpu_count']} cores, torch "
-          f"{result['machine']['torch']}, {result['machine']['torch_threads']} threads, {result['date']})\n")
+    print(
+        f"**{tag}** ({result['machine']['cpu_model']}, {result['machine']['cpu_count']} cores, torch "
+        f"{result['machine']['torch']}, {result['machine']['torch_threads']} threads, {result['date']})\n"
+    )
     print(b.table())
     print(f"\n`{result['command']}` -> {path}")
 

@@ -37,7 +37,12 @@ def contact_sheet(per_class: int, size: int, seed: int, label_w: int = 150) -> I
         for k, (_, img) in enumerate(tiles):
             sheet.paste(Image.fromarray(img), (label_w + k * size, r * size))
         draw.text((8, r * size + size // 2 - 14), code, fill=(0, 0, 0), font_size=22)
-        draw.text((36, r * size + size // 2 - 8), CLASSES[code].replace("age-related ", "age-rel. ")[:20], fill=(60, 60, 60), font_size=11)
+        draw.text(
+            (36, r * size + size // 2 - 8),
+            CLASSES[code].replace("age-related ", "age-rel. ")[:20],
+            fill=(60, 60, 60),
+            font_size=11,
+        )
     return sheet
 
 
@@ -61,7 +66,10 @@ def learnability(n: int, px: int, seed: int) -> dict:
     clf = LogisticRegression(max_iter=2000, C=0.01).fit(scaler.transform(x[train]), y[train])
     pred = clf.predict(scaler.transform(x[~train]))
     return {
-        "images": int(len(y)), "px": px, "classes": len(counts), "chance": 1 / len(counts),
+        "images": int(len(y)),
+        "px": px,
+        "classes": len(counts),
+        "chance": 1 / len(counts),
         "test_images": int((~train).sum()),
         "accuracy": round(float(accuracy_score(y[~train], pred)), 4),
         "balanced_accuracy": round(float(balanced_accuracy_score(y[~train], pred)), 4),
@@ -75,7 +83,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--colors", type=int, default=256, help="palette size of the saved PNG (keeps it small); 0 = RGB")
-    ap.add_argument("--learnability", type=int, default=0, metavar="N", help="also fit a pixel LogisticRegression on N images")
+    ap.add_argument(
+        "--learnability", type=int, default=0, metavar="N", help="also fit a pixel LogisticRegression on N images"
+    )
     ap.add_argument("--learn-px", type=int, default=32)
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "phantom.json")
     args = ap.parse_args()

@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
-import os
 from pathlib import Path
 
 from retinaug.ownership import foreign
@@ -34,12 +34,32 @@ from retinaug.ownership import foreign
 RESULTS = Path(__file__).resolve().parent / "results"
 # files that say which part of the library a sample belongs to (the innermost one found in its stack wins); py-spy
 # names a frame "function (path/file.py:line)"
-OWNERS = ("torch/autograd/", "torch/optim/", "torchvision/transforms/", "classify/evaluate.py", "classify/train.py",
-          "classify/data.py", "classify/models.py", "generate/sampling.py", "generate/base.py", "generate/run.py",
-          "experiments/runner.py", "quality/", "report/", "select.py", "ingest/", "phantom/", "cache.py")
+OWNERS = (
+    "torch/autograd/",
+    "torch/optim/",
+    "torchvision/transforms/",
+    "classify/evaluate.py",
+    "classify/train.py",
+    "classify/data.py",
+    "classify/models.py",
+    "generate/sampling.py",
+    "generate/base.py",
+    "generate/run.py",
+    "experiments/runner.py",
+    "quality/",
+    "report/",
+    "select.py",
+    "ingest/",
+    "phantom/",
+    "cache.py",
+)
 # the demo's settings whose `auto` precision is bf16 on a CPU with bf16 units and fp32 without
-AUTO_PRECISION = ("generator.ddpm.mixed_precision", "synthetic.precision", "labeler.train.mixed_precision",
-                  "experiments.train.mixed_precision")
+AUTO_PRECISION = (
+    "generator.ddpm.mixed_precision",
+    "synthetic.precision",
+    "labeler.train.mixed_precision",
+    "experiments.train.mixed_precision",
+)
 IDLE = "_RefreshThread.run"  # the progress bar's redraw thread, asleep between redraws; py-spy samples it as active
 
 
@@ -81,11 +101,18 @@ def summarise(raw: Path, top: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="run folder (removed first if it holds only files retinaug wrote)")
+    p.add_argument(
+        "--out", type=Path, required=True, help="run folder (removed first if it holds only files retinaug wrote)"
+    )
     p.add_argument("--tag", default="", help="suffix of the results files (e.g. zen5-before)")
     p.add_argument("--no-profile", action="store_true", help="time the stages without py-spy")
     p.add_argument("--top", type=int, default=25)
-    p.add_argument("--isa", choices=["native", "avx2"], default="native", help="avx2: hold the kernels to AVX2 and fp32 (see above)")
+    p.add_argument(
+        "--isa",
+        choices=["native", "avx2"],
+        default="native",
+        help="avx2: hold the kernels to AVX2 and fp32 (see above)",
+    )
     args = p.parse_args()
     if stray := foreign(args.out, limit=5):  # only a folder of retinaug's own files is removed
         sys.exit(f"{args.out} holds files retinaug did not write ({', '.join(stray)}): choose another --out")
@@ -98,23 +125,53 @@ def main() -> None:
         for key in AUTO_PRECISION:
             demo += ["--set", f'{key}="no"']  # quoted: commits before this one read a bare `no` as False
     raw = args.out.with_name(args.out.name + "-pyspy.txt")
-    cmd = demo if args.no_profile else ["py-spy", "record", "--rate", "100", "--subprocesses", "--format", "raw",
-                                        "--output", str(raw), "--", *demo]
+    cmd = (
+        demo
+        if args.no_profile
+        else [
+            "py-spy",
+            "record",
+            "--rate",
+            "100",
+            "--subprocesses",
+            "--format",
+            "raw",
+            "--output",
+            str(raw),
+            "--",
+            *demo,
+        ]
+    )
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
-    result = {"cpu": cpu_model(), "isa": args.isa, "command": " ".join(demo), "wall_s": round(time.perf_counter() - t0, 1),
-              "stages_s": stage_seconds(args.out), "profiled": not args.no_profile}
+    result = {
+        "cpu": cpu_model(),
+        "isa": args.isa,
+        "command": " ".join(demo),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "stages_s": stage_seconds(args.out),
+        "profiled": not args.no_profile,
+    }
     if not args.no_profile:
         result["profile"] = summarise(raw, args.top)
     name = "profile-demo" + (f"-{args.tag}" if args.tag else "")
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     isa = " (AVX2 kernels, fp32)" if args.isa == "avx2" else ""
-    lines = [f"`{result['command']}` on {result['cpu']}{isa}: {result['wall_s']} s", "",
-             "| stage | s |", "|---|---:|", *(f"| {k} | {v} |" for k, v in result["stages_s"].items())]
+    lines = [
+        f"`{result['command']}` on {result['cpu']}{isa}: {result['wall_s']} s",
+        "",
+        "| stage | s |",
+        "|---|---:|",
+        *(f"| {k} | {v} |" for k, v in result["stages_s"].items()),
+    ]
     if "profile" in result:
         for kind in ("owner", "self"):
-            lines += ["", f"| {kind} | share |", "|---|---:|",
-                      *(f"| `{r['frame']}` | {r['share']:.1%} |" for r in result["profile"][kind])]
+            lines += [
+                "",
+                f"| {kind} | share |",
+                "|---|---:|",
+                *(f"| `{r['frame']}` | {r['share']:.1%} |" for r in result["profile"][kind]),
+            ]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

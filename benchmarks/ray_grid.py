@@ -34,9 +34,16 @@ from retinaug.io import write_json_atomic
 from retinaug.manifest import load_manifest
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SMOKE = {"sets": [], "seeds": 2, "n_boot": 10,
-         "scenarios": [{"name": "real", "task": "G,C,A"}, {"name": "weighted", "task": "G,C,A", "imbalance": "class-weights"}],
-         "train": {"backbone": "resnet10t", "size": 16, "epochs": 1, "batch_size": 16, "augment": False}}
+SMOKE = {
+    "sets": [],
+    "seeds": 2,
+    "n_boot": 10,
+    "scenarios": [
+        {"name": "real", "task": "G,C,A"},
+        {"name": "weighted", "task": "G,C,A", "imbalance": "class-weights"},
+    ],
+    "train": {"backbone": "resnet10t", "size": 16, "epochs": 1, "batch_size": 16, "augment": False},
+}
 
 
 def noop() -> None:
@@ -47,8 +54,10 @@ def grid(args, work: Path) -> tuple[dict, dict]:
     """(run_experiments keyword arguments but the config, the experiments config as a dict)."""
     if args.run:
         cfg = load_config(args.run / "config.yaml")
-        found = {k: load_manifest(args.run / stage) if (args.run / stage / "manifest.parquet").is_file() else None
-                 for k, stage in (("synthetic", "label"), ("selection", "selection"), ("traditional", "augment"))}
+        found = {
+            k: load_manifest(args.run / stage) if (args.run / stage / "manifest.parquet").is_file() else None
+            for k, stage in (("synthetic", "label"), ("selection", "selection"), ("traditional", "augment"))
+        }
         return {"data": load_manifest(args.run / "data"), **found}, cfg.experiments.model_dump(exclude={"enabled"})
     from retinaug.phantom import make_phantom
 
@@ -56,19 +65,30 @@ def grid(args, work: Path) -> tuple[dict, dict]:
         data = make_phantom(n=96, size=16, proportions={"G": 1, "C": 1, "A": 1}, val=0.2, test=0.25, out=work / "data")
         return {"data": data}, SMOKE
     demo = load_config(preset="demo")
-    data = make_phantom(n=demo.data.n, size=demo.data.size, seed=demo.data.seed, val=demo.data.val, test=demo.data.test,
-                        out=work / "data")
+    data = make_phantom(
+        n=demo.data.n,
+        size=demo.data.size,
+        seed=demo.data.seed,
+        val=demo.data.val,
+        test=demo.data.test,
+        out=work / "data",
+    )
     exp = demo.experiments.model_dump(exclude={"enabled"})
     return {"data": data}, {**exp, "sets": ["controls"], "only": []}
 
 
 def metrics(out: Path) -> dict[str, dict]:
-    return {p.parent.relative_to(out).as_posix(): json.loads(p.read_text()) for p in sorted(out.glob("*/seed*/metrics.json"))}
+    return {
+        p.parent.relative_to(out).as_posix(): json.loads(p.read_text())
+        for p in sorted(out.glob("*/seed*/metrics.json"))
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", type=Path, help="a finished run folder whose experiments grid to time (default: phantom + controls)")
+    p.add_argument(
+        "--run", type=Path, help="a finished run folder whose experiments grid to time (default: phantom + controls)"
+    )
     p.add_argument("--workers", type=int, default=2, help="Ray workers (1 CPU, 1 thread each)")
     p.add_argument("--noop-tasks", type=int, default=200, help="no-op tasks timed for the overhead per task")
     p.add_argument("--smoke", action="store_true", help="a tiny grid (2 fits x 2 seeds at 16 px), for CI")
@@ -111,24 +131,36 @@ def main(argv: list[str] | None = None) -> dict:
                 ray.shutdown()
         seq, par = metrics(work / "local"), metrics(work / "ray")
         result = {
-            "name": args.name, "smoke": args.smoke, "grid": str(args.run or ("smoke" if args.smoke else "phantom controls")),
-            "fits": len(seq), "ray_cpus": cpus, "workers": args.workers,
-            "sequential_s": round(local_s, 2), "ray_s": round(ray_s, 2), "wall_ratio": round(local_s / ray_s, 3),
+            "name": args.name,
+            "smoke": args.smoke,
+            "grid": str(args.run or ("smoke" if args.smoke else "phantom controls")),
+            "fits": len(seq),
+            "ray_cpus": cpus,
+            "workers": args.workers,
+            "sequential_s": round(local_s, 2),
+            "ray_s": round(ray_s, 2),
+            "wall_ratio": round(local_s / ray_s, 3),
             "ray_init_s": None if init_s is None else round(init_s, 2),
-            "noop_task_latency_ms": round(latency_ms, 3), "noop_task_batch_ms": round(batch_ms, 3),
+            "noop_task_latency_ms": round(latency_ms, 3),
+            "noop_task_batch_ms": round(batch_ms, 3),
             "metrics_identical": seq == par and len(seq) > 0,
-            "load_average": os.getloadavg(), "machine": {k: environment()[k] for k in ("cpu", "cores_usable", "packages")},
+            "load_average": os.getloadavg(),
+            "machine": {k: environment()[k] for k in ("cpu", "cores_usable", "packages")},
         }
         result["machine"]["packages"]["ray"] = ray.__version__
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out = args.out or RESULTS / f"ray-grid-{args.name}.json"
     write_json_atomic(out, result)
-    print("| grid | fits | sequential s | Ray s (workers) | wall ratio | Ray start s | no-op task ms (one / batch) | identical |")
+    print(
+        "| grid | fits | sequential s | Ray s (workers) | wall ratio | Ray start s | no-op task ms (one / batch) | identical |"
+    )
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| {result['grid']} | {result['fits']} | {result['sequential_s']} | {result['ray_s']} ({args.workers}) | "
-          f"{result['wall_ratio']} | {result['ray_init_s']} | {result['noop_task_latency_ms']} / {result['noop_task_batch_ms']} | "
-          f"{result['metrics_identical']} |")
+    print(
+        f"| {result['grid']} | {result['fits']} | {result['sequential_s']} | {result['ray_s']} ({args.workers}) | "
+        f"{result['wall_ratio']} | {result['ray_init_s']} | {result['noop_task_latency_ms']} / {result['noop_task_batch_ms']} | "
+        f"{result['metrics_identical']} |"
+    )
     return result
 
 

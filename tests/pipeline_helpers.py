@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+
 def cli(*args: str) -> list[str]:
     """The `retinaug` command line with this interpreter (and so this checkout's code)."""
     return [sys.executable, "-c", "from retinaug.cli import main; main()", *args]
@@ -22,24 +23,52 @@ def cli_env() -> dict[str, str]:
     reduction order), quiet, and this checkout's tests folder and code on the path."""
     import torch
 
-    return {**os.environ, "RETINAUG_QUIET": "1", "OMP_NUM_THREADS": str(torch.get_num_threads()),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
+    return {
+        **os.environ,
+        "RETINAUG_QUIET": "1",
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
+    }
 
 
 TINY = {
     "name": "tiny",
     "data": {"source": "phantom", "n": 96, "size": 16, "val": 0.2, "test": 0.25},
-    "generator": {"ddpm": {"size": 16, "steps": 4, "batch_size": 16, "block_out_channels": [16, 32], "attention_levels": [],
-                           "norm_num_groups": 8, "warmup_steps": 1, "samples_per_class": 1}},
+    "generator": {
+        "ddpm": {
+            "size": 16,
+            "steps": 4,
+            "batch_size": 16,
+            "block_out_channels": [16, 32],
+            "attention_levels": [],
+            "norm_num_groups": 8,
+            "warmup_steps": 1,
+            "samples_per_class": 1,
+        }
+    },
     "synthetic": {"per_class": 4, "batch_size": 32, "steps": 2},
-    "labeler": {"train": {"task": "8-class", "backbone": "resnet10t", "size": 16, "epochs": 1, "batch_size": 16, "augment": False}},
+    "labeler": {
+        "train": {
+            "task": "8-class",
+            "backbone": "resnet10t",
+            "size": 16,
+            "epochs": 1,
+            "batch_size": 16,
+            "augment": False,
+        }
+    },
     "label": {"policy": "all"},
     "selection": {"extractor": "pixels", "keep": 0.5, "perplexity": 5},
     "experiments": {
-        "sets": [], "seeds": 1, "n_boot": 10,
-        "scenarios": [{"name": "real", "task": "5-class"}, {"name": "syn", "task": "5-class", "synthetic": 0.5},
-                      {"name": "trad", "task": "5-class", "traditional": 1},
-                      {"name": "sel", "task": "7-class", "synthetic": 0.5, "selection": True}],
+        "sets": [],
+        "seeds": 1,
+        "n_boot": 10,
+        "scenarios": [
+            {"name": "real", "task": "5-class"},
+            {"name": "syn", "task": "5-class", "synthetic": 0.5},
+            {"name": "trad", "task": "5-class", "traditional": 1},
+            {"name": "sel", "task": "7-class", "synthetic": 0.5, "selection": True},
+        ],
         "train": {"backbone": "resnet10t", "size": 16, "epochs": 1, "batch_size": 16, "augment": False},
     },
     "quality": {"extractor": "pixels", "kid_subset_size": 4, "kid_subsets": 2, "ssim_size": 16},

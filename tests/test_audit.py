@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import make_dataset
 from typer.testing import CliRunner
 
-from conftest import make_dataset
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
 from retinaug.manifest import load_manifest, save_manifest
@@ -58,7 +58,9 @@ def test_kid_and_precision_recall_small_sets():
 def audit_data(tmp_path):
     """Real data (12 patients x 2 eyes per class) + a 'synthetic' set: exact copies of 6 training images per
     class (new files, same pixels) and the 6 real test images per class, which must mostly not be flagged."""
-    data = make_dataset(tmp_path / "data", classes=("G", "C"), patients_per_class=12, splits={"train": 0.5, "val": 0.25, "test": 0.25})
+    data = make_dataset(
+        tmp_path / "data", classes=("G", "C"), patients_per_class=12, splits={"train": 0.5, "val": 0.25, "test": 0.25}
+    )
     rows = []
     for code in ("G", "C"):
         train = data[(data["label"] == code) & (data["split"] == "train")].iloc[:6]
@@ -66,18 +68,46 @@ def audit_data(tmp_path):
             copy = tmp_path / "synthetic" / code / f"copy{i}.png"
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, copy)
-            rows.append(dict(path=str(copy), label=code, patient_id=f"syn-{code}-{i}", eye="unknown", split="train", origin="synthetic", source="planted", planted=True))
+            rows.append(
+                dict(
+                    path=str(copy),
+                    label=code,
+                    patient_id=f"syn-{code}-{i}",
+                    eye="unknown",
+                    split="train",
+                    origin="synthetic",
+                    source="planted",
+                    planted=True,
+                )
+            )
         for i, path in enumerate(data[(data["label"] == code) & (data["split"] == "test")]["path"]):
             other = tmp_path / "synthetic" / code / f"test{i}.png"
             shutil.copy(path, other)
-            rows.append(dict(path=str(other), label=code, patient_id=f"syn-{code}-t{i}", eye="unknown", split="train", origin="synthetic", source="test-image", planted=False))
+            rows.append(
+                dict(
+                    path=str(other),
+                    label=code,
+                    patient_id=f"syn-{code}-t{i}",
+                    eye="unknown",
+                    split="train",
+                    origin="synthetic",
+                    source="test-image",
+                    planted=False,
+                )
+            )
     save_manifest(pd.DataFrame(rows), tmp_path / "synthetic")
     return load_manifest(tmp_path / "synthetic"), data
 
 
 def test_planted_copies_are_flagged(audit_data, tmp_path):
     synthetic, data = audit_data
-    report = audit(synthetic, data, tmp_path / "quality", extractor="pixels", config=AuditConfig(kid_subsets=5, min_test=5, cas=False))
+    report = audit(
+        synthetic,
+        data,
+        tmp_path / "quality",
+        extractor="pixels",
+        config=AuditConfig(kid_subsets=5, min_test=5, cas=False),
+    )
     table = pd.read_csv(tmp_path / "quality" / "memorization.csv")
     syn = table[table["set"] == "synthetic"].merge(synthetic[["path", "planted"]], on="path")
     assert syn.loc[syn["planted"], "flagged"].all()  # 100% of exact copies
@@ -124,11 +154,24 @@ def test_img2img_copies_of_their_parent_are_parent_copies_not_memorization(audit
         copy = tmp_path / "i2i" / f"{i:03d}.png"
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src, copy)
-        records.append(dict(path=str(copy), label=c, patient_id=f"syn-{i}", eye="unknown", split="train", origin="synthetic",
-                            source="planted", parent=parent, strength=strength))
+        records.append(
+            dict(
+                path=str(copy),
+                label=c,
+                patient_id=f"syn-{i}",
+                eye="unknown",
+                split="train",
+                origin="synthetic",
+                source="planted",
+                parent=parent,
+                strength=strength,
+            )
+        )
     save_manifest(pd.DataFrame(records), tmp_path / "i2i")
     syn = load_manifest(tmp_path / "i2i")
-    report = audit(syn, data, tmp_path / "q", extractor="pixels", config=AuditConfig(kid_subsets=2, min_test=5, cas=False))
+    report = audit(
+        syn, data, tmp_path / "q", extractor="pixels", config=AuditConfig(kid_subsets=2, min_test=5, cas=False)
+    )
     table = pd.read_csv(tmp_path / "q" / "memorization.csv")
     table = table[table["set"] == "synthetic"].reset_index(drop=True).assign(kind=kind)
     by = table.groupby("kind")
@@ -138,7 +181,9 @@ def test_img2img_copies_of_their_parent_are_parent_copies_not_memorization(audit
     # the nearest *other* training image is reported, never the parent itself
     assert (by.get_group("own parent")["nn_match"] != by.get_group("own parent")["parent"]).all()
     assert by.get_group("other image")["flagged"].all() and not by.get_group("other image")["parent_copy"].any()
-    assert by.get_group("unrelated")["parent_copy"].mean() <= 0.25 and by.get_group("unrelated")["flagged"].mean() <= 0.25
+    assert (
+        by.get_group("unrelated")["parent_copy"].mean() <= 0.25 and by.get_group("unrelated")["flagged"].mean() <= 0.25
+    )
     assert by.get_group("unknown parent")["parent"].isna().all() and by.get_group("unknown parent")["flagged"].all()
     for c in ("G", "C"):
         mem = report["memorization"][c]
@@ -147,11 +192,21 @@ def test_img2img_copies_of_their_parent_are_parent_copies_not_memorization(audit
     img2img = report["memorization"]["img2img"]
     assert img2img["n"] == 30 and img2img["parents_not_in_train"] == 2
     low = table[[r[3] == 0.1 for r in rows]]
-    assert img2img["by_strength"]["0.1"] == {"n": 6, "median_parent_cosine": pytest.approx(1.0), "n_parent_copies": 6,
-                                             "n_flagged": int(low["flagged"].sum())}
+    assert img2img["by_strength"]["0.1"] == {
+        "n": 6,
+        "median_parent_cosine": pytest.approx(1.0),
+        "n_parent_copies": 6,
+        "n_flagged": int(low["flagged"].sum()),
+    }
     assert img2img["by_strength"]["0.5"]["n"] == 18
     # without a parent column nothing changes: a copy of a training image is memorization
-    plain = audit(syn.drop(columns=["parent"]), data, tmp_path / "q2", extractor="pixels", config=AuditConfig(kid_subsets=2, min_test=5, cas=False))
+    plain = audit(
+        syn.drop(columns=["parent"]),
+        data,
+        tmp_path / "q2",
+        extractor="pixels",
+        config=AuditConfig(kid_subsets=2, min_test=5, cas=False),
+    )
     assert plain["memorization"]["img2img"]["n"] == 0 and plain["memorization"]["n_flagged"] >= 2 * (6 + 3 + 1)
 
 
@@ -168,17 +223,49 @@ def test_audit_errors(audit_data, tmp_path):
 def test_cli_select_augment_audit(tmp_path):
     runner = CliRunner()
     data = make_dataset(tmp_path / "data", classes=("D", "N", "G"), patients_per_class=8)
-    res = runner.invoke(app, ["select", "--data", str(tmp_path / "data"), "--keep", "3", "--strategy", "random", "--out", str(tmp_path / "sel")])
+    res = runner.invoke(
+        app,
+        [
+            "select",
+            "--data",
+            str(tmp_path / "data"),
+            "--keep",
+            "3",
+            "--strategy",
+            "random",
+            "--out",
+            str(tmp_path / "sel"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert len(load_manifest(tmp_path / "sel")) == 6
-    res = runner.invoke(app, ["augment", "--data", str(tmp_path / "data"), "--ratio", "2", "--classes", "G", "--out", str(tmp_path / "aug")])
+    res = runner.invoke(
+        app,
+        ["augment", "--data", str(tmp_path / "data"), "--ratio", "2", "--classes", "G", "--out", str(tmp_path / "aug")],
+    )
     assert res.exit_code == 0, res.output
     assert len(load_manifest(tmp_path / "aug")) == 2 * (data["split"] == "train").sum() // 3
-    res = runner.invoke(app, ["augment", "--data", str(tmp_path / "data"), "--ratio", "9", "--out", str(tmp_path / "aug2")])
+    res = runner.invoke(
+        app, ["augment", "--data", str(tmp_path / "data"), "--ratio", "9", "--out", str(tmp_path / "aug2")]
+    )
     assert res.exit_code != 0 and "distinct" in res.output
-    res = runner.invoke(app, ["select", "--data", str(tmp_path / "data"), "--keep", "2.5", "--out", str(tmp_path / "s2")])
+    res = runner.invoke(
+        app, ["select", "--data", str(tmp_path / "data"), "--keep", "2.5", "--out", str(tmp_path / "s2")]
+    )
     assert res.exit_code != 0 and "whole number" in res.output
-    res = runner.invoke(app, ["audit", "--synthetic", str(tmp_path / "aug"), "--data", str(tmp_path / "data"), "--no-cas", "--out", str(tmp_path / "q")])
+    res = runner.invoke(
+        app,
+        [
+            "audit",
+            "--synthetic",
+            str(tmp_path / "aug"),
+            "--data",
+            str(tmp_path / "data"),
+            "--no-cas",
+            "--out",
+            str(tmp_path / "q"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "memorization rate" in res.output
     report = json.loads((tmp_path / "q" / "audit.json").read_text())

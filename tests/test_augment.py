@@ -61,7 +61,15 @@ def marker_data(tmp_path):
     root = tmp_path / "data"
     (root / "images").mkdir(parents=True)
     Image.fromarray(img).save(root / "images" / "one.png")
-    row = dict(path=str(root / "images" / "one.png"), label="G", patient_id="p1", eye="left", split="train", origin="real", source="t")
+    row = dict(
+        path=str(root / "images" / "one.png"),
+        label="G",
+        patient_id="p1",
+        eye="left",
+        split="train",
+        origin="real",
+        source="t",
+    )
     save_manifest(new_manifest([row]), root)
     return load_manifest(root)
 

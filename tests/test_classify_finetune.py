@@ -42,7 +42,9 @@ def test_frozen_epochs_leave_the_backbone_and_its_statistics_untouched(tmp_path)
     save_file({k: v.contiguous() for k, v in create_model(TrainConfig(**TINY), 3).state_dict().items()}, str(start))
     fit(train, val, TrainConfig(**TINY, pretrained=str(start), freeze_epochs=1, lr=0.05), tmp_path / "frozen")
     fit(train, val, TrainConfig(**TINY, pretrained=str(start), lr=0.05), tmp_path / "free")
-    before, frozen, free = (load_file(str(p)) for p in (start, tmp_path / "frozen/model.safetensors", tmp_path / "free/model.safetensors"))
+    before, frozen, free = (
+        load_file(str(p)) for p in (start, tmp_path / "frozen/model.safetensors", tmp_path / "free/model.safetensors")
+    )
     head = "fc."
     backbone = [k for k in before if not k.startswith(head) and "num_batches_tracked" not in k]
     assert all(torch.equal(frozen[k], before[k]) for k in backbone)  # weights and batch-norm running stats
@@ -62,7 +64,9 @@ def test_input_statistics_follow_the_backbone(tmp_path):
 
 def test_new_settings_at_their_defaults_keep_earlier_hashes():
     dump = TrainConfig(**TINY).model_dump(mode="json")
-    before = {k: v for k, v in dump.items() if k not in ("backbone_lr", "freeze_epochs")}  # what an earlier retinaug hashed
+    before = {
+        k: v for k, v in dump.items() if k not in ("backbone_lr", "freeze_epochs")
+    }  # what an earlier retinaug hashed
     assert config_hash(dump) == config_hash(before)
     assert config_hash(TrainConfig(**TINY, backbone_lr=0.1)) != config_hash(before)
     assert config_hash(TrainConfig(**TINY, freeze_epochs=2)) != config_hash(before)

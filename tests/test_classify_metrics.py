@@ -55,7 +55,9 @@ def test_odir_score_perfect_and_flattened():
     y = np.array([0, 1, 2, 2])
     perfect = np.eye(3)[y]
     m = compute_metrics(y, perfect, CLASSES)
-    assert m["odir_kappa"] == pytest.approx(1) and m["odir_f1"] == pytest.approx(1) and m["odir_auc"] == pytest.approx(1)
+    assert (
+        m["odir_kappa"] == pytest.approx(1) and m["odir_f1"] == pytest.approx(1) and m["odir_auc"] == pytest.approx(1)
+    )
     assert m["odir_score"] == pytest.approx(1)
     # all probabilities below 0.5: no positive cell -> binary kappa 0, flattened F1 (micro) = share of negatives = 2/3
     m = compute_metrics(y, np.full((4, 3), 1 / 3), CLASSES)

@@ -14,11 +14,11 @@ import pytest
 import timm
 import torch
 import yaml
+from conftest import make_dataset, write_hub_snapshot
 from safetensors.torch import load_file, save_file
 from torchvision.transforms import v2
 from typer.testing import CliRunner
 
-from conftest import make_dataset, write_hub_snapshot
 from retinaug.classify import TrainConfig, evaluate, fit, load_classifier, predict, train, warm_start
 from retinaug.classify.data import Augment
 from retinaug.classify.models import create_model, head_keys
@@ -81,9 +81,13 @@ def _smooth_image(size: int = 64) -> torch.Tensor:
 
 def _params(n: int = 1, **given) -> dict[str, torch.Tensor]:
     """Augment parameters that change nothing, but for `given`."""
-    params = {"flip": torch.zeros(n, dtype=torch.bool), "angle": torch.zeros(n, dtype=torch.float64),
-              "zoom": torch.ones(n, dtype=torch.float64), "shift": torch.zeros(n, 2, dtype=torch.float64),
-              **{k: torch.ones(n, dtype=torch.float64) for k in ("brightness", "contrast", "saturation")}}
+    params = {
+        "flip": torch.zeros(n, dtype=torch.bool),
+        "angle": torch.zeros(n, dtype=torch.float64),
+        "zoom": torch.ones(n, dtype=torch.float64),
+        "shift": torch.zeros(n, 2, dtype=torch.float64),
+        **{k: torch.ones(n, dtype=torch.float64) for k in ("brightness", "contrast", "saturation")},
+    }
     return params | {k: torch.as_tensor(v) for k, v in given.items()}
 
 
@@ -94,10 +98,14 @@ def test_augment_geometry_is_torchvisions_rotation_crop_and_flip():
     rotated = augment.apply(x, _params(angle=[25.0]))
     expected = v2.functional.rotate(x, 25.0, interpolation=v2.InterpolationMode.BILINEAR)
     assert (rotated - expected)[centre].abs().max() < 0.01
-    assert (rotated - v2.functional.rotate(x, -25.0, interpolation=v2.InterpolationMode.BILINEAR))[centre].abs().max() > 10
+    assert (rotated - v2.functional.rotate(x, -25.0, interpolation=v2.InterpolationMode.BILINEAR))[
+        centre
+    ].abs().max() > 10
     # a crop of half the side centred at (+0.25, -0.25) in [-1, 1] coordinates: rows 8-39, columns 24-55, resized back
     cropped = augment.apply(x, _params(zoom=[0.5], shift=[[0.25, -0.25]]))
-    expected = v2.functional.resized_crop(x, 8, 24, 32, 32, [64, 64], interpolation=v2.InterpolationMode.BILINEAR, antialias=False)
+    expected = v2.functional.resized_crop(
+        x, 8, 24, 32, 32, [64, 64], interpolation=v2.InterpolationMode.BILINEAR, antialias=False
+    )
     assert (cropped - expected)[..., 4:60, 4:60].abs().max() < 0.01
     assert torch.allclose(augment.apply(x, _params(flip=[True])), x.flip(3), atol=1e-3)
 
@@ -106,15 +114,23 @@ def test_augment_jitter_is_torchvisions_arithmetic_per_image():
     x = _smooth_image(16).repeat(2, 1, 1, 1)
     augment = Augment(TrainConfig(size=16, rotation=0, color_jitter=0.5), seed=0)
     out = augment.apply(x, _params(2, brightness=[1.3, 1.0], contrast=[1.0, 0.6], saturation=[1.0, 1.2]))
-    expected = [v2.functional.adjust_brightness(x[0] / 255, 1.3) * 255,
-                v2.functional.adjust_saturation(v2.functional.adjust_contrast(x[1] / 255, 0.6), 1.2) * 255]
+    expected = [
+        v2.functional.adjust_brightness(x[0] / 255, 1.3) * 255,
+        v2.functional.adjust_saturation(v2.functional.adjust_contrast(x[1] / 255, 0.6), 1.2) * 255,
+    ]
     assert torch.allclose(out[0], expected[0], atol=0.05) and torch.allclose(out[1], expected[1], atol=0.05)
     assert float(out.min()) >= 0 and float(out.max()) <= 255
 
 
 def test_augment_draws_per_image_from_its_seed_within_the_configured_ranges():
     config = TrainConfig(size=32)  # defaults: rotation 10, colour jitter 0.2, no crop
-    x = torch.arange(3 * 32 * 32, dtype=torch.int64).reshape(1, 3, 32, 32).remainder(251).to(torch.uint8).repeat(64, 1, 1, 1)
+    x = (
+        torch.arange(3 * 32 * 32, dtype=torch.int64)
+        .reshape(1, 3, 32, 32)
+        .remainder(251)
+        .to(torch.uint8)
+        .repeat(64, 1, 1, 1)
+    )
     params = Augment(config, seed=3).draw(64)
     assert params["angle"].abs().max() <= 10 and params["angle"].std() > 3
     assert torch.equal(params["zoom"], torch.ones(64, dtype=torch.float64))
@@ -129,7 +145,9 @@ def test_augment_draws_per_image_from_its_seed_within_the_configured_ranges():
     mirrored = torch.tensor([torch.equal(v, x[0].float().flip(2)) for v in views])
     assert all(torch.equal(v, x[0].float()) or m for v, m in zip(views, mirrored)) and 0 < int(mirrored.sum()) < 64
     zoomed = Augment(TrainConfig(size=32, rotation=0, color_jitter=0, crop_scale=0.3), seed=0).draw(200)["zoom"] ** 2
-    assert float(zoomed.min()) >= 0.3 and float(zoomed.min()) < 0.35 and float(zoomed.max()) > 0.95  # crop area fraction
+    assert (
+        float(zoomed.min()) >= 0.3 and float(zoomed.min()) < 0.35 and float(zoomed.max()) > 0.95
+    )  # crop area fraction
 
 
 # ---------------------------------------------------------------- mixup / cutmix
@@ -143,7 +161,9 @@ def test_mixup_mixes_pairs_and_folds_label_smoothing_into_the_targets():
     np.random.seed(0)
     mixed, target = mixer(x.clone(), y)
     other = x.flip(0)
-    lam = float(((mixed - other) * (x - other)).sum() / ((x - other) ** 2).sum())  # least squares: mixed = lam x + (1-lam) other
+    lam = float(
+        ((mixed - other) * (x - other)).sum() / ((x - other) ** 2).sum()
+    )  # least squares: mixed = lam x + (1-lam) other
     assert 0 < lam < 1 and torch.allclose(mixed, lam * x + (1 - lam) * other, atol=1e-5)
     smooth = lambda t: torch.nn.functional.one_hot(t, 3).float() * 0.9 + 0.1 / 3  # noqa: E731
     assert torch.allclose(target, lam * smooth(y) + (1 - lam) * smooth(y.flip(0)), atol=1e-5)
@@ -153,7 +173,9 @@ def test_mixup_mixes_pairs_and_folds_label_smoothing_into_the_targets():
 
 def _loss_targets(config: TrainConfig, data: Path, out: Path, monkeypatch) -> list[torch.Tensor]:
     """The targets the training loop hands its loss, batch by batch (the training loss, watched, not replaced)."""
-    train_module = importlib.import_module("retinaug.classify.train")  # the module (the package exports a train function)
+    train_module = importlib.import_module(
+        "retinaug.classify.train"
+    )  # the module (the package exports a train function)
     seen, loss = [], train_module._loss
 
     def watched(logits, target, *args):
@@ -234,7 +256,9 @@ def test_warm_start_trains_on_every_train_class_once(data: Path, tmp_path: Path,
     assert meta["classes"] == ["N", "G", "C", "A"] and meta["config"]["init"] == "scratch"
     assert meta["n_train"] == int((df["split"] == "train").sum()) and meta["n_val"] == int((df["split"] == "val").sum())
     stamp = weights.stat().st_mtime_ns
-    assert warm_start(cfg.model_copy(update={"task": "G,C", "seed": 0}), df, tmp_path / "cache") == weights  # task aside
+    assert (
+        warm_start(cfg.model_copy(update={"task": "G,C", "seed": 0}), df, tmp_path / "cache") == weights
+    )  # task aside
     assert weights.stat().st_mtime_ns == stamp
     assert caplog.text.count("init: training the all-classes model") == 1
     other = warm_start(cfg.model_copy(update={"lr": 1e-3}), df, tmp_path / "cache")  # another recipe: another model
@@ -254,11 +278,22 @@ def test_experiments_share_one_all_classes_model_across_scenarios_and_seeds(tmp_
     caplog.set_level(logging.INFO, logger="retinaug")
     run = tmp_path / "run"
     make_dataset(run / "data", classes=("N", "G", "C", "A"), patients_per_class=4, size=16)
-    train_cfg = {"backbone": "resnet10t", "size": 16, "epochs": 1, "batch_size": 8, "augment": False, "init": "all-classes"}
+    train_cfg = {
+        "backbone": "resnet10t",
+        "size": 16,
+        "epochs": 1,
+        "batch_size": 8,
+        "augment": False,
+        "init": "all-classes",
+    }
 
     def experiments(scenarios: list[dict]) -> None:
         path = tmp_path / "cfg.yaml"
-        path.write_text(yaml.safe_dump({"experiments": {"sets": [], "seeds": 2, "n_boot": 0, "scenarios": scenarios, "train": train_cfg}}))
+        path.write_text(
+            yaml.safe_dump(
+                {"experiments": {"sets": [], "seeds": 2, "n_boot": 0, "scenarios": scenarios, "train": train_cfg}}
+            )
+        )
         cfg = ExperimentConfig(**load_config(path).experiments.model_dump(exclude={"enabled"}))
         run_experiments(cfg, load_manifest(run / "data"), run / "experiments")
 
@@ -270,8 +305,12 @@ def test_experiments_share_one_all_classes_model_across_scenarios_and_seeds(tmp_
     experiments([{"name": "gca", "task": "G,C,A"}, {"name": "gc", "task": "G,C"}, {"name": "ca", "task": "C,A"}])
     out = caplog.text
     assert out.count("init: training the all-classes model") == 1  # one warm fit for both runs
-    assert out.count("init: loaded") == 6 and out.count(str(warm)) >= 6  # every fit started from it: 3 scenarios x 2 seeds
-    assert list((run / "experiments" / "_init").glob("*/model.safetensors")) == [warm] and warm.stat().st_mtime_ns == stamp
+    assert (
+        out.count("init: loaded") == 6 and out.count(str(warm)) >= 6
+    )  # every fit started from it: 3 scenarios x 2 seeds
+    assert (
+        list((run / "experiments" / "_init").glob("*/model.safetensors")) == [warm] and warm.stat().st_mtime_ns == stamp
+    )
     for name in ("gca", "gc", "ca"):
         for seed in (0, 1):
             folder = run / "experiments" / name / f"seed{seed}"
@@ -287,8 +326,14 @@ def _hub_cache(root: Path, repo: str, model: torch.nn.Module) -> Path:
     """A Hugging Face hub cache holding REPO's model.safetensors + config.json."""
     root.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "weights.tmp"))
-    write_hub_snapshot(root, repo, {"config.json": json.dumps({"architecture": "resnet10t", "num_classes": 10}).encode(),
-                                    "model.safetensors": (root / "weights.tmp").read_bytes()})
+    write_hub_snapshot(
+        root,
+        repo,
+        {
+            "config.json": json.dumps({"architecture": "resnet10t", "num_classes": 10}).encode(),
+            "model.safetensors": (root / "weights.tmp").read_bytes(),
+        },
+    )
     return root
 
 
@@ -327,6 +372,22 @@ def test_pretrained_offline_says_how_to_pass_a_local_file(tmp_path: Path, monkey
         create_model(cfg.model_copy(update={"pretrained": "timm:resnet10t.nope"}), 3)
     with pytest.raises(RetinaugError, match="set backbone: resnet18"):
         create_model(cfg.model_copy(update={"pretrained": "timm:resnet18.a1_in1k"}), 3)
-    res = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "x"), "--task", "G,C,A",
-                                   "--backbone", "resnet10t", "--size", "32", "--pretrained", "timm:resnet10t.c3_in1k"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "x"),
+            "--task",
+            "G,C,A",
+            "--backbone",
+            "resnet10t",
+            "--size",
+            "32",
+            "--pretrained",
+            "timm:resnet10t.c3_in1k",
+        ],
+    )
     assert res.exit_code == 1 and "HF_HUB_OFFLINE" in res.output and "Traceback" not in res.output

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import make_dataset
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from conftest import make_dataset
 from retinaug.classify import TrainConfig, embed, evaluate, fit, label, load_classifier, predict, train
 from retinaug.classify.data import TrainingRows, class_weights, train_loader
 from retinaug.classify.models import create_model
@@ -44,8 +44,17 @@ def test_fit_saves_weights_and_meta(model_dir: Path):
     assert meta["classes"] == ["G", "C", "A"] and meta["size"] == 32 and meta["backbone"] == "resnet10t"
     assert meta["mean"] == pytest.approx([0.485, 0.456, 0.406]) and meta["std"] == pytest.approx([0.229, 0.224, 0.225])
     assert [h["epoch"] for h in meta["history"]] == [1, 2]
-    assert set(meta["history"][0]) == {"epoch", "train_loss", "val_loss", "val_macro_f1", "val_accuracy", "seconds",
-                                       "val_recall_G", "val_recall_C", "val_recall_A"}
+    assert set(meta["history"][0]) == {
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_macro_f1",
+        "val_accuracy",
+        "seconds",
+        "val_recall_G",
+        "val_recall_C",
+        "val_recall_A",
+    }
     assert meta["n_train"] == 24 and meta["n_val"] == 12 and meta["train_counts"] == {"G": 8, "C": 8, "A": 8}
     assert meta["config"]["backbone"] == "resnet10t" and meta["best_epoch"] in (1, 2)
     assert {"load_images_s", "train_s", "total_s"} <= set(meta["timings"])
@@ -85,7 +94,9 @@ def test_class_weights_and_oversampling():
     w = class_weights(labels, 4)  # class 3 absent -> weight 0
     assert w == pytest.approx([39 / (3 * 30), 39 / (3 * 6), 39 / (3 * 3), 0])
     ds = TrainingRows(np.zeros((len(labels), 4, 4, 3), np.uint8), labels, np.arange(len(labels)))
-    drawn = np.concatenate([labels[rows.numpy()] for seed in range(20) for _, rows in train_loader(ds, 13, "oversample", 4, seed)])
+    drawn = np.concatenate(
+        [labels[rows.numpy()] for seed in range(20) for _, rows in train_loader(ds, 13, "oversample", 4, seed)]
+    )
     share = np.bincount(drawn, minlength=4) / len(drawn)
     assert share[:3] == pytest.approx([1 / 3] * 3, abs=0.05) and share[3] == 0
     plain = np.concatenate([labels[rows.numpy()] for _, rows in train_loader(ds, 13, "none", 4, 0)])
@@ -171,8 +182,17 @@ def _synthetic(model_dir: Path, tmp_path: Path) -> Path:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(r.path, dst)
         intended = r.label if i % 4 else "G"  # every 4th image claims G
-        rows.append(dict(path=str(dst), label=intended, patient_id=f"syn-{intended}-{i}", eye="unknown", split="train",
-                         origin="synthetic", source="test-generator"))
+        rows.append(
+            dict(
+                path=str(dst),
+                label=intended,
+                patient_id=f"syn-{intended}-{i}",
+                eye="unknown",
+                split="train",
+                origin="synthetic",
+                source="test-generator",
+            )
+        )
     save_manifest(new_manifest(rows), tmp_path / "syn")
     return tmp_path / "syn"
 
@@ -193,7 +213,9 @@ def test_label_policies(model_dir: Path, tmp_path: Path):
 
     from retinaug.classify.train import _extra_rows
 
-    assert len(_extra_rows(tmp_path / "label")) == int(agree["accepted"].sum())  # `train --extra` takes only accepted rows
+    assert len(_extra_rows(tmp_path / "label")) == int(
+        agree["accepted"].sum()
+    )  # `train --extra` takes only accepted rows
 
     thr = float(np.median(agree["pred_conf"]))
     relabel = label(model_dir, syn, tmp_path / "label", policy="relabel", threshold=thr)
@@ -211,8 +233,22 @@ def test_cli_train_evaluate_label(data: Path, tmp_path: Path):
     runner = CliRunner()
     cfg = tmp_path / "clf.yaml"
     cfg.write_text("classifier:\n  backbone: resnet10t\n  batch_size: 8\n  epochs: 1\n")
-    res = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "lab"), "--config", str(cfg),
-                              "--task", "G,C,A", "--size", "32"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "lab"),
+            "--config",
+            str(cfg),
+            "--task",
+            "G,C,A",
+            "--size",
+            "32",
+        ],
+    )
     assert res.exit_code == 0, res.output
     meta = json.loads((tmp_path / "lab" / "model.json").read_text())
     assert meta["config"]["batch_size"] == 8 and meta["config"]["epochs"] == 1 and meta["size"] == 32
@@ -221,7 +257,9 @@ def test_cli_train_evaluate_label(data: Path, tmp_path: Path):
     assert (tmp_path / "lab" / "eval" / "metrics.json").is_file()
     res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "lab"), "--data", str(data), "--split", "nope"])
     assert res.exit_code != 0 and "--split must be" in res.output
-    res = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "x"), "--backbone", "nonet", "--task", "G,C,A"])
+    res = runner.invoke(
+        app, ["train", "--data", str(data), "--out", str(tmp_path / "x"), "--backbone", "nonet", "--task", "G,C,A"]
+    )
     assert res.exit_code != 0 and "unknown backbone" in res.output
 
 

@@ -31,9 +31,15 @@ def test_unknown_key_names_its_path(tmp_path):
     "data, fragment",
     [
         ({"data": {"source": "kaggle"}}, "data.source: Input should be 'phantom', 'odir' or 'folder'"),
-        ({"experiments": {"train": {"epochs": 0}}}, "experiments.train.epochs: Input should be greater than or equal to 1"),
+        (
+            {"experiments": {"train": {"epochs": 0}}},
+            "experiments.train.epochs: Input should be greater than or equal to 1",
+        ),
         ({"experiments": {"sets": ["paper-9class"]}}, "unknown scenario set(s) ['paper-9class']"),
-        ({"experiments": {"scenarios": [{"name": "x", "task": "G,C", "synthetic_classes": ["N"]}]}}, "synthetic_classes ['N'] are not in task G,C"),
+        (
+            {"experiments": {"scenarios": [{"name": "x", "task": "G,C", "synthetic_classes": ["N"]}]}},
+            "synthetic_classes ['N'] are not in task G,C",
+        ),
         ({"label": {"threshold": 2}}, "label.threshold: Input should be less than or equal to 1 (got 2)"),
     ],
 )
@@ -45,12 +51,22 @@ def test_bad_values(tmp_path, data, fragment):
 
 def test_set_overrides_and_merge_order(tmp_path):
     path = _write(tmp_path, {"experiments": {"seeds": 4, "train": {"epochs": 2}}, "name": "mine"})
-    cfg = load_config(path, preset="demo", overrides=["experiments.seeds=[0, 5]", "experiments.train.backbone=resnet18",
-                                                       "synthetic.ratio=0.5", "selection.enabled=false"])
+    cfg = load_config(
+        path,
+        preset="demo",
+        overrides=[
+            "experiments.seeds=[0, 5]",
+            "experiments.train.backbone=resnet18",
+            "synthetic.ratio=0.5",
+            "selection.enabled=false",
+        ],
+    )
     assert cfg.name == "mine"  # file over preset
     assert cfg.experiments.train.epochs == 2 and cfg.experiments.train.size == 32  # file + preset merged per key
     assert cfg.experiments.seed_list == [0, 5]  # --set over file, parsed as YAML
-    assert cfg.experiments.train.backbone == "resnet18" and cfg.synthetic.ratio == 0.5 and cfg.selection.enabled is False
+    assert (
+        cfg.experiments.train.backbone == "resnet18" and cfg.synthetic.ratio == 0.5 and cfg.selection.enabled is False
+    )
     with pytest.raises(RetinaugError, match="expected KEY=VALUE"):
         apply_set({}, "experiments.seeds")
     with pytest.raises(RetinaugError, match="name is not a section"):
@@ -66,9 +82,15 @@ def test_precision_no_reads_as_written_in_a_file_and_in_set(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("generator:\n  ddpm:\n    mixed_precision: no\nlabeler:\n  train:\n    mixed_precision: no\n")
     cfg = load_config(path, preset="demo", overrides=["synthetic.precision=no", "experiments.train.mixed_precision=no"])
-    assert (cfg.generator.ddpm.mixed_precision, cfg.labeler.train.mixed_precision, cfg.synthetic.precision,
-            cfg.experiments.train.mixed_precision) == ("no", "no", "no", "no")
-    with pytest.raises(RetinaugError, match=r"synthetic.precision: Input should be 'auto', 'no', 'fp16' or 'bf16' \(got True\)"):
+    assert (
+        cfg.generator.ddpm.mixed_precision,
+        cfg.labeler.train.mixed_precision,
+        cfg.synthetic.precision,
+        cfg.experiments.train.mixed_precision,
+    ) == ("no", "no", "no", "no")
+    with pytest.raises(
+        RetinaugError, match=r"synthetic.precision: Input should be 'auto', 'no', 'fp16' or 'bf16' \(got True\)"
+    ):
         load_config(preset="demo", overrides=["synthetic.precision=yes"])
 
 
@@ -81,7 +103,9 @@ def test_presets_valid_and_resolved(tmp_path):
     assert cfg.generator.ddpm.train_classes == "all"  # learns every class; samples the scenarios' classes
     narrow = resolve(load_config(preset="demo", overrides=["generator.ddpm.train_classes=synthetic"]))
     assert narrow.generator.ddpm.train_classes == ["G", "C", "A", "H", "M"]
-    with pytest.raises(RetinaugError, match=r"synthetic.classes G, C are not in generator train_classes \['A', 'H', 'M'\]"):
+    with pytest.raises(
+        RetinaugError, match=r"synthetic.classes G, C are not in generator train_classes \['A', 'H', 'M'\]"
+    ):
         resolve(load_config(preset="demo", overrides=["generator.ddpm.train_classes=[A,H,M]"]))
     with pytest.raises(RetinaugError, match="sample_steps -> steps"):  # sampling settings moved to synthetic:
         load_config(preset="demo", overrides=["generator.ddpm.sample_steps=10"])
@@ -89,7 +113,11 @@ def test_presets_valid_and_resolved(tmp_path):
     assert cfg.augment.ratio == 1 and cfg.augment.classes == ["G", "C", "A", "H", "M"]
     odir = load_config(preset="odir-cpu", overrides=["data.path=../shared/data/odir5k-256"])
     assert resolve(odir).data.path.startswith("/")  # made absolute against the CWD
-    assert (odir.synthetic.mode, odir.synthetic.strength, odir.synthetic.precision) == ("img2img", 0.5, "auto")  # BENCHMARKS.md
+    assert (odir.synthetic.mode, odir.synthetic.strength, odir.synthetic.precision) == (
+        "img2img",
+        0.5,
+        "auto",
+    )  # BENCHMARKS.md
 
 
 def test_init_config_round_trip(tmp_path):
@@ -111,13 +139,25 @@ def test_data_section_carries_every_ingest_option_by_its_keyword_name():
 
     for source, fn in (("odir", prepare_odir), ("folder", prepare_folder)):
         keywords = set(inspect.signature(fn).parameters) - {"root", "out"}
-        assert keywords == {"val", "test", "seed", *INGEST_OPTIONS[source]}, f"{fn.__name__} options missing from data: or INGEST_OPTIONS"
+        assert keywords == {"val", "test", "seed", *INGEST_OPTIONS[source]}, (
+            f"{fn.__name__} options missing from data: or INGEST_OPTIONS"
+        )
         assert keywords <= set(DataStage.model_fields)
         defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items() if k in keywords}
         assert defaults == {k: DataStage.model_fields[k].default for k in keywords}  # a run ingests as `prepare` does
-    cfg = load_config(overrides=["data.source=folder", "data.path=x", "data.mapping=glau=g,Katarakt=C", r"data.patient_regex=^(\d+)_"])
-    assert cfg.data.prepare_options() == {"val": 0.15, "test": 0.15, "seed": 0, "mapping": {"glau": "G", "katarakt": "C"},
-                                          "patient_regex": r"^(\d+)_", "unmatched": "own-patient", "min_size": 64, "workers": None}
+    cfg = load_config(
+        overrides=["data.source=folder", "data.path=x", "data.mapping=glau=g,Katarakt=C", r"data.patient_regex=^(\d+)_"]
+    )
+    assert cfg.data.prepare_options() == {
+        "val": 0.15,
+        "test": 0.15,
+        "seed": 0,
+        "mapping": {"glau": "G", "katarakt": "C"},
+        "patient_regex": r"^(\d+)_",
+        "unmatched": "own-patient",
+        "min_size": 64,
+        "workers": None,
+    }
 
 
 @pytest.mark.parametrize(
@@ -125,7 +165,10 @@ def test_data_section_carries_every_ingest_option_by_its_keyword_name():
     [
         (["data.labels=keywords"], "data: labels (odir only): not read when source is phantom"),
         (["data.source=odir", "data.mapping={glau: G}"], "mapping (folder only): not read when source is odir"),
-        (["data.source=folder", "data.allow_multilabel=true"], "allow_multilabel (odir only): not read when source is folder"),
+        (
+            ["data.source=folder", "data.allow_multilabel=true"],
+            "allow_multilabel (odir only): not read when source is folder",
+        ),
         (["data.min_size=32"], "min_size (odir/folder only)"),
         (["data.source=folder", "data.mapping={glau: Q}"], "data.mapping: --map glau=Q: unknown class code"),
         (["data.source=folder", "data.patient_regex=(x"], "data.patient_regex: '(x' is not a valid regular expression"),
@@ -142,5 +185,9 @@ def test_operational_settings_do_not_change_a_stage_hash():
     from retinaug.stages import config_hash
 
     base = load_config(overrides=["data.source=odir", "data.path=x"])
-    assert config_hash(base.data) == config_hash(load_config(overrides=["data.source=odir", "data.path=x", "data.workers=3"]).data)
-    assert config_hash(base.data) != config_hash(load_config(overrides=["data.source=odir", "data.path=x", "data.labels=keywords"]).data)
+    assert config_hash(base.data) == config_hash(
+        load_config(overrides=["data.source=odir", "data.path=x", "data.workers=3"]).data
+    )
+    assert config_hash(base.data) != config_hash(
+        load_config(overrides=["data.source=odir", "data.path=x", "data.labels=keywords"]).data
+    )

@@ -68,9 +68,16 @@ def test_auto_precision_on_the_cpu_is_bf16_with_bf16_units_and_inputs_of_32_px_o
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     bf16 = "bf16" if units else "no"
     assert MIN_CPU_BF16_SIZE == 32
-    assert resolve_precision("auto", "cpu") == resolve_precision("auto", "cpu", 32) == resolve_precision("auto", "cpu", 256) == bf16
+    assert (
+        resolve_precision("auto", "cpu")
+        == resolve_precision("auto", "cpu", 32)
+        == resolve_precision("auto", "cpu", 256)
+        == bf16
+    )
     assert resolve_precision("auto", "cpu", 16) == resolve_precision("auto", "cpu", 31) == "no"  # oneDNN's 1x1-map bug
-    assert resolve_precision("bf16", "cpu", 16) == "bf16" and resolve_precision("no", "cpu", 256) == "no"  # asked: as given
+    assert (
+        resolve_precision("bf16", "cpu", 16) == "bf16" and resolve_precision("no", "cpu", 256) == "no"
+    )  # asked: as given
 
 
 def test_version_flag():
@@ -96,7 +103,9 @@ def test_lock_pins_every_dependency_within_its_range():
         req = Requirement(spec)
         name = re.sub(r"[-_.]+", "-", req.name).lower()
         assert name in pins, f"{req.name} is not pinned in constraints.txt: run `bash .ci/lock`"
-        assert req.specifier.contains(pins[name], prereleases=True), f"{req.name}=={pins[name]} is outside {req.specifier}"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"{req.name}=={pins[name]} is outside {req.specifier}"
+        )
 
 
 def test_stages_with_different_precisions_share_one_process(tiny_data, tmp_path):
@@ -106,14 +115,27 @@ def test_stages_with_different_precisions_share_one_process(tiny_data, tmp_path)
     from retinaug.generate import finetune
 
     df = tiny_data
-    clf = fit(df[df["split"] == "train"], df[df["split"] == "val"],
-              TrainConfig(task="G,C,A", backbone="test_resnet", size=16, epochs=1, mixed_precision="bf16"), tmp_path / "clf")
+    clf = fit(
+        df[df["split"] == "train"],
+        df[df["split"] == "val"],
+        TrainConfig(task="G,C,A", backbone="test_resnet", size=16, epochs=1, mixed_precision="bf16"),
+        tmp_path / "clf",
+    )
     assert clf["timings"]["precision"] == "bf16"
-    tiny = {"size": 16, "steps": 2, "batch_size": 4, "block_out_channels": [8, 16], "norm_num_groups": 4,
-            "warmup_steps": 0, "samples_per_class": 1}
+    tiny = {
+        "size": 16,
+        "steps": 2,
+        "batch_size": 4,
+        "block_out_channels": [8, 16],
+        "norm_num_groups": 4,
+        "warmup_steps": 0,
+        "samples_per_class": 1,
+    }
     data = tiny_data.attrs["manifest_dir"]
     for precision in ("no", "bf16"):
-        finetune(data, "ddpm", {**tiny, "mixed_precision": precision}, tmp_path / f"gen-{precision}", checkpoint_every=0)
+        finetune(
+            data, "ddpm", {**tiny, "mixed_precision": precision}, tmp_path / f"gen-{precision}", checkpoint_every=0
+        )
         history = json.loads((tmp_path / f"gen-{precision}" / "history.json").read_text())
         assert history["precision"] == precision
 

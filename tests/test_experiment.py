@@ -33,8 +33,16 @@ REAL_TRAIN = {"G": 10, "C": 7, "A": 5, "H": 3, "M": 4, "D": 20, "N": 30}
 def _rows(code: str, n: int, split: str, origin: str = "real", start: int = 0, **extra) -> list[dict]:
     pid = (lambda i: f"syn-{code}-{i}") if origin == "synthetic" else (lambda i: f"{split}-{code}{i}")
     return [
-        dict(path=f"/d/{origin}/{split}/{code}_{i}.png", label=code, patient_id=pid(i), eye="unknown",
-             split=split, origin=origin, source="t", **extra)
+        dict(
+            path=f"/d/{origin}/{split}/{code}_{i}.png",
+            label=code,
+            patient_id=pid(i),
+            eye="unknown",
+            split=split,
+            origin=origin,
+            source="t",
+            **extra,
+        )
         for i in range(start, start + n)
     ]
 
@@ -53,7 +61,9 @@ def synthetic() -> pd.DataFrame:
     rows = []
     for code in "GCAHM":
         n_ok = 6 if code == "H" else 40
-        rows += _rows(code, n_ok, "train", "synthetic", accepted=True) + _rows(code, 5, "train", "synthetic", start=100, accepted=False)
+        rows += _rows(code, n_ok, "train", "synthetic", accepted=True) + _rows(
+            code, 5, "train", "synthetic", start=100, accepted=False
+        )
     return new_manifest(rows)
 
 
@@ -86,7 +96,9 @@ def test_synthetic_multipliers_exact_counts(data, synthetic, mult):
         assert ((train["label"] == code) & (train["origin"] == "synthetic")).sum() == got
         assert ((train["label"] == code) & (train["origin"] == "real")).sum() == REAL_TRAIN[code]
     assert set(train["label"]) == set("GCAHM")
-    assert not train.loc[train["origin"] == "synthetic", "path"].str.contains("_1[0-9][0-9].png").any(), "rejected rows used"
+    assert not train.loc[train["origin"] == "synthetic", "path"].str.contains("_1[0-9][0-9].png").any(), (
+        "rejected rows used"
+    )
     assert len(val) == 5 * 2 and len(test) == 5 * 3
     assert (val["origin"] == "real").all() and (test["origin"] == "real").all()
 
@@ -94,7 +106,13 @@ def test_synthetic_multipliers_exact_counts(data, synthetic, mult):
 def test_paper_sets_shapes():
     names = lambda s: [sc.name for sc in SCENARIO_SETS[s]]  # noqa: E731
     assert [sc.synthetic for sc in SCENARIO_SETS["paper-5class-synthetic"]] == [0, 0.5, 1, 1.5, 2, 4]
-    assert [(sc.synthetic, sc.traditional) for sc in SCENARIO_SETS["paper-5class-vs-traditional"]] == [(0, 0), (1, 0), (0, 1), (2, 0), (0, 2)]
+    assert [(sc.synthetic, sc.traditional) for sc in SCENARIO_SETS["paper-5class-vs-traditional"]] == [
+        (0, 0),
+        (1, 0),
+        (0, 1),
+        (2, 0),
+        (0, 2),
+    ]
     assert names("paper-7class") == ["7class-real", "7class-syn-x1-tsne"]
     assert [sc.imbalance for sc in SCENARIO_SETS["controls"]] == [None, "oversample", "class-weights"]
     cfg = ExperimentConfig(sets=["paper-5class-synthetic", "paper-5class-vs-traditional", "controls"])
@@ -110,8 +128,11 @@ def test_synthetic_on_traditional_is_paired_against_traditional(data, synthetic,
     assert [s.name for s in resolved] == ["5class-real", "5class-trad-x1", "5class-syn-x1-trad-x1"]
     assert [baseline_of(s, resolved) for s in resolved] == [None, "5class-real", "5class-trad-x1"]
     with pytest.raises(ValueError, match=r"\{'odd': 'trad-typo'\} .* name no scenario of this run"):
-        ExperimentConfig(sets=["synthetic-on-traditional"], only=["odd"],
-                         scenarios=[Scenario(name="odd", traditional=1, baseline="trad-typo")])
+        ExperimentConfig(
+            sets=["synthetic-on-traditional"],
+            only=["odd"],
+            scenarios=[Scenario(name="odd", traditional=1, baseline="trad-typo")],
+        )
     train, *_, counts = compose(resolved[2], 0, data, accepted_synthetic(synthetic), traditional)
     assert _counts(counts, "traditional") == {c: REAL_TRAIN[c] for c in "GCAHM"}
     assert _counts(counts, "synthetic") == {c: REAL_TRAIN[c] for c in "GCAHM"}  # the fixture has enough of each
@@ -134,7 +155,9 @@ def test_traditional_and_seeded_sampling(data, synthetic, traditional):
     assert set(a["path"]) != set(c["path"])
     assert set(a["path"]) <= set(d["path"])
     # traditional shortfall: x4 asks for 4 per real image, the pool has 3 transforms per image
-    counts4 = compose(Scenario(name="t4", traditional=4, traditional_classes=["G"]), 0, data, syn, traditional)[3].set_index("class")
+    counts4 = compose(Scenario(name="t4", traditional=4, traditional_classes=["G"]), 0, data, syn, traditional)[
+        3
+    ].set_index("class")
     assert counts4.loc["G", ["traditional_requested", "traditional", "traditional_shortfall"]].tolist() == [40, 30, 10]
     assert counts4.loc["C", "traditional"] == 0
 
@@ -147,7 +170,9 @@ def test_seven_class_selection_replaces_dominant(data, synthetic):
     assert c.loc["D", ["real", "selected", "synthetic"]].tolist() == [20, 4, 0]
     assert c.loc["N", ["real", "selected", "synthetic"]].tolist() == [30, 4, 0]
     for code in "GCAM":
-        assert c.loc[code, ["selected", "synthetic", "train_total"]].tolist() == [REAL_TRAIN[code]] * 2 + [2 * REAL_TRAIN[code]]
+        assert c.loc[code, ["selected", "synthetic", "train_total"]].tolist() == [REAL_TRAIN[code]] * 2 + [
+            2 * REAL_TRAIN[code]
+        ]
     assert set(train.loc[train["label"].isin(["D", "N"]), "path"]) == set(sel["path"])
     assert len(test) == 7 * 3 and (test["origin"] == "real").all()
 
@@ -171,8 +196,14 @@ def test_aggregate_mean_ci_and_paired_test(tmp_path):
     f1 = {"real": [0.50, 0.55, 0.60], "syn": [0.58, 0.60, 0.70]}
     for name, values in f1.items():
         for seed, v in enumerate(values):
-            m = {"accuracy": v + 0.1, "macro_f1": v, "macro_precision": v, "macro_recall": v,
-                 "per_class": {"G": {"recall": v, "f1": v}, "C": {"recall": 1 - v, "f1": v}}, "confusion": [[1, 0], [0, 1]]}
+            m = {
+                "accuracy": v + 0.1,
+                "macro_f1": v,
+                "macro_precision": v,
+                "macro_recall": v,
+                "per_class": {"G": {"recall": v, "f1": v}, "C": {"recall": 1 - v, "f1": v}},
+                "confusion": [[1, 0], [0, 1]],
+            }
             p = tmp_path / name / f"seed{seed}" / "metrics.json"
             p.parent.mkdir(parents=True)
             p.write_text(json.dumps(m))
@@ -198,15 +229,22 @@ def test_pooled_folds_use_the_corrected_resampled_t_test():
     scs = [Scenario(name="real", task="G,C"), Scenario(name="syn", task="G,C", synthetic=1)]
     real = [0.50, 0.55, 0.60, 0.52, 0.58, 0.57]
     syn = [0.58, 0.60, 0.70, 0.55, 0.61, 0.66]
-    runs = {name: {(fold, seed): {("f1", "macro"): v} for (fold, seed), v in zip([(f, s) for f in range(3) for s in range(2)], vals)}
-            for name, vals in (("real", real), ("syn", syn))}
+    runs = {
+        name: {
+            (fold, seed): {("f1", "macro"): v}
+            for (fold, seed), v in zip([(f, s) for f in range(3) for s in range(2)], vals)
+        }
+        for name, vals in (("real", real), ("syn", syn))
+    }
     plain = summarize_runs(runs, scs).set_index("scenario").loc["syn"]
     corrected = summarize_runs(runs, scs, overlap=0.25).set_index("scenario").loc["syn"]
     diff = np.subtract(syn, real)
     assert plain.p_value == pytest.approx(stats.ttest_rel(syn, real).pvalue)
     se = np.std(diff, ddof=1) * np.sqrt(1 / 6 + 0.25)
     assert corrected.p_value == pytest.approx(2 * stats.t.sf(diff.mean() / se, 5)) and corrected.p_value > plain.p_value
-    assert (corrected.diff_ci_low, corrected.diff_ci_high) == pytest.approx(stats.t.interval(0.95, 5, loc=diff.mean(), scale=se))
+    assert (corrected.diff_ci_low, corrected.diff_ci_high) == pytest.approx(
+        stats.t.interval(0.95, 5, loc=diff.mean(), scale=se)
+    )
     width = lambda r, lo, hi: r[hi] - r[lo]  # noqa: E731
     ratio = np.sqrt((1 / 6 + 0.25) / (1 / 6))
     assert width(corrected, "ci_low", "ci_high") == pytest.approx(ratio * width(plain, "ci_low", "ci_high"))
@@ -218,10 +256,19 @@ def test_q_values_are_benjamini_hochberg_per_metric_and_class():
 
     from retinaug.experiments.results import q_values
 
-    summary = pd.DataFrame({"metric": ["f1"] * 4 + ["recall"] * 2, "cls": ["macro"] * 6,
-                            "p_value": [0.01, 0.04, np.nan, 0.5, 0.02, 0.03], "ref_p_value": np.nan, "ctl_p_value": np.nan})
+    summary = pd.DataFrame(
+        {
+            "metric": ["f1"] * 4 + ["recall"] * 2,
+            "cls": ["macro"] * 6,
+            "p_value": [0.01, 0.04, np.nan, 0.5, 0.02, 0.03],
+            "ref_p_value": np.nan,
+            "ctl_p_value": np.nan,
+        }
+    )
     q, ref_q, ctl_q = q_values(summary)
-    assert q[:4].tolist()[:2] == pytest.approx([0.03, 0.06]) and np.isnan(q[2]) and q[3] == pytest.approx(0.5)  # p m / rank, monotone
+    assert (
+        q[:4].tolist()[:2] == pytest.approx([0.03, 0.06]) and np.isnan(q[2]) and q[3] == pytest.approx(0.5)
+    )  # p m / rank, monotone
     assert q[4:].tolist() == pytest.approx([0.03, 0.03])  # recall is its own family
     assert ref_q.isna().all() and ctl_q.isna().all()
     # the comparisons against a traditional reference join their (metric, class) family: 4 tests of f1 now
@@ -251,13 +298,16 @@ def test_pretrain_scenarios_are_also_paired_against_their_schedule_control(tmp_p
     settings, and the headline table says by how much it beats it."""
     from retinaug.experiments.scenarios import schedule_control
 
-    scs = [Scenario(name="real", task="G,C"), Scenario(name="syn", task="G,C", synthetic=1),
-           Scenario(name="pre", task="G,C", synthetic=1, synthetic_use="pretrain"),
-           Scenario(name="twice", task="G,C", synthetic_use="pretrain", pretrain_with_real=True),
-           Scenario(name="pre-real", task="G,C", synthetic=1, synthetic_use="pretrain", pretrain_with_real=True),
-           Scenario(name="pre-e3", task="G,C", synthetic=1, synthetic_use="pretrain", finetune_epochs=3),
-           Scenario(name="pre-scarce", task="G,C", synthetic=1, synthetic_use="pretrain", real_fraction=0.5),
-           Scenario(name="pre-vs-twice", task="G,C", synthetic=1, synthetic_use="pretrain", baseline="twice")]
+    scs = [
+        Scenario(name="real", task="G,C"),
+        Scenario(name="syn", task="G,C", synthetic=1),
+        Scenario(name="pre", task="G,C", synthetic=1, synthetic_use="pretrain"),
+        Scenario(name="twice", task="G,C", synthetic_use="pretrain", pretrain_with_real=True),
+        Scenario(name="pre-real", task="G,C", synthetic=1, synthetic_use="pretrain", pretrain_with_real=True),
+        Scenario(name="pre-e3", task="G,C", synthetic=1, synthetic_use="pretrain", finetune_epochs=3),
+        Scenario(name="pre-scarce", task="G,C", synthetic=1, synthetic_use="pretrain", real_fraction=0.5),
+        Scenario(name="pre-vs-twice", task="G,C", synthetic=1, synthetic_use="pretrain", baseline="twice"),
+    ]
     assert [schedule_control(sc, scs) for sc in scs] == [None, None, "twice", None, "twice", None, None, None]
     from retinaug.report.results import section_scenarios
 
@@ -287,13 +337,23 @@ def test_synthetic_scenarios_are_also_paired_against_the_matching_traditional_on
     of as many rows; scenarios with traditional rows of their own, or with no matching one, get no second comparison."""
     from retinaug.experiments.scenarios import traditional_reference
 
-    scs = [Scenario(name="real", task="G,C"), Scenario(name="syn", task="G,C", synthetic=1),
-           Scenario(name="syn-w", task="G,C", synthetic=1, synthetic_weight=0.5), Scenario(name="trad", task="G,C", traditional=1),
-           Scenario(name="syn-half", task="G,C", synthetic=0.5), Scenario(name="syn-trad", task="G,C", synthetic=1, traditional=1, baseline="trad"),
-           Scenario(name="syn-vs-trad", task="G,C", synthetic=1, baseline="trad"),
-           Scenario(name="syn-scarce", task="G,C", synthetic=1, real_fraction=0.5)]
+    scs = [
+        Scenario(name="real", task="G,C"),
+        Scenario(name="syn", task="G,C", synthetic=1),
+        Scenario(name="syn-w", task="G,C", synthetic=1, synthetic_weight=0.5),
+        Scenario(name="trad", task="G,C", traditional=1),
+        Scenario(name="syn-half", task="G,C", synthetic=0.5),
+        Scenario(name="syn-trad", task="G,C", synthetic=1, traditional=1, baseline="trad"),
+        Scenario(name="syn-vs-trad", task="G,C", synthetic=1, baseline="trad"),
+        Scenario(name="syn-scarce", task="G,C", synthetic=1, real_fraction=0.5),
+    ]
     assert [traditional_reference(sc, scs) for sc in scs] == [None, "trad", "trad", None, None, None, None, None]
-    f1 = {"real": [0.50, 0.55, 0.60], "syn": [0.58, 0.60, 0.70], "syn-w": [0.52, 0.57, 0.61], "trad": [0.60, 0.66, 0.69]}
+    f1 = {
+        "real": [0.50, 0.55, 0.60],
+        "syn": [0.58, 0.60, 0.70],
+        "syn-w": [0.52, 0.57, 0.61],
+        "trad": [0.60, 0.66, 0.69],
+    }
     write_seed_f1(tmp_path, f1)
     summary = aggregate(tmp_path, scs, [0, 1, 2]).set_index(["scenario", "metric"])
     syn = summary.loc[("syn", "f1")]
@@ -304,7 +364,10 @@ def test_synthetic_scenarios_are_also_paired_against_the_matching_traditional_on
     family = summary.xs("f1", level="metric")
     p_values = [*family.p_value.dropna(), *family.ref_p_value.dropna()]
     assert len(p_values) == 5 and syn.ref_q_value == pytest.approx(
-        stats.false_discovery_control(p_values)[len(family.p_value.dropna()) + list(family.ref_p_value.dropna().index).index("syn")])
+        stats.false_discovery_control(p_values)[
+            len(family.p_value.dropna()) + list(family.ref_p_value.dropna().index).index("syn")
+        ]
+    )
     table = pd.read_csv(tmp_path / "table.csv", keep_default_na=False).set_index("scenario")
     assert table.loc["syn", "ΔF1 vs traditional"].startswith(f"{syn.ref_diff_mean:+.3f} vs trad (p=")
     assert table.loc["trad", "ΔF1 vs traditional"] == "" and table.loc["real", "ΔF1 vs baseline"] == ""
@@ -324,13 +387,23 @@ def _tiny_run(root: Path) -> tuple[Path, Path]:
 
     run = root / "run"
     data = make_dataset(run / "data", classes=("G", "C", "A"), patients_per_class=6, size=16)
-    augment(data, ratio=1, classes=("G", "C", "A"), out=run / "augment")  # the traditional pool, as the augment stage makes it
+    augment(
+        data, ratio=1, classes=("G", "C", "A"), out=run / "augment"
+    )  # the traditional pool, as the augment stage makes it
     cfg = root / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"experiments": {
-        "sets": [], "seeds": 2, "n_boot": 20,
-        "scenarios": [{"name": "trad", "task": "G,C,A", "traditional": 1}],
-        "train": {"backbone": "resnet10t", "size": 16, "epochs": 2, "batch_size": 8, "augment": False},
-    }}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "experiments": {
+                    "sets": [],
+                    "seeds": 2,
+                    "n_boot": 20,
+                    "scenarios": [{"name": "trad", "task": "G,C,A", "traditional": 1}],
+                    "train": {"backbone": "resnet10t", "size": 16, "epochs": 2, "batch_size": 8, "augment": False},
+                }
+            }
+        )
+    )
     return cfg, run
 
 
@@ -344,8 +417,12 @@ def test_experiment_kill9_resume_same_metrics(tmp_path):
     from retinaug.manifest import load_manifest
 
     cfg_a, run_a = _tiny_run(tmp_path / "a")
-    run_experiments(ExperimentConfig(**load_config(cfg_a).experiments.model_dump(exclude={"enabled"})), load_manifest(run_a / "data"),
-                    run_a / "experiments", traditional=load_manifest(run_a / "augment"))
+    run_experiments(
+        ExperimentConfig(**load_config(cfg_a).experiments.model_dump(exclude={"enabled"})),
+        load_manifest(run_a / "data"),
+        run_a / "experiments",
+        traditional=load_manifest(run_a / "augment"),
+    )
     env = cli_env()  # the in-process reference run's thread count, and this checkout's code
     cfg_b, run_b = _tiny_run(tmp_path / "b")
     kill9_at(_experiment_args(cfg_b, run_b), "kill@epoch:3", env=env)
@@ -355,7 +432,10 @@ def test_experiment_kill9_resume_same_metrics(tmp_path):
     done_before = first.stat().st_mtime_ns, json.loads(first.read_text())
     res = subprocess.run(cli(*_experiment_args(cfg_b, run_b)), env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert (first.stat().st_mtime_ns, json.loads(first.read_text())) == done_before  # the finished seed was skipped, not redone
+    assert (
+        first.stat().st_mtime_ns,
+        json.loads(first.read_text()),
+    ) == done_before  # the finished seed was skipped, not redone
     a = pd.read_csv(run_a / "experiments" / "summary.csv")
     b = pd.read_csv(run_b / "experiments" / "summary.csv")
     pd.testing.assert_frame_equal(a, b)

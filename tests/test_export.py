@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from pipeline_helpers import quality_row, small_copy, tiny_run
 from typer.testing import CliRunner
 
-from pipeline_helpers import quality_row, small_copy, tiny_run
 from retinaug.cards import stage_current
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
@@ -56,17 +56,28 @@ def test_synthetic_export_round_trips_through_datasets(tmp_path):
     for row in train.itertuples():
         source = by_seed.loc[row.seed]  # seeds survive exactly (63-bit integers)
         assert row.label == source["label"] and row.file == f"train/{row.label}/{Path(source['path']).name}"
-        assert row.steps == source["steps"] and row.guidance == pytest.approx(source["guidance"]) and row.origin == "synthetic"
+        assert (
+            row.steps == source["steps"]
+            and row.guidance == pytest.approx(source["guidance"])
+            and row.origin == "synthetic"
+        )
         assert bool(row.accepted) == bool(source["accepted"]) and row.pred_label == source["pred_label"]
         assert row.intended_label == source["intended_label"] and row.pred_conf == pytest.approx(source["pred_conf"])
         assert sha256_file(tmp_path / "ds" / row.file) == sha256_file(source["path"])
         assert os.stat(tmp_path / "ds" / row.file).st_ino == os.stat(source["path"]).st_ino  # hard-linked
     umask = os.umask(0o022)
     os.umask(umask)
-    for made in (tmp_path / "ds", tmp_path / "ds" / "train", tmp_path / "ds" / "README.md"):  # shareable as the umask says
+    for made in (
+        tmp_path / "ds",
+        tmp_path / "ds" / "train",
+        tmp_path / "ds" / "README.md",
+    ):  # shareable as the umask says
         assert stat.S_IMODE(made.stat().st_mode) == (0o777 if made.is_dir() else 0o666) & ~umask, made
     csv = pd.read_csv(tmp_path / "ds" / "metadata.csv")
-    assert sorted(csv["file_name"]) == sorted(train["file"]) and str(run) not in (tmp_path / "ds" / "metadata.csv").read_text()
+    assert (
+        sorted(csv["file_name"]) == sorted(train["file"])
+        and str(run) not in (tmp_path / "ds" / "metadata.csv").read_text()
+    )
 
     card = (tmp_path / "ds" / "README.md").read_text()
     header = _header(card)
@@ -77,7 +88,11 @@ def test_synthetic_export_round_trips_through_datasets(tmp_path):
         assert f"| {code} | " in card and f"| {n} | {n} |" in card  # train synthetic = total per class
     audit = json.loads((run / "quality" / "audit.json").read_text())
     g, everything = quality_row(card, "G"), quality_row(card, "all")
-    assert g[1] == "4" and f"{audit['per_class']['G']['fid']:.3g}" in g and f"{audit['per_class']['G']['fid_test_vs_train']:.3g}" in g
+    assert (
+        g[1] == "4"
+        and f"{audit['per_class']['G']['fid']:.3g}" in g
+        and f"{audit['per_class']['G']['fid_test_vs_train']:.3g}" in g
+    )
     assert everything[1] == str(audit["n_synthetic"]) and f"{audit['overall']['fid']:.3g}" in everything
     assert "policy `all`" in card and "ddpm" in card and "steps 2" in card  # labeler filter, generator, sampling
 
@@ -91,19 +106,27 @@ def test_both_export_has_every_split_with_relative_provenance(tmp_path):
     for split, name in (("train", "train"), ("val", "validation"), ("test", "test")):
         real = loaded[name][loaded[name]["origin"] == "real"]
         expected = data[data["split"] == split]
-        assert sorted(real["source_file"]) == sorted(os.path.relpath(p, run / "data" / "images") for p in expected["path"])
+        assert sorted(real["source_file"]) == sorted(
+            os.path.relpath(p, run / "data" / "images") for p in expected["path"]
+        )
         assert real.set_index("source_file")["label"].to_dict() == {
-            os.path.relpath(p, run / "data" / "images"): lab for p, lab in zip(expected["path"], expected["label"])}
+            os.path.relpath(p, run / "data" / "images"): lab for p, lab in zip(expected["path"], expected["label"])
+        }
     assert (loaded["train"]["origin"] == "synthetic").sum() == len(load_manifest(run / "synthetic"))
     assert loaded["test"]["prompt"].isna().all() and loaded["test"]["seed"].isna().all()  # same columns in every split
     one = loaded["train"].iloc[0]
-    assert os.stat(tmp_path / "both" / one["file"]).st_ino != os.stat(run / "data" / "images" / one["source_file"]).st_ino  # --copy
+    assert (
+        os.stat(tmp_path / "both" / one["file"]).st_ino != os.stat(run / "data" / "images" / one["source_file"]).st_ino
+    )  # --copy
     card = (tmp_path / "both" / "README.md").read_text()
     assert "| class | name | train real | train synthetic | validation real | test real | total |" in card
     assert f"| all |  | {(data['split'] == 'train').sum()} | " in card
 
     export_run(run, tmp_path / "both", what="real")  # an earlier export is replaced whole
-    assert not any((tmp_path / "both").rglob("G_*.png")) and "synthetic" not in _header((tmp_path / "both" / "README.md").read_text())["tags"]
+    assert (
+        not any((tmp_path / "both").rglob("G_*.png"))
+        and "synthetic" not in _header((tmp_path / "both" / "README.md").read_text())["tags"]
+    )
 
 
 def test_accepted_only_and_refusals(tmp_path):
@@ -142,7 +165,9 @@ def test_card_leaves_out_an_audit_that_no_longer_describes_the_images(tmp_path):
     run = small_copy(tmp_path)
     assert stage_current(run, "quality")
     record = json.loads((run / "synthetic" / "stage.json").read_text())
-    (run / "synthetic" / "stage.json").write_text(json.dumps({**record, "output_hash": "0" * 16}))  # synthetic redone since
+    (run / "synthetic" / "stage.json").write_text(
+        json.dumps({**record, "output_hash": "0" * 16})
+    )  # synthetic redone since
     assert not stage_current(run, "quality") and stage_current(run, "data")
     export_run(run, tmp_path / "stale")
     card = (tmp_path / "stale" / "README.md").read_text()

@@ -24,8 +24,12 @@ OFF = [f"{s}.enabled=false" for s in ("generator", "synthetic", "labeler", "sele
 
 def _config(external: Path | None):
     """The tiny phantom run, its experiments alone: two 5-class scenarios (cw paired against real), two seeds."""
-    return tiny_config(*OFF, "experiments.seeds=2", f"experiments.scenarios={SCENARIOS}",
-                       *([f"data.external={external}"] if external else []))
+    return tiny_config(
+        *OFF,
+        "experiments.seeds=2",
+        f"experiments.scenarios={SCENARIOS}",
+        *([f"data.external={external}"] if external else []),
+    )
 
 
 def _external(root: Path) -> tuple[Path, list[str]]:
@@ -79,7 +83,9 @@ def test_planted_copies_dropped_with_their_patients(external_run):
     run, _, planted = external_run
     folder = run / "experiments" / "external"
     table = pd.read_csv(folder / "overlap.csv")
-    assert sorted(table.loc[table["duplicate"], "a_path"]) == planted  # the copies, and nothing else of the other phantom
+    assert (
+        sorted(table.loc[table["duplicate"], "a_path"]) == planted
+    )  # the copies, and nothing else of the other phantom
     counts = json.loads((folder / "overlap.json").read_text())
     assert (counts["n_a"], counts["duplicates"], counts["dropped_patients"], counts["dropped_images"]) == (48, 2, 2, 4)
     assert (counts["kept_images"], counts["kept_patients"], counts["classes"]) == (44, 22, ["N", "G", "C", "A"])
@@ -92,7 +98,10 @@ def test_every_fit_scored_on_the_shared_classes(external_run):
     dropped = {Path(p).name.split("_")[0] for p in planted}
     for fit in FITS:
         m = json.loads((run / "experiments" / fit / "external" / "metrics.json").read_text())
-        assert m["excluded"] == {"count": 12, "by_class": {"N": 12}}  # not a class of the 5-class task: left out, counted
+        assert m["excluded"] == {
+            "count": 12,
+            "by_class": {"N": 12},
+        }  # not a class of the 5-class task: left out, counted
         assert m["classes_missing_from_data"] == ["H", "M"] and m["per_class"]["H"]["f1"] is None
         assert (m["n_images"], m["n_patients"], m["n_boot"]) == (32, 16, TINY["experiments"]["n_boot"])
         scored = set(pd.read_parquet(run / "experiments" / fit / "external" / "predictions.parquet")["patient_id"])
@@ -107,7 +116,9 @@ def test_external_table_paired_and_reported(external_run):
     f1 = summary[(summary["metric"] == "f1") & (summary["cls"] == "macro")].set_index("scenario")
     assert f1.loc["cw", "baseline"] == "real" and f1.loc["cw", "n_seeds"] == 2
     assert pd.notna(f1.loc["cw", ["diff_mean", "p_value", "q_value"]]).all()
-    assert "ΔF1 vs baseline" in (folder / "table.md").read_text() and " vs real (p=" in (folder / "table.md").read_text()
+    assert (
+        "ΔF1 vs baseline" in (folder / "table.md").read_text() and " vs real (p=" in (folder / "table.md").read_text()
+    )
     html = (run / "report" / "index.html").read_text()
     assert "External test set: 44 images of 22 patients (classes N, G, C, A)" in html
     assert html.index("External test set") > html.index("Judge")  # below the internal table
@@ -131,7 +142,9 @@ def test_changed_external_set_rescored_without_retraining(external_run, tmp_path
     assert _mtimes(run, "external/metrics.json") == scores and _mtimes(run, "model.safetensors") == weights
 
     df = load_manifest(ext)
-    save_manifest(df[df["patient_id"] != df.loc[df["label"] == "A", "patient_id"].iloc[0]], ext)  # prepared again in place
+    save_manifest(
+        df[df["patient_id"] != df.loc[df["label"] == "A", "patient_id"].iloc[0]], ext
+    )  # prepared again in place
     internal = _mtimes(run, "metrics.json")
     run_pipeline(cfg, run)
     assert _mtimes(run, "model.safetensors") == weights and _mtimes(run, "metrics.json") == internal  # not retrained
@@ -140,8 +153,9 @@ def test_changed_external_set_rescored_without_retraining(external_run, tmp_path
     assert json.loads((run / "experiments" / "external" / "overlap.json").read_text())["kept_images"] == 42
 
     # `retinaug experiment` takes the external set from --set data.external, and scores the finished fits on it
-    res = CliRunner().invoke(app, ["experiment", "--run", str(run), "--config", str(run / "config.yaml"),
-                                   "--set", f"data.external={ext0}"])
+    res = CliRunner().invoke(
+        app, ["experiment", "--run", str(run), "--config", str(run / "config.yaml"), "--set", f"data.external={ext0}"]
+    )
     assert res.exit_code == 0, res.output
     assert _mtimes(run, "model.safetensors") == weights
     for fit in FITS:
@@ -165,4 +179,6 @@ def test_up_front_checks_refuse_bad_external_sets(tmp_path):
     (tmp_path / "photos" / "a.png").write_bytes(b"")
     refused(tmp_path / "photos", r"data.external .*photos: no manifest at")
     make_dataset(tmp_path / "two", classes=("G", "D"), patients_per_class=2, size=16)
-    refused(tmp_path / "two", r"scenario real \(task G,C,A,H,M\) shares G with data.external \(classes D,G\): .*at least 2")
+    refused(
+        tmp_path / "two", r"scenario real \(task G,C,A,H,M\) shares G with data.external \(classes D,G\): .*at least 2"
+    )

@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import make_dataset
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import make_dataset
 from retinaug.cache import image_cache, load_image
 from retinaug.classify import TrainConfig, train
 from retinaug.cli import app
@@ -45,6 +45,7 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def says(output: str, *texts: str) -> bool:
     """Does the CLI output (rich folds long paths inside its error panel) contain each text?"""
+
     def squash(t: str) -> str:
         return re.sub(r"[\s│╭╮╰╯─]", "", t)
 
@@ -107,9 +108,15 @@ def test_symlinks_out_of_the_dataset_are_refused_and_counted(tmp_path, what):
     outside = tmp_path / "private"
     write_image(outside / "secret_left.png", seed=7)
     write_image(outside / "secret_right.png", seed=8)
-    link = {"file": root / "glaucoma" / "secret_left.png", "class folder": root / "cataract",
-            "sub-folder": root / "normal" / "more", "broken": root / "normal" / "gone_left.png"}[what]
-    link.symlink_to(outside / "secret_left.png" if what == "file" else outside / "nothing" if what == "broken" else outside)
+    link = {
+        "file": root / "glaucoma" / "secret_left.png",
+        "class folder": root / "cataract",
+        "sub-folder": root / "normal" / "more",
+        "broken": root / "normal" / "gone_left.png",
+    }[what]
+    link.symlink_to(
+        outside / "secret_left.png" if what == "file" else outside / "nothing" if what == "broken" else outside
+    )
     (root / "glaucoma" / "alias_left.png").symlink_to(root / "glaucoma" / "g0_left.png")  # stays inside: kept
     (root / "normal" / "again").symlink_to(root / "normal", target_is_directory=True)  # a loop inside: read once
     df = prepare_folder(root, tmp_path / "out", val=0.25, test=0.25)
@@ -137,8 +144,16 @@ def test_odir_image_symlinked_out_of_the_dataset_is_refused(tmp_path):
 
 # --- weights and metadata: checksums and damaged JSON -------------------------------------------------------------
 
-TINY_DDPM = {"size": 16, "steps": 2, "batch_size": 8, "block_out_channels": [16, 32], "attention_levels": [],
-             "norm_num_groups": 8, "warmup_steps": 1, "samples_per_class": 1}
+TINY_DDPM = {
+    "size": 16,
+    "steps": 2,
+    "batch_size": 8,
+    "block_out_channels": [16, 32],
+    "attention_levels": [],
+    "norm_num_groups": 8,
+    "warmup_steps": 1,
+    "samples_per_class": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +166,11 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     make_dataset(root / "data", size=16)
     finetune(root / "data", "ddpm", TINY_DDPM, root / "gen")
-    train(root / "data", TrainConfig(backbone="resnet10t", size=16, epochs=1, batch_size=8, task="G,C,A", augment=False), root / "clf")
+    train(
+        root / "data",
+        TrainConfig(backbone="resnet10t", size=16, epochs=1, batch_size=8, task="G,C,A", augment=False),
+        root / "clf",
+    )
     torch.set_num_threads(threads)
     return root
 
@@ -163,16 +182,35 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def test_generator_weights_with_a_flipped_byte_are_refused(models, tmp_path):
     meta = json.loads((models / "gen/config.json").read_text())
-    assert set(meta["weights_sha256"]) >= {"unet/diffusion_pytorch_model.safetensors", "unet/config.json", "scheduler/scheduler_config.json"}
+    assert set(meta["weights_sha256"]) >= {
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/config.json",
+        "scheduler/scheduler_config.json",
+    }
     load_generator(models / "gen")  # intact: loads
     gen = _copy(models / "gen", tmp_path / "gen")
     weights = gen / "unet/diffusion_pytorch_model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-100] ^= 0x01  # one bit of one weight: still a valid safetensors file
     weights.write_bytes(bytes(data))
-    with pytest.raises(RetinaugError, match="does not match the checksum recorded in .*config.json.*modified or corrupted"):
+    with pytest.raises(
+        RetinaugError, match="does not match the checksum recorded in .*config.json.*modified or corrupted"
+    ):
         load_generator(gen)
-    res = runner.invoke(app, ["generate", "--generator", str(gen), "--data", str(models / "data"), "--out", str(tmp_path / "syn"), "--per-class", "1"])
+    res = runner.invoke(
+        app,
+        [
+            "generate",
+            "--generator",
+            str(gen),
+            "--data",
+            str(models / "data"),
+            "--out",
+            str(tmp_path / "syn"),
+            "--per-class",
+            "1",
+        ],
+    )
     assert res.exit_code == 1 and "does not match the checksum" in res.output and not (tmp_path / "syn").exists()
 
 
@@ -184,7 +222,17 @@ def test_damaged_model_metadata_is_a_clear_error(models, tmp_path, which, file, 
     text = meta.read_text()
     meta.write_text({"truncated": text[: len(text) // 2], "not json": "\x00\x01garbage", "empty object": "{}"}[damage])
     if which == "generator":
-        args = ["generate", "--generator", str(folder), "--data", str(models / "data"), "--out", str(tmp_path / "syn"), "--per-class", "1"]
+        args = [
+            "generate",
+            "--generator",
+            str(folder),
+            "--data",
+            str(models / "data"),
+            "--out",
+            str(tmp_path / "syn"),
+            "--per-class",
+            "1",
+        ]
     else:
         args = ["evaluate", "--model", str(folder), "--data", str(models / "data"), "--n-boot", "0"]
     res = runner.invoke(app, args)
@@ -196,8 +244,12 @@ def test_damaged_model_metadata_is_a_clear_error(models, tmp_path, which, file, 
 
 
 def _manifest_with_root(folder: Path, root: str, names: list[str]) -> Path:
-    df = new_manifest([dict(path=n, label="N", patient_id=f"p{i}", eye="left", split="train", origin="real", source="x")
-                       for i, n in enumerate(names)])
+    df = new_manifest(
+        [
+            dict(path=n, label="N", patient_id=f"p{i}", eye="left", split="train", origin="real", source="x")
+            for i, n in enumerate(names)
+        ]
+    )
     table = pa.Table.from_pandas(df, preserve_index=False)
     table = table.replace_schema_metadata({b"retinaug": json.dumps({"root": root, "version": 1}).encode()})
     folder.mkdir(parents=True)
@@ -236,8 +288,14 @@ def test_manifest_roots_that_stay_trusted(tmp_path):
 # --- CSV files: ragged, not UTF-8, empty --------------------------------------------------------------------------
 
 CSV_FAULTS = {  # (was: ParserError, UnicodeDecodeError, EmptyDataError tracebacks)
-    "ragged": (lambda text: text.replace("\n", "\n1,2,3,4,5,6,7,8,9,10,11\n", 1).encode(), "line 2: 11 fields where the header has"),
-    "not utf-8": (lambda text: text.replace("cataract", "cataract caf\xe9", 1).encode("latin-1"), "line 2: byte 0xe9 is not UTF-8"),
+    "ragged": (
+        lambda text: text.replace("\n", "\n1,2,3,4,5,6,7,8,9,10,11\n", 1).encode(),
+        "line 2: 11 fields where the header has",
+    ),
+    "not utf-8": (
+        lambda text: text.replace("cataract", "cataract caf\xe9", 1).encode("latin-1"),
+        "line 2: byte 0xe9 is not UTF-8",
+    ),
     "empty": (lambda text: b"", "is empty (0 bytes"),
 }
 
@@ -295,8 +353,9 @@ def test_unwritable_output_is_a_one_line_error(tmp_path, fault):
     res = cli("prepare", "folder", root, "--out", out, "--val", "0.3", "--test", "0.3")
     assert res.returncode == 1, res.stderr
     assert "Traceback" not in res.stderr
-    assert says(res.stderr, f"cannot write {out}",
-                "permission denied" if fault == "read-only folder" else "file name too long"), res.stderr
+    assert says(
+        res.stderr, f"cannot write {out}", "permission denied" if fault == "read-only folder" else "file name too long"
+    ), res.stderr
     try:
         (tmp_path / "readonly").chmod(0o755)
     except FileNotFoundError:
@@ -326,8 +385,14 @@ def test_hidden_and_loose_files_are_counted(tmp_path):
     (root / ".DS_Store").write_bytes(b"\x00")
     write_image(root / "loose_left.png", seed=53)  # beside the class folders: no class
     df = prepare_folder(root, tmp_path / "out", val=0.25, test=0.25)
-    assert len(df) == 16 and not df["path"].map(lambda p: Path(p).relative_to(root)).astype(str).str.contains(r"(^|/)\.|loose").any()
-    assert rejected(tmp_path / "out")["reason"].value_counts().to_dict() == {"hidden file": 4, "not in a class folder": 1}
+    assert (
+        len(df) == 16
+        and not df["path"].map(lambda p: Path(p).relative_to(root)).astype(str).str.contains(r"(^|/)\.|loose").any()
+    )
+    assert rejected(tmp_path / "out")["reason"].value_counts().to_dict() == {
+        "hidden file": 4,
+        "not in a class folder": 1,
+    }
 
 
 def test_empty_class_folder_and_shared_names_warn(tmp_path):
@@ -336,12 +401,20 @@ def test_empty_class_folder_and_shared_names_warn(tmp_path):
         for k in range(6):
             write_image(root / name / f"{k}.jpg", seed=10 * ci + k)  # numbered per class: 0.jpg in both folders
     (root / "cataract").mkdir()
-    res = runner.invoke(app, ["prepare", "folder", str(root), "--out", str(tmp_path / "out"), "--val", "0.2", "--test", "0.2"])
+    res = runner.invoke(
+        app, ["prepare", "folder", str(root), "--out", str(tmp_path / "out"), "--val", "0.2", "--test", "0.2"]
+    )
     assert res.exit_code == 0, res.output
-    assert says(res.output, "class folder cataract (C) holds no image files",
-                "6 file name(s) occur in more than one class folder (e.g. 0.jpg in glaucoma, normal)", "--patient-regex")
+    assert says(
+        res.output,
+        "class folder cataract (C) holds no image files",
+        "6 file name(s) occur in more than one class folder (e.g. 0.jpg in glaucoma, normal)",
+        "--patient-regex",
+    )
     df = load_manifest(tmp_path / "out")
-    assert df["patient_id"].nunique() == 12 and df.groupby("patient_id")["label"].nunique().max() == 1  # (was: 6 patients, 2 labels each)
+    assert (
+        df["patient_id"].nunique() == 12 and df.groupby("patient_id")["label"].nunique().max() == 1
+    )  # (was: 6 patients, 2 labels each)
     summary = json.loads((tmp_path / "out/summary.json").read_text())
     assert len(summary["warnings"]) == 3  # empty folder, shared names, no patient ids in the names
 
@@ -373,7 +446,9 @@ def test_bad_option_values_and_empty_labels(tmp_path):
     df.to_csv(odir / "full_df.csv", index=False)
     prepare_odir(odir, tmp_path / "out", val=0.25, test=0.25)
     details = rejected(tmp_path / "out").set_index("row")["detail"]
-    assert details[2] == "the labels cell is empty; expected a list of class codes like ['N']"  # (was: invalid syntax (<unknown>, line 0))
+    assert (
+        details[2] == "the labels cell is empty; expected a list of class codes like ['N']"
+    )  # (was: invalid syntax (<unknown>, line 0))
     assert details[3] == "'N, C' is not a list of class codes like ['N']"
 
 
@@ -396,7 +471,10 @@ def test_output_files_honour_the_umask(tmp_path, umask, mode):
         prepare_folder(class_folders(tmp_path / "ds"), tmp_path / "out", val=0.25, test=0.25)
     finally:
         os.umask(old)
-    written = [tmp_path / "a.json", *(tmp_path / "out" / n for n in ("manifest.parquet", "rejected.csv", "summary.json"))]
+    written = [
+        tmp_path / "a.json",
+        *(tmp_path / "out" / n for n in ("manifest.parquet", "rejected.csv", "summary.json")),
+    ]
     assert {f.name: f.stat().st_mode & 0o777 for f in written} == {f.name: mode for f in written}  # (was: 0600 always)
 
 
@@ -404,7 +482,12 @@ def test_output_files_honour_the_umask(tmp_path, umask, mode):
 
 
 # where each long stage is interrupted (RETINAUG_FAULT, see retinaug.faults: the process sends itself SIGINT there)
-INTERRUPT_AT = {"generator": "int@step:2", "synthetic": "int@image:2", "labeler": "int@epoch:1", "experiments": "int@fit:1"}
+INTERRUPT_AT = {
+    "generator": "int@step:2",
+    "synthetic": "int@image:2",
+    "labeler": "int@epoch:1",
+    "experiments": "int@fit:1",
+}
 
 
 def _sigint_config(folder: Path) -> Path:
@@ -429,18 +512,31 @@ def test_ctrl_c_during_each_long_stage_says_what_stopped_and_resumes(tmp_path):
     command = ["run", str(cfg), "--out", str(run)]
     resumed = None
     for stage, fault in INTERRUPT_AT.items():
-        res = subprocess.run([sys.executable, "-c", "from retinaug.cli import main; main()", *command], env={**ENV, "RETINAUG_FAULT": fault},
-                             capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            [sys.executable, "-c", "from retinaug.cli import main; main()", *command],
+            env={**ENV, "RETINAUG_FAULT": fault},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         err = res.stderr
         assert res.returncode == 130, (stage, err[-2000:])
         lines = [line for line in err.splitlines() if line.strip()]
         assert "Traceback" not in err and sum("interrupted (Ctrl-C)" in line for line in lines) == 1, err[-2000:]
         assert lines[-1].startswith(f"retinaug run: interrupted (Ctrl-C) during stage {stage}"), lines[-1]
-        assert lines[-1].endswith(f"finished work is kept; run the same command again to resume: retinaug {' '.join(command)}")
+        assert lines[-1].endswith(
+            f"finished work is kept; run the same command again to resume: retinaug {' '.join(command)}"
+        )
         assert read_record(run / stage)["status"] == "interrupted"
         if resumed:  # the previous interrupted stage was resumed by this run and finished
-            assert read_record(run / resumed)["status"] == "done" and read_record(run / resumed)["why"] == "its last attempt was interrupted"
+            assert (
+                read_record(run / resumed)["status"] == "done"
+                and read_record(run / resumed)["why"] == "its last attempt was interrupted"
+            )
         resumed = stage
     final = cli(*command)
     assert final.returncode == 0, final.stderr[-2000:]
-    assert read_record(run / "experiments")["why"] == "its last attempt was interrupted" and (run / "report" / "index.html").is_file()
+    assert (
+        read_record(run / "experiments")["why"] == "its last attempt was interrupted"
+        and (run / "report" / "index.html").is_file()
+    )

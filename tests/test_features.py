@@ -8,7 +8,14 @@ import torch
 
 from retinaug.cache import image_cache
 from retinaug.errors import RetinaugError
-from retinaug.features import CLIPExtractor, LabelerExtractor, PixelExtractor, extract_features, get_extractor, l2_normalise
+from retinaug.features import (
+    CLIPExtractor,
+    LabelerExtractor,
+    PixelExtractor,
+    extract_features,
+    get_extractor,
+    l2_normalise,
+)
 
 
 def test_pixels_are_the_cached_images_scaled(tiny_data):
@@ -36,8 +43,22 @@ def tiny_clip(tmp_path):
 
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config=dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
+        text_config=dict(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+        ),
+        vision_config=dict(
+            image_size=32,
+            patch_size=8,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+        ),
         projection_dim=12,
     )
     folder = tmp_path / "tiny-clip"

@@ -36,7 +36,9 @@ EXTRA = 'pip install "retinaug[imagenet]"'
 @pytest.fixture(scope="module")
 def few(tmp_path_factory) -> pd.DataFrame:
     """6 small images (3 per class): the extractor upsamples them to its 224 px."""
-    return make_dataset(tmp_path_factory.mktemp("few") / "data", classes=("G", "C"), patients_per_class=2, size=16).iloc[:6]
+    return make_dataset(
+        tmp_path_factory.mktemp("few") / "data", classes=("G", "C"), patients_per_class=2, size=16
+    ).iloc[:6]
 
 
 def test_features_are_lite0s_pooled_penultimate_layer(few):
@@ -62,20 +64,34 @@ def test_other_backbones_need_their_weights(few, monkeypatch):
         assert ext.name == f"imagenet:{LITE1}" and ext.size == 240  # lite1's own input size
         assert ext(few.iloc[:2]).shape == (2, 1280)
     monkeypatch.setattr(WeightsPackage, "installed", lambda self: False)
-    with pytest.raises(RetinaugError, match=rf"imagenet:{LITE1} has no ImageNet weights.*not installed: {re.escape(EXTRA)}"):
+    with pytest.raises(
+        RetinaugError, match=rf"imagenet:{LITE1} has no ImageNet weights.*not installed: {re.escape(EXTRA)}"
+    ):
         get_extractor(f"imagenet:{LITE1}")
-    with pytest.raises(RetinaugError, match=rf"imagenet:resnet10t has no ImageNet weights.*exist for {LITE0}, {LITE1}, tf_efficientnet_lite2"):
+    with pytest.raises(
+        RetinaugError,
+        match=rf"imagenet:resnet10t has no ImageNet weights.*exist for {LITE0}, {LITE1}, tf_efficientnet_lite2",
+    ):
         get_extractor("imagenet:resnet10t")  # a timm model, but no local source of its ImageNet weights
     with pytest.raises(RetinaugError, match="'nonexistent_net' is not a timm model name; use imagenet"):
         get_extractor("imagenet:nonexistent_net")
 
 
-@pytest.mark.parametrize("setting,said", [
-    ("quality.extractor=imagenet", None),
-    (f"selection.extractor=imagenet:{LITE0}", None),
-    ("quality.extractor=imagenet:nonexistent_net", "quality: extractor imagenet:nonexistent_net: 'nonexistent_net' is not a timm model name"),
-    ("selection.extractor=imagenet:resnet10t", "selection: extractor imagenet:resnet10t has no ImageNet weights on this machine"),
-])
+@pytest.mark.parametrize(
+    "setting,said",
+    [
+        ("quality.extractor=imagenet", None),
+        (f"selection.extractor=imagenet:{LITE0}", None),
+        (
+            "quality.extractor=imagenet:nonexistent_net",
+            "quality: extractor imagenet:nonexistent_net: 'nonexistent_net' is not a timm model name",
+        ),
+        (
+            "selection.extractor=imagenet:resnet10t",
+            "selection: extractor imagenet:resnet10t has no ImageNet weights on this machine",
+        ),
+    ],
+)
 def test_up_front_checks(tmp_path, setting, said):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
@@ -89,11 +105,23 @@ def test_up_front_checks(tmp_path, setting, said):
 def test_audit_and_select_record_the_extractor(tmp_path):
     data = make_dataset(tmp_path / "data", classes=("G", "C"), patients_per_class=4, size=16)
     rows = []
-    for i, (path, label) in enumerate(data.loc[data["split"] == "train", ["path", "label"]].iloc[::2].itertuples(index=False)):
+    for i, (path, label) in enumerate(
+        data.loc[data["split"] == "train", ["path", "label"]].iloc[::2].itertuples(index=False)
+    ):
         copy = tmp_path / "synthetic" / f"copy{i}.png"
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, copy)
-        rows.append(dict(path=str(copy), label=label, patient_id=f"syn{i}", eye="unknown", split="train", origin="synthetic", source="copy"))
+        rows.append(
+            dict(
+                path=str(copy),
+                label=label,
+                patient_id=f"syn{i}",
+                eye="unknown",
+                split="train",
+                origin="synthetic",
+                source="copy",
+            )
+        )
     save_manifest(pd.DataFrame(rows), tmp_path / "synthetic")
     cfg = AuditConfig(kid_subset_size=2, kid_subsets=2, min_test=1, ssim_size=16, cas=False)
     report = audit(load_manifest(tmp_path / "synthetic"), data, tmp_path / "quality", extractor="imagenet", config=cfg)

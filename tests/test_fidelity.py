@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
-
 from conftest import make_dataset
 from pipeline_helpers import tiny_run
+from typer.testing import CliRunner
+
 from retinaug.classify import TrainConfig, train
 from retinaug.cli import app
 from retinaug.manifest import load_manifest, save_manifest
@@ -38,8 +37,17 @@ def planted(root, data, name: str, pairs: list[tuple[str, str]]) -> pd.DataFrame
         copy = root / name / asked / f"{i:04d}.png"
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, copy)
-        rows.append(dict(path=str(copy), label=asked, patient_id=f"syn-{name}-{i}", eye="unknown", split="train",
-                         origin="synthetic", source="planted"))
+        rows.append(
+            dict(
+                path=str(copy),
+                label=asked,
+                patient_id=f"syn-{name}-{i}",
+                eye="unknown",
+                split="train",
+                origin="synthetic",
+                source="planted",
+            )
+        )
     save_manifest(pd.DataFrame(rows), root / name)
     return load_manifest(root / name)
 
@@ -102,12 +110,20 @@ def test_cas_on_copies_of_train_images_matches_real_and_wrong_labels_fail(world,
     assert good["classes"] == list(CLASSES) and good["n_test"] == 24
     for c in CLASSES:
         assert good["per_class"][c] | {"cas_recall": 0, "real_recall": 0} == {
-            "real_train": 16, "synthetic_available": 16, "synthetic_used": 16, "shortfall": 0, "cas_recall": 0, "real_recall": 0}
+            "real_train": 16,
+            "synthetic_available": 16,
+            "synthetic_used": 16,
+            "shortfall": 0,
+            "cas_recall": 0,
+            "real_recall": 0,
+        }
     assert good["real"]["macro_f1"] >= 0.8
     assert good["synthetic"]["macro_f1"] == pytest.approx(good["real"]["macro_f1"], abs=0.15)
     assert good["f1_ratio"] == pytest.approx(good["synthetic"]["macro_f1"] / good["real"]["macro_f1"])
     for name in ("synthetic", "real"):
-        assert (tmp_path / "good" / name / "model.safetensors").is_file() and (tmp_path / "good" / name / "metrics.json").is_file()
+        assert (tmp_path / "good" / name / "model.safetensors").is_file() and (
+            tmp_path / "good" / name / "metrics.json"
+        ).is_file()
 
     # every image asked as the wrong class (G as C, C as A, A as G): what is learnt is the wrong mapping. (Shuffled
     # labels proved a poor planted case: with nothing to learn, the epoch kept by real-val selection could be one whose
@@ -133,7 +149,14 @@ def test_audit_and_cli_write_fidelity_cas_and_class_grid(world, tmp_path):
     root, data = world
     syn = planted(root, data, "audit", [(p, c) for c in CLASSES for p in real(data, "test", c)[:6]])
     cfg = AuditConfig(extractor="pixels", kid_subsets=2, min_test=5, cas_n_boot=0)
-    report = audit(syn, data, tmp_path / "q", labeler=root / "labeler", config=cfg, cas_recipe=RECIPE.model_copy(update={"epochs": 1}))
+    report = audit(
+        syn,
+        data,
+        tmp_path / "q",
+        labeler=root / "labeler",
+        config=cfg,
+        cas_recipe=RECIPE.model_copy(update={"epochs": 1}),
+    )
     assert report["class_fidelity"]["n_classes_scored"] == 3 and report["cas"]["classes"] == list(CLASSES)
     assert json.loads((tmp_path / "q" / "audit.json").read_text())["cas"]["recipe"]["epochs"] == 1
     assert len(pd.read_csv(tmp_path / "q" / "class_fidelity.csv")) == 18
@@ -144,14 +167,33 @@ def test_audit_and_cli_write_fidelity_cas_and_class_grid(world, tmp_path):
     assert not (tmp_path / "off" / "cas").exists() and not (tmp_path / "off" / "class_fidelity.csv").exists()
 
     recipe = tmp_path / "run-config.yaml"  # a run's config.yaml: CAS takes its experiments.train recipe
-    recipe.write_text(json.dumps({"experiments": {"train": RECIPE.model_copy(update={"epochs": 1}).model_dump(mode="json")}}))
-    args = ["audit", "--synthetic", str(root / "audit"), "--data", str(root / "data"), "--labeler", str(root / "labeler"),
-            "--extractor", "pixels", "--recipe", str(recipe), "--cas-n-boot", "0", "--out", str(tmp_path / "cli")]
+    recipe.write_text(
+        json.dumps({"experiments": {"train": RECIPE.model_copy(update={"epochs": 1}).model_dump(mode="json")}})
+    )
+    args = [
+        "audit",
+        "--synthetic",
+        str(root / "audit"),
+        "--data",
+        str(root / "data"),
+        "--labeler",
+        str(root / "labeler"),
+        "--extractor",
+        "pixels",
+        "--recipe",
+        str(recipe),
+        "--cas-n-boot",
+        "0",
+        "--out",
+        str(tmp_path / "cli"),
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "class fidelity" in res.output and "CAS macro-F1" in res.output
     assert json.loads((tmp_path / "cli" / "audit.json").read_text())["cas"]["recipe"]["backbone"] == "resnet10t"
-    res = CliRunner().invoke(app, args[:-2] + ["--recipe", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "cli2")])
+    res = CliRunner().invoke(
+        app, args[:-2] + ["--recipe", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "cli2")]
+    )
     assert res.exit_code == 1 and "nope.yaml" in res.output
 
 
@@ -159,7 +201,10 @@ def test_pipeline_quality_stage_scores_cas_with_the_experiments_recipe():
     run = tiny_run()
     report = json.loads((run / "quality" / "audit.json").read_text())
     resolved = json.loads(json.dumps(__import__("yaml").safe_load((run / "config.yaml").read_text())))
-    assert report["cas"]["recipe"] == {**resolved["experiments"]["train"], "seed": 0}  # the scenarios' recipe, first seed
+    assert report["cas"]["recipe"] == {
+        **resolved["experiments"]["train"],
+        "seed": 0,
+    }  # the scenarios' recipe, first seed
     assert report["cas"]["classes"] == ["G", "C", "A", "H", "M"]
     assert all(report["cas"]["per_class"][c]["synthetic_used"] == 4 for c in "GCAHM")  # 4 generated per class < 6 real
     assert report["class_fidelity"]["predictions"] == "pred_label column (the label stage's predictions)"

@@ -9,8 +9,8 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 from pipeline_helpers import cli, cli_env, tiny_config
+from scipy import stats
 
 from retinaug.config import PipelineConfig
 from retinaug.errors import RetinaugError
@@ -24,8 +24,12 @@ PATIENTS = {"N": 90, "D": 60, "G": 20, "C": 11, "H": 4}
 
 def table() -> pd.DataFrame:
     """Two eyes per patient; two patients share one image file (same sha256), so they must share a fold."""
-    rows = [dict(path=f"/x/{c}{k}_{eye}.jpg", label=c, patient_id=f"{c}{k}", eye=eye, sha256=f"{c}{k}{eye}")
-            for c, n in PATIENTS.items() for k in range(n) for eye in ("left", "right")]
+    rows = [
+        dict(path=f"/x/{c}{k}_{eye}.jpg", label=c, patient_id=f"{c}{k}", eye=eye, sha256=f"{c}{k}{eye}")
+        for c, n in PATIENTS.items()
+        for k in range(n)
+        for eye in ("left", "right")
+    ]
     df = pd.DataFrame(rows)
     df.loc[(df["patient_id"] == "N1") & (df["eye"] == "left"), "sha256"] = "D3left"
     return df
@@ -43,7 +47,9 @@ def test_folds_put_each_patient_group_in_one_fold_stratified_and_balanced():
     assert per_class.loc["H"].sum() == 4 and (per_class.loc["H"] <= 1).all()  # a rare class spread, not stacked
     sizes = patients.groupby("fold").size()
     assert sizes.max() - sizes.min() <= 2
-    assert np.array_equal(folds, assign_folds(df.sample(frac=1, random_state=1).sort_index(), 5, seed=3))  # row order free
+    assert np.array_equal(
+        folds, assign_folds(df.sample(frac=1, random_state=1).sort_index(), 5, seed=3)
+    )  # row order free
     assert not np.array_equal(folds, assign_folds(df, 5, seed=4))
 
 
@@ -69,12 +75,19 @@ def test_fold_errors_say_what_to_change():
         fold_split(table(), 4, 4, val=0.15)
     with pytest.raises(ValueError, match="leaves no training patients with 2 folds"):
         PipelineConfig.model_validate({"data": {"folds": 2, "val": 0.5}})
-    with pytest.raises(RetinaugError, match=r"fold 16: scenario real needs test images of G, C, A, H, M.*fewer folds \(data.folds\)"):
+    with pytest.raises(
+        RetinaugError, match=r"fold 16: scenario real needs test images of G, C, A, H, M.*fewer folds \(data.folds\)"
+    ):
         plan_pipeline(tiny_config("data.folds=20"), "unused-run-folder")  # 48 patients: 2-3 per fold
 
 
-FOLDS = ("data.folds=2", "quality.enabled=false", "selection.enabled=false",
-         "experiments.seeds=2", 'experiments.scenarios=[{name: real, task: 5-class}, {name: syn, task: 5-class, synthetic: 0.5}]')
+FOLDS = (
+    "data.folds=2",
+    "quality.enabled=false",
+    "selection.enabled=false",
+    "experiments.seeds=2",
+    "experiments.scenarios=[{name: real, task: 5-class}, {name: syn, task: 5-class, synthetic: 0.5}]",
+)
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +117,11 @@ def test_every_fitted_stage_runs_per_fold_on_that_folds_train_patients(fold_run)
         summary = json.loads((fold_run / f"fold-{i}" / "data" / "summary.json").read_text())
         assert (summary["fold"], summary["leakage"], summary["patients_per_split"]["test"]) == (i, [], len(test))
         assert summary["splits"]["train"] == int((fold["split"] == "train").sum())
-        assert json.loads((fold_run / f"fold-{i}" / "generator" / "stage.json").read_text())["stage"] == f"fold-{i}/generator"
-        assert "[fold-%d/generator] done in" % i in (fold_run / "logs" / f"fold-{i}" / "generator.log").read_text()
+        assert (
+            json.loads((fold_run / f"fold-{i}" / "generator" / "stage.json").read_text())["stage"]
+            == f"fold-{i}/generator"
+        )
+        assert f"[fold-{i}/generator] done in" in (fold_run / "logs" / f"fold-{i}" / "generator.log").read_text()
         gen = json.loads((fold_run / f"fold-{i}" / "generator" / "config.json").read_text())
         assert gen["data"] == "../data"  # the fold's own data, named relative to the generator folder (no local path)
         learnt = fold[(fold["split"] == "train") & fold["label"].isin(gen["classes"])]
@@ -120,8 +136,16 @@ def test_every_fitted_stage_runs_per_fold_on_that_folds_train_patients(fold_run)
 
 def test_pooled_table_is_over_fold_seed_runs_and_pairs_them(fold_run):
     summary = pd.read_csv(fold_run / "pooled" / "summary.csv")
-    units = {(i, s): {sc: flatten_metrics(json.loads((fold_run / f"fold-{i}" / "experiments" / sc / f"seed{s}" / "metrics.json").read_text()), [])
-                      for sc in ("real", "syn")} for i in range(2) for s in (0, 1)}
+    units = {
+        (i, s): {
+            sc: flatten_metrics(
+                json.loads((fold_run / f"fold-{i}" / "experiments" / sc / f"seed{s}" / "metrics.json").read_text()), []
+            )
+            for sc in ("real", "syn")
+        }
+        for i in range(2)
+        for s in (0, 1)
+    }
     for sc in ("real", "syn"):
         row = summary[(summary["scenario"] == sc) & (summary["metric"] == "f1") & (summary["cls"] == "macro")].iloc[0]
         values = [u[sc][("f1", "macro")] for u in units.values()]
@@ -130,14 +154,22 @@ def test_pooled_table_is_over_fold_seed_runs_and_pairs_them(fold_run):
     diffs = [u["syn"][("f1", "macro")] - u["real"][("f1", "macro")] for u in units.values()]
     assert syn["baseline"] == "real" and syn["diff_mean"] == pytest.approx(np.mean(diffs))
     folds = pd.read_csv(fold_run / "pooled" / "folds.csv")
-    overlap = folds["test images"].sum() / folds["train images"].sum()  # the corrected resampled t-test's n_test/n_train
+    overlap = (
+        folds["test images"].sum() / folds["train images"].sum()
+    )  # the corrected resampled t-test's n_test/n_train
     se = np.std(diffs, ddof=1) * np.sqrt(1 / 4 + overlap)
-    assert (syn["diff_ci_low"], syn["diff_ci_high"]) == pytest.approx(stats.t.interval(0.95, 3, loc=np.mean(diffs), scale=se))
+    assert (syn["diff_ci_low"], syn["diff_ci_high"]) == pytest.approx(
+        stats.t.interval(0.95, 3, loc=np.mean(diffs), scale=se)
+    )
     headline = pd.read_csv(fold_run / "pooled" / "table.csv")
     assert list(headline["fold × seed runs"]) == [4, 4]
     assert folds["test patients"].sum() == load_manifest(fold_run / "data")["patient_id"].nunique()
     coverage = json.loads((fold_run / "pooled" / "coverage.json").read_text())
-    assert coverage["tested_once"] == coverage["patients"] and not coverage["never_tested"] and not coverage["in_two_splits_of_a_fold"]
+    assert (
+        coverage["tested_once"] == coverage["patients"]
+        and not coverage["never_tested"]
+        and not coverage["in_two_splits_of_a_fold"]
+    )
     html = (fold_run / "report" / "index.html").read_text()
     assert 'id="folds"' in html and "in the test split of exactly one of the 2 folds" in html
     assert 'href="../fold-1/report/index.html"' in html and 'id="generator"' not in html
@@ -155,7 +187,10 @@ def test_folds_resume_one_at_a_time(fold_run, tmp_path):
     (run / "fold-1" / "experiments" / "real" / "seed1" / "metrics.json").unlink()
     plan = {label: action for label, action, _ in plan_pipeline(tiny_config(*FOLDS), run)}
     assert plan["fold-1/experiments"] == "resume"
-    assert {a for label, a in plan.items() if label != "fold-1/experiments" and not label.endswith("report")} == {"skip", "disabled"}
+    assert {a for label, a in plan.items() if label != "fold-1/experiments" and not label.endswith("report")} == {
+        "skip",
+        "disabled",
+    }
     kept = (run / "fold-1" / "experiments" / "real" / "seed0" / "metrics.json").read_text()
     run_pipeline(tiny_config(*FOLDS), run)
     assert (run / "fold-1" / "experiments" / "real" / "seed0" / "metrics.json").read_text() == kept
@@ -163,7 +198,9 @@ def test_folds_resume_one_at_a_time(fold_run, tmp_path):
 
 
 def test_experiment_verb_refuses_the_top_of_a_fold_run(fold_run):
-    done = subprocess.run(cli("experiment", "--run", str(fold_run), "--preset", "demo"), capture_output=True, text=True, env=cli_env())
+    done = subprocess.run(
+        cli("experiment", "--run", str(fold_run), "--preset", "demo"), capture_output=True, text=True, env=cli_env()
+    )
     assert done.returncode != 0 and "is a 2-fold run" in done.stderr and "fold-0" in done.stderr
 
 

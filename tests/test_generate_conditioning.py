@@ -10,11 +10,12 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from conftest import make_dataset
 from PIL import Image
+from pipeline_helpers import cli, cli_env
+from tiny_sd import single_thread  # noqa: F401  (fixture)
 from typer.testing import CliRunner
 
-from conftest import make_dataset
-from pipeline_helpers import cli, cli_env
 from retinaug.cache import load_image
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
@@ -23,12 +24,19 @@ from retinaug.generate.base import TrainSet, diffusion_loss
 from retinaug.generate.conditioning import Conditions
 from retinaug.generate.run import assign_parents, draw_strength
 from retinaug.manifest import load_manifest
-from tiny_sd import single_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-TINY = {"size": 16, "steps": 4, "batch_size": 8, "block_out_channels": [16, 32], "attention_levels": [], "norm_num_groups": 8,
-        "warmup_steps": 1, "samples_per_class": 1}
+TINY = {
+    "size": 16,
+    "steps": 4,
+    "batch_size": 8,
+    "block_out_channels": [16, 32],
+    "attention_levels": [],
+    "norm_num_groups": 8,
+    "warmup_steps": 1,
+    "samples_per_class": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +83,15 @@ def test_train_classes_subset_and_synthetic_outside_a_pipeline(world, tmp_path):
 
 def test_img2img_strength_zero_or_below_one_step_returns_the_parent(world):
     for strength, steps in ((0.0, 4), (0.2, 4)):  # int(4 x 0.2) = 0 steps to run
-        df = generate(world / "gen", world / "data", world / f"i2i-{strength}", per_class=3, steps=steps, mode="img2img", strength=strength)
+        df = generate(
+            world / "gen",
+            world / "data",
+            world / f"i2i-{strength}",
+            per_class=3,
+            steps=steps,
+            mode="img2img",
+            strength=strength,
+        )
         assert df["parent"].notna().all() and set(df["strength"]) == {strength}
         for img, parent in zip(_pixels(df), df["parent"]):
             np.testing.assert_array_equal(img, load_image(parent, 16))
@@ -84,11 +100,28 @@ def test_img2img_strength_zero_or_below_one_step_returns_the_parent(world):
 def test_img2img_more_strength_more_change_and_deterministic(world):
     change = []
     for strength in (0.25, 0.5, 1.0):
-        df = generate(world / "gen", world / "data", world / f"more-{strength}", per_class=6, steps=8, mode="img2img", strength=strength)
+        df = generate(
+            world / "gen",
+            world / "data",
+            world / f"more-{strength}",
+            per_class=6,
+            steps=8,
+            mode="img2img",
+            strength=strength,
+        )
         diffs = [np.abs(img.astype(float) - load_image(p, 16)).mean() for img, p in zip(_pixels(df), df["parent"])]
         change.append(np.mean(diffs))
     assert 0 < change[0] < change[1] < change[2], change
-    again = generate(world / "gen", world / "data", world / "more-again", per_class=6, steps=8, mode="img2img", strength=0.5, batch_size=5)
+    again = generate(
+        world / "gen",
+        world / "data",
+        world / "more-again",
+        per_class=6,
+        steps=8,
+        mode="img2img",
+        strength=0.5,
+        batch_size=5,
+    )
     first = load_manifest(world / "more-0.5")
     assert list(again["parent"]) == list(first["parent"])
     for a, b in zip(_pixels(again), _pixels(first)):
@@ -96,8 +129,26 @@ def test_img2img_more_strength_more_change_and_deterministic(world):
 
 
 def test_img2img_strength_range_drawn_per_image_and_batch_independent(world):
-    one = generate(world / "gen", world / "data", world / "range-1", per_class=5, steps=6, mode="img2img", strength=[0.2, 0.9], batch_size=1)
-    many = generate(world / "gen", world / "data", world / "range-20", per_class=5, steps=6, mode="img2img", strength=[0.2, 0.9], batch_size=20)
+    one = generate(
+        world / "gen",
+        world / "data",
+        world / "range-1",
+        per_class=5,
+        steps=6,
+        mode="img2img",
+        strength=[0.2, 0.9],
+        batch_size=1,
+    )
+    many = generate(
+        world / "gen",
+        world / "data",
+        world / "range-20",
+        per_class=5,
+        steps=6,
+        mode="img2img",
+        strength=[0.2, 0.9],
+        batch_size=20,
+    )
     assert one["strength"].between(0.2, 0.9).all() and one["strength"].nunique() == len(one)
     assert list(one["strength"]) == [draw_strength([0.2, 0.9], int(s)) for s in one["seed"]]
     assert list(one["strength"]) == list(many["strength"])
@@ -107,7 +158,16 @@ def test_img2img_strength_range_drawn_per_image_and_batch_independent(world):
 
 
 def test_parents_are_balanced_seeded_train_images_of_the_class(world):
-    df = generate(world / "gen", world / "data", world / "balanced", per_class=20, classes="G,C", steps=2, mode="img2img", strength=0.0)
+    df = generate(
+        world / "gen",
+        world / "data",
+        world / "balanced",
+        per_class=20,
+        classes="G,C",
+        steps=2,
+        mode="img2img",
+        strength=0.0,
+    )
     real = load_manifest(world / "data")
     for code in "GC":
         train = set(real[(real["label"] == code) & (real["split"] == "train")]["path"])
@@ -115,7 +175,9 @@ def test_parents_are_balanced_seeded_train_images_of_the_class(world):
         assert set(used) == train and sorted(set(used.values())) == [2, 3]  # 20 images over 8 parents
     paths = [f"p{i}" for i in range(4)]
     assert Counter(assign_parents(paths, 10, 0, "G")).most_common()[-1][1] == 2
-    assert assign_parents(paths, 5, 0, "G") == assign_parents(paths, 10, 0, "G")[:5]  # more images keep the first ones' parents
+    assert (
+        assign_parents(paths, 5, 0, "G") == assign_parents(paths, 10, 0, "G")[:5]
+    )  # more images keep the first ones' parents
     assert assign_parents(paths, 8, 0, "G") != assign_parents(paths, 8, 1, "G")
 
 
@@ -127,8 +189,10 @@ def test_eye_condition_flips_swap_the_side_and_samples_record_it(world):
     train = real[(real["split"] == "train") & real["label"].isin(["G", "C"])]
     data = TrainSet(train, 16, conditions)
     idx, flip = torch.tensor([0, 1]), torch.tensor([False, True])
-    assert data.condition(idx, flip, "cpu").tolist() == [conditions.index([train["label"].iloc[0]], [train["eye"].iloc[0]])[0],
-                                                           conditions.index([train["label"].iloc[1]], [train["eye"].iloc[1]])[0] ^ 1]
+    assert data.condition(idx, flip, "cpu").tolist() == [
+        conditions.index([train["label"].iloc[0]], [train["eye"].iloc[0]])[0],
+        conditions.index([train["label"].iloc[1]], [train["eye"].iloc[1]])[0] ^ 1,
+    ]
     assert torch.equal(data.pixels(idx, flip, "cpu")[1], data.pixels(idx, ~flip, "cpu")[1].flip(-1))
     unknown = train.assign(eye="unknown")
     with pytest.raises(RetinaugError, match="condition_eye needs the eye side"):
@@ -150,7 +214,9 @@ def test_sampling_options_and_their_errors(world):
     plain = generate(world / "gen", world / "data", world / "plain", per_class=1, steps=4)
     assert not all(np.array_equal(a, b) for a, b in zip(_pixels(karras), _pixels(plain)))
     record = json.loads((world / "karras" / "generate.json").read_text())["sampling"]
-    assert record["karras"] is True and record["steps"] == 4 and record["guidance"] == 3.0 and record["mode"] == "txt2img"
+    assert (
+        record["karras"] is True and record["steps"] == 4 and record["guidance"] == 3.0 and record["mode"] == "txt2img"
+    )
     assert record["precision"] == "no"  # the default: fp32
     bf16 = generate(world / "gen", world / "data", world / "bf16", per_class=1, steps=4, precision="bf16")
     assert json.loads((world / "bf16" / "generate.json").read_text())["sampling"]["precision"] == "bf16"
@@ -161,13 +227,48 @@ def test_sampling_options_and_their_errors(world):
         generate(world / "gen", world / "data", world / "x", per_class=1, scheduler="ddim", karras=True)
     with pytest.raises(RetinaugError, match="strength range is"):
         generate(world / "gen", world / "data", world / "x", per_class=1, mode="img2img", strength=[0.8, 0.2])
-    result = CliRunner().invoke(app, ["generate", "--generator", str(world / "gen"), "--data", str(world / "data"), "--out",
-                                      str(world / "cli"), "--per-class", "2", "--classes", "C", "--mode", "img2img",
-                                      "--strength", "0.3,0.6", "--steps", "3"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "--generator",
+            str(world / "gen"),
+            "--data",
+            str(world / "data"),
+            "--out",
+            str(world / "cli"),
+            "--per-class",
+            "2",
+            "--classes",
+            "C",
+            "--mode",
+            "img2img",
+            "--strength",
+            "0.3,0.6",
+            "--steps",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert load_manifest(world / "cli")["strength"].between(0.3, 0.6).all()
-    bad = CliRunner().invoke(app, ["generate", "--generator", str(world / "gen"), "--data", str(world / "data"), "--out",
-                                   str(world / "cli2"), "--per-class", "2", "--strength", "1.5", "--mode", "img2img"])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "--generator",
+            str(world / "gen"),
+            "--data",
+            str(world / "data"),
+            "--out",
+            str(world / "cli2"),
+            "--per-class",
+            "2",
+            "--strength",
+            "1.5",
+            "--mode",
+            "img2img",
+        ],
+    )
     assert bad.exit_code == 1 and "strength must lie in [0, 1]" in _flat(bad.output) and "Traceback" not in bad.output
 
 
@@ -178,7 +279,11 @@ def test_min_snr_weighting_matches_the_paper_for_each_prediction_type():
     torch.manual_seed(0)
     t = torch.tensor([5, 300, 900])
     x, noise, pred = torch.randn(3, 3, 4, 4), torch.randn(3, 3, 4, 4), torch.randn(3, 3, 4, 4)
-    for kind, denominator in (("epsilon", lambda s: s), ("v_prediction", lambda s: s + 1), ("sample", lambda s: torch.ones_like(s))):
+    for kind, denominator in (
+        ("epsilon", lambda s: s),
+        ("v_prediction", lambda s: s + 1),
+        ("sample", lambda s: torch.ones_like(s)),
+    ):
         schedule = DDPMScheduler(prediction_type=kind)
         snr = compute_snr(schedule, t)
         target = {"epsilon": noise, "v_prediction": schedule.get_velocity(x, noise, t), "sample": x}[kind]
@@ -211,16 +316,26 @@ def test_corrupt_or_crafted_checkpoint_is_a_clear_error_and_runs_no_code(world, 
     torch.save({"key": "x"}, out / "train_state.pt")  # a readable file that is no retinaug checkpoint
     with pytest.raises(RetinaugError, match="is not a retinaug training checkpoint"):
         finetune(world / "data", "ddpm", TINY, out, checkpoint_every=2)
-    options = ["--data", str(world / "data"), "--checkpoint-every", "2"] + [a for k, v in TINY.items() for a in ("--set", f"{k}={json.dumps(v)}")]
-    result = CliRunner().invoke(app, ["finetune", "--out", str(out), *options])  # a folder retinaug did not write: refused unread
+    options = ["--data", str(world / "data"), "--checkpoint-every", "2"] + [
+        a for k, v in TINY.items() for a in ("--set", f"{k}={json.dumps(v)}")
+    ]
+    result = CliRunner().invoke(
+        app, ["finetune", "--out", str(out), *options]
+    )  # a folder retinaug did not write: refused unread
     assert result.exit_code == 1 and "retinaug did not write (train_state.pt)" in _flat(result.output)
     # a checkpoint of retinaug's own (finetune killed right after its first one) replaced by a file that is not one
     mine = tmp_path / "mine"
-    killed = subprocess.run(cli("finetune", "--out", str(mine), *options), env={**cli_env(), "RETINAUG_FAULT": "kill@step:2"})
+    killed = subprocess.run(
+        cli("finetune", "--out", str(mine), *options), env={**cli_env(), "RETINAUG_FAULT": "kill@step:2"}
+    )
     assert killed.returncode == -9 and (mine / "train_state.pt").is_file()
     torch.save({"key": "x"}, mine / "train_state.pt")
     result = CliRunner().invoke(app, ["finetune", "--out", str(mine), *options])
-    assert result.exit_code == 1 and "Traceback" not in result.output and "not a retinaug training checkpoint" in _flat(result.output)
+    assert (
+        result.exit_code == 1
+        and "Traceback" not in result.output
+        and "not a retinaug training checkpoint" in _flat(result.output)
+    )
 
 
 def _flat(text: str) -> str:

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import kill9_at, make_dataset
 from PIL import Image
+from tiny_sd import single_thread  # noqa: F401  (fixture)
 from typer.testing import CliRunner
 
-from conftest import kill9_at, make_dataset
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
 from retinaug.generate import finetune, generate, image_seed, load_generator
 from retinaug.manifest import load_manifest
-from tiny_sd import single_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -98,8 +98,23 @@ def test_seed_determinism_independent_of_batch_size(trained):
 def test_ratio_counts_and_provenance(trained):
     result = CliRunner().invoke(
         app,
-        ["generate", "--generator", str(trained / "gen"), "--data", str(trained / "data"), "--out",
-         str(trained / "ratio"), "--ratio", "0.5", "--classes", "G,A", "--guidance", "1.5", "--steps", "3"],
+        [
+            "generate",
+            "--generator",
+            str(trained / "gen"),
+            "--data",
+            str(trained / "data"),
+            "--out",
+            str(trained / "ratio"),
+            "--ratio",
+            "0.5",
+            "--classes",
+            "G,A",
+            "--guidance",
+            "1.5",
+            "--steps",
+            "3",
+        ],
     )
     assert result.exit_code == 0, result.output
     df = load_manifest(trained / "ratio", check_files=True)
@@ -137,7 +152,10 @@ def test_resume_skips_finished_and_cleans_temp_files(trained):
     shutil.copytree(trained / "gen", moved)
     assert len(generate(moved, trained / "data", out, per_class=3)) == 9 and kept.stat().st_mtime_ns == mtime
     record = json.loads((out / "generate.json").read_text())  # nothing sampled: the last sampling speed is kept
-    assert record["written_this_run"] == 0 and (record["seconds"], record["images_per_s"]) == (sampled["seconds"], sampled["images_per_s"])
+    assert record["written_this_run"] == 0 and (record["seconds"], record["images_per_s"]) == (
+        sampled["seconds"],
+        sampled["images_per_s"],
+    )
     history = json.loads((moved / "history.json").read_text())
     (moved / "history.json").write_text(json.dumps({**history, "seconds": history["seconds"] + 1}))  # a retrain
     with pytest.raises(RetinaugError, match="different generator training run"):
@@ -149,8 +167,24 @@ def test_resume_skips_finished_and_cleans_temp_files(trained):
 def test_sigkill_mid_run_then_resume(trained):
     """Killed right after its 3rd image (RETINAUG_FAULT), mid-batch; the in-process re-run writes the other 33."""
     out = trained / "killed"
-    kill9_at(["generate", "--generator", str(trained / "gen"), "--data", str(trained / "data"), "--out", str(out),
-              "--per-class", "12", "--batch-size", "2", "--steps", "4"], "kill@image:3")
+    kill9_at(
+        [
+            "generate",
+            "--generator",
+            str(trained / "gen"),
+            "--data",
+            str(trained / "data"),
+            "--out",
+            str(out),
+            "--per-class",
+            "12",
+            "--batch-size",
+            "2",
+            "--steps",
+            "4",
+        ],
+        "kill@image:3",
+    )
     assert len(_pngs(out)) == 3
     for p in _pngs(out):  # every finished file is a complete PNG
         Image.open(p).load()
@@ -163,9 +197,26 @@ def test_sigkill_mid_run_then_resume(trained):
 def test_two_processes_split_the_work_and_match_one_process(trained):
     """Under torchrun (2 CPU processes) each process samples half of the plan; the pixels equal one process's."""
     generate(trained / "gen", trained / "data", trained / "one", per_class=3, seed=9)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "retinaug.cli", "generate",
-           "--generator", str(trained / "gen"), "--data", str(trained / "data"), "--out", str(trained / "two"),
-           "--per-class", "3", "--seed", "9"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "retinaug.cli",
+        "generate",
+        "--generator",
+        str(trained / "gen"),
+        "--data",
+        str(trained / "data"),
+        "--out",
+        str(trained / "two"),
+        "--per-class",
+        "3",
+        "--seed",
+        "9",
+    ]
     env = {**os.environ, "RETINAUG_QUIET": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -189,8 +240,20 @@ def test_finetune_killed_mid_training_resumes_from_checkpoint_to_identical_weigh
     ref = finetune(trained / "data", "ddpm", cfg, tmp_path / "ref", checkpoint_every=5)
     assert not (tmp_path / "ref" / "train_state.pt").exists()  # deleted when training finished
     out = tmp_path / "killed"
-    args = ["finetune", "--data", str(trained / "data"), "--out", str(out), "--method", "ddpm", "--checkpoint-every", "5"]
-    kill9_at(args + [a for k, v in cfg.items() for a in ("--set", f"{k}={json.dumps(v)}")], "kill@step:7")  # checkpoint: step 5
+    args = [
+        "finetune",
+        "--data",
+        str(trained / "data"),
+        "--out",
+        str(out),
+        "--method",
+        "ddpm",
+        "--checkpoint-every",
+        "5",
+    ]
+    kill9_at(
+        args + [a for k, v in cfg.items() for a in ("--set", f"{k}={json.dumps(v)}")], "kill@step:7"
+    )  # checkpoint: step 5
     assert (out / "train_state.pt").exists() and not (out / "config.json").exists()
     stale = tmp_path / "stale"
     stale.mkdir()
@@ -216,6 +279,9 @@ def test_sampling_processes_that_fail_report_their_error(trained, tmp_path):
     from retinaug.generate import GenerateConfig
     from retinaug.generate.launch import generate_in_processes
 
-    with pytest.raises(RetinaugError, match=r"(?s)sampling in 2 processes failed.*\[process [12]\] error: .*nowhere is not a generator folder"):
+    with pytest.raises(
+        RetinaugError,
+        match=r"(?s)sampling in 2 processes failed.*\[process [12]\] error: .*nowhere is not a generator folder",
+    ):
         generate_in_processes(tmp_path / "nowhere", trained / "data", tmp_path / "out", GenerateConfig(per_class=1), 2)
     assert not (tmp_path / "out" / ".launch.json").exists()

@@ -8,19 +8,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import kill9_at, make_dataset
 from PIL import Image
 from safetensors.torch import load_file
+from tiny_sd import single_thread  # noqa: F401  (fixture)
 
-from conftest import kill9_at, make_dataset
 from retinaug.cache import load_image
 from retinaug.generate import finetune, generate, load_generator
-from tiny_sd import single_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-TINY = {"size": 32, "vae_block_out_channels": [16, 16], "latent_channels": 4, "vae_steps": 6, "vae_batch_size": 4, "steps": 6,
-        "batch_size": 8, "block_out_channels": [16, 32], "attention_levels": [], "norm_num_groups": 8, "warmup_steps": 1,
-        "samples_per_class": 1, "recon_images": 8}
+TINY = {
+    "size": 32,
+    "vae_block_out_channels": [16, 16],
+    "latent_channels": 4,
+    "vae_steps": 6,
+    "vae_batch_size": 4,
+    "steps": 6,
+    "batch_size": 8,
+    "block_out_channels": [16, 32],
+    "attention_levels": [],
+    "norm_num_groups": 8,
+    "warmup_steps": 1,
+    "samples_per_class": 1,
+    "recon_images": 8,
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +41,10 @@ def data(tmp_path_factory):
 
 
 def _weights(folder: Path) -> dict:
-    return {**{f"unet.{k}": v for k, v in load_file(folder / "unet" / "diffusion_pytorch_model.safetensors").items()},
-            **{f"vae.{k}": v for k, v in load_file(folder / "vae" / "diffusion_pytorch_model.safetensors").items()}}
+    return {
+        **{f"unet.{k}": v for k, v in load_file(folder / "unet" / "diffusion_pytorch_model.safetensors").items()},
+        **{f"vae.{k}": v for k, v in load_file(folder / "vae" / "diffusion_pytorch_model.safetensors").items()},
+    }
 
 
 def test_ldm_train_save_reload_sample_img2img(data, tmp_path):
@@ -39,7 +53,10 @@ def test_ldm_train_save_reload_sample_img2img(data, tmp_path):
     hist = json.loads((tmp_path / "gen" / "history.json").read_text())
     assert hist["steps"] == 6 and hist["vae"]["steps"] == 6 and np.isfinite(hist["loss"]).all()
     assert hist["vae"]["n_recon"] == 8 and 0 < hist["vae"]["recon_psnr"] < 60 and -1 <= hist["vae"]["recon_ssim"] <= 1
-    assert Image.open(tmp_path / "gen" / "recon.png").size == (2 + 8 * 34, 2 + 2 * 34)  # 8 val originals over their reconstructions
+    assert Image.open(tmp_path / "gen" / "recon.png").size == (
+        2 + 8 * 34,
+        2 + 2 * 34,
+    )  # 8 val originals over their reconstructions
     gen = load_generator(tmp_path / "gen")
     assert gen.unet.config.sample_size == 16 and gen.unet.config.in_channels == 4  # 32 px / 2 (two autoencoder levels)
     scale = gen.vae.config.scaling_factor
@@ -55,7 +72,9 @@ def test_ldm_train_save_reload_sample_img2img(data, tmp_path):
         np.testing.assert_array_equal(np.asarray(Image.open(path)), load_image(parent, 32))
     half = generate(tmp_path / "gen", data, tmp_path / "i2i", per_class=2, steps=4, mode="img2img", strength=0.5)
     assert half["parent"].notna().all() and set(half["strength"]) == {0.5}
-    assert all(not np.array_equal(np.asarray(Image.open(p)), load_image(q, 32)) for p, q in zip(half["path"], half["parent"]))
+    assert all(
+        not np.array_equal(np.asarray(Image.open(p)), load_image(q, 32)) for p, q in zip(half["path"], half["parent"])
+    )
 
 
 def test_ldm_killed_in_each_phase_resumes_to_identical_weights(data, tmp_path):

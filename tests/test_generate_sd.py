@@ -9,17 +9,17 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import kill9_at, make_dataset
 from peft.utils import get_peft_model_state_dict
 from PIL import Image
 from safetensors.torch import load_file
+from tiny_sd import make_tiny_sd, single_thread  # noqa: F401  (fixture)
 from typer.testing import CliRunner
 
-from conftest import kill9_at, make_dataset
-from retinaug.cli import app
 from retinaug.cache import load_image
+from retinaug.cli import app
 from retinaug.errors import RetinaugError
 from retinaug.generate import finetune, generate, load_generator
-from tiny_sd import make_tiny_sd, single_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -40,7 +40,9 @@ TINY_PROMPT_C = "a fundus photograph of an eye with cataract, blurry hazy view o
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("sd") / "data", classes=("G", "C"), patients_per_class=4).attrs["manifest_dir"]
+    return make_dataset(tmp_path_factory.mktemp("sd") / "data", classes=("G", "C"), patients_per_class=4).attrs[
+        "manifest_dir"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +56,20 @@ def test_refuses_incomplete_model_folder(sd_folder, data, tmp_path):
     shutil.rmtree(broken / "vae")
     (broken / "model_index.json").unlink()
     runner = CliRunner()
-    result = runner.invoke(app, ["finetune", "--data", data, "--out", str(tmp_path / "g"), "--method", "sd-lora",
-                                 "--set", f"base_model={broken}"])
+    result = runner.invoke(
+        app,
+        [
+            "finetune",
+            "--data",
+            data,
+            "--out",
+            str(tmp_path / "g"),
+            "--method",
+            "sd-lora",
+            "--set",
+            f"base_model={broken}",
+        ],
+    )
     assert result.exit_code == 1
     assert "missing: model_index.json, vae" in " ".join(result.output.replace("│", " ").split())
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
@@ -65,7 +79,9 @@ def test_refuses_incomplete_model_folder(sd_folder, data, tmp_path):
 
 
 def test_sd_lora_finetune_reload_txt2img_img2img(sd_folder, data, tmp_path):
-    meta = finetune(data, "sd-lora", {**TINY, "base_model": str(sd_folder), "train_text_encoder": True}, tmp_path / "gen")
+    meta = finetune(
+        data, "sd-lora", {**TINY, "base_model": str(sd_folder), "train_text_encoder": True}, tmp_path / "gen"
+    )
     assert meta["method"] == "sd-lora" and meta["config"]["base_model"] == str(sd_folder)
     assert meta["n_train_images"] == 8  # 2 of 4 patients per class are TRAIN, 2 eyes each
     lora = load_file(tmp_path / "gen" / "pytorch_lora_weights.safetensors")
@@ -84,17 +100,30 @@ def test_sd_lora_finetune_reload_txt2img_img2img(sd_folder, data, tmp_path):
     assert all(v.abs().max() > 0 for k, v in loaded.items() if "lora_B" in k)
     ids = gen._tokenize(["a fundus photo with glaucoma"])
     pipe = gen.pipeline()
-    assert pipe.img2img.unet is pipe.txt2img.unet and pipe.img2img.text_encoder is pipe.txt2img.text_encoder  # from_pipe shares
+    assert (
+        pipe.img2img.unet is pipe.txt2img.unet and pipe.img2img.text_encoder is pipe.txt2img.text_encoder
+    )  # from_pipe shares
     with_lora, context = pipe(["G"], [7], steps=3), gen.text_encoder(ids)[0]
     pipe.txt2img.disable_lora()
     assert with_lora.shape == (1, 32, 32, 3) and not np.array_equal(with_lora, pipe(["G"], [7], steps=3))
     assert not torch.allclose(context, gen.text_encoder(ids)[0])  # the text encoder's LoRA is live
 
-    txt = generate(tmp_path / "gen", data, tmp_path / "txt", per_class=2, batch_size=3, seed=1, steps=3, negative_prompt="blurry, text")
+    txt = generate(
+        tmp_path / "gen",
+        data,
+        tmp_path / "txt",
+        per_class=2,
+        batch_size=3,
+        seed=1,
+        steps=3,
+        negative_prompt="blurry, text",
+    )
     assert len(txt) == 4 and txt["parent"].isna().all() and txt["strength"].isna().all()
     assert set(txt.loc[txt["label"] == "G", "prompt"]) == {"a fundus photo with glaucoma"}
     assert set(txt.loc[txt["label"] == "C", "prompt"]) == {meta["config"]["prompts"]["C"]}
-    assert set(txt["negative_prompt"]) == {"blurry, text"} and set(txt["steps"]) == {3} and set(txt["guidance"]) == {7.5}
+    assert (
+        set(txt["negative_prompt"]) == {"blurry, text"} and set(txt["steps"]) == {3} and set(txt["guidance"]) == {7.5}
+    )
 
     img = generate(tmp_path / "gen", data, tmp_path / "img", per_class=2, seed=1, steps=3, mode="img2img", strength=0.6)
     train = set(data_train_paths(data))
@@ -105,7 +134,9 @@ def test_sd_lora_finetune_reload_txt2img_img2img(sd_folder, data, tmp_path):
     assert not np.array_equal(b, load_image(img["parent"].iloc[0], 32))
     with pytest.raises(RetinaugError, match="different sampling"):
         generate(tmp_path / "gen", data, tmp_path / "img", per_class=2, seed=1, steps=3, mode="img2img", strength=0.3)
-    same = generate(tmp_path / "gen", data, tmp_path / "img0", per_class=2, seed=1, steps=3, mode="img2img", strength=0.0)
+    same = generate(
+        tmp_path / "gen", data, tmp_path / "img0", per_class=2, seed=1, steps=3, mode="img2img", strength=0.0
+    )
     for path, parent in zip(same["path"], same["parent"]):  # strength 0: the parent, untouched
         np.testing.assert_array_equal(np.asarray(Image.open(path)), load_image(parent, 32))
 
@@ -137,7 +168,9 @@ def test_pickled_sd_weights_are_refused(tmp_path, tiny_data):
         f.unlink()
     (base / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"a pickle would run code here")
     with pytest.raises(RetinaugError, match="pickled .bin/.ckpt weights are refused"):
-        finetune(tiny_data.attrs["manifest_dir"], "sd-lora", {**TINY, "base_model": str(base), "steps": 1}, tmp_path / "gen")
+        finetune(
+            tiny_data.attrs["manifest_dir"], "sd-lora", {**TINY, "base_model": str(base), "steps": 1}, tmp_path / "gen"
+        )
 
 
 def test_sd_lora_killed_mid_training_resumes_to_identical_lora(sd_folder, data, tmp_path):
@@ -149,13 +182,30 @@ def test_sd_lora_killed_mid_training_resumes_to_identical_lora(sd_folder, data, 
     finetune(data, "sd-lora", cfg, tmp_path / "ref", checkpoint_every=3)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "killed"
-    kill9_at(["finetune", "--data", str(data), "--out", str(out), "--method", "sd-lora", "--config", str(tmp_path / "cfg.yaml"),
-              "--checkpoint-every", "3"], "kill@step:5")  # checkpoint: step 3
+    kill9_at(
+        [
+            "finetune",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--method",
+            "sd-lora",
+            "--config",
+            str(tmp_path / "cfg.yaml"),
+            "--checkpoint-every",
+            "3",
+        ],
+        "kill@step:5",
+    )  # checkpoint: step 3
     assert (out / "train_state.pt").exists() and not (out / "config.json").exists()
     state = torch.load(out / "train_state.pt", map_location="cpu", weights_only=True)
     assert state["modules"]["unet"] and all("lora" in k for k in state["modules"]["unet"])
 
     finetune(data, "sd-lora", cfg, out, checkpoint_every=3)
     assert json.loads((out / "history.json").read_text())["resumed_from_step"] == 3
-    a, b = load_file(tmp_path / "ref" / "pytorch_lora_weights.safetensors"), load_file(out / "pytorch_lora_weights.safetensors")
+    a, b = (
+        load_file(tmp_path / "ref" / "pytorch_lora_weights.safetensors"),
+        load_file(out / "pytorch_lora_weights.safetensors"),
+    )
     assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)

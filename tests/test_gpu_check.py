@@ -16,7 +16,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 def test_gpu_check_tiny_on_cpu_writes_rates_and_ratios(tmp_path):
     out = tmp_path / "check.json"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--out", str(out)], env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["tiny"] and result["precision"] == "no" and result["machine"]["device"] == "cpu"
@@ -28,7 +30,9 @@ def test_gpu_check_tiny_on_cpu_writes_rates_and_ratios(tmp_path):
         assert all(math.isfinite(r["value"]) and r["value"] > 0 for r in mine), (section, mine)
         assert len(mine) == 3 * len(ratios)  # ours, plain, ratio
     assert {r["what"].split(",")[0] for r in result["rows"] if r["section"] == "sd-lora" and r["unit"] == "x"} == {
-        "train ratio ours / plain", "txt2img ratio ours / plain"}
+        "train ratio ours / plain",
+        "txt2img ratio ours / plain",
+    }
     from retinaug.generate import list_generators
 
     if "ldm" in list_generators():
@@ -41,5 +45,11 @@ def test_gpu_check_tiny_on_cpu_writes_rates_and_ratios(tmp_path):
 
 def test_gpu_check_without_a_gpu_and_without_tiny_says_so(tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "x.json")], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(tmp_path / "x.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "no CUDA GPU" in proc.stdout and not (tmp_path / "x.json").exists()

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import SHARED_ODIR
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import SHARED_ODIR
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
 from retinaug.ingest import prepare_folder, prepare_odir
@@ -41,8 +41,13 @@ def kaggle_dataset(root: Path, n_patients: int = 12) -> pd.DataFrame:
         for eye in ("left", "right"):
             write_image(root / "preprocessed_images" / f"{i}_{eye}.jpg", seed=i * 2 + (eye == "right"))
             rows.append(
-                {"ID": i, "Left-Diagnostic Keywords": left, "Right-Diagnostic Keywords": "normal fundus",
-                 "labels": "['C']" if sick else "['N']", "filename": f"{i}_{eye}.jpg"}
+                {
+                    "ID": i,
+                    "Left-Diagnostic Keywords": left,
+                    "Right-Diagnostic Keywords": "normal fundus",
+                    "labels": "['C']" if sick else "['N']",
+                    "filename": f"{i}_{eye}.jpg",
+                }
             )
     df = pd.DataFrame(rows)
     df.to_csv(root / "full_df.csv", index=False)
@@ -120,14 +125,23 @@ def test_bad_input_is_counted_with_reasons_and_rows(tmp_path):
     df = df[~df["filename"].isin(["8_left.jpg", "8_right.jpg"])]
     pd.concat([df, extra]).to_csv(root / "full_df.csv", index=False)
     runner = CliRunner()
-    result = runner.invoke(app, ["prepare", "odir", str(root), "--out", str(tmp_path / "run/data"), "--val", "0.2", "--test", "0.2"])
+    result = runner.invoke(
+        app, ["prepare", "odir", str(root), "--out", str(tmp_path / "run/data"), "--val", "0.2", "--test", "0.2"]
+    )
     assert result.exit_code == 0, result.output
     assert "skipped 9" in result.output and "undecodable" in result.output
     rejected = pd.read_csv(tmp_path / "run/data/rejected.csv")
     by_row = dict(zip(rejected["row"], rejected["reason"]))
     assert by_row == {
-        2: "undecodable", 4: "undecodable", 5: "empty file", 6: "missing file", 7: "too small",
-        24: "bad row", 25: "unknown label", 26: "unsafe path", 27: "non-fundus",
+        2: "undecodable",
+        4: "undecodable",
+        5: "empty file",
+        6: "missing file",
+        7: "too small",
+        24: "bad row",
+        25: "unknown label",
+        26: "unsafe path",
+        27: "non-fundus",
     }
     assert "escapes its data folder" in rejected.loc[rejected["row"] == 26, "detail"].item()
     assert "empty filename" in rejected.loc[rejected["row"] == 24, "detail"].item()
@@ -170,7 +184,9 @@ def challenge_dataset(root: Path) -> None:
     ws = wb.active
     ws.append(header)
     for pid, left, right, flags in patients:
-        ws.append([pid, 60, "Female", f"{pid}_left.jpg", f"{pid}_right.jpg", left, right, *[int(c in flags) for c in codes]])
+        ws.append(
+            [pid, 60, "Female", f"{pid}_left.jpg", f"{pid}_right.jpg", left, right, *[int(c in flags) for c in codes]]
+        )
         for k, eye in enumerate(("left", "right")):
             write_image(root / "Training Images" / f"{pid}_{eye}.jpg", seed=pid * 2 + k)
     wb.save(root / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx")
@@ -189,7 +205,9 @@ def test_challenge_layout_per_eye_labels_and_multilabel(tmp_path):
     flags = prepare_odir(tmp_path / "odir", tmp_path / "flags", labels="kaggle", val=0.2, test=0.2)
     assert len(flags) == 18 and set(flags.loc[flags["patient_id"] == "0", "label"]) == {"C"}
 
-    multi = prepare_odir(tmp_path / "odir", tmp_path / "multi", labels="keywords", allow_multilabel=True, val=0.2, test=0.2)
+    multi = prepare_odir(
+        tmp_path / "odir", tmp_path / "multi", labels="keywords", allow_multilabel=True, val=0.2, test=0.2
+    )
     row = multi[multi["path"].str.endswith("2_left.jpg")].iloc[0]
     assert (row["label"], row["findings"]) == ("D", "D,O") and len(multi) == 20
 
@@ -204,7 +222,17 @@ def test_folder_ingestion_with_mapping_and_patient_regex(tmp_path):
     (root / "n" / "notes.txt").write_text("not an image")
     runner = CliRunner()
     out = tmp_path / "run/data"
-    args = ["prepare", "folder", str(root), "--out", str(out), "--map", "katarakt=C", "--patient-regex", r"^(\w+)_[LR]$"]
+    args = [
+        "prepare",
+        "folder",
+        str(root),
+        "--out",
+        str(out),
+        "--map",
+        "katarakt=C",
+        "--patient-regex",
+        r"^(\w+)_[LR]$",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     df = load_manifest(out)
@@ -221,8 +249,14 @@ def test_folder_ingestion_with_mapping_and_patient_regex(tmp_path):
         prepare_folder(root, tmp_path / "x", mapping="katarakt=Q")
 
 
-ONLY_DATA = ["generator.enabled=false", "labeler.enabled=false", "selection.enabled=false", "augment.enabled=false",
-             "experiments.enabled=false", "quality.enabled=false"]
+ONLY_DATA = [
+    "generator.enabled=false",
+    "labeler.enabled=false",
+    "selection.enabled=false",
+    "augment.enabled=false",
+    "experiments.enabled=false",
+    "quality.enabled=false",
+]
 
 
 def _same_manifest(a: Path, b: Path) -> pd.DataFrame:
@@ -234,19 +268,44 @@ def _same_manifest(a: Path, b: Path) -> pd.DataFrame:
 def test_run_with_keyword_labels_equals_prepare_odir(tmp_path):
     kaggle_dataset(tmp_path / "odir")
     runner = CliRunner()
-    prepared = runner.invoke(app, ["prepare", "odir", str(tmp_path / "odir"), "--out", str(tmp_path / "prep"), "--labels", "keywords",
-                                   "--val", "0.25", "--test", "0.25", "--seed", "3"])
+    prepared = runner.invoke(
+        app,
+        [
+            "prepare",
+            "odir",
+            str(tmp_path / "odir"),
+            "--out",
+            str(tmp_path / "prep"),
+            "--labels",
+            "keywords",
+            "--val",
+            "0.25",
+            "--test",
+            "0.25",
+            "--seed",
+            "3",
+        ],
+    )
     assert prepared.exit_code == 0, prepared.output
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"data": {"source": "odir", "path": str(tmp_path / "odir"), "val": 0.25, "test": 0.25, "seed": 3}}))
+    config.write_text(
+        yaml.safe_dump(
+            {"data": {"source": "odir", "path": str(tmp_path / "odir"), "val": 0.25, "test": 0.25, "seed": 3}}
+        )
+    )
     sets = [a for s in ["data.labels=keywords", *ONLY_DATA] for a in ("--set", s)]
     result = runner.invoke(app, ["run", str(config), "--out", str(tmp_path / "run"), *sets])
     assert result.exit_code == 0, result.output
     df = _same_manifest(tmp_path / "prep", tmp_path / "run" / "data")
-    assert df.set_index("path").loc[str(tmp_path / "odir/preprocessed_images/1_right.jpg"), "label"] == "N"  # kaggle says C
+    assert (
+        df.set_index("path").loc[str(tmp_path / "odir/preprocessed_images/1_right.jpg"), "label"] == "N"
+    )  # kaggle says C
     assert json.loads((tmp_path / "run/data/summary.json").read_text())["labels"] == "keywords"
     kaggle = runner.invoke(app, ["run", str(config), "--out", str(tmp_path / "run2"), *sets[2:]])
-    assert kaggle.exit_code == 0 and load_manifest(tmp_path / "run2" / "data")["label"].value_counts().to_dict() == {"C": 18, "N": 6}
+    assert kaggle.exit_code == 0 and load_manifest(tmp_path / "run2" / "data")["label"].value_counts().to_dict() == {
+        "C": 18,
+        "N": 6,
+    }
 
 
 def test_run_with_folder_map_and_patient_regex_equals_prepare_folder(tmp_path):
@@ -256,12 +315,43 @@ def test_run_with_folder_map_and_patient_regex_equals_prepare_folder(tmp_path):
             write_image(root / "glau" / f"p{k}_{eye}.png", seed=k * 2 + (eye == "R"))
             write_image(root / "Katarakt" / f"q{k}_{eye}.jpg", seed=100 + k * 2 + (eye == "R"))
     runner = CliRunner()
-    prepared = runner.invoke(app, ["prepare", "folder", str(root), "--out", str(tmp_path / "prep"), "--map", "glau=G,katarakt=C",
-                                   "--patient-regex", r"^(\w+)_[LR]$", "--min-size", "32", "--val", "0.25", "--test", "0.25"])
+    prepared = runner.invoke(
+        app,
+        [
+            "prepare",
+            "folder",
+            str(root),
+            "--out",
+            str(tmp_path / "prep"),
+            "--map",
+            "glau=G,katarakt=C",
+            "--patient-regex",
+            r"^(\w+)_[LR]$",
+            "--min-size",
+            "32",
+            "--val",
+            "0.25",
+            "--test",
+            "0.25",
+        ],
+    )
     assert prepared.exit_code == 0, prepared.output
     config = tmp_path / "run.yaml"  # the map as a YAML mapping, as a config file holds it
-    config.write_text(yaml.safe_dump({"data": {"source": "folder", "path": str(root), "mapping": {"glau": "G", "Katarakt": "C"},
-                                               "patient_regex": r"^(\w+)_[LR]$", "min_size": 32, "val": 0.25, "test": 0.25}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "source": "folder",
+                    "path": str(root),
+                    "mapping": {"glau": "G", "Katarakt": "C"},
+                    "patient_regex": r"^(\w+)_[LR]$",
+                    "min_size": 32,
+                    "val": 0.25,
+                    "test": 0.25,
+                }
+            }
+        )
+    )
     args = ["run", str(config), "--out", str(tmp_path / "run"), *[a for s in ONLY_DATA for a in ("--set", s)]]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -274,7 +364,16 @@ def test_real_odir(tmp_path):
     started = time.perf_counter()
     df = prepare_odir(SHARED_ODIR, tmp_path / "data", labels="kaggle")
     assert len(df) == 4936 and df["patient_id"].nunique() == 2584
-    assert df["label"].value_counts().to_dict() == {"N": 2248, "D": 1278, "O": 540, "C": 204, "A": 195, "G": 195, "M": 180, "H": 96}
+    assert df["label"].value_counts().to_dict() == {
+        "N": 2248,
+        "D": 1278,
+        "O": 540,
+        "C": 204,
+        "A": 195,
+        "G": 195,
+        "M": 180,
+        "H": 96,
+    }
     result = CliRunner().invoke(app, ["check-split", str(tmp_path / "data")])
     assert result.exit_code == 0 and result.output.startswith("OK: 4936 images of 2584 patients")
     summary = json.loads((tmp_path / "data/summary.json").read_text())
@@ -297,14 +396,22 @@ def test_folder_groups_both_eyes_by_default(tmp_path):
     df = load_manifest(tmp_path / "out")
     assert len(df) == 30 and df["patient_id"].nunique() == 18  # 6 + 6 grouped pairs, 6 own patients
     eyes = df.set_index(df["path"].map(lambda p: Path(p).name))["eye"]
-    assert (eyes["0_left.jpg"], eyes["P0-OD.JPG"], eyes["P0_os.png"], eyes["IMG_0000.jpg"]) == ("left", "right", "left", "unknown")
+    assert (eyes["0_left.jpg"], eyes["P0-OD.JPG"], eyes["P0_os.png"], eyes["IMG_0000.jpg"]) == (
+        "left",
+        "right",
+        "left",
+        "unknown",
+    )
     assert df.groupby("patient_id")["split"].nunique().max() == 1
     pair = df[df["patient_id"] == "P3"]
     assert sorted(pair["label"]) == ["G", "N"] and pair["split"].nunique() == 1
     grouping = json.loads((tmp_path / "out/summary.json").read_text())["patients_grouping"]
     assert grouping["files_matched"] == 24 and grouping["files_unmatched"] == 6 and grouping["patients"] == 18
     text = " ".join(result.output.split())
-    assert "patients: grouped by <patient>_<eye> in file names" in text and "6 unmatched file(s) are their own patients" in text
+    assert (
+        "patients: grouped by <patient>_<eye> in file names" in text
+        and "6 unmatched file(s) are their own patients" in text
+    )
     assert "6 file name(s) do not match the patient pattern" in text and "--unmatched reject" in text
 
 
@@ -318,7 +425,9 @@ def test_folder_patient_regex_and_unmatched_files(tmp_path):
     assert len(kept) == 24 and kept["patient_id"].nunique() == 16  # unmatched files kept as their own patients
     assert kept.loc[kept["label"] == "N", "patient_id"].str.startswith("N/scan").all()
     dropped = prepare_folder(root, tmp_path / "rej", patient_regex=r"^(\d+)_", unmatched="reject", val=0.25, test=0.25)
-    assert len(dropped) == 16 and pd.read_csv(tmp_path / "rej/rejected.csv")["reason"].tolist() == ["bad patient id"] * 8
+    assert (
+        len(dropped) == 16 and pd.read_csv(tmp_path / "rej/rejected.csv")["reason"].tolist() == ["bad patient id"] * 8
+    )
     with pytest.raises(RetinaugError, match="--unmatched must be one of own-patient, reject"):
         prepare_folder(root, tmp_path / "x", unmatched="drop")
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from test_ingest import challenge_dataset, kaggle_dataset, write_image
 from typer.testing import CliRunner
 
 from retinaug.cache import image_cache, open_rgb
@@ -20,7 +21,6 @@ from retinaug.config import apply_set, load_config
 from retinaug.errors import RetinaugError
 from retinaug.ingest import prepare_folder, prepare_odir
 from retinaug.ingest.checks import check_image
-from test_ingest import challenge_dataset, kaggle_dataset, write_image
 
 
 def bmp_bytes(colour: tuple[int, int, int], size: int = 16) -> bytes:
@@ -94,7 +94,9 @@ def odir_with_multi_frame(root: Path) -> str:
     return "1_left.gif"
 
 
-@pytest.mark.parametrize("make, prepare", [(folder_with_multi_frame, prepare_folder), (odir_with_multi_frame, prepare_odir)])
+@pytest.mark.parametrize(
+    "make, prepare", [(folder_with_multi_frame, prepare_folder), (odir_with_multi_frame, prepare_odir)]
+)
 def test_multi_frame_images_keep_the_first_frame_and_are_counted(tmp_path, caplog, make, prepare):
     name = make(tmp_path / "ds")
     caplog.set_level(logging.INFO, logger="retinaug")
@@ -114,8 +116,10 @@ LAUGHS = b"a: &a [x, x, x]\nb: &b [*a, *a, *a]\nc: &c [*b, *b, *b]\nname: *c\n" 
 @pytest.mark.parametrize(
     "text, message",
     [
-        (b"experiments:\n  seeds: 1\nname: x\n\nexperiments:\n  seeds: 2\n",
-         "line 5: key 'experiments' appears twice (first at line 1); remove one of them"),
+        (
+            b"experiments:\n  seeds: 1\nname: x\n\nexperiments:\n  seeds: 2\n",
+            "line 5: key 'experiments' appears twice (first at line 1); remove one of them",
+        ),
         (b"data:\n  seed: 1\n  val: 0.2\n  seed: 2\n", "line 4: key 'seed' appears twice (first at line 2)"),
         (b"data: {seed: 1, seed: 2}\n", "line 1: key 'seed' appears twice (first at line 1)"),
         (LAUGHS, "line 2: YAML aliases are not accepted (*a); write the value out instead"),
@@ -140,7 +144,9 @@ def test_cli_prints_a_config_that_is_not_utf8_as_one_error_line(tmp_path):
 
 
 def test_set_override_refuses_duplicate_keys_and_aliases():
-    with pytest.raises(RetinaugError, match=r"--set 'data=\{seed: 1, seed: 2\}': value line 1: key 'seed' appears twice"):
+    with pytest.raises(
+        RetinaugError, match=r"--set 'data=\{seed: 1, seed: 2\}': value line 1: key 'seed' appears twice"
+    ):
         apply_set({}, "data={seed: 1, seed: 2}")
     with pytest.raises(RetinaugError, match=r"YAML aliases are not accepted \(\*a\)"):
         apply_set({}, "name=[&a [1, 1], *a, *a]")

@@ -22,8 +22,13 @@ from retinaug.lock import lock_holder, run_lock
 from retinaug.manifest import load_manifest
 
 # data, augment, experiments (the real and traditional scenarios only) and report: a short run to hold the lock
-CHEAP = {**TINY, "generator": {**TINY["generator"], "enabled": False}, "labeler": {**TINY["labeler"], "enabled": False},
-         "selection": {**TINY["selection"], "enabled": False}, "experiments": {**TINY["experiments"], "only": ["real", "trad"]}}
+CHEAP = {
+    **TINY,
+    "generator": {**TINY["generator"], "enabled": False},
+    "labeler": {**TINY["labeler"], "enabled": False},
+    "selection": {**TINY["selection"], "enabled": False},
+    "experiments": {**TINY["experiments"], "only": ["real", "trad"]},
+}
 
 
 def _text(output: str) -> str:
@@ -46,7 +51,9 @@ def test_second_run_is_refused_at_once_and_the_first_is_undisturbed(tmp_path):
     cfg.write_text(yaml.safe_dump(CHEAP))
     run = tmp_path / "run"
     log = tmp_path / "first.log"
-    first = subprocess.Popen(cli("run", str(cfg), "--out", str(run)), env=cli_env(), stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    first = subprocess.Popen(
+        cli("run", str(cfg), "--out", str(run)), env=cli_env(), stdout=subprocess.DEVNULL, stderr=log.open("w")
+    )
     try:
         holder = _wait_for_holder(run / ".lock", first)
         assert holder["pid"] == first.pid and holder["command"] == "run"
@@ -55,7 +62,9 @@ def test_second_run_is_refused_at_once_and_the_first_is_undisturbed(tmp_path):
         # did not wait for the lock (the first run takes a minute).
         t0 = time.monotonic()
         err = tmp_path / "second.err"
-        second = subprocess.Popen(cli("run", str(cfg), "--out", str(run)), env=cli_env(), stdout=subprocess.DEVNULL, stderr=err.open("w"))
+        second = subprocess.Popen(
+            cli("run", str(cfg), "--out", str(run)), env=cli_env(), stdout=subprocess.DEVNULL, stderr=err.open("w")
+        )
         _, status, usage = os.wait4(second.pid, 0)
         wall, cpu = time.monotonic() - t0, usage.ru_utime + usage.ru_stime
         assert os.waitstatus_to_exitcode(status) == 1 and cpu < 1.5 and wall < 15, (status, cpu, wall)
@@ -63,9 +72,22 @@ def test_second_run_is_refused_at_once_and_the_first_is_undisturbed(tmp_path):
         assert f"is in use by PID {first.pid}" in message and f"started {holder['started']}" in message
         assert "Traceback" not in message and first.poll() is None
         # the other verbs that write into a run are refused the same way; a dry-run still plans and says who works there
-        for args in (["report", str(run)], ["experiment", "--config", str(cfg), "--run", str(run)],
-                     ["generate", "--generator", str(run / "generator"), "--data", str(run / "data"), "--out", str(run / "synthetic"), "--per-class", "1"],
-                     ["export", str(run), "--out", str(tmp_path / "exported"), "--what", "real"]):
+        for args in (
+            ["report", str(run)],
+            ["experiment", "--config", str(cfg), "--run", str(run)],
+            [
+                "generate",
+                "--generator",
+                str(run / "generator"),
+                "--data",
+                str(run / "data"),
+                "--out",
+                str(run / "synthetic"),
+                "--per-class",
+                "1",
+            ],
+            ["export", str(run), "--out", str(tmp_path / "exported"), "--what", "real"],
+        ):
             res = CliRunner().invoke(app, args)
             assert res.exit_code == 1 and f"is in use by PID {first.pid}" in _text(res.output), (args, res.output)
         res = CliRunner().invoke(app, ["run", str(cfg), "--out", str(run), "--dry-run"])
@@ -79,8 +101,12 @@ def test_second_run_is_refused_at_once_and_the_first_is_undisturbed(tmp_path):
         ours = json.loads((run / "experiments" / scenario / "seed0" / "metrics.json").read_text())
         reference = json.loads((tiny_run() / "experiments" / scenario / "seed0" / "metrics.json").read_text())
         assert ours == reference, scenario
-    rows = [load_manifest(r / "augment").assign(path=lambda d, r=r: d["path"].str.removeprefix(str(r)))[["path", "transform"]]
-            for r in (run, tiny_run())]
+    rows = [
+        load_manifest(r / "augment").assign(path=lambda d, r=r: d["path"].str.removeprefix(str(r)))[
+            ["path", "transform"]
+        ]
+        for r in (run, tiny_run())
+    ]
     pd.testing.assert_frame_equal(rows[0], rows[1])
 
 
@@ -88,7 +114,9 @@ def test_kill9_frees_the_lock(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(CHEAP))
     run = tmp_path / "run"
-    proc = subprocess.Popen(cli("run", str(cfg), "--out", str(run)), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cli("run", str(cfg), "--out", str(run)), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     holder = _wait_for_holder(run / ".lock", proc)
     assert lock_holder(run).startswith(f"PID {holder['pid']} on ")
     with pytest.raises(RetinaugError, match=f"in use by PID {holder['pid']}"):

@@ -15,7 +15,15 @@ from retinaug.manifest import class_counts, load_manifest, new_manifest, save_ma
 
 def rows(n: int = 3) -> list[dict]:
     return [
-        dict(path=f"/data/img{i}.png", label="G", patient_id=f"p{i}", eye="left", split="train", origin="real", source="t")
+        dict(
+            path=f"/data/img{i}.png",
+            label="G",
+            patient_id=f"p{i}",
+            eye="left",
+            split="train",
+            origin="real",
+            source="t",
+        )
         for i in range(n)
     ]
 

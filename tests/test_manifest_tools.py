@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from conftest import make_dataset
 from typer.testing import CliRunner
 
-from conftest import make_dataset
 from retinaug.cli import app
 from retinaug.errors import ManifestError
 from retinaug.manifest import REQUIRED, load_manifest

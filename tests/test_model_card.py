@@ -5,18 +5,26 @@ from __future__ import annotations
 import json
 
 import yaml
-from PIL import Image
-
 from conftest import make_dataset
+from PIL import Image
 from pipeline_helpers import quality_row, small_copy, tiny_run
+
 from retinaug.cards import refresh_model_card, write_model_card
 from retinaug.generate import finetune
 
 
 def test_finetune_writes_a_model_card_from_its_own_numbers(tmp_path):
     make_dataset(tmp_path / "data", classes=("G", "C"), patients_per_class=6, size=16)
-    tiny = {"size": 16, "steps": 5, "batch_size": 8, "block_out_channels": [16, 32], "norm_num_groups": 8, "warmup_steps": 1,
-            "samples_per_class": 1, "condition_eye": True}
+    tiny = {
+        "size": 16,
+        "steps": 5,
+        "batch_size": 8,
+        "block_out_channels": [16, 32],
+        "norm_num_groups": 8,
+        "warmup_steps": 1,
+        "samples_per_class": 1,
+        "condition_eye": True,
+    }
     meta = finetune(tmp_path / "data", "ddpm", tiny, tmp_path / "gen")
     card = (tmp_path / "gen" / "README.md").read_text()
     header = yaml.safe_load(card.split("---\n")[1])

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SHARED_ODIR
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import SHARED_ODIR
 from retinaug.classify import TrainConfig, evaluate, train
 from retinaug.cli import app
 from retinaug.ingest import prepare_folder
@@ -97,7 +97,11 @@ def test_evaluate_warns_about_and_drops_training_copies(tmp_path):
     torch.set_num_threads(1)
     data = make_phantom(n=96, size=128, seed=0, out=tmp_path / "data", proportions="G=1,C=1,A=1", val=0.2, test=0.2)
     clf = tmp_path / "clf"
-    train(tmp_path / "data", TrainConfig(backbone="resnet10t", size=32, epochs=1, batch_size=16, task="G,C,A", augment=False), clf)
+    train(
+        tmp_path / "data",
+        TrainConfig(backbone="resnet10t", size=32, epochs=1, batch_size=16, task="G,C,A", augment=False),
+        clf,
+    )
     assert len(load_manifest(clf / "train_rows.parquet")) == int((data["split"] == "train").sum())
     copies = plant_copies(data[data["split"] == "train"].head(6), tmp_path / "ext")
     others = make_phantom(n=48, size=128, seed=5, out=tmp_path / "o", proportions="G=1,C=1,A=1", val=0.2, test=0.2)
@@ -105,16 +109,35 @@ def test_evaluate_warns_about_and_drops_training_copies(tmp_path):
         target = tmp_path / "ext" / row.label / f"o_{Path(row.path).name}"
         shutil.copyfile(row.path, target)
     ext = prepare_folder(tmp_path / "ext", tmp_path / "ext-data", min_size=16, val=0.0, test=0.99)
-    res = runner.invoke(app, ["evaluate", "--model", str(clf), "--data", str(tmp_path / "ext-data"), "--split", "all", "--n-boot", "0"])
+    res = runner.invoke(
+        app, ["evaluate", "--model", str(clf), "--data", str(tmp_path / "ext-data"), "--split", "all", "--n-boot", "0"]
+    )
     assert res.exit_code == 0, res.output
     assert "6 of the 18 evaluated images" in " ".join(res.output.split()) and "--drop-overlap" in res.output
     metrics = json.loads((clf / "eval" / "metrics.json").read_text())
     assert metrics["overlap"]["duplicates"] == 6 and metrics["n_images"] == 18
-    res = runner.invoke(app, ["evaluate", "--model", str(clf), "--data", str(tmp_path / "ext-data"), "--split", "all", "--n-boot", "0", "--drop-overlap"])
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(clf),
+            "--data",
+            str(tmp_path / "ext-data"),
+            "--split",
+            "all",
+            "--n-boot",
+            "0",
+            "--drop-overlap",
+        ],
+    )
     assert res.exit_code == 0, res.output
     metrics = json.loads((clf / "eval" / "metrics.json").read_text())
     copy_patients = ext.loc[ext["path"].isin(list(copies)), "patient_id"].nunique()
-    assert metrics["overlap"]["dropped_patients"] == copy_patients and metrics["n_images"] == 18 - metrics["overlap"]["dropped_images"]
+    assert (
+        metrics["overlap"]["dropped_patients"] == copy_patients
+        and metrics["n_images"] == 18 - metrics["overlap"]["dropped_images"]
+    )
     assert metrics["overlap"]["dropped_images"] >= 6
     own = evaluate(clf, data[data["split"] == "test"], n_boot=0, overlap="warn")  # its own test patients: no copies
     assert own["overlap"]["duplicates"] == 0

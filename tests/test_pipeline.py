@@ -41,7 +41,10 @@ def test_stage_skip_resume_fresh_force(tmp_path):
     assert read_record(folder)["status"] == "done" and len(calls) == 1
     rec = _stage(folder, calls, {"a": 1}, {"up": "h1"}).execute()
     assert len(calls) == 1 and rec["why"] == "never run"  # skipped: the old record is returned
-    assert _stage(folder, calls, {"a": 1}, {"up": "h1"}).decision(False) == ("skip", "finished, config and inputs unchanged")
+    assert _stage(folder, calls, {"a": 1}, {"up": "h1"}).decision(False) == (
+        "skip",
+        "finished, config and inputs unchanged",
+    )
     # config change: fresh start in an emptied folder
     _stage(folder, calls, {"a": 2}, {"up": "h1"}).execute()
     assert calls[-1] == [] and read_record(folder)["why"] == "config changed"
@@ -57,7 +60,10 @@ def test_stage_skip_resume_fresh_force(tmp_path):
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C: recorded as interrupted, not failed
         _stage(folder, calls, {"a": 3}, {"up": "h2"}, fail=KeyboardInterrupt).execute(force=True)
     assert read_record(folder)["status"] == "interrupted"
-    assert _stage(folder, calls, {"a": 3}, {"up": "h2"}).decision(False) == ("resume", "its last attempt was interrupted")
+    assert _stage(folder, calls, {"a": 3}, {"up": "h2"}).decision(False) == (
+        "resume",
+        "its last attempt was interrupted",
+    )
     # forced, and missing outputs
     _stage(folder, calls, {"a": 3}, {"up": "h2"}).execute(force=True)
     assert calls[-1] == [] and read_record(folder)["why"] == "forced"
@@ -67,7 +73,10 @@ def test_stage_skip_resume_fresh_force(tmp_path):
     out.write_text(out.read_text().replace("3", "4"))
     os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert out.stat().st_size == st.st_size and out.stat().st_mtime_ns == st.st_mtime_ns
-    assert _stage(folder, calls, {"a": 3}, {"up": "h2"}).decision(False) == ("fresh", "outputs changed since it finished (a file was rewritten)")
+    assert _stage(folder, calls, {"a": 3}, {"up": "h2"}).decision(False) == (
+        "fresh",
+        "outputs changed since it finished (a file was rewritten)",
+    )
     out.unlink()
     assert _stage(folder, calls, {"a": 3}, {"up": "h2"}).decision(False) == ("fresh", "outputs missing (s/out.txt)")
 
@@ -94,10 +103,23 @@ def test_pipeline_full_rerun_and_invalidation():
     # every stage ran and wrote its contract files
     for name in STAGES:
         assert read_record(run / name)["status"] == "done", name
-    for rel in ("config.yaml", "run.log", "logs/experiments.log", "data/manifest.parquet", "generator/history.json",
-                "synthetic/manifest.parquet", "labeler/model.safetensors", "label/manifest.parquet", "selection/manifest.parquet",
-                "augment/manifest.parquet", "experiments/summary.csv", "experiments/table.md",
-                "experiments/composition.csv", "quality/audit.json", "report/index.html"):
+    for rel in (
+        "config.yaml",
+        "run.log",
+        "logs/experiments.log",
+        "data/manifest.parquet",
+        "generator/history.json",
+        "synthetic/manifest.parquet",
+        "labeler/model.safetensors",
+        "label/manifest.parquet",
+        "selection/manifest.parquet",
+        "augment/manifest.parquet",
+        "experiments/summary.csv",
+        "experiments/table.md",
+        "experiments/composition.csv",
+        "quality/audit.json",
+        "report/index.html",
+    ):
         assert (run / rel).is_file(), rel
     resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert resolved["experiments"]["train"]["label_smoothing"] == 0.1  # defaults written out
@@ -110,7 +132,10 @@ def test_pipeline_full_rerun_and_invalidation():
         assert preds["path"].str.contains("/data/images/").all()  # test rows are real images only
     # one logging channel: the per-stage logs hold the classifiers' epochs and the generator's progress
     logs = {name: (run / "logs" / f"{name}.log").read_text() for name in ("generator", "labeler", "experiments")}
-    assert "training ddpm diffusion: 4/4 (100%)" in logs["generator"] and "trained ddpm on 48 TRAIN images" in logs["generator"]
+    assert (
+        "training ddpm diffusion: 4/4 (100%)" in logs["generator"]
+        and "trained ddpm on 48 TRAIN images" in logs["generator"]
+    )
     assert "epoch   1  loss" in logs["labeler"] and "epoch   1  loss" in logs["experiments"]
     assert logs["experiments"].count("epoch   1  loss") == 4  # one model per scenario (1 seed)
 
@@ -121,7 +146,9 @@ def test_pipeline_full_rerun_and_invalidation():
     assert {s for s in STAGES if before[s] != after[s]} <= {"report"}
 
     # forced augment gives identical rows, so its content hash (and everything downstream) is unchanged
-    metrics = {sc: (run / "experiments" / sc / "seed0" / "metrics.json").stat().st_mtime_ns for sc in ("real", "trad", "sel")}
+    metrics = {
+        sc: (run / "experiments" / sc / "seed0" / "metrics.json").stat().st_mtime_ns for sc in ("real", "trad", "sel")
+    }
     run_pipeline(tiny_config(), run, force=["augment"])
     assert read_record(run / "augment")["why"] == "forced"
     assert read_record(run / "experiments")["started"] == after["experiments"]
@@ -166,7 +193,10 @@ def test_pipeline_kill9_during_generate_then_rerun_same_results(tmp_path):
     kill9_at([*args, str(run)], "kill@image:4", env=env)
     assert read_record(run / "synthetic")["status"] == "running" and len(list(run.glob("synthetic/*/[!.]*.png"))) == 4
     run_to_the_end(run)
-    assert read_record(run / "synthetic")["status"] == "done" and read_record(run / "synthetic")["why"] == "its last attempt stopped mid-way (the process ended)"
+    assert (
+        read_record(run / "synthetic")["status"] == "done"
+        and read_record(run / "synthetic")["why"] == "its last attempt stopped mid-way (the process ended)"
+    )
     ours = sorted(run.glob("synthetic/*/*.png"))
     theirs = sorted(reference.glob("synthetic/*/*.png"))
     assert [p.relative_to(run) for p in ours] == [p.relative_to(reference) for p in theirs] and len(ours) == 20
@@ -197,15 +227,25 @@ def test_moved_run_folder_is_skipped_whole(tmp_path):
     seeds = sorted(moved.glob("experiments/*/seed*/metrics.json"))
     assert len(seeds) == 4
     before = {p: p.stat().st_mtime_ns for p in seeds}
-    for stage in ("augment", "selection", "synthetic", "label"):  # manifests find the copy's own images, not the original's
+    for stage in (
+        "augment",
+        "selection",
+        "synthetic",
+        "label",
+    ):  # manifests find the copy's own images, not the original's
         assert load_manifest(moved / stage)["path"].str.startswith(str(moved) + "/").all(), stage
     cfg = load_config(moved / "config.yaml")  # as the run was last made
-    assert {name: action for name, action, _ in plan_pipeline(cfg, moved)} == {**{s: "skip" for s in STAGES}, "report": "run"}
+    assert {name: action for name, action, _ in plan_pipeline(cfg, moved)} == {
+        **{s: "skip" for s in STAGES},
+        "report": "run",
+    }
     run_pipeline(cfg, moved, force=["experiments"])
     assert read_record(moved / "experiments")["why"] == "forced"
     assert {p: p.stat().st_mtime_ns for p in seeds} == before
     recipe = json.loads((moved / "experiments" / "real" / "seed0" / "recipe.json").read_text())
-    assert recipe["key"] == json.loads((tiny_run() / "experiments" / "real" / "seed0" / "recipe.json").read_text())["key"]
+    assert (
+        recipe["key"] == json.loads((tiny_run() / "experiments" / "real" / "seed0" / "recipe.json").read_text())["key"]
+    )
 
 
 def test_dry_run_says_what_would_run_writes_nothing_and_ignores_tracker(tmp_path):
@@ -223,10 +263,15 @@ def test_dry_run_says_what_would_run_writes_nothing_and_ignores_tracker(tmp_path
     assert res.exit_code == 0, res.output
     plan = {line.split()[0]: line.split()[1] for line in res.output.splitlines()}
     assert plan == {**{s: "skip" for s in STAGES}, "report": "run"}
-    res = CliRunner().invoke(app, ["run", str(run / "config.yaml"), "--out", str(run), "--dry-run", "--set", "selection.keep=0.3"])
+    res = CliRunner().invoke(
+        app, ["run", str(run / "config.yaml"), "--out", str(run), "--dry-run", "--set", "selection.keep=0.3"]
+    )
     plan = {line.split()[0]: line.split(maxsplit=2)[1:] for line in res.output.splitlines()}
     assert plan["selection"] == ["run", "config changed"]
-    assert plan["experiments"] == ["run?", "finished; redone if the output of selection changes; seeds whose recipe is unchanged are kept"]
+    assert plan["experiments"] == [
+        "run?",
+        "finished; redone if the output of selection changes; seeds whose recipe is unchanged are kept",
+    ]
     assert plan["quality"][0] == plan["augment"][0] == "skip"
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == files
 
@@ -239,7 +284,9 @@ def test_switched_off_stage_outputs_are_not_read(tmp_path):
     started = _started(run)
     cfg = tiny_config("selection.enabled=false")
     for attempt in (plan_pipeline, run_pipeline):
-        with pytest.raises(RetinaugError, match=r"scenario sel needs the t-SNE selection: switch the selection stage on"):
+        with pytest.raises(
+            RetinaugError, match=r"scenario sel needs the t-SNE selection: switch the selection stage on"
+        ):
             attempt(cfg, run)
     assert _started(run) == started
     cfg = tiny_config("selection.enabled=false", "experiments.only=[real, syn, trad]")
@@ -275,7 +322,9 @@ def test_more_synthetic_images_keep_the_ones_already_made(tmp_path):
 def _section_html(run: Path, key: str) -> str:
     import re
 
-    return re.search(rf'<section id="{key}" class="\w+">(.*?)</section>', (run / "report" / "index.html").read_text(), re.S).group(1)
+    return re.search(
+        rf'<section id="{key}" class="\w+">(.*?)</section>', (run / "report" / "index.html").read_text(), re.S
+    ).group(1)
 
 
 def test_retrained_generator_reruns_everything_below_it(tmp_path):
@@ -291,13 +340,21 @@ def test_retrained_generator_reruns_everything_below_it(tmp_path):
     names = sorted(p.relative_to(run) for p in run.glob("synthetic/*/*.png"))
     pixels = {p: (run / p).read_bytes() for p in names}
     fid_before, labeled_before = _section_html(run, "fid"), load_manifest(run / "label")["pred_conf"].tolist()
-    metrics = {sc: (run / "experiments" / sc / "seed0" / "metrics.json").read_text() for sc in ("real", "syn", "trad", "sel")}
-    cfg = load_config(run / "config.yaml", overrides=["generator.ddpm.steps=6"])  # as the run was last made, + the change
+    metrics = {
+        sc: (run / "experiments" / sc / "seed0" / "metrics.json").read_text() for sc in ("real", "syn", "trad", "sel")
+    }
+    cfg = load_config(
+        run / "config.yaml", overrides=["generator.ddpm.steps=6"]
+    )  # as the run was last made, + the change
     started = _started(run)
 
-    res = CliRunner().invoke(app, ["run", str(run / "config.yaml"), "--out", str(run), "--dry-run", "--set", "generator.ddpm.steps=6"])
+    res = CliRunner().invoke(
+        app, ["run", str(run / "config.yaml"), "--out", str(run), "--dry-run", "--set", "generator.ddpm.steps=6"]
+    )
     assert res.exit_code == 0, res.output
-    plan = {line.split()[0]: line.split(maxsplit=2)[1:] for line in res.output.splitlines() if line.split()[0] in STAGES}
+    plan = {
+        line.split()[0]: line.split(maxsplit=2)[1:] for line in res.output.splitlines() if line.split()[0] in STAGES
+    }
     assert plan["generator"] == ["run", "config changed"]
     assert plan["synthetic"] == ["run?", "finished; redone if the output of generator changes"]
     assert plan["label"] == ["run?", "finished; redone if the output of synthetic changes"]
@@ -315,8 +372,10 @@ def test_retrained_generator_reruns_everything_below_it(tmp_path):
     assert load_manifest(run / "label")["pred_conf"].tolist() != labeled_before
     now = {sc: (run / "experiments" / sc / "seed0" / "metrics.json").read_text() for sc in metrics}
     assert now["real"] == metrics["real"] and now["trad"] == metrics["trad"]  # no synthetic image: kept
-    assert json.loads((run / "experiments" / "syn" / "seed0" / "recipe.json").read_text())["train_rows"] != \
-        json.loads((tiny_run() / "experiments" / "syn" / "seed0" / "recipe.json").read_text())["train_rows"]
+    assert (
+        json.loads((run / "experiments" / "syn" / "seed0" / "recipe.json").read_text())["train_rows"]
+        != json.loads((tiny_run() / "experiments" / "syn" / "seed0" / "recipe.json").read_text())["train_rows"]
+    )
     assert _section_html(run, "fid") != fid_before  # the report shows the new images' FID/KID
 
 
@@ -376,7 +435,9 @@ def test_synthetic_processes_auto_is_one_per_visible_gpu(monkeypatch):
     assert process_count("auto") == 4 and process_count(1) == 1
     with pytest.raises(RetinaugError, match="synthetic.processes 5 is more than the 4 visible GPU"):
         process_count(5)
-    with pytest.raises(RetinaugError, match=r"cannot run \(nothing was started\):\n  - synthetic: synthetic.processes 5 is more"):
+    with pytest.raises(
+        RetinaugError, match=r"cannot run \(nothing was started\):\n  - synthetic: synthetic.processes 5 is more"
+    ):
         plan_pipeline(tiny_config("synthetic.processes=5"), run)  # refused before any stage starts
     with pytest.raises(Exception, match="processes must be auto or at least 1"):
         tiny_config("synthetic.processes=0")

@@ -10,7 +10,9 @@ from retinaug.progress import track
 
 
 def _lines(caplog, prefix: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records if getattr(r, "progress", False) and r.getMessage().startswith(prefix)]
+    return [
+        r.getMessage() for r in caplog.records if getattr(r, "progress", False) and r.getMessage().startswith(prefix)
+    ]
 
 
 def test_progress_lines_are_logged(monkeypatch, caplog):
@@ -18,7 +20,12 @@ def test_progress_lines_are_logged(monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="retinaug")
     assert list(track(range(4), "training", unit="step")) == [0, 1, 2, 3]
     lines = _lines(caplog, "training: ")
-    assert [ln.split(",")[0] for ln in lines] == ["training: 1/4 (25%)", "training: 2/4 (50%)", "training: 3/4 (75%)", "training: 4/4 (100%)"]
+    assert [ln.split(",")[0] for ln in lines] == [
+        "training: 1/4 (25%)",
+        "training: 2/4 (50%)",
+        "training: 3/4 (75%)",
+        "training: 4/4 (100%)",
+    ]
     assert " step/s, " in lines[0] and "min elapsed" in lines[-1]
     assert "min left" in lines[0] and "min left" not in lines[-1]  # an estimate while work remains
 
@@ -27,7 +34,9 @@ def test_default_interval_logs_only_the_closing_line(monkeypatch, caplog):
     monkeypatch.delenv("RETINAUG_PROGRESS_EVERY", raising=False)
     caplog.set_level(logging.INFO, logger="retinaug")
     list(track(range(50), "fast loop"))
-    assert [ln.split(",")[0] for ln in _lines(caplog, "fast loop: ")] == ["fast loop: 50/50 (100%)"]  # no periodic line in 60 s
+    assert [ln.split(",")[0] for ln in _lines(caplog, "fast loop: ")] == [
+        "fast loop: 50/50 (100%)"
+    ]  # no periodic line in 60 s
 
 
 def test_console_shows_progress_lines_only_where_no_bar_is_drawn(monkeypatch, capsys):

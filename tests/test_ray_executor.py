@@ -64,20 +64,37 @@ def grid(tmp_path_factory) -> tuple[pd.DataFrame, dict, Path]:
 
     root = tmp_path_factory.mktemp("grid")
     data = make_dataset(root / "data", classes=("G", "C", "A"), patients_per_class=6, size=16)
-    cfg = {"sets": [], "seeds": 2, "n_boot": 20, "train": TRAIN,
-           "scenarios": [{"name": "real", "task": "G,C,A"}, {"name": "weighted", "task": "G,C,A", "imbalance": "class-weights"}]}
+    cfg = {
+        "sets": [],
+        "seeds": 2,
+        "n_boot": 20,
+        "train": TRAIN,
+        "scenarios": [
+            {"name": "real", "task": "G,C,A"},
+            {"name": "weighted", "task": "G,C,A", "imbalance": "class-weights"},
+        ],
+    }
     (root / "cfg.yaml").write_text(yaml.safe_dump({"experiments": cfg}))
-    res = subprocess.run(cli("experiment", "--config", str(root / "cfg.yaml"), "--run", str(root)),
-                         env={**cli_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        cli("experiment", "--config", str(root / "cfg.yaml"), "--run", str(root)),
+        env={**cli_env(), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     local = root / "experiments"
     assert {name: [t for _, t in _attempts(local / name)] for name in _metrics(local)} == {
-        f"{sc}/seed{k}": [1] for sc in ("real", "weighted") for k in (0, 1)}  # one attempt each, 1 thread
+        f"{sc}/seed{k}": [1] for sc in ("real", "weighted") for k in (0, 1)
+    }  # one attempt each, 1 thread
     return data, cfg, local
 
 
 def _metrics(out: Path) -> dict[str, dict]:
-    return {p.parent.relative_to(out).as_posix(): json.loads(p.read_text()) for p in sorted(out.glob("*/seed*/metrics.json"))}
+    return {
+        p.parent.relative_to(out).as_posix(): json.loads(p.read_text())
+        for p in sorted(out.glob("*/seed*/metrics.json"))
+    }
 
 
 def _attempts(folder: Path) -> list[tuple[int, int]]:
@@ -105,12 +122,16 @@ def test_ray_grid_metrics_equal_local_runner(ray_instance, grid, tmp_path, monke
     for name in reference:  # what each fit was given (process, threads, recipe), then what it learnt, then its scores
         attempts = _attempts(tmp_path / "ray" / name)
         assert len(attempts) == 1 and attempts[0][0] != os.getpid() and attempts[0][1] == 1  # a Ray worker, 1 thread
-        assert json.loads((tmp_path / "ray" / name / "recipe.json").read_text()) == json.loads((local / name / "recipe.json").read_text())
+        assert json.loads((tmp_path / "ray" / name / "recipe.json").read_text()) == json.loads(
+            (local / name / "recipe.json").read_text()
+        )
         assert _curve(tmp_path / "ray" / name) == _curve(local / name), name
     assert _metrics(tmp_path / "ray") == reference
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ray" / "summary.csv"), pd.read_csv(local / "summary.csv"))
     progress = [r.getMessage() for r in caplog.records if r.name == "retinaug.progress"]
-    assert any(m.startswith("fits on Ray: 4/4 (100%)") and "4 done, 0 running, 0 failed" in m for m in progress), progress
+    assert any(m.startswith("fits on Ray: 4/4 (100%)") and "4 done, 0 running, 0 failed" in m for m in progress), (
+        progress
+    )
 
 
 def test_fits_asking_for_gpu_shares_are_placed_on_the_gpus(ray_instance, grid, tmp_path):
@@ -119,7 +140,10 @@ def test_fits_asking_for_gpu_shares_are_placed_on_the_gpus(ray_instance, grid, t
     data, cfg, local = grid
     run_experiments(ExperimentConfig(**cfg, executor="ray", ray={"num_gpus": 0.5}), data, tmp_path / "ray")
     assert _metrics(tmp_path / "ray") == _metrics(local)
-    placed = {name: re.search(r"CUDA_VISIBLE_DEVICES=(\S+)", (tmp_path / "ray" / name / FIT_LOG).read_text()) for name in _metrics(local)}
+    placed = {
+        name: re.search(r"CUDA_VISIBLE_DEVICES=(\S+)", (tmp_path / "ray" / name / FIT_LOG).read_text())
+        for name in _metrics(local)
+    }
     assert all(placed.values()) and {m[1] for m in placed.values()} <= {"0", "1"}
 
 
@@ -127,8 +151,15 @@ def test_failed_fit_is_retried_then_reported_while_the_others_finish(ray_instanc
     """Scenario `gca` trains on G, C and A, but the data has no A train image left: its fit raises in the worker."""
     data, _, _ = grid
     data = data[~((data["label"] == "A") & (data["split"] == "train"))].reset_index(drop=True)
-    cfg = ExperimentConfig(sets=[], seeds=[0], n_boot=20, train=TRAIN, executor="ray", ray={"max_retries": 1},
-                           scenarios=[{"name": "gc", "task": "G,C"}, {"name": "gca", "task": "G,C,A"}])
+    cfg = ExperimentConfig(
+        sets=[],
+        seeds=[0],
+        n_boot=20,
+        train=TRAIN,
+        executor="ray",
+        ray={"max_retries": 1},
+        scenarios=[{"name": "gc", "task": "G,C"}, {"name": "gca", "task": "G,C,A"}],
+    )
     monkeypatch.setenv("RETINAUG_PROGRESS_EVERY", "0")
     caplog.set_level(logging.INFO, logger="retinaug")
     out = tmp_path / "exp"
@@ -141,7 +172,9 @@ def test_failed_fit_is_retried_then_reported_while_the_others_finish(ray_instanc
     assert "no training image" in (out / "gca" / "seed0" / "error.txt").read_text()
     assert len(_attempts(out / "gca" / "seed0")) == 2  # tried, then retried once (max_retries 1)
     assert "no training image" in (out / "gca" / "seed0" / FIT_LOG).read_text()  # each attempt's traceback
-    assert any("gca/seed0 failed after 2 attempt(s)" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+    assert any(
+        "gca/seed0 failed after 2 attempt(s)" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR
+    )
     assert any("1 done, 0 running, 1 failed" in r.getMessage() for r in caplog.records if r.name == "retinaug.progress")
 
     stamps = _stamps(out / "gc")
@@ -186,21 +219,31 @@ def test_ray_missing_is_a_clear_error(monkeypatch, tmp_path):
     from retinaug.experiments.ray_executor import import_ray
     from retinaug.pipeline import enabled_stages, resolve
 
-    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails and find_spec("ray") is None, as where it is missing
+    monkeypatch.setitem(
+        sys.modules, "ray", None
+    )  # `import ray` fails and find_spec("ray") is None, as where it is missing
     with pytest.raises(RetinaugError, match=re.escape('pip install "retinaug[ray]"')):
         import_ray()
     cfg = resolve(load_config(preset="demo", overrides=["experiments.executor=ray"]))
-    with pytest.raises(RetinaugError, match=re.escape('experiments.executor ray needs Ray: pip install "retinaug[ray]"')):
+    with pytest.raises(
+        RetinaugError, match=re.escape('experiments.executor ray needs Ray: pip install "retinaug[ray]"')
+    ):
         check_pipeline(cfg, tmp_path, enabled_stages(cfg))
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({"workers": 2}, "workers: 2 fits at once need executor: ray"),
-    ({"ray": {"num_gpus": 0.5}}, "ray: set, but read only when executor is ray"),
-    ({"executor": "ray", "workers": 2, "ray": {"address": "head:6379"}}, "workers: sizes the embedded Ray instance only"),
-    ({"executor": "ray", "ray": {"num_cpus": 0}}, "experiments.ray.num_cpus: Input should be greater than 0"),
-    ({"executor": "dask"}, "experiments.executor: Input should be 'local' or 'ray'"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"workers": 2}, "workers: 2 fits at once need executor: ray"),
+        ({"ray": {"num_gpus": 0.5}}, "ray: set, but read only when executor is ray"),
+        (
+            {"executor": "ray", "workers": 2, "ray": {"address": "head:6379"}},
+            "workers: sizes the embedded Ray instance only",
+        ),
+        ({"executor": "ray", "ray": {"num_cpus": 0}}, "experiments.ray.num_cpus: Input should be greater than 0"),
+        ({"executor": "dask"}, "experiments.executor: Input should be 'local' or 'ray'"),
+    ],
+)
 def test_executor_settings_are_validated(settings, message):
     from retinaug.config import load_config
 
@@ -213,8 +256,14 @@ def test_executor_settings_do_not_change_the_stage_hash():
     from retinaug.stages import config_hash
 
     local = load_config(preset="demo").experiments.result_config()
-    on_ray = load_config(preset="demo", overrides=["experiments.executor=ray", "experiments.workers=2",
-                                                   'experiments.ray={"num_gpus": 0.5, "max_retries": 0}']).experiments.result_config()
+    on_ray = load_config(
+        preset="demo",
+        overrides=[
+            "experiments.executor=ray",
+            "experiments.workers=2",
+            'experiments.ray={"num_gpus": 0.5, "max_retries": 0}',
+        ],
+    ).experiments.result_config()
     assert local != on_ray and config_hash(local) == config_hash(on_ray)
 
 
@@ -228,8 +277,14 @@ def test_benchmark_smoke_times_both_executors_and_the_noop_task(ray_instance, tm
     spec.loader.exec_module(bench)
     result = bench.main(["--smoke", "--noop-tasks", "20", "--out", str(tmp_path / "r.json")])
     assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(result))
-    assert result["fits"] == 4 and result["metrics_identical"] and result["ray_cpus"] == 2 and result["ray_init_s"] is None
-    assert result["sequential_s"] > 0 and result["ray_s"] > 0 and result["wall_ratio"] == pytest.approx(result["sequential_s"] / result["ray_s"], rel=0.01)
+    assert (
+        result["fits"] == 4 and result["metrics_identical"] and result["ray_cpus"] == 2 and result["ray_init_s"] is None
+    )
+    assert (
+        result["sequential_s"] > 0
+        and result["ray_s"] > 0
+        and result["wall_ratio"] == pytest.approx(result["sequential_s"] / result["ray_s"], rel=0.01)
+    )
     assert 0 < result["noop_task_latency_ms"] < 5000 and 0 < result["noop_task_batch_ms"] < 5000
     assert "| smoke | 4 |" in capsys.readouterr().out
 

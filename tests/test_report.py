@@ -9,8 +9,8 @@ import subprocess
 
 import numpy as np
 import pytest
-from pipeline_helpers import tiny_run
 from PIL import Image
+from pipeline_helpers import tiny_run
 
 from retinaug.report import SECTIONS, build_report
 
@@ -35,13 +35,19 @@ def test_every_section_drawn_on_a_complete_run():
     assert re.search(r"<td>syn</td>", _section(html, "scenarios"))
     assert "policy all" in _section(html, "labeling") and "fid" in _section(html, "fid")
     # which classifiers judged and labelled (issue 27): a table read without it says little
-    assert "Judge (every scenario&#39;s classifier): resnet10t trained from scratch (no pretrained weights), 16 px, 1 epochs." in html
-    assert "Labeler: resnet10t trained from scratch (no pretrained weights), 16 px, 1 epochs." in _section(html, "labeling")
+    assert (
+        "Judge (every scenario&#39;s classifier): resnet10t trained from scratch (no pretrained weights), 16 px, 1 epochs."
+        in html
+    )
+    assert "Labeler: resnet10t trained from scratch (no pretrained weights), 16 px, 1 epochs." in _section(
+        html, "labeling"
+    )
     # policy all: every image trains as the class asked for, 4 per class
     crosstab = _section(html, "labeling").split("class they train as")[1]
     rows = re.findall(r"<tr>\s*<td>(\w)</td>((?:\s*<td>\d+</td>)+)", crosstab)
     assert [(code, re.findall(r"\d+", cells)) for code, cells in rows] == [
-        (code, ["4" if j == i else "0" for j in range(5)]) for i, code in enumerate("GCAHM")]
+        (code, ["4" if j == i else "0" for j in range(5)]) for i, code in enumerate("GCAHM")
+    ]
     fidelity = _section(html, "fidelity")  # per-class fidelity/CAS/FID-vs-floor table, the CAS line and the class grid
     assert all(col in fidelity for col in ("class fidelity", "CAS recall", "FID / floor", "k-NN precision"))
     assert "CAS macro-F1" in fidelity and "data:image/png;base64," in fidelity
@@ -65,9 +71,21 @@ def test_missing_inputs_say_not_run(tmp_path):
 def test_renders_in_headless_chromium(tmp_path):
     report = build_report(tiny_run())
     shot = tmp_path / "report.png"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400", f"--screenshot={shot}", report.as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,2400",
+        f"--screenshot={shot}",
+        report.as_uri(),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     img = Image.open(shot).convert("L")
     assert img.size == (1280, 2400)

@@ -15,10 +15,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import make_dataset
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import make_dataset
 from retinaug.cli import app
 from retinaug.errors import ManifestError, RetinaugError
 from retinaug.export import export_run
@@ -42,8 +42,18 @@ def small_run(tmp_path: Path) -> Path:
             path = run / "synthetic" / code / f"{code}_{i:05d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(path)
-            rows.append(dict(path=str(path), label=code, patient_id=f"syn-{code}-{i}", eye="unknown", split="train",
-                             origin="synthetic", source="ddpm", seed=i))
+            rows.append(
+                dict(
+                    path=str(path),
+                    label=code,
+                    patient_id=f"syn-{code}-{i}",
+                    eye="unknown",
+                    split="train",
+                    origin="synthetic",
+                    source="ddpm",
+                    seed=i,
+                )
+            )
     save_manifest(new_manifest(rows), run / "synthetic")
     return run
 
@@ -84,13 +94,17 @@ def test_export_skips_and_counts_links_out_and_holds_no_symlink(tmp_path, copy):
     plant(inside, os.path.relpath(run / "data" / "images" / "C" / "C000_right.png", inside.parent))
     out = tmp_path / "e"
 
-    result = CliRunner().invoke(app, ["export", str(run), "--out", str(out), "--what", "both"] + (["--copy"] if copy else []))
+    result = CliRunner().invoke(
+        app, ["export", str(run), "--out", str(out), "--what", "both"] + (["--copy"] if copy else [])
+    )
 
     assert result.exit_code == 0, result.output
     assert [p for p in walk(out) if p.is_symlink()] == []
     assert [p for p in walk(out) if p.is_file() and SECRET in p.read_bytes()] == []
     said = flat(result.output)
-    assert flat("skipped 2 image(s) of the run: a symlink to a file outside the run and the trusted image folders") in said
+    assert (
+        flat("skipped 2 image(s) of the run: a symlink to a file outside the run and the trusted image folders") in said
+    )
     assert flat(f"{syn_out} -> {secret}") in said and flat(f"{real_out} -> {secret}") in said
     meta = pd.read_csv(out / "metadata.csv")
     assert len(meta) == 4 * 2 * 2 + 6 - 2  # every real and synthetic image but the two links out
@@ -98,7 +112,10 @@ def test_export_skips_and_counts_links_out_and_holds_no_symlink(tmp_path, copy):
     exported = out / "train" / "C" / "C_00002.png"
     assert exported.read_bytes() == (run / "data" / "images" / "C" / "C000_right.png").read_bytes()
     card = (out / "README.md").read_text()
-    assert "**Skipped: 2 image(s)** of the run, each a symlink to a file outside the run and the trusted image folders" in card
+    assert (
+        "**Skipped: 2 image(s)** of the run, each a symlink to a file outside the run and the trusted image folders"
+        in card
+    )
     for table in [out / "metadata.csv", out / "README.md", *out.glob("*/metadata.parquet")]:
         assert str(tmp_path) not in table.read_bytes().decode("utf-8", "replace"), table  # no path of this machine
 
@@ -132,7 +149,9 @@ def test_manifest_readers_refuse_a_file_linked_out_of_the_run(tmp_path, monkeypa
     result = CliRunner().invoke(app, ["manifest", "info", str(run / "synthetic")])  # a reader through the CLI
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert flat(f"G_00001.png -> a file in {secret.parent}") in flat(result.output)
-    assert flat("symlinks to files outside the run and the trusted image folders, refused unread") in flat(result.output)
+    assert flat("symlinks to files outside the run and the trusted image folders, refused unread") in flat(
+        result.output
+    )
 
     plant(run / "data" / "images" / "C" / "C001_left.png", secret)  # the real images: what every classifier trains on
     with pytest.raises(ManifestError, match=r"C001_left\.png -> a file in "):
@@ -151,8 +170,15 @@ def test_report_names_the_run_folder_not_its_path_or_host(tmp_path, monkeypatch)
 
 def test_generator_config_names_its_data_relative_not_absolute(tmp_path):
     run = small_run(tmp_path)
-    tiny = {"size": 16, "steps": 2, "batch_size": 8, "block_out_channels": [8, 16], "norm_num_groups": 4, "warmup_steps": 1,
-            "samples_per_class": 1}
+    tiny = {
+        "size": 16,
+        "steps": 2,
+        "batch_size": 8,
+        "block_out_channels": [8, 16],
+        "norm_num_groups": 4,
+        "warmup_steps": 1,
+        "samples_per_class": 1,
+    }
     meta = finetune(run / "data", "ddpm", tiny, run / "generator")
     stored = (run / "generator" / "config.json").read_text()
     assert meta["data"] == json.loads(stored)["data"] == "../data"
@@ -165,7 +191,9 @@ def test_saving_a_dataset_and_run_mix_trusts_no_common_folder(tmp_path, monkeypa
     loads again without recording their common folder (for ODIR in /data and runs in /home: "/") as trusted, which
     would let any manifest or link read anywhere below it."""
     monkeypatch.setenv("RETINAUG_CONFIG_DIR", str(tmp_path / "config"))
-    odir = make_dataset(tmp_path / "odir", classes=("G", "C"), patients_per_class=4, size=16)  # the dataset as downloaded
+    odir = make_dataset(
+        tmp_path / "odir", classes=("G", "C"), patients_per_class=4, size=16
+    )  # the dataset as downloaded
     run = tmp_path / "runs" / "x"
     save_manifest(odir, run / "data", root=tmp_path / "odir" / "images")  # as `prepare` records it: a named root
     syn = small_run(tmp_path / "runs" / "y")  # any run's synthetic images, copied into this run
@@ -188,4 +216,6 @@ def test_a_run_reached_through_a_linked_folder_saves_and_loads(tmp_path):
     (tmp_path / "home").symlink_to(tmp_path / "disk")
     df = make_dataset(tmp_path / "home" / "data", classes=("G",), patients_per_class=2, size=8)
     assert len(df) == 4 and all(os.path.isfile(p) for p in df["path"])
-    assert json.loads(pq.read_schema(tmp_path / "disk" / "data" / "manifest.parquet").metadata[b"retinaug"])["root"] == "."
+    assert (
+        json.loads(pq.read_schema(tmp_path / "disk" / "data" / "manifest.parquet").metadata[b"retinaug"])["root"] == "."
+    )

@@ -67,7 +67,10 @@ def test_dataset_inside_out_is_refused_and_untouched(tmp_path, dry_run):
     cfg = write_config(tmp_path / "f.yaml", data_only({"source": "folder", "path": str(proj / "data"), "min_size": 16}))
     res = run_cli("run", str(cfg), "--out", str(proj), *(["--dry-run"] if dry_run else []))
     assert res.returncode == 1, res.stderr
-    assert says(res.stderr, f"the dataset {proj / 'data'} lies inside the run folder {proj}") and "Traceback" not in res.stderr
+    assert (
+        says(res.stderr, f"the dataset {proj / 'data'} lies inside the run folder {proj}")
+        and "Traceback" not in res.stderr
+    )
     assert snapshot(proj) == before  # (was: every image of proj/data deleted)
 
 
@@ -96,11 +99,18 @@ def test_existing_folder_with_stage_named_folders_is_refused(tmp_path, dry_run):
     before = user_folder(x)
     res = run_cli("run", "--preset", "demo", "--out", str(x), *(["--dry-run"] if dry_run else []))
     assert res.returncode == 1 and "Traceback" not in res.stderr
-    assert says(res.stderr, f"--out {x} holds 2 file(s) retinaug did not write (data/notes.txt, generator/model.safetensors)")
-    assert snapshot(x) == before and sorted(p.name for p in x.iterdir()) == ["data", "generator"]  # no config.yaml, no lock
+    assert says(
+        res.stderr, f"--out {x} holds 2 file(s) retinaug did not write (data/notes.txt, generator/model.safetensors)"
+    )
+    assert snapshot(x) == before and sorted(p.name for p in x.iterdir()) == [
+        "data",
+        "generator",
+    ]  # no config.yaml, no lock
     # --adopt lets a folder hold other files, never a stage folder
     res = run_cli("run", "--preset", "demo", "--out", str(x), "--adopt", *(["--dry-run"] if dry_run else []))
-    assert res.returncode == 1 and says(res.stderr, f"stage folder {x / 'data'} holds 1 file(s) retinaug did not write (notes.txt)")
+    assert res.returncode == 1 and says(
+        res.stderr, f"stage folder {x / 'data'} holds 1 file(s) retinaug did not write (notes.txt)"
+    )
     assert snapshot(x) == before
 
 
@@ -108,7 +118,10 @@ def test_empty_out_names_the_current_folder(tmp_path):
     (tmp_path / "my-notes.md").write_text("mine")
     res = run_cli("run", "--preset", "demo", "--out", "", cwd=tmp_path)
     assert res.returncode == 1
-    assert says(res.stderr, "--out (the current folder: was --out empty?) . holds 1 file(s) retinaug did not write (my-notes.md)")
+    assert says(
+        res.stderr,
+        "--out (the current folder: was --out empty?) . holds 1 file(s) retinaug did not write (my-notes.md)",
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my-notes.md"]
 
 
@@ -156,7 +169,9 @@ def test_a_file_put_in_a_stage_folder_is_never_deleted(tmp_path):
     for force in (["data"], []):
         changed = cfg.model_copy(deep=True)
         changed.data.seed = 1  # a new split: the data stage would be redone in an emptied folder
-        with pytest.raises(RetinaugError, match=r"stage folder .*data holds 1 file\(s\) retinaug did not write \(notes.txt\)"):
+        with pytest.raises(
+            RetinaugError, match=r"stage folder .*data holds 1 file\(s\) retinaug did not write \(notes.txt\)"
+        ):
             run_pipeline(changed, run, force=force)
     assert (run / "data" / "notes.txt").read_text() == "keep me"
     (run / "data" / "notes.txt").unlink()
@@ -172,8 +187,10 @@ def test_files_of_a_killed_writer_are_its_own_and_older_files_are_not(tmp_path):
         check_foreign(folder, "--out")
     (folder / "before.txt").unlink()
     # a writer that dies without sealing its inventory (os._exit: what kill -9 leaves)
-    script = ("import os, sys; from pathlib import Path; from retinaug.ownership import claim; f = Path(sys.argv[1]); "
-              "claim(f); (f / 'sub').mkdir(); (f / 'sub' / 'part.png').write_bytes(b'x'); os._exit(0)")
+    script = (
+        "import os, sys; from pathlib import Path; from retinaug.ownership import claim; f = Path(sys.argv[1]); "
+        "claim(f); (f / 'sub').mkdir(); (f / 'sub' / 'part.png').write_bytes(b'x'); os._exit(0)"
+    )
     subprocess.run([sys.executable, "-c", script, str(folder)], check=True, env=cli_env())
     assert json.loads((folder / INVENTORY).read_text())["open_since_ns"] is not None
     assert foreign(folder) == []
@@ -193,7 +210,9 @@ def test_files_that_vanish_while_a_folder_is_read_are_not_there(tmp_path, monkey
 
     def walk_then_remove(top, *args, **kwargs):  # each listing goes stale at once, as under a writer
         for root, dirs, names in real_walk(top, *args, **kwargs):
-            for gone in [Path(root) / n for n in names if n.endswith(".tmp")] + [Path(root) / d for d in dirs if d == "linked"]:
+            for gone in [Path(root) / n for n in names if n.endswith(".tmp")] + [
+                Path(root) / d for d in dirs if d == "linked"
+            ]:
                 gone.unlink()
             yield root, dirs, names
 
@@ -215,20 +234,28 @@ def test_a_run_folder_of_an_earlier_retinaug_is_resumed(tmp_path):
 # ---------------------------------------------------------------- standalone verbs refuse a folder they did not write
 
 
-@pytest.mark.parametrize("args", [
-    ["finetune", "--data", "D", "--out", "OUT"],
-    ["generate", "--generator", "D", "--data", "D", "--out", "OUT", "--per-class", "1"],
-    ["train", "--data", "D", "--out", "OUT"],
-    ["prepare", "phantom", "--n", "96", "--size", "16", "--out", "OUT"],
-    ["augment", "--data", "D", "--out", "OUT"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["finetune", "--data", "D", "--out", "OUT"],
+        ["generate", "--generator", "D", "--data", "D", "--out", "OUT", "--per-class", "1"],
+        ["train", "--data", "D", "--out", "OUT"],
+        ["prepare", "phantom", "--n", "96", "--size", "16", "--out", "OUT"],
+        ["augment", "--data", "D", "--out", "OUT"],
+    ],
+)
 def test_standalone_verbs_refuse_a_folder_holding_other_files(tmp_path, args):
     out = tmp_path / "out"
     out.mkdir()
     (out / "config.json").write_text('{"mine": true}')
-    res = CliRunner().invoke(app, [str(out) if a == "OUT" else str(tmp_path / "missing") if a == "D" else a for a in args])
+    res = CliRunner().invoke(
+        app, [str(out) if a == "OUT" else str(tmp_path / "missing") if a == "D" else a for a in args]
+    )
     assert res.exit_code == 1 and says(res.output, "holds 1 file(s) retinaug did not write (config.json)")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json"] and (out / "config.json").read_text() == '{"mine": true}'
+    assert (
+        sorted(p.name for p in out.iterdir()) == ["config.json"]
+        and (out / "config.json").read_text() == '{"mine": true}'
+    )
 
 
 # ---------------------------------------------------------------- row 5: edits to the source dataset
@@ -236,7 +263,9 @@ def test_standalone_verbs_refuse_a_folder_holding_other_files(tmp_path, args):
 
 def test_images_added_to_a_folder_dataset_redo_the_data_stage(tmp_path):
     data = folder_dataset(tmp_path / "ds")
-    cfg = PipelineConfig.model_validate(data_only({"source": "folder", "path": str(data), "min_size": 16, "val": 0.2, "test": 0.2}))
+    cfg = PipelineConfig.model_validate(
+        data_only({"source": "folder", "path": str(data), "min_size": 16, "val": 0.2, "test": 0.2})
+    )
     run_pipeline(cfg, tmp_path / "run")
     n = len(load_manifest(tmp_path / "run" / "data"))
     write_image(data / "G" / "50_left.png", seed=999, size=64)
@@ -248,7 +277,9 @@ def test_images_added_to_a_folder_dataset_redo_the_data_stage(tmp_path):
 
 def test_relabelled_odir_rows_redo_the_data_stage(tmp_path):
     table = kaggle_dataset(tmp_path / "odir", n_patients=12)
-    cfg = PipelineConfig.model_validate(data_only({"source": "odir", "path": str(tmp_path / "odir"), "val": 0.2, "test": 0.2}))
+    cfg = PipelineConfig.model_validate(
+        data_only({"source": "odir", "path": str(tmp_path / "odir"), "val": 0.2, "test": 0.2})
+    )
     run_pipeline(cfg, tmp_path / "run")
     before = load_manifest(tmp_path / "run" / "data").set_index("patient_id")["label"]
     table.loc[table["ID"] == 4, "labels"] = "['C']"  # patient 4: N -> C
@@ -272,7 +303,9 @@ def test_damaged_fit_metrics_are_redone_not_dropped(tmp_path, caplog):
     cfg = ExperimentConfig(**load_config(cfg_path).experiments.model_dump(exclude={"enabled"}))
 
     def experiments() -> pd.DataFrame:
-        return run_experiments(cfg, load_manifest(run / "data"), run / "experiments", traditional=load_manifest(run / "augment"))
+        return run_experiments(
+            cfg, load_manifest(run / "data"), run / "experiments", traditional=load_manifest(run / "augment")
+        )
 
     experiments()
     metrics = run / "experiments" / "trad" / "seed0" / "metrics.json"
@@ -286,7 +319,9 @@ def test_damaged_fit_metrics_are_redone_not_dropped(tmp_path, caplog):
     assert set(summary["scenario"]) == {"trad"} and "| trad |" in (run / "experiments" / "table.md").read_text()
     # a whole but stale fit says what changed, not 'damaged' (was: a new label policy read as damaged metrics)
     caplog.clear()
-    run_experiments(cfg, load_manifest(run / "data"), run / "experiments", traditional=load_manifest(run / "augment").iloc[1:])
+    run_experiments(
+        cfg, load_manifest(run / "data"), run / "experiments", traditional=load_manifest(run / "augment").iloc[1:]
+    )
     assert "trad/seed0: its training rows changed since it was trained: the fit is redone" in caplog.text
     assert "metrics.json is damaged" not in caplog.text
 

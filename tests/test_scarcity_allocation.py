@@ -13,12 +13,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_dataset
 from PIL import Image
 
-from conftest import make_dataset
 from retinaug.classify import TrainConfig
 from retinaug.errors import RetinaugError
-from retinaug.experiments import SCENARIO_SETS, ExperimentConfig, Scenario, accepted_synthetic, aggregate, baseline_of, compose
+from retinaug.experiments import (
+    SCENARIO_SETS,
+    ExperimentConfig,
+    Scenario,
+    accepted_synthetic,
+    aggregate,
+    baseline_of,
+    compose,
+)
 from retinaug.experiments.runner import plan_fits, run_experiments
 from retinaug.io import sha256_text
 from retinaug.manifest import new_manifest
@@ -31,7 +39,9 @@ FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
 
 def _row(path: str, label: str, patient: str, split: str = "train", origin: str = "real", **extra) -> dict:
-    return dict(path=path, label=label, patient_id=patient, eye="unknown", split=split, origin=origin, source="t", **extra)
+    return dict(
+        path=path, label=label, patient_id=patient, eye="unknown", split=split, origin=origin, source="t", **extra
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +64,26 @@ def pools(data) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(synthetic, traditional): 2 accepted img2img children of every real train image (their `parent`) and 3 txt2img
     images per class (no parent); 3 traditional copies of every real train image."""
     train = data[data["split"] == "train"]
-    syn = [_row(f"/s/{Path(r.path).stem}_{k}.png", r.label, f"syn-{Path(r.path).stem}_{k}", origin="synthetic", parent=r.path,
-                accepted=True) for r in train.itertuples() for k in range(2)]
-    syn += [_row(f"/s/txt_{c}{k}.png", c, f"syn-txt-{c}{k}", origin="synthetic", accepted=True) for c in FIVE for k in range(3)]
-    trad = pd.concat([train.assign(origin="traditional", parent=train["path"], transform=t) for t in ("hflip", "vflip", "rot90")])
+    syn = [
+        _row(
+            f"/s/{Path(r.path).stem}_{k}.png",
+            r.label,
+            f"syn-{Path(r.path).stem}_{k}",
+            origin="synthetic",
+            parent=r.path,
+            accepted=True,
+        )
+        for r in train.itertuples()
+        for k in range(2)
+    ]
+    syn += [
+        _row(f"/s/txt_{c}{k}.png", c, f"syn-txt-{c}{k}", origin="synthetic", accepted=True)
+        for c in FIVE
+        for k in range(3)
+    ]
+    trad = pd.concat(
+        [train.assign(origin="traditional", parent=train["path"], transform=t) for t in ("hflip", "vflip", "rot90")]
+    )
     return accepted_synthetic(new_manifest(syn)), new_manifest(trad.to_dict("records"))
 
 
@@ -84,15 +110,22 @@ def test_real_fraction_is_nested_patient_level_stratified_and_the_same_for_every
         by_seed = [compose(Scenario(name=f"f{f}", real_fraction=f), seed, data) for seed in (0, 3)]
         (train, val, test, counts), (train3, *_) = by_seed
         kept[f] = _patients(train)
-        assert _patients(train3) == kept[f] and train["path"].tolist() == train3["path"].tolist()  # fit seeds: same rows
+        assert (
+            _patients(train3) == kept[f] and train["path"].tolist() == train3["path"].tolist()
+        )  # fit seeds: same rows
         real_train = data[(data["split"] == "train")]
-        assert set(train["path"]) == set(real_train.loc[real_train["patient_id"].isin(kept[f]), "path"])  # both eyes kept
+        assert set(train["path"]) == set(
+            real_train.loc[real_train["patient_id"].isin(kept[f]), "path"]
+        )  # both eyes kept
         pd.testing.assert_frame_equal(val, full_val)
         pd.testing.assert_frame_equal(test, full_test)
         per_stratum = stratum[sorted(kept[f])].value_counts()
         for code, n in stratum.value_counts().items():
             assert per_stratum[code] == max(1, math.ceil(round(f * n, 9)))  # about f of each class, at least one
-        assert dict(zip(counts["class"], counts["real"])) == train["label"].value_counts().reindex(FIVE, fill_value=0).to_dict()
+        assert (
+            dict(zip(counts["class"], counts["real"]))
+            == train["label"].value_counts().reindex(FIVE, fill_value=0).to_dict()
+        )
     assert kept[0.1] < kept[0.25] < kept[0.5] < kept[1.0] == set(stratum.index)
 
 
@@ -106,7 +139,10 @@ def test_multipliers_follow_the_subsample_and_children_of_left_out_patients_are_
     left_out = data[(data["split"] == "train") & ~data["path"].isin(real["path"])]
     for code in FIVE:
         n_real = int((real["label"] == code).sum())
-        assert c.loc[code, ["real", "synthetic_requested", "traditional_requested", "traditional"]].tolist() == [n_real] * 4
+        assert (
+            c.loc[code, ["real", "synthetic_requested", "traditional_requested", "traditional"]].tolist()
+            == [n_real] * 4
+        )
         assert c.loc[code, "synthetic"] == n_real  # 2 children per kept image and 3 txt2img: enough
         gone = int((left_out["label"] == code).sum())
         assert c.loc[code, ["synthetic_left_out", "traditional_left_out"]].tolist() == [2 * gone, 3 * gone]
@@ -129,7 +165,11 @@ def counted() -> tuple[pd.DataFrame, pd.DataFrame]:
     synthetic images per class but only 6 of H."""
     rows = [_row(f"/d/{c}{i}.png", c, f"{c}{i}") for c, n in REAL.items() for i in range(n)]
     rows += [_row(f"/d/{s}{c}.png", c, f"{s}{c}", s) for c in REAL for s in ("val", "test")]
-    syn = [_row(f"/s/{c}{i}.png", c, f"s{c}{i}", origin="synthetic", accepted=True) for c in REAL for i in range(6 if c == "H" else 20)]
+    syn = [
+        _row(f"/s/{c}{i}.png", c, f"s{c}{i}", origin="synthetic", accepted=True)
+        for c in REAL
+        for i in range(6 if c == "H" else 20)
+    ]
     return new_manifest(rows), accepted_synthetic(new_manifest(syn))
 
 
@@ -159,9 +199,20 @@ def test_balanced_rounds_by_largest_remainders_and_keeps_chosen_classes():
 
     real = pd.Series({"G": 10, "C": 7, "A": 5, "H": 3, "M": 4})
     assert allocate(Scenario(name="b", synthetic=0.5, allocation="balanced"), "synthetic", real).to_dict() == {
-        "G": 0, "C": 2, "A": 4, "H": 6, "M": 4}
+        "G": 0,
+        "C": 2,
+        "A": 4,
+        "H": 6,
+        "M": 4,
+    }
     only = Scenario(name="o", synthetic=1, allocation="balanced", synthetic_classes=["H", "M"])
-    assert allocate(only, "synthetic", real).to_dict() == {"G": 0, "C": 0, "A": 0, "H": 4, "M": 3}  # 7 rows: both end at 7
+    assert allocate(only, "synthetic", real).to_dict() == {
+        "G": 0,
+        "C": 0,
+        "A": 0,
+        "H": 4,
+        "M": 3,
+    }  # 7 rows: both end at 7
     assert allocate(only, "traditional", real).sum() == 0  # allocation spreads synthetic rows only
 
 
@@ -172,42 +223,69 @@ def test_need_shares_by_one_minus_recall(counted):
     counts = compose(Scenario(name="n", synthetic=0.5, allocation="need"), 0, data, synthetic, recall=recall)[3]
     assert _requested(counts) == {"G": 0, "C": 3, "A": 5, "H": 6, "M": 2} and counts["synthetic_requested"].sum() == 16
     assert dict(zip(counts["class"], counts["real_val_recall"])) == recall
-    perfect = compose(Scenario(name="n", synthetic=0.5, allocation="need"), 0, data, synthetic, recall=dict.fromkeys(REAL, 1.0))[3]
+    perfect = compose(
+        Scenario(name="n", synthetic=0.5, allocation="need"), 0, data, synthetic, recall=dict.fromkeys(REAL, 1.0)
+    )[3]
     assert _requested(perfect) == {"G": 6, "C": 3, "A": 2, "H": 1, "M": 4}  # nothing to share by: proportional
     with pytest.raises(RetinaugError, match="recall of class.es. H .no validation images"):
-        compose(Scenario(name="n", synthetic=0.5, allocation="need"), 0, data, synthetic, recall={c: 0.5 for c in "GCAM"})
+        compose(
+            Scenario(name="n", synthetic=0.5, allocation="need"), 0, data, synthetic, recall={c: 0.5 for c in "GCAM"}
+        )
     with pytest.raises(RetinaugError, match="runs? it through run_experiments"):
         compose(Scenario(name="n", synthetic=0.5, allocation="need"), 0, data, synthetic)
 
 
-def _fake_finished(fit, val_recall: dict[str, float], other_epoch: dict[str, float], test_recall: dict[str, float]) -> None:
+def _fake_finished(
+    fit, val_recall: dict[str, float], other_epoch: dict[str, float], test_recall: dict[str, float]
+) -> None:
     """A finished real-only fit: model.json whose best epoch (2) has `val_recall` and epoch 1 `other_epoch`; metrics.json
     (test) with `test_recall`; recipe.json with the planned key."""
     fit.folder.mkdir(parents=True)
-    history = [{"epoch": e, "val_macro_f1": 0.5, **{f"val_recall_{c}": v for c, v in r.items()}}
-               for e, r in ((1, other_epoch), (2, val_recall))]
+    history = [
+        {"epoch": e, "val_macro_f1": 0.5, **{f"val_recall_{c}": v for c, v in r.items()}}
+        for e, r in ((1, other_epoch), (2, val_recall))
+    ]
     (fit.folder / "model.json").write_text(json.dumps({"best_epoch": 2, "history": history}))
-    (fit.folder / "metrics.json").write_text(json.dumps({"macro_f1": 0.5, "per_class": {c: {"recall": v} for c, v in test_recall.items()}}))
+    (fit.folder / "metrics.json").write_text(
+        json.dumps({"macro_f1": 0.5, "per_class": {c: {"recall": v} for c, v in test_recall.items()}})
+    )
     (fit.folder / "recipe.json").write_text(json.dumps(fit.recipe))
 
 
 def test_need_is_planned_after_its_real_fit_and_reads_its_validation_recall_never_test(counted, tmp_path):
     data, synthetic = counted
-    cfg = ExperimentConfig(sets=[], seeds=[0, 1], train=TrainConfig(**TINY),
-                           scenarios=[Scenario(name="need", synthetic=0.5, allocation="need"), Scenario(name="real")])
+    cfg = ExperimentConfig(
+        sets=[],
+        seeds=[0, 1],
+        train=TrainConfig(**TINY),
+        scenarios=[Scenario(name="need", synthetic=0.5, allocation="need"), Scenario(name="real")],
+    )
     first, _ = plan_fits(cfg, data, tmp_path, synthetic)
     assert [f.name for f in first] == ["real/seed0", "real/seed1"]  # need waits for the real-only fits
     with pytest.raises(RetinaugError, match="real/seed0 has not finished"):
         plan_fits(cfg, data, tmp_path, synthetic, first_pass=first)
     val = {"G": 1.0, "C": 0.5, "A": 0.25, "H": 0.0, "M": 0.75}
-    _fake_finished(first[0], val, other_epoch=dict.fromkeys(REAL, 0.0), test_recall={"G": 0.0, "C": 1.0, "A": 1.0, "H": 1.0, "M": 0.0})
+    _fake_finished(
+        first[0],
+        val,
+        other_epoch=dict.fromkeys(REAL, 0.0),
+        test_recall={"G": 0.0, "C": 1.0, "A": 1.0, "H": 1.0, "M": 0.0},
+    )
     _fake_finished(first[1], dict.fromkeys(REAL, 0.5), other_epoch=val, test_recall=val)
     second, (composition,) = plan_fits(cfg, data, tmp_path, synthetic, first_pass=first)
     assert [f.name for f in second] == ["need/seed0", "need/seed1"]
     assert _requested(composition) == {"G": 0, "C": 3, "A": 5, "H": 6, "M": 2}  # seed 0's best-epoch validation recall
     by_seed = [{r["class"]: r["synthetic_requested"] for r in f.recipe["counts"]} for f in second]
-    assert by_seed[1] == {"G": 4, "C": 3, "A": 3, "H": 3, "M": 3}  # seed 1: equal needs, 3.2 each; the tie to the first class
-    (first[0].folder / "model.json").write_text(json.dumps({"best_epoch": 1, "history": [{"epoch": 1, "val_macro_f1": 0.5}]}))
+    assert by_seed[1] == {
+        "G": 4,
+        "C": 3,
+        "A": 3,
+        "H": 3,
+        "M": 3,
+    }  # seed 1: equal needs, 3.2 each; the tie to the first class
+    (first[0].folder / "model.json").write_text(
+        json.dumps({"best_epoch": 1, "history": [{"epoch": 1, "val_macro_f1": 0.5}]})
+    )
     with pytest.raises(RetinaugError, match="records no per-class validation recall .an earlier retinaug"):
         plan_fits(cfg, data, tmp_path, synthetic, first_pass=first)
 
@@ -215,13 +293,19 @@ def test_need_is_planned_after_its_real_fit_and_reads_its_validation_recall_neve
 # ---------------------------------------------------------------- validation, the scarcity set, hashing
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"allocation": "balanced"}, "allocation: balanced needs synthetic rows"),
-    ({"synthetic": 1, "allocation": "most"}, "'proportional', 'balanced' or 'need'"),
-    ({"real_fraction": 0}, "greater than 0"),
-    ({"real_fraction": 1.5}, "less than or equal to 1"),
-    ({"synthetic": 1, "selection": True, "real_fraction": 0.5}, "the t-SNE selection picks from every train patient"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"allocation": "balanced"}, "allocation: balanced needs synthetic rows"),
+        ({"synthetic": 1, "allocation": "most"}, "'proportional', 'balanced' or 'need'"),
+        ({"real_fraction": 0}, "greater than 0"),
+        ({"real_fraction": 1.5}, "less than or equal to 1"),
+        (
+            {"synthetic": 1, "selection": True, "real_fraction": 0.5},
+            "the t-SNE selection picks from every train patient",
+        ),
+    ],
+)
 def test_scenario_fields_are_validated(fields, message):
     with pytest.raises(ValueError, match=message):
         Scenario(name="s", **fields)
@@ -229,39 +313,65 @@ def test_scenario_fields_are_validated(fields, message):
 
 def test_run_level_checks():
     with pytest.raises(ValueError, match=r"allocation: need shares the synthetic rows of \['n'\] .* this run has none"):
-        ExperimentConfig(sets=[], scenarios=[Scenario(name="n", synthetic=1, allocation="need"), Scenario(name="r", real_fraction=0.5)])
+        ExperimentConfig(
+            sets=[],
+            scenarios=[Scenario(name="n", synthetic=1, allocation="need"), Scenario(name="r", real_fraction=0.5)],
+        )
     with pytest.raises(ValueError, match="scenario r: real_fraction 0.5 with train.init: all-classes"):
-        ExperimentConfig(sets=[], scenarios=[Scenario(name="r", real_fraction=0.5)], train=TrainConfig(init="all-classes"))
-    cfg = ExperimentConfig(sets=["scarcity"], only=["n"], scenarios=[
-        Scenario(name="n", synthetic=1, allocation="need", real_fraction=0.5, baseline="5class-syn-x1-50pct")])
-    assert [s.name for s in cfg.resolve()] == ["5class-real-50pct", "5class-syn-x1-50pct", "n"]  # only keeps the need reference
+        ExperimentConfig(
+            sets=[], scenarios=[Scenario(name="r", real_fraction=0.5)], train=TrainConfig(init="all-classes")
+        )
+    cfg = ExperimentConfig(
+        sets=["scarcity"],
+        only=["n"],
+        scenarios=[
+            Scenario(name="n", synthetic=1, allocation="need", real_fraction=0.5, baseline="5class-syn-x1-50pct")
+        ],
+    )
+    assert [s.name for s in cfg.resolve()] == [
+        "5class-real-50pct",
+        "5class-syn-x1-50pct",
+        "n",
+    ]  # only keeps the need reference
 
 
 def test_scarcity_set_resolves_with_baselines_of_the_same_fraction():
-    cfg = ExperimentConfig(sets=["scarcity", "paper-5class-vs-traditional", "synthetic-use"])  # shared f = 1 names agree
+    cfg = ExperimentConfig(
+        sets=["scarcity", "paper-5class-vs-traditional", "synthetic-use"]
+    )  # shared f = 1 names agree
     resolved = cfg.resolve()
     scarcity = SCENARIO_SETS["scarcity"]
     assert len(scarcity) == 12 and {s.name for s in scarcity} <= {s.name for s in resolved}
     for f in FRACTIONS:
         tag = "" if f == 1 else f"-{round(100 * f)}pct"
-        real, syn, trad = (next(s for s in resolved if s.name == n) for n in (f"5class-real{tag}", f"5class-syn-x1{tag}", f"5class-trad-x1{tag}"))
+        real, syn, trad = (
+            next(s for s in resolved if s.name == n)
+            for n in (f"5class-real{tag}", f"5class-syn-x1{tag}", f"5class-trad-x1{tag}")
+        )
         assert [s.real_fraction for s in (real, syn, trad)] == [f] * 3 and real.real_only and real.task == "5-class"
         assert (syn.synthetic, syn.traditional, trad.synthetic, trad.traditional) == (1, 0, 0, 1)
         assert [baseline_of(s, resolved) for s in (real, syn, trad)] == [None, f"5class-real{tag}", f"5class-real{tag}"]
-    custom = Scenario(name="half", synthetic=2, real_fraction=0.5)  # no baseline named: the real-only one of its fraction
+    custom = Scenario(
+        name="half", synthetic=2, real_fraction=0.5
+    )  # no baseline named: the real-only one of its fraction
     assert baseline_of(custom, resolved + [custom]) == "5class-real-50pct"
 
 
-@pytest.mark.parametrize("base, field, value", [
-    ({"synthetic": 1}, "allocation", "balanced"),
-    ({"synthetic": 1}, "allocation", "need"),
-    ({}, "real_fraction", 0.5),
-    ({"traditional": 1}, "real_fraction", 0.1),
-])
+@pytest.mark.parametrize(
+    "base, field, value",
+    [
+        ({"synthetic": 1}, "allocation", "balanced"),
+        ({"synthetic": 1}, "allocation", "need"),
+        ({}, "real_fraction", 0.5),
+        ({"traditional": 1}, "real_fraction", 0.1),
+    ],
+)
 def test_new_fields_change_the_hash_and_their_defaults_keep_it(base, field, value):
     changed, default = Scenario(name="s", **base, **{field: value}), Scenario(name="s", **base)
     assert config_hash(changed.recipe()) != config_hash(default.recipe())
-    assert config_hash(default.recipe()) == config_hash({k: v for k, v in default.recipe().items() if k not in ("allocation", "real_fraction")})
+    assert config_hash(default.recipe()) == config_hash(
+        {k: v for k, v in default.recipe().items() if k not in ("allocation", "real_fraction")}
+    )
 
 
 def test_fit_keys_of_default_scenarios_are_those_of_before(counted, tmp_path):
@@ -269,7 +379,10 @@ def test_fit_keys_of_default_scenarios_are_those_of_before(counted, tmp_path):
     cfg = ExperimentConfig(sets=[], seeds=[0], scenarios=[Scenario(name="s", synthetic=1)], train=TrainConfig(**TINY))
     (planned,), _ = plan_fits(cfg, data, tmp_path, synthetic)
     recipe = {k: v for k, v in planned.recipe.items() if k not in ("key", "counts")}
-    earlier = {**recipe, "scenario": {k: v for k, v in recipe["scenario"].items() if k not in ("allocation", "real_fraction")}}
+    earlier = {
+        **recipe,
+        "scenario": {k: v for k, v in recipe["scenario"].items() if k not in ("allocation", "real_fraction")},
+    }
     assert planned.recipe["key"] == sha256_text(json.dumps(result_settings(earlier), sort_keys=True))
     half = cfg.model_copy(update={"scenarios": [Scenario(name="s", synthetic=1, real_fraction=0.5)]})
     assert plan_fits(half, data, tmp_path, synthetic)[0][0].recipe["key"] != planned.recipe["key"]
@@ -292,16 +405,21 @@ def on_disk(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
             path.parent.mkdir(parents=True, exist_ok=True)
             pixels = np.asarray(Image.open(parent.path), dtype=float) + rng.normal(0, 10, (16, 16, 3))
             Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
-            rows.append(_row(str(path), parent.label, f"syn-{path.stem}", origin="synthetic", parent=parent.path, accepted=True))
+            rows.append(
+                _row(str(path), parent.label, f"syn-{path.stem}", origin="synthetic", parent=parent.path, accepted=True)
+            )
     return data, new_manifest(rows)
 
 
 def test_runner_scarcity_and_need_end_to_end_resume_and_report(on_disk, tmp_path):
     data, synthetic = on_disk
     task = {"task": "G,C,A"}
-    scenarios = [Scenario(name="real", **task), Scenario(name="real-50", real_fraction=0.5, **task),
-                 Scenario(name="syn-50", synthetic=1, real_fraction=0.5, baseline="real-50", **task),
-                 Scenario(name="need", synthetic=1, allocation="need", **task)]
+    scenarios = [
+        Scenario(name="real", **task),
+        Scenario(name="real-50", real_fraction=0.5, **task),
+        Scenario(name="syn-50", synthetic=1, real_fraction=0.5, baseline="real-50", **task),
+        Scenario(name="need", synthetic=1, allocation="need", **task),
+    ]
     cfg = ExperimentConfig(sets=[], seeds=[0], n_boot=10, scenarios=scenarios, train=TrainConfig(**TINY))
     out = tmp_path / "run" / "experiments"
     summary = run_experiments(cfg, data, out, synthetic)
@@ -329,9 +447,15 @@ def _fabricated(root: Path, recipes: dict[str, dict]) -> None:
             folder = root / "experiments" / name / f"seed{seed}"
             folder.mkdir(parents=True)
             f1 = 0.5 + 0.1 * seed + 0.2 * recipe.get("real_fraction", 1.0)
-            (folder / "metrics.json").write_text(json.dumps({"macro_f1": f1, "macro_recall": f1, "accuracy": f1, "per_class": {}}))
+            (folder / "metrics.json").write_text(
+                json.dumps({"macro_f1": f1, "macro_recall": f1, "accuracy": f1, "per_class": {}})
+            )
             (folder / "recipe.json").write_text(json.dumps({"scenario": {"name": name, **recipe}}))
-    aggregate(root / "experiments", [Scenario(name=n, **{k: v for k, v in r.items() if k != "task"}) for n, r in recipes.items()], [0, 1])
+    aggregate(
+        root / "experiments",
+        [Scenario(name=n, **{k: v for k, v in r.items() if k != "task"}) for n, r in recipes.items()],
+        [0, 1],
+    )
 
 
 def test_report_figure_only_with_scarcity_scenarios_and_lines_across_versions(tmp_path, monkeypatch):
@@ -340,8 +464,15 @@ def test_report_figure_only_with_scarcity_scenarios_and_lines_across_versions(tm
 
     _fabricated(tmp_path / "full", {"real": {}, "syn": {"synthetic": 1.0}})
     assert "scarcity" not in section_scenarios(tmp_path / "full")
-    _fabricated(tmp_path / "scarce", {"real": {}, "real-10pct": {"real_fraction": 0.1, "allocation": "proportional"},
-                                      "syn": {"synthetic": 1.0}, "syn-10pct": {"synthetic": 1.0, "real_fraction": 0.1, "baseline": "real-10pct"}})
+    _fabricated(
+        tmp_path / "scarce",
+        {
+            "real": {},
+            "real-10pct": {"real_fraction": 0.1, "allocation": "proportional"},
+            "syn": {"synthetic": 1.0},
+            "syn-10pct": {"synthetic": 1.0, "real_fraction": 0.1, "baseline": "real-10pct"},
+        },
+    )
     captured = {}
     drawn = figures.ci_lines
     monkeypatch.setattr(figures, "ci_lines", lambda lines, *a: captured.update(lines) or drawn(lines, *a))

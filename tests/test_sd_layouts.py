@@ -12,17 +12,17 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_dataset, write_hub_snapshot
 from safetensors.torch import load_file
+from test_generate_sd import TINY
+from tiny_sd import CLIP_VOCAB, make_sd_release, make_sdxl, make_single_file, single_thread  # noqa: F401  (fixture)
 from typer.testing import CliRunner
 
-from conftest import make_dataset, write_hub_snapshot
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
 from retinaug.generate import create_generator, finetune, generate, load_generator
 from retinaug.generate.base import diffusion_loss
 from retinaug.generate.sd_lora import check_sd_folder
-from test_generate_sd import TINY
-from tiny_sd import CLIP_VOCAB, make_sd_release, make_sdxl, make_single_file, single_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 UNET_FP32, UNET_FP16 = "unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors"
@@ -30,7 +30,9 @@ UNET_FP32, UNET_FP16 = "unet/diffusion_pytorch_model.safetensors", "unet/diffusi
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("sd") / "data", classes=("G", "C"), patients_per_class=4).attrs["manifest_dir"]
+    return make_dataset(tmp_path_factory.mktemp("sd") / "data", classes=("G", "C"), patients_per_class=4).attrs[
+        "manifest_dir"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,10 @@ def test_sd15_release_trains_and_samples_without_its_safety_checker(sd15, data, 
     """The folder as released: model_index.json lists safety_checker and feature_extractor, fp16 variants and (here
     unreadable) pickles lie beside the fp32 safetensors. The checker is never loaded: its weights are garbage here."""
     base = shutil.copytree(sd15, tmp_path / "stable-diffusion-v1-5")
-    assert json.loads((base / "model_index.json").read_text())["safety_checker"] == ["stable_diffusion", "StableDiffusionSafetyChecker"]
+    assert json.loads((base / "model_index.json").read_text())["safety_checker"] == [
+        "stable_diffusion",
+        "StableDiffusionSafetyChecker",
+    ]
     for f in (base / "safety_checker").glob("*.safetensors"):
         f.write_bytes(b"not a safetensors file: loading the checker would fail")
     (base / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"a pickle would run code here")
@@ -79,18 +84,24 @@ def test_sd15_release_trains_and_samples_without_its_safety_checker(sd15, data, 
     pipe = gen.pipeline().txt2img
     assert pipe.safety_checker is None and pipe.feature_extractor is None
     assert len(gen.tokenizer) == CLIP_VOCAB and gen.tokenizer.model_max_length == 77
-    assert gen._tokenize(["a fundus photo"])[0, -1] == gen.tokenizer.eos_token_id == 49407  # SD 1 pads with <|endoftext|>
+    assert (
+        gen._tokenize(["a fundus photo"])[0, -1] == gen.tokenizer.eos_token_id == 49407
+    )  # SD 1 pads with <|endoftext|>
     assert base_weights(gen) == {torch.float32}  # on the CPU: the fp32 files, not the fp16 variant
     assert torch.equal(gen.unet.conv_in.weight, load_file(base / UNET_FP32)["conv_in.weight"])
 
 
 def test_fp16_only_folder_loads_upcast_to_fp32_on_cpu(sd15_fp16, data, tmp_path):
     assert all(".fp16." in f.name for f in sd15_fp16.rglob("*.safetensors"))
-    assert check_sd_folder(sd15_fp16).variants == {part: frozenset({"fp16"}) for part in ("unet", "vae", "text_encoder")}
+    assert check_sd_folder(sd15_fp16).variants == {
+        part: frozenset({"fp16"}) for part in ("unet", "vae", "text_encoder")
+    }
     gen = train_and_sample(sd15_fp16, data, tmp_path)
     assert base_weights(gen) == {torch.float32}
     assert torch.equal(gen.unet.conv_in.weight, load_file(sd15_fp16 / UNET_FP16)["conv_in.weight"].float())
-    token_embedding = load_file(sd15_fp16 / "text_encoder" / "model.fp16.safetensors")["text_model.embeddings.token_embedding.weight"]
+    token_embedding = load_file(sd15_fp16 / "text_encoder" / "model.fp16.safetensors")[
+        "text_model.embeddings.token_embedding.weight"
+    ]
     assert torch.equal(gen.text_encoder.get_input_embeddings().weight, token_embedding.float())
 
 
@@ -114,7 +125,9 @@ def test_sd21_v_prediction_trains_on_the_velocity(sd21, data, tmp_path):
     clean, noise, t = torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4), torch.tensor([10, 900])
     velocity = gen.noise.get_velocity(clean, noise, t)
     assert diffusion_loss(velocity, clean, noise, t, gen.noise, None) == 0  # the target is the velocity ...
-    assert diffusion_loss(noise, clean, noise, t, gen.noise, None) == F.mse_loss(noise, velocity) > 0  # ... not the noise
+    assert (
+        diffusion_loss(noise, clean, noise, t, gen.noise, None) == F.mse_loss(noise, velocity) > 0
+    )  # ... not the noise
 
 
 def only_model_index(folder, class_name: str, **components):
@@ -124,21 +137,34 @@ def only_model_index(folder, class_name: str, **components):
     return folder
 
 
-@pytest.mark.parametrize("layout, said", [
-    ("sdxl", ["holds a StableDiffusionXLPipeline", "supports Stable Diffusion 1.x and 2.x", "SDXL, SD3, FLUX"]),
-    ("sd3", ["holds a StableDiffusion3Pipeline", "supports Stable Diffusion 1.x and 2.x"]),
-    ("flux", ["holds a FluxPipeline", "supports Stable Diffusion 1.x and 2.x"]),
-    ("single file", ["v1-5-pruned-emaonly.safetensors is a single file", "cannot run offline",
-                     "P.from_single_file('v1-5-pruned-emaonly.safetensors').save_pretrained('FOLDER')"]),
-    ("folder of a single file", ["v1-5-pruned-emaonly.safetensors is a single file", "then set base_model=FOLDER"]),
-    ("sample prediction", ["has prediction_type 'sample'; sd-lora trains epsilon or v_prediction models"]),
-])
+@pytest.mark.parametrize(
+    "layout, said",
+    [
+        ("sdxl", ["holds a StableDiffusionXLPipeline", "supports Stable Diffusion 1.x and 2.x", "SDXL, SD3, FLUX"]),
+        ("sd3", ["holds a StableDiffusion3Pipeline", "supports Stable Diffusion 1.x and 2.x"]),
+        ("flux", ["holds a FluxPipeline", "supports Stable Diffusion 1.x and 2.x"]),
+        (
+            "single file",
+            [
+                "v1-5-pruned-emaonly.safetensors is a single file",
+                "cannot run offline",
+                "P.from_single_file('v1-5-pruned-emaonly.safetensors').save_pretrained('FOLDER')",
+            ],
+        ),
+        ("folder of a single file", ["v1-5-pruned-emaonly.safetensors is a single file", "then set base_model=FOLDER"]),
+        ("sample prediction", ["has prediction_type 'sample'; sd-lora trains epsilon or v_prediction models"]),
+    ],
+)
 def test_unsupported_layouts_are_refused_with_what_is_supported(layout, said, sd15, sdxl, tmp_path):
     if layout == "sdxl":
         base = sdxl
     elif layout == "sd3":
-        base = only_model_index(tmp_path / "sd3", "StableDiffusion3Pipeline", transformer=["diffusers", "SD3Transformer2DModel"],
-                                text_encoder_3=["transformers", "T5EncoderModel"])
+        base = only_model_index(
+            tmp_path / "sd3",
+            "StableDiffusion3Pipeline",
+            transformer=["diffusers", "SD3Transformer2DModel"],
+            text_encoder_3=["transformers", "T5EncoderModel"],
+        )
     elif layout == "flux":
         base = only_model_index(tmp_path / "flux", "FluxPipeline", transformer=["diffusers", "FluxTransformer2DModel"])
     elif layout == "sample prediction":
@@ -155,27 +181,59 @@ def test_unsupported_layouts_are_refused_with_what_is_supported(layout, said, sd
 
 def test_finetune_and_run_refuse_sdxl_before_anything_starts(sdxl, data, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["finetune", "--data", data, "--out", str(tmp_path / "g"), "--method", "sd-lora",
-                                 "--set", f"base_model={sdxl}"])
+    result = runner.invoke(
+        app,
+        [
+            "finetune",
+            "--data",
+            data,
+            "--out",
+            str(tmp_path / "g"),
+            "--method",
+            "sd-lora",
+            "--set",
+            f"base_model={sdxl}",
+        ],
+    )
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit) and "Traceback" not in result.output
-    assert "StableDiffusionXLPipeline" in " ".join(result.output.replace("│", " ").split()) and not (tmp_path / "g").exists()
+    assert (
+        "StableDiffusionXLPipeline" in " ".join(result.output.replace("│", " ").split())
+        and not (tmp_path / "g").exists()
+    )
     run = tmp_path / "run"
-    result = runner.invoke(app, ["run", "--preset", "demo", "--dry-run", "--out", str(run), "--set", "generator.method=sd-lora",
-                                 "--set", f"generator.sd_lora.base_model={sdxl}"])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--preset",
+            "demo",
+            "--dry-run",
+            "--out",
+            str(run),
+            "--set",
+            "generator.method=sd-lora",
+            "--set",
+            f"generator.sd_lora.base_model={sdxl}",
+        ],
+    )
     output = " ".join(result.output.replace("│", " ").split())
     assert result.exit_code == 1 and "the config cannot run (nothing was started)" in output, output
     assert "generator: " in output and "holds a StableDiffusionXLPipeline" in output
     assert not run.exists() or not [p for p in run.iterdir() if p.is_dir()]
 
 
-def test_a_hub_id_in_the_hugging_face_cache_trains_offline_and_one_not_there_says_how_to_fetch_it(sd15, data, tmp_path, monkeypatch):
+def test_a_hub_id_in_the_hugging_face_cache_trains_offline_and_one_not_there_says_how_to_fetch_it(
+    sd15, data, tmp_path, monkeypatch
+):
     from huggingface_hub import constants
 
     assert constants.HF_HUB_OFFLINE  # the suite runs offline (conftest): nothing may be downloaded
     repo = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     files = {str(f.relative_to(sd15)): f.read_bytes() for f in sd15.rglob("*") if f.is_file()}
     snapshot = write_hub_snapshot(tmp_path / "hub", repo, files)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # huggingface_hub reads the variable at import
+    monkeypatch.setattr(
+        constants, "HF_HUB_CACHE", str(tmp_path / "hub")
+    )  # huggingface_hub reads the variable at import
     monkeypatch.chdir(tmp_path)  # no local folder of that name
     assert check_sd_folder(repo).path == snapshot
     gen = train_and_sample(repo, data, tmp_path)
@@ -184,6 +242,9 @@ def test_a_hub_id_in_the_hugging_face_cache_trains_offline_and_one_not_there_say
     with pytest.raises(RetinaugError) as missing:
         check_sd_folder("someone/not-cached")
     said = str(missing.value)
-    assert "someone/not-cached is neither a local folder nor in the Hugging Face cache" in said and str(tmp_path / "hub") in said
+    assert (
+        "someone/not-cached is neither a local folder nor in the Hugging Face cache" in said
+        and str(tmp_path / "hub") in said
+    )
     assert "hf download someone/not-cached --include" in said and "retinaug downloads nothing" in said
     assert not (tmp_path / "hub" / "models--someone--not-cached").exists()

@@ -15,16 +15,16 @@ import pytest
 import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file
+from test_generate_sd import TINY, data, sd_folder  # noqa: F401  (fixtures)
+from tiny_sd import single_thread  # noqa: F401  (fixture)
 
 from retinaug.config import GeneratorStage
 from retinaug.generate import SDLoRAConfig, create_generator, finetune
-from retinaug.generate.config import SD_MEMORY_OPTIONS
 from retinaug.generate.base import TrainSet
+from retinaug.generate.config import SD_MEMORY_OPTIONS
 from retinaug.generate.run import train_rows
 from retinaug.manifest import load_manifest
 from retinaug.stages import OPERATIONAL, config_hash
-from test_generate_sd import TINY, data, sd_folder  # noqa: F401  (fixtures)
-from tiny_sd import single_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -53,7 +53,10 @@ def count_calls(module: torch.nn.Module, calls: list[str], name: str) -> None:
 def test_memory_options_defaults_and_validation():
     cfg = SDLoRAConfig()
     assert (cfg.gradient_checkpointing, cfg.vae_slicing, cfg.vae_tiling) == (False, True, False)
-    assert (OPERATIONAL["gradient_checkpointing"], OPERATIONAL["vae_slicing"]) == (False, True)  # hashed as the defaults
+    assert (OPERATIONAL["gradient_checkpointing"], OPERATIONAL["vae_slicing"]) == (
+        False,
+        True,
+    )  # hashed as the defaults
     with pytest.raises(ValidationError, match="gradient_checkpointing"):
         SDLoRAConfig(gradient_checkpointing="sometimes")
 
@@ -67,16 +70,26 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_loss_and_gradients
         gen.data = TrainSet(train_rows(load_manifest(data), gen.classes), 32, gen.conditions)
         calls = []
         for net, kind in ((gen.unet, "ResnetBlock2D"), (gen.text_encoder, "CLIPMLP")):
-            last = [m for m in net.modules() if type(m).__name__ == kind][-1]  # after LoRA layers: the backward pass reaches it
+            last = [m for m in net.modules() if type(m).__name__ == kind][
+                -1
+            ]  # after LoRA layers: the backward pass reaches it
             count_calls(last, calls, kind)
         for m in gen.trainable().values():
             m.train()  # transformers checkpoints in training mode only, as fit trains
         torch.manual_seed(1)
         loss = gen._loss(gen.trainable(), torch.tensor([0, 3]), torch.tensor([False, True]))
         loss.backward()
-        grads = {f"{part}.{k}": p.grad for part, m in gen.trainable().items() for k, p in m.named_parameters() if p.requires_grad}
+        grads = {
+            f"{part}.{k}": p.grad
+            for part, m in gen.trainable().items()
+            for k, p in m.named_parameters()
+            if p.requires_grad
+        }
         results[on] = loss.item(), grads, sorted(calls), gen.phases()[0].settings
-    (loss_off, grads_off, calls_off, settings_off), (loss_on, grads_on, calls_on, settings_on) = results[False], results[True]
+    (loss_off, grads_off, calls_off, settings_off), (loss_on, grads_on, calls_on, settings_on) = (
+        results[False],
+        results[True],
+    )
     assert calls_off == ["CLIPMLP", "ResnetBlock2D"]
     assert calls_on == ["CLIPMLP"] * 2 + ["ResnetBlock2D"] * 2
     assert loss_on == pytest.approx(loss_off, rel=1e-6)
@@ -88,14 +101,22 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_loss_and_gradients
 
 def test_one_step_trainings_with_and_without_checkpointing_give_the_same_lora(sd_folder, data, tmp_path):
     for on in (False, True):
-        finetune(data, "sd-lora", {**TINY, "base_model": str(sd_folder), "steps": 1, "gradient_checkpointing": on}, tmp_path / str(on))
+        finetune(
+            data,
+            "sd-lora",
+            {**TINY, "base_model": str(sd_folder), "steps": 1, "gradient_checkpointing": on},
+            tmp_path / str(on),
+        )
     a, b = (load_file(tmp_path / str(on) / "pytorch_lora_weights.safetensors") for on in (False, True))
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5, msg=k)
     meta = json.loads((tmp_path / "True" / "config.json").read_text())  # recorded, and shown on the model card
     assert {k: meta["config"][k] for k in ("gradient_checkpointing", "vae_slicing", "vae_tiling")} == {
-        "gradient_checkpointing": True, "vae_slicing": True, "vae_tiling": False}
+        "gradient_checkpointing": True,
+        "vae_slicing": True,
+        "vae_tiling": False,
+    }
     assert "gradient_checkpointing: true" in (tmp_path / "True" / "README.md").read_text()
 
 
@@ -129,8 +150,10 @@ def test_vae_tiling_changes_nothing_up_to_the_vae_size_and_a_little_above(untrai
     in overlapping 32 px tiles blended at the seams, and the pixels move (by how much depends on the weights: random
     here, so it is not asserted)."""
     vae = untrained[0].vae
-    for a, b in zip(sample(untrained, size=vae.config.sample_size, vae_tiling=False),
-                    sample(untrained, size=vae.config.sample_size, vae_tiling=True)):
+    for a, b in zip(
+        sample(untrained, size=vae.config.sample_size, vae_tiling=False),
+        sample(untrained, size=vae.config.sample_size, vae_tiling=True),
+    ):
         np.testing.assert_array_equal(a, b)
     assert vae.use_tiling
     plain = sample(untrained, size=2 * vae.config.sample_size, vae_tiling=False)
@@ -162,9 +185,21 @@ def run_benchmark(*args: str) -> dict:
     return sd_real_size.main(list(args))
 
 
-BENCHMARK_FIELDS = ("train_s_per_step", "train_checkpointed_s_per_step", "train_peak_rss_gib", "train_checkpointed_peak_rss_gib",
-                    "txt2img_s_per_image", "img2img_s_per_image", "sample_peak_rss_gib", "step_tflop", "step_tflop_512",
-                    "unet_saved_gib_512", "unet_saved_checkpointed_gib_512", "cpu_gflops", "h100_s_per_step_512_estimate")
+BENCHMARK_FIELDS = (
+    "train_s_per_step",
+    "train_checkpointed_s_per_step",
+    "train_peak_rss_gib",
+    "train_checkpointed_peak_rss_gib",
+    "txt2img_s_per_image",
+    "img2img_s_per_image",
+    "sample_peak_rss_gib",
+    "step_tflop",
+    "step_tflop_512",
+    "unet_saved_gib_512",
+    "unet_saved_checkpointed_gib_512",
+    "cpu_gflops",
+    "h100_s_per_step_512_estimate",
+)
 
 
 def test_real_size_benchmark_runs_at_tiny_widths(capsys):
@@ -181,8 +216,17 @@ def test_real_size_benchmark_runs_at_tiny_widths(capsys):
 def test_real_size_benchmark(tmp_path):
     """SD 1.5's real shapes on the CPU, as a user runs the script (its own process, every thread): minutes and a 6.5 GB
     folder (run with -m slow on an otherwise idle machine)."""
-    subprocess.run([sys.executable, str(BENCHMARKS / "sd_real_size.py"), "--folder", str(tmp_path), "--out", str(tmp_path / "out.json")],
-                   check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "sd_real_size.py"),
+            "--folder",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "out.json"),
+        ],
+        check=True,
+    )
     result = json.loads((tmp_path / "out.json").read_text())
     assert result["widths"] == "real" and 8.5e8 < result["unet_parameters"] < 8.7e8
     assert all(result[field] > 0 for field in BENCHMARK_FIELDS)

@@ -7,12 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_dataset
 from pydantic import ValidationError
 
-from conftest import make_dataset
 from retinaug.errors import RetinaugError
-from retinaug.select import SelectConfig
-from retinaug.select import _core, _coverage, keep_count, select
+from retinaug.select import SelectConfig, _core, _coverage, keep_count, select
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,11 @@ def test_coverage_spreads_over_clusters():
     rng = np.random.default_rng(0)
     xy = np.concatenate([rng.normal(0, 0.1, (20, 2)), rng.normal(10, 0.1, (5, 2)), rng.normal((0, 10), 0.1, (5, 2))])
     picked = _coverage(xy, 3, seed=0)
-    assert sorted({0 if i < 20 else 1 if i < 25 else 2 for i in picked}) == [0, 1, 2]  # one per blob, not 3 from the big one
+    assert sorted({0 if i < 20 else 1 if i < 25 else 2 for i in picked}) == [
+        0,
+        1,
+        2,
+    ]  # one per blob, not 3 from the big one
     dup = np.zeros((6, 2))  # identical points: k-means finds one cluster; still return 3 distinct images
     assert len(set(_coverage(dup, 3, seed=0))) == 3
 
@@ -65,7 +68,9 @@ def test_core_drops_images_among_other_classes():
 
 
 def test_keep_count_and_errors(dn_data):
-    assert keep_count(10, 0.5) == 5 and keep_count(10, 0.01) == 1 and keep_count(10, 200) == 10 and keep_count(10, 1) == 10
+    assert (
+        keep_count(10, 0.5) == 5 and keep_count(10, 0.01) == 1 and keep_count(10, 200) == 10 and keep_count(10, 1) == 10
+    )
     with pytest.raises(ValidationError, match="whole number"):
         SelectConfig(keep=2.5)
     with pytest.raises(ValidationError, match="unknown class"):

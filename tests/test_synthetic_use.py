@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import make_dataset
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import make_dataset
 from retinaug.classify import RowUse, TrainConfig, fit, label
 from retinaug.classify.data import Replacement
 from retinaug.classify.label import soft_targets
@@ -28,11 +28,21 @@ from retinaug.io import sha256_text
 from retinaug.manifest import new_manifest, prob_column
 from retinaug.stages import config_hash, result_settings
 
-train_module = importlib.import_module("retinaug.classify.train")  # the module (the package exports its `train` function)
+train_module = importlib.import_module(
+    "retinaug.classify.train"
+)  # the module (the package exports its `train` function)
 TASK = ("G", "C", "A")
 TINY = dict(backbone="resnet10t", size=16, epochs=2, batch_size=8, task="G,C,A", patience=5, augment=False)
-NEW_FIELDS = ("synthetic_use", "pretrain_with_real", "finetune_epochs", "finetune_lr", "replace_probability",
-              "synthetic_weight", "traditional_weight", "soft_labels")
+NEW_FIELDS = (
+    "synthetic_use",
+    "pretrain_with_real",
+    "finetune_epochs",
+    "finetune_lr",
+    "replace_probability",
+    "synthetic_weight",
+    "traditional_weight",
+    "soft_labels",
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +60,26 @@ def pool(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels.astype(np.uint8)).save(path)
             probs = rng.dirichlet(np.ones(4))
-            rows.append(dict(path=str(path), label=parent.label, patient_id=f"syn-{path.stem}", eye="unknown", split="train",
-                             origin="synthetic", source="t", parent=parent.path, accepted=True,
-                             **{prob_column(c): p for c, p in zip("GCAN", probs)}))
+            rows.append(
+                dict(
+                    path=str(path),
+                    label=parent.label,
+                    patient_id=f"syn-{path.stem}",
+                    eye="unknown",
+                    split="train",
+                    origin="synthetic",
+                    source="t",
+                    parent=parent.path,
+                    accepted=True,
+                    **{prob_column(c): p for c, p in zip("GCAN", probs)},
+                )
+            )
     return data, new_manifest(rows)
 
 
-def _train_val(data: pd.DataFrame, synthetic: pd.DataFrame, sc: Scenario, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _train_val(
+    data: pd.DataFrame, synthetic: pd.DataFrame, sc: Scenario, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     train, val, _, _ = compose(sc, seed, data, accepted_synthetic(synthetic))
     return train, val
 
@@ -78,19 +101,31 @@ def _history(folder: Path, drop: tuple[str, ...] = ("seconds",)) -> list[dict]:
 # ---------------------------------------------------------------- scenario fields, validation, hashing
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"synthetic_use": "pretrain"}, "synthetic_use: pretrain needs synthetic rows"),
-    ({"soft_labels": True}, "soft_labels: True needs synthetic rows"),
-    ({"synthetic": 1, "traditional_weight": 0.5}, "traditional_weight: 0.5 needs traditional rows"),
-    ({"synthetic": 1, "replace_probability": 0.2}, "replace_probability is read only with synthetic_use: replace"),
-    ({"synthetic": 1, "synthetic_use": "replace", "finetune_lr": 1e-3}, "finetune_lr is read only with synthetic_use: pretrain"),
-    ({"synthetic": 1, "traditional": 1, "synthetic_use": "pretrain"}, "traditional rows would go unused"),
-    ({"synthetic": 1, "synthetic_use": "pretrain", "synthetic_classes": ["G"], "task": "G,C,A"}, r"classes \['C', 'A'\] get none"),
-    ({"synthetic": 1, "synthetic_use": "pretrain", "synthetic_weight": 0.5}, "a pretrain phase on synthetic rows alone"),
-    ({"synthetic": 1, "synthetic_weight": -1}, "greater than or equal to 0"),
-    ({"synthetic": 1, "synthetic_use": "replace", "replace_probability": 1.5}, "less than or equal to 1"),
-    ({"synthetic": 1, "synthetic_use": "sometimes"}, "'mix', 'pretrain' or 'replace'"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"synthetic_use": "pretrain"}, "synthetic_use: pretrain needs synthetic rows"),
+        ({"soft_labels": True}, "soft_labels: True needs synthetic rows"),
+        ({"synthetic": 1, "traditional_weight": 0.5}, "traditional_weight: 0.5 needs traditional rows"),
+        ({"synthetic": 1, "replace_probability": 0.2}, "replace_probability is read only with synthetic_use: replace"),
+        (
+            {"synthetic": 1, "synthetic_use": "replace", "finetune_lr": 1e-3},
+            "finetune_lr is read only with synthetic_use: pretrain",
+        ),
+        ({"synthetic": 1, "traditional": 1, "synthetic_use": "pretrain"}, "traditional rows would go unused"),
+        (
+            {"synthetic": 1, "synthetic_use": "pretrain", "synthetic_classes": ["G"], "task": "G,C,A"},
+            r"classes \['C', 'A'\] get none",
+        ),
+        (
+            {"synthetic": 1, "synthetic_use": "pretrain", "synthetic_weight": 0.5},
+            "a pretrain phase on synthetic rows alone",
+        ),
+        ({"synthetic": 1, "synthetic_weight": -1}, "greater than or equal to 0"),
+        ({"synthetic": 1, "synthetic_use": "replace", "replace_probability": 1.5}, "less than or equal to 1"),
+        ({"synthetic": 1, "synthetic_use": "sometimes"}, "'mix', 'pretrain' or 'replace'"),
+    ],
+)
 def test_scenario_use_fields_are_validated(fields, message):
     with pytest.raises(ValueError, match=message):
         Scenario(name="s", **fields)
@@ -112,15 +147,26 @@ def test_weights_and_soft_labels_refuse_mixup():
             ExperimentConfig(sets=[], scenarios=[Scenario(name="s", synthetic=1, **use)], train=TrainConfig(mixup=0.2))
         with pytest.raises(RetinaugError, match="need mixup and cutmix off"):
             fit(pd.DataFrame(), pd.DataFrame(), TrainConfig(**TINY, cutmix=1.0), Path("unused"), use=RowUse(**use))
-    ExperimentConfig(sets=[], scenarios=[Scenario(name="s", synthetic=1, synthetic_use="replace")], train=TrainConfig(mixup=0.2))
+    ExperimentConfig(
+        sets=[], scenarios=[Scenario(name="s", synthetic=1, synthetic_use="replace")], train=TrainConfig(mixup=0.2)
+    )
 
 
 def test_synthetic_use_set_resolves_and_pairs_against_real():
     cfg = ExperimentConfig(sets=["synthetic-use", "paper-5class-vs-traditional"])  # shared names: identical recipes
     resolved = cfg.resolve()
     names = [s.name for s in SCENARIO_SETS["synthetic-use"]]
-    assert names == ["5class-real", "5class-syn-x1", "5class-syn-x1-pretrain", "5class-real-pretrain", "5class-syn-x1-replace0.5",
-                     "5class-syn-x1-weight0.5", "5class-syn-x1-soft", "5class-syn-x1-need", "5class-trad-x1"]
+    assert names == [
+        "5class-real",
+        "5class-syn-x1",
+        "5class-syn-x1-pretrain",
+        "5class-real-pretrain",
+        "5class-syn-x1-replace0.5",
+        "5class-syn-x1-weight0.5",
+        "5class-syn-x1-soft",
+        "5class-syn-x1-need",
+        "5class-trad-x1",
+    ]
     assert set(names) <= {s.name for s in resolved}
     by_name = {s.name: s for s in resolved}
     assert [by_name[n].synthetic_use for n in names[2:5]] == ["pretrain", "pretrain", "replace"]
@@ -133,23 +179,29 @@ def test_synthetic_use_set_resolves_and_pairs_against_real():
     assert all(baseline_of(by_name[n], resolved) == "5class-real" for n in names[1:])
     # pretrain is also paired against "real, twice", the only scenario with a schedule control
     assert {n: schedule_control(by_name[n], resolved) for n in names if schedule_control(by_name[n], resolved)} == {
-        "5class-syn-x1-pretrain": "5class-real-pretrain"}
+        "5class-syn-x1-pretrain": "5class-real-pretrain"
+    }
 
 
-@pytest.mark.parametrize("base, field, value", [
-    ({"synthetic": 1}, "synthetic_use", "replace"),
-    ({"synthetic": 1}, "synthetic_use", "pretrain"),
-    ({"synthetic": 1, "synthetic_use": "pretrain"}, "pretrain_with_real", True),
-    ({"synthetic": 1, "synthetic_use": "pretrain"}, "finetune_epochs", 3),
-    ({"synthetic": 1, "synthetic_use": "pretrain"}, "finetune_lr", 1e-3),
-    ({"synthetic": 1, "synthetic_use": "replace"}, "replace_probability", 0.3),
-    ({"synthetic": 1}, "synthetic_weight", 0.5),
-    ({"synthetic": 1}, "synthetic_weight", 0),
-    ({"traditional": 1}, "traditional_weight", 2),
-    ({"synthetic": 1}, "soft_labels", True),
-])
+@pytest.mark.parametrize(
+    "base, field, value",
+    [
+        ({"synthetic": 1}, "synthetic_use", "replace"),
+        ({"synthetic": 1}, "synthetic_use", "pretrain"),
+        ({"synthetic": 1, "synthetic_use": "pretrain"}, "pretrain_with_real", True),
+        ({"synthetic": 1, "synthetic_use": "pretrain"}, "finetune_epochs", 3),
+        ({"synthetic": 1, "synthetic_use": "pretrain"}, "finetune_lr", 1e-3),
+        ({"synthetic": 1, "synthetic_use": "replace"}, "replace_probability", 0.3),
+        ({"synthetic": 1}, "synthetic_weight", 0.5),
+        ({"synthetic": 1}, "synthetic_weight", 0),
+        ({"traditional": 1}, "traditional_weight", 2),
+        ({"synthetic": 1}, "soft_labels", True),
+    ],
+)
 def test_every_new_field_changes_the_scenario_hash(base, field, value):
-    assert config_hash(Scenario(name="s", **base, **{field: value}).recipe()) != config_hash(Scenario(name="s", **base).recipe())
+    assert config_hash(Scenario(name="s", **base, **{field: value}).recipe()) != config_hash(
+        Scenario(name="s", **base).recipe()
+    )
 
 
 def test_defaults_keep_the_hash_of_earlier_versions(pool, tmp_path):
@@ -159,7 +211,9 @@ def test_defaults_keep_the_hash_of_earlier_versions(pool, tmp_path):
         old = {k: v for k, v in sc.recipe().items() if k not in NEW_FIELDS}
         assert config_hash(sc.recipe()) == config_hash(old)
     data, synthetic = pool
-    cfg = ExperimentConfig(sets=[], seeds=[0], scenarios=[Scenario(name="mix", task="G,C,A", synthetic=1)], train=TrainConfig(**TINY))
+    cfg = ExperimentConfig(
+        sets=[], seeds=[0], scenarios=[Scenario(name="mix", task="G,C,A", synthetic=1)], train=TrainConfig(**TINY)
+    )
     (planned,), _ = plan_fits(cfg, data, tmp_path, synthetic)
     recipe = {k: v for k, v in planned.recipe.items() if k not in ("key", "counts")}
     earlier = {**recipe, "scenario": {k: v for k, v in recipe["scenario"].items() if k not in NEW_FIELDS}}
@@ -170,9 +224,19 @@ def test_fit_carries_the_scenario_to_ray_workers(pool, tmp_path):
     """Ray ships each Fit to its worker with cloudpickle: the scenario (synthetic_use and the rest) arrives whole."""
     cloudpickle = pytest.importorskip("ray.cloudpickle")
     data, synthetic = pool
-    sc = Scenario(name="pre", task="G,C,A", synthetic=1, synthetic_use="pretrain", pretrain_with_real=True, finetune_epochs=2,
-                  finetune_lr=1e-3, soft_labels=True)
-    (planned,), _ = plan_fits(ExperimentConfig(sets=[], seeds=[0], scenarios=[sc], train=TrainConfig(**TINY)), data, tmp_path, synthetic)
+    sc = Scenario(
+        name="pre",
+        task="G,C,A",
+        synthetic=1,
+        synthetic_use="pretrain",
+        pretrain_with_real=True,
+        finetune_epochs=2,
+        finetune_lr=1e-3,
+        soft_labels=True,
+    )
+    (planned,), _ = plan_fits(
+        ExperimentConfig(sets=[], seeds=[0], scenarios=[sc], train=TrainConfig(**TINY)), data, tmp_path, synthetic
+    )
     shipped = cloudpickle.loads(cloudpickle.dumps(planned))
     assert shipped.scenario == sc and shipped.scenario.row_use() == sc.row_use() and shipped.recipe == planned.recipe
     assert shipped.config == planned.config
@@ -188,8 +252,10 @@ def _family(n_real: int, children: list[int], origin: str = "real") -> pd.DataFr
     for i in range(n_real):
         parent = f"/r/{i}.png"
         rows.append(dict(path=parent, label="GC"[i % 2], origin=origin))
-        rows += [dict(path=f"/s/{i}_{k}.png", label="GC"[i % 2], origin="synthetic", parent=parent)
-                 for k in range(children[i % len(children)])]
+        rows += [
+            dict(path=f"/s/{i}_{k}.png", label="GC"[i % 2], origin="synthetic", parent=parent)
+            for k in range(children[i % len(children)])
+        ]
     return pd.DataFrame(rows)
 
 
@@ -205,7 +271,9 @@ def test_replace_draws_alpha_of_the_rows_with_children_uniformly_per_seed_and_ep
     assert np.array_equal(Replacement(df, 0.5, seed=0).draw(1), shown)  # same seed and epoch: the same draw
     assert not np.array_equal(rep.draw(2), shown) and not np.array_equal(Replacement(df, 0.5, seed=1).draw(1), shown)
     picks = pd.Series(np.concatenate([rep.draw(e) for e in range(1, 301)]))
-    third = picks[picks.isin(df.index[df["parent"] == "/r/2.png"])].value_counts(normalize=True)  # a row with 3 children
+    third = picks[picks.isin(df.index[df["parent"] == "/r/2.png"])].value_counts(
+        normalize=True
+    )  # a row with 3 children
     assert len(third) == 3 and (third - 1 / 3).abs().max() < 0.1  # each drawn about as often
     assert np.array_equal(Replacement(df, 0.0, seed=0).draw(1), rep.positions)
     assert (Replacement(df, 1.0, seed=0).draw(1) != rep.positions).all()
@@ -214,14 +282,19 @@ def test_replace_draws_alpha_of_the_rows_with_children_uniformly_per_seed_and_ep
 def test_replace_txt2img_per_class_and_never_traditional_rows():
     real = pd.DataFrame([dict(path=f"/r/{i}.png", label="GC"[i % 2], origin="real") for i in range(200)])
     trad = real.assign(origin="traditional", path=real["path"] + "#hflip")
-    syn = pd.DataFrame([dict(path=f"/s/G{k}.png", label="G", origin="synthetic") for k in range(5)])  # no parent, G only
+    syn = pd.DataFrame(
+        [dict(path=f"/s/G{k}.png", label="G", origin="synthetic") for k in range(5)]
+    )  # no parent, G only
     df = pd.concat([real, trad, syn], ignore_index=True)
     rep = Replacement(df, 0.5, seed=3)
     shown = rep.draw(1)
     own = df.loc[rep.positions]
     swapped = shown != rep.positions
     assert set(df.loc[shown[swapped], "label"]) == {"G"} and set(df.loc[shown[swapped], "origin"]) == {"synthetic"}
-    assert set(own.loc[rep.positions[swapped], "label"]) == {"G"} and (own.loc[rep.positions[swapped], "origin"] == "real").all()
+    assert (
+        set(own.loc[rep.positions[swapped], "label"]) == {"G"}
+        and (own.loc[rep.positions[swapped], "origin"] == "real").all()
+    )
     assert abs(swapped.sum() - 50) < 4 * np.sqrt(100 * 0.25)  # half of the 100 real G rows
 
 
@@ -245,7 +318,9 @@ def test_replace_fit_alpha0_is_the_real_only_fit(pool, tmp_path):
     n_real = int((train["origin"] == "real").sum())
     assert [r["replaced"] for r in _history(tmp_path / "alpha0", ())] == [0, 0]
     assert all(0 < r["replaced"] < n_real for r in half["history"])  # 18 real rows, each with a child in the x1 pool
-    assert half["train_origins"] == {"real": n_real, "synthetic": n_real} and half["row_use"]["replace_probability"] == 0.5
+    assert (
+        half["train_origins"] == {"real": n_real, "synthetic": n_real} and half["row_use"]["replace_probability"] == 0.5
+    )
 
 
 # ---------------------------------------------------------------- loss weights
@@ -337,8 +412,17 @@ def test_soft_label_fit_trains_on_the_stored_probabilities(pool, tmp_path, monke
 
 def test_label_stage_stores_the_class_probabilities(pool, tmp_path):
     data, synthetic = pool
-    fit(data[data["split"] == "train"], data[data["split"] == "val"], TrainConfig(**{**TINY, "epochs": 1}), tmp_path / "labeler")
-    out = label(tmp_path / "labeler", synthetic.drop(columns=[prob_column(c) for c in "GCAN"] + ["accepted"]), tmp_path / "label")
+    fit(
+        data[data["split"] == "train"],
+        data[data["split"] == "val"],
+        TrainConfig(**{**TINY, "epochs": 1}),
+        tmp_path / "labeler",
+    )
+    out = label(
+        tmp_path / "labeler",
+        synthetic.drop(columns=[prob_column(c) for c in "GCAN"] + ["accepted"]),
+        tmp_path / "label",
+    )
     probs = out[[prob_column(c) for c in TASK]].to_numpy(dtype=float)
     assert prob_column("N") not in out.columns  # only the labeler's classes
     assert np.allclose(probs.sum(1), 1, atol=1e-5) and np.allclose(probs.max(1), out["pred_conf"].to_numpy(dtype=float))
@@ -361,10 +445,12 @@ def test_runner_pretrain_phases_and_resume(pool, tmp_path, monkeypatch):
         return real_groups(model, config)
 
     monkeypatch.setattr(train_module, "param_groups", spy)
-    scenarios = [Scenario(name="pre", task="G,C,A", synthetic=1, synthetic_use="pretrain", finetune_epochs=1, finetune_lr=1e-3),
-                 Scenario(name="rep", task="G,C,A", synthetic=1, synthetic_use="replace", replace_probability=0.3),
-                 Scenario(name="soft", task="G,C,A", synthetic=1, soft_labels=True, synthetic_weight=0.5),
-                 Scenario(name="twice", task="G,C,A", synthetic_use="pretrain", pretrain_with_real=True)]  # the control
+    scenarios = [
+        Scenario(name="pre", task="G,C,A", synthetic=1, synthetic_use="pretrain", finetune_epochs=1, finetune_lr=1e-3),
+        Scenario(name="rep", task="G,C,A", synthetic=1, synthetic_use="replace", replace_probability=0.3),
+        Scenario(name="soft", task="G,C,A", synthetic=1, soft_labels=True, synthetic_weight=0.5),
+        Scenario(name="twice", task="G,C,A", synthetic_use="pretrain", pretrain_with_real=True),
+    ]  # the control
     cfg = ExperimentConfig(sets=[], seeds=[0], n_boot=10, scenarios=scenarios, train=TrainConfig(**TINY))
     out = tmp_path / "experiments"
     run_experiments(cfg, data, out, synthetic)
@@ -388,7 +474,9 @@ def test_runner_pretrain_phases_and_resume(pool, tmp_path, monkeypatch):
     assert len(metrics) == 4
     run_experiments(cfg, data, out, synthetic)
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/metrics.json")} == metrics  # kept, not redone
-    relabelled = synthetic.assign(**{prob_column("G"): synthetic[prob_column("C")], prob_column("C"): synthetic[prob_column("G")]})
+    relabelled = synthetic.assign(
+        **{prob_column("G"): synthetic[prob_column("C")], prob_column("C"): synthetic[prob_column("G")]}
+    )
     keys = {f.name: f.recipe["key"] for f in plan_fits(cfg, data, out, relabelled)[0]}
     assert keys["soft/seed0"] != soft["key"]  # other soft targets, same images and labels: redone
     assert keys["rep/seed0"] == json.loads((out / "rep" / "seed0" / "recipe.json").read_text())["key"]

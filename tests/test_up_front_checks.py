@@ -15,20 +15,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
-
 from conftest import make_dataset
 from pipeline_helpers import TINY
+from test_faults import ENV, class_folders, says
+from typer.testing import CliRunner
+
 from retinaug.cli import app
 from retinaug.config import load_config
 from retinaug.generate import finetune
 from retinaug.manifest import load_manifest
 from retinaug.pipeline import plan_pipeline, run_pipeline
 from retinaug.stages import read_record
-from test_faults import ENV, class_folders, says
 
 runner = CliRunner()
-OTHER_STAGES_OFF = {s: {"enabled": False} for s in ("generator", "synthetic", "labeler", "selection", "augment", "experiments", "quality")}
+OTHER_STAGES_OFF = {
+    s: {"enabled": False}
+    for s in ("generator", "synthetic", "labeler", "selection", "augment", "experiments", "quality")
+}
 
 
 def stage_folders(run: Path) -> list[str]:
@@ -62,10 +65,16 @@ def run_checked(tmp_path: Path, settings: list[str], dry_run: bool):
 
 
 @pytest.mark.parametrize("dry_run", [True, False])
-@pytest.mark.parametrize("settings, said", [
-    (["data.path=/etc"], "data: path (odir/folder only): not read when source is phantom"),
-    (["data.source=folder", "data.path=x"], "data: n (phantom only), size (phantom only): not read when source is folder"),
-])
+@pytest.mark.parametrize(
+    "settings, said",
+    [
+        (["data.path=/etc"], "data: path (odir/folder only): not read when source is phantom"),
+        (
+            ["data.source=folder", "data.path=x"],
+            "data: n (phantom only), size (phantom only): not read when source is folder",
+        ),
+    ],
+)
 def test_option_the_data_source_does_not_read_stops_before_any_stage(tmp_path, settings, said, dry_run):
     """(was: the phantom ran and data.path was ignored without a word)"""
     stopped_before_any_stage(*run_checked(tmp_path, settings, dry_run), said)
@@ -75,22 +84,31 @@ def test_option_the_data_source_does_not_read_stops_before_any_stage(tmp_path, s
 
 
 @pytest.mark.parametrize("dry_run", [True, False])
-@pytest.mark.parametrize("setting, said", [
-    ("experiments.seeds=1000000000000", "experiments.seeds: must be at most 10000 (seeds are fits, one after another) (got 1000000000000)"),
-    ("experiments.seeds=[0, 4294967296]", "experiments.seeds: a seed must lie in 0..4294967295, not 4294967296"),
-    ("experiments.seeds=[-1]", "experiments.seeds: a seed must lie in 0..4294967295, not -1"),
-    ("experiments.train.lr=.inf", "experiments.train.lr: Input should be a finite number (got inf)"),
-    ("labeler.train.weight_decay=.nan", "labeler.train.weight_decay: Input should be a finite number (got nan)"),
-    ("generator.ddpm.ema_power=.inf", "generator.ddpm.ema_power: Input should be a finite number"),
-    ("data.seed=-1", "data.seed: Input should be greater than or equal to 0 (got -1)"),
-    ("generator.ddpm.seed=4294967296", "generator.ddpm.seed: Input should be less than or equal to 4294967295"),
-    ("synthetic.seed=-5", "synthetic.seed: Input should be greater than or equal to 0"),
-    ("selection.seed=4294967296", "selection.seed: Input should be less than or equal to 4294967295"),
-    ("data.n=1000000000000", "data.n: Input should be less than or equal to 100000"),
-    ("synthetic.per_class=1000000000000", "synthetic.per_class: Input should be less than or equal to 100000"),
-    ("generator.ddpm.batch_size=1000000000000", "generator.ddpm.batch_size: Input should be less than or equal to 4096"),
-    ("experiments.n_boot=1000000000000", "experiments.n_boot: Input should be less than or equal to 100000"),
-])
+@pytest.mark.parametrize(
+    "setting, said",
+    [
+        (
+            "experiments.seeds=1000000000000",
+            "experiments.seeds: must be at most 10000 (seeds are fits, one after another) (got 1000000000000)",
+        ),
+        ("experiments.seeds=[0, 4294967296]", "experiments.seeds: a seed must lie in 0..4294967295, not 4294967296"),
+        ("experiments.seeds=[-1]", "experiments.seeds: a seed must lie in 0..4294967295, not -1"),
+        ("experiments.train.lr=.inf", "experiments.train.lr: Input should be a finite number (got inf)"),
+        ("labeler.train.weight_decay=.nan", "labeler.train.weight_decay: Input should be a finite number (got nan)"),
+        ("generator.ddpm.ema_power=.inf", "generator.ddpm.ema_power: Input should be a finite number"),
+        ("data.seed=-1", "data.seed: Input should be greater than or equal to 0 (got -1)"),
+        ("generator.ddpm.seed=4294967296", "generator.ddpm.seed: Input should be less than or equal to 4294967295"),
+        ("synthetic.seed=-5", "synthetic.seed: Input should be greater than or equal to 0"),
+        ("selection.seed=4294967296", "selection.seed: Input should be less than or equal to 4294967295"),
+        ("data.n=1000000000000", "data.n: Input should be less than or equal to 100000"),
+        ("synthetic.per_class=1000000000000", "synthetic.per_class: Input should be less than or equal to 100000"),
+        (
+            "generator.ddpm.batch_size=1000000000000",
+            "generator.ddpm.batch_size: Input should be less than or equal to 4096",
+        ),
+        ("experiments.n_boot=1000000000000", "experiments.n_boot: Input should be less than or equal to 100000"),
+    ],
+)
 def test_settings_a_fit_would_reject_stop_before_any_stage(tmp_path, setting, said, dry_run):
     """(was: a traceback after the generator and labeler had run, or `list(range(n))` killed at 22 GB)"""
     stopped_before_any_stage(*run_checked(tmp_path, [setting], dry_run), said)
@@ -99,10 +117,23 @@ def test_settings_a_fit_would_reject_stop_before_any_stage(tmp_path, setting, sa
 def test_the_largest_seed_trains_a_two_phase_generator(tmp_path):
     """2**32 - 1 is accepted, so it must work: ldm's second phase seeds with seed + 1009, wrapped into numpy's range.
     (was: "Seed must be between 0 and 2**32 - 1" from accelerate, after the autoencoder had trained)"""
-    data = Path(make_dataset(tmp_path / "data", classes=("G", "C"), patients_per_class=4, size=16).attrs["manifest_dir"])
-    config = {"seed": 2**32 - 1, "size": 16, "vae_block_out_channels": [8, 8], "vae_steps": 2, "vae_batch_size": 4, "steps": 2,
-              "batch_size": 4, "block_out_channels": [8, 16], "norm_num_groups": 8, "warmup_steps": 1, "samples_per_class": 1,
-              "recon_images": 2}
+    data = Path(
+        make_dataset(tmp_path / "data", classes=("G", "C"), patients_per_class=4, size=16).attrs["manifest_dir"]
+    )
+    config = {
+        "seed": 2**32 - 1,
+        "size": 16,
+        "vae_block_out_channels": [8, 8],
+        "vae_steps": 2,
+        "vae_batch_size": 4,
+        "steps": 2,
+        "batch_size": 4,
+        "block_out_channels": [8, 16],
+        "norm_num_groups": 8,
+        "warmup_steps": 1,
+        "samples_per_class": 1,
+        "recon_images": 2,
+    }
     meta = finetune(data, "ldm", config, tmp_path / "gen")
     history = json.loads((tmp_path / "gen" / "history.json").read_text())
     assert meta["config"]["seed"] == 2**32 - 1 and history["vae"]["steps"] == 2 and history["steps"] == 2
@@ -129,7 +160,10 @@ def file_size_limit():
 def test_failed_weights_write_is_one_line_and_keeps_the_finished_stages(tmp_path, stage, target):
     """safetensors raises SafetensorError, not OSError, when its write fails: now the one-line write error, exit 1;
     the data stage stays finished, and the next run would skip it and redo the failed one. (was: a SafetensorError traceback)"""
-    cfg, run = tiny_yaml(tmp_path, **{**OTHER_STAGES_OFF, stage: {**TINY.get(stage, {}), "enabled": True}}), tmp_path / "run"
+    cfg, run = (
+        tiny_yaml(tmp_path, **{**OTHER_STAGES_OFF, stage: {**TINY.get(stage, {}), "enabled": True}}),
+        tmp_path / "run",
+    )
     result = runner.invoke(app, ["run", str(cfg), "--out", str(run)])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.exception, result.output[-2000:])
     assert says(result.output, f"cannot write {run / target}: file too large"), result.output
@@ -145,10 +179,18 @@ def test_failed_weights_write_is_one_line_and_keeps_the_finished_stages(tmp_path
 def test_sigterm_says_what_stopped_and_the_run_resumes(tmp_path):
     """SIGTERM (kill, schedulers, docker stop) as soon as the generator stage is under way: one line saying what
     stopped and how to resume, exit 143; the same command then resumes the stage. (was: exit 143, no message)"""
-    cfg, run = tiny_yaml(tmp_path, **{**OTHER_STAGES_OFF, "generator": {**TINY["generator"], "enabled": True}}), tmp_path / "run"
+    cfg, run = (
+        tiny_yaml(tmp_path, **{**OTHER_STAGES_OFF, "generator": {**TINY["generator"], "enabled": True}}),
+        tmp_path / "run",
+    )
     command = ["run", str(cfg), "--out", str(run)]
-    proc = subprocess.Popen([sys.executable, "-c", "from retinaug.cli import main; main()", *command], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from retinaug.cli import main; main()", *command],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 240
     while read_record(run / "generator").get("status") != "running" and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
@@ -157,10 +199,15 @@ def test_sigterm_says_what_stopped_and_the_run_resumes(tmp_path):
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
     assert lines[-1].startswith("retinaug run: interrupted (terminated) during stage generator"), lines[-1]
-    assert lines[-1].endswith(f"finished work is kept; run the same command again to resume: {shlex.join(['retinaug', *command])}")
+    assert lines[-1].endswith(
+        f"finished work is kept; run the same command again to resume: {shlex.join(['retinaug', *command])}"
+    )
     assert read_record(run / "data")["status"] == "done" and read_record(run / "generator")["status"] != "done"
     run_pipeline(load_config(cfg), run)  # the same command again, in this process
-    assert read_record(run / "generator")["status"] == "done" and read_record(run / "generator")["why"] == "its last attempt was interrupted"
+    assert (
+        read_record(run / "generator")["status"] == "done"
+        and read_record(run / "generator")["why"] == "its last attempt was interrupted"
+    )
 
 
 def test_ray_leaves_the_sigterm_handler_to_the_cli():
@@ -187,14 +234,19 @@ def test_ray_leaves_the_sigterm_handler_to_the_cli():
 def test_truncated_manifest_of_a_finished_stage_is_redone(tmp_path, source):
     """The data stage's manifest.parquet cut in half after it finished: the next run redoes the stage (the dry run
     says why) and ends with the same rows. (was: "cannot read manifest ...", and every run stopped there)"""
-    data = TINY["data"] if source == "phantom" else {"source": "folder", "path": str(class_folders(tmp_path / "images", n=8)),
-                                                     "val": 0.25, "test": 0.25}
+    data = (
+        TINY["data"]
+        if source == "phantom"
+        else {"source": "folder", "path": str(class_folders(tmp_path / "images", n=8)), "val": 0.25, "test": 0.25}
+    )
     cfg, run = load_config(tiny_yaml(tmp_path, data=data, **OTHER_STAGES_OFF)), tmp_path / "run"
     run_pipeline(cfg, run)
     rows = load_manifest(run / "data")
     manifest = run / "data" / "manifest.parquet"
     manifest.write_bytes(manifest.read_bytes()[: manifest.stat().st_size // 2])
     data_plan = plan_pipeline(cfg, run)[0]
-    assert data_plan[:2] == ("data", "run") and data_plan[2].startswith("outputs unreadable (cannot read manifest"), data_plan
+    assert data_plan[:2] == ("data", "run") and data_plan[2].startswith("outputs unreadable (cannot read manifest"), (
+        data_plan
+    )
     run_pipeline(cfg, run)
     assert load_manifest(run / "data")[["label", "patient_id", "split"]].equals(rows[["label", "patient_id", "split"]])

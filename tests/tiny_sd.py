@@ -53,9 +53,20 @@ def write_clip_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> Path
     units = chars + [c + "</w>" for c in chars]
     merges = list(itertools.islice(itertools.product(chars, units), CLIP_VOCAB - len(units) - 2))
     tokens = units + [a + b for a, b in merges] + ["<|startoftext|>", "<|endoftext|>"]
-    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": pad_token}
-    config = {**special, "tokenizer_class": "CLIPTokenizer", "model_max_length": CLIP_POSITIONS, "do_lower_case": True,
-              "errors": "replace", "add_prefix_space": False}
+    special = {
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": pad_token,
+    }
+    config = {
+        **special,
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": CLIP_POSITIONS,
+        "do_lower_case": True,
+        "errors": "replace",
+        "add_prefix_space": False,
+    }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
@@ -66,9 +77,16 @@ def write_clip_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> Path
 
 # SD 1.5's real shapes (the unet/, vae/ and text_encoder/ configs of stable-diffusion-v1-5), which the builders below
 # scale down unless given these: 860 M UNet parameters, 84 M in the VAE, 123 M in the text encoder
-SD15_UNET = dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768, attention_head_dim=8,
-                 norm_num_groups=32, sample_size=64, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+SD15_UNET = dict(
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    norm_num_groups=32,
+    sample_size=64,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+)
 SD15_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, scaling_factor=0.18215)
 SD15_TEXT = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12)
 
@@ -77,10 +95,19 @@ def tiny_unet(cross_attention_dim: int = 32, sample_size: int = 16, **config):
     """SD's UNet2DConditionModel at two levels of 16/32 channels (SD: four, 320-1280); `config` overrides any shape."""
     from diffusers import UNet2DConditionModel
 
-    tiny = dict(block_out_channels=(16, 32), layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=8, norm_num_groups=8)
-    return UNet2DConditionModel(**{**tiny, "cross_attention_dim": cross_attention_dim, "sample_size": sample_size, **config},
-                                in_channels=4, out_channels=4)
+    tiny = dict(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    return UNet2DConditionModel(
+        **{**tiny, "cross_attention_dim": cross_attention_dim, "sample_size": sample_size, **config},
+        in_channels=4,
+        out_channels=4,
+    )
 
 
 def tiny_vae(levels: int = 2, sample_size: int = 32, **config):
@@ -89,8 +116,14 @@ def tiny_vae(levels: int = 2, sample_size: int = 32, **config):
     from diffusers import AutoencoderKL
 
     tiny = dict(block_out_channels=(16, 32, 32, 32)[:levels], norm_num_groups=8, sample_size=sample_size)
-    return AutoencoderKL(**{**tiny, **config}, in_channels=3, out_channels=3, latent_channels=4,
-                         down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels)
+    return AutoencoderKL(
+        **{**tiny, **config},
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+    )
 
 
 def tiny_clip_text(tokenizer, hidden_size: int = 32, with_projection: bool = False, **config):
@@ -99,8 +132,14 @@ def tiny_clip_text(tokenizer, hidden_size: int = 32, with_projection: bool = Fal
 
     cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
     tiny = dict(intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
-    return cls(CLIPTextConfig(**{**tiny, **config}, hidden_size=hidden_size, vocab_size=len(tokenizer),
-                              max_position_embeddings=tokenizer.model_max_length))
+    return cls(
+        CLIPTextConfig(
+            **{**tiny, **config},
+            hidden_size=hidden_size,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=tokenizer.model_max_length,
+        )
+    )
 
 
 def make_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:
@@ -113,7 +152,11 @@ def make_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0) 
     tokenizer = CLIPTokenizer.from_pretrained(write_tiny_tokenizer(folder.parent / f".{folder.name}-tokenizer"))
     unet, vae = tiny_unet(), tiny_vae()
     scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, prediction_type=prediction_type
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        prediction_type=prediction_type,
     )
     pipe = StableDiffusionPipeline(
         vae=vae,
@@ -132,7 +175,9 @@ def make_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0) 
 # --- the layouts of real releases, at tiny widths -------------------------------------------------------------------
 
 # the noise schedule every SD 1.x/2.x/XL release ships (their scheduler_config.json)
-SD_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, steps_offset=1)
+SD_SCHEDULE = dict(
+    beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, steps_offset=1
+)
 
 
 def tiny_safety_checker():
@@ -140,7 +185,9 @@ def tiny_safety_checker():
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig, CLIPImageProcessor
 
-    vision = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=1, image_size=32, patch_size=8)
+    vision = dict(
+        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=1, image_size=32, patch_size=8
+    )
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return StableDiffusionSafetyChecker(CLIPConfig(vision_config=vision, projection_dim=32)), processor
 
@@ -174,11 +221,16 @@ def with_transformers4_names(weights: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(weights)
-    save_file({k if k.startswith(("text_model.", "text_projection.")) else f"text_model.{k}": v for k, v in tensors.items()},
-              weights, metadata={"format": "pt"})
+    save_file(
+        {k if k.startswith(("text_model.", "text_projection.")) else f"text_model.{k}": v for k, v in tensors.items()},
+        weights,
+        metadata={"format": "pt"},
+    )
 
 
-def make_sd_release(folder: Path, version: str = "1.5", fp32: bool = True, seed: int = 0, real_size: bool = False) -> Path:
+def make_sd_release(
+    folder: Path, version: str = "1.5", fp32: bool = True, seed: int = 0, real_size: bool = False
+) -> Path:
     """A Stable Diffusion folder with the layout of runwayml/stable-diffusion-v1-5 (version "1.5": model_index.json with a
     saved safety_checker and feature_extractor, PNDM scheduler, epsilon) or stabilityai/stable-diffusion-2-1 ("2.1":
     safety_checker [null, null], DDIM scheduler with v_prediction, 768 px (UNet sample_size 96), an OpenCLIP-style text
@@ -193,23 +245,46 @@ def make_sd_release(folder: Path, version: str = "1.5", fp32: bool = True, seed:
     if real_size and v2:
         raise ValueError("real_size builds SD 1.5 only")
     torch.manual_seed(seed)
-    tok_dir = write_clip_tokenizer(folder.parent / f".{folder.name}-tokenizer", pad_token="!" if v2 else "<|endoftext|>")
+    tok_dir = write_clip_tokenizer(
+        folder.parent / f".{folder.name}-tokenizer", pad_token="!" if v2 else "<|endoftext|>"
+    )
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    text = dict(hidden_size=64 if v2 else 32,  # SD 2's OpenCLIP-H is wider than SD 1's CLIP-L (1024 vs 768)
-                hidden_act="gelu" if v2 else "quick_gelu", bos_token_id=0, eos_token_id=2, pad_token_id=1)  # both releases' ids
+    text = dict(
+        hidden_size=64 if v2 else 32,  # SD 2's OpenCLIP-H is wider than SD 1's CLIP-L (1024 vs 768)
+        hidden_act="gelu" if v2 else "quick_gelu",
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+    )  # both releases' ids
     text = {**text, **(SD15_TEXT if real_size else {})}
     text_encoder = tiny_clip_text(tokenizer, **text)
-    unet = tiny_unet(**{"cross_attention_dim": text["hidden_size"], "sample_size": 96 if v2 else 64, "use_linear_projection": v2,
-                        **(SD15_UNET if real_size else {})})
+    unet = tiny_unet(
+        **{
+            "cross_attention_dim": text["hidden_size"],
+            "sample_size": 96 if v2 else 64,
+            "use_linear_projection": v2,
+            **(SD15_UNET if real_size else {}),
+        }
+    )
     vae = tiny_vae(levels=4, **{"sample_size": 768 if v2 else 512, **(SD15_VAE if real_size else {})})
     if v2:
-        scheduler = DDIMScheduler(**SD_SCHEDULE, set_alpha_to_one=False, clip_sample=False, prediction_type="v_prediction")
+        scheduler = DDIMScheduler(
+            **SD_SCHEDULE, set_alpha_to_one=False, clip_sample=False, prediction_type="v_prediction"
+        )
         checker, processor = None, CLIPImageProcessor()
     else:
         scheduler = PNDMScheduler(**SD_SCHEDULE, set_alpha_to_one=False, skip_prk_steps=True)
         checker, processor = tiny_safety_checker()
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=checker, feature_extractor=processor, requires_safety_checker=not v2)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=checker,
+        feature_extractor=processor,
+        requires_safety_checker=not v2,
+    )
     return save_release(pipe, folder, {"tokenizer": tok_dir}, fp32)
 
 
@@ -221,11 +296,19 @@ def make_sdxl(folder: Path, seed: int = 0) -> Path:
     from transformers import CLIPTokenizer
 
     torch.manual_seed(seed)
-    tok_dirs = {"tokenizer": write_clip_tokenizer(folder.parent / f".{folder.name}-tokenizer"),
-                "tokenizer_2": write_clip_tokenizer(folder.parent / f".{folder.name}-tokenizer_2", pad_token="!")}
+    tok_dirs = {
+        "tokenizer": write_clip_tokenizer(folder.parent / f".{folder.name}-tokenizer"),
+        "tokenizer_2": write_clip_tokenizer(folder.parent / f".{folder.name}-tokenizer_2", pad_token="!"),
+    }
     tokenizer, tokenizer_2 = (CLIPTokenizer.from_pretrained(d) for d in tok_dirs.values())
-    unet = tiny_unet(cross_attention_dim=64, sample_size=128, use_linear_projection=True, addition_embed_type="text_time",
-                     addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 32)  # 6 size/crop numbers + pooled text
+    unet = tiny_unet(
+        cross_attention_dim=64,
+        sample_size=128,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32,
+    )  # 6 size/crop numbers + pooled text
     pipe = StableDiffusionXLPipeline(
         vae=tiny_vae(levels=4, sample_size=1024),
         text_encoder=tiny_clip_text(tokenizer),
@@ -246,9 +329,11 @@ def make_single_file(sd_folder: Path, file: Path) -> Path:
     reverse conversion is a diffusers script outside the package): enough for a test of a layout refusal."""
     from safetensors.torch import load_file, save_file
 
-    prefixes = {"unet/diffusion_pytorch_model.safetensors": "model.diffusion_model.",
-                "vae/diffusion_pytorch_model.safetensors": "first_stage_model.",
-                "text_encoder/model.safetensors": "cond_stage_model.transformer."}
+    prefixes = {
+        "unet/diffusion_pytorch_model.safetensors": "model.diffusion_model.",
+        "vae/diffusion_pytorch_model.safetensors": "first_stage_model.",
+        "text_encoder/model.safetensors": "cond_stage_model.transformer.",
+    }
     tensors = {prefix + k: v for part, prefix in prefixes.items() for k, v in load_file(sd_folder / part).items()}
     file.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, file)

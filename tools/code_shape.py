@@ -36,8 +36,13 @@ def resolve(module: str, is_package: bool, node: ast.ImportFrom | ast.Import) ->
     else:
         target = node.module or ""
     # `from . import x` may name a submodule: count it as one where the file exists
-    return [f"{target}.{a.name}" if (ROOT / (f"{target}.{a.name}".replace(".", "/") + ".py")).is_file()
-            or (ROOT / f"{target}.{a.name}".replace(".", "/")).is_dir() else target for a in node.names]
+    return [
+        f"{target}.{a.name}"
+        if (ROOT / (f"{target}.{a.name}".replace(".", "/") + ".py")).is_file()
+        or (ROOT / f"{target}.{a.name}".replace(".", "/")).is_dir()
+        else target
+        for a in node.names
+    ]
 
 
 def scan() -> tuple[list[tuple[int, str]], nx.DiGraph, int]:
@@ -48,7 +53,10 @@ def scan() -> tuple[list[tuple[int, str]], nx.DiGraph, int]:
         module, tree = module_name(path), ast.parse(path.read_text())
         graph.add_node(module)
         functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-        long += [(f.end_lineno - f.lineno + 1, f"{module}.{f.name} ({path.relative_to(ROOT.parent)}:{f.lineno})") for f in functions]
+        long += [
+            (f.end_lineno - f.lineno + 1, f"{module}.{f.name} ({path.relative_to(ROOT.parent)}:{f.lineno})")
+            for f in functions
+        ]
         in_function = {id(n) for f in functions for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))}
         for node in ast.walk(tree):
             if not isinstance(node, (ast.Import, ast.ImportFrom)):

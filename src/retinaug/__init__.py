@@ -21,7 +21,7 @@ _LAZY = {
     "validate_manifest": "manifest",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted(_LAZY)  # noqa: PLE0605  (the lazily imported names, listed once in _LAZY)
 
 
 def __getattr__(name: str):

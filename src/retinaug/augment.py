@@ -79,7 +79,9 @@ def augment(
         classes = tuple(classes)
         absent = [c for c in classes if c not in present]
         if absent:
-            raise RetinaugError(f"no real training images of class(es) {', '.join(absent)} to augment; classes present: {','.join(c for c in CODES if c in present)}")
+            raise RetinaugError(
+                f"no real training images of class(es) {', '.join(absent)} to augment; classes present: {','.join(c for c in CODES if c in present)}"
+            )
     if not classes:
         raise RetinaugError("nothing to augment: the data has no real training images of the chosen classes")
 
@@ -102,7 +104,9 @@ def augment(
     out = Path(out)
     if write_files:
         paths = []
-        for code, parent, transform in track(list(zip(df["label"], df["parent"], df["transform"])), "writing augmented images", unit="img"):
+        for code, parent, transform in track(
+            list(zip(df["label"], df["parent"], df["transform"])), "writing augmented images", unit="img"
+        ):
             paths.append(str(_write_copy(parent, transform, out / "images" / code)))
         df = df.assign(path=paths, file_transform=df["transform"], transform=pd.NA)
         df = validate_manifest(df)

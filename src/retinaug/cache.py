@@ -73,7 +73,9 @@ def open_rgb(path: str | Path) -> Image.Image:
     except FileNotFoundError:
         raise RetinaugError(f"image file not found: {path}") from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:  # PIL's errors for a damaged file
-        raise RetinaugError(f"cannot decode image {path} ({type(exc).__name__}: {exc}); re-run `retinaug prepare` to re-check the dataset") from None
+        raise RetinaugError(
+            f"cannot decode image {path} ({type(exc).__name__}: {exc}); re-run `retinaug prepare` to re-check the dataset"
+        ) from None
 
 
 def load_image(path: str | Path, size: int) -> np.ndarray:
@@ -154,7 +156,10 @@ def _write_chunk(folder: Path, size: int, paths: list[str], idents: list[list], 
                     advance(1)
         arr.flush()
         del arr
-    write_json_atomic(npy.with_suffix(".json"), {"size": size, "decoder": DECODER_VERSION, "paths": [[p, *i] for p, i in zip(paths, idents)]})
+    write_json_atomic(
+        npy.with_suffix(".json"),
+        {"size": size, "decoder": DECODER_VERSION, "paths": [[p, *i] for p, i in zip(paths, idents)]},
+    )
 
 
 def image_cache(df: pd.DataFrame, size: int, cache_dir: str | Path | None = None, workers: int = 2) -> ImageCache:

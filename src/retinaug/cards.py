@@ -27,13 +27,15 @@ from .stages import SOURCE, read_record
 
 CARD = "README.md"
 LOSS_CURVE = "loss_curve.png"
-WARNING = ("**Not for clinical use.** Synthetic medical images, and models trained on them, are research material: "
-           "they must not be used to diagnose, screen or treat anyone, nor as evidence about a real patient.")
+WARNING = (
+    "**Not for clinical use.** Synthetic medical images, and models trained on them, are research material: "
+    "they must not be used to diagnose, screen or treat anyone, nor as evidence about a real patient."
+)
 GENERATOR_METHODS = {
     "ddpm": "class-conditional pixel-space diffusion (diffusers UNet2DModel with a class embedding and a null class for "
-            "classifier-free guidance)",
+    "classifier-free guidance)",
     "ldm": "latent diffusion: a small AutoencoderKL trained on the training images, then a class-conditional UNet2DModel "
-           "in its latent space",
+    "in its latent space",
     "sd-lora": "Stable Diffusion fine-tuned with LoRA adapters (peft); the class is named in the text prompt",
 }
 
@@ -76,7 +78,9 @@ def stage_current(run: Path, stage: str) -> bool:
     if rec.get("status") != "done":
         return False
     for up, recorded in (rec.get("inputs") or {}).items():
-        if recorded == "disabled" or up == SOURCE:  # switched off when the stage ran (switching it on redoes the stage);
+        if (
+            recorded == "disabled" or up == SOURCE
+        ):  # switched off when the stage ran (switching it on redoes the stage);
             continue  # the dataset itself: what the data stage made of it is checked through its output hash below
         if read_record(run / up).get("output_hash", "absent") != recorded or not stage_current(run, up):
             return False
@@ -91,7 +95,10 @@ def run_audit(run: str | Path, generator: str | Path | None = None) -> tuple[dic
     if not audit:
         return None, "The run has no quality audit (the quality stage did not run)."
     if not stage_current(run, "quality"):
-        return None, "The run's quality audit is out of date (an upstream stage changed since); re-run the pipeline to refresh it."
+        return (
+            None,
+            "The run's quality audit is out of date (an upstream stage changed since); re-run the pipeline to refresh it.",
+        )
     if generator is not None:
         made_by = json_dict(run / "synthetic" / RUN_RECORD).get("generator_id")
         if made_by != training_id(Path(generator)):
@@ -109,37 +116,79 @@ def quality_section(audit: dict | None, note: str) -> list[str]:
     cas = audit.get("cas") or {}
     cas_class = cas.get("per_class") or {}
     classes = [c for c in CODES if c in per or c in fidelity]
-    header = ["class", "synthetic images", "class fidelity", "FID", "FID real test vs train", "KID", "memorized (rate)",
-              "real test images flagged (rate)", "CAS recall", "real recall"]
+    header = [
+        "class",
+        "synthetic images",
+        "class fidelity",
+        "FID",
+        "FID real test vs train",
+        "KID",
+        "memorized (rate)",
+        "real test images flagged (rate)",
+        "CAS recall",
+        "real recall",
+    ]
     rows = []
     for c in classes:
         p, m, f, k = per.get(c) or {}, mem.get(c) or {}, fidelity.get(c) or {}, cas_class.get(c) or {}
-        rows.append([c, p.get("n_synthetic", f.get("n_synthetic")), f.get("fidelity"), p.get("fid"), p.get("fid_test_vs_train"),
-                     p.get("kid_mean"), m.get("rate"), m.get("test_rate"), k.get("cas_recall"), k.get("real_recall")])
+        rows.append(
+            [
+                c,
+                p.get("n_synthetic", f.get("n_synthetic")),
+                f.get("fidelity"),
+                p.get("fid"),
+                p.get("fid_test_vs_train"),
+                p.get("kid_mean"),
+                m.get("rate"),
+                m.get("test_rate"),
+                k.get("cas_recall"),
+                k.get("real_recall"),
+            ]
+        )
     overall = audit.get("overall") or {}
-    rows.append(["all", audit.get("n_synthetic"), (audit.get("class_fidelity") or {}).get("macro_fidelity"), overall.get("fid"),
-                 overall.get("fid_test_vs_train"), overall.get("kid_mean"), mem.get("rate"), mem.get("test_rate"), None, None])
+    rows.append(
+        [
+            "all",
+            audit.get("n_synthetic"),
+            (audit.get("class_fidelity") or {}).get("macro_fidelity"),
+            overall.get("fid"),
+            overall.get("fid_test_vs_train"),
+            overall.get("kid_mean"),
+            mem.get("rate"),
+            mem.get("test_rate"),
+            None,
+            None,
+        ]
+    )
     shown = [i for i in range(len(header)) if i == 0 or any(r[i] is not None for r in rows)]  # measured columns only
     lines += table([header[i] for i in shown], [[r[i] for i in shown] for r in rows]) + [""]
-    lines.append("Class fidelity: share of the images (all, before any filter) that the run's labeler assigns to the class "
-                 "they were asked to show, divided by its recall of that class on real test images (1 = as recognisable as "
-                 "real images). FID/KID: distance to the real training images in the audit's feature space; 'real test vs "
-                 "train' is the same distance between two sets of real images, the scale of a good value. Memorized: images "
-                 "closer to a training image than real test images usually are (the same rule flags the real test images "
-                 "at the next column's rate).")
+    lines.append(
+        "Class fidelity: share of the images (all, before any filter) that the run's labeler assigns to the class "
+        "they were asked to show, divided by its recall of that class on real test images (1 = as recognisable as "
+        "real images). FID/KID: distance to the real training images in the audit's feature space; 'real test vs "
+        "train' is the same distance between two sets of real images, the scale of a good value. Memorized: images "
+        "closer to a training image than real test images usually are (the same rule flags the real test images "
+        "at the next column's rate)."
+    )
     if "synthetic" in cas and "real" in cas:
         s, r = cas["synthetic"], cas["real"]
-        lines += ["", f"CAS (classification accuracy score): a classifier trained on synthetic images only reaches macro-F1 "
-                      f"{_num(s.get('macro_f1'))} (accuracy {_num(s.get('accuracy'))}) on {_num(cas.get('n_test'))} real test "
-                      f"images, against {_num(r.get('macro_f1'))} ({_num(r.get('accuracy'))}) for the same recipe trained on the "
-                      f"real training images (ratio {_num(cas.get('f1_ratio'))}); recipe: "
-                      f"{describe(cas['recipe']) if isinstance(cas.get('recipe'), dict) else 'not recorded'}."]
+        lines += [
+            "",
+            f"CAS (classification accuracy score): a classifier trained on synthetic images only reaches macro-F1 "
+            f"{_num(s.get('macro_f1'))} (accuracy {_num(s.get('accuracy'))}) on {_num(cas.get('n_test'))} real test "
+            f"images, against {_num(r.get('macro_f1'))} ({_num(r.get('accuracy'))}) for the same recipe trained on the "
+            f"real training images (ratio {_num(cas.get('f1_ratio'))}); recipe: "
+            f"{describe(cas['recipe']) if isinstance(cas.get('recipe'), dict) else 'not recorded'}.",
+        ]
     elif cas.get("reason"):
         lines += ["", f"CAS: not measured ({cas['reason']})."]
     img2img = mem.get("img2img") or {}
     if img2img.get("n"):
-        lines += ["", f"img2img: {img2img.get('n_parent_copies')} of {img2img.get('n')} images are near-copies of their real "
-                      f"parent (rate {_num(img2img.get('parent_copy_rate'))})."]
+        lines += [
+            "",
+            f"img2img: {img2img.get('n_parent_copies')} of {img2img.get('n')} images are near-copies of their real "
+            f"parent (rate {_num(img2img.get('parent_copy_rate'))}).",
+        ]
     return lines + [""]
 
 
@@ -175,60 +224,97 @@ def write_model_card(generator: str | Path, audit: dict | None = None, audit_not
     cfg, method = meta.get("config") or {}, meta.get("method", "?")
     curve = _loss_curve(history, gen / LOSS_CURVE, gen / "history.json") if history else None
     base = cfg.get("base_model")
-    header: dict[str, Any] = {"license": "unknown", "tags": ["retinaug", "diffusion", "fundus", "ophthalmology", "medical-imaging"]}
+    header: dict[str, Any] = {
+        "license": "unknown",
+        "tags": ["retinaug", "diffusion", "fundus", "ophthalmology", "medical-imaging"],
+    }
     if method == "sd-lora":
         header["pipeline_tag"] = "text-to-image"
         if base and not os.path.isabs(base) and not os.path.exists(base):
             header["base_model"] = base  # a hub id; a local folder is named in the text only
     classes = meta.get("classes") or []
     counts, patients = meta.get("train_counts") or {}, meta.get("train_patients_per_class") or {}
-    start = (f"fine-tuned from the base model `{shown_path(base)}` (LoRA adapters only; the base weights are not in this folder)"
-             if method == "sd-lora" else f"trained from scratch (random initialisation, seed {cfg.get('seed', 0)}); no pretrained weights")
+    start = (
+        f"fine-tuned from the base model `{shown_path(base)}` (LoRA adapters only; the base weights are not in this folder)"
+        if method == "sd-lora"
+        else f"trained from scratch (random initialisation, seed {cfg.get('seed', 0)}); no pretrained weights"
+    )
     lines = [
-        f"# {method} generator of fundus photographs ({', '.join(classes)})", "",
+        f"# {method} generator of fundus photographs ({', '.join(classes)})",
+        "",
         f"A diffusion model made with retinaug {__version__}: {GENERATOR_METHODS.get(method, method)}, "
         f"at {cfg.get('size', '?')} px, {start}. It learned from {meta.get('n_train_images', '?')} real images of "
-        f"{meta.get('train_patients', '?')} training patients; the validation and test patients of the split were never shown to it.", "",
-        WARNING, "",
-        "## Training data", "",
-        "Real images of the TRAIN split only (patient-level split: no patient's images are in two splits).", "",
-        *table(["class", "name", "images", "patients"],
-               [[c, CLASSES.get(c, c), counts.get(c), patients.get(c, "–")] for c in classes]
-               + [["all", "", meta.get("n_train_images"), meta.get("train_patients")]]), "",
-        "## Training", "",
+        f"{meta.get('train_patients', '?')} training patients; the validation and test patients of the split were never shown to it.",
+        "",
+        WARNING,
+        "",
+        "## Training data",
+        "",
+        "Real images of the TRAIN split only (patient-level split: no patient's images are in two splits).",
+        "",
+        *table(
+            ["class", "name", "images", "patients"],
+            [[c, CLASSES.get(c, c), counts.get(c), patients.get(c, "–")] for c in classes]
+            + [["all", "", meta.get("n_train_images"), meta.get("train_patients")]],
+        ),
+        "",
+        "## Training",
+        "",
         f"{history.get('steps', '?')} optimiser steps ({_num(history.get('seconds'))} s, {_num(history.get('images_per_s'))} images/s, "
         f"precision {history.get('precision', '?')}); final loss {_num((history.get('loss') or [None])[-1], 4)}."
-        + (" Also conditioned on the eye side (left/right)." if cfg.get("condition_eye") else ""), "",
+        + (" Also conditioned on the eye side (left/right)." if cfg.get("condition_eye") else ""),
+        "",
     ]
     vae = history.get("vae") or {}
     if vae:
-        lines += [f"Autoencoder first: {vae.get('steps', '?')} steps; reconstruction of {vae.get('n_recon', 0)} held-out "
-                  f"(validation) images: PSNR {_num(vae.get('recon_psnr'))} dB, SSIM {_num(vae.get('recon_ssim'))}"
-                  + (" (`recon.png`: originals above reconstructions)." if (gen / "recon.png").is_file() else "."), ""]
+        lines += [
+            f"Autoencoder first: {vae.get('steps', '?')} steps; reconstruction of {vae.get('n_recon', 0)} held-out "
+            f"(validation) images: PSNR {_num(vae.get('recon_psnr'))} dB, SSIM {_num(vae.get('recon_ssim'))}"
+            + (" (`recon.png`: originals above reconstructions)." if (gen / "recon.png").is_file() else "."),
+            "",
+        ]
     if curve is not None:
         lines += [f"![training loss]({LOSS_CURVE})", ""]
     if (gen / "samples.png").is_file():
-        lines += ["## Samples", "", "One row per class, sampled after training with the method's default settings:", "",
-                  "![samples](samples.png)", ""]
-    note = audit_note or ("Not audited yet: `retinaug run` (quality stage, then report) adds class fidelity, CAS, FID and "
-                          "memorization figures here.")
+        lines += [
+            "## Samples",
+            "",
+            "One row per class, sampled after training with the method's default settings:",
+            "",
+            "![samples](samples.png)",
+            "",
+        ]
+    note = audit_note or (
+        "Not audited yet: `retinaug run` (quality stage, then report) adds class fidelity, CAS, FID and "
+        "memorization figures here."
+    )
     lines += quality_section(audit, note)
     lines += [
-        "## How to use", "",
+        "## How to use",
+        "",
         "```bash",
         f"retinaug generate --generator {gen.name} --data RUN/data --out synthetic --per-class 100   # or --ratio 1, --mode img2img",
-        "```", "",
+        "```",
+        "",
         "`--data` is the prepared data folder the generator was trained on (its TRAIN counts set `--ratio`, its TRAIN images "
-        "are the img2img parents).", "",
-        "## Intended use and limitations", "",
+        "are the img2img parents).",
+        "",
+        "## Intended use and limitations",
+        "",
         "Research on data augmentation for fundus-photo classifiers, measured on real test patients. The images show what "
         "this model learned from a few hundred or thousand photos: they can carry the training set's biases (camera, "
         "population, grading) and artefacts, and can be near-copies of training images (see the memorization figures). "
-        "Not for clinical use (see the warning above).", "",
-        "## Config", "",
-        "```yaml", yaml.safe_dump({**cfg, **({"base_model": shown_path(base)} if base else {})}, sort_keys=False).rstrip(), "```", "",
+        "Not for clinical use (see the warning above).",
+        "",
+        "## Config",
+        "",
+        "```yaml",
+        yaml.safe_dump({**cfg, **({"base_model": shown_path(base)} if base else {})}, sort_keys=False).rstrip(),
+        "```",
+        "",
         "Files: `config.json` (method, classes, training data counts, config), the weights (safetensors), `history.json` "
-        f"(loss per step, timings), `samples.png`, `{LOSS_CURVE}`.", "",
+        f"(loss per step, timings), `samples.png`, `{LOSS_CURVE}`.",
+        "",
     ]
     text = front_matter(header) + "\n" + "\n".join(lines)
     target = gen / CARD

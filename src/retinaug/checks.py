@@ -28,7 +28,13 @@ EXTRACTORS = ("auto", "labeler", "pixels")
 
 def check_pipeline(cfg: PipelineConfig, run: Path, on: dict[str, bool]) -> None:
     """Raise one RetinaugError listing every problem of the (resolved) config `cfg` for run folder `run`."""
-    problems = _generator(cfg, on) + _scenarios(cfg, on) + _external(cfg, on) + _extractors(cfg, on) + _classifier_weights(cfg, on)
+    problems = (
+        _generator(cfg, on)
+        + _scenarios(cfg, on)
+        + _external(cfg, on)
+        + _extractors(cfg, on)
+        + _classifier_weights(cfg, on)
+    )
     try:
         data = planned_data(cfg, run)
     except RetinaugError as exc:
@@ -93,8 +99,10 @@ def _generator(cfg: PipelineConfig, on: dict[str, bool]) -> list[str]:
     if on["label"] and cfg.label.policy == "agree":
         known = resolve_task(cfg.labeler.train.task)
         if missing := [c for c in cfg.synthetic.classes or [] if c not in known]:
-            problems.append(f"label.policy agree can accept no image of {', '.join(missing)}: labeler.train.task "
-                            f"{cfg.labeler.train.task} lacks them (use a task with them, e.g. 8-class)")
+            problems.append(
+                f"label.policy agree can accept no image of {', '.join(missing)}: labeler.train.task "
+                f"{cfg.labeler.train.task} lacks them (use a task with them, e.g. 8-class)"
+            )
     return problems
 
 
@@ -103,29 +111,45 @@ def _scenarios(cfg: PipelineConfig, on: dict[str, bool]) -> list[str]:
         return []
     problems = []
     if cfg.experiments.executor == "ray" and importlib.util.find_spec("ray") is None:
-        problems.append('experiments.executor ray needs Ray: pip install "retinaug[ray]" (or set experiments.executor: local)')
+        problems.append(
+            'experiments.executor ray needs Ray: pip install "retinaug[ray]" (or set experiments.executor: local)'
+        )
     for sc in cfg.experiments.resolve():
         if sc.synthetic > 0 and not on["label"]:
             off = [s for s in ("generator", "synthetic", "labeler") if not on[s]]
-            problems.append(f"scenario {sc.name} needs labelled synthetic images: switch on {', '.join(off)} "
-                            f"({off[0]}.enabled: true) or drop the scenario")
+            problems.append(
+                f"scenario {sc.name} needs labelled synthetic images: switch on {', '.join(off)} "
+                f"({off[0]}.enabled: true) or drop the scenario"
+            )
         if sc.traditional > 0:
             if not on["augment"]:
-                problems.append(f"scenario {sc.name} needs traditional augmentation rows: switch the augment stage on "
-                                "(augment.enabled: true) or drop the scenario")
+                problems.append(
+                    f"scenario {sc.name} needs traditional augmentation rows: switch the augment stage on "
+                    "(augment.enabled: true) or drop the scenario"
+                )
             elif cfg.augment.ratio < sc.traditional:
-                problems.append(f"augment.ratio {cfg.augment.ratio:g} makes fewer rows than scenario {sc.name} asks for "
-                                f"(x{sc.traditional:g}): raise it, or leave it unset (the largest multiplier)")
-            elif cfg.augment.classes and (absent := [c for c in sc.added_classes("traditional") if c not in cfg.augment.classes]):
-                problems.append(f"scenario {sc.name} adds traditional rows of {', '.join(absent)}, which augment.classes "
-                                f"({', '.join(cfg.augment.classes)}) does not make")
+                problems.append(
+                    f"augment.ratio {cfg.augment.ratio:g} makes fewer rows than scenario {sc.name} asks for "
+                    f"(x{sc.traditional:g}): raise it, or leave it unset (the largest multiplier)"
+                )
+            elif cfg.augment.classes and (
+                absent := [c for c in sc.added_classes("traditional") if c not in cfg.augment.classes]
+            ):
+                problems.append(
+                    f"scenario {sc.name} adds traditional rows of {', '.join(absent)}, which augment.classes "
+                    f"({', '.join(cfg.augment.classes)}) does not make"
+                )
         if sc.selection:
             if not on["selection"]:
-                problems.append(f"scenario {sc.name} needs the t-SNE selection: switch the selection stage on "
-                                "(selection.enabled: true) or drop the scenario")
+                problems.append(
+                    f"scenario {sc.name} needs the t-SNE selection: switch the selection stage on "
+                    "(selection.enabled: true) or drop the scenario"
+                )
             elif absent := [c for c in sc.selection_classes if c in sc.classes and c not in cfg.selection.classes]:
-                problems.append(f"scenario {sc.name} replaces {', '.join(absent)} by selected images, but selection.classes "
-                                f"({', '.join(cfg.selection.classes)}) does not select them")
+                problems.append(
+                    f"scenario {sc.name} replaces {', '.join(absent)} by selected images, but selection.classes "
+                    f"({', '.join(cfg.selection.classes)}) does not select them"
+                )
     return problems
 
 
@@ -149,16 +173,22 @@ def _extractors(cfg: PipelineConfig, on: dict[str, bool]) -> list[str]:
         if not on[name]:
             continue
         if spec == "labeler" and not on["labeler"]:
-            problems.append(f"{name}.extractor labeler needs the labeler stage (labeler.enabled: true); or use pixels or imagenet")
+            problems.append(
+                f"{name}.extractor labeler needs the labeler stage (labeler.enabled: true); or use pixels or imagenet"
+            )
         elif (backbone := imagenet_backbone(spec)) is not None:
             try:  # when not ready, raises saying what is missing; nothing is converted (a check writes nothing)
                 imagenet_ready(backbone) or imagenet_weights_file(backbone)
             except RetinaugError as exc:
                 problems.append(f"{name}: {exc}")
         elif spec not in EXTRACTORS and not Path(spec).is_dir():
-            problems.append(f"{name}.extractor {spec!r} is neither auto, labeler, pixels, imagenet[:<timm backbone>] nor a model folder")
+            problems.append(
+                f"{name}.extractor {spec!r} is neither auto, labeler, pixels, imagenet[:<timm backbone>] nor a model folder"
+            )
     if on["quality"] and cfg.quality.accepted_only and not on["label"]:
-        problems.append("quality.accepted_only needs the label stage's verdicts: switch the labeler on, or audit every image")
+        problems.append(
+            "quality.accepted_only needs the label stage's verdicts: switch the labeler on, or audit every image"
+        )
     return problems
 
 
@@ -177,8 +207,12 @@ def _classifier_weights(cfg: PipelineConfig, on: dict[str, bool]) -> list[str]:
     return problems
 
 
-def _counts(cfg: PipelineConfig, on: dict[str, bool], data: pd.DataFrame,
-            split_hint: str = "other split fractions (data.val, data.test)") -> list[str]:
+def _counts(
+    cfg: PipelineConfig,
+    on: dict[str, bool],
+    data: pd.DataFrame,
+    split_hint: str = "other split fractions (data.val, data.test)",
+) -> list[str]:
     """Every class a stage trains on, selects from or is scored on has images in the splits it uses."""
     counts = pd.crosstab(data["label"], data["split"]).reindex(columns=["train", "val", "test"], fill_value=0)
 
@@ -194,8 +228,10 @@ def _counts(cfg: PipelineConfig, on: dict[str, bool], data: pd.DataFrame,
 
     def need(what: str, split: str, codes) -> None:
         if missing := lacking(split, codes):
-            problems.append(f"{what} needs {split} images of {', '.join(missing)}, and the data has none ({size}); "
-                            f"use more data (data.n), {split_hint} or drop the class")
+            problems.append(
+                f"{what} needs {split} images of {', '.join(missing)}, and the data has none ({size}); "
+                f"use more data (data.n), {split_hint} or drop the class"
+            )
 
     if on["generator"]:
         learns = cfg.generator.method_config().train_classes

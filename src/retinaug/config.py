@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from .classes import ClassCodes
 from .classify.config import TrainConfig
 from .errors import RetinaugError, validated
-from .fields import MAX_BOOT, MAX_MULTIPLIER, STRICT, Seed
 from .experiments.scenarios import ExperimentConfig
+from .fields import MAX_BOOT, MAX_MULTIPLIER, STRICT, Seed
 from .generate.config import DDPMConfig, GenerateConfig, LDMConfig, SDLoRAConfig
 from .io import read_yaml
 from .quality.config import AuditConfig
@@ -42,23 +42,59 @@ class DataStage(_Section):
     The odir and folder options carry the keyword names of `prepare_odir` / `prepare_folder` (and of the
     `prepare odir|folder` CLI options), so a run ingests exactly as `retinaug prepare` does."""
 
-    source: Literal["phantom", "odir", "folder"] = Field("phantom", description="phantom (embedded procedural data), odir (Kaggle ODIR-5K layout) or folder (one sub-folder per class).")
-    path: str | None = Field(None, description="odir/folder: dataset folder, relative to the current directory or absolute.")
+    source: Literal["phantom", "odir", "folder"] = Field(
+        "phantom",
+        description="phantom (embedded procedural data), odir (Kaggle ODIR-5K layout) or folder (one sub-folder per class).",
+    )
+    path: str | None = Field(
+        None, description="odir/folder: dataset folder, relative to the current directory or absolute."
+    )
     n: int = Field(600, ge=10, le=100_000, description="phantom: number of images.")
     size: int = Field(64, ge=16, le=1024, description="phantom: image size in pixels.")
-    proportions: dict[str, float] | None = Field(None, description="phantom: class proportions (default: ODIR-like imbalance).")
-    labels: Literal["kaggle", "keywords"] = Field("kaggle", description="odir: label source; kaggle = the patient-level label (Kaggle labels column / N..O flags, as the paper), keywords = per-eye label from the eye's diagnostic keywords.")
-    allow_multilabel: bool = Field(False, description="odir: keep images with several findings under their primary class (a specific finding beats O) instead of rejecting them.")
-    mapping: dict[str, str] | None = Field(None, description="folder: folder name -> class code, e.g. {glaucoma: G, cataract: C} (or 'glaucoma=G,cataract=C'); codes and class names work without it.")
-    patient_regex: str | None = Field(None, description="folder: regex searched in each file stem; its group 'patient' (or first group) is the patient id, e.g. '^(\\d+)_'.")
-    unmatched: Literal["own-patient", "reject"] = Field("own-patient", description="folder: a file whose stem patient_regex does not match is its own patient (own-patient) or is rejected (reject).")
-    min_size: int = Field(64, ge=1, description="odir/folder: reject images whose shorter side is below this many pixels.")
-    workers: int | None = Field(None, ge=1, description="odir/folder: threads that read and check images (default: 4 x CPU cores, at most 16); does not change the result.")
+    proportions: dict[str, float] | None = Field(
+        None, description="phantom: class proportions (default: ODIR-like imbalance)."
+    )
+    labels: Literal["kaggle", "keywords"] = Field(
+        "kaggle",
+        description="odir: label source; kaggle = the patient-level label (Kaggle labels column / N..O flags, as the paper), keywords = per-eye label from the eye's diagnostic keywords.",
+    )
+    allow_multilabel: bool = Field(
+        False,
+        description="odir: keep images with several findings under their primary class (a specific finding beats O) instead of rejecting them.",
+    )
+    mapping: dict[str, str] | None = Field(
+        None,
+        description="folder: folder name -> class code, e.g. {glaucoma: G, cataract: C} (or 'glaucoma=G,cataract=C'); codes and class names work without it.",
+    )
+    patient_regex: str | None = Field(
+        None,
+        description="folder: regex searched in each file stem; its group 'patient' (or first group) is the patient id, e.g. '^(\\d+)_'.",
+    )
+    unmatched: Literal["own-patient", "reject"] = Field(
+        "own-patient",
+        description="folder: a file whose stem patient_regex does not match is its own patient (own-patient) or is rejected (reject).",
+    )
+    min_size: int = Field(
+        64, ge=1, description="odir/folder: reject images whose shorter side is below this many pixels."
+    )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="odir/folder: threads that read and check images (default: 4 x CPU cores, at most 16); does not change the result.",
+    )
     val: float = Field(0.15, ge=0, lt=1, description="Fraction of patients for validation.")
     test: float = Field(0.15, gt=0, lt=1, description="Fraction of patients for test.")
     seed: Seed = Field(0, description="Seed of the patient-level split (and of the phantom images).")
-    external: str | None = Field(None, description="An external test set: a prepared dataset from another source (a folder made by `retinaug prepare folder|odir|phantom`, or its manifest.parquet; never written to). Every row is a test row whatever its split. Every fit is also scored on it, on the classes of its task it has, after the patients with a near-copy of the run's train/val images are dropped (RUN/experiments/external/). null: none.")
-    folds: int = Field(1, ge=1, le=20, description="Patient-level k-fold cross-validation: k > 1 runs every fitted stage once per fold into RUN/fold-<i>/ (fold i's patients are its test split, data.val of all patients its validation split, the rest train) and the report pools the folds; each patient is tested exactly once. data.test is then not read (said in the log). k times the cost of one run. 1: one split (data.val, data.test).")
+    external: str | None = Field(
+        None,
+        description="An external test set: a prepared dataset from another source (a folder made by `retinaug prepare folder|odir|phantom`, or its manifest.parquet; never written to). Every row is a test row whatever its split. Every fit is also scored on it, on the classes of its task it has, after the patients with a near-copy of the run's train/val images are dropped (RUN/experiments/external/). null: none.",
+    )
+    folds: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="Patient-level k-fold cross-validation: k > 1 runs every fitted stage once per fold into RUN/fold-<i>/ (fold i's patients are its test split, data.val of all patients its validation split, the rest train) and the report pools the folds; each patient is tested exactly once. data.test is then not read (said in the log). k times the cost of one run. 1: one split (data.val, data.test).",
+    )
 
     @field_validator("mapping", mode="before")
     @classmethod
@@ -95,8 +131,12 @@ class DataStage(_Section):
     def _options_of_source(self):
         """An option set for a source that does not read it (data.path of the phantom) is a mistake, not something to ignore."""
         readers = {s: keys + INGEST_OPTIONS.get(s, ()) for s, keys in SOURCE_OPTIONS.items()}
-        foreign = {k: [s for s, keys in readers.items() if k in keys] for keys in readers.values() for k in keys
-                   if k not in readers[self.source] and getattr(self, k) != type(self).model_fields[k].default}
+        foreign = {
+            k: [s for s, keys in readers.items() if k in keys]
+            for keys in readers.values()
+            for k in keys
+            if k not in readers[self.source] and getattr(self, k) != type(self).model_fields[k].default
+        }
         if foreign:
             said = ", ".join(f"{k} ({'/'.join(sources)} only)" for k, sources in foreign.items())
             raise ValueError(f"{said}: not read when source is {self.source}")
@@ -113,14 +153,21 @@ INGEST_OPTIONS: dict[str, tuple[str, ...]] = {
     "folder": ("mapping", "patient_regex", "unmatched", "min_size", "workers"),
 }
 # The other options only some sources read: the phantom's plan, the dataset folder.
-SOURCE_OPTIONS: dict[str, tuple[str, ...]] = {"phantom": ("n", "size", "proportions"), "odir": ("path",), "folder": ("path",)}
+SOURCE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "phantom": ("n", "size", "proportions"),
+    "odir": ("path",),
+    "folder": ("path",),
+}
 
 
 class GeneratorStage(_Section):
     """The diffusion generator, trained on the training patients only."""
 
     enabled: bool = Field(True, description="Train a generator (off: no synthetic scenarios can run).")
-    method: Literal["ddpm", "ldm", "sd-lora"] = Field("ddpm", description="ddpm (pixel-space, from scratch), ldm (autoencoder + latent diffusion, from scratch) or sd-lora (Stable Diffusion + LoRA, local base model).")
+    method: Literal["ddpm", "ldm", "sd-lora"] = Field(
+        "ddpm",
+        description="ddpm (pixel-space, from scratch), ldm (autoencoder + latent diffusion, from scratch) or sd-lora (Stable Diffusion + LoRA, local base model).",
+    )
     ddpm: DDPMConfig = Field(default_factory=DDPMConfig, description="Settings when method is ddpm.")
     ldm: LDMConfig = Field(default_factory=LDMConfig, description="Settings when method is ldm.")
     sd_lora: SDLoRAConfig = Field(default_factory=SDLoRAConfig, description="Settings when method is sd-lora.")
@@ -138,11 +185,15 @@ class SyntheticStage(GenerateConfig, _Section):
 
     enabled: bool = Field(True, description="Generate synthetic images.")
     margin: float = Field(
-        1.25, ge=1, le=10, description="When neither ratio nor per_class is set: generate margin x the largest synthetic multiplier of the scenarios (room for rejected images)."
+        1.25,
+        ge=1,
+        le=10,
+        description="When neither ratio nor per_class is set: generate margin x the largest synthetic multiplier of the scenarios (room for rejected images).",
     )
     processes: int | Literal["auto"] = Field(
-        "auto", description="Sampling processes (torchrun), each on its own GPU: auto = one per visible CUDA GPU (1 without GPUs). "
-        "The images do not depend on it (each image's seed comes from its class and index); N > 1 without GPUs runs N CPU processes."
+        "auto",
+        description="Sampling processes (torchrun), each on its own GPU: auto = one per visible CUDA GPU (1 without GPUs). "
+        "The images do not depend on it (each image's seed comes from its class and index); N > 1 without GPUs runs N CPU processes.",
     )
 
     @field_validator("processes")
@@ -160,15 +211,24 @@ class SyntheticStage(GenerateConfig, _Section):
 class LabelerStage(_Section):
     """The classifier trained on real training images that labels (and filters) synthetic images."""
 
-    enabled: bool = Field(True, description="Train the labeler (needed by label, and by selection/quality when they use it).")
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(task="8-class"), description="Labeler training config.")
-    n_boot: int = Field(200, ge=0, le=MAX_BOOT, description="Patient-bootstrap resamples of the labeler's test metrics (labeler/eval).")
+    enabled: bool = Field(
+        True, description="Train the labeler (needed by label, and by selection/quality when they use it)."
+    )
+    train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(task="8-class"), description="Labeler training config."
+    )
+    n_boot: int = Field(
+        200, ge=0, le=MAX_BOOT, description="Patient-bootstrap resamples of the labeler's test metrics (labeler/eval)."
+    )
 
 
 class LabelStage(_Section):
     """Which synthetic images are accepted."""
 
-    policy: Literal["agree", "relabel", "all"] = Field("agree", description="agree: predicted class = intended class and confidence >= threshold; relabel: label := prediction when confidence >= threshold (the seed's policy); all: keep everything.")
+    policy: Literal["agree", "relabel", "all"] = Field(
+        "agree",
+        description="agree: predicted class = intended class and confidence >= threshold; relabel: label := prediction when confidence >= threshold (the seed's policy); all: keep everything.",
+    )
     threshold: float = Field(0.5, ge=0, le=1, description="Minimum labeler confidence to accept an image.")
 
 
@@ -182,7 +242,12 @@ class AugmentStage(_Section):
     """Traditional augmentation rows (flips/rotations applied at load time)."""
 
     enabled: bool = Field(True, description="Make traditional-augmentation rows.")
-    ratio: float | None = Field(None, gt=0, le=MAX_MULTIPLIER, description="Rows per class as a multiple of its real train count (default: the largest traditional multiplier of the scenarios).")
+    ratio: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_MULTIPLIER,
+        description="Rows per class as a multiple of its real train count (default: the largest traditional multiplier of the scenarios).",
+    )
     classes: ClassCodes | None = Field(None, description="Classes to augment (default: those the scenarios ask for).")
     seed: Seed = Field(0, description="Sampling seed.")
 
@@ -197,7 +262,10 @@ class QualityStage(AuditConfig, _Section):
     """Synthetic-data audit: nearest neighbours, memorization, FID/KID, class fidelity, CAS."""
 
     enabled: bool = Field(True, description="Run the quality audit.")
-    cas_recipe: TrainConfig | None = Field(None, description="CAS classifier recipe; None: the experiments' train recipe with their first seed (filled in when the run starts).")
+    cas_recipe: TrainConfig | None = Field(
+        None,
+        description="CAS classifier recipe; None: the experiments' train recipe with their first seed (filled in when the run starts).",
+    )
 
 
 class PipelineConfig(_Section):
@@ -248,17 +316,28 @@ def apply_set(raw: dict, assignment: str) -> dict:
 def preset_dict(name: str) -> dict:
     if name not in PRESETS:
         raise RetinaugError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
-    return parse_yaml(resources.files("retinaug").joinpath("presets", f"{name}.yaml").read_bytes(), f"preset {name}") or {}
+    return (
+        parse_yaml(resources.files("retinaug").joinpath("presets", f"{name}.yaml").read_bytes(), f"preset {name}") or {}
+    )
 
 
-def load_config(path: str | Path | None = None, preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+def load_config(
+    path: str | Path | None = None, preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> PipelineConfig:
     """Preset, then YAML file, then `--set` overrides -> a validated PipelineConfig."""
     raw: dict[str, Any] = preset_dict(preset) if preset else {}
     if path is not None:
         raw = deep_merge(raw, read_yaml(path))
     for item in overrides:
         raw = apply_set(raw, item)
-    origin = " + ".join(filter(None, [f"preset {preset}" if preset else "", str(path) if path else "", "--set" if overrides else ""])) or "(defaults)"
+    origin = (
+        " + ".join(
+            filter(
+                None, [f"preset {preset}" if preset else "", str(path) if path else "", "--set" if overrides else ""]
+            )
+        )
+        or "(defaults)"
+    )
     return validated(PipelineConfig, raw, f"config {origin}")
 
 

@@ -57,7 +57,9 @@ def validation_message(exc: ValidationError, origin: str, options: bool = False)
     errors = exc.errors()
     for err in errors[:MAX_PROBLEMS]:
         loc = [str(p) for p in err["loc"]]
-        where = clipped(f"--{loc[0].replace('_', '-')}" if options and loc else ".".join(loc) or "(top level)", QUOTE_LIMIT)
+        where = clipped(
+            f"--{loc[0].replace('_', '-')}" if options and loc else ".".join(loc) or "(top level)", QUOTE_LIMIT
+        )
         if err["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown key (check the spelling; `retinaug init-config` writes every valid key)")
         else:

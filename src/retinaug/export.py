@@ -41,11 +41,17 @@ from .progress import console
 WHAT = ("synthetic", "real", "both")
 HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 MARK = "<!-- retinaug export: this folder is rewritten by `retinaug export` -->"
-LOCAL_PATHS = ("path", "parent", "generator_dir")  # columns holding this machine's paths; published relative or not at all
+LOCAL_PATHS = (
+    "path",
+    "parent",
+    "generator_dir",
+)  # columns holding this machine's paths; published relative or not at all
 LINK_OUT = "a symlink to a file outside the run and the trusted image folders"
 
 
-def export_run(run: str | Path, out: str | Path, what: str = "synthetic", accepted_only: bool = False, copy: bool = False) -> Path:
+def export_run(
+    run: str | Path, out: str | Path, what: str = "synthetic", accepted_only: bool = False, copy: bool = False
+) -> Path:
     """Write the images of RUN (`what`: synthetic, real or both) as an imagefolder dataset in `out`; returns `out`.
 
     `accepted_only` keeps only the synthetic images the labeler accepted. `out` must be empty, absent or an earlier
@@ -56,10 +62,14 @@ def export_run(run: str | Path, out: str | Path, what: str = "synthetic", accept
     if not run.is_dir():
         raise RetinaugError(f"run folder {run} not found")
     if is_pooled(run):
-        raise RetinaugError(f"{run} is a {fold_count(run)}-fold run: each fold has its own generator and synthetic images; "
-                            f"export one fold (retinaug export {run}/{fold_name(0)} --out ...)")
+        raise RetinaugError(
+            f"{run} is a {fold_count(run)}-fold run: each fold has its own generator and synthetic images; "
+            f"export one fold (retinaug export {run}/{fold_name(0)} --out ...)"
+        )
     if accepted_only and what == "real":
-        raise RetinaugError("--accepted-only filters synthetic images; with --what real there are none (use --what synthetic or both)")
+        raise RetinaugError(
+            "--accepted-only filters synthetic images; with --what real there are none (use --what synthetic or both)"
+        )
     _check_target(out, run)
     with run_lock(run, "export"):  # no stage rewrites the images while they are exported
         rows, root, labelled, skipped = _rows(run, what, accepted_only)
@@ -74,11 +84,21 @@ def export_run(run: str | Path, out: str | Path, what: str = "synthetic", accept
             _swap(staging, out)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    how = "hard-linked" if linked == len(rows) else f"{linked} hard-linked, {len(rows) - linked} copied" if linked else "copied"
-    console.print(f"exported {len(rows)} images ({how}) to {out}; load with datasets.load_dataset('imagefolder', data_dir='{out}')")
+    how = (
+        "hard-linked"
+        if linked == len(rows)
+        else f"{linked} hard-linked, {len(rows) - linked} copied"
+        if linked
+        else "copied"
+    )
+    console.print(
+        f"exported {len(rows)} images ({how}) to {out}; load with datasets.load_dataset('imagefolder', data_dir='{out}')"
+    )
     if skipped:
-        console.print(f"skipped {len(skipped)} image(s) of the run: {LINK_OUT}, not exported: "
-                      + "; ".join(f"{p} -> {real}" for p, real in sorted(skipped.items())))
+        console.print(
+            f"skipped {len(skipped)} image(s) of the run: {LINK_OUT}, not exported: "
+            + "; ".join(f"{p} -> {real}" for p, real in sorted(skipped.items()))
+        )
     return out
 
 
@@ -105,7 +125,9 @@ def _rows(run: Path, what: str, accepted_only: bool) -> tuple[pd.DataFrame, Path
     if rows.empty:
         raise RetinaugError(f"nothing to export: {run} has no {'accepted synthetic' if accepted_only else what} images")
     order = {s: i for i, s in enumerate(HF_SPLITS)}
-    rows = rows.assign(_s=rows["split"].map(order), _o=rows["origin"] != "real").sort_values(["_s", "_o", "label", "path"], kind="stable")
+    rows = rows.assign(_s=rows["split"].map(order), _o=rows["origin"] != "real").sort_values(
+        ["_s", "_o", "label", "path"], kind="stable"
+    )
     return rows.drop(columns=["_s", "_o"]).reset_index(drop=True), root, labelled, skipped
 
 
@@ -113,15 +135,19 @@ def _synthetic(run: Path, accepted_only: bool) -> tuple[pd.DataFrame, dict, dict
     """The synthetic rows with the labeler's verdicts when the label stage ran (RUN/label, or in place in RUN/synthetic),
     the labeler's summary, and the images skipped as links out."""
     if not manifest_file(run / "synthetic").is_file():
-        raise RetinaugError(f"no synthetic images in this run (no synthetic/manifest.parquet in {run}): run the generator and "
-                            "synthetic stages, or export --what real")
+        raise RetinaugError(
+            f"no synthetic images in this run (no synthetic/manifest.parquet in {run}): run the generator and "
+            "synthetic stages, or export --what real"
+        )
     syn = load_manifest(run / "synthetic", links_out="skip")
     links_out = syn.attrs["links_out"]
     summary_files = [run / "label" / "summary.json", run / "synthetic" / "label_summary.json"]
     if manifest_file(run / "label").is_file():
         verdicts = load_manifest(run / "label", links_out="skip")
         if set(verdicts["path"]) != set(syn["path"]):
-            raise RetinaugError(f"{run / 'label'} labels other images than {run / 'synthetic'} holds (the label stage is out of date): re-run the pipeline")
+            raise RetinaugError(
+                f"{run / 'label'} labels other images than {run / 'synthetic'} holds (the label stage is out of date): re-run the pipeline"
+            )
         syn = verdicts
     labelled = next((s for s in map(json_dict, summary_files) if s), {}) if "accepted" in syn.columns else {}
     if accepted_only:
@@ -156,7 +182,9 @@ def _metadata(rows: pd.DataFrame, root: Path) -> pd.DataFrame:
     meta.insert(0, "file_name", names)
     meta.insert(1, "label", meta.pop("label"))
     is_real = rows["origin"] == "real"
-    meta["source_file"] = pd.array([_relative(p, root) if r else pd.NA for p, r in zip(rows["path"], is_real)], dtype="string")
+    meta["source_file"] = pd.array(
+        [_relative(p, root) if r else pd.NA for p, r in zip(rows["path"], is_real)], dtype="string"
+    )
     if "parent" in rows.columns:
         meta["parent"] = pd.array([_relative(p, root) for p in rows["parent"]], dtype="string")
     return meta
@@ -188,7 +216,9 @@ def _write_metadata(meta: pd.DataFrame, root: Path) -> None:
     schema = pa.Schema.from_pandas(meta, preserve_index=False)  # one schema for every split
     for split, part in meta.groupby(meta["file_name"].str.split("/").str[0], sort=False):
         part = part.assign(file_name=part["file_name"].str.split("/", n=1).str[1])
-        pq.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False), root / split / "metadata.parquet")
+        pq.write_table(
+            pa.Table.from_pandas(part, schema=schema, preserve_index=False), root / split / "metadata.parquet"
+        )
 
 
 def _check_target(out: Path, run: Path) -> None:
@@ -229,7 +259,9 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def dataset_card(run: Path, meta: pd.DataFrame, what: str, accepted_only: bool, labelled: dict, skipped: int = 0) -> str:
+def dataset_card(
+    run: Path, meta: pd.DataFrame, what: str, accepted_only: bool, labelled: dict, skipped: int = 0
+) -> str:
     """The README.md of an export, from the run's own records: data, split, generator, sampling, prompts, counts,
     labeler filter, audit figures; and how many images were skipped as links out of the run."""
     cfg = _read_yaml(run / "config.yaml")
@@ -244,27 +276,52 @@ def dataset_card(run: Path, meta: pd.DataFrame, what: str, accepted_only: bool, 
         "pretty_name": f"{cfg.get('name', run.name)} ({what} fundus images, retinaug)",
     }
     kind = {"synthetic": "synthetic", "real": "real", "both": "real and synthetic"}[what]
-    lines = [MARK, "", f"# {cfg.get('name', run.name)}: {kind} fundus photographs", "",
-             f"Exported with retinaug {__version__} on {time.strftime('%Y-%m-%d')} from the run `{run.name}`: "
-             f"{len(meta)} images of {meta['label'].nunique()} classes"
-             + (", only those the labeler accepted" if accepted_only else "") + ".", "",
-             *([f"**Skipped: {skipped} image(s)** of the run, each {LINK_OUT} (not exported).", ""] if skipped else []),
-             WARNING, "",
-             "**License: not set.** Set `license:` in the header above before publishing; real images keep the license "
-             "of the dataset they come from, and synthetic images derive from it.", "",
-             "## Contents", ""]
-    columns = [(s, o) for s in HF_SPLITS for o in ("real", "synthetic") if ((meta["split"] == s) & (meta["origin"] == o)).any()]
-    rows = [[c, CLASSES[c], *(int(((meta["label"] == c) & (meta["split"] == s) & (meta["origin"] == o)).sum()) for s, o in columns),
-             int((meta["label"] == c).sum())] for c in CODES if (meta["label"] == c).any()]
-    rows.append(["all", "", *(int(((meta["split"] == s) & (meta["origin"] == o)).sum()) for s, o in columns), len(meta)])
+    lines = [
+        MARK,
+        "",
+        f"# {cfg.get('name', run.name)}: {kind} fundus photographs",
+        "",
+        f"Exported with retinaug {__version__} on {time.strftime('%Y-%m-%d')} from the run `{run.name}`: "
+        f"{len(meta)} images of {meta['label'].nunique()} classes"
+        + (", only those the labeler accepted" if accepted_only else "")
+        + ".",
+        "",
+        *([f"**Skipped: {skipped} image(s)** of the run, each {LINK_OUT} (not exported).", ""] if skipped else []),
+        WARNING,
+        "",
+        "**License: not set.** Set `license:` in the header above before publishing; real images keep the license "
+        "of the dataset they come from, and synthetic images derive from it.",
+        "",
+        "## Contents",
+        "",
+    ]
+    columns = [
+        (s, o) for s in HF_SPLITS for o in ("real", "synthetic") if ((meta["split"] == s) & (meta["origin"] == o)).any()
+    ]
+    rows = [
+        [
+            c,
+            CLASSES[c],
+            *(int(((meta["label"] == c) & (meta["split"] == s) & (meta["origin"] == o)).sum()) for s, o in columns),
+            int((meta["label"] == c).sum()),
+        ]
+        for c in CODES
+        if (meta["label"] == c).any()
+    ]
+    rows.append(
+        ["all", "", *(int(((meta["split"] == s) & (meta["origin"] == o)).sum()) for s, o in columns), len(meta)]
+    )
     lines += table(["class", "name", *(f"{HF_SPLITS[s]} {o}" for s, o in columns), "total"], rows) + [""]
     lines += _data_section(data_cfg, summary)
     if has_syn:
         lines += _generation_section(run, meta, labelled, accepted_only)
         lines += quality_section(*run_audit(run))
     lines += [
-        "## Files and columns", "",
-        "- `<split>/<class>/<file>`: the images; " + ", ".join(f"`{s}`" for s in splits) + " are the run's patient-level "
+        "## Files and columns",
+        "",
+        "- `<split>/<class>/<file>`: the images; "
+        + ", ".join(f"`{s}`" for s in splits)
+        + " are the run's patient-level "
         "splits (no patient in two of them; synthetic images belong to `train`).",
         "- `<split>/metadata.parquet`: one row per image of the split (what `datasets` reads); `metadata.csv`: all rows, "
         "`file_name` relative to this folder.",
@@ -273,19 +330,25 @@ def dataset_card(run: Path, meta: pd.DataFrame, what: str, accepted_only: bool, 
         "- real images: `source_file` (path in the source dataset), `sha256` and what the ingest kept (e.g. `findings`, `keywords`).",
         "- synthetic images: `generator`, `seed` (the image's own seed), `steps`, `guidance`, `prompt`, `negative_prompt`, "
         "img2img `parent` (its real training image, as in `source_file`) and `strength`; when labelled, `pred_label`, "
-        "`pred_conf`, `accepted`, `intended_label` (the class asked of the generator).", "",
-        "## Loading", "",
+        "`pred_conf`, `accepted`, `intended_label` (the class asked of the generator).",
+        "",
+        "## Loading",
+        "",
         "```python",
         "from datasets import load_dataset",
         'ds = load_dataset("imagefolder", data_dir="PATH/TO/THIS/FOLDER")',
         f"ds[{splits[0]!r}][0]  # image, label and the columns above",
-        "```", "",
-        "## Intended use and limitations", "",
+        "```",
+        "",
+        "## Intended use and limitations",
+        "",
         "Research on augmenting fundus-photo classifiers and on judging synthetic medical images (train on `train`, select "
         "on `validation`, report on the untouched real `test` patients). Synthetic images can carry the training images' "
         "biases and artefacts, and a few can be near-copies of them (see the memorization figures); check the real images' "
-        "license before redistributing.", "",
-        WARNING, "",
+        "license before redistributing.",
+        "",
+        WARNING,
+        "",
     ]
     return front_matter(header) + "\n" + "\n".join(lines)
 
@@ -300,16 +363,27 @@ def _read_yaml(path: Path) -> dict:
 
 def _data_section(data_cfg: dict, summary: dict) -> list[str]:
     source = data_cfg.get("source", "?")
-    where = {"phantom": "retinaug's procedural phantom fundus images (no patient data)",
-             "odir": f"ODIR-5K (`{shown_path(data_cfg.get('path'))}`, {summary.get('layout', '?')} layout), labels from "
-                     + ("the per-eye diagnostic keywords" if data_cfg.get("labels") == "keywords" else "Kaggle's patient-level labels"),
-             "folder": f"class folders (`{shown_path(data_cfg.get('path'))}`)"}.get(source, source)
+    where = {
+        "phantom": "retinaug's procedural phantom fundus images (no patient data)",
+        "odir": f"ODIR-5K (`{shown_path(data_cfg.get('path'))}`, {summary.get('layout', '?')} layout), labels from "
+        + (
+            "the per-eye diagnostic keywords"
+            if data_cfg.get("labels") == "keywords"
+            else "Kaggle's patient-level labels"
+        ),
+        "folder": f"class folders (`{shown_path(data_cfg.get('path'))}`)",
+    }.get(source, source)
     per_split = summary.get("patients_per_split") or {}
-    lines = ["## How it was made", "", f"**Data.** {where}: {summary.get('rows', '?')} images of {summary.get('patients', '?')} "
-             f"patients after the ingest checks ({summary.get('rejected_total', 0)} files rejected, see the run's `data/rejected.csv`). "
-             f"Split by patient (seed {data_cfg.get('seed', '?')}): "
-             + ", ".join(f"{HF_SPLITS[s]} {per_split.get(s, '?')} patients" for s in HF_SPLITS)
-             + f" (validation {data_cfg.get('val', '?')}, test {data_cfg.get('test', '?')} of the patients).", ""]
+    lines = [
+        "## How it was made",
+        "",
+        f"**Data.** {where}: {summary.get('rows', '?')} images of {summary.get('patients', '?')} "
+        f"patients after the ingest checks ({summary.get('rejected_total', 0)} files rejected, see the run's `data/rejected.csv`). "
+        f"Split by patient (seed {data_cfg.get('seed', '?')}): "
+        + ", ".join(f"{HF_SPLITS[s]} {per_split.get(s, '?')} patients" for s in HF_SPLITS)
+        + f" (validation {data_cfg.get('val', '?')}, test {data_cfg.get('test', '?')} of the patients).",
+        "",
+    ]
     return lines
 
 
@@ -319,27 +393,51 @@ def _generation_section(run: Path, meta: pd.DataFrame, labelled: dict, accepted_
     record = json_dict(run / "synthetic" / "generate.json")
     base = gcfg.get("base_model")
     start = f"LoRA fine-tuning of `{shown_path(base)}`" if gen.get("method") == "sd-lora" else "trained from scratch"
-    lines = [f"**Generator.** `{gen.get('method', '?')}` ({start}) at {gcfg.get('size', '?')} px, trained on the "
-             f"{gen.get('n_train_images', '?')} real TRAIN images of {gen.get('train_patients', '?')} patients "
-             f"(classes {', '.join(gen.get('classes') or [])}; {gcfg.get('steps', '?')} steps, seed {gcfg.get('seed', '?')}). "
-             "Its model card is the generator folder's README.md.", ""]
+    lines = [
+        f"**Generator.** `{gen.get('method', '?')}` ({start}) at {gcfg.get('size', '?')} px, trained on the "
+        f"{gen.get('n_train_images', '?')} real TRAIN images of {gen.get('train_patients', '?')} patients "
+        f"(classes {', '.join(gen.get('classes') or [])}; {gcfg.get('steps', '?')} steps, seed {gcfg.get('seed', '?')}). "
+        "Its model card is the generator folder's README.md.",
+        "",
+    ]
     sampling = record.get("sampling") or {}
     if sampling:
-        lines += ["**Sampling.** " + ", ".join(f"{k} {v}" for k, v in sampling.items() if v is not None)
-                  + f"; run seed {record.get('seed', '?')}, each image's seed derived from (run seed, class, index).", ""]
+        lines += [
+            "**Sampling.** "
+            + ", ".join(f"{k} {v}" for k, v in sampling.items() if v is not None)
+            + f"; run seed {record.get('seed', '?')}, each image's seed derived from (run seed, class, index).",
+            "",
+        ]
     syn = meta[meta["origin"] == "synthetic"]
     asked = syn["intended_label"] if "intended_label" in syn.columns else syn["label"]
     prompts = []
     for c in [c for c in CODES if (asked == c).any()]:
         texts = syn.loc[asked == c, "prompt"].dropna().unique() if "prompt" in syn.columns else []
-        prompts.append([c, "; ".join(f"`{t}`" for t in sorted(texts)[:2]) + (" ..." if len(texts) > 2 else "") if len(texts) else "(class embedding, no text)"])
+        prompts.append(
+            [
+                c,
+                "; ".join(f"`{t}`" for t in sorted(texts)[:2]) + (" ..." if len(texts) > 2 else "")
+                if len(texts)
+                else "(class embedding, no text)",
+            ]
+        )
     lines += ["**Prompts** (the condition each class was sampled with):", "", *table(["class", "prompt"], prompts), ""]
     if labelled:
         per = labelled.get("per_class") or {}
-        lines += [f"**Labeler filter.** A classifier trained on the real TRAIN images labelled every synthetic image (policy "
-                  f"`{labelled.get('policy')}`, confidence threshold {labelled.get('threshold')}): {labelled.get('accepted')} of "
-                  f"{labelled.get('generated')} accepted" + ("; only accepted images are exported." if accepted_only else
-                                                              "; every image is exported, `accepted` says which passed."), "",
-                  *table(["class", "generated", "accepted", "rate"],
-                         [[c, v.get("generated"), v.get("accepted"), v.get("rate")] for c, v in per.items()]), ""]
+        lines += [
+            f"**Labeler filter.** A classifier trained on the real TRAIN images labelled every synthetic image (policy "
+            f"`{labelled.get('policy')}`, confidence threshold {labelled.get('threshold')}): {labelled.get('accepted')} of "
+            f"{labelled.get('generated')} accepted"
+            + (
+                "; only accepted images are exported."
+                if accepted_only
+                else "; every image is exported, `accepted` says which passed."
+            ),
+            "",
+            *table(
+                ["class", "generated", "accepted", "rate"],
+                [[c, v.get("generated"), v.get("accepted"), v.get("rate")] for c, v in per.items()],
+            ),
+            "",
+        ]
     return lines

@@ -38,8 +38,10 @@ def _plan() -> tuple[signal.Signals, str, int] | None:
         return None
     found = re.fullmatch(r"(\w+)@(\w+):([1-9]\d*)", spec)
     if not found or found[1] not in ACTIONS or found[2] not in POINTS:
-        raise RetinaugError(f"{ENV}={spec!r}: expected ACTION@POINT:N with ACTION one of {', '.join(ACTIONS)}, POINT one of "
-                            f"{', '.join(POINTS)} and N >= 1, e.g. kill@fit:1")
+        raise RetinaugError(
+            f"{ENV}={spec!r}: expected ACTION@POINT:N with ACTION one of {', '.join(ACTIONS)}, POINT one of "
+            f"{', '.join(POINTS)} and N >= 1, e.g. kill@fit:1"
+        )
     return ACTIONS[found[1]], found[2], int(found[3])
 
 

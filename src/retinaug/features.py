@@ -121,7 +121,9 @@ class ImageNetExtractor(ImageExtractor):
             model.load_state_dict(read_safetensors(weights), strict=True)  # the whole network, classifier included
         except RuntimeError as exc:
             first = str(exc).splitlines()[0]
-            raise RetinaugError(f"extractor imagenet:{backbone}: {weights} does not fit timm's {backbone} ({first})") from None
+            raise RetinaugError(
+                f"extractor imagenet:{backbone}: {weights} does not fit timm's {backbone} ({first})"
+            ) from None
         model.reset_classifier(0)  # then drop the classifier: the output is the pooled penultimate layer
         self.model = model.to(memory_format=torch.channels_last).eval()
         mean, std = input_stats(model)
@@ -212,13 +214,19 @@ def get_extractor(
         return ImageNetExtractor(backbone)
     if spec == "labeler":
         if not labeler:
-            raise RetinaugError("extractor 'labeler' needs the trained labeler: pass --labeler RUN/labeler (or use --extractor pixels)")
+            raise RetinaugError(
+                "extractor 'labeler' needs the trained labeler: pass --labeler RUN/labeler (or use --extractor pixels)"
+            )
         if not _is_labeler_dir(Path(labeler)):
-            raise RetinaugError(f"{labeler} is not a labeler folder (model.json + model.safetensors): run `retinaug train` first")
+            raise RetinaugError(
+                f"{labeler} is not a labeler folder (model.json + model.safetensors): run `retinaug train` first"
+            )
         return LabelerExtractor(labeler)
     folder = Path(spec)
     if not folder.is_dir():
-        raise RetinaugError(f"unknown feature extractor {spec!r}: use auto, labeler, pixels, imagenet[:<timm backbone>], or an existing model folder")
+        raise RetinaugError(
+            f"unknown feature extractor {spec!r}: use auto, labeler, pixels, imagenet[:<timm backbone>], or an existing model folder"
+        )
     if _is_labeler_dir(folder):
         return LabelerExtractor(folder)
     config = folder / "config.json"

@@ -63,12 +63,25 @@ def fold_data_stage(data: Path, cfg, out: Path, fold: int) -> None:
     for warning in df.attrs["split_warnings"]:
         log.warning("fold %d: %s", fold, warning)
     save_manifest(df, out)
-    summary = {**split_summary(df), "split_warnings": df.attrs["split_warnings"], "fold": fold, "folds": cfg.folds,
-               "val": cfg.val, "seed": cfg.seed}
+    summary = {
+        **split_summary(df),
+        "split_warnings": df.attrs["split_warnings"],
+        "fold": fold,
+        "folds": cfg.folds,
+        "val": cfg.val,
+        "seed": cfg.seed,
+    }
     write_json_atomic(out / "summary.json", summary)
-    log.info("fold %d of %d: %s; leakage audit: %s", fold, cfg.folds, ", ".join(
-        f"{s} {summary['patients_per_split'][s]} patients / {summary['splits'][s]} images" for s in ("train", "val", "test")),
-        "OK" if not summary["leakage"] else f"{len(summary['leakage'])} problem(s): {summary['leakage'][:3]}")
+    log.info(
+        "fold %d of %d: %s; leakage audit: %s",
+        fold,
+        cfg.folds,
+        ", ".join(
+            f"{s} {summary['patients_per_split'][s]} patients / {summary['splits'][s]} images"
+            for s in ("train", "val", "test")
+        ),
+        "OK" if not summary["leakage"] else f"{len(summary['leakage'])} problem(s): {summary['leakage'][:3]}",
+    )
 
 
 def pool_folds(run: Path) -> pd.DataFrame | None:
@@ -89,9 +102,17 @@ def pool_folds(run: Path) -> pd.DataFrame | None:
     splits = {i: load_manifest(run / fold_name(i) / "data") for i in done}
     summaries = {i: read_json(run / fold_name(i) / "data" / "summary.json") or {} for i in done}
     out = run / POOLED
-    rows = [{"fold": i, **{f"{s} {what}": summ.get(key, {}).get(s) for s in ("train", "val", "test")
-                           for what, key in (("patients", "patients_per_split"), ("images", "splits"))}}
-            for i, summ in summaries.items()]
+    rows = [
+        {
+            "fold": i,
+            **{
+                f"{s} {what}": summ.get(key, {}).get(s)
+                for s in ("train", "val", "test")
+                for what, key in (("patients", "patients_per_split"), ("images", "splits"))
+            },
+        }
+        for i, summ in summaries.items()
+    ]
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "folds.csv", pd.DataFrame(rows).to_csv(index=False))
     write_json_atomic(out / "coverage.json", coverage(load_manifest(run / "data"), splits, summaries, k))
@@ -103,10 +124,15 @@ def pool_folds(run: Path) -> pd.DataFrame | None:
         for name, runs in seed_metrics(run / fold_name(i) / "experiments", scenarios, seeds).items():
             per_run.setdefault(name, {}).update({(i, seed): m for seed, m in runs.items()})
             f1 = [m[("f1", "macro")] for m in runs.values() if ("f1", "macro") in m]
-            per_fold.append({"scenario": name, "fold": i, "seeds": len(runs), "macro f1": sum(f1) / len(f1) if f1 else float("nan")})
+            per_fold.append(
+                {"scenario": name, "fold": i, "seeds": len(runs), "macro f1": sum(f1) / len(f1) if f1 else float("nan")}
+            )
     summary = summarize_runs(per_run, scenarios, overlap=training_overlap(splits))
     write_tables(out, summary, scenarios, runs="fold × seed runs")
-    write_text_atomic(out / "per_fold.csv", pd.DataFrame(per_fold, columns=["scenario", "fold", "seeds", "macro f1"]).to_csv(index=False))
+    write_text_atomic(
+        out / "per_fold.csv",
+        pd.DataFrame(per_fold, columns=["scenario", "fold", "seeds", "macro f1"]).to_csv(index=False),
+    )
     return summary
 
 
@@ -126,7 +152,9 @@ def coverage(data: pd.DataFrame, splits: dict[int, pd.DataFrame], summaries: dic
     patients = set(data["patient_id"].astype(str))
     leaks = {i: summ.get("leakage", []) for i, summ in summaries.items()}
     return {
-        "folds": k, "folds_split": sorted(splits), "patients": len(patients),
+        "folds": k,
+        "folds_split": sorted(splits),
+        "patients": len(patients),
         "tested_once": int((times == 1).sum()),
         "tested_more_than_once": sorted(times.index[times > 1].astype(str)),
         "never_tested": sorted(patients - set(times.index.astype(str))) if len(splits) == k else [],

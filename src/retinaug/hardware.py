@@ -12,8 +12,23 @@ import platform
 import sys
 from importlib import metadata
 
-PACKAGES = ("retinaug", "torch", "torchvision", "diffusers", "transformers", "peft", "timm", "accelerate",
-            "safetensors", "torchmetrics", "scikit-learn", "numpy", "pandas", "pyarrow", "pillow")
+PACKAGES = (
+    "retinaug",
+    "torch",
+    "torchvision",
+    "diffusers",
+    "transformers",
+    "peft",
+    "timm",
+    "accelerate",
+    "safetensors",
+    "torchmetrics",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pillow",
+)
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
@@ -67,7 +82,7 @@ def resolve_precision(precision: str, device: str = "cpu", size: int | None = No
     return "no"
 
 
-def autocast(precision: str, device: "str | object" = "cpu"):
+def autocast(precision: str, device: str | object = "cpu"):
     """A torch.autocast context for a resolved precision ('bf16', 'fp16'; 'no' = plain fp32)."""
     import torch
 
@@ -136,11 +151,19 @@ def environment() -> dict:
     import torch
 
     units = cpu_bf16_units()
-    cuda = [
-        {"index": i, "name": torch.cuda.get_device_name(i), "capability": ".".join(map(str, torch.cuda.get_device_capability(i))),
-         "memory_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
-        for i in range(torch.cuda.device_count())
-    ] if torch.cuda.is_available() else []
+    cuda = (
+        [
+            {
+                "index": i,
+                "name": torch.cuda.get_device_name(i),
+                "capability": ".".join(map(str, torch.cuda.get_device_capability(i))),
+                "memory_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1),
+            }
+            for i in range(torch.cuda.device_count())
+        ]
+        if torch.cuda.is_available()
+        else []
+    )
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -18,12 +18,17 @@ from typing import Any
 from .errors import RetinaugError
 from .utf8 import utf8_text
 
-
 NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
-_WRITE_ERRORS = {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
-                 errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-                 errno.ENAMETOOLONG: "file name too long", errno.ENOTDIR: "a parent of it is a file, not a folder",
-                 errno.EFBIG: "file too large (a limit of the file system or of `ulimit -f`)"}
+_WRITE_ERRORS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ENOTDIR: "a parent of it is a file, not a folder",
+    errno.EFBIG: "file too large (a limit of the file system or of `ulimit -f`)",
+}
 
 
 def write_error(path: str | Path, exc: OSError) -> OSError | RetinaugError:
@@ -51,7 +56,9 @@ def writing_weights(target: str | Path) -> Iterator[None]:
     try:
         yield
     except SafetensorError as exc:
-        code = re.search(r"\(os error (\d+)\)", str(exc))  # its only trace of the OSError: "No space left ... (os error 28)"
+        code = re.search(
+            r"\(os error (\d+)\)", str(exc)
+        )  # its only trace of the OSError: "No space left ... (os error 28)"
         err = write_error(target, OSError(int(code[1]), str(exc))) if code else None
         if not isinstance(err, RetinaugError):
             raise
@@ -155,7 +162,9 @@ def load_json(path: str | Path, what: str = "file", fix: str = "") -> Any:
     except UnicodeDecodeError as exc:
         raise RetinaugError(f"{what} {path} is damaged (byte {exc.start} is not UTF-8 text){fix}") from None
     except json.JSONDecodeError as exc:
-        raise RetinaugError(f"{what} {path} is damaged: not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}){fix}") from None
+        raise RetinaugError(
+            f"{what} {path} is damaged: not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}){fix}"
+        ) from None
 
 
 def read_csv(path: str | Path, **kwargs):
@@ -208,4 +217,3 @@ def safe_join(root: str | Path, name: str) -> Path:
     if joined != root_n and not joined.startswith(root_n + os.sep):
         raise RetinaugError(f"path {name!r} escapes its data folder {root_n}")
     return Path(joined)
-

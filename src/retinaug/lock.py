@@ -59,8 +59,13 @@ def run_lock(run: str | Path, command: str) -> Iterator[None]:
             raise RetinaugError(
                 f"{run} is in use by {_describe(_read(path))}: wait for it to finish, or stop it, then run again"
             ) from None
-        info = {"pid": os.getpid(), "host": platform.node(), "command": command,
-                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "argv": sys.argv}
+        info = {
+            "pid": os.getpid(),
+            "host": platform.node(),
+            "command": command,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "argv": sys.argv,
+        }
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps(info) + "\n")

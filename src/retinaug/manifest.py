@@ -101,7 +101,9 @@ def trust_root(root: str | Path) -> None:
     except OSError as exc:  # not fatal: loading then needs $RETINAUG_IMAGE_ROOTS or image_root=
         import logging
 
-        logging.getLogger("retinaug").warning("could not record %s as a trusted image folder in %s: %s", root, folder, exc)
+        logging.getLogger("retinaug").warning(
+            "could not record %s as a trusted image folder in %s: %s", root, folder, exc
+        )
 
 
 def _within(path: str, folders: Iterable[str]) -> bool:
@@ -271,7 +273,10 @@ def save_manifest(df: pd.DataFrame, path: str | Path, root: str | Path | None = 
 
 
 def load_manifest(
-    path: str | Path, check_files: bool = False, image_root: str | Path | None = None, links_out: Literal["refuse", "skip"] = "refuse"
+    path: str | Path,
+    check_files: bool = False,
+    image_root: str | Path | None = None,
+    links_out: Literal["refuse", "skip"] = "refuse",
 ) -> pd.DataFrame:
     """Read and validate a manifest; `path` becomes absolute and must stay inside the image root: the stored one
     where it is trusted (see the module docstring), or `image_root` when the caller names it. A file whose symlinks
@@ -313,7 +318,9 @@ def load_manifest(
         if os.path.isabs(rel) or joined == root_s or not _within(joined, [root_s]):
             bad.append(f"row {i}: {rel!r}")
         paths.append(joined)
-    places = [os.path.realpath(f) for f in (*_local(folder), *trusted_roots(), *([root_s] if image_root is not None else []))]
+    places = [
+        os.path.realpath(f) for f in (*_local(folder), *trusted_roots(), *([root_s] if image_root is not None else []))
+    ]
     escaped = _outside(paths, places)
     if image_root is None and (bad or not all(_within(p, places) for p in escaped)):  # the stored root sends reads
         _check_root(root, folder, target)  # elsewhere (no place vouches for it): the root is the fault, not links

@@ -20,14 +20,20 @@ from .manifest import OPTIONAL, REQUIRED, load_manifest, save_manifest, validate
 
 def to_csv_frame(df: pd.DataFrame) -> pd.DataFrame:
     """The seed's `filename,labels` columns, then the manifest's own."""
-    out = pd.DataFrame({"filename": [os.path.basename(p) for p in df["path"]], "labels": [f"['{c}']" for c in df["label"]]})
+    out = pd.DataFrame(
+        {"filename": [os.path.basename(p) for p in df["path"]], "labels": [f"['{c}']" for c in df["label"]]}
+    )
     return pd.concat([out, df.reset_index(drop=True)], axis=1)
 
 
 def export_csv(df: pd.DataFrame, out: str | Path, per_class: bool = False) -> list[Path]:
     """Write `out/<CODE>.csv` per class (or one `out/manifest.csv`); return the written files."""
     out = Path(out)
-    parts = [(code, df[df["label"] == code]) for code in CLASSES if (df["label"] == code).any()] if per_class else [("manifest", df)]
+    parts = (
+        [(code, df[df["label"] == code]) for code in CLASSES if (df["label"] == code).any()]
+        if per_class
+        else [("manifest", df)]
+    )
     written = []
     for name, part in parts:
         target = out / f"{name}.csv"

@@ -31,8 +31,14 @@ INVENTORY = ".owned.json"
 # what a folder written by an earlier retinaug (no inventory) holds, each a set of files found together: a stage
 # record, a run's log, a generator (history.json is retinaug's; config.json alone is any model's), a classifier, a
 # generation record, a manifest
-LEGACY_MARKS = (("stage.json",), ("run.log", "config.yaml"), ("history.json", "config.json"), ("model.json", "model.safetensors"),
-                ("generate.json",), ("manifest.parquet",))
+LEGACY_MARKS = (
+    ("stage.json",),
+    ("run.log", "config.yaml"),
+    ("history.json", "config.json"),
+    ("model.json", "model.safetensors"),
+    ("generate.json",),
+    ("manifest.parquet",),
+)
 LOCK = ".lock"  # the run lock (lock.py): ours when empty or holding a holder's details
 _open: dict[str, list[int]] = {}  # folders this process holds open -> [nesting depth, when it opened them (ns)]
 
@@ -96,7 +102,9 @@ def owned(folder: Path, present: dict[str, int] | None = None) -> set[str]:
 
 def is_legacy(folder: Path) -> bool:
     """A folder an earlier retinaug wrote (before inventories): it holds one of the files its writers leave."""
-    return not (folder / INVENTORY).exists() and any(all((folder / m).is_file() for m in marks) for marks in LEGACY_MARKS)
+    return not (folder / INVENTORY).exists() and any(
+        all((folder / m).is_file() for m in marks) for marks in LEGACY_MARKS
+    )
 
 
 def foreign(folder: str | Path, limit: int | None = None) -> list[str]:
@@ -127,7 +135,8 @@ def check_foreign(folder: Path, what: str, adopt: bool = False) -> None:
         count = f"{len(others)}+" if len(others) >= 1000 else str(len(others))
         raise RetinaugError(
             f"{what} {folder} holds {count} file(s) retinaug did not write ({_listing(others)}); retinaug never "
-            "deletes or writes beside files it does not own: move them out, or choose a new or empty folder")
+            "deletes or writes beside files it does not own: move them out, or choose a new or empty folder"
+        )
 
 
 def _key(folder: Path) -> str:
@@ -150,7 +159,9 @@ def claim(folder: Path, what: str = "output folder", adopt: bool = False) -> Non
     except OSError as exc:  # named as the folder asked for, not the parent that refused
         raise write_error(folder, exc) from None
     since = time.time_ns()
-    write_json_atomic(folder / INVENTORY, {"files": keep, "open_since_ns": since, **({"adopted": True} if adopted else {})})
+    write_json_atomic(
+        folder / INVENTORY, {"files": keep, "open_since_ns": since, **({"adopted": True} if adopted else {})}
+    )
     _open[_key(folder)] = [1, since]
 
 
@@ -167,8 +178,14 @@ def seal(folder: Path) -> None:
         present = _files(folder)
         mine = owned(folder, present) | {n for n, ctime in present.items() if since is not None and ctime >= since}
         inv = _inventory(folder) or {}
-        write_json_atomic(folder / INVENTORY, {"files": sorted(mine - {INVENTORY}), "open_since_ns": None,
-                                               **({"adopted": True} if inv.get("adopted") else {})})
+        write_json_atomic(
+            folder / INVENTORY,
+            {
+                "files": sorted(mine - {INVENTORY}),
+                "open_since_ns": None,
+                **({"adopted": True} if inv.get("adopted") else {}),
+            },
+        )
 
 
 @contextlib.contextmanager
@@ -184,7 +201,9 @@ def owned_output(folder: str | Path, what: str = "output folder", adopt: bool = 
         finished = True
     finally:
         seal(folder)
-        if not finished and created and [p.name for p in folder.iterdir()] == [INVENTORY]:  # refused before writing: no trace
+        if (
+            not finished and created and [p.name for p in folder.iterdir()] == [INVENTORY]
+        ):  # refused before writing: no trace
             (folder / INVENTORY).unlink()
             folder.rmdir()
 
@@ -208,11 +227,15 @@ def check_apart(out: Path, data: Path, what: str = "the run folder") -> None:
     """Refuse an output folder inside the dataset it reads (a later ingest would read it as data) or holding it."""
     real, d = Path(os.path.realpath(out)), Path(os.path.realpath(data))
     if real == d or real.is_relative_to(d):
-        raise RetinaugError(f"{what} {out} lies inside the dataset {data}: put it elsewhere (e.g. runs/NAME), or a later "
-                            "ingest would read retinaug's own files as data")
+        raise RetinaugError(
+            f"{what} {out} lies inside the dataset {data}: put it elsewhere (e.g. runs/NAME), or a later "
+            "ingest would read retinaug's own files as data"
+        )
     if d.is_relative_to(real):
-        raise RetinaugError(f"the dataset {data} lies inside {what} {out}, which holds only what retinaug writes: put "
-                            "the output elsewhere (e.g. runs/NAME) or move the dataset out")
+        raise RetinaugError(
+            f"the dataset {data} lies inside {what} {out}, which holds only what retinaug writes: put "
+            "the output elsewhere (e.g. runs/NAME) or move the dataset out"
+        )
 
 
 def check_run_folder(run: Path, stage_folders: Iterable[Path], datasets: Iterable[Path], adopt: bool = False) -> None:
@@ -225,4 +248,15 @@ def check_run_folder(run: Path, stage_folders: Iterable[Path], datasets: Iterabl
         check_foreign(folder, "stage folder")
 
 
-__all__ = ["INVENTORY", "check_apart", "check_foreign", "check_run_folder", "claim", "clean", "foreign", "owned", "owned_output", "seal"]
+__all__ = [
+    "INVENTORY",
+    "check_apart",
+    "check_foreign",
+    "check_run_folder",
+    "claim",
+    "clean",
+    "foreign",
+    "owned",
+    "owned_output",
+    "seal",
+]

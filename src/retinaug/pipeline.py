@@ -48,8 +48,12 @@ class StageSpec:
     keep: tuple[str, ...] = ()  # settings whose change keeps finished work: the stage resumes in place
     keeps: str = ""  # what a redo in place keeps (its own resume decides); empty: redone in an emptied folder
     always: bool = False  # redone on every run
-    reads: Callable[[PipelineConfig], str | None] | None = None  # identity of the user's files it reads (None: none): an input
-    borrows: Callable[[PipelineConfig], dict] | None = None  # settings of other sections it reads: hashed with its own, passed to run as keywords
+    reads: Callable[[PipelineConfig], str | None] | None = (
+        None  # identity of the user's files it reads (None: none): an input
+    )
+    borrows: Callable[[PipelineConfig], dict] | None = (
+        None  # settings of other sections it reads: hashed with its own, passed to run as keywords
+    )
 
     @property
     def upstream(self) -> tuple[str, ...]:
@@ -69,7 +73,9 @@ def data_stage(cfg, out: Path) -> None:
     if cfg.source == "phantom":
         from .phantom import make_phantom
 
-        make_phantom(n=cfg.n, size=cfg.size, seed=cfg.seed, out=out, proportions=cfg.proportions, val=cfg.val, test=cfg.test)
+        make_phantom(
+            n=cfg.n, size=cfg.size, seed=cfg.seed, out=out, proportions=cfg.proportions, val=cfg.val, test=cfg.test
+        )
     elif cfg.source == "odir":
         from .ingest import prepare_odir
 
@@ -142,14 +148,27 @@ def augment_stage(data: Path, cfg, out: Path) -> None:
     augment(_manifest(data), ratio=cfg.ratio, classes=cfg.classes, seed=cfg.seed, out=out)
 
 
-def experiments_stage(data: Path, label: Path | None, selection: Path | None, augment: Path | None, cfg, out: Path,
-                      external: str | None = None) -> None:
+def experiments_stage(
+    data: Path,
+    label: Path | None,
+    selection: Path | None,
+    augment: Path | None,
+    cfg,
+    out: Path,
+    external: str | None = None,
+) -> None:
     from .experiments import ExperimentConfig, run_experiments
     from .experiments.external import load_external
 
-    run_experiments(ExperimentConfig(**cfg.model_dump(exclude={"enabled"})), _manifest(data), out,
-                    synthetic=_manifest(label), traditional=_manifest(augment), selection=_manifest(selection),
-                    external=load_external(external) if external else None)
+    run_experiments(
+        ExperimentConfig(**cfg.model_dump(exclude={"enabled"})),
+        _manifest(data),
+        out,
+        synthetic=_manifest(label),
+        traditional=_manifest(augment),
+        selection=_manifest(selection),
+        external=load_external(external) if external else None,
+    )
 
 
 def quality_stage(data: Path, synthetic: Path, labeler: Path | None, label: Path | None, cfg, out: Path) -> None:
@@ -157,8 +176,15 @@ def quality_stage(data: Path, synthetic: Path, labeler: Path | None, label: Path
 
     audit_cfg = AuditConfig(**cfg.model_dump(exclude={"enabled", "cas_recipe"}))
     # the label stage's manifest is the synthetic one plus the labeler's verdicts (accepted_only needs them)
-    audit(_manifest(label or synthetic), _manifest(data), out, extractor=audit_cfg.extractor, labeler=labeler, config=audit_cfg,
-          cas_recipe=cfg.cas_recipe)
+    audit(
+        _manifest(label or synthetic),
+        _manifest(data),
+        out,
+        extractor=audit_cfg.extractor,
+        labeler=labeler,
+        config=audit_cfg,
+        cas_recipe=cfg.cas_recipe,
+    )
 
 
 def report_stage(cfg, out: Path) -> None:
@@ -172,16 +198,41 @@ def report_stage(cfg, out: Path) -> None:
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("data", (), (), "data", data_stage, ("manifest.parquet",), reads=data_source),
     StageSpec("generator", ("data",), (), "generator", generator_stage, ("**/*",)),
-    StageSpec("synthetic", ("data", "generator"), (), "synthetic", synthetic_stage, ("manifest.parquet",),
-              keep=("per_class", "ratio", "classes", "batch_size", "margin")),  # image seeds depend on class and index only
-    StageSpec("labeler", ("data",), (), "labeler", labeler_stage, ("model.safetensors", "model.json", "eval/metrics.json")),
+    StageSpec(
+        "synthetic",
+        ("data", "generator"),
+        (),
+        "synthetic",
+        synthetic_stage,
+        ("manifest.parquet",),
+        keep=("per_class", "ratio", "classes", "batch_size", "margin"),
+    ),  # image seeds depend on class and index only
+    StageSpec(
+        "labeler", ("data",), (), "labeler", labeler_stage, ("model.safetensors", "model.json", "eval/metrics.json")
+    ),
     StageSpec("label", ("synthetic", "labeler"), (), "label", label_stage, ("manifest.parquet",)),
     StageSpec("selection", ("data",), ("labeler",), "selection", selection_stage, ("manifest.parquet",)),
     StageSpec("augment", ("data",), (), "augment", augment_stage, ("manifest.parquet",)),
-    StageSpec("experiments", ("data",), ("label", "selection", "augment"), "experiments", experiments_stage,
-              ("summary.csv", "table.csv", "table.md", "composition.csv", "*/seed*/metrics.json", "*/seed*/model.json",
-               "external/*", "*/seed*/external/metrics.json"),  # external: with data.external only, hence globs
-              keeps="seeds whose recipe is unchanged are kept", reads=external_source, borrows=external_setting),
+    StageSpec(
+        "experiments",
+        ("data",),
+        ("label", "selection", "augment"),
+        "experiments",
+        experiments_stage,
+        (
+            "summary.csv",
+            "table.csv",
+            "table.md",
+            "composition.csv",
+            "*/seed*/metrics.json",
+            "*/seed*/model.json",
+            "external/*",
+            "*/seed*/external/metrics.json",
+        ),  # external: with data.external only, hence globs
+        keeps="seeds whose recipe is unchanged are kept",
+        reads=external_source,
+        borrows=external_setting,
+    ),
     StageSpec("quality", ("data", "synthetic"), ("labeler", "label"), "quality", quality_stage, ("**/*",)),
     StageSpec("report", (), (), None, report_stage, ("index.html",), always=True),
 )
@@ -206,10 +257,17 @@ def resolve(cfg: PipelineConfig) -> PipelineConfig:
     and CAS's classifier recipe."""
     cfg = cfg.model_copy(deep=True)
     if cfg.data.folds > 1 and cfg.data.test != type(cfg.data).model_fields["test"].default:
-        log.warning("data.test %s is not read with data.folds %d: each fold tests 1/%d of the patients", cfg.data.test, cfg.data.folds, cfg.data.folds)
+        log.warning(
+            "data.test %s is not read with data.folds %d: each fold tests 1/%d of the patients",
+            cfg.data.test,
+            cfg.data.folds,
+            cfg.data.folds,
+        )
     if cfg.data.source != "phantom":
         if not cfg.data.path:
-            raise RetinaugError(f"data.source is {cfg.data.source}: set data.path to the dataset folder (e.g. --set data.path=../shared/data/odir5k-256)")
+            raise RetinaugError(
+                f"data.source is {cfg.data.source}: set data.path to the dataset folder (e.g. --set data.path=../shared/data/odir5k-256)"
+            )
         cfg.data.path = str(Path(cfg.data.path).expanduser().resolve())
     if cfg.data.external:
         cfg.data.external = str(Path(cfg.data.external).expanduser().resolve())
@@ -223,10 +281,16 @@ def resolve(cfg: PipelineConfig) -> PipelineConfig:
     method_cfg = cfg.generator.method_config()
     if method_cfg.train_classes == "synthetic":
         if not cfg.synthetic.classes:
-            raise RetinaugError("generator train_classes is synthetic, but no synthetic classes are known: set synthetic.classes")
+            raise RetinaugError(
+                "generator train_classes is synthetic, but no synthetic classes are known: set synthetic.classes"
+            )
         method_cfg.train_classes = list(cfg.synthetic.classes)
-    if isinstance(method_cfg.train_classes, list) and (unlearned := [c for c in cfg.synthetic.classes or [] if c not in method_cfg.train_classes]):
-        raise RetinaugError(f"synthetic.classes {', '.join(unlearned)} are not in generator train_classes {method_cfg.train_classes}")
+    if isinstance(method_cfg.train_classes, list) and (
+        unlearned := [c for c in cfg.synthetic.classes or [] if c not in method_cfg.train_classes]
+    ):
+        raise RetinaugError(
+            f"synthetic.classes {', '.join(unlearned)} are not in generator train_classes {method_cfg.train_classes}"
+        )
     if cfg.quality.cas and cfg.quality.cas_recipe is None:  # CAS trains the scenarios' classifier recipe (first seed)
         cfg.quality.cas_recipe = cfg.experiments.train.model_copy(update={"seed": cfg.experiments.seed_list[0]})
     trad = [s for s in scenarios if s.traditional > 0]
@@ -243,7 +307,9 @@ def parse_force(force: Iterable[str]) -> set[str]:
         return set(stage_names())
     unknown = sorted(names - set(stage_names()))
     if unknown:
-        raise RetinaugError(f"--force: unknown stage(s) {', '.join(unknown)}; stages: {', '.join(stage_names())} (or all)")
+        raise RetinaugError(
+            f"--force: unknown stage(s) {', '.join(unknown)}; stages: {', '.join(stage_names())} (or all)"
+        )
     return names
 
 
@@ -261,8 +327,17 @@ class Step:
     make: Callable[[], Stage]
 
 
-def _stage(spec: StageSpec, cfg: PipelineConfig, where: Path, on: dict[str, bool], run: Path, label: str,
-           upstream: dict[str, Path] | None = None, run_fn: Callable[..., Any] | None = None, extra: dict | None = None) -> Stage:
+def _stage(
+    spec: StageSpec,
+    cfg: PipelineConfig,
+    where: Path,
+    on: dict[str, bool],
+    run: Path,
+    label: str,
+    upstream: dict[str, Path] | None = None,
+    run_fn: Callable[..., Any] | None = None,
+    extra: dict | None = None,
+) -> Stage:
     """The record keeper of stage `label` in folder `where`/name: its inputs are the output hashes its upstream stages
     recorded (a switched-off upstream counts as 'disabled', whatever an older run left). `upstream` overrides where
     the upstream folders are, `run_fn` the function called, `extra` adds to the hashed config (a fold's data
@@ -271,14 +346,24 @@ def _stage(spec: StageSpec, cfg: PipelineConfig, where: Path, on: dict[str, bool
     borrowed = spec.borrows(cfg) if spec.borrows is not None else {}
     result = {**(section.result_config() if section is not None else {}), **borrowed, **(extra or {})}
     folders = upstream or {up: where / up if on[up] else None for up in spec.upstream}
-    inputs = {up: read_record(f).get("output_hash", "absent") if f is not None else "disabled" for up, f in folders.items()}
+    inputs = {
+        up: read_record(f).get("output_hash", "absent") if f is not None else "disabled" for up, f in folders.items()
+    }
     if spec.reads is not None and upstream is None and (source := spec.reads(cfg)) is not None:
         inputs[SOURCE] = source
     out = where / spec.name
     fn = run_fn or spec.run
-    return Stage(label, out, result, inputs, lambda: fn(*folders.values(), section, out, **borrowed), spec.writes, run,
-                 clean_on_change=not spec.keeps,
-                 keep_when={k: v for k, v in result.items() if k not in spec.keep} if spec.keep else None)
+    return Stage(
+        label,
+        out,
+        result,
+        inputs,
+        lambda: fn(*folders.values(), section, out, **borrowed),
+        spec.writes,
+        run,
+        clean_on_change=not spec.keeps,
+        keep_when={k: v for k, v in result.items() if k not in spec.keep} if spec.keep else None,
+    )
 
 
 def steps(cfg: PipelineConfig, run: Path) -> list[Step]:
@@ -292,15 +377,36 @@ def steps(cfg: PipelineConfig, run: Path) -> list[Step]:
 
     def step(spec: StageSpec, where: Path, prefix: str = "") -> Step:
         upstream = tuple(f"{prefix}{up}" for up in spec.upstream)
-        return Step(prefix + spec.name, spec, upstream, on[spec.name], "" if on[spec.name] else off_why(spec),
-                    lambda: _stage(spec, cfg, where, on, run, prefix + spec.name))
+        return Step(
+            prefix + spec.name,
+            spec,
+            upstream,
+            on[spec.name],
+            "" if on[spec.name] else off_why(spec),
+            lambda: _stage(spec, cfg, where, on, run, prefix + spec.name),
+        )
 
     def fold_split(i: int) -> Step:
         """Fold i's data stage: RUN/data split for the fold (folds.fold_data_stage)."""
         where, label = run / fold_name(i), f"{fold_name(i)}/data"
-        return Step(label, STAGES[0], ("data",), True, "",
-                    lambda: _stage(STAGES[0], cfg, where, on, run, label, upstream={"data": run / "data"},
-                                   run_fn=partial(fold_data_stage, fold=i), extra={"folds": k, "fold": i}))
+        return Step(
+            label,
+            STAGES[0],
+            ("data",),
+            True,
+            "",
+            lambda: _stage(
+                STAGES[0],
+                cfg,
+                where,
+                on,
+                run,
+                label,
+                upstream={"data": run / "data"},
+                run_fn=partial(fold_data_stage, fold=i),
+                extra={"folds": k, "fold": i},
+            ),
+        )
 
     k = cfg.data.folds
     if k == 1:
@@ -327,7 +433,9 @@ def _prepare(config: PipelineConfig, run: Path, adopt: bool) -> PipelineConfig:
     return cfg
 
 
-def plan_pipeline(config: PipelineConfig, out: str | Path, force: Iterable[str] = (), adopt: bool = False) -> list[tuple[str, str, str]]:
+def plan_pipeline(
+    config: PipelineConfig, out: str | Path, force: Iterable[str] = (), adopt: bool = False
+) -> list[tuple[str, str, str]]:
     """What `run_pipeline` would do, stage by stage, without doing or writing anything: (stage, action, why),
     action one of skip, resume, run, disabled, or 'run?' for a finished stage whose upstream will run (it is
     redone only if that upstream's output changes). Runs the same up-front checks as `run_pipeline`.
@@ -378,8 +486,10 @@ def _run_steps(cfg: PipelineConfig, run: Path, forced: set[str]) -> None:
         trust_root(cfg.data.path)
     write_text_atomic(run / "config.yaml", dump_config(cfg))
     for i in range(cfg.data.folds if cfg.data.folds > 1 else 0):  # a fold folder says what it is part of
-        write_text_atomic(run / fold_name(i) / "config.yaml",
-                          f"# fold {i} of {cfg.data.folds} of the run in {run.resolve()} (its config.yaml)\n" + dump_config(cfg))
+        write_text_atomic(
+            run / fold_name(i) / "config.yaml",
+            f"# fold {i} of {cfg.data.folds} of the run in {run.resolve()} (its config.yaml)\n" + dump_config(cfg),
+        )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t_start = time.perf_counter()
     with log_to(run / "run.log"):
@@ -398,5 +508,17 @@ def stage_timings(run: str | Path) -> list[tuple[str, str, float | None]]:
     return [(label, rec.get("status", "?"), rec.get("seconds")) for label, rec in stage_records(run)]
 
 
-__all__ = ["STAGES", "StageSpec", "Step", "steps", "enabled_stages", "parse_force", "plan_pipeline", "resolve", "run_pipeline", "stage_names",
-           "stage_records", "stage_timings"]
+__all__ = [
+    "STAGES",
+    "StageSpec",
+    "Step",
+    "steps",
+    "enabled_stages",
+    "parse_force",
+    "plan_pipeline",
+    "resolve",
+    "run_pipeline",
+    "stage_names",
+    "stage_records",
+    "stage_timings",
+]

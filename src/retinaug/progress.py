@@ -68,11 +68,25 @@ def progress_bar(description: str, total: int | None, unit: str = "it") -> Itera
             t = progress.tasks[task]
             logged = t.completed
             speed = t.speed or (t.completed / t.elapsed if t.elapsed else None)
-            done = f"{t.completed:g}/{t.total:g} ({100 * t.completed / t.total:.0f}%)" if t.total else f"{t.completed:g}"
-            eta = f", about {(t.total - t.completed) / speed / 60:.1f} min left" if t.total and speed and t.completed < t.total else ""
+            done = (
+                f"{t.completed:g}/{t.total:g} ({100 * t.completed / t.total:.0f}%)" if t.total else f"{t.completed:g}"
+            )
+            eta = (
+                f", about {(t.total - t.completed) / speed / 60:.1f} min left"
+                if t.total and speed and t.completed < t.total
+                else ""
+            )
             status = f", {t.fields['status']}" if t.fields["status"] else ""
-            log.info("%s: %s, %s%s, %.1f min elapsed%s", description, done, t.fields["rate"] or "?", status, (t.elapsed or 0) / 60,
-                     eta, extra={"progress": True})
+            log.info(
+                "%s: %s, %s%s, %.1f min elapsed%s",
+                description,
+                done,
+                t.fields["rate"] or "?",
+                status,
+                (t.elapsed or 0) / 60,
+                eta,
+                extra={"progress": True},
+            )
 
         def advance(n: int = 1, status: str | None = None) -> None:
             nonlocal last

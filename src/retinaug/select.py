@@ -36,24 +36,31 @@ class SelectConfig(BaseModel):
     model_config = STRICT
 
     classes: ClassCodes = Field(["D", "N"], description="dominant classes to reduce")
-    keep: float = Field(0.5, gt=0, description="per class: a fraction of its train images when <= 1 (0.5 = half), else a count (200)")
+    keep: float = Field(
+        0.5, gt=0, description="per class: a fraction of its train images when <= 1 (0.5 = half), else a count (200)"
+    )
     strategy: Literal["coverage", "core", "random"] = Field(
         "coverage",
         description="coverage: k-means on the t-SNE map, keep the image nearest each centroid; core: drop images whose "
         "map neighbours are mostly other classes; random: uniform sample (the control)",
     )
-    extractor: str = Field("auto", description="feature space: auto (labeler if given, else pixels), labeler, pixels, imagenet (an ImageNet-trained tf_efficientnet_lite0; imagenet:<timm backbone> for another), or a model folder")
+    extractor: str = Field(
+        "auto",
+        description="feature space: auto (labeler if given, else pixels), labeler, pixels, imagenet (an ImageNet-trained tf_efficientnet_lite0; imagenet:<timm backbone> for another), or a model folder",
+    )
     pixel_size: int = Field(PIXEL_SIZE, ge=4, le=1024, description="image side (px) of the pixels extractor")
     context_classes: ClassCodes | None = Field(
-        None, description="classes whose train images join the map and are the neighbours for `core` (default: every class in the train split)"
+        None,
+        description="classes whose train images join the map and are the neighbours for `core` (default: every class in the train split)",
     )
     perplexity: float = Field(30.0, gt=0, description="t-SNE perplexity (lowered for small sets)")
     pca_dims: int = Field(50, ge=2, description="PCA components before t-SNE")
     neighbours: int = Field(10, ge=1, description="core: neighbours looked at per image")
     seed: Seed = Field(0, description="seed of PCA/t-SNE/k-means/random sampling")
     threads: int = Field(
-        1, description="OpenMP/BLAS threads for t-SNE and k-means (-1: all). 1 is the fast choice on a busy or small CPU: "
-        "OpenMP spin-waiting made a 600-image t-SNE 10x slower with 2 threads on 2 shared cores"
+        1,
+        description="OpenMP/BLAS threads for t-SNE and k-means (-1: all). 1 is the fast choice on a busy or small CPU: "
+        "OpenMP spin-waiting made a 600-image t-SNE 10x slower with 2 threads on 2 shared cores",
     )
 
     @field_validator("keep")
@@ -95,7 +102,9 @@ def _coverage(xy: np.ndarray, target: int, seed: int) -> np.ndarray:
         warnings.simplefilter("ignore", ConvergenceWarning)
         km = KMeans(n_clusters=target, n_init=3, random_state=seed).fit(xy)
     dist = np.linalg.norm(xy - km.cluster_centers_[km.labels_], axis=1)
-    chosen = [int(members[np.argmin(dist[members])]) for j in range(target) if len(members := np.flatnonzero(km.labels_ == j))]
+    chosen = [
+        int(members[np.argmin(dist[members])]) for j in range(target) if len(members := np.flatnonzero(km.labels_ == j))
+    ]
     while len(chosen) < target:  # farthest point from the kept set
         gap = np.min(np.linalg.norm(xy[:, None] - xy[chosen][None], axis=2), axis=1)
         gap[chosen] = -1
@@ -129,7 +138,9 @@ def _select_on_map(features: np.ndarray, labels: np.ndarray, cfg: SelectConfig):
         elif cfg.strategy == "core":
             picked = members[_core(xy, labels, members, target, cfg.neighbours)]
         else:
-            picked = np.sort(np.random.default_rng([cfg.seed, CODES.index(code)]).choice(members, target, replace=False))
+            picked = np.sort(
+                np.random.default_rng([cfg.seed, CODES.index(code)]).choice(members, target, replace=False)
+            )
         selected[picked] = True
         capped = cfg.keep > len(members)
         per_class[code] = {"train": len(members), "kept": target, "dropped": len(members) - target, "capped": capped}
@@ -157,7 +168,9 @@ def select(
     present = [c for c in CODES if c in set(train["label"])]
     absent = [c for c in cfg.classes if c not in present]
     if absent:
-        raise RetinaugError(f"no real training images of class(es) {', '.join(absent)} to select from; present: {','.join(present)}")
+        raise RetinaugError(
+            f"no real training images of class(es) {', '.join(absent)} to select from; present: {','.join(present)}"
+        )
     context = [c for c in CODES if c in set(cfg.context_classes or present) | set(cfg.classes) and c in present]
     pool = train[train["label"].isin(context)].sort_values(["label", "path"], kind="stable").reset_index(drop=True)
 
@@ -172,11 +185,22 @@ def select(
     out = Path(out)
     labels = pool["label"].to_numpy()
     points = pd.DataFrame(
-        {"path": pool["path"], "label": labels, "x": xy[:, 0], "y": xy[:, 1], "selected": selected, "candidate": np.isin(labels, cfg.classes)}
+        {
+            "path": pool["path"],
+            "label": labels,
+            "x": xy[:, 0],
+            "y": xy[:, 1],
+            "selected": selected,
+            "candidate": np.isin(labels, cfg.classes),
+        }
     )
     with atomic_path(out / "tsne.csv") as tmp:
         points.to_csv(tmp, index=False, float_format="%.4f")
-    tsne_plot(points, out / "tsne.png", f"t-SNE of train images ({extractor.name}); strategy {cfg.strategy}, keep {cfg.keep:g}")
+    tsne_plot(
+        points,
+        out / "tsne.png",
+        f"t-SNE of train images ({extractor.name}); strategy {cfg.strategy}, keep {cfg.keep:g}",
+    )
     save_manifest(chosen, out)
     write_json_atomic(
         out / "summary.json",

@@ -76,7 +76,11 @@ def assign_splits(df: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed:
     parts: dict[str, dict[str, list]] = {}
     for code, members in strata(out, groups, seed).items():
         _, n_val, n_test = split_counts(len(members), val, test)
-        parts[code] = {"test": members[:n_test], "val": members[n_test : n_test + n_val], "train": members[n_test + n_val :]}
+        parts[code] = {
+            "test": members[:n_test],
+            "val": members[n_test : n_test + n_val],
+            "train": members[n_test + n_val :],
+        }
     for name, fraction in (("test", test), ("val", val)):
         if fraction > 0 and not any(p[name] for p in parts.values()):
             # Tiny data: no class was big enough on its own; lend one group of the biggest class.
@@ -144,14 +148,18 @@ def fold_split(df: pd.DataFrame, fold: int, k: int, val: float, seed: int = 0) -
     rest = df[folds != fold]
     inner_val = val * k / (k - 1)
     if inner_val >= 1:
-        raise RetinaugError(f"data.val {val} leaves no training patients with {k} folds (each fold tests 1/{k}); lower data.val")
+        raise RetinaugError(
+            f"data.val {val} leaves no training patients with {k} folds (each fold tests 1/{k}); lower data.val"
+        )
     inner = assign_splits(rest, val=inner_val, test=0, seed=seed)
     out = df.copy()
     out["split"] = pd.array(["test"] * len(out), dtype="string")
     out.loc[rest.index, "split"] = inner["split"].to_numpy()
     out["fold"] = folds
     out.attrs["split_warnings"] = inner.attrs.get("split_warnings", []) + [
-        f"class {code} has no patient in fold {fold}'s test split" for code in sorted(set(df["label"].astype(str)) - set(out.loc[folds == fold, "label"].astype(str)))]
+        f"class {code} has no patient in fold {fold}'s test split"
+        for code in sorted(set(df["label"].astype(str)) - set(out.loc[folds == fold, "label"].astype(str)))
+    ]
     return out
 
 
@@ -168,10 +176,12 @@ def check_split(df: pd.DataFrame) -> list[str]:
             problems.append(f"patient {pid!r} is in {' and '.join(names)} ({n} images)")
     hashes = _hashes(df, problems)
     frame = pd.DataFrame({"h": hashes, "split": splits.to_numpy(), "path": df["path"].astype(str).to_numpy()}).dropna()
-    for h, grp in frame.groupby("h"):
+    for _, grp in frame.groupby("h"):
         names = sorted(set(grp["split"]), key=_split_rank)
         if len(names) > 1:
-            files = ", ".join(f"{p} ({s})" for p, s in grp.drop_duplicates("path")[["path", "split"]].itertuples(index=False))
+            files = ", ".join(
+                f"{p} ({s})" for p, s in grp.drop_duplicates("path")[["path", "split"]].itertuples(index=False)
+            )
             problems.append(f"identical image content in {' and '.join(names)}: {files}")
     return problems
 

@@ -11,7 +11,18 @@ from .stages import read_record
 
 
 def stage_names() -> tuple[str, ...]:
-    return ("data", "generator", "synthetic", "labeler", "label", "selection", "augment", "experiments", "quality", "report")
+    return (
+        "data",
+        "generator",
+        "synthetic",
+        "labeler",
+        "label",
+        "selection",
+        "augment",
+        "experiments",
+        "quality",
+        "report",
+    )
 
 
 def stage_records(run: str | Path) -> list[tuple[str, dict]]:

@@ -50,22 +50,40 @@ NOT_OUTPUTS = {"tracking", "logs", "cache", RECORD, "train_state.pt", "README.md
 # Settings that change how work is watched, paced or placed, not its result, and their defaults: hashed as the
 # default, so turning TensorBoard on, reading images with more threads or running the fits on Ray does not redo a
 # finished stage.
-OPERATIONAL = {"tracker": "none", "workers": None, "executor": "local", "ray": None,
-               # sd-lora memory options (issue 30): gradient checkpointing recomputes the same activations (LoRA weights
-               # equal to float rounding), VAE slicing decodes each image alone (the same images); vae_tiling changes
-               # pixels above the VAE's size, so it is hashed
-               "gradient_checkpointing": False, "vae_slicing": True}
+OPERATIONAL = {
+    "tracker": "none",
+    "workers": None,
+    "executor": "local",
+    "ray": None,
+    # sd-lora memory options (issue 30): gradient checkpointing recomputes the same activations (LoRA weights
+    # equal to float rounding), VAE slicing decodes each image alone (the same images); vae_tiling changes
+    # pixels above the VAE's size, so it is hashed
+    "gradient_checkpointing": False,
+    "vae_slicing": True,
+}
 # Settings added after run folders existed, with the default that behaves as before: hashed only when set to
 # something else (an operational one: never), so a finished stage or fit of an earlier retinaug is not redone for a
 # setting it did not have.
-ADDED = {"backbone_lr": 1.0, "freeze_epochs": 0,
-         # a scenario's use of its synthetic rows (issue 28); its defaults are the plain concatenation of before
-         "synthetic_use": "mix", "pretrain_with_real": False, "finetune_epochs": None, "finetune_lr": None,
-         "replace_probability": 0.5, "synthetic_weight": 1.0, "traditional_weight": 1.0, "soft_labels": False,
-         # how a scenario spreads its synthetic rows over the classes, and the share of the real train patients it keeps
-         "allocation": "proportional", "real_fraction": 1.0,
-         # sd-lora memory options (issue 30): the operational two are hashed as their default, so never; tiling when on
-         "gradient_checkpointing": False, "vae_slicing": True, "vae_tiling": False}
+ADDED = {
+    "backbone_lr": 1.0,
+    "freeze_epochs": 0,
+    # a scenario's use of its synthetic rows (issue 28); its defaults are the plain concatenation of before
+    "synthetic_use": "mix",
+    "pretrain_with_real": False,
+    "finetune_epochs": None,
+    "finetune_lr": None,
+    "replace_probability": 0.5,
+    "synthetic_weight": 1.0,
+    "traditional_weight": 1.0,
+    "soft_labels": False,
+    # how a scenario spreads its synthetic rows over the classes, and the share of the real train patients it keeps
+    "allocation": "proportional",
+    "real_fraction": 1.0,
+    # sd-lora memory options (issue 30): the operational two are hashed as their default, so never; tiling when on
+    "gradient_checkpointing": False,
+    "vae_slicing": True,
+    "vae_tiling": False,
+}
 # Settings that only fill in others (a classifier's `recipe` sets its backbone, size, epochs...), which are hashed.
 FILLS = {"recipe"}
 
@@ -75,7 +93,9 @@ def result_settings(obj: Any) -> Any:
     if hasattr(obj, "model_dump"):
         obj = obj.model_dump(mode="json")
     if isinstance(obj, dict):
-        settled = {k: OPERATIONAL[k] if k in OPERATIONAL else result_settings(v) for k, v in obj.items() if k not in FILLS}
+        settled = {
+            k: OPERATIONAL[k] if k in OPERATIONAL else result_settings(v) for k, v in obj.items() if k not in FILLS
+        }
         return {k: v for k, v in settled.items() if not (k in ADDED and v == ADDED[k])}
     if isinstance(obj, list):
         return [result_settings(v) for v in obj]
@@ -108,7 +128,11 @@ def output_files(folder: Path, writes: Sequence[str], run: Path) -> list[tuple[s
     found: dict[str, Path] = {}
     for pattern in writes:
         matches = [p for p in folder.glob(pattern) if p.is_file()]
-        matches = [p for p in matches if not any(part in NOT_OUTPUTS or part.startswith(".") for part in p.relative_to(folder).parts)]
+        matches = [
+            p
+            for p in matches
+            if not any(part in NOT_OUTPUTS or part.startswith(".") for part in p.relative_to(folder).parts)
+        ]
         if not matches and not any(ch in pattern for ch in "*?["):
             matches = [folder / pattern]
         found.update((name(p), p) for p in matches)
@@ -156,11 +180,19 @@ class Stage:
         if rec.get("format") != FORMAT:
             return "fresh", "recorded by an older retinaug (another record format): redone"
         if rec.get("config_hash") != chash:
-            if self.keep_when is not None and rec.get("keep_hash") == config_hash(self.keep_when) and rec.get("inputs") == self.inputs:
+            if (
+                self.keep_when is not None
+                and rec.get("keep_hash") == config_hash(self.keep_when)
+                and rec.get("inputs") == self.inputs
+            ):
                 return "resume", "config changed in amounts only: finished work kept"
             return "fresh", "config changed"
         if rec.get("inputs") != self.inputs:
-            changed = sorted(k for k in set(rec.get("inputs", {})) | set(self.inputs) if rec.get("inputs", {}).get(k) != self.inputs.get(k))
+            changed = sorted(
+                k
+                for k in set(rec.get("inputs", {})) | set(self.inputs)
+                if rec.get("inputs", {}).get(k) != self.inputs.get(k)
+            )
             return "fresh", f"inputs changed ({', '.join(changed)})"
         if rec.get("status") != "done":
             return "resume", _LAST_ATTEMPT.get(rec.get("status"), _LAST_ATTEMPT["running"])
@@ -207,7 +239,10 @@ class Stage:
         try:
             self.run()
         except BaseException as exc:  # Ctrl-C and SIGTERM are BaseExceptions, not Exceptions
-            rec.update(status="failed" if isinstance(exc, Exception) else "interrupted", seconds=round(time.perf_counter() - t0, 2))
+            rec.update(
+                status="failed" if isinstance(exc, Exception) else "interrupted",
+                seconds=round(time.perf_counter() - t0, 2),
+            )
             write_json_atomic(self.folder / RECORD, rec)
             raise
         rec.update(

@@ -51,8 +51,11 @@ class StrictLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: SafeLoader's own error (below) says so
                 continue
             if earlier is not None:
-                raise Refused(key_node.start_mark, f"key {str(key)[:80]!r} appears twice (first at line {earlier}); "
-                              "remove one of them (YAML would silently keep only the last)")
+                raise Refused(
+                    key_node.start_mark,
+                    f"key {str(key)[:80]!r} appears twice (first at line {earlier}); "
+                    "remove one of them (YAML would silently keep only the last)",
+                )
             first_line[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
 
@@ -63,7 +66,7 @@ def parse_yaml(data: bytes | str, where: str) -> object:
     if isinstance(data, bytes):
         data = utf8_text(data, where)
     try:
-        return yaml.load(data, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+        return yaml.load(data, Loader=StrictLoader)
     except Refused as exc:
         raise RetinaugError(f"{where} line {exc.mark.line + 1}: {exc.message}") from None
     except yaml.YAMLError as exc:

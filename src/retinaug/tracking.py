@@ -32,9 +32,13 @@ def tracker_args(tracker: Tracker, out: Path | None) -> dict[str, Any]:
     from accelerate.utils import LoggerType
 
     if tracker not in {t.value for t in LoggerType}:
-        raise RetinaugError(f"accelerate {accelerate.__version__} has no {tracker!r} tracker; upgrade it (pip install -U accelerate)")
+        raise RetinaugError(
+            f"accelerate {accelerate.__version__} has no {tracker!r} tracker; upgrade it (pip install -U accelerate)"
+        )
     if LoggerType(tracker) not in get_available_trackers():
-        raise RetinaugError(f"tracker {tracker!r} needs the {tracker} package: pip install {PIP_NAMES.get(tracker, tracker)}")
+        raise RetinaugError(
+            f"tracker {tracker!r} needs the {tracker} package: pip install {PIP_NAMES.get(tracker, tracker)}"
+        )
     return {"log_with": tracker, "project_dir": str(Path(out) / "tracking")}
 
 
@@ -50,8 +54,10 @@ def start_tracking(accelerator, tracker: Tracker, project: str, config: Any, out
         accelerator.init_trackers(project, config=hparams(config), init_kwargs=init_kwargs)
     except Exception as exc:  # each tracker library raises its own errors for a bad URI, login or store
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RetinaugError(f"tracker {tracker!r} could not start ({type(exc).__name__}: {reason[:300]}); "
-                            "check its configuration (for mlflow: MLFLOW_TRACKING_URI) or set tracker: none") from None
+        raise RetinaugError(
+            f"tracker {tracker!r} could not start ({type(exc).__name__}: {reason[:300]}); "
+            "check its configuration (for mlflow: MLFLOW_TRACKING_URI) or set tracker: none"
+        ) from None
 
 
 def hparams(config: Any) -> dict[str, Any]:

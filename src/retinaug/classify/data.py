@@ -51,9 +51,11 @@ class Augment:
     def draw(self, n: int) -> dict[str, torch.Tensor]:
         """Each image's parameters: flip (bool), angle (degrees), zoom (crop side / image side), shift (crop centre,
         in [-1, 1] image coordinates) and brightness, contrast, saturation factors."""
-        params = {"flip": torch.rand(n, generator=self.generator) < 0.5,
-                  "angle": self._uniform(n, -self.rotation, self.rotation),
-                  "zoom": self._uniform(n, self.crop_scale, 1.0).sqrt()}
+        params = {
+            "flip": torch.rand(n, generator=self.generator) < 0.5,
+            "angle": self._uniform(n, -self.rotation, self.rotation),
+            "zoom": self._uniform(n, self.crop_scale, 1.0).sqrt(),
+        }
         params["shift"] = (1 - params["zoom"]).unsqueeze(1) * self._uniform(2 * n, -1.0, 1.0).view(n, 2)
         j = self.jitter
         for name, k in (("brightness", j), ("contrast", j), ("saturation", j / 2)):
@@ -77,8 +79,9 @@ class Augment:
         angle, zoom, shift = torch.deg2rad(params["angle"]), params["zoom"], params["shift"]
         cos, sin = angle.cos() * zoom, angle.sin() * zoom
         mirror = 1.0 - 2.0 * params["flip"].double()
-        theta = torch.stack([torch.stack([cos * mirror, -sin, shift[:, 0]], 1),
-                             torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1)
+        theta = torch.stack(
+            [torch.stack([cos * mirror, -sin, shift[:, 0]], 1), torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1
+        )
         grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -128,16 +131,29 @@ class Replacement:
         self.alpha, self.seed = alpha, seed
         synthetic = (df["origin"] == "synthetic").to_numpy()
         self.positions = np.flatnonzero(~synthetic)
-        parent = df["parent"].astype("string") if "parent" in df.columns else pd.Series(pd.NA, index=df.index, dtype="string")
+        parent = (
+            df["parent"].astype("string")
+            if "parent" in df.columns
+            else pd.Series(pd.NA, index=df.index, dtype="string")
+        )
         groups: dict[tuple[str, str], list[int]] = {}  # who a synthetic row stands in for -> those rows
         for row in np.flatnonzero(synthetic):
             key = ("class", df.at[row, "label"]) if pd.isna(parent[row]) else ("parent", os.path.normpath(parent[row]))
             groups.setdefault(key, []).append(int(row))
         number = {key: i for i, key in enumerate(groups)}
         own = df.loc[self.positions, ["path", "label", "origin"]].itertuples(index=False)
-        group = np.array([number.get(("parent", os.path.normpath(path)), number.get(("class", label), -1)) if kind == "real" else -1
-                          for path, label, kind in own], dtype=np.int64)
-        sizes = np.array([len(rows) for rows in groups.values()] + [0], dtype=np.int64)  # the last: group -1, no stand-in
+        group = np.array(
+            [
+                number.get(("parent", os.path.normpath(path)), number.get(("class", label), -1))
+                if kind == "real"
+                else -1
+                for path, label, kind in own
+            ],
+            dtype=np.int64,
+        )
+        sizes = np.array(
+            [len(rows) for rows in groups.values()] + [0], dtype=np.int64
+        )  # the last: group -1, no stand-in
         self.count, self.start = sizes[group], (np.cumsum(sizes) - sizes)[group]
         self.pool = np.array([row for rows in groups.values() for row in rows], dtype=np.int64)
         shown = int(sizes[np.unique(group[group >= 0])].sum())
@@ -145,10 +161,15 @@ class Replacement:
             raise RetinaugError(
                 f"synthetic_use replace: none of the {int(synthetic.sum())} synthetic rows can stand in for a real train row "
                 "(none is an img2img child of one, none is a parentless row of their classes); were the real images moved "
-                "since the synthetic ones were generated from them? Regenerate them, or use synthetic_use mix")
+                "since the synthetic ones were generated from them? Regenerate them, or use synthetic_use mix"
+            )
         if synthetic.sum() > shown:
-            log.warning("synthetic_use replace: %d of %d synthetic row(s) are never shown (their img2img parent is not a "
-                        "real train row of this fit)", int(synthetic.sum()) - shown, int(synthetic.sum()))
+            log.warning(
+                "synthetic_use replace: %d of %d synthetic row(s) are never shown (their img2img parent is not a "
+                "real train row of this fit)",
+                int(synthetic.sum()) - shown,
+                int(synthetic.sum()),
+            )
 
     def draw(self, epoch: int) -> np.ndarray:
         """The row each position shows in `epoch`: its own, or with probability alpha one of its stand-ins."""
@@ -194,7 +215,9 @@ def train_loader(
     if imbalance == "oversample":
         labels = dataset.labels.numpy()
         per_image = class_weights(labels, n_classes)[labels]
-        sampler = WeightedRandomSampler(per_image.tolist(), num_samples=len(labels), replacement=True, generator=generator)
+        sampler = WeightedRandomSampler(
+            per_image.tolist(), num_samples=len(labels), replacement=True, generator=generator
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -50,31 +50,45 @@ def patient_bootstrap(y: np.ndarray, probs: np.ndarray, patients, classes, n_boo
     per_class_all = {name: np.concatenate(v) for name, v in per_class.items()}
     return {
         "ci": {name: interval(np.concatenate(v)) for name, v in scalars.items()},
-        "per_class_ci": {c: {name: interval(per_class_all[name][:, i]) for name in PER_CLASS} for i, c in enumerate(classes)},
+        "per_class_ci": {
+            c: {name: interval(per_class_all[name][:, i]) for name in PER_CLASS} for i, c in enumerate(classes)
+        },
     }
 
 
 OVERLAP = ("off", "warn", "drop")
 
 
-def training_overlap(clf: Classifier, df: pd.DataFrame, drop: bool, threshold: float, out: Path | None) -> tuple[pd.DataFrame, dict]:
+def training_overlap(
+    clf: Classifier, df: pd.DataFrame, drop: bool, threshold: float, out: Path | None
+) -> tuple[pd.DataFrame, dict]:
     """Compare the evaluated images with the model's real training images by content (`find_overlap`): near-copies
     inflate the scores, so they are reported, and with `drop` their patients are left out. Returns (rows, record)."""
     from ..quality.overlap import find_overlap, overlap_summary
 
     rows_file = clf.folder / TRAIN_ROWS if clf.folder is not None else None
     if rows_file is None or not rows_file.is_file():
-        log.warning("cannot check overlap with the training images: the model has no %s (trained before it was written)", TRAIN_ROWS)
+        log.warning(
+            "cannot check overlap with the training images: the model has no %s (trained before it was written)",
+            TRAIN_ROWS,
+        )
         return df, {"checked": False, "reason": f"no {TRAIN_ROWS}"}
     train = load_manifest(rows_file)
     present = train["path"].map(os.path.isfile)
     if not present.all():
-        log.warning("%d of the model's %d training images are gone; checked against the rest", int((~present).sum()), len(train))
+        log.warning(
+            "%d of the model's %d training images are gone; checked against the rest", int((~present).sum()), len(train)
+        )
         train = train[present]
     if not len(train):
         return df, {"checked": False, "reason": "training images not found"}
     table = find_overlap(df, train, threshold)
-    record = {"checked": True, **overlap_summary(table, len(train), threshold), "dropped_images": 0, "dropped_patients": 0}
+    record = {
+        "checked": True,
+        **overlap_summary(table, len(train), threshold),
+        "dropped_images": 0,
+        "dropped_patients": 0,
+    }
     if out is not None:
         with atomic_path(Path(out) / "overlap.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.6f")
@@ -83,8 +97,16 @@ def training_overlap(clf: Classifier, df: pd.DataFrame, drop: bool, threshold: f
         first = dup.iloc[0]
         log.warning(
             "%d of the %d evaluated images (%d patients) are near-copies of the model's training images (SSIM >= %s; "
-            "e.g. %s ~ %s): %s", len(dup), len(df), dup["a_patient"].nunique(), threshold, first["a_path"], first["b_path"],
-            "their patients are left out (--drop-overlap)" if drop else "their scores are inflated; --drop-overlap leaves these patients out",
+            "e.g. %s ~ %s): %s",
+            len(dup),
+            len(df),
+            dup["a_patient"].nunique(),
+            threshold,
+            first["a_path"],
+            first["b_path"],
+            "their patients are left out (--drop-overlap)"
+            if drop
+            else "their scores are inflated; --drop-overlap leaves these patients out",
         )
     if drop and len(dup):
         patients = set(dup["a_patient"])
@@ -92,7 +114,9 @@ def training_overlap(clf: Classifier, df: pd.DataFrame, drop: bool, threshold: f
         record.update(dropped_images=int((~keep).sum()), dropped_patients=len(patients))
         df = df[keep]
         if not len(df):
-            raise RetinaugError("every evaluated patient overlaps the model's training images: nothing is left to score")
+            raise RetinaugError(
+                "every evaluated patient overlaps the model's training images: nothing is left to score"
+            )
     return df, record
 
 
@@ -183,7 +207,11 @@ def metrics_text(m: dict) -> str:
         rows[c] = [*(_fmt(v[k], cc.get(k)) for k in ("precision", "recall", "f1", "auc")), str(v["support"])]
     for kind in ("macro", "weighted"):
         auc = _fmt(m["macro_auc"], ci.get("macro_auc")) if kind == "macro" else ""
-        rows[kind] = [*(_fmt(m[f"{kind}_{k}"], ci.get(f"{kind}_{k}")) for k in ("precision", "recall", "f1")), auc, str(m["n_images"])]
+        rows[kind] = [
+            *(_fmt(m[f"{kind}_{k}"], ci.get(f"{kind}_{k}")) for k in ("precision", "recall", "f1")),
+            auc,
+            str(m["n_images"]),
+        ]
     table = pd.DataFrame.from_dict(rows, orient="index", columns=["precision", "recall", "F1", "AUC", "support"])
     return (
         f"{m['n_images']} images, {m['n_patients']} patients (95% CI: patient bootstrap, n={m['n_boot']})\n"

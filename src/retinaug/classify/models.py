@@ -35,16 +35,23 @@ def create_model(config: TrainConfig, num_classes: int) -> nn.Module:
     try:
         model = timm.create_model(config.backbone, pretrained=False, num_classes=num_classes, drop_rate=config.dropout)
     except RuntimeError as exc:
-        raise RetinaugError(f"unknown backbone {config.backbone!r} ({exc}); use a timm model name such as resnet18") from None
+        raise RetinaugError(
+            f"unknown backbone {config.backbone!r} ({exc}); use a timm model name such as resnet18"
+        ) from None
     if config.backbone.startswith("vgg"):
         channels = model.pre_logits.fc1.in_channels
         model.pre_logits = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, config.head_hidden, 1), nn.ReLU(inplace=True), nn.Dropout(config.dropout)
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(channels, config.head_hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Dropout(config.dropout),
         )
         model.num_features = model.head_hidden_size = config.head_hidden
         model.head = ClassifierHead(config.head_hidden, num_classes, pool_type="avg")
     if config.init == "all-classes":
-        raise RetinaugError("init: all-classes needs the whole train split: use train(), or warm_start() and pass its path as init")
+        raise RetinaugError(
+            "init: all-classes needs the whole train split: use train(), or warm_start() and pass its path as init"
+        )
     if isinstance(config.init, Path):
         load_backbone_weights(model, init_file(config.init), reinit_head=True)
     elif config.pretrained:
@@ -67,7 +74,9 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise RetinaugError(f"{path} is not a valid safetensors file ({exc}); it may be corrupt or a renamed pickle") from None
+        raise RetinaugError(
+            f"{path} is not a valid safetensors file ({exc}); it may be corrupt or a renamed pickle"
+        ) from None
 
 
 def load_backbone_weights(model: nn.Module, path: Path, reinit_head: bool = False) -> None:
@@ -83,7 +92,9 @@ def load_backbone_weights(model: nn.Module, path: Path, reinit_head: bool = Fals
     model.load_state_dict(usable, strict=False)
     skipped = len(own) - len(usable)
     what = "init" if reinit_head else "pretrained"
-    log.info("%s: loaded %d tensors from %s; %d left at initialisation (head / mismatched)", what, len(usable), path, skipped)
+    log.info(
+        "%s: loaded %d tensors from %s; %d left at initialisation (head / mismatched)", what, len(usable), path, skipped
+    )
 
 
 def head_keys(model: nn.Module) -> set[str]:
@@ -142,7 +153,9 @@ def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu") -
         model_dir = model_dir.parent
     meta_file, weights = model_dir / META, model_dir / WEIGHTS
     if not meta_file.is_file() or not weights.is_file():
-        raise RetinaugError(f"{model_dir} is not a trained classifier: expected {META} and {WEIGHTS} (run `retinaug train`)")
+        raise RetinaugError(
+            f"{model_dir} is not a trained classifier: expected {META} and {WEIGHTS} (run `retinaug train`)"
+        )
     meta = load_json(meta_file, "classifier metadata", "retrain with `retinaug train`")
     lacking = [k for k in ("config", "classes", "size", "mean", "std") if not isinstance(meta, dict) or k not in meta]
     if lacking:
@@ -167,7 +180,15 @@ def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu") -
         ) from None
     dev = torch.device(device)
     model = model.to(dev).to(memory_format=torch.channels_last).eval()
-    return Classifier(model, tuple(meta["classes"]), int(meta["size"]), meta, dev, resolve_precision(config.mixed_precision, dev, config.size), model_dir)
+    return Classifier(
+        model,
+        tuple(meta["classes"]),
+        int(meta["size"]),
+        meta,
+        dev,
+        resolve_precision(config.mixed_precision, dev, config.size),
+        model_dir,
+    )
 
 
 def _as_classifier(clf: Classifier | str | Path) -> Classifier:
@@ -201,7 +222,9 @@ def _batches(clf: Classifier, df: pd.DataFrame, batch_size: int, features: bool,
     return np.concatenate(outs)
 
 
-def predict(clf: Classifier | str | Path, df: pd.DataFrame, batch_size: int = 64, tta: bool | None = None) -> np.ndarray:
+def predict(
+    clf: Classifier | str | Path, df: pd.DataFrame, batch_size: int = 64, tta: bool | None = None
+) -> np.ndarray:
     """Class probabilities (N, n_classes), columns in `clf.classes` order. `tta`: average each image with its mirror
     (default: as the model was trained to be used, its config's `tta`)."""
     clf = _as_classifier(clf)

@@ -60,8 +60,17 @@ def _labels(df: pd.DataFrame, classes: tuple[str, ...]) -> np.ndarray:
 
 
 @torch.inference_mode()
-def validate(model, pixels: torch.Tensor, y: np.ndarray, classes: tuple[str, ...], mean, std, accelerator, batch_size: int,
-             tta: bool = False) -> dict:
+def validate(
+    model,
+    pixels: torch.Tensor,
+    y: np.ndarray,
+    classes: tuple[str, ...],
+    mean,
+    std,
+    accelerator,
+    batch_size: int,
+    tta: bool = False,
+) -> dict:
     """Validation loss, macro-F1, accuracy and each present class's recall (VAL_RECALL + code: what a scenario's
     `allocation: need` shares its synthetic rows by)."""
     model.eval()
@@ -79,7 +88,10 @@ def validate(model, pixels: torch.Tensor, y: np.ndarray, classes: tuple[str, ...
         "val_loss": float(torch.nn.functional.cross_entropy(logits_t, torch.tensor(y)).item()),
         "val_macro_f1": float(f1_score(y, pred, average="macro", labels=present, zero_division=0)),
         "val_accuracy": float((pred == y).mean()),
-        **{VAL_RECALL + classes[i]: float(r) for i, r in zip(present, recall_score(y, pred, labels=present, average=None))},
+        **{
+            VAL_RECALL + classes[i]: float(r)
+            for i, r in zip(present, recall_score(y, pred, labels=present, average=None))
+        },
     }
 
 
@@ -87,7 +99,9 @@ def _scheduler(optimizer, config: TrainConfig, steps: int):
     if config.schedule == "onecycle":
         warmup = 0.2 if 0.2 * steps != 1 else 0.4  # torch divides by (pct_start x steps - 1)
         peaks = [g["lr"] for g in optimizer.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks if len(peaks) > 1 else config.lr, total_steps=steps, pct_start=warmup)
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=peaks if len(peaks) > 1 else config.lr, total_steps=steps, pct_start=warmup
+        )
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
@@ -105,8 +119,10 @@ def param_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
     head = {id(p) for p in model.get_classifier().parameters()}
     if config.backbone_lr == 1.0:
         return [{"params": list(model.parameters()), "lr": config.lr}]
-    return [{"params": [p for p in model.parameters() if id(p) not in head], "lr": config.lr * config.backbone_lr},
-            {"params": [p for p in model.parameters() if id(p) in head], "lr": config.lr}]
+    return [
+        {"params": [p for p in model.parameters() if id(p) not in head], "lr": config.lr * config.backbone_lr},
+        {"params": [p for p in model.parameters() if id(p) in head], "lr": config.lr},
+    ]
 
 
 def freeze_backbone(model: torch.nn.Module, frozen: bool) -> None:
@@ -125,7 +141,12 @@ def _mixer(config: TrainConfig, n_classes: int) -> Mixup | None:
     """timm's batch Mixup/CutMix, with the label smoothing folded into its soft targets (None when both are off)."""
     if not (config.mixup or config.cutmix):
         return None
-    return Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, label_smoothing=config.label_smoothing, num_classes=n_classes)
+    return Mixup(
+        mixup_alpha=config.mixup,
+        cutmix_alpha=config.cutmix,
+        label_smoothing=config.label_smoothing,
+        num_classes=n_classes,
+    )
 
 
 def row_targets(train_df: pd.DataFrame, labels: np.ndarray, classes: tuple[str, ...], smoothing: float) -> torch.Tensor:
@@ -144,8 +165,13 @@ def row_weights(train_df: pd.DataFrame, use: RowUse, device: torch.device) -> to
     return None if (weights == 1).all() else torch.tensor(weights, device=device)
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor, row_weight: torch.Tensor | None, class_weight: torch.Tensor | None,
-          smoothing: float) -> torch.Tensor:
+def _loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    row_weight: torch.Tensor | None,
+    class_weight: torch.Tensor | None,
+    smoothing: float,
+) -> torch.Tensor:
     """Cross-entropy (torch's, with its class weights and label smoothing). Row weights make it the weighted mean of
     the per-row losses, normalised as torch normalises its own mean (by the rows' class weights for class-index
     targets, by the row count for probability targets), each row counted `row_weight` times: a row of weight 0 moves
@@ -153,7 +179,9 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, row_weight: torch.Tensor |
     whose rows all weigh 1 computes exactly the loss of earlier versions."""
     if row_weight is None:
         return torch.nn.functional.cross_entropy(logits, target, weight=class_weight, label_smoothing=smoothing)
-    per_row = torch.nn.functional.cross_entropy(logits, target, weight=class_weight, label_smoothing=smoothing, reduction="none")
+    per_row = torch.nn.functional.cross_entropy(
+        logits, target, weight=class_weight, label_smoothing=smoothing, reduction="none"
+    )
     norm = row_weight * class_weight[target] if class_weight is not None and target.ndim == 1 else row_weight
     return (per_row * row_weight).sum() / norm.sum().clamp_min(torch.finfo(norm.dtype).tiny)
 
@@ -185,12 +213,22 @@ class TrainState:
     step: int = 0  # optimiser steps so far: the EMA's decay warms up over them
 
 
-def _train_state(config: TrainConfig, classes: tuple[str, ...], train_df: pd.DataFrame, y_train: np.ndarray,
-                 train_pixels: np.ndarray, accelerator: Accelerator, use: RowUse, start: Path | None) -> TrainState:
+def _train_state(
+    config: TrainConfig,
+    classes: tuple[str, ...],
+    train_df: pd.DataFrame,
+    y_train: np.ndarray,
+    train_pixels: np.ndarray,
+    accelerator: Accelerator,
+    use: RowUse,
+    start: Path | None,
+) -> TrainState:
     """Build the loop's parts in the order the seed's draws expect (the model initialises after the loader's and the
     augmentation's generators are seeded)."""
     # replace: the epoch's positions are the non-synthetic rows, each drawn anew as itself or a synthetic stand-in
-    replacement = Replacement(train_df, use.replace_probability, config.seed) if use.replace_probability is not None else None
+    replacement = (
+        Replacement(train_df, use.replace_probability, config.seed) if use.replace_probability is not None else None
+    )
     positions = replacement.positions if replacement else np.arange(len(train_df))
     dataset = TrainingRows(train_pixels, y_train, positions)
     augment = Augment(config, config.seed) if config.augment else None
@@ -201,27 +239,51 @@ def _train_state(config: TrainConfig, classes: tuple[str, ...], train_df: pd.Dat
         log.info("continuing from %s (head included)", start)
     model = model.to(memory_format=torch.channels_last)
     # fused: one vectorised pass over every parameter (3.4x faster steps for resnet10t on a CPU; BENCHMARKS.md)
-    optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, config), lr=config.lr, weight_decay=config.weight_decay, fused=True
+    )
     scheduler = _scheduler(optimizer, config, config.epochs * len(loader))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     # the EMA copy is validated and saved instead of the raw weights; decay warms up, so short CPU fits do not
     # average in their random initialisation
-    ema = ModelEmaV3(accelerator.unwrap_model(model), decay=config.ema_decay, use_warmup=True) if config.ema_decay else None
+    ema = (
+        ModelEmaV3(accelerator.unwrap_model(model), decay=config.ema_decay, use_warmup=True)
+        if config.ema_decay
+        else None
+    )
     mixer = _mixer(config, len(classes))
     device = accelerator.device
     class_weight = None
     if config.imbalance == "class-weights":
-        class_weight = torch.tensor(class_weights(dataset.labels.numpy(), len(classes)), dtype=torch.float32, device=device)
+        class_weight = torch.tensor(
+            class_weights(dataset.labels.numpy(), len(classes)), dtype=torch.float32, device=device
+        )
     labels = torch.tensor(y_train, device=device)
     targets = row_targets(train_df, y_train, classes, config.label_smoothing).to(device) if use.soft_labels else None
     weights = row_weights(train_df, use, device)
     # mixed and soft targets already carry the label smoothing; cross-entropy takes them as class probabilities
     smoothing = 0.0 if mixer or use.soft_labels else config.label_smoothing
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in input_stats(accelerator.unwrap_model(model)))
-    return TrainState(config=config, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-                      loader=loader, dataset=dataset, replacement=replacement, ema=ema, augment=augment, mixer=mixer,
-                      mean=mean, std=std, labels=labels, targets=targets, weights=weights, class_weight=class_weight,
-                      smoothing=smoothing)
+    return TrainState(
+        config=config,
+        accelerator=accelerator,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loader=loader,
+        dataset=dataset,
+        replacement=replacement,
+        ema=ema,
+        augment=augment,
+        mixer=mixer,
+        mean=mean,
+        std=std,
+        labels=labels,
+        targets=targets,
+        weights=weights,
+        class_weight=class_weight,
+        smoothing=smoothing,
+    )
 
 
 def train_one_epoch(state: TrainState, epoch: int) -> dict:
@@ -239,11 +301,23 @@ def train_one_epoch(state: TrainState, epoch: int) -> dict:
         for x, rows in state.loader:
             x, y = normalise(state.augment(x) if state.augment else x, state.mean, state.std), state.labels[rows]
             target = y if state.targets is None else state.targets[rows]
-            if state.mixer:  # timm mixes pairs: an odd batch (only ever a dataset smaller than one batch) gets smoothed targets
+            if (
+                state.mixer
+            ):  # timm mixes pairs: an odd batch (only ever a dataset smaller than one batch) gets smoothed targets
                 mixer = state.mixer
-                x, target = mixer(x, y) if len(y) % 2 == 0 else (x, mixup_target(y, mixer.num_classes, 1.0, mixer.label_smoothing))
+                x, target = (
+                    mixer(x, y)
+                    if len(y) % 2 == 0
+                    else (x, mixup_target(y, mixer.num_classes, 1.0, mixer.label_smoothing))
+                )
             with accelerator.autocast():
-                loss = _loss(model(x), target, None if state.weights is None else state.weights[rows], state.class_weight, state.smoothing)
+                loss = _loss(
+                    model(x),
+                    target,
+                    None if state.weights is None else state.weights[rows],
+                    state.class_weight,
+                    state.smoothing,
+                )
             state.optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             state.optimizer.step()
@@ -260,23 +334,37 @@ def train_one_epoch(state: TrainState, epoch: int) -> dict:
     return row
 
 
-def _fit_rows(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, classes: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _fit_rows(
+    train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, classes: tuple[str, ...]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The task's train and val rows (train renumbered from 0: rows are looked up by position); refuses a fit that
     cannot select a model or learn every class."""
     train_df = task_rows(train_df, classes, "train")
     val_df = task_rows(val_df, classes, "val")
     if len(train_df) == 0 or len(val_df) == 0:
-        raise RetinaugError(f"need train and val images of task {config.task}: got {len(train_df)} train, {len(val_df)} val")
+        raise RetinaugError(
+            f"need train and val images of task {config.task}: got {len(train_df)} train, {len(val_df)} val"
+        )
     absent = [c for c in classes if c not in set(train_df["label"])]
     if absent:
         raise RetinaugError(f"class(es) {', '.join(absent)} have no training image; choose a task without them")
     if config.init == "all-classes":
-        raise RetinaugError("init: all-classes needs the whole train split: call train(), or warm_start() and pass its path as init")
+        raise RetinaugError(
+            "init: all-classes needs the whole train split: call train(), or warm_start() and pass its path as init"
+        )
     return train_df.reset_index(drop=True), val_df
 
 
-def model_meta(model: torch.nn.Module, config: TrainConfig, classes: tuple[str, ...], train_df: pd.DataFrame,
-               val_df: pd.DataFrame, use: RowUse, start: Path | None, history: list[dict]) -> dict:
+def model_meta(
+    model: torch.nn.Module,
+    config: TrainConfig,
+    classes: tuple[str, ...],
+    train_df: pd.DataFrame,
+    val_df: pd.DataFrame,
+    use: RowUse,
+    start: Path | None,
+    history: list[dict],
+) -> dict:
     """model.json's record of a fit, its timings aside: what rebuilds and feeds the model (classes, size, input
     statistics, backbone, config), the rows and row use it learnt from, and its epochs with the one selected."""
     mean, std = input_stats(model)
@@ -300,8 +388,14 @@ def model_meta(model: torch.nn.Module, config: TrainConfig, classes: tuple[str, 
     }
 
 
-def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: Path, use: RowUse = RowUse(),
-        start: Path | None = None) -> dict:
+def fit(
+    train_df: pd.DataFrame,
+    val_df: pd.DataFrame,
+    config: TrainConfig,
+    out: Path,
+    use: RowUse = RowUse(),
+    start: Path | None = None,
+) -> dict:
     """Train on `train_df`, early-stop on `val_df` macro-F1, save out/model.safetensors + out/model.json.
 
     `use`: how the synthetic and traditional rows train (loss weights, soft labels, replacing real rows; default:
@@ -324,9 +418,16 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
     val_images = torch.from_numpy(val_pixels).permute(0, 3, 1, 2)
 
     log.info(
-        "training %s at %dpx on %d images (%d val), classes %s, device %s (%s), imbalance=%s, augment=%s", config.backbone,
-        config.size, len(train_df), len(val_df), ",".join(classes), accelerator.device, accelerator.mixed_precision,
-        config.imbalance, config.augment,
+        "training %s at %dpx on %d images (%d val), classes %s, device %s (%s), imbalance=%s, augment=%s",
+        config.backbone,
+        config.size,
+        len(train_df),
+        len(val_df),
+        ",".join(classes),
+        accelerator.device,
+        accelerator.mixed_precision,
+        config.imbalance,
+        config.augment,
     )
     history: list[dict] = []
     best, best_state, stale = (-1.0, 0.0), None, 0
@@ -334,7 +435,19 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         t_epoch = time.perf_counter()
         row = {"epoch": epoch, **train_one_epoch(state, epoch)}
         scored = state.ema.module if state.ema else state.model
-        row.update(validate(scored, val_images, y_val, classes, state.mean, state.std, accelerator, 2 * config.batch_size, config.tta))
+        row.update(
+            validate(
+                scored,
+                val_images,
+                y_val,
+                classes,
+                state.mean,
+                state.std,
+                accelerator,
+                2 * config.batch_size,
+                config.tta,
+            )
+        )
         row["seconds"] = round(time.perf_counter() - t_epoch, 3)
         history.append(row)
         accelerator.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
@@ -346,8 +459,14 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         else:
             stale += 1
         log.info(
-            "epoch %3d  loss %.4f  val loss %.4f  val macro-F1 %.4f  val acc %.4f  %.1fs%s", epoch, row["train_loss"],
-            row["val_loss"], row["val_macro_f1"], row["val_accuracy"], row["seconds"], "  *" if improved else "",
+            "epoch %3d  loss %.4f  val loss %.4f  val macro-F1 %.4f  val acc %.4f  %.1fs%s",
+            epoch,
+            row["train_loss"],
+            row["val_loss"],
+            row["val_macro_f1"],
+            row["val_accuracy"],
+            row["seconds"],
+            "  *" if improved else "",
         )
         faults.reached("epoch")
         if stale >= config.patience:
@@ -369,8 +488,13 @@ def fit(train_df: pd.DataFrame, val_df: pd.DataFrame, config: TrainConfig, out: 
         "precision": accelerator.mixed_precision,
     }
     save_classifier(final, meta, out, train_df)
-    log.info("best epoch %d (val macro-F1 %.4f); saved %s/model.safetensors in %.1fs", meta["best_epoch"],
-             meta["best_val_macro_f1"], out, meta["timings"]["total_s"])
+    log.info(
+        "best epoch %d (val macro-F1 %.4f); saved %s/model.safetensors in %.1fs",
+        meta["best_epoch"],
+        meta["best_val_macro_f1"],
+        out,
+        meta["timings"]["total_s"],
+    )
     return meta
 
 
@@ -407,10 +531,20 @@ def warm_start(config: TrainConfig, data: pd.DataFrame, cache: Path) -> Path | N
     present = set(train_df["label"])
     classes = [c for c in CLASSES if c in present]
     if len(classes) < 2:
-        raise RetinaugError(f"init: all-classes needs train images of at least two classes, found {', '.join(classes) or 'none'}")
+        raise RetinaugError(
+            f"init: all-classes needs train images of at least two classes, found {', '.join(classes) or 'none'}"
+        )
     recipe = config.model_copy(update={"task": ",".join(classes), "init": "scratch", "tracker": "none"})
-    key = sha256_text(json.dumps({"recipe": recipe.model_dump(mode="json", exclude={"recipe"}), "train": rows_hash(train_df, _image_sha256),
-                                  "val": rows_hash(val_df, _image_sha256)}, sort_keys=True))[:16]
+    key = sha256_text(
+        json.dumps(
+            {
+                "recipe": recipe.model_dump(mode="json", exclude={"recipe"}),
+                "train": rows_hash(train_df, _image_sha256),
+                "val": rows_hash(val_df, _image_sha256),
+            },
+            sort_keys=True,
+        )
+    )[:16]
     folder = Path(cache) / f"all-classes-{key}"
     weights = folder / WEIGHTS
     if _finished(folder):
@@ -426,7 +560,9 @@ def _image_sha256(path: str) -> str:
     try:
         return sha256_file(path)
     except OSError as exc:
-        raise RetinaugError(f"init: all-classes cannot read training image {path} ({exc.strerror or exc}); re-run the data stage") from None
+        raise RetinaugError(
+            f"init: all-classes cannot read training image {path} ({exc.strerror or exc}); re-run the data stage"
+        ) from None
 
 
 def _finished(folder: Path) -> bool:

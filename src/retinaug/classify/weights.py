@@ -19,7 +19,15 @@ from .hub import HUB_WEIGHTS, cached_hub_file, timm_repo
 from .imagenet import EXTRA, SOURCES, WeightsPackage, imagenet_weights, package_for_tag, supported_backbones
 
 log = logging.getLogger("retinaug.classify")
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".tar")  # weights files refused: pickles can run code
+PICKLE_SUFFIXES = (
+    ".pt",
+    ".pth",
+    ".bin",
+    ".pkl",
+    ".pickle",
+    ".ckpt",
+    ".tar",
+)  # weights files refused: pickles can run code
 IMAGENET = "imagenet"  # pretrained: imagenet, the backbone's ImageNet weights from a local source
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
 _IMAGENET_TAG = re.compile(r"in1k|in12k|in21k|in22k")  # timm tags of weights trained (or fine-tuned) on ImageNet
@@ -58,7 +66,8 @@ def imagenet_file(backbone: str) -> Path:
         return imagenet_weights(backbone)
     where = (
         f"timm:{tag} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}; online, pretrained: timm:{tag} downloads it)"
-        if tag else f"timm knows no ImageNet weights of {backbone}"
+        if tag
+        else f"timm knows no ImageNet weights of {backbone}"
     )
     raise RetinaugError(f"pretrained: imagenet for backbone {backbone}: {where}; {supported_backbones(backbone)}")
 
@@ -88,7 +97,9 @@ def hub_file(repo: str, spec: str, package: WeightsPackage | None = None) -> Pat
         return Path(hf_hub_download(repo_id, HUB_WEIGHTS, revision=revision or None))
     except LocalEntryNotFoundError:
         if package is not None and package.installed():
-            log.info("pretrained %s: not in the Hugging Face cache; the same weights from %s", spec, package.distribution)
+            log.info(
+                "pretrained %s: not in the Hugging Face cache; the same weights from %s", spec, package.distribution
+            )
             return imagenet_weights(package.backbone)
         raise RetinaugError(
             f"pretrained {spec}: {repo_id}/{HUB_WEIGHTS} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
@@ -112,13 +123,19 @@ def init_file(path: str | Path) -> Path:
     if path.is_dir():
         weights = path / HUB_WEIGHTS
         if not weights.is_file():
-            raise RetinaugError(f"init: {path} is a folder without {HUB_WEIGHTS}: give a trained classifier folder or a .safetensors file")
+            raise RetinaugError(
+                f"init: {path} is a folder without {HUB_WEIGHTS}: give a trained classifier folder or a .safetensors file"
+            )
         recorded = recorded_sha256(path)  # None for a bare weights folder: read_safetensors still checks the format
         if recorded and sha256_file(weights) != recorded:
-            raise RetinaugError(f"init: {weights} does not match the checksum in {path / 'model.json'}: modified or corrupt; retrain it")
+            raise RetinaugError(
+                f"init: {weights} does not match the checksum in {path / 'model.json'}: modified or corrupt; retrain it"
+            )
         return weights
     if not path.is_file():
-        raise RetinaugError(f"init: {path} not found: give a trained classifier folder or a .safetensors file (or scratch, all-classes)")
+        raise RetinaugError(
+            f"init: {path} not found: give a trained classifier folder or a .safetensors file (or scratch, all-classes)"
+        )
     return path
 
 

@@ -4,7 +4,17 @@ import shlex
 import signal
 import sys
 
-from . import audit, augment, classify, data, env, export, generate, phantom, pipeline  # noqa: F401  (register commands)
+from . import (  # noqa: F401  (register commands)
+    audit,
+    augment,
+    classify,
+    data,
+    env,
+    export,
+    generate,
+    phantom,
+    pipeline,
+)
 from .app import app
 
 # verbs whose finished work survives an interruption and is picked up by running them again
@@ -32,7 +42,9 @@ def _forcing(args: list[str], k: int) -> bool:
 
 def interrupted_message(args: list[str], doing: str = "", signum: int = signal.SIGINT) -> str:
     """One line: which signal stopped what was running (`doing`), and how to pick up from there."""
-    verbs = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    verbs = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands} | {
+        g.name for g in app.registered_groups
+    }
     verb = next((a for a in args if a in verbs), "")  # not a global option's value (--threads 2)
     again = [a for k, a in enumerate(args) if not _forcing(args, k)]  # a forced stage is resumed, not redone
     command = shlex.join(["retinaug", *again])

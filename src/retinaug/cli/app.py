@@ -10,8 +10,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-prepare_app = typer.Typer(help="Ingest a dataset into RUN/data: manifest, patient-level split, rejected.csv.", no_args_is_help=True)
-manifest_app = typer.Typer(help="Inspect and convert manifests (per-class CSV export, concatenation).", no_args_is_help=True)
+prepare_app = typer.Typer(
+    help="Ingest a dataset into RUN/data: manifest, patient-level split, rejected.csv.", no_args_is_help=True
+)
+manifest_app = typer.Typer(
+    help="Inspect and convert manifests (per-class CSV export, concatenation).", no_args_is_help=True
+)
 app.add_typer(prepare_app, name="prepare")
 app.add_typer(manifest_app, name="manifest")
 

@@ -17,10 +17,16 @@ from .app import EXTRACTOR_HELP, app, console
 def select(
     data: Path = typer.Option(..., "--data", help="Prepared data folder (RUN/data) or manifest.parquet."),
     out: Path = typer.Option(..., "--out", help="Output folder (e.g. RUN/selection)."),
-    labeler: Optional[Path] = typer.Option(None, "--labeler", help="Trained labeler folder (RUN/labeler): its features are used by default."),
+    labeler: Optional[Path] = typer.Option(
+        None, "--labeler", help="Trained labeler folder (RUN/labeler): its features are used by default."
+    ),
     classes: str = typer.Option("D,N", "--classes", help="Dominant classes to reduce (comma-separated codes)."),
     keep: float = typer.Option(0.5, "--keep", help="Per class: a fraction <= 1 (0.5 = half) or a count > 1 (200)."),
-    strategy: str = typer.Option("coverage", "--strategy", help="coverage (spread over the t-SNE map) | core (drop border-line images) | random (control)."),
+    strategy: str = typer.Option(
+        "coverage",
+        "--strategy",
+        help="coverage (spread over the t-SNE map) | core (drop border-line images) | random (control).",
+    ),
     extractor: str = typer.Option("auto", "--extractor", help=EXTRACTOR_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of PCA / t-SNE / k-means / random sampling."),
 ) -> None:
@@ -33,7 +39,12 @@ def select(
     from ..select import SelectConfig
     from ..select import select as select_fn
 
-    cfg = validated(SelectConfig, dict(classes=classes, keep=keep, strategy=strategy, extractor=extractor, seed=seed), "option(s)", options=True)
+    cfg = validated(
+        SelectConfig,
+        dict(classes=classes, keep=keep, strategy=strategy, extractor=extractor, seed=seed),
+        "option(s)",
+        options=True,
+    )
     with owned_output(out, "--out"):  # refused when it holds files retinaug did not write
         chosen = select_fn(load_manifest(data), cfg, out, labeler)
     counts = ", ".join(f"{c}: {n}" for c, n in chosen["label"].value_counts().sort_index().items())
@@ -44,10 +55,18 @@ def select(
 def augment(
     data: Path = typer.Option(..., "--data", help="Prepared data folder (RUN/data) or manifest.parquet."),
     out: Path = typer.Option(..., "--out", help="Output folder (e.g. RUN/augment)."),
-    ratio: float = typer.Option(1.0, "--ratio", help="Copies per class as a multiple of its real train count (0.5, 1, 2; at most 7)."),
-    classes: str = typer.Option("G,C,A,H,M", "--classes", help="Classes to augment (comma-separated codes or a task name)."),
+    ratio: float = typer.Option(
+        1.0, "--ratio", help="Copies per class as a multiple of its real train count (0.5, 1, 2; at most 7)."
+    ),
+    classes: str = typer.Option(
+        "G,C,A,H,M", "--classes", help="Classes to augment (comma-separated codes or a task name)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed choosing which images get which flip/rotation."),
-    write_files: bool = typer.Option(False, "--write-files", help="Also write the transformed images as PNGs (default: rows only, applied at load time)."),
+    write_files: bool = typer.Option(
+        False,
+        "--write-files",
+        help="Also write the transformed images as PNGs (default: rows only, applied at load time).",
+    ),
 ) -> None:
     """Traditional augmentation: flipped/rotated copies of real train images as manifest rows (origin=traditional).
 

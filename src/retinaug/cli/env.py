@@ -20,8 +20,23 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print retinaug's version and exit (`retinaug env` for the whole environment).")] = False,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch and BLAS. Default: OMP_NUM_THREADS if set, else the cores this process may use (its CPU affinity: taskset -c, docker --cpuset-cpus). Jobs sharing cores: give each its own (taskset -c) or --threads 1.")] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print retinaug's version and exit (`retinaug env` for the whole environment).",
+        ),
+    ] = False,
+    threads: Annotated[
+        Optional[int],
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads for torch and BLAS. Default: OMP_NUM_THREADS if set, else the cores this process may use (its CPU affinity: taskset -c, docker --cpuset-cpus). Jobs sharing cores: give each its own (taskset -c) or --threads 1.",
+        ),
+    ] = None,
 ) -> None:
     """Root options; the application's help text is set in app.py. Every verb shows retinaug's log on stderr."""
     from ..hardware import configure_threads
@@ -56,7 +71,9 @@ def env_cmd(
     print(f"{'torch build':<14} {'CUDA ' + facts['torch_cuda_build'] if facts['torch_cuda_build'] else 'CPU only'}")
     units = ", ".join(facts["cpu_bf16_units"]) or "none: bf16 is emulated, fp32 is faster"
     print(f"{'cpu':<14} {facts['cpu']}; torch capability {facts['cpu_capability']}; bf16 units: {units}")
-    print(f"{'threads':<14} torch uses {facts['torch_threads']} of the {facts['cores_usable']} cores this process may use")
+    print(
+        f"{'threads':<14} torch uses {facts['torch_threads']} of the {facts['cores_usable']} cores this process may use"
+    )
     if facts["cuda_devices"]:
         for d in facts["cuda_devices"]:
             print(f"{'cuda:' + str(d['index']):<14} {d['name']} (compute {d['capability']}, {d['memory_gib']} GiB)")
@@ -64,6 +81,10 @@ def env_cmd(
     else:
         print(f"{'cuda':<14} no device visible" + ("; Apple MPS available" if facts["mps"] else ""))
     for s in facts["imagenet_weights"]:
-        package = f"{s['package']} {s['package_version']} installed" if s["package_version"] else f"{s['package']} not installed ({EXTRA})"
+        package = (
+            f"{s['package']} {s['package_version']} installed"
+            if s["package_version"]
+            else f"{s['package']} not installed ({EXTRA})"
+        )
         cache = f"in the HF cache ({s['hf_cache']})" if s["hf_cache"] else "not in the HF cache"
         print(f"{'imagenet':<14} {s['backbone']}: {package}; timm:{s['timm_tag']} {cache}")

@@ -13,10 +13,23 @@ from .app import app
 @app.command("export")
 def export_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder (runs/NAME).", file_okay=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write (new, empty, or an earlier export, which is replaced).")],
-    what: Annotated[Literal["synthetic", "real", "both"], typer.Option(help="synthetic images (train split), the real images of every split, or both.")] = "synthetic",
-    accepted_only: Annotated[bool, typer.Option("--accepted-only", help="Only the synthetic images the labeler accepted.")] = False,
-    copy: Annotated[bool, typer.Option("--copy", help="Copy every image (default: hard-link when --out is on the same file system).")] = False,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Dataset folder to write (new, empty, or an earlier export, which is replaced)."
+        ),
+    ],
+    what: Annotated[
+        Literal["synthetic", "real", "both"],
+        typer.Option(help="synthetic images (train split), the real images of every split, or both."),
+    ] = "synthetic",
+    accepted_only: Annotated[
+        bool, typer.Option("--accepted-only", help="Only the synthetic images the labeler accepted.")
+    ] = False,
+    copy: Annotated[
+        bool,
+        typer.Option("--copy", help="Copy every image (default: hard-link when --out is on the same file system)."),
+    ] = False,
 ) -> None:
     """Write a run's images in the Hugging Face `imagefolder` layout: OUT/<split>/<class>/<file>, per-split
     metadata.parquet and one metadata.csv (file_name, label, split, origin and every provenance column), and a

@@ -13,11 +13,27 @@ from .app import console, prepare_app
 
 @prepare_app.command("phantom")
 def prepare_phantom_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: images/<CLASS>/<patient>_<eye>.png, manifest.parquet, summary.json (e.g. runs/NAME/data).")],
-    n: Annotated[int, typer.Option("--n", help="Number of images (even: n/2 patients x 2 eyes); at least 96 with all 8 classes.")] = 1000,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder: images/<CLASS>/<patient>_<eye>.png, manifest.parquet, summary.json (e.g. runs/NAME/data).",
+        ),
+    ],
+    n: Annotated[
+        int, typer.Option("--n", help="Number of images (even: n/2 patients x 2 eyes); at least 96 with all 8 classes.")
+    ] = 1000,
     size: Annotated[int, typer.Option(help="Image side in pixels (>= 16).")] = 128,
-    seed: Annotated[int, typer.Option(help="Seed of the images and of the patient-level split (same seed = identical files).")] = 0,
-    proportions: Annotated[str, typer.Option(help="Class weights: 'odir' (ODIR-5K's patient counts), 'uniform', or e.g. 'N=2,D=1,G=1' (other classes left out). Every class gets >= 6 patients.")] = "odir",
+    seed: Annotated[
+        int, typer.Option(help="Seed of the images and of the patient-level split (same seed = identical files).")
+    ] = 0,
+    proportions: Annotated[
+        str,
+        typer.Option(
+            help="Class weights: 'odir' (ODIR-5K's patient counts), 'uniform', or e.g. 'N=2,D=1,G=1' (other classes left out). Every class gets >= 6 patients."
+        ),
+    ] = "odir",
     val: Annotated[float, typer.Option(help="Fraction of patients in the validation split.")] = 0.15,
     test: Annotated[float, typer.Option(help="Fraction of patients in the test split.")] = 0.15,
 ) -> None:

@@ -34,16 +34,22 @@ def _print_results(run: Path, report: Path | None) -> None:
         typer.echo(f"report: {report.resolve()}")
 
 
-ADOPT_HELP = ("Use an existing folder that is not a retinaug run as the run folder: retinaug writes only its own files "
-              "there (config.yaml, run.log, logs/, the stage folders) and leaves the others alone. A stage folder holding "
-              "files retinaug did not write, or a dataset inside the folder, is refused all the same.")
+ADOPT_HELP = (
+    "Use an existing folder that is not a retinaug run as the run folder: retinaug writes only its own files "
+    "there (config.yaml, run.log, logs/, the stage folders) and leaves the others alone. A stage folder holding "
+    "files retinaug did not write, or a dataset inside the folder, is refused all the same."
+)
 
 
-def _run(config: Path | None, preset: str | None, set_: list[str], out: Path, force: list[str], adopt: bool = False) -> None:
+def _run(
+    config: Path | None, preset: str | None, set_: list[str], out: Path, force: list[str], adopt: bool = False
+) -> None:
     from ..lock import run_lock
     from ..ownership import foreign
 
-    if not out.exists() or foreign(out, limit=1):  # not a run folder yet: the up-front checks before a lock is written there
+    if not out.exists() or foreign(
+        out, limit=1
+    ):  # not a run folder yet: the up-front checks before a lock is written there
         from ..config import load_config
         from ..pipeline import plan_pipeline
 
@@ -58,12 +64,22 @@ def _run(config: Path | None, preset: str | None, set_: list[str], out: Path, fo
 
 @app.command("run")
 def run_cmd(
-    config: Path = typer.Argument(None, help="Pipeline YAML (see `retinaug init-config`); optional with --preset.", dir_okay=False),
+    config: Path = typer.Argument(
+        None, help="Pipeline YAML (see `retinaug init-config`); optional with --preset.", dir_okay=False
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder, e.g. runs/NAME (created; re-running resumes it)."),
     preset: str = typer.Option(None, "--preset", help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    force: list[str] = typer.Option([], "--force", help="Redo this stage (repeatable or comma-separated; 'all' redoes every stage). experiments keeps each fit whose recipe and images are unchanged and re-aggregates; delete a fit's folder to retrain it."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Check every setting and what --out holds, and say what each stage would do (skip, resume, run) and why; writes nothing."),
+    force: list[str] = typer.Option(
+        [],
+        "--force",
+        help="Redo this stage (repeatable or comma-separated; 'all' redoes every stage). experiments keeps each fit whose recipe and images are unchanged and re-aggregates; delete a fit's folder to retrain it.",
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Check every setting and what --out holds, and say what each stage would do (skip, resume, run) and why; writes nothing.",
+    ),
     adopt: bool = typer.Option(False, "--adopt", help=ADOPT_HELP),
 ) -> None:
     """Run every stage (data -> generator -> synthetic -> labeler -> label -> selection -> augment ->
@@ -86,7 +102,10 @@ def run_cmd(
         for name, action, why in plan:
             typer.echo(f"{name:<{width}} {action:<9} {why}")
         if holder := lock_holder(out):
-            typer.echo(f"note: {out} is in use by {holder}; a run now would be refused, and the plan may change when it ends", err=True)
+            typer.echo(
+                f"note: {out} is in use by {holder}; a run now would be refused, and the plan may change when it ends",
+                err=True,
+            )
         return
     _run(config, preset, set_, out, force, adopt)
 
@@ -104,8 +123,12 @@ def demo_cmd(
 
 @app.command("experiment")
 def experiment_cmd(
-    config: Path = typer.Option(None, "--config", "-c", help="Pipeline YAML; its `experiments` section is used.", dir_okay=False),
-    run: Path = typer.Option(..., "--run", help="Run folder holding data/ (and label/, selection/, augment/ when scenarios need them)."),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="Pipeline YAML; its `experiments` section is used.", dir_okay=False
+    ),
+    run: Path = typer.Option(
+        ..., "--run", help="Run folder holding data/ (and label/, selection/, augment/ when scenarios need them)."
+    ),
     preset: str = typer.Option(None, "--preset", help=PRESET_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
@@ -130,8 +153,10 @@ def experiment_cmd(
 
     if is_pooled(run):
         k = fold_count(run)
-        raise RetinaugError(f"{run} is a {k}-fold run: its experiments lie in {run}/{fold_name(0)} ... {fold_name(k - 1)}; run "
-                            f"`retinaug experiment {run}/{fold_name(0)}` per fold (then `retinaug report {run}` pools them), or `retinaug run`")
+        raise RetinaugError(
+            f"{run} is a {k}-fold run: its experiments lie in {run}/{fold_name(0)} ... {fold_name(k - 1)}; run "
+            f"`retinaug experiment {run}/{fold_name(0)}` per fold (then `retinaug report {run}` pools them), or `retinaug run`"
+        )
     with run_lock(run, "experiment"):
         from ..config import load_config
         from ..experiments import ExperimentConfig, run_experiments
@@ -147,14 +172,23 @@ def experiment_cmd(
         def finished(stage: str):
             """A stage's manifest when its stage is on and it finished (or was made by hand: no record)."""
             folder = run / stage
-            usable = on[stage] and manifest_file(folder).is_file() and read_record(folder).get("status", "done") == "done"
+            usable = (
+                on[stage] and manifest_file(folder).is_file() and read_record(folder).get("status", "done") == "done"
+            )
             return load_manifest(folder) if usable else None
 
-        with owned_output(run / "experiments", "experiments folder"):  # refused when it holds files retinaug did not write
-            run_experiments(ExperimentConfig(**cfg.experiments.model_dump(exclude={"enabled"})), load_manifest(run / "data"),
-                            run / "experiments", synthetic=finished("label"), traditional=finished("augment"),
-                            selection=finished("selection"),
-                            external=load_external(cfg.data.external) if cfg.data.external else None)
+        with owned_output(
+            run / "experiments", "experiments folder"
+        ):  # refused when it holds files retinaug did not write
+            run_experiments(
+                ExperimentConfig(**cfg.experiments.model_dump(exclude={"enabled"})),
+                load_manifest(run / "data"),
+                run / "experiments",
+                synthetic=finished("label"),
+                traditional=finished("augment"),
+                selection=finished("selection"),
+                external=load_external(cfg.data.external) if cfg.data.external else None,
+            )
     _print_results(run, None)
 
 
@@ -168,7 +202,9 @@ def init_config_cmd(
     from ..config import dump_config, load_config
     from ..io import write_text_atomic
 
-    text = f"# retinaug pipeline config (from preset {preset}); every key is listed with its value.\n" + dump_config(load_config(None, preset, set_))
+    text = f"# retinaug pipeline config (from preset {preset}); every key is listed with its value.\n" + dump_config(
+        load_config(None, preset, set_)
+    )
     if output is None:
         typer.echo(text, nl=False)
         return

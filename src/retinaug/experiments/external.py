@@ -39,15 +39,19 @@ def load_external(path: str | Path) -> pd.DataFrame:
     """The external set at `path` (a prepared dataset folder or its manifest), every row made a test row. A manifest
     with synthetic or augmented rows is refused: those are not a test set (a run's stage folder given by mistake)."""
     if not Path(path).exists():
-        raise RetinaugError(f"data.external {path} not found: give a dataset folder made by `retinaug prepare folder|odir|phantom` "
-                            "(or its manifest.parquet)")
+        raise RetinaugError(
+            f"data.external {path} not found: give a dataset folder made by `retinaug prepare folder|odir|phantom` "
+            "(or its manifest.parquet)"
+        )
     try:
         df = load_manifest(path, check_files=True)
     except ManifestError as exc:  # no manifest there, a damaged one, images outside the trusted folders
         raise RetinaugError(f"data.external {path}: {exc}") from None
     if len(other := df[df["origin"] != "real"]):
-        raise RetinaugError(f"data.external {path} holds {len(other)} {'/'.join(sorted(set(other['origin'])))} row(s): give a "
-                            "dataset of real images prepared by `retinaug prepare`, not a run's stage folder")
+        raise RetinaugError(
+            f"data.external {path} holds {len(other)} {'/'.join(sorted(set(other['origin'])))} row(s): give a "
+            "dataset of real images prepared by `retinaug prepare`, not a run's stage folder"
+        )
     if df.empty:
         raise RetinaugError(f"data.external {path} holds no image")
     return df.assign(split="test")
@@ -65,14 +69,19 @@ def external_problems(labels: Collection[str], scenarios: Sequence[Scenario], wh
     """Why the scenarios cannot be scored on an external set with these labels: a task sharing fewer than
     MIN_SHARED classes with it, or a scenario whose folder would be the external set's."""
     have = ",".join(sorted(set(labels)))
-    problems = [f"scenario {EXTERNAL}: its folder is where the external set's results go; rename the scenario"
-                for sc in scenarios if sc.name == EXTERNAL]
+    problems = [
+        f"scenario {EXTERNAL}: its folder is where the external set's results go; rename the scenario"
+        for sc in scenarios
+        if sc.name == EXTERNAL
+    ]
     for sc in scenarios:
         shared = [c for c in sc.classes if c in set(labels)]
         if len(shared) < MIN_SHARED:
-            problems.append(f"scenario {sc.name} (task {','.join(sc.classes)}) shares {','.join(shared) or 'no class'} with "
-                            f"{what} (classes {have}): scoring it there needs at least {MIN_SHARED} shared classes; give an "
-                            "external set with more of the task's classes, or drop the scenario")
+            problems.append(
+                f"scenario {sc.name} (task {','.join(sc.classes)}) shares {','.join(shared) or 'no class'} with "
+                f"{what} (classes {have}): scoring it there needs at least {MIN_SHARED} shared classes; give an "
+                "external set with more of the task's classes, or drop the scenario"
+            )
     return problems
 
 
@@ -98,14 +107,24 @@ def drop_copies(external: pd.DataFrame, seen: pd.DataFrame, out: Path, content: 
     if record.get("key") != key:
         record = {"key": key, **settings, **overlap_summary(table, len(seen), THRESHOLD), **counts(external, kept)}
         write_json_atomic(out / "overlap.json", record)
-    log.info("external set: %d images of %d patients; %d are near-copies of the run's train/val images (SSIM >= %s), so "
-             "%d patients (%d images) are dropped; %d images of %d patients kept (per class, kept of all: %s)",
-             record["n_a"], record["n_patients"], record["duplicates"], THRESHOLD, record["dropped_patients"],
-             record["dropped_images"], record["kept_images"], record["kept_patients"],
-             ", ".join(f"{c} {v['kept']}/{v['images']}" for c, v in record["per_class"].items()))
+    log.info(
+        "external set: %d images of %d patients; %d are near-copies of the run's train/val images (SSIM >= %s), so "
+        "%d patients (%d images) are dropped; %d images of %d patients kept (per class, kept of all: %s)",
+        record["n_a"],
+        record["n_patients"],
+        record["duplicates"],
+        THRESHOLD,
+        record["dropped_patients"],
+        record["dropped_images"],
+        record["kept_images"],
+        record["kept_patients"],
+        ", ".join(f"{c} {v['kept']}/{v['images']}" for c, v in record["per_class"].items()),
+    )
     if kept.empty:
-        raise RetinaugError(f"every patient of the external set has a near-copy among the run's train/val images "
-                            f"({out / 'overlap.csv'}): nothing is left to score; give an external set from another source")
+        raise RetinaugError(
+            f"every patient of the external set has a near-copy among the run's train/val images "
+            f"({out / 'overlap.csv'}): nothing is left to score; give an external set from another source"
+        )
     return kept
 
 

@@ -15,7 +15,8 @@ import pandas as pd
 import torch
 
 from .. import faults
-from ..classify import Classifier, TrainConfig, evaluate, fit as train_model, load_classifier
+from ..classify import Classifier, TrainConfig, evaluate, load_classifier
+from ..classify import fit as train_model
 from ..classify.models import WEIGHTS
 from ..io import read_json, write_json_atomic
 from ..logs import log_to
@@ -56,7 +57,11 @@ class Fit:
         if not valid_metrics(read_json(self.folder / "metrics.json")):
             return "its metrics.json is damaged (not the metrics evaluate writes)"
         old = read_json(self.folder / "recipe.json") or {}
-        changed = [what for part, what in _RECIPE_PARTS.items() if result_settings(old.get(part)) != result_settings(self.recipe.get(part))]
+        changed = [
+            what
+            for part, what in _RECIPE_PARTS.items()
+            if result_settings(old.get(part)) != result_settings(self.recipe.get(part))
+        ]
         return f"{' and '.join(changed) or 'its recipe'} changed since it was trained"
 
     def scored_externally(self) -> bool:
@@ -65,14 +70,24 @@ class Fit:
 
 
 # the parts of a fit's recipe, as `why_stale` names them
-_RECIPE_PARTS = {"scenario": "its scenario", "seed": "its seed", "train": "the train config", "n_boot": "n_boot",
-                 "train_rows": "its training rows", "test_rows": "its test rows", "init_sha256": "the warm start",
-                 "soft_targets": "its soft targets"}
+_RECIPE_PARTS = {
+    "scenario": "its scenario",
+    "seed": "its seed",
+    "train": "the train config",
+    "n_boot": "n_boot",
+    "train_rows": "its training rows",
+    "test_rows": "its test rows",
+    "init_sha256": "the warm start",
+    "soft_targets": "its soft targets",
+}
 
 
 def _current(folder: Path, key: str | None) -> bool:
     """The folder's metrics.json is what evaluate writes and its recipe.json holds `key`."""
-    return valid_metrics(read_json(folder / "metrics.json")) and (read_json(folder / "recipe.json") or {}).get("key") == key
+    return (
+        valid_metrics(read_json(folder / "metrics.json"))
+        and (read_json(folder / "recipe.json") or {}).get("key") == key
+    )
 
 
 def run_fit(fit: Fit) -> None:
@@ -85,8 +100,14 @@ def run_fit(fit: Fit) -> None:
     fit.folder.mkdir(parents=True, exist_ok=True)
     with log_to(fit.folder / FIT_LOG):
         gpus = os.environ.get("CUDA_VISIBLE_DEVICES")  # set per task by Ray (experiments.ray.num_gpus) or by the user
-        log.info("%s: started on %s, pid %d, %d thread(s), %s", fit.name, platform.node(), os.getpid(), torch.get_num_threads(),
-                 "no CUDA_VISIBLE_DEVICES" if gpus is None else f"CUDA_VISIBLE_DEVICES={gpus}")
+        log.info(
+            "%s: started on %s, pid %d, %d thread(s), %s",
+            fit.name,
+            platform.node(),
+            os.getpid(),
+            torch.get_num_threads(),
+            "no CUDA_VISIBLE_DEVICES" if gpus is None else f"CUDA_VISIBLE_DEVICES={gpus}",
+        )
         write_json_atomic(fit.folder / "recipe.json", fit.recipe)
         log.info("%s: training on %d images (%s)", fit.name, len(fit.train), _origin_counts(fit.train))
         if fit.scenario.synthetic_use == "pretrain":
@@ -95,7 +116,9 @@ def run_fit(fit: Fit) -> None:
             train_model(fit.train, fit.val, fit.config, fit.folder, use=fit.scenario.row_use())
         clf = load_classifier(fit.folder)
         evaluate(clf, fit.test, fit.folder, n_boot=fit.n_boot, seed=fit.seed)  # writes metrics.json last
-        if fit.external is not None:  # after it: a fit killed in between is finished, and only scored on the external set again
+        if (
+            fit.external is not None
+        ):  # after it: a fit killed in between is finished, and only scored on the external set again
             score_external(fit, clf)
     faults.reached("fit")
 
@@ -121,7 +144,9 @@ def pretrain_then_finetune(fit: Fit) -> None:
     first = fit.train[origin.isin(["synthetic", "real"] if sc.pretrain_with_real else ["synthetic"])]
     log.info("%s: pretrain phase on %d images (%s)", fit.name, len(first), _origin_counts(first))
     train_model(first, fit.val, fit.config, fit.folder / PRETRAIN, use=sc.row_use())
-    tune = fit.config.model_copy(update={"epochs": sc.finetune_epochs or fit.config.epochs, "lr": sc.finetune_lr or fit.config.lr})
+    tune = fit.config.model_copy(
+        update={"epochs": sc.finetune_epochs or fit.config.epochs, "lr": sc.finetune_lr or fit.config.lr}
+    )
     log.info("%s: fine-tune phase on the %d real images", fit.name, int((origin == "real").sum()))
     train_model(fit.train[origin == "real"], fit.val, tune, fit.folder, start=fit.folder / PRETRAIN / WEIGHTS)
 

@@ -46,8 +46,10 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise RetinaugError('experiments.executor is ray, but Ray is not installed: pip install "retinaug[ray]" '
-                            "(or set experiments.executor: local)") from None
+        raise RetinaugError(
+            'experiments.executor is ray, but Ray is not installed: pip install "retinaug[ray]" '
+            "(or set experiments.executor: local)"
+        ) from None
     return ray
 
 
@@ -63,11 +65,21 @@ def connected(cfg: ExperimentConfig) -> Iterator:
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         if cfg.workers:
-            log.warning("experiments.workers %d is not used on the Ray cluster at %s (its resources decide)", cfg.workers, address)
+            log.warning(
+                "experiments.workers %d is not used on the Ray cluster at %s (its resources decide)",
+                cfg.workers,
+                address,
+            )
         _init(ray, address=address, log_to_driver=False)
     else:
         workers = cfg.workers or max(1, int(usable_cores() // cfg.ray.num_cpus))
-        _init(ray, address="local", num_cpus=math.ceil(workers * cfg.ray.num_cpus), include_dashboard=False, log_to_driver=False)
+        _init(
+            ray,
+            address="local",
+            num_cpus=math.ceil(workers * cfg.ray.num_cpus),
+            include_dashboard=False,
+            log_to_driver=False,
+        )
     try:
         yield ray
     finally:
@@ -89,11 +101,17 @@ def run_on_ray(fits: list[Fit], cfg: ExperimentConfig) -> None:
     rc = cfg.ray
     failed: dict[str, str] = {}
     with connected(cfg) as ray:
-        task = ray.remote(fit_task).options(num_cpus=rc.num_cpus, num_gpus=rc.num_gpus, max_retries=rc.max_retries,
-                                            retry_exceptions=True)
+        task = ray.remote(fit_task).options(
+            num_cpus=rc.num_cpus, num_gpus=rc.num_gpus, max_retries=rc.max_retries, retry_exceptions=True
+        )
         pending = {task.remote(f, max(1, int(rc.num_cpus))): f for f in fits}
-        log.info("%d fit(s) submitted to Ray: %g CPU and %g GPU each, up to %d retries", len(fits), rc.num_cpus, rc.num_gpus,
-                 rc.max_retries)
+        log.info(
+            "%d fit(s) submitted to Ray: %g CPU and %g GPU each, up to %d retries",
+            len(fits),
+            rc.num_cpus,
+            rc.num_gpus,
+            rc.max_retries,
+        )
         with progress_bar("fits on Ray", len(fits), "fit") as advance:
             try:
                 while pending:
@@ -124,7 +142,11 @@ def _interrupt_of(exc: BaseException) -> BaseException:
     """The Ctrl-C itself when Ray's compiled `wait` ran the SIGINT handler and wrapped what it raised (the CLI's
     Interrupted, a KeyboardInterrupt) in a SystemError; else `exc`."""
     cause = exc.__cause__
-    return cause if isinstance(exc, SystemError) and isinstance(cause, BaseException) and not isinstance(cause, Exception) else exc
+    return (
+        cause
+        if isinstance(exc, SystemError) and isinstance(cause, BaseException) and not isinstance(cause, Exception)
+        else exc
+    )
 
 
 def _report_failure(fit: Fit, exc: Exception, attempts: int) -> str:

@@ -70,11 +70,20 @@ def _paired(a: np.ndarray, b: np.ndarray, overlap: float = 0.0) -> tuple[float, 
 
 def valid_metrics(metrics: object) -> bool:
     """Is this what `evaluate` writes (a dict whose macro F1 is a number, or null when no class was present)?"""
-    return isinstance(metrics, dict) and "macro_f1" in metrics and (metrics["macro_f1"] is None or isinstance(metrics["macro_f1"], (int, float)))
+    return (
+        isinstance(metrics, dict)
+        and "macro_f1" in metrics
+        and (metrics["macro_f1"] is None or isinstance(metrics["macro_f1"], (int, float)))
+    )
 
 
-def seed_metrics(root: Path, scenarios: list[Scenario], seeds: list[int], metrics: str = "metrics.json",
-                 classes: Collection[str] | None = None) -> dict[str, dict[int, dict[tuple[str, str], float]]]:
+def seed_metrics(
+    root: Path,
+    scenarios: list[Scenario],
+    seeds: list[int],
+    metrics: str = "metrics.json",
+    classes: Collection[str] | None = None,
+) -> dict[str, dict[int, dict[tuple[str, str], float]]]:
     """scenario -> seed -> flattened metrics, for the seed runs that have finished (`metrics`, relative to the seed's
     folder, written); a metrics file that is not what evaluate writes is an error naming it, never a silently
     missing seed. `classes`: the per-class rows kept (default: the scenario's task; an external set lacks some)."""
@@ -86,9 +95,13 @@ def seed_metrics(root: Path, scenarios: list[Scenario], seeds: list[int], metric
                 continue
             m = read_json(path)
             if not valid_metrics(m):
-                raise RetinaugError(f"{path} is damaged (not the metrics evaluate writes): delete its folder and run the "
-                                    "experiments again to redo that fit")
-            per_seed.setdefault(sc.name, {})[seed] = flatten_metrics(m, [c for c in sc.classes if classes is None or c in classes])
+                raise RetinaugError(
+                    f"{path} is damaged (not the metrics evaluate writes): delete its folder and run the "
+                    "experiments again to redo that fit"
+                )
+            per_seed.setdefault(sc.name, {})[seed] = flatten_metrics(
+                m, [c for c in sc.classes if classes is None or c in classes]
+            )
     return per_seed
 
 
@@ -98,8 +111,9 @@ def summarize(root: Path, scenarios: list[Scenario], seeds: list[int]) -> pd.Dat
     return summarize_runs(seed_metrics(root, scenarios, seeds), scenarios)
 
 
-def summarize_runs(per_run: dict[str, dict[Hashable, dict[tuple[str, str], float]]], scenarios: list[Scenario],
-                   overlap: float = 0.0) -> pd.DataFrame:
+def summarize_runs(
+    per_run: dict[str, dict[Hashable, dict[tuple[str, str], float]]], scenarios: list[Scenario], overlap: float = 0.0
+) -> pd.DataFrame:
     """The summary of `summarize` from scenario -> run key -> flattened metrics; a run key is a seed, or a
     (fold, seed) pair when folds are pooled: a scenario and its baseline are paired on equal keys.
 
@@ -110,17 +124,35 @@ def summarize_runs(per_run: dict[str, dict[Hashable, dict[tuple[str, str], float
     rows = []
     for sc in scenarios:
         runs = per_run.get(sc.name, {})
-        others = {"baseline": baseline_of(sc, scenarios), "reference": traditional_reference(sc, scenarios),
-                  "control": schedule_control(sc, scenarios)}
+        others = {
+            "baseline": baseline_of(sc, scenarios),
+            "reference": traditional_reference(sc, scenarios),
+            "control": schedule_control(sc, scenarios),
+        }
         keys = sorted({k for r in runs.values() for k in r})
         for metric, cls in keys:
             vals = np.array([runs[s][(metric, cls)] for s in sorted(runs) if (metric, cls) in runs[s]])
             mean, lo, hi = _mean_ci(vals, overlap)
-            row = dict(scenario=sc.name, label=sc.label, task=sc.task, metric=metric, cls=cls, n_seeds=len(vals),
-                       mean=mean, ci_low=lo, ci_high=hi, **{col: name or "" for col, name in others.items()})
+            row = dict(
+                scenario=sc.name,
+                label=sc.label,
+                task=sc.task,
+                metric=metric,
+                cls=cls,
+                n_seeds=len(vals),
+                mean=mean,
+                ci_low=lo,
+                ci_high=hi,
+                **{col: name or "" for col, name in others.items()},
+            )
             for prefix, col in COMPARISONS.items():
                 if others[col] and (diff := _paired_runs(runs, per_run.get(others[col], {}), (metric, cls), overlap)):
-                    row.update(zip((f"{prefix}diff_mean", f"{prefix}diff_ci_low", f"{prefix}diff_ci_high", f"{prefix}p_value"), diff))
+                    row.update(
+                        zip(
+                            (f"{prefix}diff_mean", f"{prefix}diff_ci_low", f"{prefix}diff_ci_high", f"{prefix}p_value"),
+                            diff,
+                        )
+                    )
             rows.append(row)
     columns = ["scenario", "label", "task", "metric", "cls", "n_seeds", "mean", "ci_low", "ci_high"]
     for prefix, col in COMPARISONS.items():
@@ -131,7 +163,9 @@ def summarize_runs(per_run: dict[str, dict[Hashable, dict[tuple[str, str], float
     return summary
 
 
-def _paired_runs(runs: dict, other: dict, key: tuple[str, str], overlap: float) -> tuple[float, float, float, float] | None:
+def _paired_runs(
+    runs: dict, other: dict, key: tuple[str, str], overlap: float
+) -> tuple[float, float, float, float] | None:
     """`_paired` over the run keys (seeds, or (fold, seed)) both scenarios finished with `key`; None when there are none."""
     paired = [s for s in sorted(runs) if s in other and key in runs[s] and key in other[s]]
     if not paired:
@@ -155,14 +189,18 @@ def q_values(summary: pd.DataFrame) -> list[pd.Series]:
     return list(q.values())
 
 
-def aggregate(root: Path, scenarios: list[Scenario], seeds: list[int], composition: pd.DataFrame | None = None) -> pd.DataFrame:
+def aggregate(
+    root: Path, scenarios: list[Scenario], seeds: list[int], composition: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Write summary.csv (see `summarize`), table.md/.csv (the paper's shape) and composition.csv. Returns the summary."""
     summary = summarize(root, scenarios, seeds)
     write_tables(root, summary, scenarios, composition)
     return summary
 
 
-def aggregate_external(root: Path, scenarios: list[Scenario], seeds: list[int], classes: Collection[str]) -> pd.DataFrame:
+def aggregate_external(
+    root: Path, scenarios: list[Scenario], seeds: list[int], classes: Collection[str]
+) -> pd.DataFrame:
     """`aggregate` of the fits' scores on the external set (FIT/external/metrics.json) into root/external/: the
     same intervals over seeds and differences paired against the same baselines; per-class rows only for the
     external set's `classes`. Returns the summary."""
@@ -171,8 +209,13 @@ def aggregate_external(root: Path, scenarios: list[Scenario], seeds: list[int], 
     return summary
 
 
-def write_tables(root: Path, summary: pd.DataFrame, scenarios: list[Scenario], composition: pd.DataFrame | None = None,
-                 runs: str = "seeds") -> None:
+def write_tables(
+    root: Path,
+    summary: pd.DataFrame,
+    scenarios: list[Scenario],
+    composition: pd.DataFrame | None = None,
+    runs: str = "seeds",
+) -> None:
     """summary.csv, table.csv/.md (`runs`: the headline's column counting what the intervals are over) and
     composition.csv into `root`."""
     root.mkdir(parents=True, exist_ok=True)
@@ -184,8 +227,9 @@ def write_tables(root: Path, summary: pd.DataFrame, scenarios: list[Scenario], c
         write_text_atomic(root / "composition.csv", composition.to_csv(index=False))
 
 
-def headline_table(summary: pd.DataFrame, scenarios: list[Scenario], composition: pd.DataFrame | None,
-                   runs: str = "seeds") -> pd.DataFrame:
+def headline_table(
+    summary: pd.DataFrame, scenarios: list[Scenario], composition: pd.DataFrame | None, runs: str = "seeds"
+) -> pd.DataFrame:
     """One row per scenario: macro precision, recall, F1 and accuracy as 'mean [lo, hi]', F1 change vs its baseline
     (named, since not every baseline is real-only: syn + trad is paired against trad) and, when the run has a
     traditional-only scenario to match, a synthetic scenario's F1 change vs that one; likewise a pretrain scenario's
@@ -215,7 +259,9 @@ def _delta(s: pd.DataFrame, prefix: str, against: str) -> str:
     if "f1" not in s.index or pd.isna(s.loc["f1", f"{prefix}diff_mean"]):
         return ""
     d = s.loc["f1"]
-    return f"{d[f'{prefix}diff_mean']:+.3f} vs {d[against]} (p={d[f'{prefix}p_value']:.2g}, q={d[f'{prefix}q_value']:.2g})"
+    return (
+        f"{d[f'{prefix}diff_mean']:+.3f} vs {d[against]} (p={d[f'{prefix}p_value']:.2g}, q={d[f'{prefix}q_value']:.2g})"
+    )
 
 
 def _fmt(s: pd.DataFrame, metric: str) -> str:

@@ -75,11 +75,14 @@ def run_experiments(
         external = external_rows(external, data, scenarios, out / EXTERNAL, digests)
     elif (out / EXTERNAL).exists():  # the tables of an external set no longer configured would be shown as current
         shutil.rmtree(out / EXTERNAL)
-    fits, compositions = plan_fits(cfg, data, out, synthetic, traditional, selection, external=external, digests=digests)
+    fits, compositions = plan_fits(
+        cfg, data, out, synthetic, traditional, selection, external=external, digests=digests
+    )
     execute(fits, cfg)
     if any(sc.allocation == "need" for sc in scenarios):
-        need_fits, more = plan_fits(cfg, data, out, synthetic, traditional, selection, first_pass=fits, external=external,
-                                    digests=digests)
+        need_fits, more = plan_fits(
+            cfg, data, out, synthetic, traditional, selection, first_pass=fits, external=external, digests=digests
+        )
         execute(need_fits, cfg)
         order = {sc.name: i for i, sc in enumerate(scenarios)}
         compositions = sorted(compositions + more, key=lambda c: order[c["scenario"].iloc[0]])
@@ -88,14 +91,18 @@ def run_experiments(
     return aggregate(out, scenarios, cfg.seed_list, pd.concat(compositions, ignore_index=True))
 
 
-def external_rows(external: pd.DataFrame, data: pd.DataFrame, scenarios: list[Scenario], out: Path, digests: Digests) -> pd.DataFrame:
+def external_rows(
+    external: pd.DataFrame, data: pd.DataFrame, scenarios: list[Scenario], out: Path, digests: Digests
+) -> pd.DataFrame:
     """The external set less the patients with a near-copy among the run's real train and val images (once per run,
     before any fit; reused while both sets are unchanged, see `drop_copies`), checked against every scenario's task
     before and after."""
     problems = external_problems(set(external["label"]), scenarios)
     if not problems:
         seen = pd.concat([real_rows(data, "train"), real_rows(data, "val")], ignore_index=True)
-        external = drop_copies(external, seen, out, sha256_text(external_hash(external, digests) + rows_hash(seen, digests)))
+        external = drop_copies(
+            external, seen, out, sha256_text(external_hash(external, digests) + rows_hash(seen, digests))
+        )
         problems = external_problems(set(external["label"]), scenarios, "the external set less its near-copies")
     if problems:
         raise RetinaugError("the external set cannot score the scenarios:\n  - " + "\n  - ".join(problems))
@@ -154,7 +161,9 @@ def plan_fits(
     from ..classify import warm_start
 
     syn_df = accepted_synthetic(synthetic)
-    trad_df = None if traditional is None else traditional[traditional["origin"] == "traditional"].reset_index(drop=True)
+    trad_df = (
+        None if traditional is None else traditional[traditional["origin"] == "traditional"].reset_index(drop=True)
+    )
     digests = Digests(out / INPUT_DIGESTS) if digests is None else digests
     external_rows_hash = external_hash(external, digests) if external is not None else None
     init = warm_start(cfg.train, data, out / "_init")  # init: all-classes is trained once, for every scenario and seed
@@ -166,19 +175,43 @@ def plan_fits(
             first_seed = seed == cfg.seed_list[0]
             reference = finished[f"{real_reference(sc, scenarios)}/seed{seed}"] if first_pass is not None else None
             recall = validation_recall(reference) if reference else None
-            train, val, test, counts = compose(sc, seed, data, syn_df, trad_df, selection, warn=first_seed, recall=recall)
+            train, val, test, counts = compose(
+                sc, seed, data, syn_df, trad_df, selection, warn=first_seed, recall=recall
+            )
             if first_seed:
                 compositions.append(counts)
-            tcfg = cfg.train.model_copy(update={"task": sc.task, "seed": seed, **({"imbalance": sc.imbalance} if sc.imbalance else {})})
-            recipe = {"scenario": sc.recipe(), "seed": seed, "train": tcfg.model_dump(mode="json"), "n_boot": cfg.n_boot,
-                      "train_rows": rows_hash(train, digests), "test_rows": rows_hash(test, digests),
-                      **({"init_sha256": digests(init)} if init else {}),
-                      **({"soft_targets": soft_targets_hash(train, sc, digests)} if sc.soft_labels else {})}
+            tcfg = cfg.train.model_copy(
+                update={"task": sc.task, "seed": seed, **({"imbalance": sc.imbalance} if sc.imbalance else {})}
+            )
+            recipe = {
+                "scenario": sc.recipe(),
+                "seed": seed,
+                "train": tcfg.model_dump(mode="json"),
+                "n_boot": cfg.n_boot,
+                "train_rows": rows_hash(train, digests),
+                "test_rows": rows_hash(test, digests),
+                **({"init_sha256": digests(init)} if init else {}),
+                **({"soft_targets": soft_targets_hash(train, sc, digests)} if sc.soft_labels else {}),
+            }
             key = sha256_text(json.dumps(result_settings(recipe), sort_keys=True))
             name = f"{sc.name}/seed{seed}"
             external_key = sha256_text(f"{key}|{external_rows_hash}") if external is not None else None
-            fits.append(Fit(name, sc, out / name, seed, train, val, test, tcfg.model_copy(update={"init": init}) if init else tcfg,
-                            cfg.n_boot, {"key": key, **recipe, "counts": counts.to_dict(orient="records")}, external, external_key))
+            fits.append(
+                Fit(
+                    name,
+                    sc,
+                    out / name,
+                    seed,
+                    train,
+                    val,
+                    test,
+                    tcfg.model_copy(update={"init": init}) if init else tcfg,
+                    cfg.n_boot,
+                    {"key": key, **recipe, "counts": counts.to_dict(orient="records")},
+                    external,
+                    external_key,
+                )
+            )
     digests.save()
     return fits, compositions
 
@@ -187,14 +220,18 @@ def validation_recall(fit: Fit) -> dict[str, float]:
     """Per class, the recall on the validation rows at the best epoch of a finished fit (its model.json history): what
     `allocation: need` shares by. The test split is never read: choosing by test recall would tune on the test set."""
     if not fit.finished():
-        raise RetinaugError(f"{fit.name} has not finished: allocation need reads its validation recall (run the experiments "
-                            "again; its scenario is run before the need scenarios)")
+        raise RetinaugError(
+            f"{fit.name} has not finished: allocation need reads its validation recall (run the experiments "
+            "again; its scenario is run before the need scenarios)"
+        )
     meta = read_json(fit.folder / "model.json") or {}
     best = next((r for r in meta.get("history") or [] if r.get("epoch") == meta.get("best_epoch")), {})
     recall = {k.removeprefix(VAL_RECALL): v for k, v in best.items() if k.startswith(VAL_RECALL)}
     if not recall:
-        raise RetinaugError(f"{fit.folder / 'model.json'} records no per-class validation recall (an earlier retinaug trained "
-                            f"it), which allocation need shares by: delete {fit.folder} to retrain it, and run again")
+        raise RetinaugError(
+            f"{fit.folder / 'model.json'} records no per-class validation recall (an earlier retinaug trained "
+            f"it), which allocation need shares by: delete {fit.folder} to retrain it, and run again"
+        )
     return recall
 
 

@@ -47,50 +47,82 @@ class Scenario(BaseModel):
     label: str = Field("", description="Short display label (e.g. the paper's 'sc3').")
     description: str = Field("", description="One line shown in the report table.")
     task: Task = Field("5-class", description="Task name (5-class, 7-class, 8-class) or comma-separated class codes.")
-    synthetic: float = Field(0.0, ge=0, le=MAX_MULTIPLIER, description="Accepted synthetic rows per class, as a multiple of that class's real train count.")
+    synthetic: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_MULTIPLIER,
+        description="Accepted synthetic rows per class, as a multiple of that class's real train count.",
+    )
     synthetic_classes: ClassCodes | None = Field(
         None, description="Classes receiving synthetic rows (default: the task's classes, minus the selection classes)."
     )
-    traditional: float = Field(0.0, ge=0, le=MAX_MULTIPLIER, description="Traditional-augmentation rows per class, as a multiple of the real train count.")
-    traditional_classes: ClassCodes | None = Field(None, description="Classes receiving traditional rows (default: as synthetic_classes).")
-    selection: bool = Field(False, description="Replace the real train rows of `selection_classes` by the t-SNE-selected subset.")
+    traditional: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_MULTIPLIER,
+        description="Traditional-augmentation rows per class, as a multiple of the real train count.",
+    )
+    traditional_classes: ClassCodes | None = Field(
+        None, description="Classes receiving traditional rows (default: as synthetic_classes)."
+    )
+    selection: bool = Field(
+        False, description="Replace the real train rows of `selection_classes` by the t-SNE-selected subset."
+    )
     selection_classes: ClassCodes = Field(["D", "N"], description="Dominant classes reduced by the t-SNE selection.")
-    imbalance: Imbalance | None = Field(None, description="Imbalance control for this scenario (default: the train config's).")
+    imbalance: Imbalance | None = Field(
+        None, description="Imbalance control for this scenario (default: the train config's)."
+    )
     baseline: str | None = Field(
         None, description="Scenario to pair against (default: the first real-only scenario of the same task)."
     )
     synthetic_use: SyntheticUse = Field(
-        "mix", description="How the synthetic rows train: mix (added to the real rows, each once per epoch), pretrain "
+        "mix",
+        description="How the synthetic rows train: mix (added to the real rows, each once per epoch), pretrain "
         "(first train on them, then fine-tune on the real rows alone), replace (each epoch, each real row is shown as one "
-        "of its synthetic stand-ins with probability replace_probability: DA-Fusion)."
+        "of its synthetic stand-ins with probability replace_probability: DA-Fusion).",
     )
-    pretrain_with_real: bool = Field(False, description="pretrain: the pretrain phase trains on the real rows too (with synthetic 0: "
-                                     "on the real rows alone, the control for what pretrain owes to training twice).")
-    finetune_epochs: int | None = Field(None, ge=1, description="pretrain: epochs of the fine-tune phase (default: the train config's).")
-    finetune_lr: float | None = Field(None, gt=0, description="pretrain: peak learning rate of the fine-tune phase (default: the train config's).")
+    pretrain_with_real: bool = Field(
+        False,
+        description="pretrain: the pretrain phase trains on the real rows too (with synthetic 0: "
+        "on the real rows alone, the control for what pretrain owes to training twice).",
+    )
+    finetune_epochs: int | None = Field(
+        None, ge=1, description="pretrain: epochs of the fine-tune phase (default: the train config's)."
+    )
+    finetune_lr: float | None = Field(
+        None, gt=0, description="pretrain: peak learning rate of the fine-tune phase (default: the train config's)."
+    )
     replace_probability: Probability = Field(
         0.5, description="replace: probability that a real row is shown as one of its synthetic stand-ins in an epoch."
     )
     synthetic_weight: RowWeight = Field(
-        1.0, description="Loss weight of a synthetic row relative to a real one (0: synthetic rows move no weight through the loss)."
+        1.0,
+        description="Loss weight of a synthetic row relative to a real one (0: synthetic rows move no weight through the loss).",
     )
-    traditional_weight: RowWeight = Field(1.0, description="Loss weight of a traditional-augmentation row relative to a real one.")
+    traditional_weight: RowWeight = Field(
+        1.0, description="Loss weight of a traditional-augmentation row relative to a real one."
+    )
     soft_labels: bool = Field(
-        False, description="Synthetic rows train on the labeler's class probabilities (renormalised over the task's "
-        "classes) instead of their label; real rows keep one-hot targets with label smoothing."
+        False,
+        description="Synthetic rows train on the labeler's class probabilities (renormalised over the task's "
+        "classes) instead of their label; real rows keep one-hot targets with label smoothing.",
     )
     allocation: Allocation = Field(
-        "proportional", description="How the synthetic rows are spread over the classes that get them; the total is always "
+        "proportional",
+        description="How the synthetic rows are spread over the classes that get them; the total is always "
         "proportional's (the sum of synthetic x each class's real train count): proportional (each class synthetic x its "
         "own count), balanced (the rarest classes first, so each ends with equal real + synthetic counts; classes above that "
         "level get none), need (in proportion to 1 - the class's validation recall in the real-only fit of the same task, "
-        "real_fraction and seed, which therefore runs first)."
+        "real_fraction and seed, which therefore runs first).",
     )
     real_fraction: float = Field(
-        1.0, gt=0, le=1, description="Train on this fraction of the real train patients: the first ceil(f x n) of each "
+        1.0,
+        gt=0,
+        le=1,
+        description="Train on this fraction of the real train patients: the first ceil(f x n) of each "
         "class stratum in a fixed seeded order (nested: 0.1 within 0.25 within 1; both eyes of a patient together; the same "
         "for every seed); multipliers count the kept rows, and synthetic or traditional rows made from a left-out patient's "
-        "image are not used. Val and test are untouched."
+        "image are not used. Val and test are untouched.",
     )
 
     @model_validator(mode="after")
@@ -106,32 +138,49 @@ class Scenario(BaseModel):
     def _use_problem(self) -> str | None:
         """A use setting that would do nothing, or that the chosen use cannot honour (said rather than ignored)."""
         default = {name: info.default for name, info in Scenario.model_fields.items()}
-        needs = {"synthetic_use": "synthetic", "soft_labels": "synthetic", "synthetic_weight": "synthetic",
-                 "traditional_weight": "traditional", "allocation": "synthetic"}
+        needs = {
+            "synthetic_use": "synthetic",
+            "soft_labels": "synthetic",
+            "synthetic_weight": "synthetic",
+            "traditional_weight": "traditional",
+            "allocation": "synthetic",
+        }
         if self.synthetic_use == "pretrain" and self.pretrain_with_real:
             needs.pop("synthetic_use")  # the schedule control: pretrain may run on the real rows alone
         for field, amount in needs.items():
             if getattr(self, field) != default[field] and not getattr(self, amount):
                 return f"{field}: {getattr(self, field)} needs {amount} rows: set {amount} above 0"
-        for field, use in (("replace_probability", "replace"), ("pretrain_with_real", "pretrain"),
-                           ("finetune_epochs", "pretrain"), ("finetune_lr", "pretrain")):
+        for field, use in (
+            ("replace_probability", "replace"),
+            ("pretrain_with_real", "pretrain"),
+            ("finetune_epochs", "pretrain"),
+            ("finetune_lr", "pretrain"),
+        ):
             if getattr(self, field) != default[field] and self.synthetic_use != use:
                 return f"{field} is read only with synthetic_use: {use} (this scenario's is {self.synthetic_use})"
         if self.real_fraction < 1 and self.selection:
-            return ("real_fraction below 1 with selection: the t-SNE selection picks from every train patient, the left-out "
-                    "ones too: set selection to false, or real_fraction to 1")
+            return (
+                "real_fraction below 1 with selection: the t-SNE selection picks from every train patient, the left-out "
+                "ones too: set selection to false, or real_fraction to 1"
+            )
         if self.synthetic_use != "pretrain":
             return None
         if self.traditional:
-            return ("synthetic_use: pretrain fine-tunes on the real rows alone, so traditional rows would go unused: "
-                    "set traditional to 0, or use synthetic_use: mix")
+            return (
+                "synthetic_use: pretrain fine-tunes on the real rows alone, so traditional rows would go unused: "
+                "set traditional to 0, or use synthetic_use: mix"
+            )
         if not self.pretrain_with_real:
             if self.synthetic_weight != 1:
-                return ("synthetic_weight weighs synthetic rows against real ones: a pretrain phase on synthetic rows alone "
-                        "has none (set pretrain_with_real: true, or drop synthetic_weight)")
+                return (
+                    "synthetic_weight weighs synthetic rows against real ones: a pretrain phase on synthetic rows alone "
+                    "has none (set pretrain_with_real: true, or drop synthetic_weight)"
+                )
             if missing := [c for c in self.classes if c not in self.added_classes("synthetic")]:
-                return (f"synthetic_use: pretrain trains on synthetic rows alone first, and classes {missing} get none: "
-                        "add them to synthetic_classes, or set pretrain_with_real: true")
+                return (
+                    f"synthetic_use: pretrain trains on synthetic rows alone first, and classes {missing} get none: "
+                    "add them to synthetic_classes, or set pretrain_with_real: true"
+                )
         return None
 
     @property
@@ -141,8 +190,13 @@ class Scenario(BaseModel):
     @property
     def real_only(self) -> bool:
         """Real rows trained the plain way: the default baseline (a two-phase pretrain on real rows alone is not one)."""
-        return (self.synthetic == 0 and self.traditional == 0 and not self.selection and self.imbalance in (None, "none")
-                and self.synthetic_use == "mix")
+        return (
+            self.synthetic == 0
+            and self.traditional == 0
+            and not self.selection
+            and self.imbalance in (None, "none")
+            and self.synthetic_use == "mix"
+        )
 
     def added_classes(self, which: str) -> tuple[str, ...]:
         chosen = getattr(self, f"{which}_classes")
@@ -159,8 +213,12 @@ class Scenario(BaseModel):
 
     def row_use(self) -> RowUse:
         """How a fit of this scenario trains its synthetic and traditional rows (pretrain: in its pretrain phase)."""
-        return RowUse(synthetic_weight=self.synthetic_weight, traditional_weight=self.traditional_weight, soft_labels=self.soft_labels,
-                      replace_probability=self.replace_probability if self.synthetic_use == "replace" else None)
+        return RowUse(
+            synthetic_weight=self.synthetic_weight,
+            traditional_weight=self.traditional_weight,
+            soft_labels=self.soft_labels,
+            replace_probability=self.replace_probability if self.synthetic_use == "replace" else None,
+        )
 
 
 def _s(name: str, label: str, description: str, **kw) -> Scenario:
@@ -170,13 +228,22 @@ def _s(name: str, label: str, description: str, **kw) -> Scenario:
 def _scarce(f: float) -> list[Scenario]:
     """Real, + 1x synthetic and + 1x traditional on the fraction `f` of the real train patients, the last two paired
     against real at `f` (at 1: the scenarios of paper-5class-vs-traditional, under their names)."""
-    tag, pct, of = ("", "", "") if f == 1 else (f"-{f:.0%}".replace("%", "pct"), f" {f:.0%}", f" of {f:.0%} of the train patients")
+    tag, pct, of = (
+        ("", "", "") if f == 1 else (f"-{f:.0%}".replace("%", "pct"), f" {f:.0%}", f" of {f:.0%} of the train patients")
+    )
     real = f"5class-real{tag}"
     scarce = {"real_fraction": f, "baseline": real if f < 1 else None}
-    return [_s(real, f"real{pct}", f"real images{of}", real_fraction=f),
-            _s(f"5class-syn-x1{tag}", f"+1x syn{pct}", f"real images{of} + 1x synthetic per class", synthetic=1, **scarce),
-            _s(f"5class-trad-x1{tag}", f"+1x trad{pct}", f"real images{of} + 1x traditional augmentation per class",
-               traditional=1, **scarce)]
+    return [
+        _s(real, f"real{pct}", f"real images{of}", real_fraction=f),
+        _s(f"5class-syn-x1{tag}", f"+1x syn{pct}", f"real images{of} + 1x synthetic per class", synthetic=1, **scarce),
+        _s(
+            f"5class-trad-x1{tag}",
+            f"+1x trad{pct}",
+            f"real images{of} + 1x traditional augmentation per class",
+            traditional=1,
+            **scarce,
+        ),
+    ]
 
 
 # The paper's grids. A scenario shared by two sets (e.g. 5-class real-only) has one name, so it is trained once.
@@ -199,8 +266,14 @@ SCENARIO_SETS: dict[str, list[Scenario]] = {
     "synthetic-on-traditional": [
         _s("5class-real", "real", "real images only"),
         _s("5class-trad-x1", "+1x trad", "real + 1x traditional augmentation per class", traditional=1),
-        _s("5class-syn-x1-trad-x1", "+1x syn +1x trad", "real + 1x synthetic + 1x traditional per class, vs +1x trad",
-           synthetic=1, traditional=1, baseline="5class-trad-x1"),
+        _s(
+            "5class-syn-x1-trad-x1",
+            "+1x syn +1x trad",
+            "real + 1x synthetic + 1x traditional per class, vs +1x trad",
+            synthetic=1,
+            traditional=1,
+            baseline="5class-trad-x1",
+        ),
     ],
     "paper-7class": [
         _s("7class-real", "7c real", "real images only", task="7-class"),
@@ -217,19 +290,51 @@ SCENARIO_SETS: dict[str, list[Scenario]] = {
     "synthetic-use": [
         _s("5class-real", "real", "real images only"),
         _s("5class-syn-x1", "+1x syn", "real + 1x synthetic per class", synthetic=1),
-        _s("5class-syn-x1-pretrain", "pretrain", "pretrain on 1x synthetic per class, fine-tune on the real images",
-           synthetic=1, synthetic_use="pretrain"),
-        _s("5class-real-pretrain", "real, twice", "pretrain's schedule without synthetic rows: train on the real images, "
-           "then fine-tune that model on them again (what pretrain owes to its second training phase)",
-           synthetic_use="pretrain", pretrain_with_real=True),
-        _s("5class-syn-x1-replace0.5", "replace 0.5", "each epoch, real images shown as a synthetic stand-in with p 0.5 (1x pool)",
-           synthetic=1, synthetic_use="replace", replace_probability=0.5),
-        _s("5class-syn-x1-weight0.5", "+1x syn w0.5", "real + 1x synthetic per class, synthetic loss weight 0.5",
-           synthetic=1, synthetic_weight=0.5),
-        _s("5class-syn-x1-soft", "+1x syn soft", "real + 1x synthetic per class, soft labels from the labeler",
-           synthetic=1, soft_labels=True),
-        _s("5class-syn-x1-need", "+1x syn need", "real + as many synthetic rows as x1, shared by the real-only fit's "
-           "validation misses (1 - recall) per class", synthetic=1, allocation="need"),
+        _s(
+            "5class-syn-x1-pretrain",
+            "pretrain",
+            "pretrain on 1x synthetic per class, fine-tune on the real images",
+            synthetic=1,
+            synthetic_use="pretrain",
+        ),
+        _s(
+            "5class-real-pretrain",
+            "real, twice",
+            "pretrain's schedule without synthetic rows: train on the real images, "
+            "then fine-tune that model on them again (what pretrain owes to its second training phase)",
+            synthetic_use="pretrain",
+            pretrain_with_real=True,
+        ),
+        _s(
+            "5class-syn-x1-replace0.5",
+            "replace 0.5",
+            "each epoch, real images shown as a synthetic stand-in with p 0.5 (1x pool)",
+            synthetic=1,
+            synthetic_use="replace",
+            replace_probability=0.5,
+        ),
+        _s(
+            "5class-syn-x1-weight0.5",
+            "+1x syn w0.5",
+            "real + 1x synthetic per class, synthetic loss weight 0.5",
+            synthetic=1,
+            synthetic_weight=0.5,
+        ),
+        _s(
+            "5class-syn-x1-soft",
+            "+1x syn soft",
+            "real + 1x synthetic per class, soft labels from the labeler",
+            synthetic=1,
+            soft_labels=True,
+        ),
+        _s(
+            "5class-syn-x1-need",
+            "+1x syn need",
+            "real + as many synthetic rows as x1, shared by the real-only fit's "
+            "validation misses (1 - recall) per class",
+            synthetic=1,
+            allocation="need",
+        ),
         _s("5class-trad-x1", "+1x trad", "real + 1x traditional augmentation per class", traditional=1),
     ],
     # Not in the paper: what synthetic and traditional rows add as real patients get scarce (nested subsamples).
@@ -248,12 +353,19 @@ class RayConfig(BaseModel):
     model_config = STRICT
 
     address: str | None = Field(
-        None, description="Ray cluster address (e.g. ray://head:10001 or head:6379); None: $RAY_ADDRESS if set, else an "
-        "embedded Ray instance of `workers` x `num_cpus` CPUs started for this run and stopped after it."
+        None,
+        description="Ray cluster address (e.g. ray://head:10001 or head:6379); None: $RAY_ADDRESS if set, else an "
+        "embedded Ray instance of `workers` x `num_cpus` CPUs started for this run and stopped after it.",
     )
     num_cpus: float = Field(1, gt=0, description="CPUs per fit; also the fit's torch threads (at least 1).")
-    num_gpus: float = Field(0, ge=0, description="GPUs per fit; a fraction shares a GPU between small fits (0.25: four per GPU); 0 trains on the CPU.")
-    max_retries: int = Field(2, ge=0, description="Retries of a fit that raised or whose worker died, before it is reported as failed.")
+    num_gpus: float = Field(
+        0,
+        ge=0,
+        description="GPUs per fit; a fraction shares a GPU between small fits (0.25: four per GPU); 0 trains on the CPU.",
+    )
+    max_retries: int = Field(
+        2, ge=0, description="Retries of a fit that raised or whose worker died, before it is reported as failed."
+    )
 
 
 class ExperimentConfig(BaseModel):
@@ -265,27 +377,42 @@ class ExperimentConfig(BaseModel):
     scenarios: list[Scenario] = Field([], description="Extra custom scenarios (added after the named sets).")
     only: list[str] = Field([], description="If given, run only these scenario names (plus their baselines).")
     seeds: int | list[int] = Field(3, description="Number of seeds (0..n-1) or an explicit list of seeds.")
-    train: TrainConfig = Field(default_factory=TrainConfig, description="Classifier training config for every scenario.")
-    n_boot: int = Field(200, ge=0, le=MAX_BOOT, description="Patient-bootstrap resamples for each seed's test metrics CI.")
+    train: TrainConfig = Field(
+        default_factory=TrainConfig, description="Classifier training config for every scenario."
+    )
+    n_boot: int = Field(
+        200, ge=0, le=MAX_BOOT, description="Patient-bootstrap resamples for each seed's test metrics CI."
+    )
     executor: Literal["local", "ray"] = Field(
-        "local", description="local: one fit after another in this process; ray: every (scenario, seed) fit is a Ray task, "
-        "in parallel on this machine or a Ray cluster (pip install \"retinaug[ray]\"; docs/scaling.md). Same results."
+        "local",
+        description="local: one fit after another in this process; ray: every (scenario, seed) fit is a Ray task, "
+        'in parallel on this machine or a Ray cluster (pip install "retinaug[ray]"; docs/scaling.md). Same results.',
     )
     workers: int | None = Field(
-        None, ge=1, description="ray: fits at once on the embedded Ray instance (default: the usable cores / ray.num_cpus); "
-        "a cluster's own resources decide there. local: 1 (or unset)."
+        None,
+        ge=1,
+        description="ray: fits at once on the embedded Ray instance (default: the usable cores / ray.num_cpus); "
+        "a cluster's own resources decide there. local: 1 (or unset).",
     )
-    ray: RayConfig = Field(default_factory=RayConfig, description="executor ray: cluster address, resources and retries per fit.")
+    ray: RayConfig = Field(
+        default_factory=RayConfig, description="executor ray: cluster address, resources and retries per fit."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
         if self.executor == "local" and (self.workers or 1) > 1:
-            raise ValueError(f"workers: {self.workers} fits at once need executor: ray (local runs one fit after another)")
+            raise ValueError(
+                f"workers: {self.workers} fits at once need executor: ray (local runs one fit after another)"
+            )
         if self.executor == "local" and self.ray != RayConfig():
-            raise ValueError("ray: set, but read only when executor is ray (set executor: ray, or drop the ray settings)")
+            raise ValueError(
+                "ray: set, but read only when executor is ray (set executor: ray, or drop the ray settings)"
+            )
         if self.workers and self.ray.address:
-            raise ValueError("workers: sizes the embedded Ray instance only; on a Ray cluster (ray.address) its resources "
-                             "decide how many fits run at once: leave workers unset")
+            raise ValueError(
+                "workers: sizes the embedded Ray instance only; on a Ray cluster (ray.address) its resources "
+                "decide how many fits run at once: leave workers unset"
+            )
         unknown = [s for s in self.sets if s not in SCENARIO_SETS]
         if unknown:
             raise ValueError(f"unknown scenario set(s) {unknown}; known: {', '.join(SCENARIO_SETS)}")
@@ -295,9 +422,11 @@ class ExperimentConfig(BaseModel):
             if problem := sc.row_use().problem(self.train):
                 raise ValueError(f"scenario {sc.name}: {problem}")
             if sc.real_fraction < 1 and self.train.init == "all-classes":
-                raise ValueError(f"scenario {sc.name}: real_fraction {sc.real_fraction:g} with train.init: all-classes would start "
-                                 "every fit from a classifier trained on all the train patients, the left-out ones too: set "
-                                 "train.init to scratch (or a backbone's pretrained weights)")
+                raise ValueError(
+                    f"scenario {sc.name}: real_fraction {sc.real_fraction:g} with train.init: all-classes would start "
+                    "every fit from a classifier trained on all the train patients, the left-out ones too: set "
+                    "train.init to scratch (or a backbone's pretrained weights)"
+                )
         return self
 
     @field_validator("seeds")
@@ -326,17 +455,25 @@ class ExperimentConfig(BaseModel):
             out[sc.name] = sc
         unknown = {sc.name: sc.baseline for sc in out.values() if sc.baseline and sc.baseline not in out}
         if unknown:
-            raise ValueError(f"baseline: {unknown} (scenario: baseline) name no scenario of this run; known: {', '.join(out)}")
-        if orphans := [sc.name for sc in out.values() if sc.allocation == "need" and not real_reference(sc, list(out.values()))]:
-            raise ValueError(f"allocation: need shares the synthetic rows of {orphans} by the validation recall of the real-only "
-                             "scenario of the same task and real_fraction, and this run has none: add one (no synthetic, "
-                             "traditional, selection or imbalance)")
+            raise ValueError(
+                f"baseline: {unknown} (scenario: baseline) name no scenario of this run; known: {', '.join(out)}"
+            )
+        if orphans := [
+            sc.name for sc in out.values() if sc.allocation == "need" and not real_reference(sc, list(out.values()))
+        ]:
+            raise ValueError(
+                f"allocation: need shares the synthetic rows of {orphans} by the validation recall of the real-only "
+                "scenario of the same task and real_fraction, and this run has none: add one (no synthetic, "
+                "traditional, selection or imbalance)"
+            )
         if self.only:
             missing = sorted(set(self.only) - set(out))
             if missing:
                 raise ValueError(f"only: unknown scenario(s) {missing}; known: {', '.join(out)}")
             every, keep, todo = list(out.values()), set(), list(self.only)
-            while todo:  # a kept scenario's baseline (and need reference) is kept, and its baseline's (syn+trad -> trad -> real)
+            while (
+                todo
+            ):  # a kept scenario's baseline (and need reference) is kept, and its baseline's (syn+trad -> trad -> real)
                 name = todo.pop()
                 if name not in keep:
                     keep.add(name)
@@ -375,8 +512,12 @@ def traditional_reference(sc: Scenario, scenarios: Sequence[Scenario]) -> str | 
 def same_real_rows(a: Scenario, b: Scenario) -> bool:
     """Whether two scenarios train on the same real rows the same way (classes, real fraction, t-SNE selection and
     imbalance control): what a comparison between them must hold equal."""
-    return (a.classes == b.classes and a.real_fraction == b.real_fraction and a.selection == b.selection
-            and a.imbalance == b.imbalance)
+    return (
+        a.classes == b.classes
+        and a.real_fraction == b.real_fraction
+        and a.selection == b.selection
+        and a.imbalance == b.imbalance
+    )
 
 
 def schedule_control(sc: Scenario, scenarios: Sequence[Scenario]) -> str | None:
@@ -389,8 +530,13 @@ def schedule_control(sc: Scenario, scenarios: Sequence[Scenario]) -> str | None:
         return None
     paired = {baseline_of(sc, scenarios), traditional_reference(sc, scenarios)}
     for other in scenarios:
-        if (other.synthetic == 0 and other.synthetic_use == "pretrain" and same_real_rows(other, sc)
-                and other.finetune_epochs == sc.finetune_epochs and other.finetune_lr == sc.finetune_lr):
+        if (
+            other.synthetic == 0
+            and other.synthetic_use == "pretrain"
+            and same_real_rows(other, sc)
+            and other.finetune_epochs == sc.finetune_epochs
+            and other.finetune_lr == sc.finetune_lr
+        ):
             return other.name if other.name not in paired else None
     return None
 
@@ -448,9 +594,17 @@ def compose(
         for kind, pool in pools.items():
             pools[kind], left_out[kind] = made_from(pool, subsample["path"])
         if warn:
-            log.info("scenario %s: real_fraction %g keeps %d of %d train patients (%d of %d images); left out: %d synthetic and "
-                     "%d traditional rows made from the others' images", sc.name, sc.real_fraction, subsample["patient_id"].nunique(),
-                     train_real["patient_id"].nunique(), len(subsample), len(train_real), *(int(left_out[k].sum()) for k in pools))
+            log.info(
+                "scenario %s: real_fraction %g keeps %d of %d train patients (%d of %d images); left out: %d synthetic and "
+                "%d traditional rows made from the others' images",
+                sc.name,
+                sc.real_fraction,
+                subsample["patient_id"].nunique(),
+                train_real["patient_id"].nunique(),
+                len(subsample),
+                len(train_real),
+                *(int(left_out[k].sum()) for k in pools),
+            )
         train_real = subsample
     real = train_real["label"].value_counts().reindex(list(sc.classes), fill_value=0)
     asked = {kind: allocate(sc, kind, real, recall) for kind in pools}
@@ -462,8 +616,10 @@ def compose(
         kept = real_c
         if sc.selection and code in sc.selection_classes:
             if selection is None:
-                raise RetinaugError(f"scenario {sc.name} needs the t-SNE selection: switch the selection stage on "
-                                     "(selection.enabled: true) or run `retinaug select`")
+                raise RetinaugError(
+                    f"scenario {sc.name} needs the t-SNE selection: switch the selection stage on "
+                    "(selection.enabled: true) or run `retinaug select`"
+                )
             sel = real_rows(selection, "train", [code])
             if "selected" in sel.columns:
                 sel = sel[sel["selected"].astype(bool)]
@@ -475,14 +631,22 @@ def compose(
             got = pool_df.iloc[:0] if pool_df is not None else None
             if want:
                 if pool_df is None:
-                    raise RetinaugError(f"scenario {sc.name} needs {kind} images: switch on the stages that make them "
-                                         f"({_MAKES[kind]}) or drop the scenario")
+                    raise RetinaugError(
+                        f"scenario {sc.name} needs {kind} images: switch on the stages that make them "
+                        f"({_MAKES[kind]}) or drop the scenario"
+                    )
                 pool = pool_df[pool_df["label"] == code]
                 got = _sample(pool, want, seed, f"{kind}:{code}")
                 if len(got) < want and warn:
                     log.warning(
                         "scenario %s: class %s needs %d %s images but only %d are available; using %d (shortfall %d)",
-                        sc.name, code, want, kind, len(pool), len(got), want - len(got),
+                        sc.name,
+                        code,
+                        want,
+                        kind,
+                        len(pool),
+                        len(got),
+                        want - len(got),
                     )
                 parts.append(got)
             row[f"{kind}_requested"] = want
@@ -509,8 +673,11 @@ def real_subsample(train_real: pd.DataFrame, fraction: float) -> pd.DataFrame:
     if fraction == 1:
         return train_real
     groups = patient_groups(train_real)
-    keep = [g for members in strata(train_real, groups, SUBSAMPLE_SEED).values()
-            for g in members[: math.ceil(round(fraction * len(members), 9))]]  # round: 0.3 x 10 is 3.0000000000000004
+    keep = [
+        g
+        for members in strata(train_real, groups, SUBSAMPLE_SEED).values()
+        for g in members[: math.ceil(round(fraction * len(members), 9))]
+    ]  # round: 0.3 x 10 is 3.0000000000000004
     return train_real[np.isin(groups, keep)].reset_index(drop=True)
 
 
@@ -538,8 +705,11 @@ def allocate(sc: Scenario, kind: str, real: pd.Series, recall: Mapping[str, floa
         if shares.sum() > 0:
             asked = _apportion(total, shares)
         else:
-            log.warning("scenario %s: its real-only fit recalls every class on the validation rows, so allocation need has "
-                        "nothing to share by: the synthetic rows are spread proportionally", sc.name)
+            log.warning(
+                "scenario %s: its real-only fit recalls every class on the validation rows, so allocation need has "
+                "nothing to share by: the synthetic rows are spread proportionally",
+                sc.name,
+            )
     return asked.reindex(real.index, fill_value=0)
 
 
@@ -555,11 +725,15 @@ def _balanced(counts: pd.Series, total: int) -> pd.Series:
 def _recall(sc: Scenario, classes: pd.Index, recall: Mapping[str, float] | None) -> pd.Series:
     """allocation need: the validation recall of each class that gets synthetic rows (an error naming what is missing)."""
     if recall is None:
-        raise RetinaugError(f"scenario {sc.name}: allocation need shares by the validation recall of its real-only fit; "
-                            "run it through run_experiments, which plans it once that fit has finished")
+        raise RetinaugError(
+            f"scenario {sc.name}: allocation need shares by the validation recall of its real-only fit; "
+            "run it through run_experiments, which plans it once that fit has finished"
+        )
     if missing := [c for c in classes if c not in recall]:
-        raise RetinaugError(f"scenario {sc.name}: allocation need has no validation recall of class(es) {', '.join(missing)} "
-                            "(no validation images of them): use allocation balanced, or leave them out of synthetic_classes")
+        raise RetinaugError(
+            f"scenario {sc.name}: allocation need has no validation recall of class(es) {', '.join(missing)} "
+            "(no validation images of them): use allocation balanced, or leave them out of synthetic_classes"
+        )
     return pd.Series({c: float(recall[c]) for c in classes}).clip(0, 1)
 
 
@@ -591,8 +765,10 @@ def accepted_synthetic(df: pd.DataFrame | None) -> pd.DataFrame | None:
     if df is None:
         return None
     if "accepted" not in df.columns:
-        raise RetinaugError("the synthetic manifest has no 'accepted' column: give the label stage's output "
-                            "(RUN/label, written by `retinaug label`), not the raw synthetic manifest")
+        raise RetinaugError(
+            "the synthetic manifest has no 'accepted' column: give the label stage's output "
+            "(RUN/label, written by `retinaug label`), not the raw synthetic manifest"
+        )
     return df[(df["origin"] == "synthetic") & accepted_mask(df)].reset_index(drop=True)
 
 
@@ -601,4 +777,6 @@ def asked_vs_labelled(accepted: pd.DataFrame) -> pd.DataFrame:
     (columns): under the relabel policy an image asked to be G may enter the training sets as C."""
     asked = accepted["intended_label"] if "intended_label" in accepted.columns else accepted["label"]
     table = pd.crosstab(asked.astype(str).rename("asked"), accepted["label"].astype(str).rename("labelled"))
-    return table.reindex(index=[c for c in CLASSES if c in table.index], columns=[c for c in CLASSES if c in table.columns])
+    return table.reindex(
+        index=[c for c in CLASSES if c in table.index], columns=[c for c in CLASSES if c in table.columns]
+    )

@@ -76,8 +76,10 @@ class TrainSet:
 
     def __init__(self, df: pd.DataFrame, size: int, conditions: Conditions):
         if conditions.eyes and (unknown := int((~df["eye"].isin(SIDES)).sum())):
-            raise RetinaugError(f"condition_eye needs the eye side of every TRAIN image: {unknown} of {len(df)} have eye "
-                                f"{', '.join(sorted(set(df['eye']) - set(SIDES)))}; set condition_eye: false")
+            raise RetinaugError(
+                f"condition_eye needs the eye side of every TRAIN image: {unknown} of {len(df)} have eye "
+                f"{', '.join(sorted(set(df['eye']) - set(SIDES)))}; set condition_eye: false"
+            )
         self.conditions = conditions
         self.images = torch.from_numpy(image_cache(df, size).rows(df))  # (N, S, S, 3)
         self.cond = torch.tensor(conditions.index(list(df["label"]), list(df["eye"])))
@@ -96,7 +98,9 @@ class TrainSet:
         return torch.where(flip, self.conditions.flipped(cond), cond).to(device)
 
 
-def diffusion_loss(pred: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, schedule, snr_gamma: float | None) -> torch.Tensor:
+def diffusion_loss(
+    pred: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, schedule, snr_gamma: float | None
+) -> torch.Tensor:
     """MSE against the schedule's prediction target, optionally Min-SNR-gamma weighted (Hang et al. 2023): per
     timestep min(SNR, gamma) / SNR for epsilon, / (SNR + 1) for v_prediction, min(SNR, gamma) for sample."""
     kind = schedule.config.prediction_type
@@ -111,7 +115,10 @@ def diffusion_loss(pred: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor,
     if snr_gamma is None:
         return F.mse_loss(pred.float(), target.float())
     snr = compute_snr(schedule, t)
-    weight = torch.clamp(snr, max=snr_gamma) / {"epsilon": snr, "v_prediction": snr + 1, "sample": torch.ones_like(snr)}[kind]
+    weight = (
+        torch.clamp(snr, max=snr_gamma)
+        / {"epsilon": snr, "v_prediction": snr + 1, "sample": torch.ones_like(snr)}[kind]
+    )
     per_image = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
     return (per_image * weight).mean()
 
@@ -164,7 +171,13 @@ class Generator:
         return self
 
     # --- training ------------------------------------------------------------------------------------
-    def fit(self, train_df: pd.DataFrame, out: Path | None = None, checkpoint_every: int = 500, holdout: pd.DataFrame | None = None) -> dict:
+    def fit(
+        self,
+        train_df: pd.DataFrame,
+        out: Path | None = None,
+        checkpoint_every: int = 500,
+        holdout: pd.DataFrame | None = None,
+    ) -> dict:
         """Train on the rows of `train_df` (TRAIN-split real images of `self.classes`); `holdout` (val images)
         is only read by generators that report a held-out score (ldm's reconstruction).
 
@@ -173,7 +186,8 @@ class Generator:
         the same weights as an uninterrupted one. Returns the last phase's history, earlier phases' under their name."""
         cfg = self.config
         accelerator = new_accelerator(
-            mixed_precision=resolve_precision(cfg.mixed_precision, default_device()), gradient_accumulation_steps=cfg.grad_accum,
+            mixed_precision=resolve_precision(cfg.mixed_precision, default_device()),
+            gradient_accumulation_steps=cfg.grad_accum,
             **tracker_args(cfg.tracker, out),
         )
         start_tracking(accelerator, cfg.tracker, self.name, cfg, out)
@@ -187,7 +201,9 @@ class Generator:
         phases, history = self.phases(), {}
         for i, phase in enumerate(phases):
             key = phase_key(key, phase.name, phase.settings)
-            kept = Path(out) / phase.name if out is not None and phase.save is not None and i < len(phases) - 1 else None
+            kept = (
+                Path(out) / phase.name if out is not None and phase.save is not None and i < len(phases) - 1 else None
+            )
             if kept is not None and (record := kept_history(kept, key)) is not None:
                 phase.load(kept)
                 history[phase.name] = record
@@ -198,9 +214,13 @@ class Generator:
             if phase.start is not None:
                 phase.start()
             metric = "loss" if i == len(phases) - 1 else f"{phase.name}_loss"  # the tracker's name for the curve
-            history[phase.name] = self._train(phase, accelerator, key, ckpt, checkpoint_every, seed=cfg.seed + 1009 * i, metric=metric)
+            history[phase.name] = self._train(
+                phase, accelerator, key, ckpt, checkpoint_every, seed=cfg.seed + 1009 * i, metric=metric
+            )
             if phase.finish is not None:
-                history[phase.name].update(phase.finish(Path(out) if out is not None and accelerator.is_main_process else None))
+                history[phase.name].update(
+                    phase.finish(Path(out) if out is not None and accelerator.is_main_process else None)
+                )
             if kept is not None and accelerator.is_main_process:
                 keep_phase(kept, key, history[phase.name], phase.save)
             if ckpt is not None and accelerator.is_main_process:
@@ -208,9 +228,23 @@ class Generator:
             accelerator.wait_for_everyone()
         accelerator.end_training()
         last = history.pop(phases[-1].name)
-        return {**last, **history, "precision": accelerator.mixed_precision, "is_main_process": accelerator.is_main_process}
+        return {
+            **last,
+            **history,
+            "precision": accelerator.mixed_precision,
+            "is_main_process": accelerator.is_main_process,
+        }
 
-    def _train(self, phase: Phase, accelerator: Accelerator, key: str, ckpt: Path | None, checkpoint_every: int, seed: int, metric: str) -> dict:
+    def _train(
+        self,
+        phase: Phase,
+        accelerator: Accelerator,
+        key: str,
+        ckpt: Path | None,
+        checkpoint_every: int,
+        seed: int,
+        metric: str,
+    ) -> dict:
         """One phase: AdamW under accelerate (accumulation, clipping, warm-up), resumed from `ckpt` when it is this
         phase's; each step draws a batch, steps the optimiser and the EMA, logs the loss now and then and saves a
         checkpoint every `checkpoint_every` steps. Returns the phase's history."""
@@ -218,14 +252,26 @@ class Generator:
         per_step = phase.batch_size * accelerator.gradient_accumulation_steps * accelerator.num_processes
         steps = phase.steps if phase.epochs is None else max(1, math.ceil(phase.epochs * n / per_step))
         params = [p for p in phase.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=cfg.weight_decay, fused=True)  # as classify.fit's
-        lr_schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.warmup_steps * accelerator.num_processes)
+        optimizer = torch.optim.AdamW(
+            params, lr=phase.lr, weight_decay=cfg.weight_decay, fused=True
+        )  # as classify.fit's
+        lr_schedule = get_scheduler(
+            "constant_with_warmup", optimizer, num_warmup_steps=cfg.warmup_steps * accelerator.num_processes
+        )
         *wrapped, optimizer, lr_schedule = accelerator.prepare(*phase.modules.values(), optimizer, lr_schedule)
         nets = dict(zip(phase.modules, wrapped))
         for net in wrapped:
             net.train()
-        state = TrainState(key, steps, phase.modules, optimizer, lr_schedule, phase.ema, main_process=accelerator.is_main_process,
-                           batch_rng=torch.Generator().manual_seed(seed + 7919 * accelerator.process_index))
+        state = TrainState(
+            key,
+            steps,
+            phase.modules,
+            optimizer,
+            lr_schedule,
+            phase.ema,
+            main_process=accelerator.is_main_process,
+            batch_rng=torch.Generator().manual_seed(seed + 7919 * accelerator.process_index),
+        )
         if ckpt is not None:
             resume(ckpt, state, self.name, phase.name)
         resumed_from, log_every = state.step, max(1, steps // 200)
@@ -234,7 +280,11 @@ class Generator:
         with progress_bar(title, steps - resumed_from, "step") as advance:
             while state.step < steps:
                 idx = torch.randint(n, (phase.batch_size,), generator=state.batch_rng)
-                flip = torch.rand(len(idx), generator=state.batch_rng) < 0.5 if cfg.hflip else torch.zeros(len(idx), dtype=torch.bool)
+                flip = (
+                    torch.rand(len(idx), generator=state.batch_rng) < 0.5
+                    if cfg.hflip
+                    else torch.zeros(len(idx), dtype=torch.bool)
+                )
                 with accelerator.accumulate(*wrapped):
                     with accelerator.autocast():
                         loss = phase.loss(nets, idx, flip)
@@ -258,7 +308,12 @@ class Generator:
                     state.history["loss"].append(mean)
                     accelerator.log({metric: mean}, step=state.step)
                     state.running, state.count = 0.0, 0
-                if ckpt is not None and state.step % checkpoint_every == 0 and state.step < steps and accelerator.is_main_process:
+                if (
+                    ckpt is not None
+                    and state.step % checkpoint_every == 0
+                    and state.step < steps
+                    and accelerator.is_main_process
+                ):
                     save_checkpoint(ckpt, state)
                 faults.reached("step")
         seconds = state.elapsed()
@@ -266,5 +321,11 @@ class Generator:
             module.eval()
         if phase.ema is not None:
             phase.ema.copy_to(phase.parameters())
-        return {**state.history, "seconds": state.seconds + seconds, "images_per_s": (steps - resumed_from) * per_step / max(seconds, 1e-9),
-                "resumed_from_step": resumed_from, "steps": steps, "n_train_images": n}
+        return {
+            **state.history,
+            "seconds": state.seconds + seconds,
+            "images_per_s": (steps - resumed_from) * per_step / max(seconds, 1e-9),
+            "resumed_from_step": resumed_from,
+            "steps": steps,
+            "n_train_images": n,
+        }

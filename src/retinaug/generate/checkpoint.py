@@ -34,8 +34,22 @@ CHECKPOINT = "train_state.pt"
 PHASE_RECORD = "phase.json"
 # config fields that shape what `finetune` writes or logs, not the weights: a checkpoint stays valid when they change
 NOT_WEIGHTS = ("samples_per_class", "tracker")
-CHECKPOINT_KEYS = ("key", "steps", "step", "history", "running", "count", "seconds", "modules", "optimizer", "lr_schedule", "ema",
-                   "batch_rng", "torch_rng", "cuda_rng")
+CHECKPOINT_KEYS = (
+    "key",
+    "steps",
+    "step",
+    "history",
+    "running",
+    "count",
+    "seconds",
+    "modules",
+    "optimizer",
+    "lr_schedule",
+    "ema",
+    "batch_rng",
+    "torch_rng",
+    "cuda_rng",
+)
 
 
 def training_settings(config: BaseModel, exclude: tuple[str, ...] = ()) -> dict:
@@ -45,13 +59,17 @@ def training_settings(config: BaseModel, exclude: tuple[str, ...] = ()) -> dict:
 
 def data_key(method: str, classes: list[str], train_df: pd.DataFrame) -> str:
     """What every phase's key starts from: the generator, its classes and the training images (in any order)."""
-    rows = "\n".join(sorted(train_df["path"].astype(str) + "|" + train_df["label"].astype(str) + "|" + train_df["eye"].astype(str)))
+    rows = "\n".join(
+        sorted(train_df["path"].astype(str) + "|" + train_df["label"].astype(str) + "|" + train_df["eye"].astype(str))
+    )
     return sha256_text(json.dumps({"method": method, "classes": classes, "rows": rows}))
 
 
 def phase_key(previous: str, name: str, settings: dict) -> str:
     """A phase's key: the key before it (a phase trains on what earlier ones made) with its name and settings."""
-    return sha256_text(json.dumps({"after": previous, "phase": name, "settings": settings}, sort_keys=True, default=str))
+    return sha256_text(
+        json.dumps({"after": previous, "phase": name, "settings": settings}, sort_keys=True, default=str)
+    )
 
 
 @dataclass
@@ -83,13 +101,26 @@ class TrainState:
         return time.perf_counter() - self.started
 
     def state_dict(self) -> dict:
-        modules = {name: {k: v.detach().cpu() for k, v in m.named_parameters() if v.requires_grad} for name, m in self.modules.items()}
-        return {"step": self.step, "history": self.history, "running": self.running, "count": self.count,
-                "seconds": self.seconds + self.elapsed(), "key": self.key, "steps": self.steps, "modules": modules,
-                "optimizer": self.optimizer.state_dict(), "lr_schedule": self.lr_schedule.state_dict(),
-                "ema": self.ema.state_dict() if self.ema is not None else {},
-                "batch_rng": self.batch_rng.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        modules = {
+            name: {k: v.detach().cpu() for k, v in m.named_parameters() if v.requires_grad}
+            for name, m in self.modules.items()
+        }
+        return {
+            "step": self.step,
+            "history": self.history,
+            "running": self.running,
+            "count": self.count,
+            "seconds": self.seconds + self.elapsed(),
+            "key": self.key,
+            "steps": self.steps,
+            "modules": modules,
+            "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "batch_rng": self.batch_rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for name, module in self.modules.items():
@@ -98,7 +129,9 @@ class TrainState:
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
-            self.ema.to(next(p for m in self.modules.values() for p in m.parameters()).device)  # it was loaded onto the CPU
+            self.ema.to(
+                next(p for m in self.modules.values() for p in m.parameters()).device
+            )  # it was loaded onto the CPU
         if self.main_process:
             self.batch_rng.set_state(state["batch_rng"])
             torch.set_rng_state(state["torch_rng"])
@@ -121,11 +154,15 @@ def load_checkpoint(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RetinaugError(f"cannot read the training checkpoint {path} ({type(exc).__name__}: {reason[:200]}); "
-                            "delete it to train from step 0") from None
+        raise RetinaugError(
+            f"cannot read the training checkpoint {path} ({type(exc).__name__}: {reason[:200]}); "
+            "delete it to train from step 0"
+        ) from None
     missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else list(CHECKPOINT_KEYS)
     if missing:
-        raise RetinaugError(f"{path} is not a retinaug training checkpoint (missing {', '.join(missing)}); delete it to train from step 0")
+        raise RetinaugError(
+            f"{path} is not a retinaug training checkpoint (missing {', '.join(missing)}); delete it to train from step 0"
+        )
     return state
 
 
@@ -136,15 +173,21 @@ def resume(path: Path, state: TrainState, method: str, phase: str) -> None:
         return
     saved = load_checkpoint(path)
     if saved["key"] != state.key or saved["steps"] != state.steps:
-        log.warning("%s was made by another training phase, config or training set: ignored, training %s from step 0", path, phase)
+        log.warning(
+            "%s was made by another training phase, config or training set: ignored, training %s from step 0",
+            path,
+            phase,
+        )
         return
     for name, module in state.modules.items():
         have = set(saved["modules"].get(name, {}))
         bad = have - set(module.state_dict())
         missing = {k for k, v in module.named_parameters() if v.requires_grad} - have
         if bad or missing:
-            raise RetinaugError(f"{path} does not fit the {name} network ({len(bad)} unexpected, {len(missing)} missing "
-                                "tensors); delete it to start over")
+            raise RetinaugError(
+                f"{path} does not fit the {name} network ({len(bad)} unexpected, {len(missing)} missing "
+                "tensors); delete it to start over"
+            )
     state.load_state_dict(saved)
     log.info("resuming %s %s training at step %d of %d from %s", method, phase, state.step, state.steps, path)
 

@@ -36,11 +36,15 @@ class Conditions:
         """Condition indices of images of `labels` (and eye sides, when conditioned on them)."""
         unknown = sorted(set(labels) - set(self.classes))
         if unknown:
-            raise RetinaugError(f"the generator was not trained on class(es) {', '.join(unknown)}; it knows {', '.join(self.classes)}")
+            raise RetinaugError(
+                f"the generator was not trained on class(es) {', '.join(unknown)}; it knows {', '.join(self.classes)}"
+            )
         if not self.eyes:
             return [self.classes.index(c) for c in labels]
         if eyes is None or len(eyes) != len(labels) or any(e not in SIDES for e in eyes):
-            raise RetinaugError("this generator is conditioned on the eye side (condition_eye): every image needs eye left or right")
+            raise RetinaugError(
+                "this generator is conditioned on the eye side (condition_eye): every image needs eye left or right"
+            )
         return [len(SIDES) * self.classes.index(c) + SIDES.index(e) for c, e in zip(labels, eyes)]
 
     def flipped(self, cond: torch.Tensor) -> torch.Tensor:

@@ -33,20 +33,35 @@ class TrainingConfig(_Config):
         description="What the generator learns from: all (every class of the TRAIN split: anatomy from every image, "
         "class-conditional), synthetic (only the classes the pipeline generates) or a list of codes, e.g. [G, C, A].",
     )
-    condition_eye: bool = Field(False, description="Also condition on the eye side (left/right; a horizontal flip swaps it), so samples can be asked for one side.")
+    condition_eye: bool = Field(
+        False,
+        description="Also condition on the eye side (left/right; a horizontal flip swaps it), so samples can be asked for one side.",
+    )
     size: int = Field(32, ge=16, le=1024, description="Training/sampling resolution in pixels.")
     steps: int = Field(1000, ge=1, description="Optimiser steps (ignored when `epochs` is set).")
     epochs: float | None = Field(None, gt=0, description="Passes over the training images; overrides `steps` when set.")
     batch_size: int = Field(16, ge=1, le=MAX_BATCH, description="Images per optimiser micro-batch (per process).")
-    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps (effective batch = batch_size x grad_accum x processes).")
+    grad_accum: int = Field(
+        1, ge=1, description="Gradient accumulation steps (effective batch = batch_size x grad_accum x processes)."
+    )
     lr: float = Field(2e-3, gt=0, description="AdamW learning rate (after a linear warm-up).")
     warmup_steps: int = Field(20, ge=0, description="Linear learning-rate warm-up steps.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    snr_gamma: float | None = Field(None, gt=0, description="Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); None = plain MSE.")
-    mixed_precision: Precision = Field("auto", description="Training autocast: auto (bf16 where the CPU has bf16 units or the GPU supports it, fp16 on older GPUs, else fp32), no, fp16 (GPU) or bf16.")
+    snr_gamma: float | None = Field(
+        None, gt=0, description="Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); None = plain MSE."
+    )
+    mixed_precision: Precision = Field(
+        "auto",
+        description="Training autocast: auto (bf16 where the CPU has bf16 units or the GPU supports it, fp16 on older GPUs, else fp32), no, fp16 (GPU) or bf16.",
+    )
     hflip: bool = Field(True, description="Random horizontal flips while training (left/right eyes are mirror images).")
     seed: Seed = Field(0, description="Training seed (initialisation, batches, noise).")
-    samples_per_class: int = Field(8, ge=1, le=64, description="Images per class in the samples.png grid written after training (sampled with the method's default settings).")
+    samples_per_class: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Images per class in the samples.png grid written after training (sampled with the method's default settings).",
+    )
     tracker: Tracker = Field("none", description=TRACKER_HELP)
 
     @model_validator(mode="before")
@@ -75,8 +90,14 @@ class TrainingConfig(_Config):
 
 
 # training-config keys of earlier versions that are now `generate` options
-MOVED_TO_GENERATE = {"sample_steps": "steps", "guidance_scale": "guidance", "scheduler": "scheduler", "mode": "mode",
-                     "strength": "strength", "negative_prompt": "negative_prompt"}
+MOVED_TO_GENERATE = {
+    "sample_steps": "steps",
+    "guidance_scale": "guidance",
+    "scheduler": "scheduler",
+    "mode": "mode",
+    "strength": "strength",
+    "negative_prompt": "negative_prompt",
+}
 
 
 class DDPMConfig(TrainingConfig):
@@ -84,16 +105,35 @@ class DDPMConfig(TrainingConfig):
 
     The defaults are the CPU demo size: 32 px, a 0.6M-parameter UNet, 1000 steps of 16 images."""
 
-    block_out_channels: list[Width] = Field([16, 32, 64], min_length=2, description="UNet width per resolution level (one down block each).")
+    block_out_channels: list[Width] = Field(
+        [16, 32, 64], min_length=2, description="UNet width per resolution level (one down block each)."
+    )
     layers_per_block: int = Field(1, ge=1, le=16, description="ResNet layers per UNet block.")
-    attention_levels: list[int] = Field([], description="Indices of the levels (0 = full resolution) that get self-attention.")
+    attention_levels: list[int] = Field(
+        [], description="Indices of the levels (0 = full resolution) that get self-attention."
+    )
     norm_num_groups: int = Field(8, ge=1, description="GroupNorm groups (must divide every block width).")
     num_train_timesteps: int = Field(1000, ge=10, le=10000, description="Diffusion timesteps in training.")
-    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field("squaredcos_cap_v2", description="Noise schedule.")
-    prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field("v_prediction", description="What the UNet predicts (v_prediction: clean samples after short CPU training; sample: smoother, blurrier).")
-    class_dropout: float = Field(0.1, ge=0, lt=1, description="Probability of replacing the class by the null class (enables classifier-free guidance).")
-    ema_decay: float = Field(0.999, ge=0, le=1, description="EMA decay of the weights that are saved and sampled; 0 disables EMA.")
-    ema_warmup: bool = Field(True, description="EMA warm-up: the decay grows as 1 - (1 + step)^-ema_power up to ema_decay, so early weights fade fast.")
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field(
+        "squaredcos_cap_v2", description="Noise schedule."
+    )
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field(
+        "v_prediction",
+        description="What the UNet predicts (v_prediction: clean samples after short CPU training; sample: smoother, blurrier).",
+    )
+    class_dropout: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Probability of replacing the class by the null class (enables classifier-free guidance).",
+    )
+    ema_decay: float = Field(
+        0.999, ge=0, le=1, description="EMA decay of the weights that are saved and sampled; 0 disables EMA."
+    )
+    ema_warmup: bool = Field(
+        True,
+        description="EMA warm-up: the decay grows as 1 - (1 + step)^-ema_power up to ema_decay, so early weights fade fast.",
+    )
     ema_power: float = Field(2 / 3, gt=0, description="EMA warm-up exponent (2/3 for long runs, 3/4 for short ones).")
 
     @field_validator("size")
@@ -114,7 +154,9 @@ def check_unet(widths: list[int], groups: int, attention: list[int], size: int, 
     if any(w % groups for w in widths):
         raise ValueError(f"norm_num_groups={groups} must divide every width {widths}")
     if size % 2 ** (len(widths) - 1):
-        raise ValueError(f"{what} {size} must be divisible by 2^(levels-1) = {2 ** (len(widths) - 1)} (levels = len({widths}))")
+        raise ValueError(
+            f"{what} {size} must be divisible by 2^(levels-1) = {2 ** (len(widths) - 1)} (levels = len({widths}))"
+        )
     if any(not 0 <= i < len(widths) for i in attention):
         raise ValueError(f"attention_levels {attention} must be level indices 0..{len(widths) - 1}")
 
@@ -124,23 +166,46 @@ class LDMConfig(DDPMConfig):
     of `ddpm` in its latent space (size / 2^(autoencoder levels - 1) pixels per side)."""
 
     size: int = Field(128, ge=16, le=1024, description="Image resolution in pixels (128 on a CPU, 256 with a GPU).")
-    block_out_channels: list[Width] = Field([32, 64, 128], min_length=2, description="Latent UNet width per resolution level.")
-    vae_block_out_channels: list[Width] = Field([32, 64, 64], min_length=1, description="Autoencoder width per level; the latents are size / 2^(levels-1) px per side (default 4x smaller).")
+    block_out_channels: list[Width] = Field(
+        [32, 64, 128], min_length=2, description="Latent UNet width per resolution level."
+    )
+    vae_block_out_channels: list[Width] = Field(
+        [32, 64, 64],
+        min_length=1,
+        description="Autoencoder width per level; the latents are size / 2^(levels-1) px per side (default 4x smaller).",
+    )
     vae_layers_per_block: int = Field(1, ge=1, le=16, description="ResNet layers per autoencoder block.")
-    vae_mid_attention: bool = Field(True, description="Self-attention in the autoencoder's middle block (as Stable Diffusion's VAE); false: an attention-free autoencoder. Its cost grows with the 4th power of the latent side; at 128 px (32 px latents) it is ~3% of a CPU step (BENCHMARKS.md), more at 256 px and up.")
+    vae_mid_attention: bool = Field(
+        True,
+        description="Self-attention in the autoencoder's middle block (as Stable Diffusion's VAE); false: an attention-free autoencoder. Its cost grows with the 4th power of the latent side; at 128 px (32 px latents) it is ~3% of a CPU step (BENCHMARKS.md), more at 256 px and up.",
+    )
     latent_channels: int = Field(4, ge=1, le=64, description="Channels of the latent space.")
     vae_steps: int = Field(1000, ge=1, description="Autoencoder optimiser steps (ignored when `vae_epochs` is set).")
-    vae_epochs: float | None = Field(None, gt=0, description="Autoencoder passes over the training images; overrides `vae_steps`.")
+    vae_epochs: float | None = Field(
+        None, gt=0, description="Autoencoder passes over the training images; overrides `vae_steps`."
+    )
     vae_batch_size: int = Field(16, ge=1, le=MAX_BATCH, description="Autoencoder images per micro-batch.")
     vae_lr: float = Field(5e-4, gt=0, description="Autoencoder AdamW learning rate.")
-    kl_weight: float = Field(1e-6, ge=0, description="Weight of the KL term beside the L1 reconstruction loss (small: a nearly deterministic code).")
-    recon_images: int = Field(256, ge=1, description="Held-out (val) images on which reconstruction PSNR/SSIM is measured.")
+    kl_weight: float = Field(
+        1e-6,
+        ge=0,
+        description="Weight of the KL term beside the L1 reconstruction loss (small: a nearly deterministic code).",
+    )
+    recon_images: int = Field(
+        256, ge=1, description="Held-out (val) images on which reconstruction PSNR/SSIM is measured."
+    )
 
     @model_validator(mode="after")
     def _unet_shape(self):
         factor = 2 ** (len(self.vae_block_out_channels) - 1)
         check_unet(self.vae_block_out_channels, self.norm_num_groups, [], self.size, "size")
-        check_unet(self.block_out_channels, self.norm_num_groups, self.attention_levels, self.size // factor, f"latent size (size / {factor})")
+        check_unet(
+            self.block_out_channels,
+            self.norm_num_groups,
+            self.attention_levels,
+            self.size // factor,
+            f"latent size (size / {factor})",
+        )
         return self
 
 
@@ -163,8 +228,13 @@ DEFAULT_PROMPTS: dict[str, str] = {
 class SDLoRAConfig(TrainingConfig):
     """Stable Diffusion (local diffusers folder) fine-tuned with LoRA adapters (peft)."""
 
-    base_model: str | None = Field(None, description="Stable Diffusion 1.x/2.x in diffusers layout (model_index.json, unet, vae, text_encoder, tokenizer, scheduler): a local folder, or a hub id (owner/name) already in the Hugging Face cache; nothing is downloaded.")
-    size: int = Field(512, ge=16, le=1024, description="Training/sampling resolution in pixels (512 for SD 1.5, 768 for SD 2.1-v).")
+    base_model: str | None = Field(
+        None,
+        description="Stable Diffusion 1.x/2.x in diffusers layout (model_index.json, unet, vae, text_encoder, tokenizer, scheduler): a local folder, or a hub id (owner/name) already in the Hugging Face cache; nothing is downloaded.",
+    )
+    size: int = Field(
+        512, ge=16, le=1024, description="Training/sampling resolution in pixels (512 for SD 1.5, 768 for SD 2.1-v)."
+    )
     steps: int = Field(500, ge=1, description="Optimiser steps (ignored when `epochs` is set).")
     batch_size: int = Field(1, ge=1, le=MAX_BATCH, description="Images per optimiser micro-batch (per process).")
     grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps.")
@@ -172,9 +242,14 @@ class SDLoRAConfig(TrainingConfig):
     rank: int = Field(4, ge=1, le=1024, description="LoRA rank.")
     alpha: float = Field(4.0, gt=0, description="LoRA alpha (scale = alpha / rank).")
     train_text_encoder: bool = Field(False, description="Also train LoRA adapters on the CLIP text encoder attention.")
-    prompts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PROMPTS), description="Prompt template per class code; `{name}` expands to the class name; with condition_eye ', left eye' / ', right eye' is appended.")
+    prompts: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_PROMPTS),
+        description="Prompt template per class code; `{name}` expands to the class name; with condition_eye ', left eye' / ', right eye' is appended.",
+    )
     prompt_dropout: float = Field(0.0, ge=0, lt=1, description="Probability of training with an empty prompt.")
-    samples_per_class: int = Field(2, ge=1, le=64, description="Images per class in the samples.png grid written after training.")
+    samples_per_class: int = Field(
+        2, ge=1, le=64, description="Images per class in the samples.png grid written after training."
+    )
     # memory options (docs/generators.md): the defaults fit SD 1.5 at 512 px, batch_size 1, on a 24 GB GPU
     gradient_checkpointing: bool = Field(
         False,
@@ -215,18 +290,40 @@ class GenerateConfig(_Config):
     None for steps/guidance means the method's own default (ddpm and ldm: 25 steps, guidance 3; sd-lora: 30, 7.5)."""
 
     per_class: int | None = Field(None, ge=0, le=100_000, description="Images per class (exclusive with ratio).")
-    ratio: float | None = Field(None, gt=0, le=MAX_MULTIPLIER, description="Images per class relative to its real TRAIN count (x0.5 ... x4).")
-    classes: list[str] | None = Field(None, description="Classes to generate; None = every class the generator was trained on.")
-    seed: Seed = Field(0, description="Run seed; each image's seed derives from (seed, class, index).")
-    batch_size: int = Field(16, ge=1, le=MAX_BATCH, description="Images per sampling batch (same images; CPU kernels may round a pixel by one grey level differently across batch sizes).")
-    mode: Literal["txt2img", "img2img"] = Field("txt2img", description="txt2img (from noise) or img2img (SDEdit / DA-Fusion: a real TRAIN image of the class, re-noised by `strength`, then denoised).")
-    strength: float | list[float] = Field(
-        0.5, description="img2img: how much of the parent is re-noised, 0 (the parent itself) ... 1 (almost pure noise); a [low, high] range draws one value per image from its seed."
+    ratio: float | None = Field(
+        None, gt=0, le=MAX_MULTIPLIER, description="Images per class relative to its real TRAIN count (x0.5 ... x4)."
     )
-    steps: int | None = Field(None, ge=1, le=1000, description="Sampling steps (img2img runs int(steps x strength) of them); None = the method's default.")
-    guidance: float | None = Field(None, ge=0, description="Classifier-free guidance scale (1 = none); None = the method's default.")
+    classes: list[str] | None = Field(
+        None, description="Classes to generate; None = every class the generator was trained on."
+    )
+    seed: Seed = Field(0, description="Run seed; each image's seed derives from (seed, class, index).")
+    batch_size: int = Field(
+        16,
+        ge=1,
+        le=MAX_BATCH,
+        description="Images per sampling batch (same images; CPU kernels may round a pixel by one grey level differently across batch sizes).",
+    )
+    mode: Literal["txt2img", "img2img"] = Field(
+        "txt2img",
+        description="txt2img (from noise) or img2img (SDEdit / DA-Fusion: a real TRAIN image of the class, re-noised by `strength`, then denoised).",
+    )
+    strength: float | list[float] = Field(
+        0.5,
+        description="img2img: how much of the parent is re-noised, 0 (the parent itself) ... 1 (almost pure noise); a [low, high] range draws one value per image from its seed.",
+    )
+    steps: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Sampling steps (img2img runs int(steps x strength) of them); None = the method's default.",
+    )
+    guidance: float | None = Field(
+        None, ge=0, description="Classifier-free guidance scale (1 = none); None = the method's default."
+    )
     scheduler: Scheduler = Field("dpm", description="Sampler: dpm (DPM-Solver++ multistep), ddim, euler or pndm.")
-    karras: bool = Field(False, description="Karras et al.'s noise-level spacing (diffusers use_karras_sigmas; dpm and euler only).")
+    karras: bool = Field(
+        False, description="Karras et al.'s noise-level spacing (diffusers use_karras_sigmas; dpm and euler only)."
+    )
     precision: Precision = Field(
         "no",
         description="Sampling autocast: no (fp32: the pixels do not depend on batch size, process count or resuming), auto (bf16 on CPUs "

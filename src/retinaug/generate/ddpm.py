@@ -35,7 +35,9 @@ class DDPMGenerator(Generator):
             block_out_channels=tuple(cfg.block_out_channels),
             layers_per_block=cfg.layers_per_block,
             down_block_types=tuple("AttnDownBlock2D" if i in cfg.attention_levels else "DownBlock2D" for i in levels),
-            up_block_types=tuple("AttnUpBlock2D" if i in cfg.attention_levels else "UpBlock2D" for i in reversed(levels)),
+            up_block_types=tuple(
+                "AttnUpBlock2D" if i in cfg.attention_levels else "UpBlock2D" for i in reversed(levels)
+            ),
             norm_num_groups=cfg.norm_num_groups,
             attention_head_dim=min(32, cfg.block_out_channels[-1]),
             num_class_embeds=self.conditions.null + 1,  # the last index is the null condition (unconditional)
@@ -43,7 +45,11 @@ class DDPMGenerator(Generator):
 
     def _noise(self) -> DDPMScheduler:
         cfg = self.config
-        return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type)
+        return DDPMScheduler(
+            num_train_timesteps=cfg.num_train_timesteps,
+            beta_schedule=cfg.beta_schedule,
+            prediction_type=cfg.prediction_type,
+        )
 
     def build(self) -> None:
         self.unet = self._unet(3, self.config.size)
@@ -55,9 +61,23 @@ class DDPMGenerator(Generator):
     def diffusion_phase(self, settings: dict, start=None) -> Phase:
         """The UNet's phase (pixels here; ldm's latents reuse it through `clean_batch`)."""
         cfg = self.config
-        ema = EMAModel(self.unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=cfg.ema_warmup, power=cfg.ema_power) if cfg.ema_decay > 0 else None
-        return Phase("diffusion", {"unet": self.unet}, self._diffusion_loss, settings, steps=cfg.steps, epochs=cfg.epochs,
-                     batch_size=cfg.batch_size, lr=cfg.lr, ema=ema, start=start)
+        ema = (
+            EMAModel(self.unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=cfg.ema_warmup, power=cfg.ema_power)
+            if cfg.ema_decay > 0
+            else None
+        )
+        return Phase(
+            "diffusion",
+            {"unet": self.unet},
+            self._diffusion_loss,
+            settings,
+            steps=cfg.steps,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            ema=ema,
+            start=start,
+        )
 
     def clean_batch(self, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         """What the UNet learns to denoise, for a batch of training images."""
@@ -65,7 +85,9 @@ class DDPMGenerator(Generator):
 
     def _diffusion_loss(self, nets: Nets, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         x = self.clean_batch(idx, flip)
-        cond = condition_dropout(self.data.condition(idx, flip, self.device), self.config.class_dropout, self.conditions.null)
+        cond = condition_dropout(
+            self.data.condition(idx, flip, self.device), self.config.class_dropout, self.conditions.null
+        )
         noise = torch.randn_like(x)
         t = torch.randint(0, self.noise.config.num_train_timesteps, (len(x),), device=x.device)
         pred = nets["unet"](self.noise.add_noise(x, noise, t), t, class_labels=cond).sample
@@ -76,7 +98,11 @@ class DDPMGenerator(Generator):
         self.noise.save_pretrained(out / "scheduler")
 
     def load_weights(self, path: Path) -> None:
-        self.unet = UNet2DModel.from_pretrained(path / "unet", local_files_only=True, use_safetensors=True).to(self.device).eval()
+        self.unet = (
+            UNet2DModel.from_pretrained(path / "unet", local_files_only=True, use_safetensors=True)
+            .to(self.device)
+            .eval()
+        )
         self.noise = DDPMScheduler.from_pretrained(path / "scheduler", local_files_only=True)
 
     def to(self, device):

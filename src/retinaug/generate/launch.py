@@ -39,21 +39,41 @@ def process_count(processes: int | str) -> int:
     if processes == "auto":
         return max(gpus, 1)
     if gpus and int(processes) > gpus:
-        raise RetinaugError(f"synthetic.processes {processes} is more than the {gpus} visible GPU(s): use auto or at most {gpus}")
+        raise RetinaugError(
+            f"synthetic.processes {processes} is more than the {gpus} visible GPU(s): use auto or at most {gpus}"
+        )
     return int(processes)
 
 
-def generate_in_processes(generator: str | Path, data: str | Path, out: str | Path, config: GenerateConfig, processes: int) -> pd.DataFrame:
+def generate_in_processes(
+    generator: str | Path, data: str | Path, out: str | Path, config: GenerateConfig, processes: int
+) -> pd.DataFrame:
     """`generate(generator, data, out, config)` split across `processes` torchrun processes; the manifest it wrote.
 
     Each process gets usable cores / processes intra-op threads (they would otherwise each take every core)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     job = out / JOB_NAME
-    write_json_atomic(job, {"generator": str(Path(generator).resolve()), "data": str(Path(data).resolve()), "out": str(out.resolve()),
-                            "config": config.model_dump(mode="json", include=set(GenerateConfig.model_fields))})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-           "-m", "retinaug.generate.launch", str(job)]
+    write_json_atomic(
+        job,
+        {
+            "generator": str(Path(generator).resolve()),
+            "data": str(Path(data).resolve()),
+            "out": str(out.resolve()),
+            "config": config.model_dump(mode="json", include=set(GenerateConfig.model_fields)),
+        },
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(processes),
+        "-m",
+        "retinaug.generate.launch",
+        str(job),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(usable_cores() // processes, 1)), "RETINAUG_QUIET": "1"}
     log.info("sampling in %d processes: %s", processes, " ".join(cmd[1:]))
     tail: deque[str] = deque(maxlen=30)
@@ -75,8 +95,10 @@ def generate_in_processes(generator: str | Path, data: str | Path, out: str | Pa
         job.unlink(missing_ok=True)
     if code != 0:
         said = "\n".join(errors) if errors else "its last lines:\n" + "\n".join(tail)
-        raise RetinaugError(f"sampling in {processes} processes failed (torchrun exit code {code}):\n{said}\n"
-                            "re-run to resume: the images written so far are kept")
+        raise RetinaugError(
+            f"sampling in {processes} processes failed (torchrun exit code {code}):\n{said}\n"
+            "re-run to resume: the images written so far are kept"
+        )
     return load_manifest(out)
 
 

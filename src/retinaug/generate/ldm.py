@@ -35,9 +35,28 @@ from .sampling import ClassDiffusionPipeline, to_uint8, to_unit
 
 log = logging.getLogger("retinaug.generate")
 # the autoencoder does not depend on these (they shape the latent UNet and its training)
-UNET_ONLY = ("block_out_channels", "layers_per_block", "attention_levels", "num_train_timesteps", "beta_schedule", "prediction_type",
-             "class_dropout", "ema_decay", "ema_warmup", "ema_power", "steps", "epochs", "batch_size", "lr", "warmup_steps",
-             "weight_decay", "snr_gamma", "train_classes", "condition_eye", "recon_images")
+UNET_ONLY = (
+    "block_out_channels",
+    "layers_per_block",
+    "attention_levels",
+    "num_train_timesteps",
+    "beta_schedule",
+    "prediction_type",
+    "class_dropout",
+    "ema_decay",
+    "ema_warmup",
+    "ema_power",
+    "steps",
+    "epochs",
+    "batch_size",
+    "lr",
+    "warmup_steps",
+    "weight_decay",
+    "snr_gamma",
+    "train_classes",
+    "condition_eye",
+    "recon_images",
+)
 
 
 class AutoencoderObjective(torch.nn.Module):
@@ -82,9 +101,19 @@ class LDMGenerator(DDPMGenerator):
 
     def phases(self) -> list[Phase]:
         cfg = self.config
-        vae = Phase("vae", {"objective": self.objective}, self._vae_loss, training_settings(cfg, exclude=UNET_ONLY),
-                    steps=cfg.vae_steps, epochs=cfg.vae_epochs, batch_size=cfg.vae_batch_size, lr=cfg.vae_lr, finish=self._reconstruction,
-                    save=lambda folder: self.vae.save_pretrained(folder, safe_serialization=True), load=self._load_vae)
+        vae = Phase(
+            "vae",
+            {"objective": self.objective},
+            self._vae_loss,
+            training_settings(cfg, exclude=UNET_ONLY),
+            steps=cfg.vae_steps,
+            epochs=cfg.vae_epochs,
+            batch_size=cfg.vae_batch_size,
+            lr=cfg.vae_lr,
+            finish=self._reconstruction,
+            save=lambda folder: self.vae.save_pretrained(folder, safe_serialization=True),
+            load=self._load_vae,
+        )
         return [vae, self.diffusion_phase(training_settings(cfg), start=self._encode_training_images)]
 
     def _vae_loss(self, nets: Nets, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
@@ -93,7 +122,9 @@ class LDMGenerator(DDPMGenerator):
         return F.l1_loss(recon.float(), x) + self.config.kl_weight * kl.float().mean()
 
     def _load_vae(self, folder: Path) -> None:
-        self.vae = AutoencoderKL.from_pretrained(folder, local_files_only=True, use_safetensors=True).to(self.device).eval()
+        self.vae = (
+            AutoencoderKL.from_pretrained(folder, local_files_only=True, use_safetensors=True).to(self.device).eval()
+        )
         self.objective = AutoencoderObjective(self.vae)
 
     @torch.no_grad()
@@ -136,14 +167,24 @@ class LDMGenerator(DDPMGenerator):
             x = to_unit(images[b : b + 64], self.device)
             recon.append(self.vae.decode(self.vae.encode(x).latent_dist.mode()).sample.float().clamp(-1, 1).cpu())
         pred, real = (torch.cat(recon) + 1) / 2, (to_unit(images, "cpu") + 1) / 2
-        scores = {"recon_psnr": float(peak_signal_noise_ratio(pred, real, data_range=1.0)),
-                  "recon_ssim": float(structural_similarity_index_measure(pred, real, data_range=1.0)), "n_recon": len(rows)}
+        scores = {
+            "recon_psnr": float(peak_signal_noise_ratio(pred, real, data_range=1.0)),
+            "recon_ssim": float(structural_similarity_index_measure(pred, real, data_range=1.0)),
+            "n_recon": len(rows),
+        }
         if out is not None:
             k = min(8, len(images))
-            both = torch.cat([torch.from_numpy(images[:k]), torch.from_numpy(to_uint8(pred[:k] * 2 - 1))]).permute(0, 3, 1, 2)
+            both = torch.cat([torch.from_numpy(images[:k]), torch.from_numpy(to_uint8(pred[:k] * 2 - 1))]).permute(
+                0, 3, 1, 2
+            )
             with atomic_path(out / "recon.png") as tmp:
                 Image.fromarray(make_grid(both, nrow=k, padding=2).permute(1, 2, 0).numpy()).save(tmp, format="PNG")
-        log.info("ldm autoencoder on %d val images: PSNR %.2f dB, SSIM %.3f", len(rows), scores["recon_psnr"], scores["recon_ssim"])
+        log.info(
+            "ldm autoencoder on %d val images: PSNR %.2f dB, SSIM %.3f",
+            len(rows),
+            scores["recon_psnr"],
+            scores["recon_ssim"],
+        )
         return scores
 
     def save_weights(self, out: Path) -> None:

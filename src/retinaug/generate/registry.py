@@ -84,12 +84,16 @@ def load_generator(path: str | Path) -> Generator:
     meta = load_json(meta_file, "generator config", "retrain with `retinaug finetune`")
     lacking = [k for k in ("method", "classes", "config") if not isinstance(meta, dict) or k not in meta]
     if lacking or not isinstance(meta.get("weights_sha256", {}), dict):
-        raise RetinaugError(f"{meta_file} is damaged (lacks {', '.join(lacking) or 'valid weights_sha256'}); retrain with `retinaug finetune`")
+        raise RetinaugError(
+            f"{meta_file} is damaged (lacks {', '.join(lacking) or 'valid weights_sha256'}); retrain with `retinaug finetune`"
+        )
     verify_weights(path, meta.get("weights_sha256", {}))  # folders written before checksums existed have none
     gen = create_generator(meta["method"], meta["config"])
     gen.classes = list(meta["classes"])
     try:
         gen.load_weights(path)
     except (OSError, ValueError) as exc:  # diffusers/safetensors errors for damaged component files
-        raise RetinaugError(f"cannot load the {meta['method']} weights in {path} ({type(exc).__name__}: {exc}); retrain with `retinaug finetune`") from None
+        raise RetinaugError(
+            f"cannot load the {meta['method']} weights in {path} ({type(exc).__name__}: {exc}); retrain with `retinaug finetune`"
+        ) from None
     return gen

@@ -56,12 +56,18 @@ def learned_classes(train_classes: str | list[str], present: list[str], data) ->
         )
     missing = [c for c in train_classes if c not in present]
     if missing:
-        raise RetinaugError(f"no TRAIN images of class(es) {', '.join(missing)} in {data}; classes with train images: {', '.join(present)}")
+        raise RetinaugError(
+            f"no TRAIN images of class(es) {', '.join(missing)} in {data}; classes with train images: {', '.join(present)}"
+        )
     return list(train_classes)
 
 
 def finetune(
-    data: str | Path, method: str, config: dict | BaseModel | None = None, out: str | Path = "generator", checkpoint_every: int = 500
+    data: str | Path,
+    method: str,
+    config: dict | BaseModel | None = None,
+    out: str | Path = "generator",
+    checkpoint_every: int = 500,
 ) -> dict:
     """Train generator `method` ('ddpm', 'ldm' or 'sd-lora') on the TRAIN split of the manifest in `data`.
 
@@ -100,8 +106,14 @@ def finetune(
     write_model_card(out)
     log.info(
         "trained %s on %d TRAIN images (%s): %d steps in %.0fs (%.1f img/s), final loss %.4f -> %s",
-        gen.name, len(train), ", ".join(gen.classes), history["steps"], history["seconds"], history["images_per_s"],
-        history["loss"][-1], out,
+        gen.name,
+        len(train),
+        ", ".join(gen.classes),
+        history["steps"],
+        history["seconds"],
+        history["images_per_s"],
+        history["loss"][-1],
+        out,
     )
     return meta
 
@@ -159,7 +171,9 @@ def plan_counts(train: pd.DataFrame, classes: list[str], per_class: int | None, 
     return {c: int(per_class) if per_class is not None else int(round(ratio * counts.get(c, 0))) for c in classes}
 
 
-def plan_images(train: pd.DataFrame, counts: dict[str, int], cfg: GenerateConfig, eye_condition: bool, out: Path) -> list[dict]:
+def plan_images(
+    train: pd.DataFrame, counts: dict[str, int], cfg: GenerateConfig, eye_condition: bool, out: Path
+) -> list[dict]:
     """Every image to make: class, index, seed, path and, for img2img, parent and strength; the eye side it is
     asked for (the parent's, or alternating left/right) when the generator is conditioned on it."""
     img2img = cfg.mode == "img2img"
@@ -175,12 +189,23 @@ def plan_images(train: pd.DataFrame, counts: dict[str, int], cfg: GenerateConfig
             eye = "unknown"
             if eye_condition:
                 eye = eye_of[parent] if parent is not None and eye_of[parent] in SIDES else SIDES[i % 2]
-            items.append(dict(label=c, index=i, seed=seed, parent=parent, eye=eye, path=out / c / f"{c}_{i:05d}.png",
-                              strength=draw_strength(cfg.strength, seed) if img2img else None))
+            items.append(
+                dict(
+                    label=c,
+                    index=i,
+                    seed=seed,
+                    parent=parent,
+                    eye=eye,
+                    path=out / c / f"{c}_{i:05d}.png",
+                    strength=draw_strength(cfg.strength, seed) if img2img else None,
+                )
+            )
     return items
 
 
-def generate(generator: str | Path, data: str | Path, out: str | Path, config: GenerateConfig | dict | None = None, **options) -> pd.DataFrame:
+def generate(
+    generator: str | Path, data: str | Path, out: str | Path, config: GenerateConfig | dict | None = None, **options
+) -> pd.DataFrame:
     """Write `out/<CLASS>/<CLASS>_<index>.png` and `out/manifest.parquet` (origin=synthetic, split=train).
 
     `config` (a GenerateConfig or dict) and keyword `options` (its field names, e.g. per_class=100,
@@ -198,8 +223,13 @@ def generate(generator: str | Path, data: str | Path, out: str | Path, config: G
     gen.to(state.device)
     pipe = gen.pipeline()
     settings = sampling_settings(pipe, cfg, gen.name, state.device)
-    record = {"generator": str(generator.resolve()), "generator_id": training_id(generator), "method": gen.name, "seed": cfg.seed,
-              "sampling": {**settings, "mode": cfg.mode, **({"strength": cfg.strength} if cfg.mode == "img2img" else {})}}
+    record = {
+        "generator": str(generator.resolve()),
+        "generator_id": training_id(generator),
+        "method": gen.name,
+        "seed": cfg.seed,
+        "sampling": {**settings, "mode": cfg.mode, **({"strength": cfg.strength} if cfg.mode == "img2img" else {})},
+    }
     previous = _check_and_clean(out, record) if state.is_main_process else {}
     todo = [it for it in items if not it["path"].exists()]
     state.wait_for_everyone()  # every process has listed the same finished images before any writes more
@@ -214,8 +244,11 @@ def generate(generator: str | Path, data: str | Path, out: str | Path, config: G
     save_manifest(df, out)
     written = len(todo)
     # the speed of the last run that sampled: a re-run with nothing left to write keeps the previous record's
-    speed = ({"seconds": seconds, "images_per_s": written / seconds if seconds > 0 else None} if written else
-             {k: previous.get(k) for k in ("seconds", "images_per_s")})
+    speed = (
+        {"seconds": seconds, "images_per_s": written / seconds if seconds > 0 else None}
+        if written
+        else {k: previous.get(k) for k in ("seconds", "images_per_s")}
+    )
     write_json_atomic(out / RUN_RECORD, {**record, "counts": counts, "written_this_run": written, **speed})
     log.info("%d synthetic images (%s) -> %s", len(df), ", ".join(f"{c}={n}" for c, n in counts.items()), out)
     return load_manifest(out)
@@ -226,25 +259,36 @@ def _wanted_classes(cfg: GenerateConfig, gen: Generator, generator: Path) -> lis
     wanted = cfg.classes or list(gen.classes)
     foreign = [c for c in wanted if c not in gen.classes]
     if foreign:
-        raise RetinaugError(f"generator {generator} was not trained on class(es) {', '.join(foreign)}; it knows {', '.join(gen.classes)}")
+        raise RetinaugError(
+            f"generator {generator} was not trained on class(es) {', '.join(foreign)}; it knows {', '.join(gen.classes)}"
+        )
     return wanted
 
 
-def _sample(state: PartialState, pipe, todo: list[dict], planned: int, cfg: GenerateConfig, settings: dict, method: str) -> float:
+def _sample(
+    state: PartialState, pipe, todo: list[dict], planned: int, cfg: GenerateConfig, settings: dict, method: str
+) -> float:
     """Sample this process's share of `todo` in batches and write each PNG atomically; returns the seconds it took.
     Each image has its own seed, so the pixels do not depend on the batches or on how many processes share them."""
     start = time.perf_counter()
     with state.split_between_processes(todo) as mine:
         if state.num_processes > 1:
-            log.info("process %d/%d: %d of %d images", state.process_index + 1, state.num_processes, len(mine), len(todo))
+            log.info(
+                "process %d/%d: %d of %d images", state.process_index + 1, state.num_processes, len(mine), len(todo)
+            )
         if state.is_main_process and len(todo) < planned:
             log.info("resuming: %d of %d images already written, skipped", planned - len(todo), planned)
         with progress_bar(f"generating ({method})", len(mine), "img") as advance:
             for b in range(0, len(mine), cfg.batch_size):
                 batch = mine[b : b + cfg.batch_size]
-                images = pipe([it["label"] for it in batch], [it["seed"] for it in batch],
-                              parents=[it["parent"] for it in batch] if cfg.mode == "img2img" else None,
-                              strengths=[it["strength"] for it in batch], eyes=[it["eye"] for it in batch], **settings)
+                images = pipe(
+                    [it["label"] for it in batch],
+                    [it["seed"] for it in batch],
+                    parents=[it["parent"] for it in batch] if cfg.mode == "img2img" else None,
+                    strengths=[it["strength"] for it in batch],
+                    eyes=[it["eye"] for it in batch],
+                    **settings,
+                )
                 for it, img in zip(batch, images):
                     with atomic_path(it["path"]) as tmp:
                         Image.fromarray(img).save(tmp, format="PNG")
@@ -258,7 +302,9 @@ def _check_finished(items: list[dict], out: Path) -> None:
     an earlier, larger run left and this manifest does not list."""
     missing = [str(it["path"]) for it in items if not it["path"].exists()]
     if missing:
-        raise RetinaugError(f"{len(missing)} of {len(items)} planned images are missing in {out} (e.g. {missing[0]}); re-run to finish")
+        raise RetinaugError(
+            f"{len(missing)} of {len(items)} planned images are missing in {out} (e.g. {missing[0]}); re-run to finish"
+        )
     extra = {p.resolve() for p in out.glob("*/[!.]*.png")} - {it["path"].resolve() for it in items}
     if extra:
         log.info("%d PNG(s) in %s from an earlier, larger run are not in this manifest", len(extra), out)
@@ -291,7 +337,11 @@ def _manifest(items: list[dict], pipe, settings: dict, method: str, generator: P
 
 def generate_config(config: GenerateConfig | dict | None, options: dict) -> GenerateConfig:
     """A GenerateConfig from a config (or a pipeline section that extends it) plus keyword overrides."""
-    base = config.model_dump(include=set(GenerateConfig.model_fields)) if isinstance(config, BaseModel) else dict(config or {})
+    base = (
+        config.model_dump(include=set(GenerateConfig.model_fields))
+        if isinstance(config, BaseModel)
+        else dict(config or {})
+    )
     return validated(GenerateConfig, {**base, **options}, "generate option(s)")
 
 

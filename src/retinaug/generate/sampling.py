@@ -23,8 +23,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..cache import load_image
 from ..errors import RetinaugError
 from ..hardware import autocast
-from .config import KARRAS_SAMPLERS
 from .conditioning import Conditions
+from .config import KARRAS_SAMPLERS
 
 SAMPLERS = {
     "dpm": DPMSolverMultistepScheduler,
@@ -149,11 +149,17 @@ class ClassDiffusionPipeline(SamplingPipeline):
                 if parent_pixels is None:
                     x = noise * sampler.init_noise_sigma
                 else:
-                    x = sampler.add_noise(self.encode(to_unit(parent_pixels, self.device)).float(), noise, timesteps[:1].repeat(len(idx)))
+                    x = sampler.add_noise(
+                        self.encode(to_unit(parent_pixels, self.device)).float(), noise, timesteps[:1].repeat(len(idx))
+                    )
                 for t in timesteps:
                     inp = sampler.scale_model_input(x, t)
                     if guidance != 1.0:
-                        c, u = self.unet(torch.cat([inp, inp]), t, class_labels=torch.cat([cond, null])).sample.float().chunk(2)
+                        c, u = (
+                            self.unet(torch.cat([inp, inp]), t, class_labels=torch.cat([cond, null]))
+                            .sample.float()
+                            .chunk(2)
+                        )
                         pred = u + guidance * (c - u)
                     else:
                         pred = self.unet(inp, t, class_labels=cond).sample.float()

@@ -115,12 +115,14 @@ def check_sd_folder(path: str | Path | None) -> SDFolder:
         raise RetinaugError(
             f"{single} is a single file, not a Stable Diffusion folder in diffusers layout. A single-file checkpoint must be "
             "converted once, on a machine with internet access (diffusers' from_single_file fetches the model's configs and "
-            "CLIP tokenizer from the Hugging Face Hub, so it cannot run offline): python -c \"from diffusers import "
+            'CLIP tokenizer from the Hugging Face Hub, so it cannot run offline): python -c "from diffusers import '
             f"StableDiffusionPipeline as P; P.from_single_file('{single.name}').save_pretrained('FOLDER')\" (or diffusers' "
             "scripts/convert_original_stable_diffusion_to_diffusers.py); then set base_model=FOLDER"
         )
     if not folder.is_dir():
-        raise RetinaugError(f"Stable Diffusion folder {folder} does not exist (base_model: a local folder, or a hub id owner/name in the Hugging Face cache)")
+        raise RetinaugError(
+            f"Stable Diffusion folder {folder} does not exist (base_model: a local folder, or a hub id owner/name in the Hugging Face cache)"
+        )
     if (folder / "model_index.json").is_file():
         _check_family(folder)
     missing = [p for p in SD_PARTS if not (folder / p).exists()]
@@ -131,9 +133,13 @@ def check_sd_folder(path: str | Path | None) -> SDFolder:
         )
     prediction = _config(DDPMScheduler, folder, "scheduler").get("prediction_type", "epsilon")
     if prediction not in PREDICTION_TYPES:
-        raise RetinaugError(f"{folder / 'scheduler'} has prediction_type {prediction!r}; sd-lora trains {' or '.join(PREDICTION_TYPES)} models")
-    variants = {part: frozenset(v for v in VARIANTS if any((folder / part / _add_variant(name, v)).is_file() for name in names))
-                for part, names in WEIGHT_FILES.items()}
+        raise RetinaugError(
+            f"{folder / 'scheduler'} has prediction_type {prediction!r}; sd-lora trains {' or '.join(PREDICTION_TYPES)} models"
+        )
+    variants = {
+        part: frozenset(v for v in VARIANTS if any((folder / part / _add_variant(name, v)).is_file() for name in names))
+        for part, names in WEIGHT_FILES.items()
+    }
     if lacking := [part for part, have in variants.items() if not have]:
         raise RetinaugError(
             f"no safetensors weights in {', '.join(str(folder / p) for p in lacking)} (plain or fp16 variant); pickled .bin/.ckpt "
@@ -197,7 +203,11 @@ class SDLoRAGenerator(Generator):
 
     @property
     def dtype(self) -> torch.dtype:
-        return DTYPES[resolve_precision(self.config.mixed_precision, self.device)] if self.device.type == "cuda" else torch.float32
+        return (
+            DTYPES[resolve_precision(self.config.mixed_precision, self.device)]
+            if self.device.type == "cuda"
+            else torch.float32
+        )
 
     @property
     def _cast(self) -> dict:
@@ -216,7 +226,13 @@ class SDLoRAGenerator(Generator):
 
         def weights(part: str) -> dict:
             """safetensors only (a pickled .bin can run code when loaded), in fp32 whatever the files (`to()` casts later)."""
-            return dict(subfolder=part, variant=base.variant(part, half), dtype=torch.float32, use_safetensors=True, local_files_only=True)
+            return dict(
+                subfolder=part,
+                variant=base.variant(part, half),
+                dtype=torch.float32,
+                use_safetensors=True,
+                local_files_only=True,
+            )
 
         try:
             self.text_encoder = CLIPTextModel.from_pretrained(base.path, **weights("text_encoder"))
@@ -226,7 +242,9 @@ class SDLoRAGenerator(Generator):
             raise RetinaugError(f"cannot load the Stable Diffusion weights in {base.path} ({exc})") from None
         # the base model's own schedule: prediction_type (epsilon or v_prediction) comes from here. Latents are not in
         # [-1, 1], so samplers made from it must never clip (SD 1.5's PNDM config has no clip_sample; DDPM's default is True)
-        self.noise = DDPMScheduler.from_pretrained(base.path, subfolder="scheduler", local_files_only=True, clip_sample=False)
+        self.noise = DDPMScheduler.from_pretrained(
+            base.path, subfolder="scheduler", local_files_only=True, clip_sample=False
+        )
         for m in (self.text_encoder, self.vae, self.unet):
             m.requires_grad_(False)
 
@@ -255,27 +273,47 @@ class SDLoRAGenerator(Generator):
         for m in (self.text_encoder, self.vae, self.unet):
             m.to(self.device, **self._cast)
         cast_training_params([self.unet, self.text_encoder], dtype=torch.float32)  # LoRA weights train in fp32
-        prompts = [self.config.prompt(c, eye) for c, eye in self.conditions.entries()] + [""]  # the null condition: no prompt
+        prompts = [self.config.prompt(c, eye) for c, eye in self.conditions.entries()] + [
+            ""
+        ]  # the null condition: no prompt
         self.prompt_ids = self._tokenize(prompts).to(self.device)
         self.vae_scale = self.vae.config.scaling_factor
 
     def _tokenize(self, prompts: list[str]) -> torch.Tensor:
         tok = self.tokenizer
-        return tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+        return tok(
+            prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
 
     def trainable(self) -> dict[str, torch.nn.Module]:
-        return {"unet": self.unet, "text_encoder": self.text_encoder} if self.config.train_text_encoder else {"unet": self.unet}
+        return (
+            {"unet": self.unet, "text_encoder": self.text_encoder}
+            if self.config.train_text_encoder
+            else {"unet": self.unet}
+        )
 
     def phases(self) -> list[Phase]:
         cfg = self.config
-        return [Phase("lora", self.trainable(), self._loss, training_settings(cfg, SD_MEMORY_OPTIONS), steps=cfg.steps,
-                      epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)]
+        return [
+            Phase(
+                "lora",
+                self.trainable(),
+                self._loss,
+                training_settings(cfg, SD_MEMORY_OPTIONS),
+                steps=cfg.steps,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                lr=cfg.lr,
+            )
+        ]
 
     def _loss(self, nets: Nets, idx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         images = self.data.pixels(idx, flip, self.device)
         with torch.no_grad():
             latents = self.vae.encode(images.to(self.dtype)).latent_dist.sample() * self.vae_scale
-        cond = condition_dropout(self.data.condition(idx, flip, self.device), self.config.prompt_dropout, self.conditions.null)
+        cond = condition_dropout(
+            self.data.condition(idx, flip, self.device), self.config.prompt_dropout, self.conditions.null
+        )
         context = nets.get("text_encoder", self.text_encoder)(self.prompt_ids[cond])[0]  # trained or frozen
         noise = torch.randn_like(latents)
         t = torch.randint(0, self.noise.config.num_train_timesteps, (len(latents),), device=latents.device)
@@ -337,7 +375,14 @@ class SDPipeline(SamplingPipeline):
     """Stable Diffusion txt2img and img2img over the same (LoRA-carrying) components: the img2img pipeline is made
     once with `from_pipe`, which shares the weights."""
 
-    def __init__(self, txt2img: StableDiffusionPipeline, conditions: Conditions, size: int, prompt: Callable[[str, str | None], str], dtype: torch.dtype):
+    def __init__(
+        self,
+        txt2img: StableDiffusionPipeline,
+        conditions: Conditions,
+        size: int,
+        prompt: Callable[[str, str | None], str],
+        dtype: torch.dtype,
+    ):
         txt2img.set_progress_bar_config(disable=True)
         self.txt2img = txt2img
         self.img2img = StableDiffusionImg2ImgPipeline.from_pipe(txt2img, dtype=dtype)  # default: cast to fp32

@@ -98,13 +98,20 @@ def check_image(path: str, min_size: int = 64, root: str | None = None) -> Image
     except Exception as exc:  # PIL raises many types for broken files
         return ImageCheck(path, "undecodable", f"{type(exc).__name__}: {exc}", digest)
     if min(width, height) < min_size:
-        return ImageCheck(path, "too small", f"{width}x{height} < --min-size {min_size}", digest, width, height, mode, frames)
+        return ImageCheck(
+            path, "too small", f"{width}x{height} < --min-size {min_size}", digest, width, height, mode, frames
+        )
     return ImageCheck(path, None, "", digest, width, height, mode, frames)
 
 
-def check_images(paths: list[str], min_size: int = 64, workers: int | None = None, root: str | None = None) -> list[ImageCheck]:
+def check_images(
+    paths: list[str], min_size: int = 64, workers: int | None = None, root: str | None = None
+) -> list[ImageCheck]:
     """Check many files in parallel (results in input order) with a progress bar."""
-    with progress_bar("Checking images", len(paths), "img") as advance, ThreadPoolExecutor(workers or default_workers()) as pool:
+    with (
+        progress_bar("Checking images", len(paths), "img") as advance,
+        ThreadPoolExecutor(workers or default_workers()) as pool,
+    ):
         results = []
         for result in pool.map(lambda p: check_image(p, min_size, root), paths):
             results.append(result)
@@ -122,7 +129,10 @@ def hash_files(paths: Iterable[str], description: str = "Hashing", workers: int 
         except OSError:
             return None
 
-    with progress_bar(description, len(paths), "file") as advance, ThreadPoolExecutor(workers or default_workers()) as pool:
+    with (
+        progress_bar(description, len(paths), "file") as advance,
+        ThreadPoolExecutor(workers or default_workers()) as pool,
+    ):
         out = {}
         for p, h in zip(paths, pool.map(one, paths)):
             out[p] = h

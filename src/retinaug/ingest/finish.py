@@ -77,7 +77,9 @@ def split_summary(df: pd.DataFrame) -> dict:
         "rows": len(df),
         "patients": int(df["patient_id"].nunique()),
         "splits": {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")},
-        "patients_per_split": {s: int(df.loc[df["split"] == s, "patient_id"].nunique()) for s in ("train", "val", "test")},
+        "patients_per_split": {
+            s: int(df.loc[df["split"] == s, "patient_id"].nunique()) for s in ("train", "val", "test")
+        },
         "counts": {label: {k: int(v) for k, v in row.items()} for label, row in counts.iterrows()},
         "leakage": check_split(df),
     }
@@ -87,8 +89,13 @@ def log_summary(summary: dict, out: Path, rejected: pd.DataFrame, examples: int 
     """Class x split counts, skips by reason (with a few examples), duplicates and split warnings."""
     splits = [s for s in ("train", "val", "test") if summary["splits"].get(s)]
     counts = pd.DataFrame.from_dict(summary["counts"], orient="index").reindex(columns=splits + ["total"], fill_value=0)
-    log.info("%d images of %d patients written to %s (images per class x split):\n%s", summary["rows"], summary["patients"],
-             out, counts.rename_axis("class").to_string())
+    log.info(
+        "%d images of %d patients written to %s (images per class x split):\n%s",
+        summary["rows"],
+        summary["patients"],
+        out,
+        counts.rename_axis("class").to_string(),
+    )
     if summary["rejected"]:
         lines = [f"skipped {summary['rejected_total']} (rejected.csv):"]
         lines += [f"  {reason}: {n}" for reason, n in summary["rejected"].items()]
@@ -114,13 +121,21 @@ def info_lines(summary: dict) -> list[tuple[str, str]]:
     if summary.get("high_bit_depth"):
         lines.append(("16-bit / float images (scaled to 8 bits when loaded)", str(summary["high_bit_depth"])))
     if summary.get("multi_frame"):
-        lines.append(("multi-frame images (TIFF pages / GIF frames: only the first frame is used)", str(summary["multi_frame"])))
+        lines.append(
+            ("multi-frame images (TIFF pages / GIF frames: only the first frame is used)", str(summary["multi_frame"]))
+        )
     if "patients_grouping" in summary:
         g = summary["patients_grouping"]
-        how = (f"grouped by {g['rule']}: {g['files_matched']} file(s) matched, {g['patients_with_several_images']} patient(s) "
-               f"with several images" if g["files_matched"] else "none found in the file names: every image is its own patient")
+        how = (
+            f"grouped by {g['rule']}: {g['files_matched']} file(s) matched, {g['patients_with_several_images']} patient(s) "
+            f"with several images"
+            if g["files_matched"]
+            else "none found in the file names: every image is its own patient"
+        )
         if g["files_matched"] and g["files_unmatched"]:
-            how += f"; {g['files_unmatched']} unmatched file(s) " + ("are their own patients" if g["unmatched_policy"] == "own-patient" else "rejected")
+            how += f"; {g['files_unmatched']} unmatched file(s) " + (
+                "are their own patients" if g["unmatched_policy"] == "own-patient" else "rejected"
+            )
         lines.append(("patients", how))
     lines.append(("leakage audit", "OK" if not summary["leakage"] else f"{len(summary['leakage'])} problem(s)"))
     return lines

@@ -82,7 +82,13 @@ def _files(folder: Path, root: Path, rejected: list[dict]) -> list[Path]:
     while todo:
         current = todo.pop()
         if (real := outside(str(current), str(root))) is not None:
-            rejected.append({"path": str(current), "reason": "outside dataset folder", "detail": f"a symlink to {real}, outside {root}: not read"})
+            rejected.append(
+                {
+                    "path": str(current),
+                    "reason": "outside dataset folder",
+                    "detail": f"a symlink to {real}, outside {root}: not read",
+                }
+            )
             continue
         if os.path.realpath(current) in seen:
             continue
@@ -94,7 +100,9 @@ def _files(folder: Path, root: Path, rejected: list[dict]) -> list[Path]:
             elif entry.is_file():
                 files.append(path)
             elif entry.is_symlink():
-                rejected.append({"path": str(path), "reason": "missing file", "detail": f"a broken symlink to {os.readlink(path)}"})
+                rejected.append(
+                    {"path": str(path), "reason": "missing file", "detail": f"a broken symlink to {os.readlink(path)}"}
+                )
             else:  # a FIFO, socket or device: reading it could block forever
                 rejected.append({"path": str(path), "reason": "not an image file", "detail": "not a regular file"})
     return sorted(files)
@@ -173,9 +181,21 @@ def _class_folders(root: Path, names: dict[str, str]) -> tuple[list[Path], list[
     for entry in entries:
         if entry.name.startswith("."):
             files = sum(1 for f in entry.rglob("*") if f.is_file()) if entry.is_dir() else 1
-            rejected.append({"path": str(entry), "reason": "hidden file", "detail": f"hidden {'folder' if entry.is_dir() else 'file'} in ROOT ({files} file(s)), not read"})
+            rejected.append(
+                {
+                    "path": str(entry),
+                    "reason": "hidden file",
+                    "detail": f"hidden {'folder' if entry.is_dir() else 'file'} in ROOT ({files} file(s)), not read",
+                }
+            )
         elif not entry.is_dir():
-            rejected.append({"path": str(entry), "reason": "not in a class folder", "detail": "files directly in ROOT have no class"})
+            rejected.append(
+                {
+                    "path": str(entry),
+                    "reason": "not in a class folder",
+                    "detail": "files directly in ROOT have no class",
+                }
+            )
     return folders, rejected
 
 
@@ -206,11 +226,27 @@ def _candidates(
             images += 1
             found = patient_of(file.stem, regex)
             if found is None and unmatched == "reject":
-                rejected.append({"path": str(file), "reason": "bad patient id", "detail": f"patient pattern {regex.pattern!r} does not match {file.stem!r} (--unmatched reject)"})
+                rejected.append(
+                    {
+                        "path": str(file),
+                        "reason": "bad patient id",
+                        "detail": f"patient pattern {regex.pattern!r} does not match {file.stem!r} (--unmatched reject)",
+                    }
+                )
                 continue
             matched += found is not None
             pid, eye = found or (file.relative_to(root).with_suffix("").as_posix(), "unknown")
-            candidates.append(dict(path=str(file), label=code, patient_id=pid, eye=eye, split="train", origin="real", source=f"folder:{root.name}"))
+            candidates.append(
+                dict(
+                    path=str(file),
+                    label=code,
+                    patient_id=pid,
+                    eye=eye,
+                    split="train",
+                    origin="real",
+                    source=f"folder:{root.name}",
+                )
+            )
         if not images:
             warnings.append(f"class folder {folder.name} ({code}) holds no image files")
     return candidates, matched, warnings
@@ -240,7 +276,13 @@ def _drop_conflicting(kept: list[dict], rejected: list[dict], root: Path) -> lis
         rows = by_hash[h]
         where = ", ".join(Path(r["path"]).relative_to(root).as_posix() for r in rows)
         for r in rows:
-            rejected.append({"path": r["path"], "reason": "conflicting labels", "detail": f"identical files under classes {','.join(sorted({x['label'] for x in rows}))}: {where}"})
+            rejected.append(
+                {
+                    "path": r["path"],
+                    "reason": "conflicting labels",
+                    "detail": f"identical files under classes {','.join(sorted({x['label'] for x in rows}))}: {where}",
+                }
+            )
     return [r for r in kept if r["sha256"] not in bad]
 
 
@@ -249,7 +291,9 @@ def _grouping(kept: list[dict], matched: int, listed: int, patient_regex: str | 
     pids = pd.Series([r["patient_id"] for r in kept], dtype="string")
     per_patient = pids.value_counts()
     return {
-        "rule": f"--patient-regex {patient_regex!r}" if patient_regex else "<patient>_<eye> in file names (eye: left/right/l/r/od/os)",
+        "rule": f"--patient-regex {patient_regex!r}"
+        if patient_regex
+        else "<patient>_<eye> in file names (eye: left/right/l/r/od/os)",
         "files_matched": matched,
         "files_unmatched": listed - matched,
         "unmatched_policy": unmatched,

@@ -117,8 +117,11 @@ def _flags(rec: dict, columns: pd.Index, xlsx: Path) -> tuple[list[str], tuple[s
     from openpyxl.utils import get_column_letter  # the reader pandas used for this file
 
     flags = {c: _flag(rec[c]) for c in CODES}
-    bad = [f"{xlsx.name} column {get_column_letter(columns.get_loc(c) + 1)} (flag {c}) holds {_text(rec[c])[:50]!r}, not 0 or 1"
-           for c, v in flags.items() if v is None]
+    bad = [
+        f"{xlsx.name} column {get_column_letter(columns.get_loc(c) + 1)} (flag {c}) holds {_text(rec[c])[:50]!r}, not 0 or 1"
+        for c, v in flags.items()
+        if v is None
+    ]
     if bad:
         return [], ("unknown label", "; ".join(bad))
     codes = [c for c, v in flags.items() if v == 1]
@@ -130,7 +133,9 @@ def _eye_entries_challenge(xlsx: Path) -> list[dict]:
     try:
         table = pd.read_excel(xlsx, dtype=str, engine="openpyxl").fillna("")
     except Exception as exc:  # openpyxl raises zipfile, XML and value errors for damaged workbooks
-        raise RetinaugError(f"cannot read {xlsx} as an Excel workbook ({type(exc).__name__}: {exc}); is it damaged?") from None
+        raise RetinaugError(
+            f"cannot read {xlsx} as an Excel workbook ({type(exc).__name__}: {exc}); is it damaged?"
+        ) from None
     _require(table, ["ID", "Left-Fundus", "Right-Fundus", *KEYWORDS.values(), *CODES], xlsx.name)
     entries = []
     for i, rec in enumerate(table.to_dict("records")):

@@ -29,7 +29,15 @@ ODIR_COUNTS: dict[str, int] = {"N": 2786, "D": 1566, "O": 674, "C": 260, "A": 24
 MIN_PATIENTS = 6  # per class: enough for >= 1 patient of every class in train, val and test
 MIN_SIZE = 16
 
-__all__ = ["ODIR_COUNTS", "MIN_PATIENTS", "make_phantom", "parse_proportions", "phantom_counts", "plan_phantom", "render_fundus"]
+__all__ = [
+    "ODIR_COUNTS",
+    "MIN_PATIENTS",
+    "make_phantom",
+    "parse_proportions",
+    "phantom_counts",
+    "plan_phantom",
+    "render_fundus",
+]
 
 
 def parse_proportions(spec: str | Mapping[str, float] | None) -> dict[str, float]:
@@ -45,7 +53,9 @@ def parse_proportions(spec: str | Mapping[str, float] | None) -> dict[str, float
             try:
                 items[code.strip().upper()] = float(value)
             except ValueError:
-                raise RetinaugError(f"bad proportion {part.strip()!r}: write CLASS=weight, e.g. 'N=2,D=1,G=1'") from None
+                raise RetinaugError(
+                    f"bad proportion {part.strip()!r}: write CLASS=weight, e.g. 'N=2,D=1,G=1'"
+                ) from None
             if not sep:
                 raise RetinaugError(f"bad proportion {part.strip()!r}: write CLASS=weight, e.g. 'N=2,D=1,G=1'")
         spec = items
@@ -148,8 +158,19 @@ def make_phantom(
                 img, info = render_fundus(str(label), i, eye, size=size, seed=seed)
                 path = images / str(label) / f"{pid}_{eye}.png"
                 digest = _write_png(img, path)
-                rows.append(dict(path=str(path), label=str(label), patient_id=pid, eye=eye, split="train",
-                                 origin="real", source="phantom", sha256=digest, **info))
+                rows.append(
+                    dict(
+                        path=str(path),
+                        label=str(label),
+                        patient_id=pid,
+                        eye=eye,
+                        split="train",
+                        origin="real",
+                        source="phantom",
+                        sha256=digest,
+                        **info,
+                    )
+                )
                 advance(1)
     written = {r["path"] for r in rows}
     stale = [p for p in images.glob("*/ph*_*.png") if str(p) not in written]

@@ -60,7 +60,9 @@ class Canvas:
         pts = [(self.px(cx + a * ca - b * sa), self.px(cy + a * sa + b * ca)) for a, b in zip(ex, ey)]
         draw.polygon(pts, fill=fill)
 
-    def polyline(self, draw, pts: list[tuple[float, float]], widths: list[float], chunk: int = 4, fill: int = 255) -> None:
+    def polyline(
+        self, draw, pts: list[tuple[float, float]], widths: list[float], chunk: int = 4, fill: int = 255
+    ) -> None:
         """A tapering line: `widths[i]` (normalised) for segment i, drawn `chunk` segments per call (fast),
         with round joins and, where wide enough to show a notch, round caps between chunks."""
         hp = [(self.px(x), self.px(y)) for x, y in pts]

@@ -70,7 +70,9 @@ def hard_exudates(cv: Canvas, an: Anatomy, rng, s: float) -> None:
         cx, cy = random_points(rng, 1, 0.3, an.macula)
         spread = rng.uniform(0.03, 0.08)
         for _ in range(_count(rng, s, 3, 22)):
-            cv.circle(d, cx[0] + rng.normal(0, spread), cy[0] + rng.normal(0, spread), rng.uniform(0.006, 0.01 + 0.015 * s))
+            cv.circle(
+                d, cx[0] + rng.normal(0, spread), cy[0] + rng.normal(0, spread), rng.uniform(0.006, 0.01 + 0.015 * s)
+            )
     cv.paint(cv.alpha(im), (1.0, 0.93, 0.45))
 
 
@@ -203,7 +205,9 @@ def plan(label: str, s: float, rng: np.random.Generator, rare: list[str] | None 
         p.findings = ["drusen"]
         p.lesions = [drusen]
     elif label == "H":
-        p.findings = ["narrow_arteries", "av_nicking", "flame_haemorrhages"] + (["cotton_wool_spots"] if s > 0.35 else [])
+        p.findings = ["narrow_arteries", "av_nicking", "flame_haemorrhages"] + (
+            ["cotton_wool_spots"] if s > 0.35 else []
+        )
         p.artery_width = 1 - 0.55 * s
         p.av_nicking = 0.4 + 0.6 * s
         p.lesions = [flame_haemorrhages] + ([cotton_wool_spots] if s > 0.35 else [])

@@ -111,8 +111,16 @@ def _vessel_tree(rng: np.random.Generator, an: Anatomy, kind: int, artery_scale:
                 break
             if depth < 2 and i > 2 and rng.random() < (0.1 if depth == 0 else 0.05):
                 side = outward if rng.random() < 0.7 else -outward
-                walk(x, y, theta + side * rng.uniform(0.5, 1.0), w * rng.uniform(0.55, 0.75),
-                     int((steps - i) * rng.uniform(0.3, 0.6)) + 2, 0.0, depth + 1, side)
+                walk(
+                    x,
+                    y,
+                    theta + side * rng.uniform(0.5, 1.0),
+                    w * rng.uniform(0.55, 0.75),
+                    int((steps - i) * rng.uniform(0.3, 0.6)) + 2,
+                    0.0,
+                    depth + 1,
+                    side,
+                )
         out.append((pts, ws))
 
     for sign in (-1, 1):  # -1 superior, +1 inferior (image y points down)
@@ -178,7 +186,9 @@ def _camera(rgb: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
 def render_fundus(label: str, patient: int, eye: str, size: int = 128, seed: int = 0) -> tuple[np.ndarray, dict]:
     """Render one (size, size, 3) uint8 image; also return {"severity", "findings"} for the manifest."""
     if label not in CODES or eye not in EYES:
-        raise RetinaugError(f"render_fundus: label must be one of {','.join(CODES)} and eye left/right, got {label!r}, {eye!r}")
+        raise RetinaugError(
+            f"render_fundus: label must be one of {','.join(CODES)} and eye left/right, got {label!r}, {eye!r}"
+        )
     traits = patient_traits(seed, patient, label)
     rng = np.random.default_rng([seed, patient, 1 + EYES.index(eye)])
     severity = float(np.clip(traits.severity * rng.uniform(0.75, 1.15), 0, 1)) if label != "N" else 0.0

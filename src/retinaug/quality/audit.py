@@ -136,24 +136,38 @@ def _by_strength(table: pd.DataFrame, strength: pd.Series) -> dict:
     """img2img images grouped by strength: how close they stay to their parent, and how many are parent copies."""
     rows = table.assign(strength=strength.to_numpy(dtype=float)).dropna(subset=["parent_cosine", "strength"])
     return {
-        f"{s:.3g}": {"n": int(len(g)), "median_parent_cosine": _median(g["parent_cosine"]),
-                     "n_parent_copies": int(g["parent_copy"].sum()), "n_flagged": int(g["flagged"].sum())}
+        f"{s:.3g}": {
+            "n": int(len(g)),
+            "median_parent_cosine": _median(g["parent_cosine"]),
+            "n_parent_copies": int(g["parent_copy"].sum()),
+            "n_flagged": int(g["flagged"].sum()),
+        }
         for s, g in rows.groupby(rows["strength"].round(3), sort=True)
     }
 
 
-def _class_sheet(real_train: pd.DataFrame, syn: pd.DataFrame, per_image: pd.DataFrame | None, classes: list[str],
-                 path: Path, seed: int) -> Path:
+def _class_sheet(
+    real_train: pd.DataFrame,
+    syn: pd.DataFrame,
+    per_image: pd.DataFrame | None,
+    classes: list[str],
+    path: Path,
+    seed: int,
+) -> Path:
     """Per class: real train images, then synthetic images the labeler recognises as the class, then those it
     assigns elsewhere (captioned with the class it chose); without predictions, real | synthetic."""
     asked = asked_class(syn)
-    pred = per_image["pred_label"].astype(str) if per_image is not None and per_image["pred_label"].notna().all() else None
+    pred = (
+        per_image["pred_label"].astype(str) if per_image is not None and per_image["pred_label"].notna().all() else None
+    )
     tiles: list[tuple[str, str]] = []  # (image path, caption)
 
     def take(frame: pd.DataFrame, captions: pd.Series | str) -> list[int]:
         chosen = frame.sample(n=min(SHEET_PER_GROUP, len(frame)), random_state=seed)
         start = len(tiles)
-        tiles.extend(zip(chosen["path"], [captions] * len(chosen) if isinstance(captions, str) else captions.loc[chosen.index]))
+        tiles.extend(
+            zip(chosen["path"], [captions] * len(chosen) if isinstance(captions, str) else captions.loc[chosen.index])
+        )
         return list(range(start, len(tiles)))
 
     rows = []
@@ -172,12 +186,15 @@ def _class_sheet(real_train: pd.DataFrame, syn: pd.DataFrame, per_image: pd.Data
     title = "real train | synthetic the labeler recognises as the class | synthetic it assigns elsewhere"
     return contact_sheet(sheet, path, title if pred is not None else "real train | synthetic (no labeler predictions)")
 
+
 def _audited_rows(synthetic_df: pd.DataFrame, accepted_only: bool) -> pd.DataFrame:
     """The synthetic rows whose memorization and distribution are audited: all of them, or the accepted ones."""
     syn = synthetic_df
     if accepted_only:
         if "accepted" not in syn.columns:
-            raise RetinaugError("accepted_only needs a labelled synthetic manifest: run `retinaug label` and give its output (RUN/label)")
+            raise RetinaugError(
+                "accepted_only needs a labelled synthetic manifest: run `retinaug label` and give its output (RUN/label)"
+            )
         syn = syn[accepted_mask(syn)]
     syn = syn.reset_index(drop=True)
     if syn.empty:
@@ -191,9 +208,13 @@ def _reference_rows(data_df: pd.DataFrame, classes: list[str]) -> tuple[pd.DataF
     train, test = real_rows(data_df, "train"), real_rows(data_df, "test", classes)
     missing = [c for c in classes if not (train["label"] == c).any()]
     if missing:
-        raise RetinaugError(f"no real training images of class(es) {', '.join(missing)} in the data manifest: nothing to compare with")
+        raise RetinaugError(
+            f"no real training images of class(es) {', '.join(missing)} in the data manifest: nothing to compare with"
+        )
     if test.empty:
-        raise RetinaugError("no real test images of the audited classes: the memorization baseline needs the test split")
+        raise RetinaugError(
+            "no real test images of the audited classes: the memorization baseline needs the test split"
+        )
     return train, pd.concat([train, test]).reset_index(drop=True)
 
 
@@ -215,13 +236,23 @@ def _judge(table: pd.DataFrame, classes: list[str], cfg: AuditConfig) -> pd.Data
 
 
 def _distribution(
-    syn_raw: np.ndarray, labels_syn: np.ndarray, ref_raw: np.ndarray, labels_ref: np.ndarray,
-    train_idx: np.ndarray, test_idx: np.ndarray, classes: list[str], cfg: AuditConfig,
+    syn_raw: np.ndarray,
+    labels_syn: np.ndarray,
+    ref_raw: np.ndarray,
+    labels_ref: np.ndarray,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    classes: list[str],
+    cfg: AuditConfig,
 ) -> dict:
     """`per_class` and `overall` fidelity/diversity: synthetic vs the training images of the same classes."""
     per_class = {}
     for c in classes:
-        pool, test_c, syn_c = train_idx[labels_ref[train_idx] == c], test_idx[labels_ref[test_idx] == c], syn_raw[labels_syn == c]
+        pool, test_c, syn_c = (
+            train_idx[labels_ref[train_idx] == c],
+            test_idx[labels_ref[test_idx] == c],
+            syn_raw[labels_syn == c],
+        )
         per_class[c] = {
             "n_synthetic": int(len(syn_c)),
             "n_train": int(len(pool)),
@@ -280,14 +311,22 @@ def _memorization(table: pd.DataFrame, syn: pd.DataFrame, classes: list[str], cf
             "n": int(len(children)),
             **_parent_copies(children),
             "parents_not_in_train": unmatched,
-            **({"by_strength": _by_strength(children, syn.loc[children.index, "strength"])} if "strength" in syn.columns else {}),
+            **(
+                {"by_strength": _by_strength(children, syn.loc[children.index, "strength"])}
+                if "strength" in syn.columns
+                else {}
+            ),
         },
     }
 
 
 def _generator_checks(
-    everything: pd.DataFrame, data_df: pd.DataFrame, labeler: str | Path | None, cas_recipe: TrainConfig | None,
-    cfg: AuditConfig, out: Path,
+    everything: pd.DataFrame,
+    data_df: pd.DataFrame,
+    labeler: str | Path | None,
+    cas_recipe: TrainConfig | None,
+    cfg: AuditConfig,
+    out: Path,
 ) -> tuple[dict, pd.DataFrame | None]:
     """Class fidelity (written to `out/class_fidelity.csv`) and CAS (trained into `out/cas/`) of every generated
     image, each unless switched off: audit.json's `class_fidelity` and `cas`, and the labeler's per-image verdicts."""
@@ -298,8 +337,11 @@ def _generator_checks(
             per_image.to_csv(tmp, index=False)
     else:
         fidelity = {"reason": "switched off (class_fidelity: false)"}
-    scores = cas(everything, data_df, cas_recipe or TrainConfig(), out / "cas", cfg.cas_n_boot) if cfg.cas else {
-        "reason": "switched off (cas: false)"}
+    scores = (
+        cas(everything, data_df, cas_recipe or TrainConfig(), out / "cas", cfg.cas_n_boot)
+        if cfg.cas
+        else {"reason": "switched off (cas: false)"}
+    )
     return {"class_fidelity": fidelity, "cas": scores}, per_image
 
 
@@ -345,7 +387,9 @@ def audit(
     ext = get_extractor(extractor or cfg.extractor, labeler, cfg.pixel_size)
     syn_raw, ref_raw = ext(syn), ext(reference)
     parent_pos, unmatched = _parent_rows(syn, reference, train_idx)
-    table = _neighbour_table(syn, reference, l2_normalise(syn_raw), l2_normalise(ref_raw), train_idx, test_idx, classes, parent_pos)
+    table = _neighbour_table(
+        syn, reference, l2_normalise(syn_raw), l2_normalise(ref_raw), train_idx, test_idx, classes, parent_pos
+    )
     table = _judge(table, classes, cfg)
     report: dict = {
         "extractor": ext.name,
@@ -354,7 +398,9 @@ def audit(
         "n_synthetic": int(len(syn)),
         "n_train": int(len(train_idx)),
         "n_test": int(len(test_idx)),
-        **_distribution(syn_raw, syn["label"].to_numpy(), ref_raw, reference["label"].to_numpy(), train_idx, test_idx, classes, cfg),
+        **_distribution(
+            syn_raw, syn["label"].to_numpy(), ref_raw, reference["label"].to_numpy(), train_idx, test_idx, classes, cfg
+        ),
         "memorization": _memorization(table, syn, classes, cfg, unmatched),
     }
 
@@ -362,7 +408,22 @@ def audit(
     generator, per_image = _generator_checks(everything, data_df, labeler, cas_recipe, cfg, out)
     report.update(generator)
     _write_memorization(table, report["memorization"], classes, ext.name, out)
-    match_features(syn, reference.iloc[train_idx].reset_index(drop=True), syn_raw, ref_raw[train_idx], cfg.top_k, out, cfg.ssim_size)
-    _class_sheet(train, everything, per_image, [c for c in CODES if c in set(asked_class(everything))], out / "class_samples.png", cfg.seed)
+    match_features(
+        syn,
+        reference.iloc[train_idx].reset_index(drop=True),
+        syn_raw,
+        ref_raw[train_idx],
+        cfg.top_k,
+        out,
+        cfg.ssim_size,
+    )
+    _class_sheet(
+        train,
+        everything,
+        per_image,
+        [c for c in CODES if c in set(asked_class(everything))],
+        out / "class_samples.png",
+        cfg.seed,
+    )
     write_json_atomic(out / "audit.json", report)
     return report

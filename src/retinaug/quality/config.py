@@ -13,20 +13,47 @@ class AuditConfig(BaseModel):
 
     model_config = STRICT
 
-    extractor: str = Field("auto", description="feature space: auto (labeler if given, else pixels), labeler, pixels, imagenet (an ImageNet-trained tf_efficientnet_lite0; imagenet:<timm backbone> for another), or a model folder")
-    pixel_size: int = Field(PIXEL_SIZE, ge=4, le=1024, description="image side (px) of the pixels extractor")
-    quantile: float = Field(0.99, gt=0, lt=1, description="memorization threshold = this quantile of real test-vs-train NN cosine, per class")
-    min_test: int = Field(
-        10, ge=1, description="a class with fewer real test images uses the pooled test distribution of all audited classes "
-        "(the quantile of a handful of values is just their maximum: an unstable threshold)"
+    extractor: str = Field(
+        "auto",
+        description="feature space: auto (labeler if given, else pixels), labeler, pixels, imagenet (an ImageNet-trained tf_efficientnet_lite0; imagenet:<timm backbone> for another), or a model folder",
     )
-    knn_k: int = Field(3, ge=1, description="k of the k-NN manifolds for precision/recall (Kynkäänniemi et al. 2019 use 3)")
-    kid_subset_size: int = Field(100, ge=2, description="KID subset size (lowered to the smaller set's size when needed)")
+    pixel_size: int = Field(PIXEL_SIZE, ge=4, le=1024, description="image side (px) of the pixels extractor")
+    quantile: float = Field(
+        0.99,
+        gt=0,
+        lt=1,
+        description="memorization threshold = this quantile of real test-vs-train NN cosine, per class",
+    )
+    min_test: int = Field(
+        10,
+        ge=1,
+        description="a class with fewer real test images uses the pooled test distribution of all audited classes "
+        "(the quantile of a handful of values is just their maximum: an unstable threshold)",
+    )
+    knn_k: int = Field(
+        3, ge=1, description="k of the k-NN manifolds for precision/recall (Kynkäänniemi et al. 2019 use 3)"
+    )
+    kid_subset_size: int = Field(
+        100, ge=2, description="KID subset size (lowered to the smaller set's size when needed)"
+    )
     kid_subsets: int = Field(20, ge=1, le=10_000, description="number of KID subsets averaged")
     top_k: int = Field(5, ge=1, description="neighbours per synthetic image written to match.csv")
-    ssim_size: int = Field(64, ge=11, le=1024, description="image side (px) at which SSIM of the matched pairs is computed")
-    accepted_only: bool = Field(False, description="audit only synthetic rows the labeler accepted (default: everything generated); class fidelity and CAS always use every row")
-    class_fidelity: bool = Field(True, description="class fidelity: share of synthetic images the labeler assigns to the asked class / its recall on real test images (needs the labeler)")
-    cas: bool = Field(True, description="CAS: train the classifier recipe on synthetic images only and on real train images, score both on real test (two fits)")
-    cas_n_boot: int = Field(200, ge=0, le=MAX_BOOT, description="patient-bootstrap resamples for the CAS test-metric intervals")
+    ssim_size: int = Field(
+        64, ge=11, le=1024, description="image side (px) at which SSIM of the matched pairs is computed"
+    )
+    accepted_only: bool = Field(
+        False,
+        description="audit only synthetic rows the labeler accepted (default: everything generated); class fidelity and CAS always use every row",
+    )
+    class_fidelity: bool = Field(
+        True,
+        description="class fidelity: share of synthetic images the labeler assigns to the asked class / its recall on real test images (needs the labeler)",
+    )
+    cas: bool = Field(
+        True,
+        description="CAS: train the classifier recipe on synthetic images only and on real train images, score both on real test (two fits)",
+    )
+    cas_n_boot: int = Field(
+        200, ge=0, le=MAX_BOOT, description="patient-bootstrap resamples for the CAS test-metric intervals"
+    )
     seed: Seed = Field(0, description="seed of the KID subset sampling and of the sample grid")

@@ -50,8 +50,9 @@ def class_fidelity(
     clf = labeler if isinstance(labeler, Classifier) or labeler is None else load_classifier(labeler)
     asked = asked_class(synthetic_df).to_numpy()
     pred, source = _predicted(synthetic_df, clf)
-    per_image = pd.DataFrame({"path": synthetic_df["path"].to_numpy(), "asked": asked,
-                              "pred_label": pred if pred is not None else pd.NA})
+    per_image = pd.DataFrame(
+        {"path": synthetic_df["path"].to_numpy(), "asked": asked, "pred_label": pred if pred is not None else pd.NA}
+    )
     per_image["agrees"] = per_image["asked"] == per_image["pred_label"] if pred is not None else pd.NA
     classes = [c for c in CODES if c in set(asked)]
     recall: dict[str, tuple[int, float | None]] = {}
@@ -59,14 +60,24 @@ def class_fidelity(
         test = real_rows(data_df, "test", classes)
         test_pred = np.asarray(clf.classes)[predict(clf, test).argmax(1)] if len(test) else np.array([], dtype=str)
         truth = test["label"].astype(str).to_numpy()
-        recall = {c: (int((truth == c).sum()), float((test_pred[truth == c] == c).mean()) if (truth == c).any() else None)
-                  for c in classes}
+        recall = {
+            c: (int((truth == c).sum()), float((test_pred[truth == c] == c).mean()) if (truth == c).any() else None)
+            for c in classes
+        }
     per_class = {}
     for c in classes:
         mine = pred[asked == c] if pred is not None else None
         n_test, rec = recall.get(c, (0, None))
-        row: dict = {"n_synthetic": int((asked == c).sum()), "n_assigned": None, "share": None, "assigned_to": {},
-                     "n_test": n_test, "test_recall": rec, "fidelity": None, "reason": None}
+        row: dict = {
+            "n_synthetic": int((asked == c).sum()),
+            "n_assigned": None,
+            "share": None,
+            "assigned_to": {},
+            "n_test": n_test,
+            "test_recall": rec,
+            "fidelity": None,
+            "reason": None,
+        }
         if mine is not None:
             row["n_assigned"] = int((mine == c).sum())
             row["share"] = row["n_assigned"] / len(mine)
@@ -116,27 +127,42 @@ def cas(
     asked = asked_class(synthetic_df)
     task = resolve_task(config.task)
     classes = [c for c in task if (asked == c).any()]
-    result: dict = {"recipe": config.model_dump(mode="json"), "task": config.task, "classes": classes,
-                    "skipped_classes": {c: "no synthetic image of this class" for c in task if c not in classes}}
+    result: dict = {
+        "recipe": config.model_dump(mode="json"),
+        "task": config.task,
+        "classes": classes,
+        "skipped_classes": {c: "no synthetic image of this class" for c in task if c not in classes},
+    }
     if len(classes) < 2:
-        return {**result, "reason": f"needs synthetic images of at least 2 classes of task {config.task} (has {classes or 'none'})"}
+        return {
+            **result,
+            "reason": f"needs synthetic images of at least 2 classes of task {config.task} (has {classes or 'none'})",
+        }
     train, val, test = (real_rows(data_df, split, classes) for split in ("train", "val", "test"))
     syn = synthetic_df.assign(label=asked.to_numpy())
     parts, per_class = [], {}
     for c in classes:
         pool = syn[syn["label"] == c].sort_values("path")
         want = int((train["label"] == c).sum())
-        take = pool.sample(n=min(want, len(pool)), random_state=np.random.default_rng([config.seed % 2**32, CODES.index(c)]))
+        take = pool.sample(
+            n=min(want, len(pool)), random_state=np.random.default_rng([config.seed % 2**32, CODES.index(c)])
+        )
         parts.append(take)
-        per_class[c] = {"real_train": want, "synthetic_available": len(pool), "synthetic_used": len(take),
-                        "shortfall": max(want - len(take), 0)}
+        per_class[c] = {
+            "real_train": want,
+            "synthetic_available": len(pool),
+            "synthetic_used": len(take),
+            "shortfall": max(want - len(take), 0),
+        }
     recipe = config.model_copy(update={"task": ",".join(classes)})
     runs = {}
     for name, rows in (("synthetic", pd.concat(parts, ignore_index=True)), ("real", train)):
         fit(rows, val, recipe, out / name)
         runs[name] = evaluate(out / name, test, out / name, n_boot=n_boot, seed=config.seed)
     for c in classes:
-        per_class[c].update(cas_recall=runs["synthetic"]["per_class"][c]["recall"], real_recall=runs["real"]["per_class"][c]["recall"])
+        per_class[c].update(
+            cas_recall=runs["synthetic"]["per_class"][c]["recall"], real_recall=runs["real"]["per_class"][c]["recall"]
+        )
     cas_f1, real_f1 = runs["synthetic"]["macro_f1"], runs["real"]["macro_f1"]
     return {
         **result,
@@ -147,4 +173,3 @@ def cas(
         "f1_ratio": cas_f1 / real_f1 if cas_f1 is not None and real_f1 else None,
         "per_class": per_class,
     }
-

@@ -171,7 +171,13 @@ def match_features(
                 (
                     q_img[q_pos[row]],
                     f"query {table['query_label'].iat[row]}",
-                    [(r_img[r_pos[p]], f"{table['match_label'].iat[p]} cos {table['cosine'].iat[p]:.3f}\nssim {table['ssim'].iat[p]:.2f}") for p in pairs],
+                    [
+                        (
+                            r_img[r_pos[p]],
+                            f"{table['match_label'].iat[p]} cos {table['cosine'].iat[p]:.3f}\nssim {table['ssim'].iat[p]:.2f}",
+                        )
+                        for p in pairs
+                    ],
                 )
             )
         contact_sheet(sheet, out / "match.png", "closest pairs: query (left) and its top matches")

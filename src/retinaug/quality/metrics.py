@@ -44,7 +44,9 @@ def fid(real: np.ndarray, fake: np.ndarray) -> float | None:
     return max(float(value), 0.0)  # tiny negative values are round-off
 
 
-def kid(real: np.ndarray, fake: np.ndarray, subset_size: int, subsets: int, seed: int) -> tuple[float | None, float | None, int]:
+def kid(
+    real: np.ndarray, fake: np.ndarray, subset_size: int, subsets: int, seed: int
+) -> tuple[float | None, float | None, int]:
     """KID mean and std over random subsets (size lowered to the smaller set); None below 2 samples."""
     size = min(subset_size, len(real), len(fake))
     if size < 2:

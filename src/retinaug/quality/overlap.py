@@ -37,8 +37,10 @@ def _ssim_pairs(a: pd.DataFrame, b: pd.DataFrame, ia: np.ndarray, ib: np.ndarray
     def unit(cache, df, rows) -> torch.Tensor:
         return rgb_to_grayscale(torch.from_numpy(cache.rows(df.iloc[rows])).permute(0, 3, 1, 2)).float().div_(255.0)
 
-    out = [pair_ssim(unit(cache_a, a, ia[s : s + SSIM_BLOCK]), unit(cache_b, b, ib[s : s + SSIM_BLOCK]))
-           for s in range(0, len(ia), SSIM_BLOCK)]
+    out = [
+        pair_ssim(unit(cache_a, a, ia[s : s + SSIM_BLOCK]), unit(cache_b, b, ib[s : s + SSIM_BLOCK]))
+        for s in range(0, len(ia), SSIM_BLOCK)
+    ]
     return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
 
 
@@ -95,7 +97,9 @@ def overlap_summary(table: pd.DataFrame, n_b: int, threshold: float) -> dict:
         "a_patients": int(dup["a_patient"].nunique()),
         "b_patients": int(dup["b_patient"].nunique()),
         "same_label": int((dup["a_label"] == dup["b_label"]).sum()),
-        "ssim_max_below_threshold": float(table.loc[~table["duplicate"], "ssim"].max()) if (~table["duplicate"]).any() else None,
+        "ssim_max_below_threshold": float(table.loc[~table["duplicate"], "ssim"].max())
+        if (~table["duplicate"]).any()
+        else None,
     }
 
 
@@ -113,7 +117,12 @@ def check_overlap(
     (the closest pairs) and overlap.json (counts). Returns the table and the counts."""
     ext = get_extractor(extractor, labeler)
     table = find_overlap(a, b, threshold, top_k, ext, labeler, ssim_size)
-    summary = {**overlap_summary(table, len(b), threshold), "top_k": top_k, "ssim_size": ssim_size, "extractor": ext.name}
+    summary = {
+        **overlap_summary(table, len(b), threshold),
+        "top_k": top_k,
+        "ssim_size": ssim_size,
+        "extractor": ext.name,
+    }
     out = make_dirs(out)
     with atomic_path(out / "overlap.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
@@ -129,8 +138,11 @@ def _sheet(pairs: pd.DataFrame, path: Path, size: int) -> None:
 
     img_a, img_b = units(pairs["a_path"]), units(pairs["b_path"])
     rows = [
-        (img_a[k], f"A {r.a_label} {Path(r.a_path).name[:18]}",
-         [(img_b[k], f"B {r.b_label} {Path(r.b_path).name[:18]}\nssim {r.ssim:.3f}{' DUP' if r.duplicate else ''}")])
+        (
+            img_a[k],
+            f"A {r.a_label} {Path(r.a_path).name[:18]}",
+            [(img_b[k], f"B {r.b_label} {Path(r.b_path).name[:18]}\nssim {r.ssim:.3f}{' DUP' if r.duplicate else ''}")],
+        )
         for k, r in enumerate(pairs.itertuples(index=False))
     ]
     contact_sheet(rows, path, "closest pairs: image of A (left), its closest image of B (right)")

@@ -14,7 +14,9 @@ from ..classes import CODES
 from ..io import atomic_path
 
 SheetRow = tuple[torch.Tensor, str, Sequence[tuple[torch.Tensor, str]]]
-CLASS_COLOURS = dict(zip(CODES, ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")))
+CLASS_COLOURS = dict(
+    zip(CODES, ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"))
+)
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
@@ -54,7 +56,14 @@ def similarity_hist(
         values = np.concatenate([synthetic, test])
         bins = np.linspace(values.min(), values.max(), 30) if len(values) and np.ptp(values) > 0 else 10
         ax.hist(test, bins=bins, alpha=0.6, density=True, label=f"real test vs train (n={len(test)})", color="#4c72b0")
-        ax.hist(synthetic, bins=bins, alpha=0.6, density=True, label=f"synthetic vs train (n={len(synthetic)})", color="#dd8452")
+        ax.hist(
+            synthetic,
+            bins=bins,
+            alpha=0.6,
+            density=True,
+            label=f"synthetic vs train (n={len(synthetic)})",
+            color="#dd8452",
+        )
         if threshold is not None:
             ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.3f}")
         ax.set_title(name, fontsize=9)
@@ -76,8 +85,15 @@ def tsne_plot(points: pd.DataFrame, path: str | Path, title: str) -> Path:
         colour = CLASS_COLOURS.get(label, "k")
         kept, dropped = group[group["selected"]], group[~group["selected"]]
         ax.scatter(kept["x"], kept["y"], s=12, color=colour, label=f"{label} selected ({len(kept)})")
-        ax.scatter(dropped["x"], dropped["y"], s=12, facecolors="none", edgecolors=colour, lw=0.6,
-                   label=f"{label} dropped ({len(dropped)})")
+        ax.scatter(
+            dropped["x"],
+            dropped["y"],
+            s=12,
+            facecolors="none",
+            edgecolors=colour,
+            lw=0.6,
+            label=f"{label} dropped ({len(dropped)})",
+        )
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])

@@ -18,12 +18,18 @@ def section_data(run: Path) -> Markup | None:
     if not manifest_file(run / "data").is_file():
         return None
     df = load_manifest(run / "data")
-    parts = [p(f"{len(df)} images, {df['patient_id'].nunique()} patients; splits are by patient."),
-             h3("Class counts per split"), table(class_counts(df).reset_index())]
+    parts = [
+        p(f"{len(df)} images, {df['patient_id'].nunique()} patients; splits are by patient."),
+        h3("Class counts per split"),
+        table(class_counts(df).reset_index()),
+    ]
     summary = read_json(run / "data" / "summary.json") or {}
     skips = summary.get("rejected")
     if isinstance(skips, dict) and skips:
-        parts += [h3("Skipped images by reason"), table(pd.Series(skips, name="images").rename_axis("reason").reset_index())]
+        parts += [
+            h3("Skipped images by reason"),
+            table(pd.Series(skips, name="images").rename_axis("reason").reset_index()),
+        ]
     comp_path = run / "experiments" / "composition.csv"
     if comp_path.is_file():
         comp = pd.read_csv(comp_path)
@@ -37,8 +43,23 @@ def section_data(run: Path) -> Markup | None:
         parts += [p("Per class: real training images → training images in the scenario."), table(cells.reset_index())]
         short = comp[(comp["synthetic_shortfall"] > 0) | (comp["traditional_shortfall"] > 0)]
         if len(short):
-            parts += [Markup('<p class="warn">Not enough accepted synthetic / traditional images for some classes; the shortfall was used as-is:</p>'),
-                      table(short[["scenario", "class", "synthetic_requested", "synthetic", "traditional_requested", "traditional"]])]
+            parts += [
+                Markup(
+                    '<p class="warn">Not enough accepted synthetic / traditional images for some classes; the shortfall was used as-is:</p>'
+                ),
+                table(
+                    short[
+                        [
+                            "scenario",
+                            "class",
+                            "synthetic_requested",
+                            "synthetic",
+                            "traditional_requested",
+                            "traditional",
+                        ]
+                    ]
+                ),
+            ]
     return join(parts)
 
 
@@ -53,8 +74,13 @@ def section_samples(run: Path) -> Markup | None:
     groups = {}
     for code in [c for c in CLASSES if c in set(syn["label"])]:
         groups[code] = [real_rows(real, "train", [code]).head(4), syn[syn["label"] == code].head(4)]
-    parts = [p("Left: real training images; right: synthetic images (accepted ones first)."),
-             img(figures.sample_grid(groups, ["real", "synthetic"]), "real vs synthetic")]
+    parts = [
+        p("Left: real training images; right: synthetic images (accepted ones first)."),
+        img(figures.sample_grid(groups, ["real", "synthetic"]), "real vs synthetic"),
+    ]
     if (run / "generator" / "samples.png").is_file():
-        parts += [h3("Generator samples after training (a row per class)"), img(figures.file_uri(run / "generator" / "samples.png"), "samples", "60%")]
+        parts += [
+            h3("Generator samples after training (a row per class)"),
+            img(figures.file_uri(run / "generator" / "samples.png"), "samples", "60%"),
+        ]
     return join(parts)

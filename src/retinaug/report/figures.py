@@ -11,12 +11,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from PIL import Image
 
-from ..cache import apply_transform, load_image  # noqa: E402
+from ..cache import apply_transform, load_image
 
 
 def fig_uri(fig: plt.Figure) -> str:
@@ -61,7 +61,9 @@ def sample_grid(groups: dict[str, list[pd.DataFrame]], titles: Sequence[str], si
                 if r == 0 and j == 0:
                     ax.set_title(titles[gi], fontsize=8, loc="left")
             col += widths[gi] + 1
-        axes[r, 0].text(-0.15, 0.5, code, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=10, weight="bold")
+        axes[r, 0].text(
+            -0.15, 0.5, code, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=10, weight="bold"
+        )
     fig.subplots_adjust(wspace=0.05, hspace=0.05)
     return fig_uri(fig)
 
@@ -80,7 +82,9 @@ def pair_grid(pairs: pd.DataFrame, size: int = 64) -> str:
     return fig_uri(fig)
 
 
-def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str, title: str = "") -> str:
+def line_plot(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str, title: str = ""
+) -> str:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for name, (x, y) in series.items():
         ax.plot(x, y, label=name, lw=1.2, marker="o" if len(x) < 30 else None, ms=3)
@@ -99,9 +103,15 @@ def ci_lines(lines: dict[str, pd.DataFrame], xlabel: str, ylabel: str, title: st
     metric's [0, 1]) as error bars; x ticks at the fractions drawn, as percentages."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for name, df in lines.items():
-        err = np.vstack([(df["mean"] - df["ci_low"].clip(lower=0)).clip(lower=0),
-                         (df["ci_high"].clip(upper=1) - df["mean"]).clip(lower=0)])
-        ax.errorbar(df["fraction"], df["mean"], yerr=np.nan_to_num(err), label=name, marker="o", ms=4, lw=1.2, capsize=3)
+        err = np.vstack(
+            [
+                (df["mean"] - df["ci_low"].clip(lower=0)).clip(lower=0),
+                (df["ci_high"].clip(upper=1) - df["mean"]).clip(lower=0),
+            ]
+        )
+        ax.errorbar(
+            df["fraction"], df["mean"], yerr=np.nan_to_num(err), label=name, marker="o", ms=4, lw=1.2, capsize=3
+        )
     ticks = sorted({x for df in lines.values() for x in df["fraction"]})
     ax.set_xticks(ticks, [f"{x:.0%}" for x in ticks])
     ax.set_xlabel(xlabel)
@@ -112,7 +122,9 @@ def ci_lines(lines: dict[str, pd.DataFrame], xlabel: str, ylabel: str, title: st
     return fig_uri(fig)
 
 
-def grouped_bars(table: pd.DataFrame, err_low: pd.DataFrame | None, err_high: pd.DataFrame | None, ylabel: str, title: str) -> str:
+def grouped_bars(
+    table: pd.DataFrame, err_low: pd.DataFrame | None, err_high: pd.DataFrame | None, ylabel: str, title: str
+) -> str:
     """Bars: one group per row index (class), one bar per column (scenario), optional CI error bars."""
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * table.size), 3.4))
     n = len(table.columns)
@@ -186,7 +198,15 @@ def tsne_plot(df: pd.DataFrame) -> str:
             continue
         pts = ax.scatter(g.loc[sel, "x"], g.loc[sel, "y"], s=9, label=f"{code} selected")
         if (cand & ~sel).any():
-            ax.scatter(g.loc[cand & ~sel, "x"], g.loc[cand & ~sel, "y"], s=9, alpha=0.25, color=pts.get_facecolor()[0], marker="x", label=f"{code} dropped")
+            ax.scatter(
+                g.loc[cand & ~sel, "x"],
+                g.loc[cand & ~sel, "y"],
+                s=9,
+                alpha=0.25,
+                color=pts.get_facecolor()[0],
+                marker="x",
+                label=f"{code} dropped",
+            )
     ax.legend(fontsize=6, ncol=2)
     ax.set_xticks([])
     ax.set_yticks([])

@@ -13,8 +13,23 @@ from markupsafe import Markup, escape
 from ..stage_order import stage_records
 from .html import h3, join, p, table
 
-PACKAGES = ("retinaug", "torch", "torchvision", "timm", "diffusers", "peft", "transformers", "accelerate",
-            "scikit-learn", "torchmetrics", "numpy", "pandas", "scipy", "matplotlib", "pydantic")
+PACKAGES = (
+    "retinaug",
+    "torch",
+    "torchvision",
+    "timm",
+    "diffusers",
+    "peft",
+    "transformers",
+    "accelerate",
+    "scikit-learn",
+    "torchmetrics",
+    "numpy",
+    "pandas",
+    "scipy",
+    "matplotlib",
+    "pydantic",
+)
 
 
 def _versions() -> pd.DataFrame:
@@ -28,12 +43,24 @@ def _versions() -> pd.DataFrame:
 
 
 def section_provenance(run: Path) -> Markup | None:
-    timings = [{"stage": label, "status": rec.get("status"), "seconds": rec.get("seconds"), "started": rec.get("started"), "why": rec.get("why")}
-               for label, rec in stage_records(run)]
+    timings = [
+        {
+            "stage": label,
+            "status": rec.get("status"),
+            "seconds": rec.get("seconds"),
+            "started": rec.get("started"),
+            "why": rec.get("why"),
+        }
+        for label, rec in stage_records(run)
+    ]
     parts = []
     if timings:
         t = pd.DataFrame(timings)
-        parts += [h3("Stages"), table(t, floatfmt="{:.1f}"), p(f"total {pd.to_numeric(t['seconds'], errors='coerce').sum():.1f} s")]
+        parts += [
+            h3("Stages"),
+            table(t, floatfmt="{:.1f}"),
+            p(f"total {pd.to_numeric(t['seconds'], errors='coerce').sum():.1f} s"),
+        ]
     try:
         import torch
 
@@ -45,5 +72,8 @@ def section_provenance(run: Path) -> Markup | None:
     parts += [h3("Machine"), p(machine), h3("Package versions"), table(_versions())]
     cfg = run / "config.yaml"
     if cfg.is_file():
-        parts += [h3("Resolved config"), Markup(f"<details><summary>config.yaml</summary><pre>{escape(cfg.read_text())}</pre></details>")]
+        parts += [
+            h3("Resolved config"),
+            Markup(f"<details><summary>config.yaml</summary><pre>{escape(cfg.read_text())}</pre></details>"),
+        ]
     return join(parts)

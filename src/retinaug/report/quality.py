@@ -47,7 +47,11 @@ def section_similarity(run: Path) -> Markup | None:
         parts.append(h3("Closest synthetic–real pairs (query | nearest training image)"))
         if (q / "match.png").is_file():
             parts.append(img(figures.file_uri(q / "match.png"), "match grid", "70%"))
-        elif len(pairs) and all(os.path.isfile(f) for f in pairs["query"]) and all(os.path.isfile(f) for f in pairs["match"]):
+        elif (
+            len(pairs)
+            and all(os.path.isfile(f) for f in pairs["query"])
+            and all(os.path.isfile(f) for f in pairs["match"])
+        ):
             parts.append(img(figures.pair_grid(pairs), "closest pairs", "360px"))
         parts.append(table(_basenames(pairs)))
     return join(parts) if parts else None
@@ -58,10 +62,15 @@ def section_fid(run: Path) -> Markup | None:
     if not isinstance(audit, dict):
         return None
     blocks = {**(audit.get("per_class") or {}), "all audited classes": audit.get("overall") or {}}
-    rows = {name: {k: block[k] for k in FIDELITY if isinstance(block.get(k), (int, float))} for name, block in blocks.items()}
+    rows = {
+        name: {k: block[k] for k in FIDELITY if isinstance(block.get(k), (int, float))}
+        for name, block in blocks.items()
+    }
     rows = {name: row for name, row in rows.items() if row}
     if not rows:
         return p("audit.json holds no FID/KID values.")
-    note = p(f"Features: {audit.get('extractor', 'see config')}. Lower FID/KID = synthetic closer to real training images "
-             "(with few images FID is biased upwards; compare like with like: fid_test_vs_train is the real-vs-real scale).")
+    note = p(
+        f"Features: {audit.get('extractor', 'see config')}. Lower FID/KID = synthetic closer to real training images "
+        "(with few images FID is biased upwards; compare like with like: fid_test_vs_train is the real-vs-real scale)."
+    )
     return join([note, table(pd.DataFrame(rows).T.rename_axis("set").reset_index(), floatfmt="{:.4g}")])

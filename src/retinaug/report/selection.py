@@ -17,7 +17,9 @@ def section_selection(run: Path) -> Markup | None:
     png = run / "selection" / "tsne.png"
     if not csv.is_file() and not png.is_file():
         return None
-    parts = [img(figures.tsne_plot(pd.read_csv(csv)), "t-SNE") if csv.is_file() else img(figures.file_uri(png), "t-SNE")]
+    parts = [
+        img(figures.tsne_plot(pd.read_csv(csv)), "t-SNE") if csv.is_file() else img(figures.file_uri(png), "t-SNE")
+    ]
     summary = read_json(run / "selection" / "summary.json")
     if isinstance(summary, dict):
         per_class = per_class_table(summary.get("classes") or {})  # kept / dropped per dominant class
