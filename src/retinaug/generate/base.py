@@ -35,7 +35,7 @@ from ..progress import progress_bar
 from ..tracking import start_tracking, tracker_args
 from .checkpoint import CHECKPOINT, TrainState, data_key, keep_phase, kept_history, phase_key, resume, save_checkpoint
 from .conditioning import SIDES, Conditions
-from .sampling import SamplingPipeline
+from .sampling import SamplingPipeline, to_unit
 
 log = logging.getLogger("retinaug.generate")
 Nets = dict[str, torch.nn.Module]
@@ -89,7 +89,7 @@ class TrainSet:
 
     def pixels(self, idx: torch.Tensor, flip: torch.Tensor, device) -> torch.Tensor:
         """(B, 3, S, S) in [-1, 1], mirrored where `flip`."""
-        x = self.images[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
+        x = to_unit(self.images[idx], device)
         return torch.where(flip.to(device)[:, None, None, None], x.flip(-1), x)
 
     def condition(self, idx: torch.Tensor, flip: torch.Tensor, device) -> torch.Tensor:

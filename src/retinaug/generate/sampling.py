@@ -53,9 +53,9 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def to_unit(images: np.ndarray, device) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
+def to_unit(images: np.ndarray | torch.Tensor, device) -> torch.Tensor:
+    """(B, H, W, 3) uint8 (array or tensor) -> (B, 3, H, W) float in [-1, 1]."""
+    return torch.as_tensor(images).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
 
 
 def denoising_steps(steps: int, strength: float) -> int:
