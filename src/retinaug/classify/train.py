@@ -212,6 +212,11 @@ class TrainState:
     smoothing: float  # the loss's label smoothing: 0 when mixed or soft targets already carry it
     step: int = 0  # optimiser steps so far: the EMA's decay warms up over them
 
+    @property
+    def scored(self) -> torch.nn.Module:
+        """The weights validated and saved: the EMA copy when one is kept."""
+        return self.ema.module if self.ema else self.model
+
 
 def _train_state(
     config: TrainConfig,
@@ -388,6 +393,44 @@ def model_meta(
     }
 
 
+def _epoch(
+    state: TrainState, epoch: int, val_images: torch.Tensor, y_val: np.ndarray, classes: tuple[str, ...]
+) -> dict:
+    """One epoch's history row: train, then validate the weights that would be saved."""
+    t_epoch = time.perf_counter()
+    row = {"epoch": epoch, **train_one_epoch(state, epoch)}
+    cfg = state.config
+    row.update(
+        validate(
+            state.scored,
+            val_images,
+            y_val,
+            classes,
+            state.mean,
+            state.std,
+            state.accelerator,
+            2 * cfg.batch_size,
+            cfg.tta,
+        )
+    )
+    row["seconds"] = round(time.perf_counter() - t_epoch, 3)
+    return row
+
+
+def _timings(t0: float, cpu0: float, t_data: float, history: list[dict], accelerator: Accelerator) -> dict:
+    """model.json's timings of a fit that started at `t0` (wall) and `cpu0` (this process's CPU seconds)."""
+    return {
+        "load_images_s": round(t_data, 3),
+        "train_s": round(sum(r["seconds"] for r in history), 3),
+        "total_s": round(time.perf_counter() - t0, 3),
+        # CPU seconds of this process: a contention-robust cost when other jobs share the cores
+        "cpu_s": round(time.process_time() - cpu0, 3),
+        "threads": torch.get_num_threads(),
+        "device": str(accelerator.device),
+        "precision": accelerator.mixed_precision,
+    }
+
+
 def fit(
     train_df: pd.DataFrame,
     val_df: pd.DataFrame,
@@ -432,30 +475,14 @@ def fit(
     history: list[dict] = []
     best, best_state, stale = (-1.0, 0.0), None, 0
     for epoch in range(1, config.epochs + 1):
-        t_epoch = time.perf_counter()
-        row = {"epoch": epoch, **train_one_epoch(state, epoch)}
-        scored = state.ema.module if state.ema else state.model
-        row.update(
-            validate(
-                scored,
-                val_images,
-                y_val,
-                classes,
-                state.mean,
-                state.std,
-                accelerator,
-                2 * config.batch_size,
-                config.tta,
-            )
-        )
-        row["seconds"] = round(time.perf_counter() - t_epoch, 3)
+        row = _epoch(state, epoch, val_images, y_val, classes)
         history.append(row)
         accelerator.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         # ties in macro-F1 (common on small val sets) go to the lower validation loss
         improved = (row["val_macro_f1"], -row["val_loss"]) > best
         if improved:
             best, stale = (row["val_macro_f1"], -row["val_loss"]), 0
-            best_state = copy.deepcopy(accelerator.unwrap_model(scored).state_dict())
+            best_state = copy.deepcopy(accelerator.unwrap_model(state.scored).state_dict())
         else:
             stale += 1
         log.info(
@@ -477,16 +504,7 @@ def fit(
     final = accelerator.unwrap_model(state.model)
     final.load_state_dict(best_state)
     meta = model_meta(final, config, classes, train_df, val_df, use, start, history)
-    meta["timings"] = {
-        "load_images_s": round(t_data, 3),
-        "train_s": round(sum(r["seconds"] for r in history), 3),
-        "total_s": round(time.perf_counter() - t0, 3),
-        # CPU seconds of this process: a contention-robust cost when other jobs share the cores
-        "cpu_s": round(time.process_time() - cpu0, 3),
-        "threads": torch.get_num_threads(),
-        "device": str(accelerator.device),
-        "precision": accelerator.mixed_precision,
-    }
+    meta["timings"] = _timings(t0, cpu0, t_data, history, accelerator)
     save_classifier(final, meta, out, train_df)
     log.info(
         "best epoch %d (val macro-F1 %.4f); saved %s/model.safetensors in %.1fs",
