@@ -61,7 +61,7 @@ def test_a_malformed_fault_is_an_error_at_the_first_pass(tmp_path, fault):
     res, made = _passes(tmp_path / "out", fault)
     assert res.returncode == 1 and made == 1
     assert (
-        f"RETINAUG_FAULT={fault!r}: expected ACTION@POINT:N with ACTION one of kill, int, freeze, POINT one of fit, epoch, step, "
+        f"RETINAUG_FAULT={fault!r}: expected ACTION@POINT:N with ACTION one of kill, int, term, freeze, POINT one of fit, epoch, step, "
         "image and N >= 1"
     ) in res.stderr
 

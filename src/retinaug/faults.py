@@ -4,7 +4,7 @@ stops it wherever it happens to be by then).
 
 `RETINAUG_FAULT=ACTION@POINT:N` acts right after the Nth time this process passes POINT. ACTION is `kill`
 (SIGKILL: dies at once, as `kill -9` or the OOM killer), `int` (SIGINT, as Ctrl-C sends; the CLI handles it,
-other code only where SIGINT is not ignored) or `freeze` (SIGSTOP: a hung worker, alive and never finishing until
+other code only where SIGINT is not ignored), `term` (SIGTERM, as `kill`, schedulers and `docker stop` send) or `freeze` (SIGSTOP: a hung worker, alive and never finishing until
 something kills it). POINT is one of
   fit     an experiment fit's metrics.json is written (either executor)
   epoch   a classifier epoch ends (labeler, experiments)
@@ -25,7 +25,7 @@ import signal
 from .errors import RetinaugError
 
 ENV = "RETINAUG_FAULT"
-ACTIONS = {"kill": signal.SIGKILL, "int": signal.SIGINT, "freeze": signal.SIGSTOP}
+ACTIONS = {"kill": signal.SIGKILL, "int": signal.SIGINT, "term": signal.SIGTERM, "freeze": signal.SIGSTOP}
 POINTS = ("fit", "epoch", "step", "image")
 _passes: dict[str, int] = {}
 
