@@ -67,11 +67,8 @@ def test_synthetic_export_round_trips_through_datasets(tmp_path):
         assert os.stat(tmp_path / "ds" / row.file).st_ino == os.stat(source["path"]).st_ino  # hard-linked
     umask = os.umask(0o022)
     os.umask(umask)
-    for made in (
-        tmp_path / "ds",
-        tmp_path / "ds" / "train",
-        tmp_path / "ds" / "README.md",
-    ):  # shareable as the umask says
+    # shareable as the umask says
+    for made in (tmp_path / "ds", tmp_path / "ds" / "train", tmp_path / "ds" / "README.md"):
         assert stat.S_IMODE(made.stat().st_mode) == (0o777 if made.is_dir() else 0o666) & ~umask, made
     csv = pd.read_csv(tmp_path / "ds" / "metadata.csv")
     assert (

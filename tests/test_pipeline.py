@@ -227,12 +227,8 @@ def test_moved_run_folder_is_skipped_whole(tmp_path):
     seeds = sorted(moved.glob("experiments/*/seed*/metrics.json"))
     assert len(seeds) == 4
     before = {p: p.stat().st_mtime_ns for p in seeds}
-    for stage in (
-        "augment",
-        "selection",
-        "synthetic",
-        "label",
-    ):  # manifests find the copy's own images, not the original's
+    # manifests find the copy's own images, not the original's
+    for stage in ("augment", "selection", "synthetic", "label"):
         assert load_manifest(moved / stage)["path"].str.startswith(str(moved) + "/").all(), stage
     cfg = load_config(moved / "config.yaml")  # as the run was last made
     assert {name: action for name, action, _ in plan_pipeline(cfg, moved)} == {

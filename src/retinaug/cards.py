@@ -78,10 +78,10 @@ def stage_current(run: Path, stage: str) -> bool:
     if rec.get("status") != "done":
         return False
     for up, recorded in (rec.get("inputs") or {}).items():
-        if (
-            recorded == "disabled" or up == SOURCE
-        ):  # switched off when the stage ran (switching it on redoes the stage);
-            continue  # the dataset itself: what the data stage made of it is checked through its output hash below
+        # switched off when the stage ran (switching it on redoes the stage); the dataset itself: what the data
+        # stage made of it is checked through its output hash below
+        if recorded == "disabled" or up == SOURCE:
+            continue
         if read_record(run / up).get("output_hash", "absent") != recorded or not stage_current(run, up):
             return False
     return True

@@ -56,9 +56,8 @@ def writing_weights(target: str | Path) -> Iterator[None]:
     try:
         yield
     except SafetensorError as exc:
-        code = re.search(
-            r"\(os error (\d+)\)", str(exc)
-        )  # its only trace of the OSError: "No space left ... (os error 28)"
+        # its only trace of the OSError: "No space left ... (os error 28)"
+        code = re.search(r"\(os error (\d+)\)", str(exc))
         err = write_error(target, OSError(int(code[1]), str(exc))) if code else None
         if not isinstance(err, RetinaugError):
             raise

@@ -201,9 +201,7 @@ def owned_output(folder: str | Path, what: str = "output folder", adopt: bool = 
         finished = True
     finally:
         seal(folder)
-        if (
-            not finished and created and [p.name for p in folder.iterdir()] == [INVENTORY]
-        ):  # refused before writing: no trace
+        if not finished and created and [p.name for p in folder.iterdir()] == [INVENTORY]:  # refused before writing
             (folder / INVENTORY).unlink()
             folder.rmdir()
 

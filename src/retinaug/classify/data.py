@@ -151,9 +151,8 @@ class Replacement:
             ],
             dtype=np.int64,
         )
-        sizes = np.array(
-            [len(rows) for rows in groups.values()] + [0], dtype=np.int64
-        )  # the last: group -1, no stand-in
+        # the last: group -1, no stand-in
+        sizes = np.array([len(rows) for rows in groups.values()] + [0], dtype=np.int64)
         self.count, self.start = sizes[group], (np.cumsum(sizes) - sizes)[group]
         self.pool = np.array([row for rows in groups.values() for row in rows], dtype=np.int64)
         shown = int(sizes[np.unique(group[group >= 0])].sum())

@@ -306,9 +306,8 @@ def train_one_epoch(state: TrainState, epoch: int) -> dict:
         for x, rows in state.loader:
             x, y = normalise(state.augment(x) if state.augment else x, state.mean, state.std), state.labels[rows]
             target = y if state.targets is None else state.targets[rows]
-            if (
-                state.mixer
-            ):  # timm mixes pairs: an odd batch (only ever a dataset smaller than one batch) gets smoothed targets
+            # timm mixes pairs: an odd batch (only ever a dataset smaller than one batch) gets smoothed targets
+            if state.mixer:
                 mixer = state.mixer
                 x, target = (
                     mixer(x, y)

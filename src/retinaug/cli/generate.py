@@ -142,9 +142,8 @@ def generate(
     ):
         from ..generate import generate as run_generate
 
-        options = dict(
-            mode=mode, strength=strength, scheduler=scheduler, precision=precision
-        )  # None: GenerateConfig's default
+        # None: GenerateConfig's default
+        options = dict(mode=mode, strength=strength, scheduler=scheduler, precision=precision)
         run_generate(
             generator,
             data,

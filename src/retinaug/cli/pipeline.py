@@ -47,9 +47,8 @@ def _run(
     from ..lock import run_lock
     from ..ownership import foreign
 
-    if not out.exists() or foreign(
-        out, limit=1
-    ):  # not a run folder yet: the up-front checks before a lock is written there
+    # not a run folder yet: the up-front checks before a lock is written there
+    if not out.exists() or foreign(out, limit=1):
         from ..config import load_config
         from ..pipeline import plan_pipeline
 
@@ -177,9 +176,8 @@ def experiment_cmd(
             )
             return load_manifest(folder) if usable else None
 
-        with owned_output(
-            run / "experiments", "experiments folder"
-        ):  # refused when it holds files retinaug did not write
+        # refused when it holds files retinaug did not write
+        with owned_output(run / "experiments", "experiments folder"):
             run_experiments(
                 ExperimentConfig(**cfg.experiments.model_dump(exclude={"enabled"})),
                 load_manifest(run / "data"),

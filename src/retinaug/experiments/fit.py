@@ -116,9 +116,8 @@ def run_fit(fit: Fit) -> None:
             train_model(fit.train, fit.val, fit.config, fit.folder, use=fit.scenario.row_use())
         clf = load_classifier(fit.folder)
         evaluate(clf, fit.test, fit.folder, n_boot=fit.n_boot, seed=fit.seed)  # writes metrics.json last
-        if (
-            fit.external is not None
-        ):  # after it: a fit killed in between is finished, and only scored on the external set again
+        # after it: a fit killed in between is finished, and only scored on the external set again
+        if fit.external is not None:
             score_external(fit, clf)
     faults.reached("fit")
 

@@ -27,8 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..classify import load_classifier, warm_start
 from ..classify.data import rows_hash
 from ..classify.label import soft_targets
+from ..classify.models import WEIGHTS
 from ..classify.train import VAL_RECALL
 from ..errors import RetinaugError
 from ..fingerprint import Digests
@@ -112,9 +114,6 @@ def external_rows(
 def execute(fits: list[Fit], cfg: ExperimentConfig) -> None:
     """Run the fits that have not finished, from an emptied folder, on the configured executor; a finished fit not
     yet scored on the current external set is scored here, in this process, without retraining."""
-    from ..classify import load_classifier
-    from ..classify.models import WEIGHTS
-
     todo, rescore = [], []
     for f in fits:
         if f.finished():
@@ -158,8 +157,6 @@ def plan_fits(
     call planned, now finished), those of the need scenarios, each reading its real-only reference fit's
     validation recall (`validation_recall`). `external`: the external rows every fit is also scored on.
     `digests`: the image digests of the caller (one owner of the cache file: see INPUT_DIGESTS)."""
-    from ..classify import warm_start
-
     syn_df = accepted_synthetic(synthetic)
     trad_df = (
         None if traditional is None else traditional[traditional["origin"] == "traditional"].reset_index(drop=True)

@@ -471,9 +471,8 @@ class ExperimentConfig(BaseModel):
             if missing:
                 raise ValueError(f"only: unknown scenario(s) {missing}; known: {', '.join(out)}")
             every, keep, todo = list(out.values()), set(), list(self.only)
-            while (
-                todo
-            ):  # a kept scenario's baseline (and need reference) is kept, and its baseline's (syn+trad -> trad -> real)
+            # a kept scenario's baseline (and need reference) is kept, and its baseline's (syn+trad -> trad -> real)
+            while todo:
                 name = todo.pop()
                 if name not in keep:
                     keep.add(name)

@@ -252,9 +252,7 @@ class Generator:
         per_step = phase.batch_size * accelerator.gradient_accumulation_steps * accelerator.num_processes
         steps = phase.steps if phase.epochs is None else max(1, math.ceil(phase.epochs * n / per_step))
         params = [p for p in phase.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            params, lr=phase.lr, weight_decay=cfg.weight_decay, fused=True
-        )  # as classify.fit's
+        optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=cfg.weight_decay, fused=True)  # as classify's
         lr_schedule = get_scheduler(
             "constant_with_warmup", optimizer, num_warmup_steps=cfg.warmup_steps * accelerator.num_processes
         )

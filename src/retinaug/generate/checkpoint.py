@@ -129,9 +129,8 @@ class TrainState:
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
-            self.ema.to(
-                next(p for m in self.modules.values() for p in m.parameters()).device
-            )  # it was loaded onto the CPU
+            # it was loaded onto the CPU
+            self.ema.to(next(p for m in self.modules.values() for p in m.parameters()).device)
         if self.main_process:
             self.batch_rng.set_state(state["batch_rng"])
             torch.set_rng_state(state["torch_rng"])
