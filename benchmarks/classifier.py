@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from retinaug.classify import TrainConfig, evaluate, train
+from retinaug.classify import EvaluateConfig, TrainConfig, evaluate, train
 from retinaug.io import write_json_atomic
 from retinaug.manifest import load_manifest
 
@@ -47,7 +47,7 @@ def main() -> None:
     meta = train(args.data, config, out)
     fit_s = time.perf_counter() - t0
     df = load_manifest(args.data)
-    metrics = evaluate(out, df[df["split"] == "test"], out / "eval", n_boot=args.n_boot)
+    metrics = evaluate(out, df, EvaluateConfig(n_boot=args.n_boot), out / "eval")
     keys = (
         "accuracy",
         "macro_precision",

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from retinaug.generate import finetune, generate
+from retinaug.errors import validated
+from retinaug.generate import DDPMConfig, GenerateConfig, finetune, generate
 from retinaug.io import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -50,10 +51,10 @@ def main() -> None:
     atexit.register(shutil.rmtree, work, ignore_errors=True)  # models and samples: only the JSON is kept
     data = args.data
     if data is None:
-        from retinaug.phantom import make_phantom
+        from retinaug.phantom import PhantomConfig, make_phantom
 
         data = work / "data"
-        make_phantom(n=560, size=32, seed=0, out=data, val=0.2, test=0.25)
+        make_phantom(PhantomConfig(n=560, size=32, seed=0, val=0.2, test=0.25), data)
     config: dict = {}
     for item in args.overrides:
         key, _, value = item.partition("=")
@@ -61,11 +62,12 @@ def main() -> None:
 
     load_before = os.getloadavg()
     cpu0 = time.process_time()
-    meta = finetune(data, "ddpm", config, work / "generator")
+    meta = finetune(data, validated(DDPMConfig, config, "ddpm config"), work / "generator")
     train_cpu = time.process_time() - cpu0
     history = json.loads((work / "generator" / "history.json").read_text())
     t0, cpu0 = time.perf_counter(), time.process_time()
-    df = generate(work / "generator", data, work / "synthetic", per_class=args.per_class, batch_size=args.batch_size)
+    sampling = GenerateConfig(per_class=args.per_class, batch_size=args.batch_size)
+    df = generate(work / "generator", data, sampling, work / "synthetic")
     sample_s, sample_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     samples_png = RESULTS / f"generators-{args.name}-samples.png"
     shutil.copyfile(work / "generator" / "samples.png", samples_png)

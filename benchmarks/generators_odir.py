@@ -25,8 +25,10 @@ from pathlib import Path
 
 import torch
 
-from retinaug.classify import TrainConfig, evaluate, fit
-from retinaug.generate import finetune, generate
+from retinaug.classify import EvaluateConfig, TrainConfig, evaluate, fit
+from retinaug.errors import validated
+from retinaug.generate import GenerateConfig, finetune, generate
+from retinaug.generate.registry import generator_class
 from retinaug.hardware import environment
 from retinaug.io import write_json_atomic, write_text_atomic
 from retinaug.manifest import load_manifest, manifest_file
@@ -117,14 +119,14 @@ def prepare(work: Path, odir: Path) -> tuple[Path, Path]:
     """The prepared data folder and the labeler (made once)."""
     data, labeler = work / "data", work / "labeler"
     if not manifest_file(data).is_file():
-        from retinaug.ingest import prepare_odir
+        from retinaug.ingest import OdirConfig, prepare_odir
 
-        prepare_odir(odir, data)
+        prepare_odir(odir, OdirConfig(), data)
     if not (labeler / "model.json").is_file():
         df = load_manifest(data)
         real = df[df["origin"] == "real"]
         fit(real[real["split"] == "train"], real[real["split"] == "val"], LABELER, labeler)
-        evaluate(labeler, real[real["split"] == "test"], labeler / "eval", n_boot=1000)
+        evaluate(labeler, real, EvaluateConfig(n_boot=1000), labeler / "eval")
     return data, labeler
 
 
@@ -140,7 +142,8 @@ def train_generator(name: str, row: dict, work: Path, data: Path, smoke: bool = 
             if smoke
             else row["train"]
         )
-        finetune(data, row["method"], train, gen_dir, checkpoint_every=200)
+        config = validated(generator_class(row["method"]).config_class, train, f"{row['method']} config")
+        finetune(data, config, gen_dir, checkpoint_every=200)
     return gen_dir
 
 
@@ -150,7 +153,8 @@ def run_row(name: str, row: dict, work: Path, data: Path, labeler: Path, smoke: 
     history = json.loads((gen_dir / "history.json").read_text())
     t0 = time.perf_counter()
     amount = {"per_class": 4} if smoke else {"ratio": 1.0}
-    syn = generate(gen_dir, data, folder / "synthetic", {**row["sample"], **amount, "classes": CLASSES})
+    sampling = validated(GenerateConfig, {**row["sample"], **amount, "classes": CLASSES}, "generate option(s)")
+    syn = generate(gen_dir, data, sampling, folder / "synthetic")
     record = json.loads((folder / "synthetic" / "generate.json").read_text())
     audit_dir = folder / "quality"
     if not (audit_dir / "audit.json").is_file():

@@ -3,7 +3,7 @@
 Each section times the library's own public functions and, on the same model, the plain code a user would
 write instead, and records the ratio (ours / plain; 1.0 = no overhead):
 
-  sd-lora     `finetune(..., "sd-lora")` steps/s with a random Stable Diffusion 1.5-size model (UNet2DConditionModel
+  sd-lora     `finetune(SDLoRAConfig)` steps/s with a random Stable Diffusion 1.5-size model (UNet2DConditionModel
               defaults, 768-wide text context, SD VAE, CLIP ViT-L-size text encoder) at 512 px, vs a plain
               diffusers LoRA loop (frozen bf16 base, fp32 LoRA via peft, VAE + text encoder each step);
               `generate` txt2img images/s vs `StableDiffusionPipeline` (same model, dtype, batch, steps)
@@ -237,7 +237,7 @@ def plain_classifier_images(
 
 
 def check_sd(b: Bench, s: dict, data: Path, work: Path, precision: str, device, dtype) -> None:
-    from retinaug.generate import finetune, generate
+    from retinaug.generate import GenerateConfig, SDLoRAConfig, finetune, generate
 
     base = build_sd(work / "sd15-random", full=s["sd_size"] >= 512)
     cfg = dict(
@@ -253,7 +253,7 @@ def check_sd(b: Bench, s: dict, data: Path, work: Path, precision: str, device, 
         alpha=8.0,
     )
     gen = work / "sd-lora"
-    finetune(data, "sd-lora", cfg, gen)
+    finetune(data, SDLoRAConfig(**cfg), gen)
     hist = json.loads((gen / "history.json").read_text())
     ours_train = rate(hist["steps"], hist["seconds"])
     plain_train = plain_sd_lora_steps(base, s["sd_size"], s["sd_batch"], s["sd_steps"], 8, 8.0, device, dtype)
@@ -263,11 +263,13 @@ def check_sd(b: Bench, s: dict, data: Path, work: Path, precision: str, device, 
     b.add("sd-lora", "train ratio ours / plain", ours_train / plain_train, "x")
 
     steps, batch = s["sd_sample_steps"], s["sd_gen_batch"]
-    generate(gen, data, work / "sd-warmup", per_class=1, classes=["N"], batch_size=1, steps=steps, precision=precision)
+    warmup = GenerateConfig(per_class=1, classes=["N"], batch_size=1, steps=steps, precision=precision)
+    generate(gen, data, warmup, work / "sd-warmup")
     out = work / "sd-samples"
-    generate(
-        gen, data, out, per_class=s["sd_images"], classes=["N"], batch_size=batch, steps=steps, precision=precision
+    sampling = GenerateConfig(
+        per_class=s["sd_images"], classes=["N"], batch_size=batch, steps=steps, precision=precision
     )
+    generate(gen, data, sampling, out)
     ours = json.loads((out / "generate.json").read_text())["images_per_s"]
     prompt = json.loads((gen / "config.json").read_text())["config"].get("prompts", {}).get("N", "a fundus photograph")
     plain = plain_pipeline_images(base, prompt, s["sd_size"], steps, batch, s["sd_images"], device, dtype)
@@ -287,6 +289,7 @@ def check_sd(b: Bench, s: dict, data: Path, work: Path, precision: str, device, 
 
 def check_unet_generator(b: Bench, s: dict, data: Path, work: Path, method: str, precision: str, device, dtype) -> None:
     from retinaug.generate import finetune, list_generators
+    from retinaug.generate.registry import generator_class
 
     if method not in list_generators():
         b.details[method] = {"skipped": f"generator {method!r} is not registered in this version"}
@@ -302,7 +305,7 @@ def check_unet_generator(b: Bench, s: dict, data: Path, work: Path, method: str,
         samples_per_class=1,
     )
     gen = work / method
-    finetune(data, method, cfg, gen)
+    finetune(data, generator_class(method).config_class(**cfg), gen)
     hist = json.loads(
         (gen / "history.json").read_text()
     )  # ldm: the latent UNet's phase (the autoencoder's under "vae")
@@ -412,11 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     b = Bench()
     start = time.perf_counter()
     try:
-        from retinaug.phantom import make_phantom
+        from retinaug.phantom import PhantomConfig, make_phantom
 
         data = work / "data"
         run = {
-            "phantom": lambda: make_phantom(n=s["phantom_n"], size=s["phantom_size"], seed=0, out=data),
+            "phantom": lambda: make_phantom(PhantomConfig(n=s["phantom_n"], size=s["phantom_size"], seed=0), data),
             "sd-lora": lambda: check_sd(b, s, data, work, precision, device, dtype),
             "ddpm": lambda: check_unet_generator(b, s, data, work, "ddpm", precision, device, dtype),
             "ldm": lambda: check_unet_generator(b, s, data, work, "ldm", precision, device, dtype),

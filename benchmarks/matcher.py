@@ -34,6 +34,7 @@ from retinaug.features import CLIPExtractor, l2_normalise
 from retinaug.io import write_json_atomic
 from retinaug.manifest import load_manifest
 from retinaug.quality import match
+from retinaug.quality.config import MatchConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -88,9 +89,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="matcher-bench-"))
     atexit.register(shutil.rmtree, work, ignore_errors=True)  # models and samples: only the JSON is kept
     if args.data is None:
-        from retinaug.phantom import make_phantom
+        from retinaug.phantom import PhantomConfig, make_phantom
 
-        make_phantom(n=2 * args.n, size=args.size, seed=0, out=work / "data")
+        make_phantom(PhantomConfig(n=2 * args.n, size=args.size, seed=0), work / "data")
         args.data = work / "data"
     df = load_manifest(args.data)
     if len(df) < 2 * args.n:
@@ -111,7 +112,9 @@ def main() -> None:
     timings = {}
     for run in ("cold", "warm"):  # cold: decodes the images into the cache first; warm: cache already built
         t0 = time.perf_counter()
-        table = match(query, reference, top_k=args.top_k, extractor=ext, out=work / f"match-{run}")
+        table = match(
+            query, reference, MatchConfig(top_k=args.top_k, extractor=str(work / "clip")), work / f"match-{run}"
+        )
         timings[run] = time.perf_counter() - t0
     q, r = l2_normalise(ext(query)), l2_normalise(ext(reference))
     ours_sims = [float(q[i] @ r[j]) for i, j in pairs]

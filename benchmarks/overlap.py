@@ -94,26 +94,28 @@ def main() -> None:
     os.environ.setdefault("RETINAUG_QUIET", "1")
 
     from retinaug.features import get_extractor, l2_normalise
+    from retinaug.fields import OVERLAP_THRESHOLD
     from retinaug.hardware import environment
     from retinaug.io import write_json_atomic
-    from retinaug.phantom import make_phantom
+    from retinaug.phantom import PhantomConfig, make_phantom
+    from retinaug.quality.config import OverlapConfig
     from retinaug.quality.match import topk_cosine
-    from retinaug.quality.overlap import THRESHOLD, check_overlap
+    from retinaug.quality.overlap import check_overlap
 
     sizes = sorted({int(s) for s in args.sizes.split(",") if int(s) <= args.n} | {args.n})
     n_copies = int(round(args.copies * args.n))
     t0 = time.perf_counter()
-    b = make_phantom(n=args.n, size=args.size, seed=0, out=work / "b", val=0.1, test=0.1)
+    b = make_phantom(PhantomConfig(n=args.n, size=args.size, seed=0, val=0.1, test=0.1), work / "b")
     b = b.sample(frac=1.0, random_state=1).reset_index(drop=True)
     n_others = args.n - n_copies + (args.n - n_copies) % 2
-    others = make_phantom(n=n_others, size=args.size, seed=1, out=work / "others", val=0.1, test=0.1)
+    others = make_phantom(PhantomConfig(n=n_others, size=args.size, seed=1, val=0.1, test=0.1), work / "others")
     a, truth = plant(b, others, n_copies, work / "ext")
     a = a.iloc[: args.n]
     render_s = time.perf_counter() - t0
 
     load = [os.getloadavg()]
     t0 = time.perf_counter()
-    table, _ = check_overlap(a, b, work / "out-cold", THRESHOLD, args.top_k)
+    table, _ = check_overlap(a, b, OverlapConfig(top_k=args.top_k), work / "out-cold")
     cold = {"n": args.n, "seconds": round(time.perf_counter() - t0, 2), **score(table, truth, set(b["path"]))}
     rows = []
     for n in sizes:
@@ -123,7 +125,7 @@ def main() -> None:
         topk_cosine(l2_normalise(ext(a_n)), l2_normalise(ext(b_n)), args.top_k)
         search = time.perf_counter() - t0
         t0 = time.perf_counter()
-        table, summary = check_overlap(a_n, b_n, work / f"out-{n}", THRESHOLD, args.top_k)
+        table, summary = check_overlap(a_n, b_n, OverlapConfig(top_k=args.top_k), work / f"out-{n}")
         seconds = time.perf_counter() - t0
         rows.append(
             {
@@ -151,7 +153,7 @@ def main() -> None:
         "image_px": args.size,
         "copies": n_copies,
         "top_k": args.top_k,
-        "threshold": THRESHOLD,
+        "threshold": OVERLAP_THRESHOLD,
         "render_seconds": round(render_s, 1),
         "cold": cold,
         "warm": rows,

@@ -238,7 +238,7 @@ def bench_classifier(b: Bench, s: dict, data: Path, work: Path, device: str, pre
 
 def bench_ddpm(b: Bench, s: dict, data: Path, work: Path, precision: str) -> None:
     from retinaug.config import load_config
-    from retinaug.generate import finetune, generate
+    from retinaug.generate import DDPMConfig, GenerateConfig, finetune, generate
 
     cfg = load_config(None, "demo").generator.ddpm.model_dump()
     cfg.update(
@@ -247,17 +247,16 @@ def bench_ddpm(b: Bench, s: dict, data: Path, work: Path, precision: str) -> Non
         warmup_steps=min(cfg["warmup_steps"], s["ddpm_steps"]),
         mixed_precision=precision,
     )
-    finetune(data, "ddpm", cfg, work / "ddpm")
+    finetune(data, DDPMConfig(**cfg), work / "ddpm")
     history = json.loads((work / "ddpm" / "history.json").read_text())
     what = f"train {cfg['size']}px demo UNet, batch {cfg['batch_size']}, {history['steps']} steps"
     b.add("ddpm", what, history["images_per_s"], "images/s")
     sampling = {}
-    generate(work / "ddpm", data, work / "ddpm-warmup", per_class=1, steps=2, precision=precision)
+    generate(work / "ddpm", data, GenerateConfig(per_class=1, steps=2, precision=precision), work / "ddpm-warmup")
     for steps in s["sample_steps"]:
         out = work / f"ddpm-sample-{steps}"
-        generate(
-            work / "ddpm", data, out, per_class=s["sample_per_class"], steps=steps, batch_size=64, precision=precision
-        )
+        sampling = GenerateConfig(per_class=s["sample_per_class"], steps=steps, batch_size=64, precision=precision)
+        generate(work / "ddpm", data, sampling, out)
         record = json.loads((out / "generate.json").read_text())
         sampling[steps] = record
         what = f"sample {steps} {record['sampling']['scheduler']} steps, guidance {record['sampling']['guidance']}, batch 64"
@@ -360,7 +359,7 @@ def bench_sd(
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from retinaug.generate import SDLoRAConfig, finetune, generate
+    from retinaug.generate import GenerateConfig, SDLoRAConfig, finetune, generate
 
     cfg = SDLoRAConfig(
         base_model=str(base),
@@ -374,7 +373,7 @@ def bench_sd(
         mixed_precision=precision,
     )
     gen = work / f"{name}-lora"
-    finetune(data, "sd-lora", cfg, gen)
+    finetune(data, cfg, gen)
     history = json.loads((gen / "history.json").read_text())
     b.add(
         name,
@@ -382,20 +381,13 @@ def bench_sd(
         history["steps"] / history["seconds"],
         "steps/s",
     )
-    generate(
-        gen, data, work / f"{name}-warmup", per_class=1, classes=["N"], batch_size=1, steps=steps, precision=precision
-    )
+    warmup = GenerateConfig(per_class=1, classes=["N"], batch_size=1, steps=steps, precision=precision)
+    generate(gen, data, warmup, work / f"{name}-warmup")
     out = work / f"{name}-samples"
-    generate(
-        gen,
-        data,
-        out,
-        per_class=s["sd_images"],
-        classes=["N"],
-        batch_size=s["sd_batch"],
-        steps=steps,
-        precision=precision,
+    sampling = GenerateConfig(
+        per_class=s["sd_images"], classes=["N"], batch_size=s["sd_batch"], steps=steps, precision=precision
     )
+    generate(gen, data, sampling, out)
     ours = json.loads((out / "generate.json").read_text())
     dtype = precision if precision != "no" else "fp32"
     b.add(
@@ -505,16 +497,16 @@ def main() -> None:
     data, sd_data = work / "data", work / "sd-data"
     from tiny_sd import make_tiny_sd
 
-    from retinaug.phantom import make_phantom
+    from retinaug.phantom import PhantomConfig, make_phantom
 
     def phantom() -> None:
         with timer({}) as t:
-            make_phantom(n=s["phantom_n"], size=s["phantom_size"], seed=0, out=data)
+            make_phantom(PhantomConfig(n=s["phantom_n"], size=s["phantom_size"], seed=0), data)
         b.add(
             "phantom", f"render {s['phantom_n']} images at {s['phantom_size']} px", s["phantom_n"] / t["s"], "images/s"
         )
         if {"sd-tiny", "sd-real"} & set(sections):
-            make_phantom(n=96, size=64, seed=0, out=sd_data)
+            make_phantom(PhantomConfig(n=96, size=64, seed=0), sd_data)
 
     run = {
         "demo": lambda: bench_demo(b, work, args.demo_set),

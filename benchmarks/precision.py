@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from retinaug.classify import TrainConfig, evaluate, fit
-from retinaug.generate import finetune
+from retinaug.classify import EvaluateConfig, TrainConfig, evaluate, fit
+from retinaug.generate import DDPMConfig, finetune
 from retinaug.hardware import environment
 from retinaug.io import write_json_atomic
 from retinaug.manifest import load_manifest
@@ -91,7 +91,9 @@ def main() -> None:
             meta = fit(train, val, cfg, work / f"{pr}-{seed}")
             fit_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            m = evaluate(work / f"{pr}-{seed}", test, work / f"{pr}-{seed}" / "eval", n_boot=0)
+            m = evaluate(
+                work / f"{pr}-{seed}", test, EvaluateConfig(split="all", n_boot=0), work / f"{pr}-{seed}" / "eval"
+            )
             runs[pr].append(
                 {
                     "seed": seed,
@@ -118,7 +120,7 @@ def main() -> None:
         train_classes=["G", "C", "A", "H", "M"],
     )
     for pr in PRECISIONS if "ddpm" in sections else ():
-        finetune(args.data, "ddpm", {**ddpm_cfg, "mixed_precision": pr}, work / f"ddpm-{pr}", checkpoint_every=0)
+        finetune(args.data, DDPMConfig(**ddpm_cfg, mixed_precision=pr), work / f"ddpm-{pr}", checkpoint_every=0)
         history = json.loads((work / f"ddpm-{pr}" / "history.json").read_text())
         ddpm[pr] = {"images_per_s": round(history["images_per_s"], 2), "final_loss": history["loss"][-1]}
         print("ddpm", pr, ddpm[pr], flush=True)

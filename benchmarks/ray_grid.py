@@ -59,20 +59,15 @@ def grid(args, work: Path) -> tuple[dict, dict]:
             for k, stage in (("synthetic", "label"), ("selection", "selection"), ("traditional", "augment"))
         }
         return {"data": load_manifest(args.run / "data"), **found}, cfg.experiments.model_dump(exclude={"enabled"})
-    from retinaug.phantom import make_phantom
+    from retinaug.phantom import PhantomConfig, make_phantom
 
     if args.smoke:
-        data = make_phantom(n=96, size=16, proportions={"G": 1, "C": 1, "A": 1}, val=0.2, test=0.25, out=work / "data")
+        data = make_phantom(
+            PhantomConfig(n=96, size=16, proportions={"G": 1, "C": 1, "A": 1}, val=0.2, test=0.25), work / "data"
+        )
         return {"data": data}, SMOKE
     demo = load_config(preset="demo")
-    data = make_phantom(
-        n=demo.data.n,
-        size=demo.data.size,
-        seed=demo.data.seed,
-        val=demo.data.val,
-        test=demo.data.test,
-        out=work / "data",
-    )
+    data = make_phantom(demo.data, work / "data")  # the demo run's data section (a PhantomConfig)
     exp = demo.experiments.model_dump(exclude={"enabled"})
     return {"data": data}, {**exp, "sets": ["controls"], "only": []}
 
@@ -103,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         t0 = time.perf_counter()
-        run_experiments(ExperimentConfig(**exp), out=work / "local", **inputs)
+        run_experiments(cfg=ExperimentConfig(**exp), out=work / "local", **inputs)
         local_s = time.perf_counter() - t0
         torch.set_num_threads(before)
 
@@ -114,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         init_s = time.perf_counter() - t0 if started_here else None
         try:
             t0 = time.perf_counter()
-            run_experiments(ExperimentConfig(**{**exp, "executor": "ray"}), out=work / "ray", **inputs)
+            run_experiments(cfg=ExperimentConfig(**{**exp, "executor": "ray"}), out=work / "ray", **inputs)
             ray_s = time.perf_counter() - t0
             task = ray.remote(num_cpus=1)(noop)
             ray.get(task.remote())  # a worker is up

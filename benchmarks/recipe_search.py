@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retinaug.classify import TrainConfig, evaluate, fit
+from retinaug.classify import EvaluateConfig, TrainConfig, evaluate, fit
 from retinaug.classify.models import WEIGHTS
 from retinaug.hardware import environment
 from retinaug.io import write_json_atomic, write_text_atomic
@@ -100,9 +100,9 @@ SCORES = ("macro_f1", "macro_precision", "macro_recall", "accuracy")
 def split_data(work: Path, odir: Path, seed: int) -> Path:
     data = work / f"split{seed}" / "data"
     if not manifest_file(data).is_file():
-        from retinaug.ingest import prepare_odir
+        from retinaug.ingest import OdirConfig, prepare_odir
 
-        prepare_odir(odir, data, seed=seed)
+        prepare_odir(odir, OdirConfig(seed=seed), data)
     return data
 
 
@@ -138,7 +138,7 @@ def run(name: str, spec: dict, data: Path, seed: int) -> dict:
         )
     else:
         meta = fit(train, val, cfg, folder)
-    metrics = evaluate(folder, test, folder / "eval", n_boot=0)
+    metrics = evaluate(folder, test, EvaluateConfig(split="all", n_boot=0), folder / "eval")
     return {
         "candidate": name,
         "split": seed,

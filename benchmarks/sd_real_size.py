@@ -37,7 +37,7 @@ from tiny_sd import make_sd_release
 from retinaug.generate import SDLoRAConfig, create_generator
 from retinaug.generate.run import train_rows
 from retinaug.manifest import load_manifest
-from retinaug.phantom import make_phantom
+from retinaug.phantom import PhantomConfig, make_phantom
 
 H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA's H100 SXM datasheet, dense (no sparsity)
 SUSTAINED = 0.4  # the share of it a UNet training step is assumed to sustain
@@ -74,7 +74,7 @@ def train_images(folder: Path, size: int):
     """TRAIN rows of a small phantom dataset at `size` px (made once in `folder`)."""
     data = folder / f"data-{size}"
     if not (data / "manifest.parquet").is_file():
-        make_phantom(n=24, size=size, seed=0, out=data, proportions={c: 1 for c in CLASSES})
+        make_phantom(PhantomConfig(n=24, size=size, seed=0, proportions={c: 1 for c in CLASSES}), data)
     return train_rows(load_manifest(data), CLASSES)
 
 

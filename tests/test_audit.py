@@ -102,11 +102,7 @@ def audit_data(tmp_path):
 def test_planted_copies_are_flagged(audit_data, tmp_path):
     synthetic, data = audit_data
     report = audit(
-        synthetic,
-        data,
-        tmp_path / "quality",
-        extractor="pixels",
-        config=AuditConfig(kid_subsets=5, min_test=5, cas=False),
+        synthetic, data, AuditConfig(extractor="pixels", kid_subsets=5, min_test=5, cas=False), tmp_path / "quality"
     )
     table = pd.read_csv(tmp_path / "quality" / "memorization.csv")
     syn = table[table["set"] == "synthetic"].merge(synthetic[["path", "planted"]], on="path")
@@ -169,9 +165,7 @@ def test_img2img_copies_of_their_parent_are_parent_copies_not_memorization(audit
         )
     save_manifest(pd.DataFrame(records), tmp_path / "i2i")
     syn = load_manifest(tmp_path / "i2i")
-    report = audit(
-        syn, data, tmp_path / "q", extractor="pixels", config=AuditConfig(kid_subsets=2, min_test=5, cas=False)
-    )
+    report = audit(syn, data, AuditConfig(extractor="pixels", kid_subsets=2, min_test=5, cas=False), tmp_path / "q")
     table = pd.read_csv(tmp_path / "q" / "memorization.csv")
     table = table[table["set"] == "synthetic"].reset_index(drop=True).assign(kind=kind)
     by = table.groupby("kind")
@@ -203,9 +197,8 @@ def test_img2img_copies_of_their_parent_are_parent_copies_not_memorization(audit
     plain = audit(
         syn.drop(columns=["parent"]),
         data,
+        AuditConfig(extractor="pixels", kid_subsets=2, min_test=5, cas=False),
         tmp_path / "q2",
-        extractor="pixels",
-        config=AuditConfig(kid_subsets=2, min_test=5, cas=False),
     )
     assert plain["memorization"]["img2img"]["n"] == 0 and plain["memorization"]["n_flagged"] >= 2 * (6 + 3 + 1)
 
@@ -213,11 +206,11 @@ def test_img2img_copies_of_their_parent_are_parent_copies_not_memorization(audit
 def test_audit_errors(audit_data, tmp_path):
     synthetic, data = audit_data
     with pytest.raises(RetinaugError, match="no real training images of class"):
-        audit(synthetic.assign(label="A"), data, tmp_path / "q", extractor="pixels")
+        audit(synthetic.assign(label="A"), data, AuditConfig(extractor="pixels"), tmp_path / "q")
     with pytest.raises(RetinaugError, match="needs the test split"):
-        audit(synthetic, data[data["split"] != "test"], tmp_path / "q", extractor="pixels")
+        audit(synthetic, data[data["split"] != "test"], AuditConfig(extractor="pixels"), tmp_path / "q")
     with pytest.raises(RetinaugError, match="run `retinaug label`"):
-        audit(synthetic, data, tmp_path / "q", extractor="pixels", config=AuditConfig(accepted_only=True))
+        audit(synthetic, data, AuditConfig(extractor="pixels", accepted_only=True), tmp_path / "q")
 
 
 def test_cli_select_augment_audit(tmp_path):

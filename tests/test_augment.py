@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retinaug.augment import MAX_RATIO, augment
+from retinaug.augment import MAX_RATIO, AugmentConfig, augment
 from retinaug.cache import image_cache
 from retinaug.errors import RetinaugError
 from retinaug.manifest import load_manifest, new_manifest, save_manifest
@@ -18,7 +18,7 @@ def _real_train(df, code):
 
 @pytest.mark.parametrize("ratio", [0.5, 1, 2, MAX_RATIO])
 def test_exact_counts_and_no_duplicates(tiny_data, tmp_path, ratio):
-    rows = augment(tiny_data, ratio, ("G", "C"), seed=0, out=tmp_path / "aug")
+    rows = augment(tiny_data, AugmentConfig(ratio=ratio, classes=("G", "C"), seed=0), tmp_path / "aug")
     for code in ("G", "C"):
         n = len(_real_train(tiny_data, code))
         assert (rows["label"] == code).sum() == int(np.floor(ratio * n + 0.5))
@@ -36,9 +36,9 @@ def test_exact_counts_and_no_duplicates(tiny_data, tmp_path, ratio):
 
 
 def test_deterministic_and_seeded(tiny_data):
-    a = augment(tiny_data, 1.5, ("G",), seed=3)
-    b = augment(tiny_data, 1.5, ("G",), seed=3)
-    c = augment(tiny_data, 1.5, ("G",), seed=4)
+    a = augment(tiny_data, AugmentConfig(ratio=1.5, classes=("G",), seed=3))
+    b = augment(tiny_data, AugmentConfig(ratio=1.5, classes=("G",), seed=3))
+    c = augment(tiny_data, AugmentConfig(ratio=1.5, classes=("G",), seed=4))
     key = lambda df: list(zip(df["parent"], df["transform"]))  # noqa: E731
     assert key(a) == key(b) and key(a) != key(c)
     # the seed's three transforms come first: at ratio 1.5 no image needs a fourth
@@ -47,9 +47,9 @@ def test_deterministic_and_seeded(tiny_data):
 
 def test_ratio_beyond_distinct_transforms_is_refused(tiny_data):
     with pytest.raises(RetinaugError, match="only 7 distinct"):
-        augment(tiny_data, 8, ("G",))
+        augment(tiny_data, AugmentConfig(ratio=8, classes=("G",)))
     with pytest.raises(RetinaugError, match="no real training images of class"):
-        augment(tiny_data, 1, ("M",))
+        augment(tiny_data, AugmentConfig(ratio=1, classes=("M",)))
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ EXPECTED = {
 
 
 def test_transforms_move_pixels_where_expected(marker_data, tmp_path):
-    rows = augment(marker_data, MAX_RATIO, ("G",), out=tmp_path / "aug")
+    rows = augment(marker_data, AugmentConfig(ratio=MAX_RATIO, classes=("G",)), tmp_path / "aug")
     assert set(rows["transform"]) == set(EXPECTED)
     cache = image_cache(marker_data, 8)
     for transform in rows["transform"]:
@@ -99,7 +99,7 @@ def test_transforms_move_pixels_where_expected(marker_data, tmp_path):
 
 
 def test_write_files_writes_transformed_pngs(marker_data, tmp_path):
-    rows = augment(marker_data, 3, ("G",), out=tmp_path / "aug", write_files=True)
+    rows = augment(marker_data, AugmentConfig(ratio=3, classes=("G",), write_files=True), tmp_path / "aug")
     assert rows["transform"].isna().all() and set(rows["file_transform"]) == {"hflip", "vflip", "rot90"}
     for path, transform in zip(rows["path"], rows["file_transform"]):
         assert path.startswith(str(tmp_path / "aug" / "images" / "G"))

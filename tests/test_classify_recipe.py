@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torchvision.transforms import v2
 from typer.testing import CliRunner
 
-from retinaug.classify import TrainConfig, evaluate, fit, load_classifier, predict, train, warm_start
+from retinaug.classify import EvaluateConfig, TrainConfig, evaluate, fit, load_classifier, predict, train, warm_start
 from retinaug.classify.data import Augment
 from retinaug.classify.models import create_model, head_keys
 from retinaug.classify.train import _mixer
@@ -64,7 +64,7 @@ def test_tta_is_the_mean_of_the_image_and_its_mirror(model_dir: Path, data: Path
     assert np.array_equal(predict(clf, df), plain)  # trained with tta: false -> no TTA unless asked
     clf.meta["config"]["tta"] = True  # a model trained with tta: true predicts with it by default
     assert np.array_equal(predict(clf, df), both)
-    m = evaluate(clf, df, tmp_path / "eval", n_boot=0)
+    m = evaluate(clf, df, EvaluateConfig(split="all", n_boot=0), tmp_path / "eval")
     assert m["tta"] is True
     probs = pd.read_parquet(tmp_path / "eval" / "predictions.parquet")[["prob_G", "prob_C", "prob_A"]].to_numpy()
     assert np.allclose(probs, both, atol=1e-6)
@@ -295,7 +295,7 @@ def test_experiments_share_one_all_classes_model_across_scenarios_and_seeds(tmp_
             )
         )
         cfg = ExperimentConfig(**load_config(path).experiments.model_dump(exclude={"enabled"}))
-        run_experiments(cfg, load_manifest(run / "data"), run / "experiments")
+        run_experiments(load_manifest(run / "data"), cfg, run / "experiments")
 
     experiments([{"name": "gca", "task": "G,C,A"}, {"name": "gc", "task": "G,C"}])
     cached = list((run / "experiments" / "_init").glob("*/model.safetensors"))

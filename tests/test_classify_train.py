@@ -15,11 +15,22 @@ from conftest import make_dataset
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from retinaug.classify import TrainConfig, embed, evaluate, fit, label, load_classifier, predict, train
+from retinaug.classify import (
+    EvaluateConfig,
+    LabelConfig,
+    TrainConfig,
+    embed,
+    evaluate,
+    fit,
+    label,
+    load_classifier,
+    predict,
+    train,
+)
 from retinaug.classify.data import TrainingRows, class_weights, train_loader
 from retinaug.classify.models import create_model
 from retinaug.cli import app
-from retinaug.errors import RetinaugError
+from retinaug.errors import RetinaugError, validated
 from retinaug.manifest import load_manifest, new_manifest, save_manifest
 
 TINY = dict(backbone="resnet10t", size=32, epochs=2, batch_size=8, task="G,C,A", patience=2, augment=True)
@@ -156,7 +167,7 @@ def test_evaluate_with_missing_and_unknown_classes(model_dir: Path, tmp_path: Pa
     df = load_manifest(model_dir.parent / "data")
     test = df[(df["split"] == "test") & (df["label"] != "A")]
     odd = df[(df["split"] == "test") & (df["label"] == "A")].assign(label="N")
-    m = evaluate(model_dir, pd.concat([test, odd]), tmp_path / "eval", n_boot=50, seed=3)
+    m = evaluate(model_dir, pd.concat([test, odd]), EvaluateConfig(split="all", n_boot=50, seed=3), tmp_path / "eval")
     out = _logged(caplog)
     assert "excluded 4 image(s)" in out and "absent from the data: A" in out
     assert m["excluded"] == {"count": 4, "by_class": {"N": 4}} and m["classes_missing_from_data"] == ["A"]
@@ -167,7 +178,7 @@ def test_evaluate_with_missing_and_unknown_classes(model_dir: Path, tmp_path: Pa
     preds = pd.read_parquet(tmp_path / "eval" / "predictions.parquet")
     assert list(preds.columns) == ["path", "label", "patient_id", "pred", "prob_G", "prob_C", "prob_A"]
     assert len(preds) == 8 and np.allclose(preds[["prob_G", "prob_C", "prob_A"]].sum(axis=1), 1, atol=1e-5)
-    again = evaluate(model_dir, pd.concat([test, odd]), None, n_boot=50, seed=3)
+    again = evaluate(model_dir, pd.concat([test, odd]), EvaluateConfig(split="all", n_boot=50, seed=3))
     assert again["ci"] == m["ci"]
 
 
@@ -200,7 +211,7 @@ def _synthetic(model_dir: Path, tmp_path: Path) -> Path:
 def test_label_policies(model_dir: Path, tmp_path: Path):
     syn = _synthetic(model_dir, tmp_path)
     original = (syn / "manifest.parquet").read_bytes()
-    agree = label(model_dir, syn, tmp_path / "label", policy="agree", threshold=0.0)
+    agree = label(model_dir, syn, LabelConfig(policy="agree", threshold=0.0), tmp_path / "label")
     assert (agree["accepted"] == (agree["pred_label"] == agree["label"])).all()
     assert (agree["intended_label"] == agree["label"]).all()
     stored = load_manifest(tmp_path / "label")
@@ -218,15 +229,17 @@ def test_label_policies(model_dir: Path, tmp_path: Path):
     )  # `train --extra` takes only accepted rows
 
     thr = float(np.median(agree["pred_conf"]))
-    relabel = label(model_dir, syn, tmp_path / "label", policy="relabel", threshold=thr)
+    relabel = label(model_dir, syn, LabelConfig(policy="relabel", threshold=thr), tmp_path / "label")
     assert (relabel["label"] == relabel["pred_label"]).all()
     assert (relabel["intended_label"] == agree["label"]).all()
     assert (relabel["accepted"] == (relabel["pred_conf"] >= thr)).all()
 
-    everything = label(model_dir, syn, tmp_path / "label", policy="all")  # always from the generator's labels
+    everything = label(
+        model_dir, syn, LabelConfig(policy="all"), tmp_path / "label"
+    )  # always from the generator's labels
     assert everything["accepted"].all() and (everything["label"] == agree["label"]).all()
-    with pytest.raises(RetinaugError, match="unknown policy"):
-        label(model_dir, syn, tmp_path / "label", policy="maybe")
+    with pytest.raises(RetinaugError, match="policy: Input should be 'agree', 'relabel' or 'all'"):
+        validated(LabelConfig, {"policy": "maybe"}, "label settings")
 
 
 def test_cli_train_evaluate_label(data: Path, tmp_path: Path):
@@ -256,7 +269,7 @@ def test_cli_train_evaluate_label(data: Path, tmp_path: Path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "lab" / "eval" / "metrics.json").is_file()
     res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "lab"), "--data", str(data), "--split", "nope"])
-    assert res.exit_code != 0 and "--split must be" in res.output
+    assert res.exit_code != 0 and "split: Input should be 'train', 'val', 'test' or 'all'" in res.output
     res = runner.invoke(
         app, ["train", "--data", str(data), "--out", str(tmp_path / "x"), "--backbone", "nonet", "--task", "G,C,A"]
     )

@@ -132,23 +132,24 @@ def test_init_config_round_trip(tmp_path):
 
 
 def test_data_section_carries_every_ingest_option_by_its_keyword_name():
-    import inspect
+    from retinaug.config import INGEST_OPTIONS, SOURCE_OPTIONS, DataStage
+    from retinaug.ingest import FolderConfig, OdirConfig
+    from retinaug.phantom import PhantomConfig
 
-    from retinaug.config import INGEST_OPTIONS, DataStage
-    from retinaug.ingest import prepare_folder, prepare_odir
-
-    for source, fn in (("odir", prepare_odir), ("folder", prepare_folder)):
-        keywords = set(inspect.signature(fn).parameters) - {"root", "out"}
+    for source, model in (("odir", OdirConfig), ("folder", FolderConfig)):
+        keywords = set(model.model_fields)
         assert keywords == {"val", "test", "seed", *INGEST_OPTIONS[source]}, (
-            f"{fn.__name__} options missing from data: or INGEST_OPTIONS"
+            f"{model.__name__} options missing from data: or INGEST_OPTIONS"
         )
-        assert keywords <= set(DataStage.model_fields)
-        defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items() if k in keywords}
+        assert issubclass(DataStage, model) and keywords <= set(DataStage.model_fields)  # passed whole to the verb
+        defaults = {k: model.model_fields[k].default for k in keywords}
         assert defaults == {k: DataStage.model_fields[k].default for k in keywords}  # a run ingests as `prepare` does
+    assert issubclass(DataStage, PhantomConfig)
+    assert set(PhantomConfig.model_fields) == {"val", "test", "seed", *SOURCE_OPTIONS["phantom"]}
     cfg = load_config(
         overrides=["data.source=folder", "data.path=x", "data.mapping=glau=g,Katarakt=C", r"data.patient_regex=^(\d+)_"]
     )
-    assert cfg.data.prepare_options() == {
+    assert cfg.data.model_dump(include=set(FolderConfig.model_fields)) == {  # what prepare_folder reads of it
         "val": 0.15,
         "test": 0.15,
         "seed": 0,

@@ -112,7 +112,7 @@ def test_stages_with_different_precisions_share_one_process(tiny_data, tmp_path)
     """A bf16 classifier fit, then an fp32 generator fit, then a bf16 one (one `retinaug run` process): accelerate's
     process-wide state must not refuse the second and third setting."""
     from retinaug.classify import TrainConfig, fit
-    from retinaug.generate import finetune
+    from retinaug.generate import DDPMConfig, finetune
 
     df = tiny_data
     clf = fit(
@@ -133,9 +133,7 @@ def test_stages_with_different_precisions_share_one_process(tiny_data, tmp_path)
     }
     data = tiny_data.attrs["manifest_dir"]
     for precision in ("no", "bf16"):
-        finetune(
-            data, "ddpm", {**tiny, "mixed_precision": precision}, tmp_path / f"gen-{precision}", checkpoint_every=0
-        )
+        finetune(data, DDPMConfig(**tiny, mixed_precision=precision), tmp_path / f"gen-{precision}", checkpoint_every=0)
         history = json.loads((tmp_path / f"gen-{precision}" / "history.json").read_text())
         assert history["precision"] == precision
 

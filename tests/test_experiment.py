@@ -383,13 +383,12 @@ def _experiment_args(cfg: Path, run: Path) -> list[str]:
 def _tiny_run(root: Path) -> tuple[Path, Path]:
     from conftest import make_dataset
 
-    from retinaug.augment import augment
+    from retinaug.augment import AugmentConfig, augment
 
     run = root / "run"
     data = make_dataset(run / "data", classes=("G", "C", "A"), patients_per_class=6, size=16)
-    augment(
-        data, ratio=1, classes=("G", "C", "A"), out=run / "augment"
-    )  # the traditional pool, as the augment stage makes it
+    # the traditional pool, as the augment stage makes it
+    augment(data, AugmentConfig(ratio=1, classes=("G", "C", "A")), run / "augment")
     cfg = root / "cfg.yaml"
     cfg.write_text(
         yaml.safe_dump(
@@ -418,8 +417,8 @@ def test_experiment_kill9_resume_same_metrics(tmp_path):
 
     cfg_a, run_a = _tiny_run(tmp_path / "a")
     run_experiments(
-        ExperimentConfig(**load_config(cfg_a).experiments.model_dump(exclude={"enabled"})),
         load_manifest(run_a / "data"),
+        ExperimentConfig(**load_config(cfg_a).experiments.model_dump(exclude={"enabled"})),
         run_a / "experiments",
         traditional=load_manifest(run_a / "augment"),
     )

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from retinaug.cards import stage_current
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
-from retinaug.export import export_run
+from retinaug.export import ExportConfig, export_run
 from retinaug.io import sha256_file
 from retinaug.manifest import load_manifest, save_manifest
 
@@ -97,7 +97,7 @@ def test_synthetic_export_round_trips_through_datasets(tmp_path):
 def test_both_export_has_every_split_with_relative_provenance(tmp_path):
     run = tiny_run()
     data = load_manifest(run / "data")
-    export_run(run, tmp_path / "both", what="both", copy=True)
+    export_run(run, ExportConfig(what="both", copy_images=True), tmp_path / "both")
     loaded = _loaded(tmp_path / "both")
     assert list(loaded) == ["train", "validation", "test"]
     for split, name in (("train", "train"), ("val", "validation"), ("test", "test")):
@@ -119,7 +119,7 @@ def test_both_export_has_every_split_with_relative_provenance(tmp_path):
     assert "| class | name | train real | train synthetic | validation real | test real | total |" in card
     assert f"| all |  | {(data['split'] == 'train').sum()} | " in card
 
-    export_run(run, tmp_path / "both", what="real")  # an earlier export is replaced whole
+    export_run(run, ExportConfig(what="real"), tmp_path / "both")  # an earlier export is replaced whole
     assert (
         not any((tmp_path / "both").rglob("G_*.png"))
         and "synthetic" not in _header((tmp_path / "both" / "README.md").read_text())["tags"]
@@ -131,7 +131,7 @@ def test_accepted_only_and_refusals(tmp_path):
     verdicts = load_manifest(run / "label")
     verdicts["accepted"] = pd.array([i % 2 == 0 for i in range(len(verdicts))], dtype="boolean")
     save_manifest(verdicts, run / "label")
-    export_run(run, tmp_path / "acc", accepted_only=True)
+    export_run(run, ExportConfig(accepted_only=True), tmp_path / "acc")
     train = _loaded(tmp_path / "acc")["train"]
     assert len(train) == int(verdicts["accepted"].sum()) == 10 and train["accepted"].all()
     assert "only those the labeler accepted" in (tmp_path / "acc" / "README.md").read_text()
@@ -139,18 +139,18 @@ def test_accepted_only_and_refusals(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(RetinaugError, match="not empty and holds no earlier export"):
-        export_run(run, tmp_path / "mine")
+        export_run(run, ExportConfig(), tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     with pytest.raises(RetinaugError, match="would contain the run folder"):
-        export_run(run, tmp_path)
+        export_run(run, ExportConfig(), tmp_path)
     with pytest.raises(RetinaugError, match="--accepted-only filters synthetic images"):
-        export_run(run, tmp_path / "x", what="real", accepted_only=True)
+        export_run(run, ExportConfig(what="real", accepted_only=True), tmp_path / "x")
     save_manifest(verdicts.iloc[1:], run / "label")  # labels other images than synthetic/ holds
     with pytest.raises(RetinaugError, match="label stage is out of date"):
-        export_run(run, tmp_path / "x")
+        export_run(run, ExportConfig(), tmp_path / "x")
     shutil.rmtree(run / "label")
     with pytest.raises(RetinaugError, match="needs the labeler's verdicts"):
-        export_run(run, tmp_path / "x", accepted_only=True)
+        export_run(run, ExportConfig(accepted_only=True), tmp_path / "x")
     shutil.rmtree(run / "synthetic")
     result = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "x")])
     said = " ".join(result.output.replace("│", " ").split())
@@ -166,9 +166,9 @@ def test_card_leaves_out_an_audit_that_no_longer_describes_the_images(tmp_path):
         json.dumps({**record, "output_hash": "0" * 16})
     )  # synthetic redone since
     assert not stage_current(run, "quality") and stage_current(run, "data")
-    export_run(run, tmp_path / "stale")
+    export_run(run, ExportConfig(), tmp_path / "stale")
     card = (tmp_path / "stale" / "README.md").read_text()
     assert "quality audit is out of date" in card and "| FID |" not in card
     (run / "quality" / "audit.json").unlink()
-    export_run(run, tmp_path / "stale")
+    export_run(run, ExportConfig(), tmp_path / "stale")
     assert "has no quality audit" in (tmp_path / "stale" / "README.md").read_text()

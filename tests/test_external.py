@@ -37,12 +37,14 @@ def _external(root: Path) -> tuple[Path, list[str]]:
     one C patient is replaced by a resized copy (24 px) of a train image of the run's phantom (same plan as TINY's
     data stage). Returns the folder and the planted images' paths."""
     from retinaug.manifest import load_manifest, save_manifest
-    from retinaug.phantom import make_phantom
+    from retinaug.phantom import PhantomConfig, make_phantom
 
     d = TINY["data"]
-    run_data = make_phantom(n=d["n"], size=d["size"], seed=0, out=root / "run-phantom", val=d["val"], test=d["test"])
+    run_data = make_phantom(
+        PhantomConfig(n=d["n"], size=d["size"], seed=0, val=d["val"], test=d["test"]), root / "run-phantom"
+    )
     ext = root / "external"
-    df = make_phantom(n=48, size=16, seed=5, out=ext, proportions={"N": 1, "G": 1, "C": 1, "A": 1})
+    df = make_phantom(PhantomConfig(n=48, size=16, seed=5, proportions={"N": 1, "G": 1, "C": 1, "A": 1}), ext)
     planted = []
     for code in ("G", "C"):
         source = run_data[(run_data["split"] == "train") & (run_data["label"] == code)]["path"].iloc[0]

@@ -27,8 +27,8 @@ from retinaug.cache import image_cache, load_image
 from retinaug.classify import TrainConfig, train
 from retinaug.cli import app
 from retinaug.errors import ManifestError, RetinaugError
-from retinaug.generate import finetune, load_generator
-from retinaug.ingest import prepare_folder, prepare_odir
+from retinaug.generate import DDPMConfig, finetune, load_generator
+from retinaug.ingest import FolderConfig, OdirConfig, prepare_folder, prepare_odir
 from retinaug.io import write_json_atomic
 from retinaug.manifest import load_manifest, new_manifest, save_manifest
 from retinaug.stages import read_record
@@ -88,7 +88,7 @@ GRADIENT = np.linspace(0, 1, 96 * 96).reshape(96, 96)
 def test_high_bit_depth_images_are_scaled_not_clipped(tmp_path, name, pixels):
     root = class_folders(tmp_path / "ds")
     Image.fromarray(pixels).save(root / "glaucoma" / f"deep_{name}")
-    df = prepare_folder(root, tmp_path / "out", val=0.25, test=0.25)
+    df = prepare_folder(root, FolderConfig(val=0.25, test=0.25), tmp_path / "out")
     row = df[df["path"].str.endswith(name)]
     assert len(row) == 1
     img = image_cache(row, 96).rows(row)[0].astype(float)
@@ -119,7 +119,7 @@ def test_symlinks_out_of_the_dataset_are_refused_and_counted(tmp_path, what):
     )
     (root / "glaucoma" / "alias_left.png").symlink_to(root / "glaucoma" / "g0_left.png")  # stays inside: kept
     (root / "normal" / "again").symlink_to(root / "normal", target_is_directory=True)  # a loop inside: read once
-    df = prepare_folder(root, tmp_path / "out", val=0.25, test=0.25)
+    df = prepare_folder(root, FolderConfig(val=0.25, test=0.25), tmp_path / "out")
     assert len(df) == 17 and df["path"].str.endswith("alias_left.png").sum() == 1
     assert not df["path"].str.contains("secret").any()
     rej = rejected(tmp_path / "out")
@@ -137,7 +137,7 @@ def test_odir_image_symlinked_out_of_the_dataset_is_refused(tmp_path):
     target = write_image(tmp_path / "elsewhere.jpg", seed=3)
     (root / "preprocessed_images" / "2_left.jpg").unlink()
     (root / "preprocessed_images" / "2_left.jpg").symlink_to(target)
-    prepare_odir(root, tmp_path / "out", val=0.25, test=0.25)
+    prepare_odir(root, OdirConfig(val=0.25, test=0.25), tmp_path / "out")
     rej = rejected(tmp_path / "out")
     assert rej[["row", "reason"]].values.tolist() == [[4, "outside dataset folder"]]
 
@@ -165,7 +165,7 @@ def models(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("models")
     make_dataset(root / "data", size=16)
-    finetune(root / "data", "ddpm", TINY_DDPM, root / "gen")
+    finetune(root / "data", DDPMConfig(**TINY_DDPM), root / "gen")
     train(
         root / "data",
         TrainConfig(backbone="resnet10t", size=16, epochs=1, batch_size=8, task="G,C,A", augment=False),
@@ -364,13 +364,13 @@ def test_unwritable_output_is_a_one_line_error(tmp_path, fault):
 
 def test_long_names_from_the_data_do_not_break_written_copies(tmp_path):
     """augment --write-files names each copy after its source: a 250-byte source name still gives a valid file."""
-    from retinaug.augment import augment
+    from retinaug.augment import AugmentConfig, augment
 
     data = make_dataset(tmp_path / "data", classes=("G", "C"), patients_per_class=4)
     long = Path(data["path"].iloc[0]).with_name("g" * 250 + ".png")
     os.rename(data["path"].iloc[0], long)
     data.loc[0, "path"] = str(long)
-    rows = augment(data, 1, ("G",), out=tmp_path / "aug", write_files=True)
+    rows = augment(data, AugmentConfig(ratio=1, classes=("G",), write_files=True), tmp_path / "aug")
     assert all(len(Path(p).name.encode()) <= 255 and Path(p).is_file() for p in rows["path"])
 
 
@@ -384,7 +384,7 @@ def test_hidden_and_loose_files_are_counted(tmp_path):
     write_image(root / "normal" / "._n0_left.png", seed=52)  # macOS resource fork
     (root / ".DS_Store").write_bytes(b"\x00")
     write_image(root / "loose_left.png", seed=53)  # beside the class folders: no class
-    df = prepare_folder(root, tmp_path / "out", val=0.25, test=0.25)
+    df = prepare_folder(root, FolderConfig(val=0.25, test=0.25), tmp_path / "out")
     assert (
         len(df) == 16
         and not df["path"].map(lambda p: Path(p).relative_to(root)).astype(str).str.contains(r"(^|/)\.|loose").any()
@@ -422,7 +422,7 @@ def test_empty_class_folder_and_shared_names_warn(tmp_path):
 def test_identical_file_under_two_classes_is_rejected(tmp_path):
     root = class_folders(tmp_path / "ds")
     shutil.copyfile(root / "glaucoma" / "g0_left.png", root / "normal" / "z9_left.png")
-    df = prepare_folder(root, tmp_path / "out", val=0.25, test=0.25)
+    df = prepare_folder(root, FolderConfig(val=0.25, test=0.25), tmp_path / "out")
     rej = rejected(tmp_path / "out")
     assert rej["reason"].tolist() == ["conflicting labels"] * 2 and len(df) == 15
 
@@ -436,15 +436,15 @@ def test_bad_option_values_and_empty_labels(tmp_path):
     root = class_folders(tmp_path / "ds")
     for bad in (["--min-size", "-5"], ["--min-size", "0"], ["--workers", "0"]):
         res = runner.invoke(app, ["prepare", "folder", str(root), "--out", str(tmp_path / "o"), *bad])
-        assert res.exit_code == 1 and "must be at least 1" in res.output, res.output
+        assert res.exit_code == 1 and "Input should be greater than or equal to 1" in res.output, res.output
     res = runner.invoke(app, ["prepare", "folder", str(root), "--out", str(tmp_path / "o"), "--unmatched", "drop"])
-    assert res.exit_code == 2 and "own-patient" in res.output
+    assert res.exit_code == 1 and "unmatched: Input should be 'own-patient' or 'reject'" in res.output, res.output
     odir = tmp_path / "odir"
     df = kaggle_dataset(odir, n_patients=8)
     df.loc[0, "labels"] = ""
     df.loc[1, "labels"] = "N, C"
     df.to_csv(odir / "full_df.csv", index=False)
-    prepare_odir(odir, tmp_path / "out", val=0.25, test=0.25)
+    prepare_odir(odir, OdirConfig(val=0.25, test=0.25), tmp_path / "out")
     details = rejected(tmp_path / "out").set_index("row")["detail"]
     assert (
         details[2] == "the labels cell is empty; expected a list of class codes like ['N']"
@@ -468,7 +468,7 @@ def test_output_files_honour_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
         write_json_atomic(tmp_path / "a.json", {"x": 1})
-        prepare_folder(class_folders(tmp_path / "ds"), tmp_path / "out", val=0.25, test=0.25)
+        prepare_folder(class_folders(tmp_path / "ds"), FolderConfig(val=0.25, test=0.25), tmp_path / "out")
     finally:
         os.umask(old)
     written = [

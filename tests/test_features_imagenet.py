@@ -25,7 +25,7 @@ from retinaug.classify.imagenet import SOURCES, WeightsPackage, imagenet_weights
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
 from retinaug.features import ImageNetExtractor, get_extractor
-from retinaug.manifest import load_manifest, save_manifest
+from retinaug.manifest import save_manifest
 from retinaug.quality import AuditConfig, audit
 from retinaug.select import SelectConfig, select
 
@@ -123,8 +123,8 @@ def test_audit_and_select_record_the_extractor(tmp_path):
             )
         )
     save_manifest(pd.DataFrame(rows), tmp_path / "synthetic")
-    cfg = AuditConfig(kid_subset_size=2, kid_subsets=2, min_test=1, ssim_size=16, cas=False)
-    report = audit(load_manifest(tmp_path / "synthetic"), data, tmp_path / "quality", extractor="imagenet", config=cfg)
+    cfg = AuditConfig(extractor="imagenet", kid_subset_size=2, kid_subsets=2, min_test=1, ssim_size=16, cas=False)
+    report = audit(tmp_path / "synthetic", data, cfg, tmp_path / "quality")
     assert report["extractor"] == f"imagenet:{LITE0}" and report["overall"]["fid"] is not None
     assert json.loads((tmp_path / "quality" / "audit.json").read_text())["extractor"] == f"imagenet:{LITE0}"
 

@@ -148,21 +148,16 @@ def test_cas_shortfall_and_classes_without_synthetic_images(world, tmp_path):
 def test_audit_and_cli_write_fidelity_cas_and_class_grid(world, tmp_path):
     root, data = world
     syn = planted(root, data, "audit", [(p, c) for c in CLASSES for p in real(data, "test", c)[:6]])
-    cfg = AuditConfig(extractor="pixels", kid_subsets=2, min_test=5, cas_n_boot=0)
-    report = audit(
-        syn,
-        data,
-        tmp_path / "q",
-        labeler=root / "labeler",
-        config=cfg,
-        cas_recipe=RECIPE.model_copy(update={"epochs": 1}),
+    cfg = AuditConfig(
+        extractor="pixels", kid_subsets=2, min_test=5, cas_n_boot=0, cas_recipe=RECIPE.model_copy(update={"epochs": 1})
     )
+    report = audit(syn, data, cfg, tmp_path / "q", labeler=root / "labeler")
     assert report["class_fidelity"]["n_classes_scored"] == 3 and report["cas"]["classes"] == list(CLASSES)
     assert json.loads((tmp_path / "q" / "audit.json").read_text())["cas"]["recipe"]["epochs"] == 1
     assert len(pd.read_csv(tmp_path / "q" / "class_fidelity.csv")) == 18
     assert (tmp_path / "q" / "class_samples.png").stat().st_size > 2000
 
-    off = audit(syn, data, tmp_path / "off", config=cfg.model_copy(update={"cas": False, "class_fidelity": False}))
+    off = audit(syn, data, cfg.model_copy(update={"cas": False, "class_fidelity": False}), tmp_path / "off")
     assert off["cas"] == {"reason": "switched off (cas: false)"} and "switched off" in off["class_fidelity"]["reason"]
     assert not (tmp_path / "off" / "cas").exists() and not (tmp_path / "off" / "class_fidelity.csv").exists()
 

@@ -205,7 +205,7 @@ def test_experiment_verb_refuses_the_top_of_a_fold_run(fold_run):
 
 
 def test_export_of_a_fold_run_names_a_fold(fold_run, tmp_path):
-    from retinaug.export import export_run
+    from retinaug.export import ExportConfig, export_run
 
     with pytest.raises(RetinaugError, match=r"is a 2-fold run: each fold has its own generator.*fold-0"):
-        export_run(fold_run, tmp_path / "out")
+        export_run(fold_run, ExportConfig(), tmp_path / "out")

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from retinaug.cache import load_image
 from retinaug.cli import app
-from retinaug.errors import RetinaugError
-from retinaug.generate import finetune, generate, load_generator
+from retinaug.errors import RetinaugError, validated
+from retinaug.generate import DDPMConfig, GenerateConfig, finetune, generate, load_generator
 from retinaug.generate.base import TrainSet, diffusion_loss
 from retinaug.generate.conditioning import Conditions
 from retinaug.generate.run import assign_parents, draw_strength
@@ -44,8 +44,8 @@ def world(tmp_path_factory):
     """4 classes (8 TRAIN images each), a generator that learned all of them and one that also knows the eye side."""
     root = tmp_path_factory.mktemp("cond")
     make_dataset(root / "data", classes=("N", "G", "C", "A"))
-    finetune(root / "data", "ddpm", TINY, root / "gen")
-    finetune(root / "data", "ddpm", {**TINY, "condition_eye": True}, root / "eye")
+    finetune(root / "data", DDPMConfig(**TINY), root / "gen")
+    finetune(root / "data", DDPMConfig(**TINY, condition_eye=True), root / "eye")
     return root
 
 
@@ -58,7 +58,7 @@ def test_learns_every_class_samples_only_the_asked_ones(world):
     assert meta["classes"] == ["N", "G", "C", "A"] and meta["n_train_images"] == 32  # default train_classes: all
     gen = load_generator(world / "gen")
     assert gen.unet.config.num_class_embeds == 5  # 4 classes + null
-    df = generate(world / "gen", world / "data", world / "syn-GA", per_class=2, classes="G,A", steps=3)
+    df = generate(world / "gen", world / "data", GenerateConfig(per_class=2, classes="G,A", steps=3), world / "syn-GA")
     assert sorted(df["label"]) == ["A", "A", "G", "G"]
     # the pixels are the asked class's: the same seed asked as another class gives another image
     pipe = gen.pipeline()
@@ -67,18 +67,18 @@ def test_learns_every_class_samples_only_the_asked_ones(world):
     np.testing.assert_array_equal(as_g[0], np.asarray(Image.open(g["path"])))
     assert not np.array_equal(as_g, as_n)
     with pytest.raises(RetinaugError, match="not trained on class"):
-        generate(world / "gen", world / "data", world / "syn-H", per_class=1, classes="H")
+        generate(world / "gen", world / "data", GenerateConfig(per_class=1, classes="H"), world / "syn-H")
 
 
 def test_train_classes_subset_and_synthetic_outside_a_pipeline(world, tmp_path):
     with pytest.raises(RetinaugError, match="train_classes: synthetic means the classes a pipeline run generates"):
-        finetune(world / "data", "ddpm", {**TINY, "train_classes": "synthetic"}, tmp_path / "g")
+        finetune(world / "data", DDPMConfig(**TINY, train_classes="synthetic"), tmp_path / "g")
     with pytest.raises(RetinaugError, match="no TRAIN images of class"):
-        finetune(world / "data", "ddpm", {**TINY, "train_classes": ["G", "H"]}, tmp_path / "g")
+        finetune(world / "data", DDPMConfig(**TINY, train_classes=["G", "H"]), tmp_path / "g")
     with pytest.raises(RetinaugError, match="`classes` is now `train_classes`"):
-        finetune(world / "data", "ddpm", {**TINY, "classes": ["G"]}, tmp_path / "g")
+        finetune(world / "data", validated(DDPMConfig, {**TINY, "classes": ["G"]}, "ddpm config"), tmp_path / "g")
     with pytest.raises(RetinaugError, match="sample_steps -> steps"):
-        finetune(world / "data", "ddpm", {**TINY, "sample_steps": 3}, tmp_path / "g")
+        finetune(world / "data", validated(DDPMConfig, {**TINY, "sample_steps": 3}, "ddpm config"), tmp_path / "g")
 
 
 def test_img2img_strength_zero_or_below_one_step_returns_the_parent(world):
@@ -86,11 +86,8 @@ def test_img2img_strength_zero_or_below_one_step_returns_the_parent(world):
         df = generate(
             world / "gen",
             world / "data",
+            GenerateConfig(per_class=3, steps=steps, mode="img2img", strength=strength),
             world / f"i2i-{strength}",
-            per_class=3,
-            steps=steps,
-            mode="img2img",
-            strength=strength,
         )
         assert df["parent"].notna().all() and set(df["strength"]) == {strength}
         for img, parent in zip(_pixels(df), df["parent"]):
@@ -103,11 +100,8 @@ def test_img2img_more_strength_more_change_and_deterministic(world):
         df = generate(
             world / "gen",
             world / "data",
+            GenerateConfig(per_class=6, steps=8, mode="img2img", strength=strength),
             world / f"more-{strength}",
-            per_class=6,
-            steps=8,
-            mode="img2img",
-            strength=strength,
         )
         diffs = [np.abs(img.astype(float) - load_image(p, 16)).mean() for img, p in zip(_pixels(df), df["parent"])]
         change.append(np.mean(diffs))
@@ -115,12 +109,8 @@ def test_img2img_more_strength_more_change_and_deterministic(world):
     again = generate(
         world / "gen",
         world / "data",
+        GenerateConfig(per_class=6, steps=8, mode="img2img", strength=0.5, batch_size=5),
         world / "more-again",
-        per_class=6,
-        steps=8,
-        mode="img2img",
-        strength=0.5,
-        batch_size=5,
     )
     first = load_manifest(world / "more-0.5")
     assert list(again["parent"]) == list(first["parent"])
@@ -132,22 +122,14 @@ def test_img2img_strength_range_drawn_per_image_and_batch_independent(world):
     one = generate(
         world / "gen",
         world / "data",
+        GenerateConfig(per_class=5, steps=6, mode="img2img", strength=[0.2, 0.9], batch_size=1),
         world / "range-1",
-        per_class=5,
-        steps=6,
-        mode="img2img",
-        strength=[0.2, 0.9],
-        batch_size=1,
     )
     many = generate(
         world / "gen",
         world / "data",
+        GenerateConfig(per_class=5, steps=6, mode="img2img", strength=[0.2, 0.9], batch_size=20),
         world / "range-20",
-        per_class=5,
-        steps=6,
-        mode="img2img",
-        strength=[0.2, 0.9],
-        batch_size=20,
     )
     assert one["strength"].between(0.2, 0.9).all() and one["strength"].nunique() == len(one)
     assert list(one["strength"]) == [draw_strength([0.2, 0.9], int(s)) for s in one["seed"]]
@@ -161,12 +143,8 @@ def test_parents_are_balanced_seeded_train_images_of_the_class(world):
     df = generate(
         world / "gen",
         world / "data",
+        GenerateConfig(per_class=20, classes="G,C", steps=2, mode="img2img", strength=0.0),
         world / "balanced",
-        per_class=20,
-        classes="G,C",
-        steps=2,
-        mode="img2img",
-        strength=0.0,
     )
     real = load_manifest(world / "data")
     for code in "GC":
@@ -200,33 +178,44 @@ def test_eye_condition_flips_swap_the_side_and_samples_record_it(world):
 
     gen = load_generator(world / "eye")
     assert gen.unet.config.num_class_embeds == 4 * 2 + 1
-    txt = generate(world / "eye", world / "data", world / "eye-txt", per_class=4, steps=3)
+    txt = generate(world / "eye", world / "data", GenerateConfig(per_class=4, steps=3), world / "eye-txt")
     assert list(txt["eye"]) == ["left", "right"] * 8  # alternating sides
     left, right = gen.pipeline()(["G", "G"], [5, 5], eyes=["left", "right"], steps=3)
     assert not np.array_equal(left, right)
-    img = generate(world / "eye", world / "data", world / "eye-img", per_class=4, steps=3, mode="img2img", strength=0.5)
+    img = generate(
+        world / "eye",
+        world / "data",
+        GenerateConfig(per_class=4, steps=3, mode="img2img", strength=0.5),
+        world / "eye-img",
+    )
     eye_of = dict(zip(real["path"], real["eye"]))
     assert list(img["eye"]) == [eye_of[p] for p in img["parent"]]  # the parent's side
 
 
 def test_sampling_options_and_their_errors(world):
-    karras = generate(world / "gen", world / "data", world / "karras", per_class=1, steps=4, karras=True)
-    plain = generate(world / "gen", world / "data", world / "plain", per_class=1, steps=4)
+    karras = generate(
+        world / "gen", world / "data", GenerateConfig(per_class=1, steps=4, karras=True), world / "karras"
+    )
+    plain = generate(world / "gen", world / "data", GenerateConfig(per_class=1, steps=4), world / "plain")
     assert not all(np.array_equal(a, b) for a, b in zip(_pixels(karras), _pixels(plain)))
     record = json.loads((world / "karras" / "generate.json").read_text())["sampling"]
     assert (
         record["karras"] is True and record["steps"] == 4 and record["guidance"] == 3.0 and record["mode"] == "txt2img"
     )
     assert record["precision"] == "no"  # the default: fp32
-    bf16 = generate(world / "gen", world / "data", world / "bf16", per_class=1, steps=4, precision="bf16")
+    bf16 = generate(
+        world / "gen", world / "data", GenerateConfig(per_class=1, steps=4, precision="bf16"), world / "bf16"
+    )
     assert json.loads((world / "bf16" / "generate.json").read_text())["sampling"]["precision"] == "bf16"
     assert not all(np.array_equal(a, b) for a, b in zip(_pixels(bf16), _pixels(plain)))  # autocast ran
     with pytest.raises(RetinaugError, match="negative_prompt do not apply to the ddpm generator"):
-        generate(world / "gen", world / "data", world / "x", per_class=1, negative_prompt="blurry")
+        generate(world / "gen", world / "data", GenerateConfig(per_class=1, negative_prompt="blurry"), world / "x")
     with pytest.raises(RetinaugError, match="karras sigmas need scheduler dpm or euler"):
-        generate(world / "gen", world / "data", world / "x", per_class=1, scheduler="ddim", karras=True)
+        options = {"per_class": 1, "scheduler": "ddim", "karras": True}
+        generate(world / "gen", world / "data", validated(GenerateConfig, options, "generate options"), world / "x")
     with pytest.raises(RetinaugError, match="strength range is"):
-        generate(world / "gen", world / "data", world / "x", per_class=1, mode="img2img", strength=[0.8, 0.2])
+        options = {"per_class": 1, "mode": "img2img", "strength": [0.8, 0.2]}
+        generate(world / "gen", world / "data", validated(GenerateConfig, options, "generate options"), world / "x")
     result = CliRunner().invoke(
         app,
         [
@@ -299,7 +288,7 @@ def test_corrupt_or_crafted_checkpoint_is_a_clear_error_and_runs_no_code(world, 
     out.mkdir()
     (out / "train_state.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(RetinaugError, match="cannot read the training checkpoint"):
-        finetune(world / "data", "ddpm", TINY, out, checkpoint_every=2)
+        finetune(world / "data", DDPMConfig(**TINY), out, checkpoint_every=2)
 
     marker = tmp_path / "pwned"
 
@@ -311,11 +300,11 @@ def test_corrupt_or_crafted_checkpoint_is_a_clear_error_and_runs_no_code(world, 
 
     torch.save({"key": Payload()}, out / "train_state.pt")
     with pytest.raises(RetinaugError, match="cannot read the training checkpoint") as err:
-        finetune(world / "data", "ddpm", TINY, out, checkpoint_every=2)
+        finetune(world / "data", DDPMConfig(**TINY), out, checkpoint_every=2)
     assert not marker.exists() and "delete it" in str(err.value)
     torch.save({"key": "x"}, out / "train_state.pt")  # a readable file that is no retinaug checkpoint
     with pytest.raises(RetinaugError, match="is not a retinaug training checkpoint"):
-        finetune(world / "data", "ddpm", TINY, out, checkpoint_every=2)
+        finetune(world / "data", DDPMConfig(**TINY), out, checkpoint_every=2)
     options = ["--data", str(world / "data"), "--checkpoint-every", "2"] + [
         a for k, v in TINY.items() for a in ("--set", f"{k}={json.dumps(v)}")
     ]

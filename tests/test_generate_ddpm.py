@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
-from retinaug.generate import finetune, generate, image_seed, load_generator
+from retinaug.generate import DDPMConfig, GenerateConfig, finetune, generate, image_seed, load_generator
 from retinaug.manifest import load_manifest
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -78,15 +78,15 @@ def test_finetune_uses_train_split_only_and_writes_outputs(trained):
 
 
 def test_finetune_class_subset_and_epochs(trained, tmp_path):
-    meta = finetune(trained / "data", "ddpm", {**TINY, "epochs": 1, "train_classes": ["G", "A"]}, tmp_path / "gen")
+    meta = finetune(trained / "data", DDPMConfig(**TINY, epochs=1, train_classes=["G", "A"]), tmp_path / "gen")
     assert meta["classes"] == ["G", "A"] and meta["n_train_images"] == 16
     assert json.loads((tmp_path / "gen" / "history.json").read_text())["steps"] == 2  # 16 images / batch 8
 
 
 def test_seed_determinism_independent_of_batch_size(trained):
-    a = generate(trained / "gen", trained / "data", trained / "b1", per_class=3, batch_size=1, seed=5)
-    generate(trained / "gen", trained / "data", trained / "b3", per_class=3, batch_size=3, seed=5)
-    generate(trained / "gen", trained / "data", trained / "s6", per_class=3, batch_size=4, seed=6)
+    a = generate(trained / "gen", trained / "data", GenerateConfig(per_class=3, batch_size=1, seed=5), trained / "b1")
+    generate(trained / "gen", trained / "data", GenerateConfig(per_class=3, batch_size=3, seed=5), trained / "b3")
+    generate(trained / "gen", trained / "data", GenerateConfig(per_class=3, batch_size=4, seed=6), trained / "s6")
     p1, p3, p6 = _pixels(trained / "b1"), _pixels(trained / "b3"), _pixels(trained / "s6")
     assert len(p1) == 9 and p1.keys() == p3.keys()
     for name in p1:
@@ -129,14 +129,14 @@ def test_ratio_counts_and_provenance(trained):
 
 def test_resume_skips_finished_and_cleans_temp_files(trained):
     out = trained / "resume"
-    generate(trained / "gen", trained / "data", out, per_class=3, batch_size=2)
+    generate(trained / "gen", trained / "data", GenerateConfig(per_class=3, batch_size=2), out)
     before = _pixels(out)
     (out / "G" / "G_00001.png").unlink()
     (out / "A" / "A_00002.png").unlink()
     (out / "C" / ".C_00000.png.x1y2.tmp.png").write_bytes(b"half a png")
     kept = out / "C" / "C_00001.png"
     mtime = kept.stat().st_mtime_ns
-    df = generate(trained / "gen", trained / "data", out, per_class=3, batch_size=2)
+    df = generate(trained / "gen", trained / "data", GenerateConfig(per_class=3, batch_size=2), out)
     assert len(df) == 9 and df["path"].is_unique
     assert kept.stat().st_mtime_ns == mtime  # finished image not redone
     assert not list(out.glob("*/.*tmp*"))
@@ -145,12 +145,15 @@ def test_resume_skips_finished_and_cleans_temp_files(trained):
     for name in before:
         np.testing.assert_array_equal(before[name], after[name])
     with pytest.raises(RetinaugError, match="different seed"):
-        generate(trained / "gen", trained / "data", out, per_class=3, seed=1)
+        generate(trained / "gen", trained / "data", GenerateConfig(per_class=3, seed=1), out)
     sampled = json.loads((out / "generate.json").read_text())
     assert sampled["written_this_run"] == 2 and sampled["images_per_s"] > 0
     moved = trained / "gen-moved"  # the same training run elsewhere (a moved run folder): its images are reused
     shutil.copytree(trained / "gen", moved)
-    assert len(generate(moved, trained / "data", out, per_class=3)) == 9 and kept.stat().st_mtime_ns == mtime
+    assert (
+        len(generate(moved, trained / "data", GenerateConfig(per_class=3), out)) == 9
+        and kept.stat().st_mtime_ns == mtime
+    )
     record = json.loads((out / "generate.json").read_text())  # nothing sampled: the last sampling speed is kept
     assert record["written_this_run"] == 0 and (record["seconds"], record["images_per_s"]) == (
         sampled["seconds"],
@@ -159,9 +162,9 @@ def test_resume_skips_finished_and_cleans_temp_files(trained):
     history = json.loads((moved / "history.json").read_text())
     (moved / "history.json").write_text(json.dumps({**history, "seconds": history["seconds"] + 1}))  # a retrain
     with pytest.raises(RetinaugError, match="different generator training run"):
-        generate(moved, trained / "data", out, per_class=3)
+        generate(moved, trained / "data", GenerateConfig(per_class=3), out)
     with pytest.raises(RetinaugError, match="exactly one of"):
-        generate(trained / "gen", trained / "data", out)
+        generate(trained / "gen", trained / "data", GenerateConfig(), out)
 
 
 def test_sigkill_mid_run_then_resume(trained):
@@ -188,7 +191,7 @@ def test_sigkill_mid_run_then_resume(trained):
     assert len(_pngs(out)) == 3
     for p in _pngs(out):  # every finished file is a complete PNG
         Image.open(p).load()
-    generate(trained / "gen", trained / "data", out, per_class=12, steps=4)  # resume in-process
+    generate(trained / "gen", trained / "data", GenerateConfig(per_class=12, steps=4), out)  # resume in-process
     df = load_manifest(out, check_files=True)
     assert len(df) == 36 and df["path"].is_unique
     assert len(_pngs(out)) == 36 and not list(out.rglob(".*tmp*"))
@@ -196,7 +199,7 @@ def test_sigkill_mid_run_then_resume(trained):
 
 def test_two_processes_split_the_work_and_match_one_process(trained):
     """Under torchrun (2 CPU processes) each process samples half of the plan; the pixels equal one process's."""
-    generate(trained / "gen", trained / "data", trained / "one", per_class=3, seed=9)
+    generate(trained / "gen", trained / "data", GenerateConfig(per_class=3, seed=9), trained / "one")
     cmd = [
         sys.executable,
         "-m",
@@ -237,7 +240,7 @@ def _unet_weights(folder: Path) -> dict:
 
 def test_finetune_killed_mid_training_resumes_from_checkpoint_to_identical_weights(trained, tmp_path):
     cfg = {**TINY, "steps": 12, "attention_levels": []}
-    ref = finetune(trained / "data", "ddpm", cfg, tmp_path / "ref", checkpoint_every=5)
+    ref = finetune(trained / "data", DDPMConfig(**cfg), tmp_path / "ref", checkpoint_every=5)
     assert not (tmp_path / "ref" / "train_state.pt").exists()  # deleted when training finished
     out = tmp_path / "killed"
     args = [
@@ -259,7 +262,9 @@ def test_finetune_killed_mid_training_resumes_from_checkpoint_to_identical_weigh
     stale.mkdir()
     (stale / "train_state.pt").write_bytes((out / "train_state.pt").read_bytes())
 
-    finetune(trained / "data", "ddpm", {**cfg, "samples_per_class": 1}, out, checkpoint_every=5)  # the grid may change
+    finetune(
+        trained / "data", DDPMConfig(**{**cfg, "samples_per_class": 1}), out, checkpoint_every=5
+    )  # the grid may change
     hist = json.loads((out / "history.json").read_text())
     assert hist["resumed_from_step"] == 5 and not (out / "train_state.pt").exists()
     ref_hist = json.loads((tmp_path / "ref" / "history.json").read_text())
@@ -268,7 +273,7 @@ def test_finetune_killed_mid_training_resumes_from_checkpoint_to_identical_weigh
     assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
     assert ref["train_counts"] == json.loads((out / "config.json").read_text())["train_counts"]
 
-    finetune(trained / "data", "ddpm", {**cfg, "lr": 0.01}, stale, checkpoint_every=5)  # training changed: start over
+    finetune(trained / "data", DDPMConfig(**cfg, lr=0.01), stale, checkpoint_every=5)  # training changed: start over
     assert json.loads((stale / "history.json").read_text())["resumed_from_step"] == 0
 
 
@@ -276,12 +281,11 @@ def test_sampling_processes_that_fail_report_their_error(trained, tmp_path):
     """A worker's RetinaugError reaches the launching process as one RetinaugError quoting it (no traceback).
 
     Both workers fail; torchrun stops the other at the first failure, so which one is quoted is a race."""
-    from retinaug.generate import GenerateConfig
     from retinaug.generate.launch import generate_in_processes
 
     with pytest.raises(
         RetinaugError,
         match=r"(?s)sampling in 2 processes failed.*\[process [12]\] error: .*nowhere is not a generator folder",
     ):
-        generate_in_processes(tmp_path / "nowhere", trained / "data", tmp_path / "out", GenerateConfig(per_class=1), 2)
+        generate_in_processes(tmp_path / "nowhere", trained / "data", GenerateConfig(per_class=1), tmp_path / "out", 2)
     assert not (tmp_path / "out" / ".launch.json").exists()

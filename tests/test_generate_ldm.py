@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from tiny_sd import single_thread  # noqa: F401  (fixture)
 
 from retinaug.cache import load_image
-from retinaug.generate import finetune, generate, load_generator
+from retinaug.generate import GenerateConfig, LDMConfig, finetune, generate, load_generator
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -48,7 +48,7 @@ def _weights(folder: Path) -> dict:
 
 
 def test_ldm_train_save_reload_sample_img2img(data, tmp_path):
-    meta = finetune(data, "ldm", TINY, tmp_path / "gen")
+    meta = finetune(data, LDMConfig(**TINY), tmp_path / "gen")
     assert meta["method"] == "ldm" and meta["classes"] == ["G", "C"]
     hist = json.loads((tmp_path / "gen" / "history.json").read_text())
     assert hist["steps"] == 6 and hist["vae"]["steps"] == 6 and np.isfinite(hist["loss"]).all()
@@ -62,15 +62,19 @@ def test_ldm_train_save_reload_sample_img2img(data, tmp_path):
     scale = gen.vae.config.scaling_factor
     assert scale != 0.18215 and np.isfinite(scale) and scale > 0  # measured on the training latents, not SD's constant
 
-    txt = generate(tmp_path / "gen", data, tmp_path / "txt", per_class=2, steps=4)
+    txt = generate(tmp_path / "gen", data, GenerateConfig(per_class=2, steps=4), tmp_path / "txt")
     assert len(txt) == 4 and {Image.open(p).size for p in txt["path"]} == {(32, 32)}
-    again = generate(tmp_path / "gen", data, tmp_path / "txt2", per_class=2, steps=4, batch_size=1)
+    again = generate(tmp_path / "gen", data, GenerateConfig(per_class=2, steps=4, batch_size=1), tmp_path / "txt2")
     for a, b in zip(txt["path"], again["path"]):
         assert np.abs(np.asarray(Image.open(a)).astype(int) - np.asarray(Image.open(b))).max() <= 1
-    zero = generate(tmp_path / "gen", data, tmp_path / "i2i0", per_class=2, steps=4, mode="img2img", strength=0.0)
+    zero = generate(
+        tmp_path / "gen", data, GenerateConfig(per_class=2, steps=4, mode="img2img", strength=0.0), tmp_path / "i2i0"
+    )
     for path, parent in zip(zero["path"], zero["parent"]):
         np.testing.assert_array_equal(np.asarray(Image.open(path)), load_image(parent, 32))
-    half = generate(tmp_path / "gen", data, tmp_path / "i2i", per_class=2, steps=4, mode="img2img", strength=0.5)
+    half = generate(
+        tmp_path / "gen", data, GenerateConfig(per_class=2, steps=4, mode="img2img", strength=0.5), tmp_path / "i2i"
+    )
     assert half["parent"].notna().all() and set(half["strength"]) == {0.5}
     assert all(
         not np.array_equal(np.asarray(Image.open(p)), load_image(q, 32)) for p, q in zip(half["path"], half["parent"])
@@ -79,7 +83,7 @@ def test_ldm_train_save_reload_sample_img2img(data, tmp_path):
 
 def test_ldm_killed_in_each_phase_resumes_to_identical_weights(data, tmp_path):
     cfg = {**TINY, "vae_steps": 12, "steps": 12}
-    finetune(data, "ldm", cfg, tmp_path / "ref", checkpoint_every=4)
+    finetune(data, LDMConfig(**cfg), tmp_path / "ref", checkpoint_every=4)
     out = tmp_path / "killed"
     args = ["finetune", "--data", str(data), "--out", str(out), "--method", "ldm", "--checkpoint-every", "4"]
     args += [a for k, v in cfg.items() for a in ("--set", f"{k}={json.dumps(v)}")]
@@ -93,7 +97,7 @@ def test_ldm_killed_in_each_phase_resumes_to_identical_weights(data, tmp_path):
     assert kept.exists() and ckpt.exists() and not (out / "config.json").exists()
     assert json.loads(kept.read_text())["history"]["resumed_from_step"] == 4
 
-    finetune(data, "ldm", cfg, out, checkpoint_every=4)
+    finetune(data, LDMConfig(**cfg), out, checkpoint_every=4)
     hist = json.loads((out / "history.json").read_text())
     assert hist["resumed_from_step"] == 4 and not ckpt.exists()
     ref = json.loads((tmp_path / "ref" / "history.json").read_text())
@@ -104,10 +108,10 @@ def test_ldm_killed_in_each_phase_resumes_to_identical_weights(data, tmp_path):
 
 
 def test_ldm_autoencoder_without_mid_attention_trains_saves_and_reloads_without_it(data, tmp_path):
-    finetune(data, "ldm", {**TINY, "vae_mid_attention": False, "steps": 2, "vae_steps": 2}, tmp_path / "gen")
+    finetune(data, LDMConfig(**{**TINY, "vae_mid_attention": False, "steps": 2, "vae_steps": 2}), tmp_path / "gen")
     gen = load_generator(tmp_path / "gen")
     assert gen.vae.config.mid_block_add_attention is False
     assert list(gen.vae.encoder.mid_block.attentions) == [None] and list(gen.vae.decoder.mid_block.attentions) == [None]
     assert not any(k.startswith("vae.") and "mid_block.attentions" in k for k in _weights(tmp_path / "gen"))
-    out = generate(tmp_path / "gen", data, tmp_path / "txt", per_class=1, steps=2)
+    out = generate(tmp_path / "gen", data, GenerateConfig(per_class=1, steps=2), tmp_path / "txt")
     assert len(out) == 2 and {Image.open(p).size for p in out["path"]} == {(32, 32)}

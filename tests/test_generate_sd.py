@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from retinaug.cache import load_image
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
-from retinaug.generate import finetune, generate, load_generator
+from retinaug.generate import GenerateConfig, SDLoRAConfig, finetune, generate, load_generator
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -79,9 +79,7 @@ def test_refuses_incomplete_model_folder(sd_folder, data, tmp_path):
 
 
 def test_sd_lora_finetune_reload_txt2img_img2img(sd_folder, data, tmp_path):
-    meta = finetune(
-        data, "sd-lora", {**TINY, "base_model": str(sd_folder), "train_text_encoder": True}, tmp_path / "gen"
-    )
+    meta = finetune(data, SDLoRAConfig(**TINY, base_model=str(sd_folder), train_text_encoder=True), tmp_path / "gen")
     assert meta["method"] == "sd-lora" and meta["config"]["base_model"] == str(sd_folder)
     assert meta["n_train_images"] == 8  # 2 of 4 patients per class are TRAIN, 2 eyes each
     lora = load_file(tmp_path / "gen" / "pytorch_lora_weights.safetensors")
@@ -111,12 +109,8 @@ def test_sd_lora_finetune_reload_txt2img_img2img(sd_folder, data, tmp_path):
     txt = generate(
         tmp_path / "gen",
         data,
+        GenerateConfig(per_class=2, batch_size=3, seed=1, steps=3, negative_prompt="blurry, text"),
         tmp_path / "txt",
-        per_class=2,
-        batch_size=3,
-        seed=1,
-        steps=3,
-        negative_prompt="blurry, text",
     )
     assert len(txt) == 4 and txt["parent"].isna().all() and txt["strength"].isna().all()
     assert set(txt.loc[txt["label"] == "G", "prompt"]) == {"a fundus photo with glaucoma"}
@@ -125,7 +119,12 @@ def test_sd_lora_finetune_reload_txt2img_img2img(sd_folder, data, tmp_path):
         set(txt["negative_prompt"]) == {"blurry, text"} and set(txt["steps"]) == {3} and set(txt["guidance"]) == {7.5}
     )
 
-    img = generate(tmp_path / "gen", data, tmp_path / "img", per_class=2, seed=1, steps=3, mode="img2img", strength=0.6)
+    img = generate(
+        tmp_path / "gen",
+        data,
+        GenerateConfig(per_class=2, seed=1, steps=3, mode="img2img", strength=0.6),
+        tmp_path / "img",
+    )
     train = set(data_train_paths(data))
     assert set(img["parent"]) <= train and img["parent"].notna().all()
     assert set(img["strength"]) == {0.6}
@@ -133,9 +132,17 @@ def test_sd_lora_finetune_reload_txt2img_img2img(sd_folder, data, tmp_path):
     assert a.shape == b.shape == (32, 32, 3) and not np.array_equal(a, b)
     assert not np.array_equal(b, load_image(img["parent"].iloc[0], 32))
     with pytest.raises(RetinaugError, match="different sampling"):
-        generate(tmp_path / "gen", data, tmp_path / "img", per_class=2, seed=1, steps=3, mode="img2img", strength=0.3)
+        generate(
+            tmp_path / "gen",
+            data,
+            GenerateConfig(per_class=2, seed=1, steps=3, mode="img2img", strength=0.3),
+            tmp_path / "img",
+        )
     same = generate(
-        tmp_path / "gen", data, tmp_path / "img0", per_class=2, seed=1, steps=3, mode="img2img", strength=0.0
+        tmp_path / "gen",
+        data,
+        GenerateConfig(per_class=2, seed=1, steps=3, mode="img2img", strength=0.0),
+        tmp_path / "img0",
     )
     for path, parent in zip(same["path"], same["parent"]):  # strength 0: the parent, untouched
         np.testing.assert_array_equal(np.asarray(Image.open(path)), load_image(parent, 32))
@@ -151,12 +158,12 @@ def data_train_paths(data):
 def test_v_prediction_model_with_min_snr_and_the_eye_in_the_prompt(data, tmp_path):
     base = make_tiny_sd(tmp_path / "tiny-sd-v", prediction_type="v_prediction")
     cfg = {**TINY, "base_model": str(base), "steps": 2, "train_classes": ["C"], "snr_gamma": 5.0, "condition_eye": True}
-    finetune(data, "sd-lora", cfg, tmp_path / "gen")
+    finetune(data, SDLoRAConfig(**cfg), tmp_path / "gen")
     history = json.loads((tmp_path / "gen" / "history.json").read_text())
     assert np.isfinite(history["loss"]).all()
     gen = load_generator(tmp_path / "gen")
     assert gen.noise.config.prediction_type == "v_prediction"
-    out = generate(tmp_path / "gen", data, tmp_path / "syn", per_class=2, scheduler="ddim", steps=3)
+    out = generate(tmp_path / "gen", data, GenerateConfig(per_class=2, scheduler="ddim", steps=3), tmp_path / "syn")
     assert list(out["label"]) == ["C", "C"] and list(out["eye"]) == ["left", "right"]
     assert list(out["prompt"]) == [f"{TINY_PROMPT_C}, left eye", f"{TINY_PROMPT_C}, right eye"]
 
@@ -169,7 +176,9 @@ def test_pickled_sd_weights_are_refused(tmp_path, tiny_data):
     (base / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"a pickle would run code here")
     with pytest.raises(RetinaugError, match="pickled .bin/.ckpt weights are refused"):
         finetune(
-            tiny_data.attrs["manifest_dir"], "sd-lora", {**TINY, "base_model": str(base), "steps": 1}, tmp_path / "gen"
+            tiny_data.attrs["manifest_dir"],
+            SDLoRAConfig(**{**TINY, "base_model": str(base), "steps": 1}),
+            tmp_path / "gen",
         )
 
 
@@ -179,7 +188,7 @@ def test_sd_lora_killed_mid_training_resumes_to_identical_lora(sd_folder, data, 
     import yaml
 
     cfg = {**TINY, "base_model": str(sd_folder), "steps": 9, "samples_per_class": 1}
-    finetune(data, "sd-lora", cfg, tmp_path / "ref", checkpoint_every=3)
+    finetune(data, SDLoRAConfig(**cfg), tmp_path / "ref", checkpoint_every=3)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "killed"
     kill9_at(
@@ -202,7 +211,7 @@ def test_sd_lora_killed_mid_training_resumes_to_identical_lora(sd_folder, data, 
     state = torch.load(out / "train_state.pt", map_location="cpu", weights_only=True)
     assert state["modules"]["unet"] and all("lora" in k for k in state["modules"]["unet"])
 
-    finetune(data, "sd-lora", cfg, out, checkpoint_every=3)
+    finetune(data, SDLoRAConfig(**cfg), out, checkpoint_every=3)
     assert json.loads((out / "history.json").read_text())["resumed_from_step"] == 3
     a, b = (
         load_file(tmp_path / "ref" / "pytorch_lora_weights.safetensors"),

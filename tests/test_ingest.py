@@ -16,8 +16,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from retinaug.cli import app
-from retinaug.errors import RetinaugError
-from retinaug.ingest import prepare_folder, prepare_odir
+from retinaug.errors import RetinaugError, validated
+from retinaug.ingest import FolderConfig, OdirConfig, prepare_folder, prepare_odir
 from retinaug.ingest.keywords import eye_classes, keyword_class, primary_class
 from retinaug.manifest import load_manifest
 from retinaug.split import check_split
@@ -87,10 +87,10 @@ def test_keyword_helpers():
 
 def test_kaggle_layout_both_label_sources(tmp_path):
     kaggle_dataset(tmp_path / "odir")
-    patient = prepare_odir(tmp_path / "odir", tmp_path / "a", labels="kaggle", val=0.25, test=0.25)
+    patient = prepare_odir(tmp_path / "odir", OdirConfig(labels="kaggle", val=0.25, test=0.25), tmp_path / "a")
     assert len(patient) == 24 and patient["patient_id"].nunique() == 12
     assert (patient.set_index("path").loc[str(tmp_path / "odir/preprocessed_images/1_right.jpg"), "label"]) == "C"
-    per_eye = prepare_odir(tmp_path / "odir", tmp_path / "b", labels="keywords", val=0.25, test=0.25)
+    per_eye = prepare_odir(tmp_path / "odir", OdirConfig(labels="keywords", val=0.25, test=0.25), tmp_path / "b")
     labels = per_eye.set_index("path")["label"]
     assert labels[str(tmp_path / "odir/preprocessed_images/1_left.jpg")] == "C"
     assert labels[str(tmp_path / "odir/preprocessed_images/1_right.jpg")] == "N"  # the Kaggle label was C
@@ -159,11 +159,11 @@ def test_bad_input_is_counted_with_reasons_and_rows(tmp_path):
 def test_missing_columns_and_wrong_folder(tmp_path):
     kaggle_dataset(tmp_path / "odir").drop(columns=["labels"]).to_csv(tmp_path / "odir/full_df.csv", index=False)
     with pytest.raises(RetinaugError, match="lacks column\\(s\\) labels"):
-        prepare_odir(tmp_path / "odir", tmp_path / "out")
+        prepare_odir(tmp_path / "odir", OdirConfig(), tmp_path / "out")
     with pytest.raises(RetinaugError, match="not an ODIR-5K folder"):
-        prepare_odir(tmp_path, tmp_path / "out")
-    with pytest.raises(RetinaugError, match="--labels must be one of"):
-        prepare_odir(tmp_path / "odir", tmp_path / "out", labels="flags")
+        prepare_odir(tmp_path, OdirConfig(), tmp_path / "out")
+    with pytest.raises(RetinaugError, match="labels: Input should be 'kaggle' or 'keywords'"):
+        validated(OdirConfig, {"labels": "flags"}, "odir settings")  # the config refuses it
 
 
 def challenge_dataset(root: Path) -> None:
@@ -194,7 +194,7 @@ def challenge_dataset(root: Path) -> None:
 
 def test_challenge_layout_per_eye_labels_and_multilabel(tmp_path):
     challenge_dataset(tmp_path / "odir")
-    df = prepare_odir(tmp_path / "odir", tmp_path / "kw", labels="keywords", val=0.2, test=0.2)
+    df = prepare_odir(tmp_path / "odir", OdirConfig(labels="keywords", val=0.2, test=0.2), tmp_path / "kw")
     label = {Path(p).name: lab for p, lab in zip(df["path"], df["label"])}
     assert label["0_left.jpg"] == "C" and label["0_right.jpg"] == "N" and label["1_right.jpg"] == "G"
     assert "2_left.jpg" not in label and label["2_right.jpg"] == "D"
@@ -202,11 +202,11 @@ def test_challenge_layout_per_eye_labels_and_multilabel(tmp_path):
     assert rejected[["row", "reason"]].values.tolist() == [[4, "multi-label"]]  # Excel row of patient 2
     assert (df["eye"] == df["path"].str.extract(r"_(left|right)")[0]).all()
 
-    flags = prepare_odir(tmp_path / "odir", tmp_path / "flags", labels="kaggle", val=0.2, test=0.2)
+    flags = prepare_odir(tmp_path / "odir", OdirConfig(labels="kaggle", val=0.2, test=0.2), tmp_path / "flags")
     assert len(flags) == 18 and set(flags.loc[flags["patient_id"] == "0", "label"]) == {"C"}
 
     multi = prepare_odir(
-        tmp_path / "odir", tmp_path / "multi", labels="keywords", allow_multilabel=True, val=0.2, test=0.2
+        tmp_path / "odir", OdirConfig(labels="keywords", allow_multilabel=True, val=0.2, test=0.2), tmp_path / "multi"
     )
     row = multi[multi["path"].str.endswith("2_left.jpg")].iloc[0]
     assert (row["label"], row["findings"]) == ("D", "D,O") and len(multi) == 20
@@ -240,13 +240,13 @@ def test_folder_ingestion_with_mapping_and_patient_regex(tmp_path):
     assert df["patient_id"].nunique() == 18 and df.groupby("patient_id")["split"].nunique().max() == 1
     assert set(df["eye"]) == {"unknown"}
     assert pd.read_csv(out / "rejected.csv")["reason"].tolist() == ["not an image file"]
-    stems = prepare_folder(root, tmp_path / "stems", mapping={"Katarakt": "C"})
+    stems = prepare_folder(root, FolderConfig(mapping={"Katarakt": "C"}), tmp_path / "stems")
     assert stems["patient_id"].nunique() == 18  # default: `<patient>_<L|R>` names are grouped, and give the eye
     assert stems.groupby("patient_id")["eye"].apply(sorted).map(tuple).unique().tolist() == [("left", "right")]
     with pytest.raises(RetinaugError, match="folder\\(s\\) Katarakt .* --map 'Katarakt=CODE'"):
-        prepare_folder(root, tmp_path / "x")
-    with pytest.raises(RetinaugError, match="unknown class code"):
-        prepare_folder(root, tmp_path / "x", mapping="katarakt=Q")
+        prepare_folder(root, FolderConfig(), tmp_path / "x")
+    with pytest.raises(RetinaugError, match="mapping: --map katarakt=Q: unknown class code"):
+        validated(FolderConfig, {"mapping": "katarakt=Q"}, "folder settings")  # the config refuses it
 
 
 ONLY_DATA = [
@@ -362,7 +362,7 @@ def test_run_with_folder_map_and_patient_regex_equals_prepare_folder(tmp_path):
 @pytest.mark.skipif(not (SHARED_ODIR / "full_df.csv").is_file(), reason="shared ODIR copy not available")
 def test_real_odir(tmp_path):
     started = time.perf_counter()
-    df = prepare_odir(SHARED_ODIR, tmp_path / "data", labels="kaggle")
+    df = prepare_odir(SHARED_ODIR, OdirConfig(labels="kaggle"), tmp_path / "data")
     assert len(df) == 4936 and df["patient_id"].nunique() == 2584
     assert df["label"].value_counts().to_dict() == {
         "N": 2248,
@@ -421,15 +421,17 @@ def test_folder_patient_regex_and_unmatched_files(tmp_path):
         for eye in ("a", "b"):
             write_image(root / "G" / f"{k}_{eye}.png", seed=2 * k + (eye == "b"))
         write_image(root / "N" / f"scan{k}.png", seed=100 + k)  # does not match '^(\d+)_'
-    kept = prepare_folder(root, tmp_path / "own", patient_regex=r"^(\d+)_", val=0.25, test=0.25)
+    kept = prepare_folder(root, FolderConfig(patient_regex=r"^(\d+)_", val=0.25, test=0.25), tmp_path / "own")
     assert len(kept) == 24 and kept["patient_id"].nunique() == 16  # unmatched files kept as their own patients
     assert kept.loc[kept["label"] == "N", "patient_id"].str.startswith("N/scan").all()
-    dropped = prepare_folder(root, tmp_path / "rej", patient_regex=r"^(\d+)_", unmatched="reject", val=0.25, test=0.25)
+    dropped = prepare_folder(
+        root, FolderConfig(patient_regex=r"^(\d+)_", unmatched="reject", val=0.25, test=0.25), tmp_path / "rej"
+    )
     assert (
         len(dropped) == 16 and pd.read_csv(tmp_path / "rej/rejected.csv")["reason"].tolist() == ["bad patient id"] * 8
     )
-    with pytest.raises(RetinaugError, match="--unmatched must be one of own-patient, reject"):
-        prepare_folder(root, tmp_path / "x", unmatched="drop")
+    with pytest.raises(RetinaugError, match="unmatched: Input should be 'own-patient' or 'reject'"):
+        validated(FolderConfig, {"unmatched": "drop"}, "folder settings")  # the config refuses it
 
 
 def test_folder_without_patient_ids_warns(tmp_path):

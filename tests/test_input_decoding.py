@@ -19,7 +19,7 @@ from retinaug.cache import image_cache, open_rgb
 from retinaug.cli import app
 from retinaug.config import apply_set, load_config
 from retinaug.errors import RetinaugError
-from retinaug.ingest import prepare_folder, prepare_odir
+from retinaug.ingest import FolderConfig, OdirConfig, prepare_folder, prepare_odir
 from retinaug.ingest.checks import check_image
 
 
@@ -95,12 +95,13 @@ def odir_with_multi_frame(root: Path) -> str:
 
 
 @pytest.mark.parametrize(
-    "make, prepare", [(folder_with_multi_frame, prepare_folder), (odir_with_multi_frame, prepare_odir)]
+    "make, prepare, settings",
+    [(folder_with_multi_frame, prepare_folder, FolderConfig), (odir_with_multi_frame, prepare_odir, OdirConfig)],
 )
-def test_multi_frame_images_keep_the_first_frame_and_are_counted(tmp_path, caplog, make, prepare):
+def test_multi_frame_images_keep_the_first_frame_and_are_counted(tmp_path, caplog, make, prepare, settings):
     name = make(tmp_path / "ds")
     caplog.set_level(logging.INFO, logger="retinaug")
-    df = prepare(tmp_path / "ds", tmp_path / "out", val=0.25, test=0.25)
+    df = prepare(tmp_path / "ds", settings(val=0.25, test=0.25), tmp_path / "out")
     assert df["path"].str.endswith(name).sum() == 1
     assert json.loads((tmp_path / "out/summary.json").read_text())["multi_frame"] == 1  # (was: no count)
     logged = "\n".join(r.getMessage() for r in caplog.records)
@@ -176,7 +177,8 @@ def test_challenge_flag_cell_not_0_or_1_is_a_rejected_row_naming_file_row_and_co
     wb = openpyxl.load_workbook(xlsx)
     wb.active["J3"] = cell  # patient 1 (Excel row 3), flag G (column J)
     wb.save(xlsx)
-    df = prepare_odir(root, tmp_path / "out", val=0.2, test=0.2)  # (was: OverflowError for inf/1e400; '2' read as 0)
+    # (was: OverflowError for inf/1e400; '2' read as 0)
+    df = prepare_odir(root, OdirConfig(val=0.2, test=0.2), tmp_path / "out")
     assert "1" not in set(df["patient_id"])
     rejected = pd.read_csv(tmp_path / "out/rejected.csv")
     rejected = rejected[rejected["row"] == 3]

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retinaug.errors import RetinaugError
+from retinaug.errors import RetinaugError, validated
 from retinaug.features import extract_features, l2_normalise
 from retinaug.manifest import load_manifest, save_manifest
+from retinaug.quality.config import MatchConfig
 from retinaug.quality.match import match, topk_cosine
 
 
@@ -54,7 +55,7 @@ def test_match_table_ssim_and_sheet(tiny_data, tmp_path):
     save_manifest(query, tmp_path / "query")
     query = load_manifest(tmp_path / "query")
 
-    table = match(query, train, top_k=3, extractor="pixels", out=tmp_path / "q")
+    table = match(query, train, MatchConfig(top_k=3, extractor="pixels"), tmp_path / "q")
     assert list(table.columns[:5]) == ["query", "rank", "match", "cosine", "ssim"]
     assert len(table) == len(query) * 3 and set(table["rank"]) == {1, 2, 3}
     # rank-1 equals the brute-force nearest neighbour in pixel space
@@ -74,11 +75,11 @@ def test_match_table_ssim_and_sheet(tiny_data, tmp_path):
 
 
 def test_match_with_itself_never_returns_the_same_image(tiny_data, tmp_path):
-    table = match(tiny_data, tiny_data, top_k=2, extractor="pixels", ssim_size=16)
+    table = match(tiny_data, tiny_data, MatchConfig(top_k=2, extractor="pixels", ssim_size=16))
     assert len(table) == 2 * len(tiny_data)
     assert not (table["query"] == table["match"]).any()
-    with pytest.raises(RetinaugError, match="top-k"):
-        match(tiny_data, tiny_data, top_k=0, extractor="pixels")
+    with pytest.raises(RetinaugError, match="top_k: Input should be greater than or equal to 1"):
+        validated(MatchConfig, {"top_k": 0, "extractor": "pixels"}, "match settings")
 
 
 def test_faiss_backend_agrees_with_torch():

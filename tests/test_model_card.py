@@ -10,7 +10,7 @@ from PIL import Image
 from pipeline_helpers import quality_row, small_copy, tiny_run
 
 from retinaug.cards import refresh_model_card, write_model_card
-from retinaug.generate import finetune
+from retinaug.generate import DDPMConfig, finetune
 
 
 def test_finetune_writes_a_model_card_from_its_own_numbers(tmp_path):
@@ -25,7 +25,7 @@ def test_finetune_writes_a_model_card_from_its_own_numbers(tmp_path):
         "samples_per_class": 1,
         "condition_eye": True,
     }
-    meta = finetune(tmp_path / "data", "ddpm", tiny, tmp_path / "gen")
+    meta = finetune(tmp_path / "data", DDPMConfig(**tiny), tmp_path / "gen")
     card = (tmp_path / "gen" / "README.md").read_text()
     header = yaml.safe_load(card.split("---\n")[1])
     assert header["license"] == "unknown" and "fundus" in header["tags"] and "base_model" not in header

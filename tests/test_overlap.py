@@ -14,11 +14,12 @@ from conftest import SHARED_ODIR
 from PIL import Image
 from typer.testing import CliRunner
 
-from retinaug.classify import TrainConfig, evaluate, train
+from retinaug.classify import EvaluateConfig, TrainConfig, evaluate, train
 from retinaug.cli import app
-from retinaug.ingest import prepare_folder
+from retinaug.ingest import FolderConfig, prepare_folder
 from retinaug.manifest import load_manifest
-from retinaug.phantom import make_phantom
+from retinaug.phantom import PhantomConfig, make_phantom
+from retinaug.quality.config import OverlapConfig
 from retinaug.quality.overlap import check_overlap, find_overlap
 
 runner = CliRunner()
@@ -43,21 +44,21 @@ def planted(tmp_path_factory):
     """B: a phantom dataset (128 px). A: copies of 24 of B's images + 24 images of other phantom patients (other seed).
     Phantom patients look much alike (different ones reach grey-level SSIM 0.96, in real ODIR 0.92): a hard case."""
     root = tmp_path_factory.mktemp("overlap")
-    b = make_phantom(n=96, size=128, seed=0, out=root / "b", val=0.2, test=0.2)
-    others = make_phantom(n=96, size=128, seed=1, out=root / "others", val=0.2, test=0.2)
+    b = make_phantom(PhantomConfig(n=96, size=128, seed=0, val=0.2, test=0.2), root / "b")
+    others = make_phantom(PhantomConfig(n=96, size=128, seed=1, val=0.2, test=0.2), root / "others")
     picked = b.sample(24, random_state=0)
     truth = plant_copies(picked, root / "ext")
     for row in others.sample(24, random_state=1).itertuples(index=False):  # distinct patients: no copy of B
         target = root / "ext" / row.label / f"other_{Path(row.path).name}"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(row.path, target)
-    a = prepare_folder(root / "ext", root / "a", min_size=32, val=0.2, test=0.2)
+    a = prepare_folder(root / "ext", FolderConfig(min_size=32, val=0.2, test=0.2), root / "a")
     return root, a, b, truth
 
 
 def test_planted_copies_are_found_with_no_false_pair(planted):
     root, a, b, truth = planted
-    table, summary = check_overlap(a, b, root / "out")
+    table, summary = check_overlap(a, b, OverlapConfig(), root / "out")
     found = table[table["duplicate"]]
     hits = sum(truth.get(p) == q for p, q in zip(found["a_path"], found["b_path"]))
     assert hits / len(truth) >= 0.95
@@ -87,7 +88,7 @@ def test_cli_exit_code_and_run_folder_as_reference(planted, tmp_path):
     train_originals = {p for p, q in truth.items() if b.set_index("path").loc[q, "split"] == "train"}
     assert set(table.loc[table["duplicate"], "a_path"]) == train_originals
     res = runner.invoke(app, ["check-overlap", str(root / "a"), str(root / "b"), "--threshold", "1.5"])
-    assert res.exit_code == 1 and "between 0 and 1" in res.output
+    assert res.exit_code == 1 and "threshold: Input should be less than or equal to 1 (got 1.5)" in res.output
 
 
 def test_evaluate_warns_about_and_drops_training_copies(tmp_path):
@@ -95,7 +96,9 @@ def test_evaluate_warns_about_and_drops_training_copies(tmp_path):
     import torch
 
     torch.set_num_threads(1)
-    data = make_phantom(n=96, size=128, seed=0, out=tmp_path / "data", proportions="G=1,C=1,A=1", val=0.2, test=0.2)
+    data = make_phantom(
+        PhantomConfig(n=96, size=128, seed=0, proportions="G=1,C=1,A=1", val=0.2, test=0.2), tmp_path / "data"
+    )
     clf = tmp_path / "clf"
     train(
         tmp_path / "data",
@@ -104,16 +107,18 @@ def test_evaluate_warns_about_and_drops_training_copies(tmp_path):
     )
     assert len(load_manifest(clf / "train_rows.parquet")) == int((data["split"] == "train").sum())
     copies = plant_copies(data[data["split"] == "train"].head(6), tmp_path / "ext")
-    others = make_phantom(n=48, size=128, seed=5, out=tmp_path / "o", proportions="G=1,C=1,A=1", val=0.2, test=0.2)
+    others = make_phantom(
+        PhantomConfig(n=48, size=128, seed=5, proportions="G=1,C=1,A=1", val=0.2, test=0.2), tmp_path / "o"
+    )
     for row in others.head(12).itertuples(index=False):
         target = tmp_path / "ext" / row.label / f"o_{Path(row.path).name}"
         shutil.copyfile(row.path, target)
-    ext = prepare_folder(tmp_path / "ext", tmp_path / "ext-data", min_size=16, val=0.0, test=0.99)
+    ext = prepare_folder(tmp_path / "ext", FolderConfig(min_size=16, val=0.0, test=0.99), tmp_path / "ext-data")
     res = runner.invoke(
         app, ["evaluate", "--model", str(clf), "--data", str(tmp_path / "ext-data"), "--split", "all", "--n-boot", "0"]
     )
     assert res.exit_code == 0, res.output
-    assert "6 of the 18 evaluated images" in " ".join(res.output.split()) and "--drop-overlap" in res.output
+    assert "6 of the 18 evaluated images" in " ".join(res.output.split()) and "--overlap drop" in res.output
     metrics = json.loads((clf / "eval" / "metrics.json").read_text())
     assert metrics["overlap"]["duplicates"] == 6 and metrics["n_images"] == 18
     res = runner.invoke(
@@ -128,7 +133,8 @@ def test_evaluate_warns_about_and_drops_training_copies(tmp_path):
             "all",
             "--n-boot",
             "0",
-            "--drop-overlap",
+            "--overlap",
+            "drop",
         ],
     )
     assert res.exit_code == 0, res.output
@@ -139,18 +145,18 @@ def test_evaluate_warns_about_and_drops_training_copies(tmp_path):
         and metrics["n_images"] == 18 - metrics["overlap"]["dropped_images"]
     )
     assert metrics["overlap"]["dropped_images"] >= 6
-    own = evaluate(clf, data[data["split"] == "test"], n_boot=0, overlap="warn")  # its own test patients: no copies
+    own = evaluate(clf, data, EvaluateConfig(n_boot=0, overlap="warn"))  # its own test patients: no copies
     assert own["overlap"]["duplicates"] == 0
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_ODIR / "full_df.csv").is_file(), reason="shared ODIR copy not available")
 def test_resized_copies_of_real_odir_are_found(tmp_path):
-    from retinaug.ingest import prepare_odir
+    from retinaug.ingest import OdirConfig, prepare_odir
 
-    odir = prepare_odir(SHARED_ODIR, tmp_path / "odir")
+    odir = prepare_odir(SHARED_ODIR, OdirConfig(), tmp_path / "odir")
     truth = plant_copies(odir.sample(200, random_state=0), tmp_path / "ext")
-    a = prepare_folder(tmp_path / "ext", tmp_path / "a", val=0.2, test=0.2)
+    a = prepare_folder(tmp_path / "ext", FolderConfig(val=0.2, test=0.2), tmp_path / "a")
     table = find_overlap(a, odir)
     best = dict(zip(table["a_path"], table["b_path"]))
     found = table[table["duplicate"]]

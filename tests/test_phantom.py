@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from retinaug.classes import CODES
 from retinaug.cli import app
-from retinaug.errors import RetinaugError
+from retinaug.errors import RetinaugError, validated
 from retinaug.manifest import load_manifest
-from retinaug.phantom import make_phantom, phantom_counts, render_fundus
+from retinaug.phantom import PhantomConfig, make_phantom, phantom_counts, render_fundus
 from retinaug.split import check_split
 
 
@@ -19,7 +19,7 @@ from retinaug.split import check_split
 def phantom(tmp_path_factory):
     """The smallest full dataset: 96 images = 8 classes x 6 patients x 2 eyes, 32 px."""
     out = tmp_path_factory.mktemp("phantom") / "data"
-    df = make_phantom(n=96, size=32, seed=3, out=out)
+    df = make_phantom(PhantomConfig(n=96, size=32, seed=3), out)
     return out, df
 
 
@@ -37,7 +37,7 @@ def test_counts_follow_odir_with_a_minimum_per_class():
     [
         (dict(n=50), "too small"),
         (dict(n=101), "even number"),
-        (dict(size=8), ">= 16"),
+        (dict(size=8), "size: Input should be greater than or equal to 16"),  # refused by the config
         (dict(proportions="N=1,X=2"), "unknown class code"),
         (dict(proportions="N=1"), "at least two classes"),
         (dict(proportions="N:1,D:2"), "CLASS=weight"),
@@ -46,7 +46,7 @@ def test_counts_follow_odir_with_a_minimum_per_class():
 )
 def test_bad_arguments_raise_clear_errors(tmp_path, kwargs, message):
     with pytest.raises(RetinaugError, match=message):
-        make_phantom(**{"n": 96, "size": 32, "out": tmp_path / "data", **kwargs})
+        make_phantom(validated(PhantomConfig, {"n": 96, "size": 32, **kwargs}, "phantom settings"), tmp_path / "data")
     assert not (tmp_path / "data" / "images").exists()  # checked before anything is written
 
 
@@ -75,12 +75,12 @@ def test_same_seed_same_bytes_other_seed_differs_and_stale_files_go(phantom, tmp
     stale = tmp_path / "data" / "images" / "N" / "ph99999_left.png"
     stale.parent.mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(stale)
-    again = make_phantom(n=96, size=32, seed=3, out=tmp_path / "data")
+    again = make_phantom(PhantomConfig(n=96, size=32, seed=3), tmp_path / "data")
     assert not stale.exists()
     key = ["patient_id", "eye"]
     a, b = df.sort_values(key), again.sort_values(key)
     assert a["sha256"].tolist() == b["sha256"].tolist() and a["split"].tolist() == b["split"].tolist()
-    other = make_phantom(n=96, size=32, seed=4, out=tmp_path / "other")
+    other = make_phantom(PhantomConfig(n=96, size=32, seed=4), tmp_path / "other")
     assert not set(other["sha256"]) & set(df["sha256"])
 
 
@@ -116,4 +116,4 @@ def test_cli_writes_images_and_manifest_and_rejects_bad_args(tmp_path):
     res = runner.invoke(app, ["prepare", "phantom", "--n", "40", "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "too small" in res.output
     res = runner.invoke(app, ["prepare", "phantom", "--size", "8", "--out", str(tmp_path / "x")])
-    assert res.exit_code != 0 and ">= 16" in res.output
+    assert res.exit_code != 0 and "size: Input should be greater than or equal to 16" in res.output

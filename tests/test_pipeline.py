@@ -17,7 +17,7 @@ from retinaug.config import load_config
 from retinaug.errors import RetinaugError
 from retinaug.manifest import load_manifest
 from retinaug.pipeline import STAGES as STAGE_TABLE
-from retinaug.pipeline import parse_force, plan_pipeline, run_pipeline
+from retinaug.pipeline import parse_force, plan_pipeline, resolve, run_pipeline, steps
 from retinaug.stage_order import stage_names
 from retinaug.stages import Stage, read_record
 
@@ -437,3 +437,55 @@ def test_synthetic_processes_auto_is_one_per_visible_gpu(monkeypatch):
         plan_pipeline(tiny_config("synthetic.processes=5"), run)  # refused before any stage starts
     with pytest.raises(Exception, match="processes must be auto or at least 1"):
         tiny_config("synthetic.processes=0")
+
+
+# Each stage's config hash as stored in stage.json by the code before the verbs took their configs whole (359200e):
+# a change of how a config reaches its stage must not make a finished run redo its stages.
+FIXED_RECIPES = ["labeler.train.recipe=scratch", "experiments.train.recipe=scratch"]  # not what this machine has
+STORED_HASHES = {
+    "demo": (
+        FIXED_RECIPES,
+        {"generator": "ad869d54ad9dd2d3", "synthetic": "c2b71a537ea723ae", "labeler": "65cb51b0011f4688",
+         "label": "450403a63667b2b3", "selection": "38332f887edc3cad", "augment": "dc24a860d963e5df",
+         "experiments": "c958f8e476929e55", "quality": "4b8a5dc248ad9edd", "report": "44136fa355b3678a"},
+    ),
+    "paper": (
+        [*FIXED_RECIPES, "generator.method=ldm", "label.policy=relabel", "augment.ratio=2"],
+        {"generator": "6235fea23cc98c6a", "synthetic": "7f2308c2e6aea372", "labeler": "f5d782f22346a92d",
+         "label": "0a7aadbd06571224", "selection": "38332f887edc3cad", "augment": "d3f364968cb2a6b4",
+         "experiments": "2ba54324654a8427", "quality": "90be66f932ace38f", "report": "44136fa355b3678a"},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", sorted(STORED_HASHES))
+def test_stage_config_hashes_are_the_stored_ones(preset: str, tmp_path: Path):
+    from retinaug.stages import config_hash
+
+    sets, stored = STORED_HASHES[preset]
+    sets = [*sets, f"data.path={tmp_path}"] if preset == "paper" else sets
+    cfg = resolve(load_config(preset=preset, overrides=sets))
+    hashes = {st.label: config_hash(st.make().config) for st in steps(cfg, tmp_path / "run") if st.on}
+    hashes.pop("data")  # the dataset path's hash depends on where the test runs
+    assert hashes == stored
+
+
+def test_every_stage_names_a_verb_that_takes_what_the_table_passes(tmp_path: Path):
+    """The table calls verb(*needs, section, out, **uses, **borrows): each verb's signature must accept exactly that,
+    with the section passed whole (its config class)."""
+    import inspect
+
+    cfg = resolve(load_config(preset="demo", overrides=["data.external=" + str(tmp_path)]))
+    for spec in STAGE_TABLE:
+        verb = spec.run()
+        section = getattr(cfg, spec.section) if spec.section else None
+        borrowed = spec.borrows(cfg) if spec.borrows else {}
+        needs = [tmp_path / up for up in spec.needs]
+        uses = {keyword: tmp_path / up for up, keyword in spec.uses.items()}
+        inspect.signature(verb).bind(*needs, section, tmp_path / spec.name, **uses, **borrowed)  # TypeError if not
+        assert callable(verb) and verb.__name__ == spec.verb.partition(":")[2]
+    verbs = {spec.name: spec.verb for spec in STAGE_TABLE}
+    assert (
+        verbs["label"] == "retinaug.classify:label" and verbs["experiments"] == "retinaug.experiments:run_experiments"
+    )
+    assert verbs["selection"] == "retinaug.select:select" and verbs["augment"] == "retinaug.augment:augment"

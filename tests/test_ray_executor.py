@@ -116,7 +116,7 @@ def test_ray_grid_metrics_equal_local_runner(ray_instance, grid, tmp_path, monke
     data, cfg, local = grid
     monkeypatch.setenv("RETINAUG_PROGRESS_EVERY", "0")  # a progress line at every update
     caplog.set_level(logging.INFO, logger="retinaug")
-    run_experiments(ExperimentConfig(**cfg, executor="ray"), data, tmp_path / "ray")
+    run_experiments(data, ExperimentConfig(**cfg, executor="ray"), tmp_path / "ray")
     reference = _metrics(local)
     assert sorted(reference) == ["real/seed0", "real/seed1", "weighted/seed0", "weighted/seed1"]
     for name in reference:  # what each fit was given (process, threads, recipe), then what it learnt, then its scores
@@ -138,7 +138,7 @@ def test_fits_asking_for_gpu_shares_are_placed_on_the_gpus(ray_instance, grid, t
     """ray.num_gpus 0.5 on an instance with two GPUs: Ray hands each fit a GPU through CUDA_VISIBLE_DEVICES (its
     fit.log says which). The GPUs here are declared, not real, so torch trains on the CPU: the same metrics."""
     data, cfg, local = grid
-    run_experiments(ExperimentConfig(**cfg, executor="ray", ray={"num_gpus": 0.5}), data, tmp_path / "ray")
+    run_experiments(data, ExperimentConfig(**cfg, executor="ray", ray={"num_gpus": 0.5}), tmp_path / "ray")
     assert _metrics(tmp_path / "ray") == _metrics(local)
     placed = {
         name: re.search(r"CUDA_VISIBLE_DEVICES=(\S+)", (tmp_path / "ray" / name / FIT_LOG).read_text())
@@ -164,7 +164,7 @@ def test_failed_fit_is_retried_then_reported_while_the_others_finish(ray_instanc
     caplog.set_level(logging.INFO, logger="retinaug")
     out = tmp_path / "exp"
     with pytest.raises(RetinaugError, match="1 of 2 fits failed after 2 attempt") as err:
-        run_experiments(cfg, data, out)
+        run_experiments(data, cfg, out)
     assert "gca/seed0: RetinaugError: class(es) A have no training image" in str(err.value)
     assert "only the failed ones run" in str(err.value)
     assert (out / "gc" / "seed0" / "metrics.json").is_file()  # the other fit finished
@@ -179,7 +179,7 @@ def test_failed_fit_is_retried_then_reported_while_the_others_finish(ray_instanc
 
     stamps = _stamps(out / "gc")
     with pytest.raises(RetinaugError, match="1 of 1 fits failed"):  # re-running runs only the failed fit
-        run_experiments(cfg, data, out)
+        run_experiments(data, cfg, out)
     assert _stamps(out / "gc") == stamps
 
 
@@ -201,14 +201,14 @@ def test_killed_worker_is_rerun_and_a_rerun_skips_every_finished_fit(ray_instanc
 
     watcher = threading.Thread(target=kill_first_attempt, daemon=True)
     watcher.start()
-    run_experiments(ExperimentConfig(**cfg, executor="ray"), data, out)
+    run_experiments(data, ExperimentConfig(**cfg, executor="ray"), out)
     watcher.join()
     attempts = _attempts(out / "real" / "seed0")
     assert killed and len(attempts) == 2 and attempts[0][0] == killed[0] != attempts[1][0]
     assert _metrics(out) == _metrics(local)  # the re-run fit equals an uninterrupted one
 
     stamps, logs = _stamps(out), {n: (out / n / FIT_LOG).read_text() for n in _metrics(out)}
-    run_experiments(ExperimentConfig(**cfg, executor="ray"), data, out)
+    run_experiments(data, ExperimentConfig(**cfg, executor="ray"), out)
     assert _stamps(out) == stamps  # nothing retrained or rewritten
     assert {n: (out / n / FIT_LOG).read_text() for n in _metrics(out)} == logs
 
@@ -314,7 +314,7 @@ def test_ctrl_c_cancels_the_fits_still_running(frozen_workers, grid, tmp_path):
     previous = signal.signal(signal.SIGINT, _interrupt)
     try:
         with pytest.raises(Interrupted) as stop:
-            run_experiments(ExperimentConfig(**cfg, executor="ray"), data, out)
+            run_experiments(data, ExperimentConfig(**cfg, executor="ray"), out)
     finally:
         signal.signal(signal.SIGINT, previous)
     watcher.join()

@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 from retinaug.cli import app
 from retinaug.errors import ManifestError, RetinaugError
-from retinaug.export import export_run
-from retinaug.generate import finetune
+from retinaug.export import ExportConfig, export_run
+from retinaug.generate import DDPMConfig, finetune
 from retinaug.manifest import load_manifest, new_manifest, save_manifest, trusted_roots
 from retinaug.report import build_report
 
@@ -124,7 +124,7 @@ def test_export_skips_and_counts_links_out_and_holds_no_symlink(tmp_path, copy):
 def test_export_tables_hold_no_path_of_this_machine(tmp_path, what):
     """pandas keeps where a manifest was read (`attrs`) and pyarrow writes that into every Parquet file it makes."""
     run = small_run(tmp_path)
-    export_run(run, tmp_path / "e", what=what, copy=True)
+    export_run(run, ExportConfig(what=what, copy_images=True), tmp_path / "e")
     tables = [p for p in walk(tmp_path / "e") if p.suffix in (".parquet", ".csv", ".md")]
     assert len(tables) == {"real": 5, "synthetic": 3}[what]
     assert [t for t in tables if str(tmp_path).encode() in t.read_bytes()] == []
@@ -136,7 +136,7 @@ def test_export_of_only_linked_out_images_is_refused_not_empty(tmp_path):
     for png in (run / "synthetic").glob("*/*.png"):
         plant(png, secret)
     with pytest.raises(RetinaugError, match="nothing to export: .* has no synthetic images"):
-        export_run(run, tmp_path / "e", copy=True)
+        export_run(run, ExportConfig(copy_images=True), tmp_path / "e")
     assert not (tmp_path / "e").exists()
 
 
@@ -179,7 +179,7 @@ def test_generator_config_names_its_data_relative_not_absolute(tmp_path):
         "warmup_steps": 1,
         "samples_per_class": 1,
     }
-    meta = finetune(run / "data", "ddpm", tiny, run / "generator")
+    meta = finetune(run / "data", DDPMConfig(**tiny), run / "generator")
     stored = (run / "generator" / "config.json").read_text()
     assert meta["data"] == json.loads(stored)["data"] == "../data"
     assert str(tmp_path) not in stored

@@ -304,7 +304,7 @@ def test_damaged_fit_metrics_are_redone_not_dropped(tmp_path, caplog):
 
     def experiments() -> pd.DataFrame:
         return run_experiments(
-            cfg, load_manifest(run / "data"), run / "experiments", traditional=load_manifest(run / "augment")
+            load_manifest(run / "data"), cfg, run / "experiments", traditional=load_manifest(run / "augment")
         )
 
     experiments()
@@ -320,7 +320,7 @@ def test_damaged_fit_metrics_are_redone_not_dropped(tmp_path, caplog):
     # a whole but stale fit says what changed, not 'damaged' (was: a new label policy read as damaged metrics)
     caplog.clear()
     run_experiments(
-        cfg, load_manifest(run / "data"), run / "experiments", traditional=load_manifest(run / "augment").iloc[1:]
+        load_manifest(run / "data"), cfg, run / "experiments", traditional=load_manifest(run / "augment").iloc[1:]
     )
     assert "trad/seed0: its training rows changed since it was trained: the fit is redone" in caplog.text
     assert "metrics.json is damaged" not in caplog.text

@@ -422,7 +422,7 @@ def test_runner_scarcity_and_need_end_to_end_resume_and_report(on_disk, tmp_path
     ]
     cfg = ExperimentConfig(sets=[], seeds=[0], n_boot=10, scenarios=scenarios, train=TrainConfig(**TINY))
     out = tmp_path / "run" / "experiments"
-    summary = run_experiments(cfg, data, out, synthetic)
+    summary = run_experiments(data, cfg, out, synthetic)
     meta = json.loads((out / "real" / "seed0" / "model.json").read_text())
     best = next(r for r in meta["history"] if r["epoch"] == meta["best_epoch"])
     comp = pd.read_csv(out / "composition.csv")
@@ -435,7 +435,7 @@ def test_runner_scarcity_and_need_end_to_end_resume_and_report(on_disk, tmp_path
     assert set(summary["scenario"]) == {s.name for s in scenarios}
     assert summary.set_index(["scenario", "metric", "cls"]).loc[("syn-50", "f1", "macro"), "baseline"] == "real-50"
     finished = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/metrics.json")}
-    run_experiments(cfg, data, out, synthetic)
+    run_experiments(data, cfg, out, synthetic)
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/metrics.json")} == finished  # resumed: nothing redone
     assert 'alt="scarcity"' in section_scenarios(out.parent)
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from retinaug.cli import app
 from retinaug.errors import RetinaugError
-from retinaug.generate import create_generator, finetune, generate, load_generator
+from retinaug.generate import GenerateConfig, SDLoRAConfig, create_generator, finetune, generate, load_generator
 from retinaug.generate.base import diffusion_loss
 from retinaug.generate.sd_lora import check_sd_folder
 
@@ -57,8 +57,15 @@ def sdxl(tmp_path_factory):
 
 def train_and_sample(base, data, out, **config):
     """Two LoRA steps on `base`, the generator reloaded from disk, one image sampled: what proves a layout works."""
-    finetune(data, "sd-lora", {**TINY, "base_model": str(base), "steps": 2, **config}, out / "gen")
-    assert len(generate(out / "gen", data, out / "syn", per_class=1, classes=["G"], steps=2, scheduler="ddim")) == 1
+    finetune(data, SDLoRAConfig(**{**TINY, "base_model": str(base), "steps": 2, **config}), out / "gen")
+    assert (
+        len(
+            generate(
+                out / "gen", data, GenerateConfig(per_class=1, classes=["G"], steps=2, scheduler="ddim"), out / "syn"
+            )
+        )
+        == 1
+    )
     return load_generator(out / "gen")
 
 

@@ -103,8 +103,7 @@ def test_one_step_trainings_with_and_without_checkpointing_give_the_same_lora(sd
     for on in (False, True):
         finetune(
             data,
-            "sd-lora",
-            {**TINY, "base_model": str(sd_folder), "steps": 1, "gradient_checkpointing": on},
+            SDLoRAConfig(**{**TINY, "base_model": str(sd_folder), "steps": 1, "gradient_checkpointing": on}),
             tmp_path / str(on),
         )
     a, b = (load_file(tmp_path / str(on) / "pytorch_lora_weights.safetensors") for on in (False, True))

@@ -11,7 +11,8 @@ from conftest import make_dataset
 from pydantic import ValidationError
 
 from retinaug.errors import RetinaugError
-from retinaug.select import SelectConfig, _core, _coverage, keep_count, select
+from retinaug.select import SelectConfig, keep_count, select
+from retinaug.select.tsne import _core, _coverage
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from conftest import make_dataset
 from PIL import Image
 from safetensors.torch import load_file
 
-from retinaug.classify import RowUse, TrainConfig, fit, label
+from retinaug.classify import LabelConfig, RowUse, TrainConfig, fit, label
 from retinaug.classify.data import Replacement
 from retinaug.classify.label import soft_targets
 from retinaug.classify.models import create_model
@@ -421,6 +421,7 @@ def test_label_stage_stores_the_class_probabilities(pool, tmp_path):
     out = label(
         tmp_path / "labeler",
         synthetic.drop(columns=[prob_column(c) for c in "GCAN"] + ["accepted"]),
+        LabelConfig(),
         tmp_path / "label",
     )
     probs = out[[prob_column(c) for c in TASK]].to_numpy(dtype=float)
@@ -453,7 +454,7 @@ def test_runner_pretrain_phases_and_resume(pool, tmp_path, monkeypatch):
     ]  # the control
     cfg = ExperimentConfig(sets=[], seeds=[0], n_boot=10, scenarios=scenarios, train=TrainConfig(**TINY))
     out = tmp_path / "experiments"
-    run_experiments(cfg, data, out, synthetic)
+    run_experiments(data, cfg, out, synthetic)
     fit_dir = out / "pre" / "seed0"
     first, second = (json.loads((d / "model.json").read_text()) for d in (fit_dir / "pretrain", fit_dir))
     assert first["train_origins"] == {"synthetic": 18} and second["train_origins"] == {"real": 18}
@@ -472,7 +473,7 @@ def test_runner_pretrain_phases_and_resume(pool, tmp_path, monkeypatch):
     assert twice[1]["start"] == str(out / "twice" / "seed0" / "pretrain" / "model.safetensors")
     metrics = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/metrics.json")}
     assert len(metrics) == 4
-    run_experiments(cfg, data, out, synthetic)
+    run_experiments(data, cfg, out, synthetic)
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/metrics.json")} == metrics  # kept, not redone
     relabelled = synthetic.assign(
         **{prob_column("G"): synthetic[prob_column("C")], prob_column("C"): synthetic[prob_column("G")]}

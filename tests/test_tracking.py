@@ -10,7 +10,7 @@ import pytest
 from conftest import make_dataset
 
 from retinaug.classify import TrainConfig, fit
-from retinaug.generate import finetune
+from retinaug.generate import DDPMConfig, finetune
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -53,7 +53,7 @@ def test_classifier_curves_in_tensorboard(tmp_path):
 
 def test_generator_loss_curve_in_tensorboard(tmp_path):
     make_dataset(tmp_path / "data", patients_per_class=4, size=16)
-    finetune(tmp_path / "data", "ddpm", {**TINY_DDPM, "tracker": "tensorboard"}, tmp_path / "gen")
+    finetune(tmp_path / "data", DDPMConfig(**TINY_DDPM, tracker="tensorboard"), tmp_path / "gen")
     history = json.loads((tmp_path / "gen" / "history.json").read_text())
     loss = _scalars(tmp_path / "gen" / "tracking")["loss"]
     assert [s for s, _ in loss] == history["step"] == [1, 2, 3, 4]
@@ -68,7 +68,7 @@ def test_generator_and_classifier_curves_in_mlflow_file_store(tmp_path, monkeypa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3.x keeps its file store behind this switch
     df = make_dataset(tmp_path / "data", patients_per_class=4, size=16)
-    finetune(tmp_path / "data", "ddpm", {**TINY_DDPM, "tracker": "mlflow", "lr": 0.003}, tmp_path / "gen")
+    finetune(tmp_path / "data", DDPMConfig(**TINY_DDPM, tracker="mlflow", lr=0.003), tmp_path / "gen")
     cfg = dict(backbone="resnet10t", size=16, epochs=2, batch_size=8, task="G,C,A", augment=False, tracker="mlflow")
     meta = fit(df[df["split"] == "train"], df[df["split"] == "val"], TrainConfig(**cfg), tmp_path / "clf")
 
@@ -91,14 +91,13 @@ def test_wandb_offline_run_under_out(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     make_dataset(tmp_path / "data", patients_per_class=4, size=16)
-    finetune(tmp_path / "data", "ddpm", {**TINY_DDPM, "tracker": "wandb"}, tmp_path / "gen")
+    finetune(tmp_path / "data", DDPMConfig(**TINY_DDPM, tracker="wandb"), tmp_path / "gen")
     runs = list((tmp_path / "gen" / "tracking").rglob("offline-run-*"))
     assert runs and list(runs[0].glob("*.wandb")), "no offline wandb run under OUT/tracking"
 
 
 def test_unknown_or_missing_tracker_is_a_clear_error(tmp_path):
     from retinaug.errors import RetinaugError
-    from retinaug.generate.config import DDPMConfig
     from retinaug.tracking import TRACKERS, tracker_args
 
     with pytest.raises(ValueError, match="tracker"):

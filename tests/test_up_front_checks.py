@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from retinaug.cli import app
 from retinaug.config import load_config
-from retinaug.generate import finetune
+from retinaug.generate import LDMConfig, finetune
 from retinaug.manifest import load_manifest
 from retinaug.pipeline import plan_pipeline, run_pipeline
 from retinaug.stages import read_record
@@ -133,7 +133,7 @@ def test_the_largest_seed_trains_a_two_phase_generator(tmp_path):
         "samples_per_class": 1,
         "recon_images": 2,
     }
-    meta = finetune(data, "ldm", config, tmp_path / "gen")
+    meta = finetune(data, LDMConfig(**config), tmp_path / "gen")
     history = json.loads((tmp_path / "gen" / "history.json").read_text())
     assert meta["config"]["seed"] == 2**32 - 1 and history["vae"]["steps"] == 2 and history["steps"] == 2
 

@@ -82,7 +82,8 @@ def cli_verbs() -> dict[str, bool]:
                 walk(sub, f"{prefix} {name}".strip())
             return
         names = {p.name for p in command.params} | {o for p in command.params for o in getattr(p, "opts", [])}
-        out[prefix] = "config" in names and "--set" in names  # the config as an option or an argument (run CONFIG)
+        # the config as an option or an argument (run CONFIG), and --set
+        out[prefix] = bool({"config", "--config"} & names) and "--set" in names
 
     walk(typer.main.get_command(app), "")
     return out

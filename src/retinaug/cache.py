@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 from .errors import RetinaugError
 from .fingerprint import file_stamp
-from .io import atomic_path, sha256_text, write_json_atomic
+from .io import atomic_path, default_cache_dir, sha256_text, write_json_atomic
 from .progress import progress_bar
 
 TRANSFORMS = ("hflip", "vflip", "rot90", "rot180", "rot270")
@@ -109,11 +109,6 @@ class ImageCache:
         for i, (p, t) in enumerate(zip(df["path"], transforms)):
             out[i] = self.get(p, None if pd.isna(t) else t)
         return out
-
-
-def default_cache_dir() -> Path:
-    """`$RETINAUG_CACHE_DIR`, else `~/.cache/retinaug`: one content-keyed cache for every run and stage."""
-    return Path(os.environ.get("RETINAUG_CACHE_DIR") or Path.home() / ".cache" / "retinaug")
 
 
 def _identity(path: str) -> list:

@@ -21,8 +21,7 @@ from . import __version__
 from .classes import CLASSES, CODES
 from .classify.config import describe
 from .generation_record import RUN_RECORD, training_id
-from .io import json_dict, write_text_atomic
-from .quality.plots import save_figure
+from .io import json_dict, save_figure, write_text_atomic
 from .stages import SOURCE, read_record
 
 CARD = "README.md"
@@ -111,10 +110,25 @@ def quality_section(audit: dict | None, note: str) -> list[str]:
     lines = ["## Quality", "", note, ""]
     if audit is None:
         return lines
+    lines += _quality_table(audit) + [""]
+    lines.append(
+        "Class fidelity: share of the images (all, before any filter) that the run's labeler assigns to the class "
+        "they were asked to show, divided by its recall of that class on real test images (1 = as recognisable as "
+        "real images). FID/KID: distance to the real training images in the audit's feature space; 'real test vs "
+        "train' is the same distance between two sets of real images, the scale of a good value. Memorized: images "
+        "closer to a training image than real test images usually are (the same rule flags the real test images "
+        "at the next column's rate)."
+    )
+    lines += _cas_paragraph(audit.get("cas") or {})
+    lines += _img2img_paragraph((audit.get("memorization") or {}).get("img2img") or {})
+    return lines + [""]
+
+
+def _quality_table(audit: dict) -> list[str]:
+    """One row per audited class and one for all images; only the columns the audit measured."""
     per, mem = audit.get("per_class") or {}, audit.get("memorization") or {}
     fidelity = (audit.get("class_fidelity") or {}).get("per_class") or {}
-    cas = audit.get("cas") or {}
-    cas_class = cas.get("per_class") or {}
+    cas_class = (audit.get("cas") or {}).get("per_class") or {}
     classes = [c for c in CODES if c in per or c in fidelity]
     header = [
         "class",
@@ -161,18 +175,14 @@ def quality_section(audit: dict | None, note: str) -> list[str]:
         ]
     )
     shown = [i for i in range(len(header)) if i == 0 or any(r[i] is not None for r in rows)]  # measured columns only
-    lines += table([header[i] for i in shown], [[r[i] for i in shown] for r in rows]) + [""]
-    lines.append(
-        "Class fidelity: share of the images (all, before any filter) that the run's labeler assigns to the class "
-        "they were asked to show, divided by its recall of that class on real test images (1 = as recognisable as "
-        "real images). FID/KID: distance to the real training images in the audit's feature space; 'real test vs "
-        "train' is the same distance between two sets of real images, the scale of a good value. Memorized: images "
-        "closer to a training image than real test images usually are (the same rule flags the real test images "
-        "at the next column's rate)."
-    )
+    return table([header[i] for i in shown], [[r[i] for i in shown] for r in rows])
+
+
+def _cas_paragraph(cas: dict) -> list[str]:
+    """The classification accuracy score against real training images, or why it was not measured."""
     if "synthetic" in cas and "real" in cas:
         s, r = cas["synthetic"], cas["real"]
-        lines += [
+        return [
             "",
             f"CAS (classification accuracy score): a classifier trained on synthetic images only reaches macro-F1 "
             f"{_num(s.get('macro_f1'))} (accuracy {_num(s.get('accuracy'))}) on {_num(cas.get('n_test'))} real test "
@@ -180,16 +190,20 @@ def quality_section(audit: dict | None, note: str) -> list[str]:
             f"real training images (ratio {_num(cas.get('f1_ratio'))}); recipe: "
             f"{describe(cas['recipe']) if isinstance(cas.get('recipe'), dict) else 'not recorded'}.",
         ]
-    elif cas.get("reason"):
-        lines += ["", f"CAS: not measured ({cas['reason']})."]
-    img2img = mem.get("img2img") or {}
-    if img2img.get("n"):
-        lines += [
-            "",
-            f"img2img: {img2img.get('n_parent_copies')} of {img2img.get('n')} images are near-copies of their real "
-            f"parent (rate {_num(img2img.get('parent_copy_rate'))}).",
-        ]
-    return lines + [""]
+    if cas.get("reason"):
+        return ["", f"CAS: not measured ({cas['reason']})."]
+    return []
+
+
+def _img2img_paragraph(img2img: dict) -> list[str]:
+    """How many img2img images are near-copies of the real image they started from (only when there are some)."""
+    if not img2img.get("n"):
+        return []
+    return [
+        "",
+        f"img2img: {img2img.get('n_parent_copies')} of {img2img.get('n')} images are near-copies of their real "
+        f"parent (rate {_num(img2img.get('parent_copy_rate'))}).",
+    ]
 
 
 # ---------------------------------------------------------------- generator model card
@@ -222,8 +236,29 @@ def write_model_card(generator: str | Path, audit: dict | None = None, audit_not
     gen = Path(generator)
     meta, history = json_dict(gen / "config.json"), json_dict(gen / "history.json")
     cfg, method = meta.get("config") or {}, meta.get("method", "?")
-    curve = _loss_curve(history, gen / LOSS_CURVE, gen / "history.json") if history else None
-    base = cfg.get("base_model")
+    note = audit_note or (
+        "Not audited yet: `retinaug run` (quality stage, then report) adds class fidelity, CAS, FID and "
+        "memorization figures here."
+    )
+    lines = [
+        *_intro_section(meta),
+        *_training_data_section(meta),
+        *_training_section(gen, history, cfg),
+        *_samples_section(gen),
+        *quality_section(audit, note),
+        *_how_to_use_section(gen),
+        *_limitations_section(),
+        *_config_section(cfg),
+    ]
+    text = front_matter(_model_header(method, cfg.get("base_model"))) + "\n" + "\n".join(lines)
+    target = gen / CARD
+    if not target.is_file() or target.read_text(encoding="utf-8") != text:
+        write_text_atomic(target, text)
+    return target
+
+
+def _model_header(method: str, base: str | None) -> dict[str, Any]:
+    """The card's YAML header; names the base model only when it is a hub id (a local folder is named in the text)."""
     header: dict[str, Any] = {
         "license": "unknown",
         "tags": ["retinaug", "diffusion", "fundus", "ophthalmology", "medical-imaging"],
@@ -231,16 +266,19 @@ def write_model_card(generator: str | Path, audit: dict | None = None, audit_not
     if method == "sd-lora":
         header["pipeline_tag"] = "text-to-image"
         if base and not os.path.isabs(base) and not os.path.exists(base):
-            header["base_model"] = base  # a hub id; a local folder is named in the text only
-    classes = meta.get("classes") or []
-    counts, patients = meta.get("train_counts") or {}, meta.get("train_patients_per_class") or {}
+            header["base_model"] = base
+    return header
+
+
+def _intro_section(meta: dict) -> list[str]:
+    cfg, method = meta.get("config") or {}, meta.get("method", "?")
     start = (
-        f"fine-tuned from the base model `{shown_path(base)}` (LoRA adapters only; the base weights are not in this folder)"
+        f"fine-tuned from the base model `{shown_path(cfg.get('base_model'))}` (LoRA adapters only; the base weights are not in this folder)"
         if method == "sd-lora"
         else f"trained from scratch (random initialisation, seed {cfg.get('seed', 0)}); no pretrained weights"
     )
-    lines = [
-        f"# {method} generator of fundus photographs ({', '.join(classes)})",
+    return [
+        f"# {method} generator of fundus photographs ({', '.join(meta.get('classes') or [])})",
         "",
         f"A diffusion model made with retinaug {__version__}: {GENERATOR_METHODS.get(method, method)}, "
         f"at {cfg.get('size', '?')} px, {start}. It learned from {meta.get('n_train_images', '?')} real images of "
@@ -248,16 +286,29 @@ def write_model_card(generator: str | Path, audit: dict | None = None, audit_not
         "",
         WARNING,
         "",
+    ]
+
+
+def _training_data_section(meta: dict) -> list[str]:
+    counts, patients = meta.get("train_counts") or {}, meta.get("train_patients_per_class") or {}
+    return [
         "## Training data",
         "",
         "Real images of the TRAIN split only (patient-level split: no patient's images are in two splits).",
         "",
         *table(
             ["class", "name", "images", "patients"],
-            [[c, CLASSES.get(c, c), counts.get(c), patients.get(c, "–")] for c in classes]
+            [[c, CLASSES.get(c, c), counts.get(c), patients.get(c, "–")] for c in meta.get("classes") or []]
             + [["all", "", meta.get("n_train_images"), meta.get("train_patients")]],
         ),
         "",
+    ]
+
+
+def _training_section(gen: Path, history: dict, cfg: dict) -> list[str]:
+    """Steps, speed and final loss; the autoencoder's reconstruction (ldm); the loss curve, drawn here."""
+    curve = _loss_curve(history, gen / LOSS_CURVE, gen / "history.json") if history else None
+    lines = [
         "## Training",
         "",
         f"{history.get('steps', '?')} optimiser steps ({_num(history.get('seconds'))} s, {_num(history.get('images_per_s'))} images/s, "
@@ -275,21 +326,25 @@ def write_model_card(generator: str | Path, audit: dict | None = None, audit_not
         ]
     if curve is not None:
         lines += [f"![training loss]({LOSS_CURVE})", ""]
-    if (gen / "samples.png").is_file():
-        lines += [
-            "## Samples",
-            "",
-            "One row per class, sampled after training with the method's default settings:",
-            "",
-            "![samples](samples.png)",
-            "",
-        ]
-    note = audit_note or (
-        "Not audited yet: `retinaug run` (quality stage, then report) adds class fidelity, CAS, FID and "
-        "memorization figures here."
-    )
-    lines += quality_section(audit, note)
-    lines += [
+    return lines
+
+
+def _samples_section(gen: Path) -> list[str]:
+    """The grid `finetune` sampled after training, when the folder has it."""
+    if not (gen / "samples.png").is_file():
+        return []
+    return [
+        "## Samples",
+        "",
+        "One row per class, sampled after training with the method's default settings:",
+        "",
+        "![samples](samples.png)",
+        "",
+    ]
+
+
+def _how_to_use_section(gen: Path) -> list[str]:
+    return [
         "## How to use",
         "",
         "```bash",
@@ -299,6 +354,11 @@ def write_model_card(generator: str | Path, audit: dict | None = None, audit_not
         "`--data` is the prepared data folder the generator was trained on (its TRAIN counts set `--ratio`, its TRAIN images "
         "are the img2img parents).",
         "",
+    ]
+
+
+def _limitations_section() -> list[str]:
+    return [
         "## Intended use and limitations",
         "",
         "Research on data augmentation for fundus-photo classifiers, measured on real test patients. The images show what "
@@ -306,6 +366,13 @@ def write_model_card(generator: str | Path, audit: dict | None = None, audit_not
         "population, grading) and artefacts, and can be near-copies of training images (see the memorization figures). "
         "Not for clinical use (see the warning above).",
         "",
+    ]
+
+
+def _config_section(cfg: dict) -> list[str]:
+    """The training config (a local base model by its folder name only) and the folder's files."""
+    base = cfg.get("base_model")
+    return [
         "## Config",
         "",
         "```yaml",
@@ -316,11 +383,6 @@ def write_model_card(generator: str | Path, audit: dict | None = None, audit_not
         f"(loss per step, timings), `samples.png`, `{LOSS_CURVE}`.",
         "",
     ]
-    text = front_matter(header) + "\n" + "\n".join(lines)
-    target = gen / CARD
-    if not target.is_file() or target.read_text(encoding="utf-8") != text:
-        write_text_atomic(target, text)
-    return target
 
 
 def refresh_model_card(run: str | Path) -> Path | None:

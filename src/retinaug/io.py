@@ -13,7 +13,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import RetinaugError
 from .utf8 import utf8_text
@@ -29,6 +29,15 @@ _WRITE_ERRORS = {
     errno.ENOTDIR: "a parent of it is a file, not a folder",
     errno.EFBIG: "file too large (a limit of the file system or of `ulimit -f`)",
 }
+
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def default_cache_dir() -> Path:
+    """`$RETINAUG_CACHE_DIR`, else `~/.cache/retinaug`: one content-keyed cache for every run and stage."""
+    return Path(os.environ.get("RETINAUG_CACHE_DIR") or Path.home() / ".cache" / "retinaug")
 
 
 def write_error(path: str | Path, exc: OSError) -> OSError | RetinaugError:
@@ -216,3 +225,10 @@ def safe_join(root: str | Path, name: str) -> Path:
     if joined != root_n and not joined.startswith(root_n + os.sep):
         raise RetinaugError(f"path {name!r} escapes its data folder {root_n}")
     return Path(joined)
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """A matplotlib figure written atomically as an image (the format from the suffix)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    return Path(path)

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .classes import CLASSES
-from .errors import ManifestError
+from .errors import ManifestError, RetinaugError
 from .io import atomic_path
 
 MANIFEST_NAME = "manifest.parquet"
@@ -337,6 +337,26 @@ def load_manifest(
     df.attrs["manifest_dir"] = str(folder)
     df.attrs["links_out"] = escaped
     return df
+
+
+def manifest_rows(source: str | Path | pd.DataFrame | None) -> pd.DataFrame | None:
+    """A verb's input rows: a prepared folder or its manifest.parquet (loaded and checked), rows already loaded, or
+    None for an optional input that is switched off."""
+    if source is None or isinstance(source, pd.DataFrame):
+        return source
+    return load_manifest(source)
+
+
+def split_rows(df: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The rows of one split (train, val, test), or every row (all); a split with no rows is an error that says so."""
+    if split == "all":
+        return df
+    rows = df[df["split"] == split].reset_index(drop=True)
+    if not len(rows):
+        raise RetinaugError(
+            f"no rows in split {split!r} (splits here: {', '.join(sorted(set(df['split']))) or 'none'}); try split all"
+        )
+    return rows
 
 
 def real_rows(df: pd.DataFrame, split: str = "train", classes: Iterable[str] | None = None) -> pd.DataFrame:

@@ -11,11 +11,12 @@ equal), which the report imports without this module (whose report stage imports
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,50 +41,44 @@ class StageSpec:
     """One stage, declared once."""
 
     name: str
-    needs: tuple[str, ...]  # upstream stages it reads; it is switched off with any of them
-    uses: tuple[str, ...]  # upstream stages it reads when they are on (given None when off)
-    section: str | None  # its section of PipelineConfig (None: it has no settings)
-    run: Callable[..., Any]  # run(*upstream folders in needs + uses order, section, out)
+    needs: tuple[str, ...]  # upstream stages it reads, passed first in this order; it is switched off with any of them
+    section: str | None  # its section of PipelineConfig, passed whole after them (None: it has no settings)
+    verb: str  # "module:function", imported when the stage runs: verb(*needs, section, out, **uses, **borrows)
     writes: tuple[str, ...]  # globs in its folder that later stages read (a manifest brings the images it names)
+    uses: dict[str, str] = field(default_factory=dict)  # upstream stage -> keyword: passed when on, else None
     keep: tuple[str, ...] = ()  # settings whose change keeps finished work: the stage resumes in place
     keeps: str = ""  # what a redo in place keeps (its own resume decides); empty: redone in an emptied folder
     always: bool = False  # redone on every run
-    reads: Callable[[PipelineConfig], str | None] | None = (
-        None  # identity of the user's files it reads (None: none): an input
-    )
-    borrows: Callable[[PipelineConfig], dict] | None = (
-        None  # settings of other sections it reads: hashed with its own, passed to run as keywords
-    )
+    reads: Callable[[PipelineConfig], str | None] | None = None  # identity of the user's files it reads: an input
+    borrows: Callable[[PipelineConfig], dict] | None = None  # other sections' settings it reads: hashed, passed
 
     @property
     def upstream(self) -> tuple[str, ...]:
-        return self.needs + self.uses
+        return self.needs + tuple(self.uses)
+
+    def run(self) -> Callable[..., Any]:
+        module, _, name = self.verb.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
-# ---------------------------------------------------------------- the stage functions
-
-
-def _manifest(folder: Path | None):
-    from .manifest import load_manifest
-
-    return None if folder is None else load_manifest(folder)
+# ---------------------------------------------------------------- the stages that are more than their verb
 
 
 def data_stage(cfg, out: Path) -> None:
+    """The ingest of the configured source, given the data section whole (a DataStage is an OdirConfig, a
+    FolderConfig and a PhantomConfig)."""
     if cfg.source == "phantom":
         from .phantom import make_phantom
 
-        make_phantom(
-            n=cfg.n, size=cfg.size, seed=cfg.seed, out=out, proportions=cfg.proportions, val=cfg.val, test=cfg.test
-        )
+        make_phantom(cfg, out)
     elif cfg.source == "odir":
         from .ingest import prepare_odir
 
-        prepare_odir(cfg.path, out, **cfg.prepare_options())
+        prepare_odir(cfg.path, cfg, out)
     else:
         from .ingest import prepare_folder
 
-        prepare_folder(cfg.path, out, **cfg.prepare_options())
+        prepare_folder(cfg.path, cfg, out)
 
 
 def data_source(cfg: PipelineConfig) -> str:
@@ -105,120 +100,77 @@ def external_setting(cfg: PipelineConfig) -> dict:
     return {"external": cfg.data.external} if cfg.data.external else {}
 
 
-def generator_stage(data: Path, cfg, out: Path) -> None:
-    from .generate import finetune
-
-    finetune(data, cfg.method, cfg.method_config(), out)
-
-
-def synthetic_stage(data: Path, generator: Path, cfg, out: Path) -> None:
+def synthetic_stage(generator: Path, data: Path, cfg, out: Path) -> None:
+    """`generate`, in one torchrun process per GPU where there are several (this process keeps the run lock)."""
     from .generate import generate
     from .generate.launch import generate_in_processes, process_count
 
     processes = process_count(cfg.processes)
-    if processes > 1:  # one torchrun process per GPU; this process keeps the run lock meanwhile
-        generate_in_processes(generator, data, out, cfg, processes)
+    if processes > 1:
+        generate_in_processes(generator, data, cfg, out, processes)
     else:
-        generate(generator, data, out, cfg)
+        generate(generator, data, cfg, out)
 
 
 def labeler_stage(data: Path, cfg, out: Path) -> None:
-    from .classify import evaluate, train
-    from .manifest import real_rows
+    """`train`, then `evaluate` on the test split (the labeler's own scores, in out/eval)."""
+    from .classify import EvaluateConfig, evaluate, train
+    from .manifest import load_manifest, real_rows
 
     train(data, cfg.train, out)
-    evaluate(out, real_rows(_manifest(data), "test"), out / "eval", n_boot=cfg.n_boot)
+    evaluate(out, real_rows(load_manifest(data), "test"), EvaluateConfig(split="all", n_boot=cfg.n_boot), out / "eval")
 
 
-def label_stage(synthetic: Path, labeler: Path, cfg, out: Path) -> None:
-    from .classify import label
+def quality_stage(synthetic: Path, data: Path, cfg, out: Path, labeler: Path | None, label: Path | None) -> None:
+    """`audit` of the label stage's manifest where it ran (the synthetic rows plus the labeler's verdicts, which
+    accepted_only reads), else of the synthetic one."""
+    from .quality import audit
 
-    label(labeler, synthetic, out, policy=cfg.policy, threshold=cfg.threshold)
-
-
-def selection_stage(data: Path, labeler: Path | None, cfg, out: Path) -> None:
-    from .select import SelectConfig, select
-
-    select(_manifest(data), SelectConfig(**cfg.model_dump(exclude={"enabled"})), out, labeler)
-
-
-def augment_stage(data: Path, cfg, out: Path) -> None:
-    from .augment import augment
-
-    augment(_manifest(data), ratio=cfg.ratio, classes=cfg.classes, seed=cfg.seed, out=out)
-
-
-def experiments_stage(
-    data: Path,
-    label: Path | None,
-    selection: Path | None,
-    augment: Path | None,
-    cfg,
-    out: Path,
-    external: str | None = None,
-) -> None:
-    from .experiments import ExperimentConfig, run_experiments
-    from .experiments.external import load_external
-
-    run_experiments(
-        ExperimentConfig(**cfg.model_dump(exclude={"enabled"})),
-        _manifest(data),
-        out,
-        synthetic=_manifest(label),
-        traditional=_manifest(augment),
-        selection=_manifest(selection),
-        external=load_external(external) if external else None,
-    )
-
-
-def quality_stage(data: Path, synthetic: Path, labeler: Path | None, label: Path | None, cfg, out: Path) -> None:
-    from .quality import AuditConfig, audit
-
-    audit_cfg = AuditConfig(**cfg.model_dump(exclude={"enabled", "cas_recipe"}))
-    # the label stage's manifest is the synthetic one plus the labeler's verdicts (accepted_only needs them)
-    audit(
-        _manifest(label or synthetic),
-        _manifest(data),
-        out,
-        extractor=audit_cfg.extractor,
-        labeler=labeler,
-        config=audit_cfg,
-        cas_recipe=cfg.cas_recipe,
-    )
+    audit(label or synthetic, data, cfg, out, labeler=labeler)
 
 
 def report_stage(cfg, out: Path) -> None:
+    """The report reads every stage of the run it lies in."""
     from .report import build_report
 
-    build_report(out.parent)  # the report reads every stage of the run it lies in
+    build_report(out.parent)
 
 
 # `writes`: what a later stage reads (files only the report shows, such as timings and plots, are left out, so a
 # redone stage with the same result redoes nothing below it).
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("data", (), (), "data", data_stage, ("manifest.parquet",), reads=data_source),
-    StageSpec("generator", ("data",), (), "generator", generator_stage, ("**/*",)),
+    StageSpec("data", (), "data", "retinaug.pipeline:data_stage", ("manifest.parquet",), reads=data_source),
+    StageSpec("generator", ("data",), "generator", "retinaug.generate:finetune", ("**/*",)),
     StageSpec(
         "synthetic",
-        ("data", "generator"),
-        (),
+        ("generator", "data"),
         "synthetic",
-        synthetic_stage,
+        "retinaug.pipeline:synthetic_stage",
         ("manifest.parquet",),
         keep=("per_class", "ratio", "classes", "batch_size", "margin"),
     ),  # image seeds depend on class and index only
     StageSpec(
-        "labeler", ("data",), (), "labeler", labeler_stage, ("model.safetensors", "model.json", "eval/metrics.json")
+        "labeler",
+        ("data",),
+        "labeler",
+        "retinaug.pipeline:labeler_stage",
+        ("model.safetensors", "model.json", "eval/metrics.json"),
     ),
-    StageSpec("label", ("synthetic", "labeler"), (), "label", label_stage, ("manifest.parquet",)),
-    StageSpec("selection", ("data",), ("labeler",), "selection", selection_stage, ("manifest.parquet",)),
-    StageSpec("augment", ("data",), (), "augment", augment_stage, ("manifest.parquet",)),
+    StageSpec("label", ("labeler", "synthetic"), "label", "retinaug.classify:label", ("manifest.parquet",)),
+    StageSpec(
+        "selection",
+        ("data",),
+        "selection",
+        "retinaug.select:select",
+        ("manifest.parquet",),
+        uses={"labeler": "labeler"},
+    ),
+    StageSpec("augment", ("data",), "augment", "retinaug.augment:augment", ("manifest.parquet",)),
     StageSpec(
         "experiments",
         ("data",),
-        ("label", "selection", "augment"),
         "experiments",
-        experiments_stage,
+        "retinaug.experiments:run_experiments",
         (
             "summary.csv",
             "table.csv",
@@ -229,12 +181,20 @@ STAGES: tuple[StageSpec, ...] = (
             "external/*",
             "*/seed*/external/metrics.json",
         ),  # external: with data.external only, hence globs
+        uses={"label": "synthetic", "selection": "selection", "augment": "traditional"},
         keeps="seeds whose recipe is unchanged are kept",
         reads=external_source,
         borrows=external_setting,
     ),
-    StageSpec("quality", ("data", "synthetic"), ("labeler", "label"), "quality", quality_stage, ("**/*",)),
-    StageSpec("report", (), (), None, report_stage, ("index.html",), always=True),
+    StageSpec(
+        "quality",
+        ("synthetic", "data"),
+        "quality",
+        "retinaug.pipeline:quality_stage",
+        ("**/*",),
+        uses={"labeler": "labeler", "label": "label"},
+    ),
+    StageSpec("report", (), None, "retinaug.pipeline:report_stage", ("index.html",), always=True),
 )
 
 
@@ -352,13 +312,15 @@ def _stage(
     if spec.reads is not None and upstream is None and (source := spec.reads(cfg)) is not None:
         inputs[SOURCE] = source
     out = where / spec.name
-    fn = run_fn or spec.run
+    # an `upstream` given in place of the table's (a fold's split of RUN/data) is what the function reads first
+    needs = list(upstream.values()) if upstream else [folders[up] for up in spec.needs]
+    uses = {} if upstream else {keyword: folders[up] for up, keyword in spec.uses.items()}
     return Stage(
         label,
         out,
         result,
         inputs,
-        lambda: fn(*folders.values(), section, out, **borrowed),
+        lambda: (run_fn or spec.run())(*needs, section, out, **uses, **borrowed),
         spec.writes,
         run,
         clean_on_change=not spec.keeps,

@@ -83,6 +83,8 @@ ADDED = {
     "gradient_checkpointing": False,
     "vae_slicing": True,
     "vae_tiling": False,
+    # augment's PNG copies (issue 29: the pipeline's section is the verb's config): the rows only, as before
+    "write_files": False,
 }
 # Settings that only fill in others (a classifier's `recipe` sets its backbone, size, epochs...), which are hashed.
 FILLS = {"recipe"}

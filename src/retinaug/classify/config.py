@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..classes import Task
-from ..fields import MAX_BATCH, STRICT, Precision, Seed
+from ..fields import MAX_BATCH, MAX_BOOT, STRICT, Precision, Seed
 from ..tracking import TRACKER_HELP, Tracker
 from .imagenet import supported_backbones
 from .weights import imagenet_available
@@ -174,7 +174,10 @@ class TrainConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _apply_recipe(cls, values: object) -> object:
-        """Fill the fields the config leaves out from its recipe; `auto` becomes the recipe it chose here."""
+        """Fill the fields the config leaves out from its recipe; `auto` becomes the recipe it chose here; `none` is no
+        recipe (the CLI's default is auto, so `--recipe none` must be sayable)."""
+        if isinstance(values, dict) and values.get("recipe") == "none":
+            return {**values, "recipe": None}
         if not isinstance(values, dict) or values.get("recipe") not in RECIPES.keys() | {"auto"}:
             return values
         name = (
@@ -221,6 +224,38 @@ def describe(train: dict) -> str:
         start += ", warm-started on every class of the train split"
     recipe = f" (recipe {train['recipe']})" if train.get("recipe") else ""
     return f"{backbone} {start}, {train.get('size', '?')} px, {train.get('epochs', '?')} epochs{recipe}"
+
+
+class LabelConfig(BaseModel):
+    """Which synthetic images the labeler accepts (`label`)."""
+
+    model_config = STRICT
+
+    policy: Literal["agree", "relabel", "all"] = Field(
+        "agree",
+        description="agree: predicted class = intended class and confidence >= threshold; relabel: label := prediction when confidence >= threshold (the seed's policy); all: keep everything.",
+    )
+    threshold: float = Field(0.5, ge=0, le=1, description="Minimum labeler confidence to accept an image.")
+
+
+class EvaluateConfig(BaseModel):
+    """How a classifier is scored (`evaluate`)."""
+
+    model_config = STRICT
+
+    split: Literal["train", "val", "test", "all"] = Field("test", description="Which rows of the data to score.")
+    n_boot: int = Field(1000, ge=0, le=MAX_BOOT, description="Patient-bootstrap replicates for the 95% CIs (0 = none).")
+    seed: Seed = Field(0, description="Bootstrap seed.")
+    tta: bool | None = Field(
+        None, description="Average each image with its mirror; null: as the model was trained (its tta)."
+    )
+    overlap: Literal["off", "warn", "drop"] = Field(
+        "off",
+        description="Compare the scored images with the model's training images by content (resized or renamed copies included): warn about near-copies (they inflate the scores), drop their patients, or off.",
+    )
+    overlap_threshold: float = Field(
+        0.97, gt=0, le=1, description="Grey-level SSIM (64 px) from which two images are near-copies."
+    )
 
 
 class RowUse(BaseModel):

@@ -14,8 +14,9 @@ import pandas as pd
 
 from ..errors import RetinaugError
 from ..io import atomic_path, write_json_atomic
-from ..manifest import load_manifest
+from ..manifest import load_manifest, manifest_rows, split_rows
 from ..progress import progress_bar
+from .config import EvaluateConfig
 from .metrics import PER_CLASS, SCALARS, compute_metrics, replicate_metrics
 from .models import TRAIN_ROWS, Classifier, load_classifier, predict
 
@@ -54,9 +55,6 @@ def patient_bootstrap(y: np.ndarray, probs: np.ndarray, patients, classes, n_boo
             c: {name: interval(per_class_all[name][:, i]) for name in PER_CLASS} for i, c in enumerate(classes)
         },
     }
-
-
-OVERLAP = ("off", "warn", "drop")
 
 
 def training_overlap(
@@ -104,9 +102,9 @@ def training_overlap(
             threshold,
             first["a_path"],
             first["b_path"],
-            "their patients are left out (--drop-overlap)"
+            "their patients are left out (overlap: drop)"
             if drop
-            else "their scores are inflated; --drop-overlap leaves these patients out",
+            else "their scores are inflated; --overlap drop leaves these patients out",
         )
     if drop and len(dup):
         patients = set(dup["a_patient"])
@@ -121,31 +119,23 @@ def training_overlap(
 
 
 def evaluate(
-    clf_or_dir: Classifier | str | Path,
-    df: pd.DataFrame,
-    out: Path | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-    tta: bool | None = None,
-    overlap: str = "off",
-    overlap_threshold: float | None = None,
+    model: Classifier | str | Path, data: str | Path | pd.DataFrame, config: EvaluateConfig, out: Path | None = None
 ) -> dict:
-    """Predict `df`, compute metrics + patient-bootstrap CIs, write out/metrics.json and out/predictions.parquet.
+    """Predict the `config.split` rows of `data` (a manifest folder or its rows), compute metrics +
+    patient-bootstrap CIs, write out/metrics.json and out/predictions.parquet.
 
     Rows whose class the model does not know are excluded (counted in `excluded`); model classes absent from
     the data are listed in `classes_missing_from_data` (their recall/F1/AUC are null). `tta`: average each image
     with its mirror (default: the model's training config's `tta`). `overlap="warn"` checks the rows against the
     model's training images by content and warns about near-copies; "drop" also leaves their patients out
     (`training_overlap`; recorded under `overlap`)."""
-    if overlap not in OVERLAP:
-        raise RetinaugError(f"overlap must be one of {', '.join(OVERLAP)}, not {overlap!r}")
-    clf = clf_or_dir if isinstance(clf_or_dir, Classifier) else load_classifier(clf_or_dir)
-    tta = clf.tta if tta is None else tta
+    n_boot, seed, overlap = config.n_boot, config.seed, config.overlap
+    clf = model if isinstance(model, Classifier) else load_classifier(model)
+    tta = clf.tta if config.tta is None else config.tta
+    df = split_rows(manifest_rows(data), config.split)
     found = None
     if overlap != "off":
-        from ..quality.overlap import THRESHOLD
-
-        df, found = training_overlap(clf, df, overlap == "drop", overlap_threshold or THRESHOLD, out)
+        df, found = training_overlap(clf, df, overlap == "drop", config.overlap_threshold, out)
     known = df["label"].isin(clf.classes)
     excluded = df.loc[~known, "label"].value_counts().to_dict()
     if excluded:

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
 
-from ..cache import default_cache_dir
 from ..errors import RetinaugError
-from ..io import atomic_path
+from ..io import atomic_path, default_cache_dir
 from .hub import cached_hub_file, timm_repo
 
 log = logging.getLogger("retinaug.classify")

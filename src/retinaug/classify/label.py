@@ -13,18 +13,14 @@ import pandas as pd
 from ..errors import RetinaugError
 from ..io import write_json_atomic
 from ..manifest import load_manifest, prob_column, save_manifest
+from .config import LabelConfig
 from .models import load_classifier, predict
 
-POLICIES = ("agree", "relabel", "all")
 log = logging.getLogger("retinaug.classify")
 
 
 def label(
-    model_dir: str | Path,
-    synthetic: str | Path | pd.DataFrame,
-    out: str | Path,
-    policy: str = "agree",
-    threshold: float = 0.5,
+    labeler: str | Path, synthetic: str | Path | pd.DataFrame, config: LabelConfig, out: str | Path
 ) -> pd.DataFrame:
     """Write OUT/manifest.parquet: every synthetic row with pred_label, pred_conf, accepted, intended_label (the
     class asked of the generator) and prob_<code> (the labeler's probability of each of its classes), and OUT/summary.json (acceptance per class). The synthetic manifest
@@ -33,11 +29,8 @@ def label(
     agree:   accepted when the prediction equals the intended label and its confidence >= threshold.
     relabel: the seed's policy: label := prediction, accepted when confidence >= threshold.
     all:     every image accepted (the no-filter control)."""
-    if policy not in POLICIES:
-        raise RetinaugError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
-    if not 0 <= threshold <= 1:
-        raise RetinaugError(f"threshold must be between 0 and 1, got {threshold}")
-    clf = load_classifier(model_dir)
+    policy, threshold = config.policy, config.threshold
+    clf = load_classifier(labeler)
     df = synthetic.copy() if isinstance(synthetic, pd.DataFrame) else load_manifest(synthetic)
     df["intended_label"] = df["label"].astype("string")
     probs = predict(clf, df)
@@ -65,7 +58,7 @@ def label(
     df["accepted"] = pd.array(accepted, dtype="boolean")
     out = Path(out)
     save_manifest(df, out)
-    summary = {"policy": policy, "threshold": threshold, "model": str(model_dir), "per_class": {}}
+    summary = {"policy": policy, "threshold": threshold, "model": str(labeler), "per_class": {}}
     for c, rows in df.groupby("intended_label", sort=False):
         n, k = len(rows), int(rows["accepted"].sum())
         summary["per_class"][str(c)] = {

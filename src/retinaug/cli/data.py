@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
 from ..errors import RetinaugError
+from ..ingest.config import FolderConfig, OdirConfig
 from ..ownership import check_apart, owned_output
 from .app import app, console, manifest_app, prepare_app
+from .settings import settings
 
 Out = Annotated[
     Path,
@@ -18,16 +20,14 @@ Out = Annotated[
         "--out", "-o", help="Output folder for manifest.parquet, rejected.csv, summary.json (e.g. runs/NAME/data)."
     ),
 ]
-Val = Annotated[float, typer.Option(help="Fraction of patients in the validation split.")]
-Test = Annotated[float, typer.Option(help="Fraction of patients in the test split.")]
-Seed = Annotated[int, typer.Option(help="Seed of the patient-level split (same seed + data = same split).")]
-MinSize = Annotated[int, typer.Option(help="Reject images whose shorter side is below this many pixels.")]
-Workers = Annotated[
-    int | None, typer.Option(help="Threads that read and check images (default: 4 x CPU cores, at most 16).")
-]
 
 
 @prepare_app.command("odir")
+@settings(
+    OdirConfig,
+    ("labels", "allow_multilabel", "val", "test", "seed", "min_size", "workers"),
+    example="labels=keywords",
+)
 def prepare_odir_cmd(
     root: Annotated[
         Path,
@@ -36,24 +36,7 @@ def prepare_odir_cmd(
         ),
     ],
     out: Out,
-    labels: Annotated[
-        Literal["kaggle", "keywords"],
-        typer.Option(
-            help="Label source: 'kaggle' = patient-level label (Kaggle labels column / N..O flags, as the paper), 'keywords' = per-eye label from the eye's diagnostic keywords."
-        ),
-    ] = "kaggle",
-    allow_multilabel: Annotated[
-        bool,
-        typer.Option(
-            "--allow-multilabel",
-            help="Keep images with several findings under their primary class (a specific finding beats O) instead of rejecting them.",
-        ),
-    ] = False,
-    val: Val = 0.15,
-    test: Test = 0.15,
-    seed: Seed = 0,
-    min_size: MinSize = 64,
-    workers: Workers = None,
+    config: OdirConfig = None,  # type: ignore[assignment]  (built by @settings)
 ) -> None:
     """Ingest ODIR-5K as downloaded (images stay in place): check every image, label, split by patient.
 
@@ -64,50 +47,23 @@ def prepare_odir_cmd(
     started = time.perf_counter()
     check_apart(out, root, "--out")
     with owned_output(out, "--out"):  # refused when it holds files retinaug did not write
-        prepare_odir(
-            root,
-            out,
-            labels=labels,
-            allow_multilabel=allow_multilabel,
-            val=val,
-            test=test,
-            seed=seed,
-            min_size=min_size,
-            workers=workers,
-        )
+        prepare_odir(root, config, out)
     console.print(f"done in {time.perf_counter() - started:.1f} s")
 
 
 @prepare_app.command("folder")
+@settings(
+    FolderConfig,
+    ("mapping", "patient_regex", "unmatched", "val", "test", "seed", "min_size", "workers"),
+    flags={"mapping": "--map"},
+    example="unmatched=reject",
+)
 def prepare_folder_cmd(
     root: Annotated[
         Path, typer.Argument(help="Folder with one sub-folder per class: ROOT/<class code or name>/*.jpg|png|...")
     ],
     out: Out,
-    map: Annotated[
-        str | None,
-        typer.Option(
-            "--map",
-            help="Folder name -> class code, e.g. 'glaucoma=G,cataract=C'. Codes (G) and class names (glaucoma) work without it.",
-        ),
-    ] = None,
-    patient_regex: Annotated[
-        str | None,
-        typer.Option(
-            help="Regex searched in each file stem; its group 'patient' (or first group) is the patient id (a group 'eye' gives the eye), e.g. '^(\\d+)_'. Default: `<patient>_<eye>` names (eye left/right/l/r/od/os, any case) are grouped by patient."
-        ),
-    ] = None,
-    unmatched: Annotated[
-        Literal["own-patient", "reject"],
-        typer.Option(
-            help="Files whose name does not match the patient pattern: each is its own patient, or is rejected (rejected.csv)."
-        ),
-    ] = "own-patient",
-    val: Val = 0.15,
-    test: Test = 0.15,
-    seed: Seed = 0,
-    min_size: MinSize = 64,
-    workers: Workers = None,
+    config: FolderConfig = None,  # type: ignore[assignment]  (built by @settings)
 ) -> None:
     """Ingest class folders (images stay in place): check every image, label by folder, group files into patients, split by patient.
 
@@ -118,18 +74,7 @@ def prepare_folder_cmd(
     started = time.perf_counter()
     check_apart(out, root, "--out")
     with owned_output(out, "--out"):  # refused when it holds files retinaug did not write
-        prepare_folder(
-            root,
-            out,
-            mapping=map,
-            patient_regex=patient_regex,
-            unmatched=unmatched,
-            val=val,
-            test=test,
-            seed=seed,
-            min_size=min_size,
-            workers=workers,
-        )
+        prepare_folder(root, config, out)
     console.print(f"done in {time.perf_counter() - started:.1f} s")
 
 

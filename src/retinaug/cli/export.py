@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
+from ..export import ExportConfig
 from .app import app
+from .settings import settings
 
 
 @app.command("export")
+@settings(ExportConfig, ("what", "accepted_only", "copy_images"), flags={"copy_images": "--copy"})
 def export_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder (runs/NAME).", file_okay=False)],
     out: Annotated[
@@ -19,17 +22,7 @@ def export_cmd(
             "--out", "-o", help="Dataset folder to write (new, empty, or an earlier export, which is replaced)."
         ),
     ],
-    what: Annotated[
-        Literal["synthetic", "real", "both"],
-        typer.Option(help="synthetic images (train split), the real images of every split, or both."),
-    ] = "synthetic",
-    accepted_only: Annotated[
-        bool, typer.Option("--accepted-only", help="Only the synthetic images the labeler accepted.")
-    ] = False,
-    copy: Annotated[
-        bool,
-        typer.Option("--copy", help="Copy every image (default: hard-link when --out is on the same file system)."),
-    ] = False,
+    config: ExportConfig = None,  # type: ignore[assignment]  (built by @settings)
 ) -> None:
     """Write a run's images in the Hugging Face `imagefolder` layout: OUT/<split>/<class>/<file>, per-split
     metadata.parquet and one metadata.csv (file_name, label, split, origin and every provenance column), and a
@@ -41,4 +34,4 @@ def export_cmd(
     """
     from ..export import export_run
 
-    export_run(run, out, what=what, accepted_only=accepted_only, copy=copy)
+    export_run(run, config, out)

@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from ..io import read_yaml
+from ..generate.config import DDPMConfig, GenerateConfig, LDMConfig, SDLoRAConfig
 from .app import app
+from .settings import field_lines, settings
+
+# the settings of each method, listed in `finetune --help` (the configs are light: no torch)
+METHOD_CONFIGS = {"ddpm": DDPMConfig, "ldm": LDMConfig, "sd-lora": SDLoRAConfig}
+# the options `retinaug generate` names (every GenerateConfig field; --config FILE and --set work too)
+GENERATE_OPTIONS = (
+    "per_class", "ratio", "classes", "seed", "batch_size", "mode", "strength", "steps", "guidance", "scheduler",
+    "karras", "precision", "negative_prompt",
+)  # fmt: skip
 
 
-def read_config(config: Path | None, overrides: list[str]) -> dict:
-    """A YAML file (flat generator config) plus `key=value` overrides (values parsed as YAML: 64, [32,64], true)."""
-    from ..config import apply_set
-
-    data = read_yaml(config) if config is not None else {}
-    for item in overrides:
-        data = apply_set(data, item)
-    return data
+def method_settings(verb: Callable[..., Any]) -> Callable[..., Any]:
+    """Append every method's settings (name, description, default), generated from its config, to the verb's help."""
+    sections = [
+        f"{method} settings ({model.__name__}; --set KEY=VALUE, or in --config FILE):\n\n"
+        + "\n\n".join(escape(line) for line in field_lines(model))
+        for method, model in METHOD_CONFIGS.items()
+    ]
+    verb.__doc__ = inspect.cleandoc(verb.__doc__ or "") + "\n\n" + "\n\n".join(sections)
+    return verb
 
 
 @app.command()
+@method_settings
 def finetune(
     data: Annotated[
         Path, typer.Option(help="Prepared data folder (RUN/data with manifest.parquet); only its TRAIN split is used.")
@@ -34,7 +48,8 @@ def finetune(
         ),
     ] = "ddpm",
     config: Annotated[
-        Path | None, typer.Option(help="YAML file with generator options (see docs/generators.md).")
+        Path | None,
+        typer.Option(help="YAML file of the method's settings (flat: the keys listed below; see docs/generators.md)."),
     ] = None,
     set_: Annotated[
         list[str],
@@ -58,14 +73,18 @@ def finetune(
 
     Example: retinaug finetune --data runs/demo/data --method ddpm --set size=32 --set steps=1000 --out runs/demo/generator
     """
+    from ..config import load_model
     from ..generate import finetune as run_finetune
+    from ..generate.registry import generator_class
     from ..ownership import owned_output
 
     with owned_output(out, "--out"):  # refused when it holds files retinaug did not write
-        run_finetune(data, method, read_config(config, set_), out, checkpoint_every=checkpoint_every)
+        cfg = load_model(generator_class(method).config_class, config, overrides=set_)
+        run_finetune(data, cfg, out, checkpoint_every=checkpoint_every)
 
 
 @app.command()
+@settings(GenerateConfig, GENERATE_OPTIONS, example="scheduler=ddim")
 def generate(
     generator: Annotated[Path, typer.Option(help="Trained generator folder (from `retinaug finetune`).")],
     data: Annotated[
@@ -74,54 +93,7 @@ def generate(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder: <CLASS>/<CLASS>_<index>.png + manifest.parquet.")
     ],
-    per_class: Annotated[int | None, typer.Option(help="Images per class.")] = None,
-    ratio: Annotated[
-        float | None,
-        typer.Option(help="Images per class = R x that class's real TRAIN count (0.5 ... 4 in the paper)."),
-    ] = None,
-    classes: Annotated[
-        str | None, typer.Option(help="Classes to generate, e.g. G,C,A,H,M (default: all the generator learned).")
-    ] = None,
-    seed: Annotated[
-        int,
-        typer.Option(help="Run seed; image seeds (and img2img parents, strengths) derive from (seed, class, index)."),
-    ] = 0,
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            help="Images per sampling batch (same images; CPU kernels may round a pixel by one grey level differently across batch sizes)."
-        ),
-    ] = 16,
-    mode: Annotated[
-        str | None,
-        typer.Option(
-            help="txt2img (from noise, the default) or img2img (from real TRAIN images of the class, each used about equally often)."
-        ),
-    ] = None,
-    strength: Annotated[
-        str | None,
-        typer.Option(
-            help="img2img strength in [0, 1] (0: the parent itself; default 0.5), or a range LOW,HIGH drawn per image."
-        ),
-    ] = None,
-    steps: Annotated[
-        int | None, typer.Option(help="Sampling steps (default: the method's, ddpm/ldm 25, sd-lora 30).")
-    ] = None,
-    guidance: Annotated[
-        float | None,
-        typer.Option(help="Classifier-free guidance scale (default: the method's, ddpm/ldm 3, sd-lora 7.5)."),
-    ] = None,
-    scheduler: Annotated[
-        str | None, typer.Option(help="Sampler: dpm (DPM-Solver++, the default), ddim, euler or pndm.")
-    ] = None,
-    karras: Annotated[bool, typer.Option(help="Karras sigmas (dpm and euler).")] = False,
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            help="Sampling autocast: no (fp32, the default: exact), auto (bf16 on CPUs with bf16 units / bf16 GPUs), bf16, fp16."
-        ),
-    ] = None,
-    negative_prompt: Annotated[str | None, typer.Option(help="sd-lora only: negative prompt.")] = None,
+    config: GenerateConfig = None,  # type: ignore[assignment]  (built by @settings)
 ) -> None:
     """Sample synthetic TRAIN images per class with a trained generator (resumable: re-run to finish).
     When OUT lies in a pipeline run folder, its lock is held (refused while another process works there).
@@ -142,20 +114,4 @@ def generate(
     ):
         from ..generate import generate as run_generate
 
-        # None: GenerateConfig's default
-        options = dict(mode=mode, strength=strength, scheduler=scheduler, precision=precision)
-        run_generate(
-            generator,
-            data,
-            out,
-            per_class=per_class,
-            ratio=ratio,
-            classes=classes,
-            seed=seed,
-            batch_size=batch_size,
-            steps=steps,
-            guidance=guidance,
-            karras=karras,
-            negative_prompt=negative_prompt,
-            **{k: v for k, v in options.items() if v is not None},
-        )
+        run_generate(generator, data, config, out)

@@ -112,12 +112,16 @@ def run_cmd(
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder."),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="Pipeline YAML merged over the demo preset.", dir_okay=False
+    ),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     force: list[str] = typer.Option([], "--force", help="Redo this stage (or 'all')."),
 ) -> None:
     """The whole pipeline on the embedded phantom dataset (the `demo` preset): 3-7 minutes on 2 cores of
-    a recent CPU, about 19 on an older AVX2-only one; no download. Prints the report's path and the headline table."""
-    _run(None, "demo", set_, out, force)
+    a recent CPU, about 19 on an older AVX2-only one; no download. Prints the report's path and the headline table.
+    `retinaug demo --config FILE` is `retinaug run FILE --preset demo`."""
+    _run(config, "demo", set_, out, force)
 
 
 @app.command("experiment")
@@ -158,9 +162,8 @@ def experiment_cmd(
         )
     with run_lock(run, "experiment"):
         from ..config import load_config
-        from ..experiments import ExperimentConfig, run_experiments
-        from ..experiments.external import load_external
-        from ..manifest import load_manifest, manifest_file
+        from ..experiments import run_experiments
+        from ..manifest import manifest_file
         from ..ownership import owned_output
         from ..pipeline import enabled_stages
         from ..stages import read_record
@@ -168,24 +171,24 @@ def experiment_cmd(
         cfg = load_config(config, preset, set_)
         on = enabled_stages(cfg)
 
-        def finished(stage: str):
-            """A stage's manifest when its stage is on and it finished (or was made by hand: no record)."""
+        def finished(stage: str) -> Path | None:
+            """A stage's folder when its stage is on and it finished (or was made by hand: no record)."""
             folder = run / stage
             usable = (
                 on[stage] and manifest_file(folder).is_file() and read_record(folder).get("status", "done") == "done"
             )
-            return load_manifest(folder) if usable else None
+            return folder if usable else None
 
         # refused when it holds files retinaug did not write
         with owned_output(run / "experiments", "experiments folder"):
             run_experiments(
-                ExperimentConfig(**cfg.experiments.model_dump(exclude={"enabled"})),
-                load_manifest(run / "data"),
+                run / "data",
+                cfg.experiments,
                 run / "experiments",
                 synthetic=finished("label"),
                 traditional=finished("augment"),
                 selection=finished("selection"),
-                external=load_external(cfg.data.external) if cfg.data.external else None,
+                external=cfg.data.external,
             )
     _print_results(run, None)
 
@@ -194,14 +197,18 @@ def experiment_cmd(
 def init_config_cmd(
     preset: str = typer.Option("demo", "--preset", help=PRESET_HELP),
     output: Path = typer.Option(None, "--output", "-o", help="Write here instead of printing (refuses to overwrite)."),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="A pipeline YAML merged over the preset (written out whole).", dir_okay=False
+    ),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Write a preset's full config (every key with its value) to edit and pass to `retinaug run`."""
     from ..config import dump_config, load_config
     from ..io import write_text_atomic
 
-    text = f"# retinaug pipeline config (from preset {preset}); every key is listed with its value.\n" + dump_config(
-        load_config(None, preset, set_)
+    source = f"preset {preset}" + (f" + {config}" if config is not None else "")
+    text = f"# retinaug pipeline config (from {source}); every key is listed with its value.\n" + dump_config(
+        load_config(config, preset, set_)
     )
     if output is None:
         typer.echo(text, nl=False)

@@ -2,26 +2,32 @@
 (statistics over seeds and the tables).
 
     from retinaug.experiments import ExperimentConfig, run_experiments
-    run_experiments(ExperimentConfig(sets=["controls"]), data_df, "RUN/experiments")
+    run_experiments("RUN/data", ExperimentConfig(sets=["controls"]), "RUN/experiments")
 """
 
-from .results import aggregate, flatten_metrics, headline_table, seed_metrics, summarize
-from .runner import run_experiments
-from .scenarios import (
-    SCENARIO_SETS,
-    ExperimentConfig,
-    Scenario,
-    accepted_synthetic,
-    asked_vs_labelled,
-    baseline_of,
-    check_sets,
-    compose,
-    real_splits,
-)
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    ".results": ("aggregate", "flatten_metrics", "headline_table", "seed_metrics", "summarize"),
+    ".runner": ("run_experiments",),
+    ".scenarios": (
+        "SCENARIO_SETS",
+        "ExperimentConfig",
+        "Scenario",
+        "accepted_synthetic",
+        "asked_vs_labelled",
+        "baseline_of",
+        "check_sets",
+        "compose",
+        "real_splits",
+    ),
+}
+lazy_exports(__name__, _EXPORTS)
 __all__ = [
-    "SCENARIO_SETS",
     "ExperimentConfig",
+    "SCENARIO_SETS",
     "Scenario",
     "accepted_synthetic",
     "aggregate",
@@ -36,3 +42,18 @@ __all__ = [
     "seed_metrics",
     "summarize",
 ]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from .results import aggregate, flatten_metrics, headline_table, seed_metrics, summarize
+    from .runner import run_experiments
+    from .scenarios import (
+        SCENARIO_SETS,
+        ExperimentConfig,
+        Scenario,
+        accepted_synthetic,
+        asked_vs_labelled,
+        baseline_of,
+        check_sets,
+        compose,
+        real_splits,
+    )

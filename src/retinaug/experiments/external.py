@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..classes import CLASSES
 from ..errors import ManifestError, RetinaugError
+from ..fields import OVERLAP_THRESHOLD
 from ..fingerprint import file_stamp
 from ..io import atomic_path, read_json, sha256_text, write_json_atomic
 from ..manifest import load_manifest, manifest_file
@@ -90,9 +91,9 @@ def drop_copies(external: pd.DataFrame, seen: pd.DataFrame, out: Path, content: 
     synthetic image's parent is one of them), by `find_overlap` at its default threshold with the pixels extractor.
     The table and counts go to out/overlap.csv and out/overlap.json (last), and are reused while overlap.json holds
     the same key: `content` (the hash of both sets' images and labels) with these settings."""
-    from ..quality.overlap import THRESHOLD, find_overlap, overlap_summary
+    from ..quality.overlap import find_overlap, overlap_summary
 
-    settings = {"threshold": THRESHOLD, "extractor": "pixels"}
+    settings = {"threshold": OVERLAP_THRESHOLD, "extractor": "pixels"}
     key = sha256_text(json.dumps({"content": content, **settings}, sort_keys=True))
     record = read_json(out / "overlap.json") or {}
     if record.get("key") == key and (out / "overlap.csv").is_file():
@@ -105,7 +106,12 @@ def drop_copies(external: pd.DataFrame, seen: pd.DataFrame, out: Path, content: 
     dropped = set(table.loc[table["duplicate"], "a_patient"])
     kept = external[~external["patient_id"].astype(str).isin(dropped)].reset_index(drop=True)
     if record.get("key") != key:
-        record = {"key": key, **settings, **overlap_summary(table, len(seen), THRESHOLD), **counts(external, kept)}
+        record = {
+            "key": key,
+            **settings,
+            **overlap_summary(table, len(seen), OVERLAP_THRESHOLD),
+            **counts(external, kept),
+        }
         write_json_atomic(out / "overlap.json", record)
     log.info(
         "external set: %d images of %d patients; %d are near-copies of the run's train/val images (SSIM >= %s), so "
@@ -113,7 +119,7 @@ def drop_copies(external: pd.DataFrame, seen: pd.DataFrame, out: Path, content: 
         record["n_a"],
         record["n_patients"],
         record["duplicates"],
-        THRESHOLD,
+        OVERLAP_THRESHOLD,
         record["dropped_patients"],
         record["dropped_images"],
         record["kept_images"],

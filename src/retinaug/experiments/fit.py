@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from .. import faults
-from ..classify import Classifier, TrainConfig, evaluate, load_classifier
+from ..classify import Classifier, EvaluateConfig, TrainConfig, evaluate, load_classifier
 from ..classify import fit as train_model
 from ..classify.models import WEIGHTS
 from ..io import read_json, write_json_atomic
@@ -115,7 +115,9 @@ def run_fit(fit: Fit) -> None:
         else:
             train_model(fit.train, fit.val, fit.config, fit.folder, use=fit.scenario.row_use())
         clf = load_classifier(fit.folder)
-        evaluate(clf, fit.test, fit.folder, n_boot=fit.n_boot, seed=fit.seed)  # writes metrics.json last
+        evaluate(
+            clf, fit.test, EvaluateConfig(split="all", n_boot=fit.n_boot, seed=fit.seed), fit.folder
+        )  # writes metrics.json last
         # after it: a fit killed in between is finished, and only scored on the external set again
         if fit.external is not None:
             score_external(fit, clf)
@@ -131,7 +133,7 @@ def score_external(fit: Fit, clf: Classifier) -> None:
         shutil.rmtree(folder)
     write_json_atomic(folder / "recipe.json", {"key": fit.external_key, "fit_key": fit.recipe["key"]})
     log.info("%s: scoring on the external set (%d images)", fit.name, len(fit.external))
-    evaluate(clf, fit.external, folder, n_boot=fit.n_boot, seed=fit.seed)
+    evaluate(clf, fit.external, EvaluateConfig(split="all", n_boot=fit.n_boot, seed=fit.seed), folder)
 
 
 def pretrain_then_finetune(fit: Fit) -> None:

@@ -36,10 +36,10 @@ from ..errors import RetinaugError
 from ..fingerprint import Digests
 from ..io import read_json, sha256_text
 from ..logs import log_to
-from ..manifest import real_rows
+from ..manifest import manifest_rows, real_rows
 from ..progress import track
 from ..stages import result_settings
-from .external import EXTERNAL, drop_copies, external_problems
+from .external import EXTERNAL, drop_copies, external_problems, load_external
 from .fit import FIT_LOG, Fit, run_fit, score_external
 from .ray_executor import run_on_ray
 from .results import aggregate, aggregate_external
@@ -52,25 +52,28 @@ INPUT_DIGESTS = ".input-digests.json"
 
 
 def run_experiments(
+    data: str | Path | pd.DataFrame,
     cfg: ExperimentConfig,
-    data: pd.DataFrame,
     out: str | Path,
-    synthetic: pd.DataFrame | None = None,
-    traditional: pd.DataFrame | None = None,
-    selection: pd.DataFrame | None = None,
-    external: pd.DataFrame | None = None,
+    synthetic: str | Path | pd.DataFrame | None = None,
+    traditional: str | Path | pd.DataFrame | None = None,
+    selection: str | Path | pd.DataFrame | None = None,
+    external: str | Path | pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Train and evaluate every scenario x seed into `out` (resumable), then aggregate; returns the summary table.
 
-    `data` is the data manifest; `synthetic` the label stage's manifest (its accepted rows are used);
-    `traditional` the augment stage's rows; `selection` the selection stage's rows; `external` an external test set
-    (`external.load_external`) every fit is also scored on, once its near-copies of the train/val images are
-    dropped, aggregated into out/external/. A scenario that needs an
+    Each input is a manifest folder or its rows: `data` the prepared dataset; `synthetic` the label stage's manifest
+    (its accepted rows are used); `traditional` the augment stage's rows; `selection` the selection stage's rows;
+    `external` an external test set (a folder is read by `external.load_external`) every fit is also scored on, once
+    its near-copies of the train/val images are dropped, aggregated into out/external/. A scenario that needs an
     input given as None stops with an error naming the stage that makes it; a pool too small for a multiplier
     is used as it is, and the shortfall is logged and written to composition.csv. With `executor: ray`, fits that
     still fail after their retries are reported (their folder's error.txt) once the others have finished, and the
     call then raises a RetinaugError naming them."""
     out = Path(out)
+    data, synthetic, traditional, selection = map(manifest_rows, (data, synthetic, traditional, selection))
+    if external is not None and not isinstance(external, pd.DataFrame):
+        external = load_external(external)
     scenarios = cfg.resolve()
     digests = Digests(out / INPUT_DIGESTS)
     if external is not None:

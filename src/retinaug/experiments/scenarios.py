@@ -589,67 +589,21 @@ def compose(
     pools = {"synthetic": synthetic, "traditional": traditional}
     left_out: dict[str, pd.Series] = {}
     if sc.real_fraction < 1:
-        subsample = real_subsample(train_real, sc.real_fraction)
-        for kind, pool in pools.items():
-            pools[kind], left_out[kind] = made_from(pool, subsample["path"])
-        if warn:
-            log.info(
-                "scenario %s: real_fraction %g keeps %d of %d train patients (%d of %d images); left out: %d synthetic and "
-                "%d traditional rows made from the others' images",
-                sc.name,
-                sc.real_fraction,
-                subsample["patient_id"].nunique(),
-                train_real["patient_id"].nunique(),
-                len(subsample),
-                len(train_real),
-                *(int(left_out[k].sum()) for k in pools),
-            )
-        train_real = subsample
+        train_real, pools, left_out = _subsample(sc, train_real, pools, warn)
     real = train_real["label"].value_counts().reindex(list(sc.classes), fill_value=0)
     asked = {kind: allocate(sc, kind, real, recall) for kind in pools}
-    parts = []
-    rows = []
+    parts, rows = [], []
     for code in sc.classes:
         real_c = train_real[train_real["label"] == code]
-        row = {"scenario": sc.name, "class": code, "real": len(real_c)}
-        kept = real_c
-        if sc.selection and code in sc.selection_classes:
-            if selection is None:
-                raise RetinaugError(
-                    f"scenario {sc.name} needs the t-SNE selection: switch the selection stage on "
-                    "(selection.enabled: true) or run `retinaug select`"
-                )
-            sel = real_rows(selection, "train", [code])
-            if "selected" in sel.columns:
-                sel = sel[sel["selected"].astype(bool)]
-            kept = sel
-        row["selected"] = len(kept)
+        kept = _kept_real(sc, code, real_c, selection)
+        row = {"scenario": sc.name, "class": code, "real": len(real_c), "selected": len(kept)}
         parts.append(kept)
         for kind, pool_df in pools.items():
             want = int(asked[kind][code])
-            got = pool_df.iloc[:0] if pool_df is not None else None
-            if want:
-                if pool_df is None:
-                    raise RetinaugError(
-                        f"scenario {sc.name} needs {kind} images: switch on the stages that make them "
-                        f"({_MAKES[kind]}) or drop the scenario"
-                    )
-                pool = pool_df[pool_df["label"] == code]
-                got = _sample(pool, want, seed, f"{kind}:{code}")
-                if len(got) < want and warn:
-                    log.warning(
-                        "scenario %s: class %s needs %d %s images but only %d are available; using %d (shortfall %d)",
-                        sc.name,
-                        code,
-                        want,
-                        kind,
-                        len(pool),
-                        len(got),
-                        want - len(got),
-                    )
-                parts.append(got)
+            got = _added(sc, kind, code, pool_df, want, seed, warn)
+            parts.append(got)
             row[f"{kind}_requested"] = want
-            row[kind] = 0 if got is None else len(got)
+            row[kind] = len(got)
             row[f"{kind}_shortfall"] = want - row[kind]
             if kind in left_out:
                 row[f"{kind}_left_out"] = int(left_out[kind].get(code, 0))
@@ -662,6 +616,70 @@ def compose(
     train = pd.concat([p for p in parts if len(p)], ignore_index=True)
     check_sets(train, val, test)
     return train, val, test, pd.DataFrame(rows)
+
+
+def _subsample(
+    sc: Scenario, train_real: pd.DataFrame, pools: dict[str, pd.DataFrame | None], warn: bool
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame | None], dict[str, pd.Series]]:
+    """`real_fraction` of the train patients, and the pools less the rows made from the others' images (counted)."""
+    subsample = real_subsample(train_real, sc.real_fraction)
+    kept, left_out = {}, {}
+    for kind, pool in pools.items():
+        kept[kind], left_out[kind] = made_from(pool, subsample["path"])
+    if warn:
+        log.info(
+            "scenario %s: real_fraction %g keeps %d of %d train patients (%d of %d images); left out: %d synthetic and "
+            "%d traditional rows made from the others' images",
+            sc.name,
+            sc.real_fraction,
+            subsample["patient_id"].nunique(),
+            train_real["patient_id"].nunique(),
+            len(subsample),
+            len(train_real),
+            *(int(left_out[k].sum()) for k in pools),
+        )
+    return subsample, kept, left_out
+
+
+def _kept_real(sc: Scenario, code: str, real_c: pd.DataFrame, selection: pd.DataFrame | None) -> pd.DataFrame:
+    """A class's real train rows: those the t-SNE selection kept where the scenario reduces the class, else all."""
+    if not (sc.selection and code in sc.selection_classes):
+        return real_c
+    if selection is None:
+        raise RetinaugError(
+            f"scenario {sc.name} needs the t-SNE selection: switch the selection stage on "
+            "(selection.enabled: true) or run `retinaug select`"
+        )
+    sel = real_rows(selection, "train", [code])
+    return sel[sel["selected"].astype(bool)] if "selected" in sel.columns else sel
+
+
+def _added(
+    sc: Scenario, kind: str, code: str, pool_df: pd.DataFrame | None, want: int, seed: int, warn: bool
+) -> pd.DataFrame:
+    """`want` rows of class `code` drawn from a pool of added rows (synthetic or traditional): fewer when the pool is
+    short (logged), none when none are wanted; a pool that is needed but absent is an error naming its stages."""
+    if not want:
+        return pd.DataFrame() if pool_df is None else pool_df.iloc[:0]
+    if pool_df is None:
+        raise RetinaugError(
+            f"scenario {sc.name} needs {kind} images: switch on the stages that make them "
+            f"({_MAKES[kind]}) or drop the scenario"
+        )
+    pool = pool_df[pool_df["label"] == code]
+    got = _sample(pool, want, seed, f"{kind}:{code}")
+    if len(got) < want and warn:
+        log.warning(
+            "scenario %s: class %s needs %d %s images but only %d are available; using %d (shortfall %d)",
+            sc.name,
+            code,
+            want,
+            kind,
+            len(pool),
+            len(got),
+            want - len(got),
+        )
+    return got
 
 
 def real_subsample(train_real: pd.DataFrame, fraction: float) -> pd.DataFrame:

@@ -130,7 +130,7 @@ def condition_dropout(cond: torch.Tensor, p: float, null: int) -> torch.Tensor:
 
 
 class Generator:
-    """Base class; subclasses are registered with `@register_generator(name)`."""
+    """Base class; retinaug's own are listed in `registry.BUILTIN`, a plugin's registered with `@register_generator(name)`."""
 
     name: ClassVar[str]
     config_class: ClassVar[type[BaseModel]]

@@ -1,8 +1,9 @@
 """Configs of the generators (what they train on and how) and of `generate` (what to sample and how).
 
-Training settings live in the method's config (`DDPMConfig`, `LDMConfig`, `SDLoRAConfig`), sampling settings
-(steps, guidance, sampler, mode, strength, precision) in `GenerateConfig`: a trained generator samples with
-any of them, so changing one never retrains it. Every field is defaulted, so each nests in one YAML.
+Training settings live in the method's config (`DDPMConfig`, `LDMConfig`, `SDLoRAConfig`; `GeneratorConfig` names a
+method and holds the settings of each), sampling settings (steps, guidance, sampler, mode, strength, precision) in
+`GenerateConfig`: a trained generator samples with any of them, so changing one never retrains it. Every field is
+defaulted, so each nests in one YAML.
 """
 
 from __future__ import annotations
@@ -282,6 +283,21 @@ class SDLoRAConfig(TrainingConfig):
     def prompt(self, code: str, eye: str | None = None) -> str:
         text = self.prompts.get(code, "a fundus photograph of a retina with {name}").format(name=CLASSES[code])
         return f"{text}, {eye} eye" if eye in ("left", "right") else text
+
+
+class GeneratorConfig(_Config):
+    """A generator method and the settings of each (only the chosen method's are used): what `finetune` trains."""
+
+    method: Literal["ddpm", "ldm", "sd-lora"] = Field(
+        "ddpm",
+        description="ddpm (pixel-space, from scratch), ldm (autoencoder + latent diffusion, from scratch) or sd-lora (Stable Diffusion + LoRA, local base model).",
+    )
+    ddpm: DDPMConfig = Field(default_factory=DDPMConfig, description="Settings when method is ddpm.")
+    ldm: LDMConfig = Field(default_factory=LDMConfig, description="Settings when method is ldm.")
+    sd_lora: SDLoRAConfig = Field(default_factory=SDLoRAConfig, description="Settings when method is sd-lora.")
+
+    def method_config(self) -> DDPMConfig | LDMConfig | SDLoRAConfig:
+        return getattr(self, self.method.replace("-", "_"))
 
 
 class GenerateConfig(_Config):

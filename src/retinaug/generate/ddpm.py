@@ -16,12 +16,11 @@ from diffusers.training_utils import EMAModel
 from .base import Generator, Nets, Phase, condition_dropout, diffusion_loss
 from .checkpoint import training_settings
 from .config import DDPMConfig
-from .registry import register_generator
 from .sampling import ClassDiffusionPipeline
 
 
-@register_generator("ddpm")
 class DDPMGenerator(Generator):
+    name = "ddpm"
     config_class = DDPMConfig
     config: DDPMConfig
 

@@ -5,7 +5,7 @@ The pipeline's synthetic stage uses it when several GPUs are visible (`synthetic
 whatever it holds (the run lock): the workers call `generate` directly, not the CLI verb that would lock the run.
 Their output is relayed line by line to this process's log, so it lands in the stage's log file.
 
-    python -m retinaug.generate.launch JOB.json     # what each torchrun process runs (JOB: generator, data, out, config)
+    python -m retinaug.generate.launch JOB.json     # what each torchrun process runs (JOB: generator, data, config, out)
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def process_count(processes: int | str) -> int:
 
 
 def generate_in_processes(
-    generator: str | Path, data: str | Path, out: str | Path, config: GenerateConfig, processes: int
+    generator: str | Path, data: str | Path, config: GenerateConfig, out: str | Path, processes: int
 ) -> pd.DataFrame:
-    """`generate(generator, data, out, config)` split across `processes` torchrun processes; the manifest it wrote.
+    """`generate(generator, data, config, out)` split across `processes` torchrun processes; the manifest it wrote.
 
     Each process gets usable cores / processes intra-op threads (they would otherwise each take every core)."""
     out = Path(out)
@@ -59,8 +59,8 @@ def generate_in_processes(
         {
             "generator": str(Path(generator).resolve()),
             "data": str(Path(data).resolve()),
-            "out": str(out.resolve()),
             "config": config.model_dump(mode="json", include=set(GenerateConfig.model_fields)),
+            "out": str(out.resolve()),
         },
     )
     cmd = [
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
-        generate(job["generator"], job["data"], job["out"], GenerateConfig(**job["config"]))
+        generate(job["generator"], job["data"], GenerateConfig(**job["config"]), job["out"])
     except RetinaugError as exc:  # the user's mistake: its message, not a traceback per process
         root.error("error: %s", exc)
         raise SystemExit(1) from None

@@ -30,7 +30,6 @@ from .base import Nets, Phase
 from .checkpoint import training_settings
 from .config import LDMConfig
 from .ddpm import DDPMGenerator
-from .registry import register_generator
 from .sampling import ClassDiffusionPipeline, to_uint8, to_unit
 
 log = logging.getLogger("retinaug.generate")
@@ -71,8 +70,8 @@ class AutoencoderObjective(torch.nn.Module):
         return self.vae.decode(posterior.sample()).sample, posterior.kl()
 
 
-@register_generator("ldm")
 class LDMGenerator(DDPMGenerator):
+    name = "ldm"
     config_class = LDMConfig
     config: LDMConfig
 

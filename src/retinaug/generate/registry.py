@@ -1,7 +1,9 @@
-"""Generator registry (timm-style): `register_generator`, `create_generator(name, config)`, `load_generator(dir)`."""
+"""Generator registry (timm-style): `register_generator`, `create_generator(name, config)`, `method_of(config)`,
+`load_generator(dir)`."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +17,17 @@ if TYPE_CHECKING:
     from .base import Generator
 
 _REGISTRY: dict[str, type[Generator]] = {}
+# retinaug's own generators, by where they are: imported when first asked for (they load torch and diffusers), and
+# without importing this module, so registry and generators import no cycle
+BUILTIN = {
+    "ddpm": "retinaug.generate.ddpm:DDPMGenerator",
+    "ldm": "retinaug.generate.ldm:LDMGenerator",
+    "sd-lora": "retinaug.generate.sd_lora:SDLoRAGenerator",
+}
 
 
 def register_generator(name: str):
-    """Class decorator: make a Generator subclass creatable by `name`."""
+    """Class decorator: make a Generator subclass (a plugin's) creatable by `name`."""
 
     def wrap(cls: type[Generator]) -> type[Generator]:
         cls.name = name
@@ -28,14 +37,38 @@ def register_generator(name: str):
     return wrap
 
 
+def _builtin() -> dict[str, type[Generator]]:
+    """The registry, retinaug's own generators included."""
+    for name, where in BUILTIN.items():
+        if name not in _REGISTRY:
+            module, _, cls = where.partition(":")
+            _REGISTRY[name] = getattr(importlib.import_module(module), cls)
+    return _REGISTRY
+
+
 def list_generators() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(_builtin())
 
 
 def generator_class(name: str) -> type[Generator]:
-    if name not in _REGISTRY:
+    if name not in _builtin():
         raise RetinaugError(f"unknown generator method {name!r}; available: {', '.join(list_generators())}")
     return _REGISTRY[name]
+
+
+def method_of(config: BaseModel) -> str:
+    """The registered method whose `config_class` is the class of `config` (or, for a subclass of one, the nearest
+    such class): DDPMConfig -> 'ddpm', LDMConfig -> 'ldm', SDLoRAConfig -> 'sd-lora'."""
+    for cls in type(config).__mro__:
+        names = [name for name, gen in _builtin().items() if gen.config_class is cls]
+        if len(names) > 1:
+            raise RetinaugError(
+                f"{cls.__name__} is the config of several generators ({', '.join(names)}); give each its own config class"
+            )
+        if names:
+            return names[0]
+    known = ", ".join(f"{gen.config_class.__name__} ({name})" for name, gen in sorted(_REGISTRY.items()))
+    raise RetinaugError(f"{type(config).__name__} is not the config of a generator method; give one of {known}")
 
 
 def make_config(name: str, config: dict | BaseModel | None) -> BaseModel:

@@ -25,7 +25,7 @@ from torchvision.utils import make_grid
 from .. import faults
 from ..cards import write_model_card
 from ..classes import CLASSES
-from ..errors import RetinaugError, validated
+from ..errors import RetinaugError
 from ..generation_record import RUN_RECORD, training_id
 from ..hardware import resolve_precision
 from ..io import atomic_path, load_json, write_json_atomic, writing_weights
@@ -33,8 +33,8 @@ from ..manifest import load_manifest, new_manifest, real_rows, save_manifest
 from ..progress import progress_bar
 from .base import Generator
 from .conditioning import SIDES
-from .config import GenerateConfig
-from .registry import CONFIG_NAME, create_generator, load_generator, weight_checksums
+from .config import DDPMConfig, GenerateConfig, GeneratorConfig, LDMConfig, SDLoRAConfig
+from .registry import CONFIG_NAME, create_generator, load_generator, method_of, weight_checksums
 from .sampling import sampling_defaults
 
 log = logging.getLogger("retinaug.generate")
@@ -64,18 +64,27 @@ def learned_classes(train_classes: str | list[str], present: list[str], data) ->
 
 def finetune(
     data: str | Path,
-    method: str,
-    config: dict | BaseModel | None = None,
-    out: str | Path = "generator",
+    config: DDPMConfig | LDMConfig | SDLoRAConfig | GeneratorConfig,
+    out: str | Path,
     checkpoint_every: int = 500,
 ) -> dict:
-    """Train generator `method` ('ddpm', 'ldm' or 'sd-lora') on the TRAIN split of the manifest in `data`.
+    """Train a generator on the TRAIN split of the manifest in `data`: the method whose config `config` is
+    (`DDPMConfig` -> ddpm, `LDMConfig` -> ldm, `SDLoRAConfig` -> sd-lora), or the one a `GeneratorConfig` names.
 
     It learns every class of the TRAIN split unless `train_classes` narrows that. Writes `out/config.json`, the
     weights (safetensors), `out/history.json`, `out/samples.png` (a row per class) and the model card `out/README.md`
     (with `out/loss_curve.png`); returns the config.json content. Every `checkpoint_every` steps the training state
     is saved in `out`, so running the same call again after an interruption continues from the last checkpoint."""
     out = Path(out)
+    if isinstance(config, GeneratorConfig):
+        method, config = config.method, config.method_config()
+    elif isinstance(config, BaseModel):
+        method = method_of(config)
+    else:  # e.g. a dict: its method's config class validates it, DDPMConfig(**settings)
+        raise RetinaugError(
+            f"finetune's config is a DDPMConfig, LDMConfig, SDLoRAConfig or GeneratorConfig (built from settings with "
+            f"e.g. DDPMConfig(**settings)), not a {type(config).__name__}"
+        )
     gen = create_generator(method, config)
     gen.check()
     df = load_manifest(data)
@@ -203,38 +212,44 @@ def plan_images(
     return items
 
 
-def generate(
-    generator: str | Path, data: str | Path, out: str | Path, config: GenerateConfig | dict | None = None, **options
-) -> pd.DataFrame:
+def generate(generator: str | Path, data: str | Path, config: GenerateConfig, out: str | Path) -> pd.DataFrame:
     """Write `out/<CLASS>/<CLASS>_<index>.png` and `out/manifest.parquet` (origin=synthetic, split=train).
 
-    `config` (a GenerateConfig or dict) and keyword `options` (its field names, e.g. per_class=100,
-    mode="img2img", strength=[0.3, 0.7]) say what to sample and how. Resumable: finished PNGs are skipped.
+    `config` (a GenerateConfig, or a config that extends it such as the pipeline's synthetic section: only
+    GenerateConfig's fields are read) says what to sample and how, e.g. GenerateConfig(per_class=100,
+    mode="img2img", strength=[0.3, 0.7]). Resumable: finished PNGs are skipped.
     Under `accelerate launch` / `torchrun` the processes split the images and the main one writes the manifest."""
     generator, out = Path(generator), Path(out)
-    cfg = generate_config(config, options)
+    if not isinstance(config, GenerateConfig):
+        raise RetinaugError(
+            f"generate's config is a GenerateConfig (e.g. GenerateConfig(per_class=100)), not a {type(config).__name__}"
+        )
     gen = load_generator(generator)
     train = train_rows(load_manifest(data))
-    counts = plan_counts(train, _wanted_classes(cfg, gen, generator), cfg.per_class, cfg.ratio)
-    items = plan_images(train, counts, cfg, gen.conditions.eyes, out)
+    counts = plan_counts(train, _wanted_classes(config, gen, generator), config.per_class, config.ratio)
+    items = plan_images(train, counts, config, gen.conditions.eyes, out)
 
     # cpu=True on GPU-less machines: otherwise accelerate ignores a torchrun/`accelerate launch` world on CPU
     state = PartialState(cpu=not torch.cuda.is_available())
     gen.to(state.device)
     pipe = gen.pipeline()
-    settings = sampling_settings(pipe, cfg, gen.name, state.device)
+    settings = sampling_settings(pipe, config, gen.name, state.device)
     record = {
         "generator": str(generator.resolve()),
         "generator_id": training_id(generator),
         "method": gen.name,
-        "seed": cfg.seed,
-        "sampling": {**settings, "mode": cfg.mode, **({"strength": cfg.strength} if cfg.mode == "img2img" else {})},
+        "seed": config.seed,
+        "sampling": {
+            **settings,
+            "mode": config.mode,
+            **({"strength": config.strength} if config.mode == "img2img" else {}),
+        },
     }
     previous = _check_and_clean(out, record) if state.is_main_process else {}
     todo = [it for it in items if not it["path"].exists()]
     state.wait_for_everyone()  # every process has listed the same finished images before any writes more
 
-    seconds = _sample(state, pipe, todo, len(items), cfg, settings, gen.name)
+    seconds = _sample(state, pipe, todo, len(items), config, settings, gen.name)
     state.wait_for_everyone()
     if not state.is_main_process:
         return new_manifest()
@@ -333,16 +348,6 @@ def _manifest(items: list[dict], pipe, settings: dict, method: str, generator: P
         )
         for it in items
     )
-
-
-def generate_config(config: GenerateConfig | dict | None, options: dict) -> GenerateConfig:
-    """A GenerateConfig from a config (or a pipeline section that extends it) plus keyword overrides."""
-    base = (
-        config.model_dump(include=set(GenerateConfig.model_fields))
-        if isinstance(config, BaseModel)
-        else dict(config or {})
-    )
-    return validated(GenerateConfig, {**base, **options}, "generate option(s)")
 
 
 def sampling_settings(pipe, cfg: GenerateConfig, method: str, device) -> dict:

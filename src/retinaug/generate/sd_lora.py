@@ -60,7 +60,6 @@ from .base import Generator, Nets, Phase, condition_dropout, diffusion_loss
 from .checkpoint import training_settings
 from .conditioning import Conditions
 from .config import SD_MEMORY_OPTIONS, SDLoRAConfig
-from .registry import register_generator
 from .sampling import SamplingPipeline, make_sampler, seed_generators
 
 SD_PARTS = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -196,8 +195,8 @@ def _config(cls, folder: Path, subfolder: str | None = None) -> dict:
         raise RetinaugError(f"cannot read the {cls.config_name} of {folder / (subfolder or '')}: {exc}") from None
 
 
-@register_generator("sd-lora")
 class SDLoRAGenerator(Generator):
+    name = "sd-lora"
     config_class = SDLoRAConfig
     config: SDLoRAConfig
 

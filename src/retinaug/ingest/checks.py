@@ -16,7 +16,6 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from ..errors import RetinaugError
 from ..io import sha256_file
 from ..progress import progress_bar
 
@@ -59,14 +58,6 @@ class ImageCheck:
         """A multi-page TIFF or animated GIF: only its first frame is ever loaded (the other frames are not images of
         the dataset)."""
         return self.ok and self.frames > 1
-
-
-def check_options(min_size: int, workers: int | None) -> None:
-    """Refuse option values that would silently check nothing (before any file is read)."""
-    if min_size < 1:
-        raise RetinaugError(f"--min-size must be at least 1 pixel (got {min_size})")
-    if workers is not None and workers < 1:
-        raise RetinaugError(f"--workers must be at least 1 (got {workers})")
 
 
 def outside(path: str, root: str) -> str | None:

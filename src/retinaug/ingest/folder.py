@@ -25,28 +25,12 @@ import pandas as pd
 
 from ..classes import CLASSES, CODES
 from ..errors import RetinaugError
-from .checks import IMAGE_SUFFIXES, check_options, outside, screen
+from .checks import IMAGE_SUFFIXES, outside, screen
+from .config import FolderConfig, parse_mapping
 from .finish import finish_prepare
 
 EYE_NAMING = re.compile(r"^(?P<patient>.+?)[_-](?P<eye>left|right|l|r|od|os)$", re.IGNORECASE)
 EYES = {"left": "left", "l": "left", "os": "left", "right": "right", "r": "right", "od": "right"}
-UNMATCHED = ("own-patient", "reject")
-
-
-def parse_mapping(spec: str | dict[str, str] | None) -> dict[str, str]:
-    """'glaucoma=G,cataract=C' (or a dict) -> {'glaucoma': 'G', ...} with validated codes."""
-    if not spec:
-        return {}
-    pairs = spec.items() if isinstance(spec, dict) else [p.split("=", 1) for p in spec.split(",") if p.strip()]
-    mapping = {}
-    for pair in pairs:
-        if len(pair) != 2 or not pair[0].strip():
-            raise RetinaugError(f"bad --map entry {'='.join(pair)!r}: write FOLDER=CODE, e.g. 'glaucoma=G,cataract=C'")
-        name, code = pair[0].strip().lower(), pair[1].strip().upper()
-        if code not in CODES:
-            raise RetinaugError(f"--map {name}={code}: unknown class code; valid codes: {','.join(CODES)}")
-        mapping[name] = code
-    return mapping
 
 
 def folder_class(name: str, mapping: dict[str, str]) -> str | None:
@@ -108,35 +92,25 @@ def _files(folder: Path, root: Path, rejected: list[dict]) -> list[Path]:
     return sorted(files)
 
 
-def prepare_folder(
-    root: str | Path,
-    out: str | Path,
-    mapping: str | dict[str, str] | None = None,
-    patient_regex: str | None = None,
-    unmatched: str = "own-patient",
-    val: float = 0.15,
-    test: float = 0.15,
-    seed: int = 0,
-    min_size: int = 64,
-    workers: int | None = None,
-) -> pd.DataFrame:
+def prepare_folder(root: str | Path, config: FolderConfig, out: str | Path) -> pd.DataFrame:
     """Ingest class folders into `out`: every image checked, patients grouped, patient-level split, manifest saved.
 
-    Everything not used is counted in rejected.csv: hidden files, files outside class folders or not images,
-    symlinks leaving ROOT, unmatched names (with `unmatched="reject"`), identical files under two classes."""
+    `config` (a FolderConfig): `mapping` names folders that are not class codes or names, `patient_regex` and
+    `unmatched` group files into patients, `min_size` and `workers` check the images, `val`, `test` and `seed`
+    split the patients. Everything not used is counted in rejected.csv: hidden files, files outside class folders
+    or not images, symlinks leaving ROOT, unmatched names (with `unmatched="reject"`), identical files under two
+    classes."""
     started = time.perf_counter()
-    check_options(min_size, workers)
-    if unmatched not in UNMATCHED:
-        raise RetinaugError(f"--unmatched must be one of {', '.join(UNMATCHED)}, not {unmatched!r}")
+    patient_regex, unmatched, min_size = config.patient_regex, config.unmatched, config.min_size
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise RetinaugError(f"dataset folder {root} does not exist")
-    names = parse_mapping(mapping)
-    regex = _patient_pattern(patient_regex)
+    names = parse_mapping(config.mapping)
+    regex = re.compile(patient_regex) if patient_regex else EYE_NAMING  # `<patient>_<eye>` naming by default
     folders, rejected = _class_folders(root, names)
     candidates, matched, warnings = _candidates(folders, names, root, regex, unmatched, rejected)
     warnings += _same_names(candidates, root)
-    kept, counts = screen(candidates, rejected, root, min_size, workers)
+    kept, counts = screen(candidates, rejected, root, min_size, config.workers)
     kept = _drop_conflicting(kept, rejected, root)
     grouping = _grouping(kept, matched, len(candidates), patient_regex, unmatched)
     warnings += _grouping_warnings(grouping, len(kept), regex)
@@ -153,15 +127,9 @@ def prepare_folder(
         "warnings": warnings,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    return finish_prepare(df, out, val=val, test=test, seed=seed, rejected=rejected, root=root, info=info)
-
-
-def _patient_pattern(patient_regex: str | None) -> re.Pattern:
-    """The compiled `--patient-regex`, or the default `<patient>_<eye>` naming when none is given."""
-    try:
-        return re.compile(patient_regex) if patient_regex else EYE_NAMING
-    except re.error as exc:
-        raise RetinaugError(f"--patient-regex {patient_regex!r} is not a valid regular expression: {exc}") from None
+    return finish_prepare(
+        df, out, val=config.val, test=config.test, seed=config.seed, rejected=rejected, root=root, info=info
+    )
 
 
 def _class_folders(root: Path, names: dict[str, str]) -> tuple[list[Path], list[dict]]:

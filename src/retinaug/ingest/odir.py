@@ -5,7 +5,7 @@
 - Challenge layout: `ODIR-5K_Training_Annotations(Updated)_V2.xlsx` (one row per patient: Left-/Right-Fundus,
   Left-/Right-Diagnostic Keywords, flags N..O) + `Training Images/`.
 
-Label sources (`labels=`): "kaggle" = the patient-level label (Kaggle's `labels` column; in the challenge
+Label sources (`OdirConfig.labels`): "kaggle" = the patient-level label (Kaggle's `labels` column; in the challenge
 layout the patient's N..O flags), "keywords" = per-eye labels from that eye's diagnostic keywords
 (see `keywords.py`). Both layouts support both sources. The patient id is the ODIR ID.
 """
@@ -22,7 +22,8 @@ import pandas as pd
 from ..classes import CODES
 from ..errors import RetinaugError
 from ..io import read_csv, safe_join
-from .checks import check_options, screen
+from .checks import screen
+from .config import OdirConfig
 from .finish import finish_prepare
 from .keywords import eye_classes, primary_class, split_keywords
 
@@ -30,7 +31,6 @@ KAGGLE_CSV = "full_df.csv"
 KAGGLE_IMAGES = "preprocessed_images"
 CHALLENGE_XLSX = "ODIR-5K_Training_Annotations(Updated)_V2.xlsx"
 CHALLENGE_IMAGES = "Training Images"
-LABEL_SOURCES = ("kaggle", "keywords")
 EYE_RE = re.compile(r"_(left|right)\.[A-Za-z]+$", re.IGNORECASE)
 KEYWORDS = {"left": "Left-Diagnostic Keywords", "right": "Right-Diagnostic Keywords"}
 
@@ -191,26 +191,16 @@ def _check_entry(
     return path, codes, reject
 
 
-def prepare_odir(
-    root: str | Path,
-    out: str | Path,
-    labels: str = "kaggle",
-    allow_multilabel: bool = False,
-    val: float = 0.15,
-    test: float = 0.15,
-    seed: int = 0,
-    min_size: int = 64,
-    workers: int | None = None,
-) -> pd.DataFrame:
+def prepare_odir(root: str | Path, config: OdirConfig, out: str | Path) -> pd.DataFrame:
     """Ingest an ODIR-5K folder (either layout) into `out`: checked images, labels, patient split.
 
-    Multi-finding images (two or more classes) are rejected ('multi-label') unless `allow_multilabel`,
-    which keeps them with the primary class (`keywords.primary_class`) and all codes in `findings`."""
+    `config` (an OdirConfig): `labels` is the label source, `min_size` and `workers` check the images, `val`,
+    `test` and `seed` split the patients. Multi-finding images (two or more classes) are rejected ('multi-label')
+    unless `allow_multilabel`, which keeps them with the primary class (`keywords.primary_class`) and all codes in
+    `findings`."""
     started = time.perf_counter()
-    check_options(min_size, workers)
+    labels, allow_multilabel, min_size = config.labels, config.allow_multilabel, config.min_size
     root = Path(root).expanduser().resolve()
-    if labels not in LABEL_SOURCES:
-        raise RetinaugError(f"--labels must be one of {', '.join(LABEL_SOURCES)}, not {labels!r}")
     if not root.is_dir():
         raise RetinaugError(f"dataset folder {root} does not exist")
     layout, annotations, images = detect_layout(root)
@@ -238,7 +228,7 @@ def prepare_odir(
                 "row": e["row"],
             }
         )
-    kept, counts = screen(candidates, rejected, root, min_size, workers)
+    kept, counts = screen(candidates, rejected, root, min_size, config.workers)
     df = pd.DataFrame(kept).rename(columns={"row": "source_row"}) if kept else pd.DataFrame(columns=["path"])
     info = {
         "source": str(root),
@@ -251,4 +241,6 @@ def prepare_odir(
         **counts,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    return finish_prepare(df, out, val=val, test=test, seed=seed, rejected=rejected, root=root, info=info)
+    return finish_prepare(
+        df, out, val=config.val, test=config.test, seed=config.seed, rejected=rejected, root=root, info=info
+    )

@@ -24,16 +24,19 @@ import numpy as np
 import pandas as pd
 
 from ..classes import CODES
-from ..classify import TrainConfig
+from ..classify.config import TrainConfig
 from ..errors import RetinaugError
-from ..features import FeatureExtractor, get_extractor, l2_normalise
+from ..features import get_extractor, l2_normalise
 from ..io import atomic_path, write_json_atomic
-from ..manifest import accepted_mask, real_rows
+from ..manifest import accepted_mask, manifest_rows, real_rows
 from .config import AuditConfig
 from .fidelity import asked_class, cas, class_fidelity
 from .match import match_features, topk_cosine, unit_images
 from .metrics import distribution_metrics
 from .plots import contact_sheet, similarity_hist
+
+# audit.json records the audit's own settings; the CAS recipe is recorded with its fits (cas/*/model.json)
+REPORTED = set(AuditConfig.model_fields) - {"cas_recipe"}
 
 SHEET_SIZE = 64  # px of each tile of class_samples.png
 SHEET_PER_GROUP = 4  # real / recognised / not recognised images shown per class
@@ -324,7 +327,6 @@ def _generator_checks(
     everything: pd.DataFrame,
     data_df: pd.DataFrame,
     labeler: str | Path | None,
-    cas_recipe: TrainConfig | None,
     cfg: AuditConfig,
     out: Path,
 ) -> tuple[dict, pd.DataFrame | None]:
@@ -338,7 +340,7 @@ def _generator_checks(
     else:
         fidelity = {"reason": "switched off (class_fidelity: false)"}
     scores = (
-        cas(everything, data_df, cas_recipe or TrainConfig(), out / "cas", cfg.cas_n_boot)
+        cas(everything, data_df, cfg.cas_recipe or TrainConfig(), out / "cas", cfg.cas_n_boot)
         if cfg.cas
         else {"reason": "switched off (cas: false)"}
     )
@@ -362,21 +364,21 @@ def _write_memorization(table: pd.DataFrame, memorization: dict, classes: list[s
 
 
 def audit(
-    synthetic_df: pd.DataFrame,
-    data_df: pd.DataFrame,
+    synthetic: str | Path | pd.DataFrame,
+    data: str | Path | pd.DataFrame,
+    config: AuditConfig,
     out: str | Path,
-    extractor: str | Path | FeatureExtractor | None = None,
     labeler: str | Path | None = None,
-    config: AuditConfig | None = None,
-    cas_recipe: TrainConfig | None = None,
 ) -> dict:
-    """Audit synthetic images against the generator's training images (real train rows of `data_df`).
+    """Audit synthetic images (a manifest folder or its rows) against the generator's training images (the real train
+    rows of `data`).
 
     Writes `out/audit.json`, `out/memorization.csv`, `out/similarity_hist.png`, the synthetic -> training top-k
     table `out/match.csv` + `out/match.png`, `out/class_samples.png`, and with the labeler `out/class_fidelity.csv`;
-    CAS (`config.cas`) trains `cas_recipe` (default: TrainConfig()) into `out/cas/`. Returns the audit.json dict."""
-    cfg = config or AuditConfig()
-    out = Path(out)
+    CAS (`config.cas`) trains `config.cas_recipe` (default: TrainConfig()) into `out/cas/`. Returns the audit.json
+    dict."""
+    cfg, out = config, Path(out)
+    synthetic_df, data_df = manifest_rows(synthetic), manifest_rows(data)
     everything = synthetic_df.reset_index(drop=True)  # class fidelity and CAS measure the generator: no filter
     syn = _audited_rows(synthetic_df, cfg.accepted_only)
     classes = [c for c in CODES if c in set(syn["label"])]
@@ -384,7 +386,7 @@ def audit(
     is_train = (reference["split"] == "train").to_numpy()
     train_idx, test_idx = np.flatnonzero(is_train), np.flatnonzero(~is_train)
 
-    ext = get_extractor(extractor or cfg.extractor, labeler, cfg.pixel_size)
+    ext = get_extractor(cfg.extractor, labeler, cfg.pixel_size)
     syn_raw, ref_raw = ext(syn), ext(reference)
     parent_pos, unmatched = _parent_rows(syn, reference, train_idx)
     table = _neighbour_table(
@@ -393,7 +395,7 @@ def audit(
     table = _judge(table, classes, cfg)
     report: dict = {
         "extractor": ext.name,
-        "config": cfg.model_dump(),
+        "config": cfg.model_dump(include=REPORTED),
         "classes": classes,
         "n_synthetic": int(len(syn)),
         "n_train": int(len(train_idx)),
@@ -405,7 +407,7 @@ def audit(
     }
 
     out.mkdir(parents=True, exist_ok=True)
-    generator, per_image = _generator_checks(everything, data_df, labeler, cas_recipe, cfg, out)
+    generator, per_image = _generator_checks(everything, data_df, labeler, cfg, out)
     report.update(generator)
     _write_memorization(table, report["memorization"], classes, ext.name, out)
     match_features(

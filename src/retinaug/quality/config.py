@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
-from ..features import PIXEL_SIZE
-from ..fields import MAX_BOOT, STRICT, Seed
+from ..classify.config import TrainConfig
+from ..fields import EXTRACTOR_HELP, MAX_BOOT, OVERLAP_THRESHOLD, PIXEL_SIZE, STRICT, RowSplit, Seed
 
 
 class AuditConfig(BaseModel):
@@ -13,10 +15,7 @@ class AuditConfig(BaseModel):
 
     model_config = STRICT
 
-    extractor: str = Field(
-        "auto",
-        description="feature space: auto (labeler if given, else pixels), labeler, pixels, imagenet (an ImageNet-trained tf_efficientnet_lite0; imagenet:<timm backbone> for another), or a model folder",
-    )
+    extractor: str = Field("auto", description=EXTRACTOR_HELP)
     pixel_size: int = Field(PIXEL_SIZE, ge=4, le=1024, description="image side (px) of the pixels extractor")
     quantile: float = Field(
         0.99,
@@ -57,3 +56,41 @@ class AuditConfig(BaseModel):
         200, ge=0, le=MAX_BOOT, description="patient-bootstrap resamples for the CAS test-metric intervals"
     )
     seed: Seed = Field(0, description="seed of the KID subset sampling and of the sample grid")
+    cas_recipe: TrainConfig | None = Field(
+        None, description="CAS classifier recipe (TrainConfig fields); none: `retinaug train`'s defaults (recipe auto)"
+    )
+
+
+class MatchConfig(BaseModel):
+    """Settings of `retinaug match`."""
+
+    model_config = STRICT
+
+    top_k: int = Field(10, ge=1, description="Neighbours per query image.")
+    extractor: str = Field("auto", description=EXTRACTOR_HELP)
+    ssim_size: int = Field(
+        64, ge=11, le=1024, description="Image side (px) at which SSIM of the top pairs is computed."
+    )
+    query_split: RowSplit = Field("all", description="Rows of the query manifest: train, val, test or all.")
+    reference_split: RowSplit = Field("all", description="Rows of the reference manifest: train, val, test or all.")
+
+
+class OverlapConfig(BaseModel):
+    """Settings of `retinaug check-overlap`."""
+
+    model_config = STRICT
+
+    threshold: float = Field(
+        OVERLAP_THRESHOLD,
+        gt=0,
+        le=1,
+        description="Grey-level SSIM (at ssim_size px) from which two images are near-copies.",
+    )
+    top_k: int = Field(3, ge=1, description="Candidates per image (by feature cosine) whose SSIM is computed.")
+    extractor: Literal["pixels", "labeler", "imagenet"] | str = Field(
+        "pixels",
+        description="Features of the candidate search: pixels (finds resized copies), labeler, imagenet[:<timm backbone>], or a local CLIP or labeler folder.",
+    )
+    ssim_size: int = Field(64, ge=11, le=1024, description="Image side (px) at which SSIM is computed.")
+    split_a: RowSplit = Field("all", description="Rows of A: train, val, test or all.")
+    split_b: RowSplit = Field("all", description="Rows of B (manifests only): train, val, test or all.")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..classes import CODES, resolve_task
-from ..classify import Classifier, TrainConfig, evaluate, fit, load_classifier, predict
+from ..classify import Classifier, EvaluateConfig, TrainConfig, evaluate, fit, load_classifier, predict
 from ..manifest import real_rows
 
 CAS_SCORES = ("macro_precision", "macro_recall", "macro_f1", "accuracy")
@@ -158,7 +158,9 @@ def cas(
     runs = {}
     for name, rows in (("synthetic", pd.concat(parts, ignore_index=True)), ("real", train)):
         fit(rows, val, recipe, out / name)
-        runs[name] = evaluate(out / name, test, out / name, n_boot=n_boot, seed=config.seed)
+        runs[name] = evaluate(
+            out / name, test, EvaluateConfig(split="all", n_boot=n_boot, seed=config.seed), out / name
+        )
     for c in classes:
         per_class[c].update(
             cas_recall=runs["synthetic"]["per_class"][c]["recall"], real_recall=runs["real"]["per_class"][c]["recall"]

@@ -18,8 +18,10 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from ..cache import image_cache
 from ..errors import RetinaugError
-from ..features import FeatureExtractor, get_extractor, l2_normalise
+from ..features import get_extractor, l2_normalise
 from ..io import atomic_path
+from ..manifest import manifest_rows, split_rows
+from .config import MatchConfig
 from .plots import contact_sheet
 
 SHEET_MATCHES = 5  # matches shown per query on the contact sheet
@@ -185,21 +187,22 @@ def match_features(
 
 
 def match(
-    query_df: pd.DataFrame,
-    reference_df: pd.DataFrame,
-    top_k: int = 10,
-    extractor: str | Path | FeatureExtractor = "auto",
+    query: str | Path | pd.DataFrame,
+    reference: str | Path | pd.DataFrame,
+    config: MatchConfig,
     out: str | Path | None = None,
     labeler: str | Path | None = None,
-    ssim_size: int = 64,
-    exclude_self: bool = True,
 ) -> pd.DataFrame:
-    """Top-k most similar reference images per query image (cosine of features, then SSIM).
+    """Top-k most similar reference images per query image (cosine of features, then SSIM); each set a manifest
+    folder or its rows (`query_split`/`reference_split` of them).
 
     Writes `out/match.csv` (query, rank, match, cosine, ssim, labels) and `out/match.png` (the closest
     pairs) when `out` is given; returns the table. An image never matches itself when query and
-    reference overlap (`exclude_self`)."""
-    ext = get_extractor(extractor, labeler)
+    reference overlap."""
+    query_df = split_rows(manifest_rows(query), config.query_split)
+    same = reference is query and config.reference_split == config.query_split
+    reference_df = query_df if same else split_rows(manifest_rows(reference), config.reference_split)
+    ext = get_extractor(config.extractor, labeler)
     q_feat = ext(query_df)
-    r_feat = q_feat if reference_df is query_df else ext(reference_df)
-    return match_features(query_df, reference_df, q_feat, r_feat, top_k, out, ssim_size, exclude_self)
+    r_feat = q_feat if same else ext(reference_df)
+    return match_features(query_df, reference_df, q_feat, r_feat, config.top_k, out, config.ssim_size)

@@ -21,11 +21,13 @@ from torchvision.transforms.v2.functional import rgb_to_grayscale
 from ..cache import image_cache
 from ..errors import RetinaugError
 from ..features import FeatureExtractor, get_extractor, l2_normalise
+from ..fields import OVERLAP_THRESHOLD
 from ..io import atomic_path, make_dirs, write_json_atomic
+from ..manifest import manifest_rows, split_rows
+from .config import OverlapConfig
 from .match import pair_ssim, topk_cosine
 from .plots import contact_sheet
 
-THRESHOLD = 0.97
 SHEET_PAIRS = 12  # closest pairs drawn in overlap.png
 SSIM_BLOCK = 512  # pairs whose images are in memory at once
 
@@ -47,7 +49,7 @@ def _ssim_pairs(a: pd.DataFrame, b: pd.DataFrame, ia: np.ndarray, ib: np.ndarray
 def find_overlap(
     a: pd.DataFrame,
     b: pd.DataFrame,
-    threshold: float = THRESHOLD,
+    threshold: float = OVERLAP_THRESHOLD,
     top_k: int = 3,
     extractor: str | Path | FeatureExtractor = "pixels",
     labeler: str | Path | None = None,
@@ -104,18 +106,18 @@ def overlap_summary(table: pd.DataFrame, n_b: int, threshold: float) -> dict:
 
 
 def check_overlap(
-    a: pd.DataFrame,
-    b: pd.DataFrame,
+    a: str | Path | pd.DataFrame,
+    b: str | Path | pd.DataFrame,
+    config: OverlapConfig,
     out: str | Path,
-    threshold: float = THRESHOLD,
-    top_k: int = 3,
-    extractor: str | Path | FeatureExtractor = "pixels",
     labeler: str | Path | None = None,
-    ssim_size: int = 64,
 ) -> tuple[pd.DataFrame, dict]:
-    """`find_overlap`, written to `out`: overlap.csv (every image of A with its closest image of B), overlap.png
-    (the closest pairs) and overlap.json (counts). Returns the table and the counts."""
-    ext = get_extractor(extractor, labeler)
+    """`find_overlap` of the rows of A and B (manifest folders or rows; `split_a`/`split_b` of them), written to
+    `out`: overlap.csv (every image of A with its closest image of B), overlap.png (the closest pairs) and
+    overlap.json (counts). Returns the table and the counts."""
+    threshold, top_k, ssim_size = config.threshold, config.top_k, config.ssim_size
+    a, b = split_rows(manifest_rows(a), config.split_a), split_rows(manifest_rows(b), config.split_b)
+    ext = get_extractor(config.extractor, labeler)
     table = find_overlap(a, b, threshold, top_k, ext, labeler, ssim_size)
     summary = {
         **overlap_summary(table, len(b), threshold),

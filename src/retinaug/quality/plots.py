@@ -11,18 +11,12 @@ import torch
 from matplotlib.figure import Figure
 
 from ..classes import CODES
-from ..io import atomic_path
+from ..io import save_figure
 
 SheetRow = tuple[torch.Tensor, str, Sequence[tuple[torch.Tensor, str]]]
 CLASS_COLOURS = dict(
     zip(CODES, ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"))
 )
-
-
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    return Path(path)
 
 
 def contact_sheet(rows: Sequence[SheetRow], path: str | Path, title: str, pad: int = 2) -> Path:

@@ -16,59 +16,15 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, field_validator
 
-from .classes import CODES, ClassCodes
-from .errors import RetinaugError
-from .features import PIXEL_SIZE
-from .fields import STRICT, Seed
-from .io import atomic_path, write_json_atomic
-from .manifest import half_up, real_rows, save_manifest
-
-
-class SelectConfig(BaseModel):
-    """Settings of `retinaug select` (t-SNE reduction of the dominant classes, train split only)."""
-
-    model_config = STRICT
-
-    classes: ClassCodes = Field(["D", "N"], description="dominant classes to reduce")
-    keep: float = Field(
-        0.5, gt=0, description="per class: a fraction of its train images when <= 1 (0.5 = half), else a count (200)"
-    )
-    strategy: Literal["coverage", "core", "random"] = Field(
-        "coverage",
-        description="coverage: k-means on the t-SNE map, keep the image nearest each centroid; core: drop images whose "
-        "map neighbours are mostly other classes; random: uniform sample (the control)",
-    )
-    extractor: str = Field(
-        "auto",
-        description="feature space: auto (labeler if given, else pixels), labeler, pixels, imagenet (an ImageNet-trained tf_efficientnet_lite0; imagenet:<timm backbone> for another), or a model folder",
-    )
-    pixel_size: int = Field(PIXEL_SIZE, ge=4, le=1024, description="image side (px) of the pixels extractor")
-    context_classes: ClassCodes | None = Field(
-        None,
-        description="classes whose train images join the map and are the neighbours for `core` (default: every class in the train split)",
-    )
-    perplexity: float = Field(30.0, gt=0, description="t-SNE perplexity (lowered for small sets)")
-    pca_dims: int = Field(50, ge=2, description="PCA components before t-SNE")
-    neighbours: int = Field(10, ge=1, description="core: neighbours looked at per image")
-    seed: Seed = Field(0, description="seed of PCA/t-SNE/k-means/random sampling")
-    threads: int = Field(
-        1,
-        description="OpenMP/BLAS threads for t-SNE and k-means (-1: all). 1 is the fast choice on a busy or small CPU: "
-        "OpenMP spin-waiting made a 600-image t-SNE 10x slower with 2 threads on 2 shared cores",
-    )
-
-    @field_validator("keep")
-    @classmethod
-    def _count_is_whole(cls, v: float) -> float:
-        if v > 1 and v != int(v):
-            raise ValueError("keep > 1 is a count of images and must be a whole number (or use a fraction <= 1)")
-        return v
+from ..classes import CODES
+from ..errors import RetinaugError
+from ..io import atomic_path, write_json_atomic
+from ..manifest import half_up, manifest_rows, real_rows, save_manifest
+from .config import SelectConfig
 
 
 def tsne_map(features: np.ndarray, cfg: SelectConfig) -> tuple[np.ndarray, float]:
@@ -148,23 +104,24 @@ def _select_on_map(features: np.ndarray, labels: np.ndarray, cfg: SelectConfig):
 
 
 def select(
-    data_df: pd.DataFrame,
+    data: str | Path | pd.DataFrame,
     config: SelectConfig | None = None,
     out: str | Path | None = None,
     labeler: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Reduce each dominant class's real TRAIN images to a target number chosen on a t-SNE map.
+    """Reduce each dominant class's real TRAIN images of `data` (a prepared folder or its rows) to a target number
+    chosen on a t-SNE map; `labeler`'s features where the extractor is auto.
 
     Returns the selected rows (the dominant classes only). With `out`: `manifest.parquet` (those rows),
     `tsne.csv` (path, label, x, y, selected, candidate), `tsne.png`, `summary.json`."""
     from threadpoolctl import threadpool_limits
 
-    from .features import get_extractor
-    from .quality.plots import tsne_plot
+    from ..features import get_extractor
+    from ..quality.plots import tsne_plot
 
     cfg = config or SelectConfig()
     started = time.perf_counter()
-    train = real_rows(data_df)
+    train = real_rows(manifest_rows(data))
     present = [c for c in CODES if c in set(train["label"])]
     absent = [c for c in cfg.classes if c not in present]
     if absent:
@@ -213,7 +170,7 @@ def select(
             "n_map": len(pool),
             "perplexity": perplexity,
             "seconds": round(time.perf_counter() - started, 2),
-            "config": cfg.model_dump(),
+            "config": cfg.model_dump(include=set(SelectConfig.model_fields)),  # a section passed whole: its own fields
         },
     )
     return chosen

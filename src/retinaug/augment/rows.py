@@ -1,10 +1,4 @@
-"""Traditional augmentation (the seed's baseline): flipped/rotated copies of real training images.
-
-Copies are manifest rows (origin=traditional) that point at the parent's file and name a `transform`
-applied when the image is loaded (`retinaug.cache.apply_transform`), so no pixels are duplicated on disk.
-The 7 non-identity symmetries of a square (flips and quarter turns) are the only distinct copies, so an
-image can have at most 7: a ratio above that is refused rather than silently repeated.
-"""
+"""Traditional-augmentation rows: `augment(data, AugmentConfig(...), out)`."""
 
 from __future__ import annotations
 
@@ -15,16 +9,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .cache import apply_transform, open_rgb
-from .classes import CODES, TASKS
-from .errors import RetinaugError
-from .io import atomic_path, sha256_text, write_json_atomic
-from .manifest import half_up, real_rows, save_manifest, validate_manifest
-from .progress import track
-
-SEED_TRANSFORMS = ("hflip", "vflip", "rot90")  # what the seed used, tried first
-MORE_TRANSFORMS = ("rot180", "rot270", "hflip+rot90", "hflip+rot270")  # the rest of the square's symmetries
-MAX_RATIO = len(SEED_TRANSFORMS) + len(MORE_TRANSFORMS)
+from ..cache import apply_transform, open_rgb
+from ..classes import CODES, TASKS
+from ..errors import RetinaugError
+from ..io import atomic_path, sha256_text, write_json_atomic
+from ..manifest import half_up, manifest_rows, real_rows, save_manifest, validate_manifest
+from ..progress import track
+from .config import MAX_RATIO, MORE_TRANSFORMS, SEED_TRANSFORMS, AugmentConfig
 
 
 def _copies_per_image(n: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
@@ -50,20 +41,14 @@ def _write_copy(parent: str, transform: str, folder: Path) -> Path:
     return target
 
 
-def augment(
-    data_df: pd.DataFrame,
-    ratio: float,
-    classes: tuple[str, ...] | list[str] | None = None,
-    seed: int = 0,
-    out: str | Path | None = None,
-    write_files: bool = False,
-) -> pd.DataFrame:
-    """Traditional-augmentation rows for the real TRAIN images of `classes` (default: the 5-class task's
-    classes present): round(ratio x real train count) copies per class, each a distinct (parent, transform).
+def augment(data: str | Path | pd.DataFrame, config: AugmentConfig, out: str | Path | None = None) -> pd.DataFrame:
+    """Traditional-augmentation rows for the real TRAIN images of `config.classes` of `data` (a prepared folder or
+    its rows): round(ratio x real train count) copies per class, each a distinct (parent, transform).
 
     Writes `out/manifest.parquet` (traditional rows only) and `out/summary.json` when `out` is given.
     With `write_files` the copies are written as PNGs under `out/images/<CLASS>/` and the rows point at
     them (no load-time transform; the applied one is kept in `file_transform`)."""
+    ratio, classes, seed, write_files = config.ratio, config.classes, config.seed, config.write_files
     if not 0 < ratio <= MAX_RATIO:
         raise RetinaugError(
             f"ratio {ratio} is not possible: each image has only {MAX_RATIO} distinct flipped/rotated copies "
@@ -71,7 +56,7 @@ def augment(
         )
     if write_files and out is None:
         raise RetinaugError("write_files needs an output folder (out)")
-    real = real_rows(data_df)
+    real = real_rows(manifest_rows(data))
     present = set(real["label"])
     if classes is None:
         classes = tuple(c for c in TASKS["5-class"] if c in present)

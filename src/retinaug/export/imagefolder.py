@@ -28,17 +28,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from . import __version__
-from .cards import CARD, WARNING, front_matter, quality_section, run_audit, shown_path, table
-from .classes import CLASSES, CODES
-from .errors import RetinaugError
-from .folds import fold_count, fold_name, is_pooled
-from .io import json_dict, safe_join, write_text_atomic
-from .lock import run_lock
-from .manifest import accepted_mask, load_manifest, manifest_file
-from .progress import console
+from .. import __version__
+from ..cards import CARD, WARNING, front_matter, quality_section, run_audit, shown_path, table
+from ..classes import CLASSES, CODES
+from ..errors import RetinaugError
+from ..folds import fold_count, fold_name, is_pooled
+from ..io import json_dict, safe_join, write_text_atomic
+from ..lock import run_lock
+from ..manifest import accepted_mask, load_manifest, manifest_file
+from ..progress import console
+from .config import ExportConfig
 
-WHAT = ("synthetic", "real", "both")
 HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 MARK = "<!-- retinaug export: this folder is rewritten by `retinaug export` -->"
 LOCAL_PATHS = (
@@ -49,16 +49,14 @@ LOCAL_PATHS = (
 LINK_OUT = "a symlink to a file outside the run and the trusted image folders"
 
 
-def export_run(
-    run: str | Path, out: str | Path, what: str = "synthetic", accepted_only: bool = False, copy: bool = False
-) -> Path:
-    """Write the images of RUN (`what`: synthetic, real or both) as an imagefolder dataset in `out`; returns `out`.
+def export_run(run: str | Path, config: ExportConfig, out: str | Path) -> Path:
+    """Write the images of RUN (`config.what`: synthetic, real or both) as an imagefolder dataset in `out`; returns
+    `out`.
 
     `accepted_only` keeps only the synthetic images the labeler accepted. `out` must be empty, absent or an earlier
     export (which is replaced whole, so no stale image survives); it is built beside and moved into place at the end."""
     run, out = Path(run), Path(out)
-    if what not in WHAT:
-        raise RetinaugError(f"--what must be one of {', '.join(WHAT)}, not {what!r}")
+    what, accepted_only, copy = config.what, config.accepted_only, config.copy_images
     if not run.is_dir():
         raise RetinaugError(f"run folder {run} not found")
     if is_pooled(run):
@@ -265,18 +263,31 @@ def dataset_card(
     """The README.md of an export, from the run's own records: data, split, generator, sampling, prompts, counts,
     labeler filter, audit figures; and how many images were skipped as links out of the run."""
     cfg = _read_yaml(run / "config.yaml")
-    data_cfg, summary = cfg.get("data") or {}, json_dict(run / "data" / "summary.json")
     splits = [HF_SPLITS[s] for s in HF_SPLITS if (meta["split"] == s).any()]
     has_syn = (meta["origin"] == "synthetic").any()
-    header = {
+    lines = _intro_section(run, cfg, meta, what, accepted_only, skipped) + _contents_section(meta)
+    lines += _data_section(cfg.get("data") or {}, json_dict(run / "data" / "summary.json"))
+    if has_syn:
+        lines += _generation_section(run, meta, labelled, accepted_only)
+        lines += quality_section(*run_audit(run))
+    lines += _files_section(splits) + _loading_section(splits) + _limitations_section()
+    return front_matter(_dataset_header(run, cfg, meta, what, has_syn)) + "\n" + "\n".join(lines)
+
+
+def _dataset_header(run: Path, cfg: dict, meta: pd.DataFrame, what: str, has_syn: bool) -> dict:
+    return {
         "license": "unknown",
         "task_categories": ["image-classification"],
         "size_categories": [_size_category(len(meta))],
         "tags": ["retinaug", "fundus", "ophthalmology", "medical-imaging"] + (["synthetic"] if has_syn else []),
         "pretty_name": f"{cfg.get('name', run.name)} ({what} fundus images, retinaug)",
     }
+
+
+def _intro_section(run: Path, cfg: dict, meta: pd.DataFrame, what: str, accepted_only: bool, skipped: int) -> list[str]:
+    """The export mark (`retinaug export` replaces only a folder that holds it), title, what was exported, warnings."""
     kind = {"synthetic": "synthetic", "real": "real", "both": "real and synthetic"}[what]
-    lines = [
+    return [
         MARK,
         "",
         f"# {cfg.get('name', run.name)}: {kind} fundus photographs",
@@ -292,9 +303,11 @@ def dataset_card(
         "**License: not set.** Set `license:` in the header above before publishing; real images keep the license "
         "of the dataset they come from, and synthetic images derive from it.",
         "",
-        "## Contents",
-        "",
     ]
+
+
+def _contents_section(meta: pd.DataFrame) -> list[str]:
+    """Images per class, in one column per split and origin that has any, and in all."""
     columns = [
         (s, o) for s in HF_SPLITS for o in ("real", "synthetic") if ((meta["split"] == s) & (meta["origin"] == o)).any()
     ]
@@ -311,12 +324,12 @@ def dataset_card(
     rows.append(
         ["all", "", *(int(((meta["split"] == s) & (meta["origin"] == o)).sum()) for s, o in columns), len(meta)]
     )
-    lines += table(["class", "name", *(f"{HF_SPLITS[s]} {o}" for s, o in columns), "total"], rows) + [""]
-    lines += _data_section(data_cfg, summary)
-    if has_syn:
-        lines += _generation_section(run, meta, labelled, accepted_only)
-        lines += quality_section(*run_audit(run))
-    lines += [
+    header = ["class", "name", *(f"{HF_SPLITS[s]} {o}" for s, o in columns), "total"]
+    return ["## Contents", "", *table(header, rows), ""]
+
+
+def _files_section(splits: list[str]) -> list[str]:
+    return [
         "## Files and columns",
         "",
         "- `<split>/<class>/<file>`: the images; "
@@ -332,6 +345,11 @@ def dataset_card(
         "img2img `parent` (its real training image, as in `source_file`) and `strength`; when labelled, `pred_label`, "
         "`pred_conf`, `accepted`, `intended_label` (the class asked of the generator).",
         "",
+    ]
+
+
+def _loading_section(splits: list[str]) -> list[str]:
+    return [
         "## Loading",
         "",
         "```python",
@@ -340,6 +358,11 @@ def dataset_card(
         f"ds[{splits[0]!r}][0]  # image, label and the columns above",
         "```",
         "",
+    ]
+
+
+def _limitations_section() -> list[str]:
+    return [
         "## Intended use and limitations",
         "",
         "Research on augmenting fundus-photo classifiers and on judging synthetic medical images (train on `train`, select "
@@ -350,7 +373,6 @@ def dataset_card(
         WARNING,
         "",
     ]
-    return front_matter(header) + "\n" + "\n".join(lines)
 
 
 def _read_yaml(path: Path) -> dict:
