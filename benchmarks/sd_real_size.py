@@ -92,9 +92,8 @@ def train(base: Path, rows, args, checkpointing: bool):
         train_classes=CLASSES,
     )
     gen = create_generator("sd-lora", cfg)
-    gen.classes = CLASSES
     reset_peak_rss()
-    history = gen.fit(rows, out=None)
+    history = gen.fit(rows, CLASSES, out=None)
     return history["seconds"] / history["steps"], peak_rss_gib(), gen
 
 

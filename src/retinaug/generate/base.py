@@ -174,17 +174,19 @@ class Generator:
     def fit(
         self,
         train_df: pd.DataFrame,
+        classes: list[str],
         out: Path | None = None,
         checkpoint_every: int = 500,
         holdout: pd.DataFrame | None = None,
     ) -> dict:
-        """Train on the rows of `train_df` (TRAIN-split real images of `self.classes`); `holdout` (val images)
-        is only read by generators that report a held-out score (ldm's reconstruction).
+        """Learn `classes` from the rows of `train_df` (TRAIN-split real images of those classes); `holdout` (val
+        images) is only read by generators that report a held-out score (ldm's reconstruction).
 
         Every `checkpoint_every` optimiser steps (0: never) the training state goes to OUT/train_state.pt: an
         interrupted fit with the same settings and images continues from there and, on one process, ends with
         the same weights as an uninterrupted one. Returns the last phase's history, earlier phases' under their name."""
         cfg = self.config
+        self.classes = list(classes)
         accelerator = new_accelerator(
             mixed_precision=resolve_precision(cfg.mixed_precision, default_device()),
             gradient_accumulation_steps=cfg.grad_accum,

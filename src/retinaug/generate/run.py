@@ -89,9 +89,9 @@ def finetune(
     gen.check()
     df = load_manifest(data)
     present = [c for c in CLASSES if c in set(train_rows(df)["label"])]
-    gen.classes = learned_classes(gen.config.train_classes, present, data)
-    train = train_rows(df, gen.classes)
-    history = gen.fit(train, out, checkpoint_every=checkpoint_every, holdout=real_rows(df, "val"))
+    classes = learned_classes(gen.config.train_classes, present, data)
+    train = train_rows(df, classes)
+    history = gen.fit(train, classes, out, checkpoint_every=checkpoint_every, holdout=real_rows(df, "val"))
     if not history.pop("is_main_process"):
         return {}
     out.mkdir(parents=True, exist_ok=True)
