@@ -133,11 +133,13 @@ def test_train_reads_the_same_settings_from_a_file_options_and_set(tmp_path: Pat
 
 
 def test_the_cli_starts_without_torch_or_diffusers():
-    """Every verb's config class is read at start (its options are generated from it): none may load the heavy stack."""
+    """Every verb's config class is read at start (its options are generated from it): none may load the heavy stack
+    (torch alone takes seconds; pandas and matplotlib half a second together)."""
     code = (
         "import sys; import retinaug.cli; from retinaug.cli.app import app; import typer.main;"
         "typer.main.get_command(app);"
-        "print(sorted(m for m in ('torch', 'timm', 'diffusers', 'sklearn', 'accelerate') if m in sys.modules))"
+        "heavy = ('torch', 'timm', 'diffusers', 'sklearn', 'accelerate', 'pandas', 'matplotlib');"
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
