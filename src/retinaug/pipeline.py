@@ -380,18 +380,19 @@ def steps(cfg: PipelineConfig, run: Path) -> list[Step]:
 
 
 def _prepare(config: PipelineConfig, run: Path, adopt: bool) -> PipelineConfig:
-    """The resolved config, after every up-front check: the settings (checks.py) and what the run folder holds
-    (ownership.py: nothing retinaug did not write, no dataset inside it)."""
+    """The resolved config, after every up-front check: what the run folder holds first (ownership.py: nothing
+    retinaug did not write, no dataset inside it; it lists folders only, so a refusal comes at once), then the
+    settings (checks.py, which builds the networks)."""
     from .checks import check_pipeline
     from .ownership import check_run_folder
 
     cfg = resolve(config)
     on = enabled_stages(cfg)
-    check_pipeline(cfg, run, on)
     datasets = [cfg.data.path] if cfg.data.path else []
     if cfg.data.external and on["experiments"]:  # read-only for retinaug, like the dataset: never inside the run folder
         datasets.append(manifest_file(cfg.data.external).parent)
-    check_run_folder(run, [st.make().folder for st in steps(cfg, run) if st.on], datasets, adopt)
+    check_run_folder(run, [run / st.label for st in steps(cfg, run) if st.on], datasets, adopt)  # a step's folder
+    check_pipeline(cfg, run, on)
     return cfg
 
 
