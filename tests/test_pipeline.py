@@ -477,7 +477,7 @@ def test_every_stage_names_a_verb_that_takes_what_the_table_passes(tmp_path: Pat
 
     cfg = resolve(load_config(preset="demo", overrides=["data.external=" + str(tmp_path)]))
     for spec in STAGE_TABLE:
-        verb = spec.run()
+        verb = spec.load_verb()
         section = getattr(cfg, spec.section) if spec.section else None
         borrowed = spec.borrows(cfg) if spec.borrows else {}
         needs = [tmp_path / up for up in spec.needs]

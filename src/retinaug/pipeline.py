@@ -56,7 +56,8 @@ class StageSpec:
     def upstream(self) -> tuple[str, ...]:
         return self.needs + tuple(self.uses)
 
-    def run(self) -> Callable[..., Any]:
+    def load_verb(self) -> Callable[..., Any]:
+        """The function `verb` names (its module imported now, when the stage runs)."""
         module, _, name = self.verb.partition(":")
         return getattr(importlib.import_module(module), name)
 
@@ -320,7 +321,7 @@ def _stage(
         out,
         result,
         inputs,
-        lambda: (run_fn or spec.run())(*needs, section, out, **uses, **borrowed),
+        lambda: (run_fn or spec.load_verb())(*needs, section, out, **uses, **borrowed),
         spec.writes,
         run,
         clean_on_change=not spec.keeps,

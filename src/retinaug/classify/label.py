@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..errors import RetinaugError
 from ..io import write_json_atomic
-from ..manifest import load_manifest, prob_column, save_manifest
+from ..manifest import load_manifest, manifest_rows, prob_column, save_manifest
 from .config import LabelConfig
 from .models import load_classifier, predict
 
@@ -31,7 +31,7 @@ def label(
     all:     every image accepted (the no-filter control)."""
     policy, threshold = config.policy, config.threshold
     clf = load_classifier(labeler)
-    df = synthetic.copy() if isinstance(synthetic, pd.DataFrame) else load_manifest(synthetic)
+    df = manifest_rows(synthetic).copy()  # the labels are added to a copy: the synthetic manifest is never changed
     df["intended_label"] = df["label"].astype("string")
     probs = predict(clf, df)
     pred = np.asarray(clf.classes)[probs.argmax(1)] if len(df) else np.array([], dtype=str)

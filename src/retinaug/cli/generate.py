@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from ..generate.config import DDPMConfig, GenerateConfig, LDMConfig, SDLoRAConfig
 from .app import app
-from .settings import field_lines, settings
+from .settings import field_lines, help_listing, settings
 
 # the settings of each method, listed in `finetune --help` (the configs are light: no torch)
 METHOD_CONFIGS = {"ddpm": DDPMConfig, "ldm": LDMConfig, "sd-lora": SDLoRAConfig}
@@ -26,11 +25,10 @@ GENERATE_OPTIONS = (
 def method_settings(verb: Callable[..., Any]) -> Callable[..., Any]:
     """Append every method's settings (name, description, default), generated from its config, to the verb's help."""
     sections = [
-        f"{method} settings ({model.__name__}; --set KEY=VALUE, or in --config FILE):\n\n"
-        + "\n\n".join(escape(line) for line in field_lines(model))
+        help_listing(f"{method} settings, {model.__name__}", field_lines(model))
         for method, model in METHOD_CONFIGS.items()
     ]
-    verb.__doc__ = inspect.cleandoc(verb.__doc__ or "") + "\n\n" + "\n\n".join(sections)
+    verb.__doc__ = inspect.cleandoc(verb.__doc__ or "") + "".join(sections)
     return verb
 
 

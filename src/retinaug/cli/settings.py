@@ -19,7 +19,6 @@ from typing import Annotated, Any, Literal
 import typer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 from rich.markup import escape  # help texts are rich markup: `[default: 3]` must be shown, not read
 
 CONFIG_HELP = "YAML file of this verb's settings (the fields listed below); the options and --set override it."
@@ -49,12 +48,6 @@ def _choices(annotation: Any) -> list[str]:
     return []
 
 
-def _default(field: FieldInfo) -> Any:
-    if field.default is not PydanticUndefined:
-        return field.default
-    return field.default_factory() if field.default_factory is not None else None  # type: ignore[call-arg]
-
-
 def _shown(value: Any) -> str:
     if isinstance(value, BaseModel):
         return "(section)"
@@ -63,13 +56,14 @@ def _shown(value: Any) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _help(name: str, field: FieldInfo, defaults: dict) -> str:
+def _described(name: str, field: FieldInfo, defaults: dict) -> str:
+    """A field's description, its choices where it does not name them, and its default (the verb's where it has one)."""
     choices = _choices(field.annotation)
     said = (field.description or name).rstrip()
     if choices and not all(c in said for c in choices):
         said += f" One of: {', '.join(choices)}."
-    default = defaults.get(name, _default(field))
-    return escape(f"{said} [default: {_shown(default)}]")
+    default = defaults[name] if name in defaults else field.get_default(call_default_factory=True)
+    return f"{said} [default: {_shown(default)}]"
 
 
 def option_parameter(name: str, field: FieldInfo, defaults: dict, flag: str | None = None) -> inspect.Parameter:
@@ -80,7 +74,7 @@ def option_parameter(name: str, field: FieldInfo, defaults: dict, flag: str | No
     kind = _plain_type(field.annotation)
     decls = (f"{flag}/--no-{flag.removeprefix('--')}",) if kind is bool else (flag,)
     metavar = None if kind is not None else ("|".join(_choices(field.annotation)) or "TEXT")
-    info = typer.Option(*decls, help=_help(name, field, defaults), metavar=metavar, show_default=False)
+    info = typer.Option(*decls, help=escape(_described(name, field, defaults)), metavar=metavar, show_default=False)
     annotation = Annotated[typing.Optional[kind or str], info]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 
@@ -97,9 +91,15 @@ def field_lines(
         if inner is not None and issubclass(inner, BaseModel):
             lines += field_lines(inner, prefix=f"{prefix}{name}.")
         else:
-            default = _shown(defaults.get(name, _default(field)))
-            lines.append(f"{prefix}{name}: {(field.description or '').rstrip()} [default: {default}]")
+            lines.append(f"{prefix}{name}: {_described(name, field, defaults)}")
     return lines
+
+
+def help_listing(title: str, lines: list[str]) -> str:
+    """A help section of settings, one paragraph each (rich markup escaped); nothing when there are none."""
+    if not lines:
+        return ""
+    return f"\n\n{title} (--set KEY=VALUE, or in --config FILE):\n\n" + "\n\n".join(map(escape, lines))
 
 
 def settings(
@@ -157,10 +157,10 @@ def settings(
             parameters=[*kept, *added], return_annotation=signature.return_annotation
         )
         wrapper.__annotations__ = {}  # typer reads the signature above
-        lines = field_lines(model, options, defaults)
         title = "Other settings" if options else "Settings"
-        listing = f"\n\n{title} (--set KEY=VALUE, or in --config FILE):\n\n" + "\n\n".join(map(escape, lines))
-        wrapper.__doc__ = inspect.cleandoc(verb.__doc__ or "") + (listing if lines else "")
+        wrapper.__doc__ = inspect.cleandoc(verb.__doc__ or "") + help_listing(
+            title, field_lines(model, options, defaults)
+        )
         return wrapper
 
     return decorate
