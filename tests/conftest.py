@@ -13,8 +13,12 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("RETINAUG_QUIET", "1")
-# the thread count tests run with (see _torch_threads); also what the CLI's start-up keeps instead of all cores
-os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("RETINAUG_TEST_THREADS", "2"))
+# the torch threads of a test and of the CLI processes it starts: CI's 2 cores shared by the pytest-xdist workers
+# (pyproject's `-n 2`: 1 thread each, 2 without xdist), unless RETINAUG_TEST_THREADS says otherwise (1 beside a benchmark)
+THREADS = int(
+    os.environ.get("RETINAUG_TEST_THREADS") or max(1, 2 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+)
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if "RETINAUG_CACHE_DIR" not in os.environ:  # keep the user's ~/.cache clean: one image cache per test session
@@ -104,11 +108,11 @@ def tiny_data(tmp_path: Path):
 
 @pytest.fixture(scope="session", autouse=True)
 def _torch_threads():
-    """2 threads (CI's cores) unless RETINAUG_TEST_THREADS says otherwise, e.g. 1 beside a benchmark."""
+    """Every test computes with THREADS torch threads (float reductions, and so results, depend on the count)."""
     try:
         import torch
 
-        torch.set_num_threads(int(os.environ.get("RETINAUG_TEST_THREADS", "2")))
+        torch.set_num_threads(THREADS)
     except ImportError:
         pass
     yield

@@ -28,6 +28,7 @@ from retinaug.faults import ENV
 TRAIN = {"backbone": "resnet10t", "size": 16, "epochs": 2, "batch_size": 8, "augment": False}
 # two GPUs declared (none present) so GPU placement can be tested
 RAY = dict(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray instance at a time on the machine (pyproject: --dist loadgroup)
 STARTED = re.compile(r"started on \S+, pid (\d+), (\d+) thread")
 
 

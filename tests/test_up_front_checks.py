@@ -206,6 +206,7 @@ def test_sigterm_says_what_stopped_and_the_run_resumes(tmp_path):
     )
 
 
+@pytest.mark.xdist_group("ray")  # with test_ray_executor.py: one Ray instance at a time
 def test_ray_leaves_the_sigterm_handler_to_the_cli():
     """ray.init makes SIGTERM a silent sys.exit(15); with `executor: ray` the CLI's handler is put back, so SIGTERM
     stops `retinaug experiment` with the message above. (was: exit 15, no message)"""
