@@ -214,7 +214,7 @@ def test_real_size_benchmark_runs_at_tiny_widths(capsys):
 @pytest.mark.slow
 def test_real_size_benchmark(tmp_path):
     """SD 1.5's real shapes on the CPU, as a user runs the script (its own process, every thread): minutes and a 6.5 GB
-    folder (run with -m slow on an otherwise idle machine)."""
+    folder (run with -m slow -n 0 on an otherwise idle machine)."""
     subprocess.run(
         [
             sys.executable,
