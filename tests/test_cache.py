@@ -50,6 +50,34 @@ def test_cache_invalidated_when_an_image_changes(tiny_data, tmp_path):
     assert len(_chunks(folder)) == 2  # only the changed image was decoded again
 
 
+def test_index_is_read_once_per_state_of_the_cache_folder(tiny_data, tmp_path, monkeypatch):
+    """Every stage and fit reads the index of a cache that every run shares (issue 31): with nothing changed the
+    index is not rebuilt nor any sidecar parsed again; a new chunk, a rewritten sidecar or a removed array is seen."""
+    import json
+
+    from retinaug import cache
+
+    parsed = []
+    monkeypatch.setattr(cache.json, "loads", lambda text: parsed.append(1) or json.JSONDecoder().decode(text))
+    folder = tmp_path / "cache"
+    image_cache(tiny_data.iloc[:10], 16, folder)
+    first = cache._read_index(folder, 16)
+    assert len(first) == 10 and cache._read_index(folder, 16) is first and len(parsed) == 1
+    image_cache(tiny_data, 16, folder)  # a second chunk: the first one is not parsed again
+    second = cache._read_index(folder, 16)
+    assert len(second) == len(tiny_data) and len(parsed) == 2
+    sidecar = next(f for f in folder.glob("images-16px-*.json") if len(json.loads(f.read_text())["paths"]) == 10)
+    record = json.loads(sidecar.read_text())
+    cache.write_json_atomic(sidecar, {**record, "decoder": "another"})  # rewritten: its rows are another decoder's
+    assert len(cache._read_index(folder, 16)) == len(tiny_data) - 10
+    cache.write_json_atomic(sidecar, record)
+    assert len(cache._read_index(folder, 16)) == len(tiny_data)
+    sidecar.with_suffix(".npy").unlink()  # the array gone: its images are decoded again, right
+    again = image_cache(tiny_data, 16, folder)
+    np.testing.assert_array_equal(again.get(tiny_data["path"].iloc[3]), load_image(tiny_data["path"].iloc[3], 16))
+    assert len(_chunks(folder)) == 2
+
+
 def test_missing_image_is_a_clear_error(tiny_data):
     os.remove(tiny_data["path"].iloc[3])
     with pytest.raises(RetinaugError, match="not found"):

@@ -120,21 +120,48 @@ def _identity(path: str) -> list:
         raise RetinaugError(f"image file not found: {path}") from None
 
 
+# The cache is shared by every run on the machine, so it holds many chunks, and every stage and fit reads its index
+# again: per process, each sidecar is parsed once per version and the index is rebuilt only when a chunk came, went
+# or changed (issue 31).
+_PARSED: dict[Path, tuple[tuple, list]] = {}  # sidecar -> (its stamp, its [path, *identity] rows)
+_INDEX: dict[tuple[Path, int], tuple[list, dict]] = {}  # (folder, size) -> (its listing, the index)
+
+
+def _entries(side: Path, stamp: tuple) -> list:
+    """A chunk's [path, *identity] rows (none for another decoder's), parsed again only when its sidecar changed."""
+    cached = _PARSED.get(side)
+    if cached is None or cached[0] != stamp:
+        record = json.loads(side.read_text())
+        cached = _PARSED[side] = (stamp, record["paths"] if record.get("decoder") == DECODER_VERSION else [])
+    return cached[1]
+
+
 def _read_index(folder: Path, size: int) -> dict[str, tuple[str, int, list]]:
     """path -> (chunk file, row, file identity) over every chunk of this resolution and `DECODER_VERSION`, newest
-    chunk last."""
-    index: dict[str, tuple[str, int, list]] = {}
-    sidecars = sorted(folder.glob(f"images-{size}px-*.json"), key=lambda p: p.stat().st_mtime_ns)
-    for side in sidecars:
-        npy = side.with_suffix(".npy")
+    chunk last. The dict is shared by the calls that find the same chunks: read it, do not change it."""
+    listing = []
+    for side in folder.glob(f"images-{size}px-*.json"):
         try:
-            record = json.loads(side.read_text())
-            entries = record["paths"] if record.get("decoder") == DECODER_VERSION else []
+            st = side.stat()
+        except OSError:
+            continue  # removed since the listing
+        # a rewrite is an atomic rename (a new inode); a chunk is usable once its array is there too
+        listing.append((st.st_mtime_ns, side, st.st_size, st.st_ino, side.with_suffix(".npy").exists()))
+    listing.sort()
+    cached = _INDEX.get((folder, size))
+    if cached is not None and cached[0] == listing:
+        return cached[1]
+    index: dict[str, tuple[str, int, list]] = {}
+    for _, side, *stamp, has_array in listing:
+        try:
+            entries = _entries(side, tuple(stamp))
         except (OSError, ValueError, KeyError, AttributeError):
             continue  # a chunk being written by another process, or damaged: its images are decoded again
-        if npy.exists():
+        if has_array:
+            npy = str(side.with_suffix(".npy"))
             for row, (path, *ident) in enumerate(entries):
-                index[path] = (str(npy), row, ident)
+                index[path] = (npy, row, ident)
+    _INDEX[(folder, size)] = (listing, index)
     return index
 
 
