@@ -114,12 +114,10 @@ class Bench:
 def machine_facts(device: str) -> dict:
     import torch
 
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = found.group(1) if found else cpu
+    from retinaug.hardware import cpu_model
+
     facts = {
-        "cpu_model": cpu,
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -22,13 +22,13 @@ import argparse
 import collections
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from retinaug.hardware import cpu_model
 from retinaug.ownership import foreign
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -61,13 +61,6 @@ AUTO_PRECISION = (
     "experiments.train.mixed_precision",
 )
 IDLE = "_RefreshThread.run"  # the progress bar's redraw thread, asleep between redraws; py-spy samples it as active
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def stage_seconds(run: Path) -> dict[str, float]:

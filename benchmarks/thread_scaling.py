@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from retinaug.config import preset_dict
-from retinaug.hardware import cpu_model
+from retinaug.hardware import cpu_kind
 from retinaug.io import write_json_atomic, write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -106,8 +106,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in Path("/proc/cpuinfo").open())}
-    cpu = f"{cpu_model()}, family {info.get('cpu family')} model {info.get('model')}"  # lscpu's names
+    cpu = cpu_kind()
     result = {"command": " ".join(sys.argv), "cpu": cpu, "cores": os.cpu_count(), "steps": args.steps, "rows": rows}
     write_json_atomic(RESULTS / f"thread-scaling-{args.tag}.json", result)
     head = list(rows[0])

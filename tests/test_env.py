@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from retinaug import __version__
 from retinaug.cli import app
-from retinaug.hardware import MIN_CPU_BF16_SIZE, cpu_bf16_units, fast_cpu_bf16, resolve_precision
+from retinaug.hardware import MIN_CPU_BF16_SIZE, cpu_bf16_units, cpu_kind, cpu_model, fast_cpu_bf16, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +29,16 @@ def test_env_json_reports_installed_versions_and_cpu():
     assert facts["cpu_bf16_fast"] == bool(facts["cpu_bf16_units"]) == fast_cpu_bf16()
     assert facts["torch_threads"] == torch.get_num_threads() and facts["cores_usable"] >= 1
     assert len(facts["cuda_devices"]) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="no /proc/cpuinfo (not Linux)")
+def test_cpu_name_and_kind_are_the_first_processors():
+    """What benchmarks record as the machine: the name, and lscpu's family and model numbers (`lscpu` reads these)."""
+    text = Path("/proc/cpuinfo").read_text()
+    name, family, model = (
+        re.search(rf"^{k}\s*: (.*)$", text, re.M).group(1) for k in ("model name", "cpu family", "model")
+    )
+    assert cpu_model() == name and cpu_kind() == f"{name}, family {family} model {model}"
 
 
 def test_env_text_names_each_package_and_the_bf16_verdict():

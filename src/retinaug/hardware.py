@@ -110,16 +110,31 @@ def default_device(cpu: bool = False) -> str:
     return "cuda" if torch.cuda.is_available() and not cpu else "cpu"
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (Linux), else platform.processor()."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (Linux; empty elsewhere)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # the first processor's block ends
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else platform.processor()."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_kind() -> str:
+    """The name with lscpu's family and model numbers (`AMD EPYC, family 26 model 2`): virtual machines often report
+    a name alone, which does not tell CPU generations apart, and benchmark figures hold for one kind."""
+    info = _cpuinfo()
+    return f"{cpu_model()}, family {info.get('cpu family', '?')} model {info.get('model', '?')}"
 
 
 def usable_cores() -> int:
